@@ -1,0 +1,1 @@
+"""daolinet controller: os-ken OpenFlow app, policy API and agent stream hub."""

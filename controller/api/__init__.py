@@ -1,0 +1,1 @@
+"""FastAPI policy API under /api/v1."""

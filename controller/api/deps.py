@@ -1,0 +1,39 @@
+"""What the API routers need from the rest of the controller, as one context object.
+
+create_app() stores an ApiContext on app.state.ctx; routers take it with the
+`Ctx` dependency.  The fabric (live hot-plug state and the agent stream hub) is a
+Protocol here so the API can be tested without a running OpenFlow app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
+
+from fastapi import Depends, Request
+
+if TYPE_CHECKING:
+    from controller.inventory import Inventory
+
+
+class Fabric(Protocol):
+    def routes(self, host: str | None = None) -> list[dict[str, Any]]:
+        """The live hot-plug connections (see docs/architecture.md, GET /routes)."""
+        ...
+
+
+@dataclass
+class ApiContext:
+    inventory: Inventory
+    token: str
+    fabric: Fabric
+    openflow_host: str  # listen address of the OpenFlow endpoint ("0.0.0.0" = any)
+    openflow_port: int
+
+
+def get_ctx(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ApiContext, Depends(get_ctx)]

@@ -1,0 +1,93 @@
+"""Desired state of daolinet: the records the store keeps and the API shows.
+
+These are plain pydantic models shared by the store, the API, the core and the
+host agent (which receives endpoint records when it attaches a container).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# The virtual gateway answers ARP for every address a container asks about and is
+# the first hop of every container.  Its MAC is the same on every host so that a
+# container moved to another host (or site) needs no change inside.
+GATEWAY_MAC = "02:da:00:00:00:01"
+
+# Kernel route protocol number the host agent stamps on every route it owns, so a
+# resync can remove exactly the routes daolinet made and nothing else.
+ROUTE_PROTO = 211
+
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
+]
+MacAddress = Annotated[
+    str, StringConstraints(pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$", to_lower=True)
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def mac_for_ip(ip: ipaddress.IPv4Address) -> str:
+    """A stable, locally administered MAC derived from the container IP.
+
+    IPs are unique across daolinet (overlapping subnets are refused), so the MAC
+    is unique too, and it survives a move because the IP does.
+    """
+    return "02:da:" + ":".join(f"{b:02x}" for b in ip.packed)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Host(Record):
+    name: Name
+    address: ipaddress.IPv4Address  # underlay address other hosts route to
+    site: Name = "default"
+    dpid: int = Field(ge=1, lt=2**64)
+    registered_at: datetime = Field(default_factory=utcnow)
+
+
+class Network(Record):
+    id: str
+    name: Name
+    subnet: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address
+    mtu: int = Field(default=1500, ge=576, le=9000)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Endpoint(Record):
+    """A container's attachment to one network on one host."""
+
+    id: str
+    name: Name
+    network: Name
+    host: Name
+    ip: ipaddress.IPv4Address
+    mac: MacAddress
+    port: str  # OVS port name (host side of the veth), at most 15 characters
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+RouteKind = Literal["via", "local"]
+
+
+class KernelRoute(Record):
+    """One kernel route a host agent must hold (the unit of the agent stream).
+
+    kind "via":   dst/32 via <underlay address of the host that runs dst>
+    kind "local": dst/32 dev <bridge>, with a permanent neighbour dst -> lladdr
+    """
+
+    kind: RouteKind
+    dst: ipaddress.IPv4Address
+    via: ipaddress.IPv4Address | None = None
+    lladdr: MacAddress | None = None

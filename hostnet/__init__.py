@@ -1,0 +1,1 @@
+"""daolinet host agent: bridge, container attachment, kernel routes, Docker plugin."""
