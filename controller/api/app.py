@@ -1,0 +1,39 @@
+"""The FastAPI application of the controller."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import APIRouter, FastAPI
+
+from controller.api import containers, hosts, networks
+from controller.api.auth import RequireToken
+from controller.api.deps import ApiContext
+from controller.api.errors import install_error_handlers
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(ctx: ApiContext, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The API app: own routers and `extra_routers`, all under /api/v1 and the token.
+
+    Extra routers (the live routes, the agent stream WebSocket) get the bearer-token
+    check too; it works for WebSocket routes (refused with close code 1008).
+    """
+    app = FastAPI(
+        title="daolinet",
+        summary="Policy API of the daolinet SDN controller",
+        version="0.1.0",
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness (no auth)")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    for router in (hosts.router, networks.router, containers.router):
+        app.include_router(router, prefix=API_PREFIX)
+    for router in extra_routers:
+        app.include_router(router, prefix=API_PREFIX, dependencies=[RequireToken])
+    return app

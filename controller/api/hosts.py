@@ -1,0 +1,72 @@
+"""/api/v1/hosts: host registration (by the agents) and listing."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from fastapi import APIRouter, Request
+
+from controller.api.auth import RequireToken
+from controller.api.deps import ApiContext, Ctx
+from controller.api.schemas import HostIn, HostOut
+from controller.models import Host
+
+router = APIRouter(prefix="/hosts", tags=["hosts"], dependencies=[RequireToken])
+
+WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def openflow_host(ctx: ApiContext, request: Request) -> str:
+    """The address an agent should give OVS to reach the OpenFlow endpoint.
+
+    The configured listen address, unless it is a wildcard: then the address the
+    client used to reach the API (its Host header).  If that is a DNS name, the
+    local address of the connection is preferred, since OVS does not always
+    resolve names.
+    """
+    if ctx.openflow_host not in WILDCARDS:
+        return ctx.openflow_host
+    hostname = request.url.hostname or ""
+    if _is_ip(hostname):
+        return hostname
+    server = request.scope.get("server")
+    if server and isinstance(server[0], str) and _is_ip(server[0]):
+        address = ipaddress.ip_address(server[0])
+        if not address.is_unspecified:
+            return server[0]
+    return hostname or "127.0.0.1"
+
+
+def openflow_targets(ctx: ApiContext, request: Request) -> list[str]:
+    host = openflow_host(ctx, request)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # OVS syntax for IPv6 targets
+    return [f"tcp:{host}:{ctx.openflow_port}"]
+
+
+def _out(ctx: ApiContext, request: Request, host: Host) -> HostOut:
+    return HostOut.of(host, openflow_targets(ctx, request))
+
+
+@router.post("", summary="Register (or re-register) a host")
+def register_host(body: HostIn, ctx: Ctx, request: Request) -> HostOut:
+    host = ctx.inventory.register_host(body.name, body.address, body.site)
+    return _out(ctx, request, host)
+
+
+@router.get("", summary="List hosts")
+def list_hosts(ctx: Ctx, request: Request) -> list[HostOut]:
+    return [_out(ctx, request, h) for h in ctx.inventory.hosts()]
+
+
+@router.get("/{name}", summary="Show one host")
+def get_host(name: str, ctx: Ctx, request: Request) -> HostOut:
+    return _out(ctx, request, ctx.inventory.host(name))

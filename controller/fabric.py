@@ -1,0 +1,84 @@
+"""The runtime around the pure core: one lock, the clock, and where effects go.
+
+os-ken threads (OpenFlow events), the asyncio loop (agent streams, API) and the
+ticker all call `Fabric.handle(...)`: the core runs under the lock, then its
+effects are carried out outside it (OpenFlow messages to the switches, route
+deltas to the agent hub).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from controller.core import Core, CoreState, Effects, KernelRouteDelta
+from controller.desired import DesiredIndex
+from controller.events import Change, EndpointAdded, EndpointRemoved
+from controller.ofmsg import OFMessage
+
+log = logging.getLogger(__name__)
+
+
+class AgentLink(Protocol):
+    """Where route deltas go: the hub of agent streams (controller/hub.py)."""
+
+    def send_delta(self, delta: KernelRouteDelta) -> None: ...
+
+    def host_synced(self, host: str) -> None: ...
+
+
+class Fabric:
+    def __init__(self, index: DesiredIndex, idle_timeout: int = 10, deny_hold: int = 3) -> None:
+        self.lock = threading.RLock()
+        self.core = Core(CoreState(idle_timeout=idle_timeout, deny_hold=deny_hold), index)
+        self.core.state.serial = time.time_ns() >> 12  # fresh cookies after a restart
+        self.send_openflow: Callable[[int, OFMessage], None] = _nowhere
+        self.agents: AgentLink | None = None
+
+    def handle(self, handler: Callable[..., Effects], *args: Any) -> None:
+        """Run one core handler (its last argument, `now`, is supplied here)."""
+        with self.lock:
+            fx = handler(*args, time.monotonic())
+        self.execute(fx)
+
+    def execute(self, fx: Effects) -> None:
+        for dpid, msg in fx.messages:
+            try:
+                self.send_openflow(dpid, msg)
+            except Exception:  # a switch that just went away must not stop the rest
+                log.exception("could not send %s to %016x", type(msg).__name__, dpid)
+        for delta in fx.deltas:
+            if self.agents is not None:
+                self.agents.send_delta(delta)
+            elif delta.token is not None:
+                self.handle(self.core.routes_failed, delta.host, delta.token)
+        for host in fx.synced_hosts:
+            if self.agents is not None:
+                self.agents.host_synced(host)
+
+    def on_change(self, change: Change) -> None:
+        """Inventory callback: desired state changed."""
+        if isinstance(change, EndpointAdded):
+            self.handle(self.core.endpoint_added, change.endpoint)
+        elif isinstance(change, EndpointRemoved):
+            self.handle(self.core.endpoint_removed, change.endpoint)
+
+    # views for the API -----------------------------------------------------------
+    def routes(self, host: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return self.core.live_routes(time.monotonic(), host)
+
+    def snapshot(self, host: str) -> tuple[int, list[dict[str, Any]]] | None:
+        """The full route set for a connecting agent, or None until its switch synced."""
+        with self.lock:
+            if not self.core.is_synced(host):
+                return None
+            token, routes = self.core.snapshot(host)
+        return token, [r.model_dump(mode="json", exclude_none=True) for r in routes]
+
+
+def _nowhere(dpid: int, msg: OFMessage) -> None:
+    log.warning("no OpenFlow app yet; dropped %s for %016x", type(msg).__name__, dpid)

@@ -1,0 +1,262 @@
+"""The os-ken shim: decode OpenFlow events, call the core, encode what it returns.
+
+Nothing here decides anything.  `translate()` is the one place where the core's
+plain messages become os-ken parser objects.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from typing import Any, ClassVar
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,
+)
+from os_ken.lib.packet import ethernet, ipv4, packet
+from os_ken.ofproto import ofproto_v1_3
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from controller.core import DumpedFlow, PacketInfo, PortInfo
+from controller.fabric import Fabric
+from controller.ofmsg import (
+    OFPP_CONTROLLER,
+    Action,
+    Barrier,
+    FlowAdd,
+    FlowDelete,
+    GotoTable,
+    Move,
+    OFMessage,
+    Output,
+    PacketOut,
+    RequestFlowStats,
+    RequestPortDesc,
+    SetField,
+)
+
+log = logging.getLogger(__name__)
+ofp = ofproto_v1_3
+
+TICK_SECONDS = 2.0
+
+
+def translate(dp: Any, msg: OFMessage) -> Any:
+    """The os-ken message for one of the core's messages."""
+    if isinstance(msg, FlowAdd):
+        instructions: list[Any] = []
+        actions = [_action(a) for a in msg.actions if not isinstance(a, GotoTable)]
+        if actions:
+            instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
+        instructions += [
+            parser.OFPInstructionGotoTable(a.table) for a in msg.actions if isinstance(a, GotoTable)
+        ]
+        return parser.OFPFlowMod(
+            dp,
+            cookie=msg.cookie,
+            table_id=msg.table,
+            command=ofp.OFPFC_ADD,
+            idle_timeout=msg.idle_timeout,
+            hard_timeout=msg.hard_timeout,
+            priority=msg.priority,
+            buffer_id=ofp.OFP_NO_BUFFER,
+            flags=msg.flags,
+            match=parser.OFPMatch(**dict(msg.match)),
+            instructions=instructions,
+        )
+    if isinstance(msg, FlowDelete):
+        return parser.OFPFlowMod(
+            dp,
+            cookie=msg.cookie,
+            cookie_mask=msg.cookie_mask,
+            table_id=msg.table,
+            command=ofp.OFPFC_DELETE_STRICT if msg.strict else ofp.OFPFC_DELETE,
+            priority=msg.priority,
+            out_port=ofp.OFPP_ANY,
+            out_group=ofp.OFPG_ANY,
+            match=parser.OFPMatch(**dict(msg.match)),
+        )
+    if isinstance(msg, PacketOut):
+        return parser.OFPPacketOut(
+            dp,
+            buffer_id=ofp.OFP_NO_BUFFER,
+            in_port=msg.in_port,
+            actions=[_action(a) for a in msg.actions],
+            data=msg.data,
+        )
+    if isinstance(msg, RequestPortDesc):
+        return parser.OFPPortDescStatsRequest(dp, 0)
+    if isinstance(msg, RequestFlowStats):
+        return parser.OFPFlowStatsRequest(
+            dp,
+            0,
+            msg.table,
+            ofp.OFPP_ANY,
+            ofp.OFPG_ANY,
+            msg.cookie,
+            msg.cookie_mask,
+            parser.OFPMatch(),
+        )
+    if isinstance(msg, Barrier):
+        return parser.OFPBarrierRequest(dp)
+    raise TypeError(f"no translation for {msg!r}")
+
+
+def _action(action: Action) -> Any:
+    if isinstance(action, SetField):
+        return parser.OFPActionSetField(**{action.field: action.value})
+    if isinstance(action, Move):
+        return parser.NXActionRegMove(
+            src_field=action.src, dst_field=action.dst, n_bits=action.n_bits
+        )
+    if isinstance(action, Output):
+        max_len = ofp.OFPCML_NO_BUFFER if action.port == OFPP_CONTROLLER else 0
+        return parser.OFPActionOutput(action.port, max_len)
+    raise TypeError(f"no translation for action {action!r}")
+
+
+def _port(p: Any) -> PortInfo:
+    name = p.name.decode() if isinstance(p.name, bytes) else str(p.name)
+    return PortInfo(p.port_no, name, p.hw_addr)
+
+
+class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
+    OFP_VERSIONS: ClassVar[list[int]] = [ofp.OFP_VERSION]
+    # Set by controller.main before os-ken instantiates the app.
+    fabric: ClassVar[Fabric]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.datapaths: dict[int, Any] = {}
+        self._parts: dict[tuple[int, int], list[Any]] = {}
+        self._ports: dict[int, list[PortInfo]] = {}
+        self.fabric.send_openflow = self._send
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="daolinet-tick", daemon=True)
+        self._ticker.start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _send(self, dpid: int, msg: OFMessage) -> None:
+        dp = self.datapaths.get(dpid)
+        if dp is None:
+            return
+        dp.send_msg(translate(dp, msg))
+
+    def _tick(self) -> None:
+        while not self._stop.wait(TICK_SECONDS):
+            try:
+                self.fabric.handle(self.fabric.core.tick)
+            except Exception:
+                log.exception("tick failed")
+
+    # switch lifecycle ----------------------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)  # type: ignore[untyped-decorator]
+    def on_features(self, ev: Any) -> None:
+        dp = ev.msg.datapath
+        self.datapaths[dp.id] = dp
+        log.info("switch %016x connected from %s", dp.id, dp.address)
+        self.fabric.handle(self.fabric.core.switch_connected, dp.id)
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)  # type: ignore[untyped-decorator]
+    def on_dead(self, ev: Any) -> None:
+        dp = ev.datapath
+        dpid: int | None = dp.id
+        if dpid is None or self.datapaths.get(dpid) is not dp:
+            return
+        del self.datapaths[dpid]
+        log.info("switch %016x disconnected", dpid)
+        self.fabric.handle(self.fabric.core.switch_disconnected, dpid)
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
+    def on_port_desc(self, ev: Any) -> None:
+        dpid = ev.msg.datapath.id
+        self._ports.setdefault(dpid, []).extend(_port(p) for p in ev.msg.body)
+        if ev.msg.flags & ofp.OFPMPF_REPLY_MORE:
+            return
+        ports = self._ports.pop(dpid, [])
+        self.fabric.handle(self.fabric.core.ports_described, dpid, ports)
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
+    def on_port_status(self, ev: Any) -> None:
+        msg = ev.msg
+        port = _port(msg.desc)
+        if msg.reason == ofp.OFPPR_DELETE:
+            self.fabric.handle(self.fabric.core.port_removed, msg.datapath.id, port)
+        else:
+            self.fabric.handle(self.fabric.core.port_added, msg.datapath.id, port)
+
+    # traffic ---------------------------------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
+    def on_packet_in(self, ev: Any) -> None:
+        msg = ev.msg
+        pkt = packet.Packet(msg.data)
+        eth = pkt.get_protocol(ethernet.ethernet)
+        ip = pkt.get_protocol(ipv4.ipv4)
+        if eth is None or ip is None:
+            return
+        info = PacketInfo(
+            in_port=msg.match["in_port"],
+            eth_src=eth.src,
+            ip_src=ipaddress.IPv4Address(ip.src),
+            ip_dst=ipaddress.IPv4Address(ip.dst),
+            ip_proto=ip.proto,
+            data=bytes(msg.data),
+        )
+        self.fabric.handle(self.fabric.core.packet_in, msg.datapath.id, info)
+
+    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
+    def on_flow_removed(self, ev: Any) -> None:
+        msg = ev.msg
+        m = msg.match
+        if "ipv4_src" not in m or "in_port" not in m:
+            return
+        self.fabric.handle(
+            self.fabric.core.flow_removed,
+            msg.datapath.id,
+            msg.cookie,
+            m["in_port"],
+            ipaddress.IPv4Address(m["ipv4_src"]),
+            ipaddress.IPv4Address(m["ipv4_dst"]),
+        )
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
+    def on_flow_stats(self, ev: Any) -> None:
+        msg = ev.msg
+        key = (msg.datapath.id, msg.xid)
+        self._parts.setdefault(key, []).extend(msg.body)
+        if msg.flags & ofp.OFPMPF_REPLY_MORE:
+            return
+        body = self._parts.pop(key, [])
+        flows = [f for f in (_dumped(s) for s in body) if f is not None]
+        self.fabric.handle(self.fabric.core.flows_dumped, msg.datapath.id, flows)
+
+
+def _dumped(stat: Any) -> DumpedFlow | None:
+    m = stat.match
+    if "ipv4_src" not in m or "ipv4_dst" not in m or "in_port" not in m:
+        return None
+    out = None
+    for inst in stat.instructions:
+        for action in getattr(inst, "actions", []):
+            if isinstance(action, parser.OFPActionOutput):
+                out = action.port
+    return DumpedFlow(
+        cookie=stat.cookie,
+        priority=stat.priority,
+        in_port=m["in_port"],
+        ip_src=ipaddress.IPv4Address(m["ipv4_src"]),
+        ip_dst=ipaddress.IPv4Address(m["ipv4_dst"]),
+        out_port=out,
+        packet_count=stat.packet_count,
+        duration=stat.duration_sec + stat.duration_nsec / 1e9,
+    )
+
+

@@ -1,0 +1,115 @@
+"""OpenFlow messages as plain data, independent of os-ken.
+
+The core returns these; the os-ken shim (controller/ofapp.py) translates them into
+os-ken parser objects, and the unit tests execute them on a simulated flow table.
+Only what daolinet uses is modelled, so the translation stays small and total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# Reserved port numbers of OpenFlow 1.3.
+OFPP_IN_PORT = 0xFFFFFFF8
+OFPP_CONTROLLER = 0xFFFFFFFD
+OFPP_LOCAL = 0xFFFFFFFE
+OFPP_ANY = 0xFFFFFFFF
+
+ETH_TYPE_IP = 0x0800
+ETH_TYPE_ARP = 0x0806
+
+# Match fields by their OpenFlow 1.3 OXM names (as os-ken spells them).
+# Field names are OpenFlow 1.3 OXM names as os-ken spells them (in_port, eth_type,
+# arp_op, ipv4_src, ipv4_dst, ...).
+MatchValue = int | str
+Match = tuple[tuple[str, MatchValue], ...]
+
+
+@dataclass(frozen=True)
+class SetField:
+    field: Literal["eth_src", "eth_dst", "arp_op", "arp_sha", "arp_tha", "arp_spa", "arp_tpa"]
+    value: int | str
+
+
+@dataclass(frozen=True)
+class Move:
+    """Copy n_bits from one field to another (Nicira reg_move)."""
+
+    src: str
+    dst: str
+    n_bits: int
+
+
+@dataclass(frozen=True)
+class Output:
+    port: int
+
+
+@dataclass(frozen=True)
+class GotoTable:
+    table: int
+
+
+Action = SetField | Move | Output | GotoTable
+
+OFPFF_SEND_FLOW_REM = 1
+
+
+@dataclass(frozen=True)
+class FlowAdd:
+    table: int
+    priority: int
+    match: Match
+    actions: tuple[Action, ...]
+    cookie: int = 0
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    flags: int = 0
+
+    def match_dict(self) -> dict[str, MatchValue]:
+        return dict(self.match)
+
+
+@dataclass(frozen=True)
+class FlowDelete:
+    """Delete flows of a table whose match contains `match` (strict: equals it)."""
+
+    table: int
+    match: Match
+    strict: bool = False
+    priority: int = 0
+    cookie: int = 0
+    cookie_mask: int = 0
+
+
+@dataclass(frozen=True)
+class PacketOut:
+    in_port: int
+    actions: tuple[Action, ...]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class RequestPortDesc:
+    pass
+
+
+@dataclass(frozen=True)
+class RequestFlowStats:
+    table: int
+    cookie: int = 0
+    cookie_mask: int = 0
+
+
+@dataclass(frozen=True)
+class Barrier:
+    pass
+
+
+OFMessage = FlowAdd | FlowDelete | PacketOut | RequestPortDesc | RequestFlowStats | Barrier
+
+
+def match(**fields: MatchValue) -> Match:
+    """A match as a hashable, ordered tuple: match(in_port=1, eth_type=0x800)."""
+    return tuple(sorted(fields.items()))

@@ -1,0 +1,410 @@
+"""The host agent: bridge, registration, the route stream and the local API.
+
+Blocking work (pyroute2, ovs-vsctl) runs in two single-thread executors: one owns
+the `KernelRouteTable` (first-packet path, never queued behind an attach) and one
+does everything else on the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import uvicorn
+from pydantic import TypeAdapter, ValidationError
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from controller.models import KernelRoute
+from hostnet import netlink
+from hostnet.attach import Attacher, SystemHostOps
+from hostnet.client import (
+    ControllerClient,
+    ControllerError,
+    ControllerUnreachable,
+    Registration,
+    stream_url,
+)
+from hostnet.localapi import create_app
+from hostnet.netlink import NetlinkError
+from hostnet.ovs import Ovs, OvsError, detect_datapath_type
+from hostnet.routes import KernelRouteTable
+
+log = logging.getLogger("hostnet.agent")
+T = TypeVar("T")
+
+DEFAULT_SOCKET = "/run/daolinet/hostnet.sock"
+BACKOFF_MIN = 0.2
+BACKOFF_MAX = 5.0
+_ROUTES = TypeAdapter(list[KernelRoute])
+
+
+class AgentStartupError(Exception):
+    """The agent cannot start; the message is the one line shown to the operator."""
+
+
+@dataclass
+class AgentConfig:
+    controller: str
+    token_file: Path
+    host: str
+    ovsdb: str
+    bridge: str = "br-dl"
+    address: str | None = None
+    socket_path: Path = field(default_factory=lambda: Path(DEFAULT_SOCKET))
+    site: str = "default"
+    datapath_type: str = "auto"
+    connect_timeout: float = 30.0
+
+
+def read_token(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise AgentStartupError(f"cannot read token file {path}: {exc.strerror}") from exc
+    if not token:
+        raise AgentStartupError(f"token file {path} is empty")
+    return token
+
+
+def controller_ipv4(controller: str) -> str:
+    """The IPv4 address of the controller URL's host (resolving a name)."""
+    host = urlsplit(controller).hostname
+    if not host:
+        raise AgentStartupError(f"controller URL {controller!r} has no host")
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise AgentStartupError(f"cannot resolve controller host {host}: {exc}") from exc
+    return str(infos[0][4][0])
+
+
+def next_backoff(current: float) -> float:
+    return min(BACKOFF_MAX, max(BACKOFF_MIN, current * 2))
+
+
+def bind_unix_socket(path: Path, mode: int = 0o660) -> socket.socket:
+    """Bind a listening unix socket at `path`, replacing a stale socket file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise AgentStartupError(f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(0.5)
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody listens: stale
+        else:
+            raise AgentStartupError(f"another agent is already serving {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, mode)
+    except OSError as exc:
+        sock.close()
+        raise AgentStartupError(f"cannot bind {path}: {exc.strerror}") from exc
+    return sock
+
+
+class _UnixServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the agent owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.ovs = Ovs(cfg.ovsdb)
+        self.datapath_type = (
+            detect_datapath_type() if cfg.datapath_type == "auto" else cfg.datapath_type
+        )
+        self.client: ControllerClient | None = None
+        self.registration: Registration | None = None
+        self.address: str | None = cfg.address
+        self._route_exec = ThreadPoolExecutor(1, thread_name_prefix="routes")
+        self._host_exec = ThreadPoolExecutor(1, thread_name_prefix="host")
+        self.table = KernelRouteTable(cfg.bridge)
+        self._stop = asyncio.Event()
+        self._server: _UnixServer | None = None
+        self.last_seq: int | None = None
+
+    # -- helpers ------------------------------------------------------------------
+
+    async def _host(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._host_exec, lambda: fn(*args, **kwargs))
+
+    async def _routes(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._route_exec, lambda: fn(*args))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.should_exit = True
+
+    # -- startup ------------------------------------------------------------------
+
+    async def _register(self) -> Registration:
+        assert self.client is not None and self.address is not None
+        reg = await self.client.register(self.cfg.host, self.address, self.cfg.site)
+        await self._host(
+            self.ovs.ensure_bridge, self.cfg.bridge, self.datapath_type, reg.dpid,
+            reg.openflow_targets,
+        )
+        self.registration = reg
+        return reg
+
+    async def _register_with_retry(self) -> Registration:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.connect_timeout
+        delay = BACKOFF_MIN
+        last = ""
+        while True:
+            try:
+                if self.address is None:
+                    target = controller_ipv4(self.cfg.controller)
+                    self.address = await self._host(netlink.source_address_for, target)
+                return await self._register()
+            except ControllerUnreachable as exc:
+                last = exc.detail
+            except ControllerError as exc:
+                if exc.status < 500:
+                    raise AgentStartupError(
+                        f"controller refused registration of {self.cfg.host}: {exc.detail}"
+                    ) from exc
+                last = exc.detail
+            except AgentStartupError as exc:
+                last = str(exc)
+            except NetlinkError as exc:
+                last = f"cannot find a source address towards the controller: {exc}"
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AgentStartupError(
+                    f"controller not reachable within {self.cfg.connect_timeout:g}s: {last}"
+                )
+            log.warning("registration failed (%s); retrying", last)
+            await asyncio.sleep(min(delay, remaining))
+            delay = next_backoff(delay)
+
+    def _prepare_bridge_interface(self) -> None:
+        netlink.wait_for_link(self.cfg.bridge, timeout=10.0)
+        netlink.set_link_up(self.cfg.bridge)
+        netlink.set_sysctls(self.cfg.bridge)
+
+    async def remove_orphans(self) -> list[str]:
+        """Delete OVS ports (and veths) of endpoints the controller no longer lists here."""
+        assert self.client is not None
+        try:
+            endpoints = await self.client.list_containers(self.cfg.host)
+        except ControllerError as exc:
+            log.warning("orphan check skipped: %s", exc.detail)
+            return []
+        known = {str(e.get("id")) for e in endpoints}
+        ports = await self._host(self.ovs.list_ports_with_endpoint, self.cfg.bridge)
+        removed = []
+        for port, endpoint in sorted(ports.items()):
+            if endpoint in known:
+                continue
+            try:
+                await self._host(self.ovs.del_port, self.cfg.bridge, port)
+                await self._host(netlink.delete_link, port)
+            except (OvsError, NetlinkError) as exc:
+                log.error("cannot remove orphan port %s: %s", port, exc)
+                continue
+            log.info("removed orphan port %s (endpoint %s)", port, endpoint)
+            removed.append(port)
+        return removed
+
+    async def startup(self) -> socket.socket:
+        token = read_token(self.cfg.token_file)
+        try:
+            stream_url(self.cfg.controller, self.cfg.host)
+        except ValueError as exc:
+            raise AgentStartupError(str(exc)) from exc
+        self.client = ControllerClient(self.cfg.controller, token)
+        try:
+            await self._host(self.ovs.ensure_bridge, self.cfg.bridge, self.datapath_type)
+            reg = await self._register_with_retry()
+            await self._host(self._prepare_bridge_interface)
+        except (OvsError, NetlinkError) as exc:
+            raise AgentStartupError(str(exc)) from exc
+        log.info(
+            "registered %s address=%s dpid=%016x targets=%s datapath=%s",
+            self.cfg.host, self.address, reg.dpid, ",".join(reg.openflow_targets),
+            self.datapath_type,
+        )
+        await self.remove_orphans()
+        return bind_unix_socket(self.cfg.socket_path)
+
+    # -- the stream ---------------------------------------------------------------
+
+    async def handle_message(self, msg: Any) -> dict[str, Any] | None:
+        """Apply one stream message; the ack/nack to send (None: nothing to answer)."""
+        if not isinstance(msg, dict):
+            log.warning("ignoring stream message that is not an object")
+            return None
+        kind, seq = msg.get("type"), msg.get("seq")
+        if kind not in ("snapshot", "delta") or not isinstance(seq, int):
+            log.warning("ignoring stream message type=%r seq=%r", kind, seq)
+            return None
+        try:
+            if kind == "snapshot":
+                routes = _ROUTES.validate_python(msg.get("routes", []))
+                plan = await self._routes(self.table.apply_snapshot, routes)
+                log.info(
+                    "snapshot %d: %d routes (+%d, -%d routes, -%d neighbours)", seq,
+                    len(routes), len(plan.install), len(plan.delete_routes),
+                    len(plan.delete_neighbours),
+                )
+            else:
+                add = _ROUTES.validate_python(msg.get("add", []))
+                remove = _ROUTES.validate_python(msg.get("remove", []))
+                await self._routes(self.table.apply_delta, add, remove)
+                log.debug("delta %d: +%d -%d", seq, len(add), len(remove))
+        except ValidationError as exc:
+            err = " ".join(str(exc).split())
+            log.error("%s %d rejected: %s", kind, seq, err)
+            return {"type": "nack", "seq": seq, "error": f"invalid {kind}: {err}"}
+        except (NetlinkError, ValueError) as exc:
+            log.error("%s %d failed: %s", kind, seq, exc)
+            return {"type": "nack", "seq": seq, "error": str(exc)}
+        self.last_seq = seq
+        return {"type": "ack", "seq": seq}
+
+    async def _stream_once(self, token: str) -> bool:
+        """One stream connection; True once a message was received."""
+        url = stream_url(self.cfg.controller, self.cfg.host)
+        got = False
+        async with connect(
+            url,
+            additional_headers={"Authorization": f"Bearer {token}"},
+            open_timeout=10,
+            ping_interval=20,
+            ping_timeout=20,
+            max_size=64 * 1024 * 1024,
+        ) as ws:
+            log.info("stream connected to %s", url)
+            async for raw in ws:
+                got = True
+                try:
+                    msg = json.loads(raw)
+                except ValueError:
+                    log.warning("ignoring stream message that is not JSON")
+                    continue
+                reply = await self.handle_message(msg)
+                if reply is not None:
+                    await ws.send(json.dumps(reply))
+        return got
+
+    async def stream_forever(self) -> None:
+        assert self.client is not None
+        delay = BACKOFF_MIN
+        first = True
+        while not self._stop.is_set():
+            try:
+                if not first:
+                    await self._register()  # the controller may have restarted
+                first = False
+                if await self._stream_once(self.client.token):
+                    delay = BACKOFF_MIN
+                log.warning("stream closed by the controller")
+            except asyncio.CancelledError:
+                raise
+            except InvalidStatus as exc:
+                log.warning("stream refused: HTTP %s", exc.response.status_code)
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                log.warning("stream lost: %s", " ".join(str(exc).split()) or type(exc).__name__)
+            except ControllerError as exc:
+                log.warning("re-registration failed: %s", exc.detail)
+            except (OvsError, NetlinkError) as exc:
+                log.error("bridge update after re-registration failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+            delay = next_backoff(delay)
+
+    # -- main ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        sock: socket.socket | None = None
+        try:
+            startup = asyncio.ensure_future(self.startup())
+            stopper = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not startup.done():
+                startup.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await startup
+                return
+            stopper.cancel()
+            sock = startup.result()
+            assert self.client is not None
+            attacher = Attacher(
+                self.cfg.host,
+                self.client,
+                SystemHostOps(
+                    self.ovs, self.cfg.bridge, tx_offload_off=self.datapath_type == "netdev"
+                ),
+                executor=self._host_exec,
+            )
+            config = uvicorn.Config(
+                create_app(attacher), lifespan="off", access_log=False, log_level="warning",
+                log_config=None,
+            )
+            self._server = _UnixServer(config)
+            if self._stop.is_set():
+                return
+            server_task = asyncio.ensure_future(self._server.serve(sockets=[sock]))
+            stream_task = asyncio.ensure_future(self.stream_forever())
+            log.info("serving the local API on %s", self.cfg.socket_path)
+            await self._stop.wait()
+            stream_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stream_task
+            self._server.should_exit = True
+            await server_task
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            if sock is not None:
+                sock.close()
+                with contextlib.suppress(OSError):
+                    self.cfg.socket_path.unlink()
+            if self.client is not None:
+                await self.client.aclose()
+            await loop.run_in_executor(self._route_exec, self.table.close)
+            self._route_exec.shutdown(wait=True)
+            self._host_exec.shutdown(wait=True)
+            log.info("agent stopped")
+
+
+def run_agent(cfg: AgentConfig) -> int:
+    """Run the agent until SIGTERM/SIGINT; 0, or 1 after a one-line error on stderr."""
+    try:
+        asyncio.run(Agent(cfg).run())
+    except AgentStartupError as exc:
+        print(f"daolinet-hostnet agent: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,158 @@
+"""The agent's HTTP client of the controller's REST API (bearer token)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+API = "/api/v1"
+
+
+class ControllerError(Exception):
+    """The controller answered with an error, or could not be reached (status 502)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class ControllerUnreachable(ControllerError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(502, detail)
+
+
+class Registration(BaseModel):
+    """The answer to `POST /hosts`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    address: str
+    site: str = "default"
+    dpid: int
+    openflow_targets: list[str]
+
+
+class EndpointInfo(BaseModel):
+    """The parts of an endpoint record the agent needs to plumb a container."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    name: str
+    network: str
+    host: str
+    ip: str
+    mac: str
+    port: str
+    prefixlen: int
+    gateway: str | None = None
+    mtu: int = 1500
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "detail" in body:
+        d = body["detail"]
+        if isinstance(d, str):
+            return d
+        if isinstance(d, list) and d and isinstance(d[0], dict) and "msg" in d[0]:
+            loc = ".".join(str(x) for x in d[0].get("loc", []) if x != "body")
+            return f"{loc}: {d[0]['msg']}" if loc else str(d[0]["msg"])
+        return str(d)
+    text = " ".join(resp.text.split())[:200]
+    return text or f"HTTP {resp.status_code}"
+
+
+def stream_url(controller: str, host: str) -> str:
+    """ws(s)://…/api/v1/hosts/{host}/stream for a controller base URL http(s)://…."""
+    parts = urlsplit(controller)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None:
+        raise ValueError(f"controller URL must be http(s)://…, not {controller!r}")
+    path = parts.path.rstrip("/") + f"{API}/hosts/{quote(host, safe='')}/stream"
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+class ControllerClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url + API,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ControllerUnreachable(
+                f"controller {self.base_url} unreachable: {reason}"
+            ) from exc
+        if resp.status_code >= 400:
+            status = resp.status_code if resp.status_code < 500 else 502
+            raise ControllerError(status, _detail(resp))
+        if resp.status_code == 204 or not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise ControllerError(502, f"controller sent invalid JSON for {method} {path}") from exc
+
+    async def register(self, name: str, address: str, site: str) -> Registration:
+        body = await self._request(
+            "POST", "/hosts", json={"name": name, "address": address, "site": site}
+        )
+        try:
+            return Registration.model_validate(body)
+        except ValidationError as exc:
+            raise ControllerError(502, f"unexpected registration answer: {exc}") from exc
+
+    async def create_container(
+        self, *, name: str, network: str, host: str, ip: str | None, mac: str | None
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {"name": name, "network": network, "host": host}
+        if ip is not None:
+            payload["ip"] = ip
+        if mac is not None:
+            payload["mac"] = mac
+        body = await self._request("POST", "/containers", json=payload)
+        if not isinstance(body, dict):
+            raise ControllerError(502, "unexpected answer to POST /containers")
+        return body
+
+    async def get_container(self, name_or_id: str) -> dict[str, Any]:
+        body = await self._request("GET", f"/containers/{quote(name_or_id, safe='')}")
+        if not isinstance(body, dict):
+            raise ControllerError(502, "unexpected answer to GET /containers/{name}")
+        return body
+
+    async def delete_container(self, name_or_id: str) -> None:
+        await self._request("DELETE", f"/containers/{quote(name_or_id, safe='')}")
+
+    async def list_containers(self, host: str) -> list[dict[str, Any]]:
+        body = await self._request("GET", "/containers", params={"host": host})
+        if not isinstance(body, list):
+            raise ControllerError(502, "unexpected answer to GET /containers")
+        return [e for e in body if isinstance(e, dict)]

@@ -1,0 +1,98 @@
+"""Fixtures of the integration tests: testbeds of network namespaces + OVS.
+
+* Every test in this directory is marked ``integration``.
+* At session start, leftovers of crashed earlier runs (netns/links ``dlt*`` whose
+  owner is gone) are removed.
+* ``testbed_factory`` builds testbeds for one test; modules that share a testbed
+  use :func:`make_testbed` in a module-scoped fixture.
+* When a test that uses a testbed fails, the tails of the controller, agent and
+  ovs-vswitchd logs and the table-1/route state are added to its report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from testbed import Testbed, cleanup_leftovers, skip_reason  # noqa: E402
+
+INTEGRATION_DIR = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def require_testbed(*, daolinet: bool = True) -> None:
+    """Skip (saying exactly what is missing) unless a testbed can run here."""
+    reason = skip_reason(daolinet=daolinet)
+    if reason:
+        pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def make_testbed(**kwargs: Any) -> Iterator[Testbed]:
+    """Build a testbed (skipping when the machine cannot) and always tear it down."""
+    require_testbed(daolinet=kwargs.get("daolinet", True))
+    tb = Testbed(**kwargs)
+    try:
+        tb.start()
+        yield tb
+    finally:
+        tb.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_leftovers() -> None:
+    if skip_reason(daolinet=False) is None:
+        removed = cleanup_leftovers()
+        if removed:
+            print(f"\nremoved testbed leftovers: {', '.join(removed)}", file=sys.stderr)
+
+
+@pytest.fixture
+def testbed_factory() -> Iterator[Callable[..., Testbed]]:
+    """`testbed_factory(hosts=2, idle_timeout=3, daolinet=True, ...)` → a started
+    Testbed, torn down after the test whatever happens."""
+    beds: list[Testbed] = []
+
+    def factory(**kwargs: Any) -> Testbed:
+        require_testbed(daolinet=kwargs.get("daolinet", True))
+        tb = Testbed(**kwargs)
+        beds.append(tb)
+        return tb.start()
+
+    try:
+        yield factory
+    finally:
+        errors = []
+        for tb in reversed(beds):
+            try:
+                tb.close()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed and call.when in ("setup", "call"):
+        funcargs = getattr(item, "funcargs", {}) or {}
+        for value in funcargs.values():
+            if isinstance(value, Testbed) and value.dir.exists():
+                with contextlib.suppress(Exception):
+                    report.sections.append(("testbed state", value.state_dump()))
+                with contextlib.suppress(Exception):
+                    report.sections.append(("testbed logs", value.log_tails()))
+    return report

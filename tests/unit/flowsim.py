@@ -1,0 +1,336 @@
+"""A simulated OpenFlow 1.3 switch that executes the core's messages (faucet's
+fakeoftable idea): packets go in, verdicts come out, flows age with a given clock.
+
+Only the semantics daolinet relies on are modelled: exact-match on the fields
+the flows use, highest priority wins, goto_table, set_field, reg_move, output,
+idle and hard timeouts with FlowRemoved for OFPFF_SEND_FLOW_REM flows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.core import (
+    Core,
+    CoreState,
+    DumpedFlow,
+    Effects,
+    KernelRouteDelta,
+    PacketInfo,
+    PortInfo,
+)
+from controller.desired import DesiredIndex
+from controller.models import Endpoint, Host, KernelRoute, Network
+from controller.ofmsg import (
+    OFPFF_SEND_FLOW_REM,
+    OFPP_CONTROLLER,
+    OFPP_IN_PORT,
+    OFPP_LOCAL,
+    FlowAdd,
+    FlowDelete,
+    GotoTable,
+    Move,
+    Output,
+    PacketOut,
+    SetField,
+)
+
+Packet = dict[str, Any]
+
+
+@dataclass
+class Entry:
+    flow: FlowAdd
+    installed: float
+    last_used: float
+    packets: int = 0
+
+
+@dataclass
+class Verdict:
+    kind: str  # "output", "controller", "drop"
+    port: int | None = None
+    packet: Packet | None = None
+
+
+@dataclass
+class FakeSwitch:
+    dpid: int
+    entries: list[Entry] = field(default_factory=list)
+    now: float = 0.0
+
+    def apply(self, msg: object) -> None:
+        if isinstance(msg, FlowAdd):
+            self.entries = [
+                e
+                for e in self.entries
+                if not (
+                    e.flow.table == msg.table
+                    and e.flow.priority == msg.priority
+                    and e.flow.match == msg.match
+                )
+            ]
+            self.entries.append(Entry(msg, self.now, self.now))
+        elif isinstance(msg, FlowDelete):
+            self.entries = [e for e in self.entries if not _deleted_by(e.flow, msg)]
+
+    def flows(self, table: int | None = None, priority: int | None = None) -> list[FlowAdd]:
+        return [
+            e.flow
+            for e in self.entries
+            if (table is None or e.flow.table == table)
+            and (priority is None or e.flow.priority == priority)
+        ]
+
+    def process(self, pkt: Packet) -> Verdict:
+        pkt = dict(pkt)
+        table = 0
+        while True:
+            entry = self._lookup(table, pkt)
+            if entry is None:
+                return Verdict("drop")
+            entry.packets += 1
+            entry.last_used = self.now
+            nxt = None
+            for action in entry.flow.actions:
+                if isinstance(action, SetField):
+                    pkt[action.field] = action.value
+                elif isinstance(action, Move):
+                    pkt[action.dst] = pkt.get(action.src)
+                elif isinstance(action, GotoTable):
+                    nxt = action.table
+                elif isinstance(action, Output):
+                    if action.port == OFPP_CONTROLLER:
+                        return Verdict("controller", packet=pkt)
+                    port = pkt["in_port"] if action.port == OFPP_IN_PORT else action.port
+                    return Verdict("output", port, pkt)
+            if nxt is None:
+                return Verdict("drop")
+            table = nxt
+
+    def _lookup(self, table: int, pkt: Packet) -> Entry | None:
+        best: Entry | None = None
+        for e in self.entries:
+            if e.flow.table != table:
+                continue
+            if all(pkt.get(k) == v for k, v in e.flow.match):
+                if best is None or e.flow.priority > best.flow.priority:
+                    best = e
+        return best
+
+    def expire(self, now: float) -> list[FlowAdd]:
+        """Age flows to `now`; return the removed ones that asked for FlowRemoved."""
+        self.now = now
+        keep, notify = [], []
+        for e in self.entries:
+            f = e.flow
+            idle = f.idle_timeout and now - e.last_used >= f.idle_timeout
+            hard = f.hard_timeout and now - e.installed >= f.hard_timeout
+            if idle or hard:
+                if f.flags & OFPFF_SEND_FLOW_REM:
+                    notify.append(f)
+            else:
+                keep.append(e)
+        self.entries = keep
+        return notify
+
+    def dump(self, table: int) -> list[DumpedFlow]:
+        out = []
+        for e in self.entries:
+            m = e.flow.match_dict()
+            if e.flow.table != table or "ipv4_src" not in m:
+                continue
+            outs = [a.port for a in e.flow.actions if isinstance(a, Output)]
+            out.append(
+                DumpedFlow(
+                    e.flow.cookie,
+                    e.flow.priority,
+                    int(m["in_port"]),
+                    ipaddress.IPv4Address(str(m["ipv4_src"])),
+                    ipaddress.IPv4Address(str(m["ipv4_dst"])),
+                    outs[0] if outs else None,
+                    e.packets,
+                    self.now - e.installed,
+                )
+            )
+        return out
+
+
+def _deleted_by(flow: FlowAdd, msg: FlowDelete) -> bool:
+    if flow.table != msg.table:
+        return False
+    if msg.strict:
+        return flow.match == msg.match and flow.priority == msg.priority
+    fm = flow.match_dict()
+    return all(fm.get(k) == v for k, v in msg.match)
+
+
+@dataclass
+class FakeAgent:
+    """A host agent's kernel routes; acks deltas unless told to hold them."""
+
+    host: str
+    routes: dict[ipaddress.IPv4Address, KernelRoute] = field(default_factory=dict)
+    auto_ack: bool = True
+    held: list[KernelRouteDelta] = field(default_factory=list)
+
+    def apply(self, delta: KernelRouteDelta) -> None:
+        for r in delta.remove:
+            self.routes.pop(r.dst, None)
+        for r in delta.add:
+            self.routes[r.dst] = r
+
+    def via(self) -> dict[str, str]:
+        return {str(d): str(r.via) for d, r in self.routes.items() if r.kind == "via"}
+
+
+class Lab:
+    """Hosts with fake switches and fake agents around one real Core."""
+
+    def __init__(self, hosts: list[str], idle_timeout: int = 10) -> None:
+        self.now = 0.0
+        self.index = DesiredIndex()
+        self.core = Core(CoreState(idle_timeout=idle_timeout), self.index)
+        self.switches: dict[str, FakeSwitch] = {}
+        self.agents: dict[str, FakeAgent] = {}
+        self.packet_outs: list[tuple[str, PacketOut]] = []
+        self.next_port: dict[str, int] = {}
+        for i, name in enumerate(hosts, start=1):
+            self.index.put_host(
+                Host(name=name, address=ipaddress.IPv4Address(f"198.18.0.{10 + i}"), dpid=i)
+            )
+            self.switches[name] = FakeSwitch(i)
+            self.agents[name] = FakeAgent(name)
+            self.next_port[name] = 1
+        for name in hosts:
+            self.connect(name)
+
+    # wiring ------------------------------------------------------------------------
+    def host_of(self, dpid: int) -> str:
+        return next(h for h, s in self.switches.items() if s.dpid == dpid)
+
+    def run(self, fx: Effects) -> None:
+        for dpid, msg in fx.messages:
+            host = self.host_of(dpid)
+            if isinstance(msg, PacketOut):
+                self.packet_outs.append((host, msg))
+            else:
+                self.switches[host].apply(msg)
+        for delta in fx.deltas:
+            agent = self.agents[delta.host]
+            if agent.auto_ack:
+                agent.apply(delta)
+                if delta.token is not None:
+                    self.run(self.core.routes_acked(delta.host, delta.token, self.now))
+            else:
+                agent.held.append(delta)
+
+    def release(self, host: str, ok: bool = True) -> None:
+        agent = self.agents[host]
+        held, agent.held = agent.held, []
+        for delta in held:
+            if ok:
+                agent.apply(delta)
+            if delta.token is not None:
+                if ok:
+                    self.run(self.core.routes_acked(host, delta.token, self.now))
+                else:
+                    self.run(self.core.routes_failed(host, delta.token, self.now))
+
+    def connect(self, host: str) -> None:
+        sw = self.switches[host]
+        self.run(self.core.switch_connected(sw.dpid, self.now))
+        ports = [PortInfo(OFPP_LOCAL, "br-dl", f"aa:00:00:00:00:{sw.dpid:02x}")]
+        ports += [
+            PortInfo(ep_port, ep.port, "fe:00:00:00:00:01")
+            for ep_port, ep in self._ports(host)
+        ]
+        self.run(self.core.ports_described(sw.dpid, ports, self.now))
+        self.run(self.core.flows_dumped(sw.dpid, sw.dump(1), self.now))
+        token, routes = self.core.snapshot(host)
+        agent = self.agents[host]
+        agent.routes = {r.dst: r for r in routes}
+        self.run(self.core.routes_acked(host, token, self.now))
+
+    def _ports(self, host: str) -> list[tuple[int, Endpoint]]:
+        return [(self.port_of(ep), ep) for ep in self.index.endpoints(host=host)]
+
+    def port_of(self, ep: Endpoint) -> int:
+        return int(ep.port.removeprefix("p"))
+
+    # desired state -------------------------------------------------------------------
+    def network(self, name: str, cidr: str) -> None:
+        net = ipaddress.IPv4Network(cidr)
+        self.index.put_network(
+            Network(id=name, name=name, subnet=net, gateway=next(net.hosts()))
+        )
+
+    def container(self, host: str, name: str, network: str, ip: str) -> Endpoint:
+        port_no = self.next_port[host]
+        self.next_port[host] += 1
+        addr = ipaddress.IPv4Address(ip)
+        ep = Endpoint(
+            id=name,
+            name=name,
+            network=network,
+            host=host,
+            ip=addr,
+            mac="02:da:" + ":".join(f"{b:02x}" for b in addr.packed),
+            port=f"p{port_no}",
+        )
+        self.index.put_endpoint(ep)
+        sw = self.switches[host]
+        self.run(self.core.port_added(sw.dpid, PortInfo(port_no, ep.port, "fe:00:00:00:00:01"), self.now))
+        self.run(self.core.endpoint_added(ep, self.now))
+        return ep
+
+    def remove(self, ep: Endpoint) -> None:
+        self.index.drop_endpoint(ep.id)
+        self.run(self.core.endpoint_removed(ep, self.now))
+
+    # traffic -------------------------------------------------------------------------
+    def ip_packet(self, src: Endpoint, dst_ip: str, proto: int = 1) -> Packet:
+        return {
+            "in_port": self.port_of(src),
+            "eth_type": 0x0800,
+            "eth_src": src.mac,
+            "eth_dst": "02:da:00:00:00:01",
+            "ipv4_src": str(src.ip),
+            "ipv4_dst": dst_ip,
+            "ip_proto": proto,
+        }
+
+    def send(self, host: str, pkt: Packet) -> Verdict:
+        """Inject a packet at a switch; a miss goes through the core like a PacketIn."""
+        sw = self.switches[host]
+        verdict = sw.process(pkt)
+        if verdict.kind == "controller":
+            info = PacketInfo(
+                in_port=pkt["in_port"],
+                eth_src=pkt["eth_src"],
+                ip_src=ipaddress.IPv4Address(pkt["ipv4_src"]),
+                ip_dst=ipaddress.IPv4Address(pkt["ipv4_dst"]),
+                ip_proto=pkt.get("ip_proto", 0),
+                data=b"x",
+            )
+            self.run(self.core.packet_in(sw.dpid, info, self.now))
+        return verdict
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for host, sw in self.switches.items():
+            for flow in sw.expire(self.now):
+                m = flow.match_dict()
+                self.run(
+                    self.core.flow_removed(
+                        sw.dpid,
+                        flow.cookie,
+                        int(m["in_port"]),
+                        ipaddress.IPv4Address(str(m["ipv4_src"])),
+                        ipaddress.IPv4Address(str(m["ipv4_dst"])),
+                        self.now,
+                    )
+                )
+            _ = host
