@@ -59,9 +59,11 @@ def read_or_create_token(path: Path) -> str:
 
 def start_openflow(fabric: Fabric, host: str, port: int) -> None:
     """Launch os-ken in-process (os-ken 4 has no osken-manager), on its own thread."""
-    import os_ken.controller.controller  # noqa: F401  (registers the ofp-* options)
-    from os_ken import cfg
-    from os_ken.base.app_manager import AppManager
+    # app_manager must be imported before os_ken.controller.controller (import cycle);
+    # importing the latter registers the --ofp-* options.
+    from os_ken.base.app_manager import AppManager  # isort: skip
+    from os_ken import cfg  # isort: skip
+    from os_ken.controller import controller as _ofp_options  # noqa: F401  # isort: skip
 
     from controller.ofapp import DaolinetApp
 
@@ -130,7 +132,9 @@ def main(
         yield
 
     app.router.lifespan_context = lifespan
-    config = uvicorn.Config(app, host=api_host, port=api_port, log_level=log_level, ws="websockets")
+    config = uvicorn.Config(
+        app, host=api_host, port=api_port, log_level=log_level, ws="websockets-sansio"
+    )
     server = uvicorn.Server(config)
     server.run()
     backend.close()

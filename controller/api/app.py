@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from fastapi import APIRouter, FastAPI
 
 from controller.api import containers, hosts, networks
-from controller.api.auth import RequireToken
 from controller.api.deps import ApiContext
 from controller.api.errors import install_error_handlers
 
@@ -15,10 +14,11 @@ API_PREFIX = "/api/v1"
 
 
 def create_app(ctx: ApiContext, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
-    """The API app: own routers and `extra_routers`, all under /api/v1 and the token.
+    """The API app: hosts, networks and containers plus `extra_routers`, under /api/v1.
 
-    Extra routers (the live routes, the agent stream WebSocket) get the bearer-token
-    check too; it works for WebSocket routes (refused with close code 1008).
+    The own routers require the bearer token.  Extra routers (the live routes, the
+    agent stream WebSocket) bring their own check: `dependencies=[RequireToken]`
+    for HTTP, `check_token()` for a WebSocket that wants its own close codes.
     """
     app = FastAPI(
         title="daolinet",
@@ -35,5 +35,5 @@ def create_app(ctx: ApiContext, extra_routers: Sequence[APIRouter] = ()) -> Fast
     for router in (hosts.router, networks.router, containers.router):
         app.include_router(router, prefix=API_PREFIX)
     for router in extra_routers:
-        app.include_router(router, prefix=API_PREFIX, dependencies=[RequireToken])
+        app.include_router(router, prefix=API_PREFIX)
     return app

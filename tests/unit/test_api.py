@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from controller.api.app import create_app
-from controller.api.auth import check_token
+from controller.api.auth import RequireToken, check_token
 from controller.api.deps import ApiContext, Ctx
 from controller.events import Change, EndpointAdded
 from controller.inventory import Inventory
@@ -49,7 +49,7 @@ class FakeFabric:
 
 def extra_routers() -> list[APIRouter]:
     """Stand-ins for the routes and stream routers other modules provide."""
-    routes = APIRouter()
+    routes = APIRouter(dependencies=[RequireToken])
 
     @routes.get("/routes")
     def list_routes(ctx: Ctx, host: str | None = None) -> list[dict[str, Any]]:
@@ -59,6 +59,10 @@ def extra_routers() -> list[APIRouter]:
 
     @stream.websocket("/hosts/{name}/stream")
     async def host_stream(websocket: WebSocket, name: str) -> None:
+        ctx = websocket.app.state.ctx
+        if not check_token(ctx, websocket.headers.get("authorization")):
+            await websocket.close(code=4401, reason="invalid or missing bearer token")
+            return
         await websocket.accept()
         await websocket.send_json({"type": "snapshot", "seq": 0, "routes": [], "host": name})
         await websocket.close()
@@ -98,8 +102,13 @@ def client(ctx: ApiContext):
 @pytest.fixture
 def lab(client: TestClient) -> TestClient:
     for name, address in (("h1", "198.18.0.11"), ("h2", "198.18.0.12")):
-        assert client.post("/api/v1/hosts", json={"name": name, "address": address}).status_code == 200
-    assert client.post("/api/v1/networks", json={"name": "web", "subnet": "10.1.0.0/24"}).status_code == 201
+        assert (
+            client.post("/api/v1/hosts", json={"name": name, "address": address}).status_code == 200
+        )
+    assert (
+        client.post("/api/v1/networks", json={"name": "web", "subnet": "10.1.0.0/24"}).status_code
+        == 201
+    )
     return client
 
 
@@ -167,17 +176,38 @@ def test_check_token(ctx: ApiContext) -> None:
     assert not check_token(ctx, "Bearer ")  # an empty configured token matches nothing
 
 
-def test_websocket_extra_router_requires_token(ctx: ApiContext) -> None:
-    app = create_app(ctx, extra_routers())
-    with TestClient(app) as anon:
+def test_websocket_check_token(ctx: ApiContext) -> None:
+    """A stream endpoint checks the token itself (its own close code)."""
+    with TestClient(create_app(ctx, extra_routers())) as anon:
         for headers in ({}, {"Authorization": "Bearer wrong"}):
-            with pytest.raises(WebSocketDisconnect) as exc, anon.websocket_connect(
-                "/api/v1/hosts/h1/stream", headers=headers
-            ) as ws:
+            with (
+                pytest.raises(WebSocketDisconnect) as exc,
+                anon.websocket_connect("/api/v1/hosts/h1/stream", headers=headers) as ws,
+            ):
                 ws.receive_json()
-            assert exc.value.code == 1008
+            assert exc.value.code == 4401
         with anon.websocket_connect("/api/v1/hosts/h1/stream", headers=AUTH) as ws:
             assert ws.receive_json()["host"] == "h1"
+
+
+def test_require_token_works_on_websocket_routes(ctx: ApiContext) -> None:
+    router = APIRouter(dependencies=[RequireToken])
+
+    @router.websocket("/echo")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json({"ok": True})
+        await websocket.close()
+
+    with TestClient(create_app(ctx, [router])) as anon:
+        with (
+            pytest.raises(WebSocketDisconnect) as exc,
+            anon.websocket_connect("/api/v1/echo", headers={"Authorization": "Bearer x"}) as ws,
+        ):
+            ws.receive_json()
+        assert exc.value.code == 1008
+        with anon.websocket_connect("/api/v1/echo", headers=AUTH) as ws:
+            assert ws.receive_json() == {"ok": True}
 
 
 # --- hosts ---------------------------------------------------------------------------
@@ -198,9 +228,10 @@ def test_register_host(client: TestClient, events: list[Change]) -> None:
         "/api/v1/hosts", json={"name": "h1", "address": "198.18.0.21", "site": "east"}
     ).json()
     assert (again["dpid"], again["address"], again["site"]) == (1, "198.18.0.21", "east")
-    assert client.post("/api/v1/hosts", json={"name": "h2", "address": "198.18.0.12"}).json()[
-        "dpid"
-    ] == 2
+    assert (
+        client.post("/api/v1/hosts", json={"name": "h2", "address": "198.18.0.12"}).json()["dpid"]
+        == 2
+    )
     assert [h["name"] for h in client.get("/api/v1/hosts").json()] == ["h1", "h2"]
     assert client.get("/api/v1/hosts/h2").json()["dpid"] == 2
     assert len(events) == 3
@@ -254,18 +285,42 @@ def test_network_crud(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "detail"),
     [
-        ({"name": "x", "subnet": "10.1.0.0/16"}, 409, "subnet 10.1.0.0/16 overlaps network web (10.1.0.0/24)"),
+        (
+            {"name": "x", "subnet": "10.1.0.0/16"},
+            409,
+            "subnet 10.1.0.0/16 overlaps network web (10.1.0.0/24)",
+        ),
         ({"name": "web", "subnet": "10.9.0.0/24"}, 409, "network web already exists"),
-        ({"name": "x", "subnet": "10.9.0.1/24"}, 422, "subnet 10.9.0.1/24 has host bits set (did you mean 10.9.0.0/24?)"),
+        (
+            {"name": "x", "subnet": "10.9.0.1/24"},
+            422,
+            "subnet 10.9.0.1/24 has host bits set (did you mean 10.9.0.0/24?)",
+        ),
         ({"name": "x", "subnet": "10.9.0.0/31"}, 422, "subnet 10.9.0.0/31 leaves no room"),
         ({"name": "x", "subnet": "nope"}, 422, "subnet 'nope' is not an IPv4 CIDR"),
-        ({"name": "x", "subnet": "10.9.0.0/24", "gateway": "10.8.0.1"}, 422, "gateway 10.8.0.1 is outside subnet 10.9.0.0/24"),
-        ({"name": "x", "subnet": "10.9.0.0/24", "mtu": 100}, 422, "mtu: Input should be greater than or equal to 576"),
-        ({"name": "x", "subnet": "10.9.0.0/24", "mtu": "big"}, 422, "mtu: Input should be a valid integer"),
+        (
+            {"name": "x", "subnet": "10.9.0.0/24", "gateway": "10.8.0.1"},
+            422,
+            "gateway 10.8.0.1 is outside subnet 10.9.0.0/24",
+        ),
+        (
+            {"name": "x", "subnet": "10.9.0.0/24", "mtu": 100},
+            422,
+            "mtu: Input should be greater than or equal to 576",
+        ),
+        (
+            {"name": "x", "subnet": "10.9.0.0/24", "mtu": "big"},
+            422,
+            "mtu: Input should be a valid integer",
+        ),
         ({"name": "x"}, 422, "subnet: Field required"),
         ({"subnet": "10.9.0.0/24"}, 422, "name: Field required"),
         ({"name": "bad name", "subnet": "10.9.0.0/24"}, 422, "name: String should match pattern"),
-        ({"name": "x", "subnet": "10.9.0.0/24", "color": "red"}, 422, "color: Extra inputs are not permitted"),
+        (
+            {"name": "x", "subnet": "10.9.0.0/24", "color": "red"},
+            422,
+            "color: Extra inputs are not permitted",
+        ),
         ({"name": "x", "subnet": 10}, 422, "subnet: Input should be a valid string"),
     ],
 )
@@ -320,7 +375,13 @@ def test_container_crud(lab: TestClient, events: list[Change]) -> None:
     assert isinstance(events[-1], EndpointAdded)
     r2 = lab.post(
         "/api/v1/containers",
-        json={"name": "c2", "network": "web", "host": "h2", "ip": "10.1.0.50", "mac": "02:00:00:00:00:50"},
+        json={
+            "name": "c2",
+            "network": "web",
+            "host": "h2",
+            "ip": "10.1.0.50",
+            "mac": "02:00:00:00:00:50",
+        },
     )
     assert r2.status_code == 201
     assert (r2.json()["ip"], r2.json()["mac"]) == ("10.1.0.50", "02:00:00:00:00:50")
@@ -336,9 +397,12 @@ def test_container_crud(lab: TestClient, events: list[Change]) -> None:
     assert r.json() == ep
     assert lab.get("/api/v1/containers/c1").status_code == 404
     # the address is reused
-    assert lab.post(
-        "/api/v1/containers", json={"name": "c3", "network": "web", "host": "h1"}
-    ).json()["ip"] == "10.1.0.2"
+    assert (
+        lab.post("/api/v1/containers", json={"name": "c3", "network": "web", "host": "h1"}).json()[
+            "ip"
+        ]
+        == "10.1.0.2"
+    )
 
 
 @pytest.mark.parametrize(
@@ -352,7 +416,11 @@ def test_container_crud(lab: TestClient, events: list[Change]) -> None:
         ({"ip": "10.1.0.1"}, 422, "ip 10.1.0.1 is the gateway of network web"),
         ({"ip": "10.1.0.255"}, 422, "ip 10.1.0.255 is the broadcast address"),
         ({"ip": "x"}, 422, "ip 'x' is not an IPv4 address"),
-        ({"mac": "02:da:0a:01:00:02"}, 409, "mac 02:da:0a:01:00:02 is already used by container taken"),
+        (
+            {"mac": "02:da:0a:01:00:02"},
+            409,
+            "mac 02:da:0a:01:00:02 is already used by container taken",
+        ),
         ({"mac": "nope"}, 422, "mac 'nope' is not a MAC address"),
         ({"name": None}, 422, "name: Input should be a valid string"),
         ({"network": ""}, 422, "network: String should have at least 1 character"),
@@ -374,7 +442,10 @@ def test_container_not_found(lab: TestClient) -> None:
 
 def test_host_errors(client: TestClient) -> None:
     r = client.post("/api/v1/hosts", json={"name": "h1", "address": "not-an-ip"})
-    assert (r.status_code, r.json()["detail"]) == (422, "address 'not-an-ip' is not an IPv4 address")
+    assert (r.status_code, r.json()["detail"]) == (
+        422,
+        "address 'not-an-ip' is not an IPv4 address",
+    )
     r = client.post("/api/v1/hosts", json={"name": "h1"})
     assert (r.status_code, r.json()["detail"]) == (422, "address: Field required")
     client.post("/api/v1/hosts", json={"name": "h1", "address": "198.18.0.11"})
@@ -399,12 +470,15 @@ def test_state_survives_restart(tmp_path: Path) -> None:
     with TestClient(create_app(ctx), headers=AUTH) as c:
         c.post("/api/v1/hosts", json={"name": "h1", "address": "198.18.0.11"})
         c.post("/api/v1/networks", json={"name": "web", "subnet": "10.1.0.0/24"})
-        ep = c.post("/api/v1/containers", json={"name": "c1", "network": "web", "host": "h1"}).json()
+        ep = c.post(
+            "/api/v1/containers", json={"name": "c1", "network": "web", "host": "h1"}
+        ).json()
     ctx.inventory.store.close()
     ctx2 = make_ctx(db, [])
     with TestClient(create_app(ctx2), headers=AUTH) as c:
         assert c.get("/api/v1/containers/c1").json() == ep
-        assert c.post("/api/v1/hosts", json={"name": "h1", "address": "198.18.0.11"}).json()[
-            "dpid"
-        ] == 1
+        assert (
+            c.post("/api/v1/hosts", json={"name": "h1", "address": "198.18.0.11"}).json()["dpid"]
+            == 1
+        )
     ctx2.inventory.store.close()

@@ -16,7 +16,7 @@ from controller.events import (
     NetworkAdded,
     NetworkRemoved,
 )
-from controller.inventory import Conflict, Inventory, InventoryError, Invalid, NotFound
+from controller.inventory import Conflict, Invalid, Inventory, InventoryError, NotFound
 from controller.models import mac_for_ip
 from controller.store import SqliteStore
 
@@ -94,7 +94,13 @@ def test_reregister_keeps_dpid_updates_address(inv: Inventory, rec: Recorder) ->
         ("-bad", "198.18.0.1", "default", Invalid, "host name '-bad' is invalid"),
         ("", "198.18.0.1", "default", Invalid, "host name '' is invalid"),
         ("h1", "198.18.0.1", "a b", Invalid, "site 'a b' is invalid"),
-        ("h9", "198.18.0.11", "default", Conflict, "address 198.18.0.11 is already registered by host h1"),
+        (
+            "h9",
+            "198.18.0.11",
+            "default",
+            Conflict,
+            "address 198.18.0.11 is already registered by host h1",
+        ),
     ],
 )
 def test_register_host_errors(inv, name, address, site, error, match) -> None:
@@ -142,7 +148,13 @@ def test_create_network_ok(inv, subnet, gateway, mtu, want_gw, want_mtu) -> None
 @pytest.mark.parametrize(
     ("subnet", "gateway", "mtu", "error", "match"),
     [
-        ("10.1.0.1/24", None, None, Invalid, r"subnet 10.1.0.1/24 has host bits set \(did you mean 10.1.0.0/24\?\)"),
+        (
+            "10.1.0.1/24",
+            None,
+            None,
+            Invalid,
+            r"subnet 10.1.0.1/24 has host bits set \(did you mean 10.1.0.0/24\?\)",
+        ),
         ("10.1.0.0", None, None, Invalid, "subnet '10.1.0.0' is not an IPv4 CIDR"),
         ("10.1.0.0/33", None, None, Invalid, "subnet '10.1.0.0/33' is not an IPv4 CIDR"),
         ("10.1.0/24", None, None, Invalid, "is not an IPv4 CIDR"),
@@ -152,15 +164,33 @@ def test_create_network_ok(inv, subnet, gateway, mtu, want_gw, want_mtu) -> None
         ("", None, None, Invalid, "subnet '' is not an IPv4 CIDR"),
         ("10.1.0.0/31", None, None, Invalid, "subnet 10.1.0.0/31 leaves no room"),
         ("10.1.0.1/32", None, None, Invalid, "subnet 10.1.0.1/32 leaves no room"),
-        ("10.9.0.0/24", "10.9.1.1", None, Invalid, "gateway 10.9.1.1 is outside subnet 10.9.0.0/24"),
+        (
+            "10.9.0.0/24",
+            "10.9.1.1",
+            None,
+            Invalid,
+            "gateway 10.9.1.1 is outside subnet 10.9.0.0/24",
+        ),
         ("10.9.0.0/24", "10.9.0.0", None, Invalid, "gateway 10.9.0.0 is the network address"),
         ("10.9.0.0/24", "10.9.0.255", None, Invalid, "gateway 10.9.0.255 is the broadcast address"),
         ("10.9.0.0/24", "10.9.0.x", None, Invalid, "gateway '10.9.0.x' is not an IPv4 address"),
         ("10.9.0.0/24", None, 575, Invalid, "mtu 575 is out of range 576-9000"),
         ("10.9.0.0/24", None, 9001, Invalid, "mtu 9001 is out of range"),
         # overlaps with "web" 10.1.0.0/24 created by the fixture
-        ("10.1.0.0/24", None, None, Conflict, r"subnet 10.1.0.0/24 overlaps network web \(10.1.0.0/24\)"),
-        ("10.1.0.0/16", None, None, Conflict, r"subnet 10.1.0.0/16 overlaps network web \(10.1.0.0/24\)"),
+        (
+            "10.1.0.0/24",
+            None,
+            None,
+            Conflict,
+            r"subnet 10.1.0.0/24 overlaps network web \(10.1.0.0/24\)",
+        ),
+        (
+            "10.1.0.0/16",
+            None,
+            None,
+            Conflict,
+            r"subnet 10.1.0.0/16 overlaps network web \(10.1.0.0/24\)",
+        ),
         ("10.1.0.128/25", None, None, Conflict, "subnet 10.1.0.128/25 overlaps network web"),
         ("10.1.0.4/30", None, None, Conflict, "overlaps network web"),
         ("0.0.0.0/0", None, None, Conflict, "overlaps network web"),
@@ -274,7 +304,11 @@ def test_tiny_network_has_one_address(inv: Inventory) -> None:
         ({"ip": "10.1.0.1"}, Invalid, "ip 10.1.0.1 is the gateway of network web"),
         ({"ip": "10.1.0.300"}, Invalid, "ip '10.1.0.300' is not an IPv4 address"),
         ({"ip": "10.1.0.2"}, Conflict, "ip 10.1.0.2 is already used by container taken"),
-        ({"mac": "02:da:0a:01:00:02"}, Conflict, "mac 02:da:0a:01:00:02 is already used by container taken"),
+        (
+            {"mac": "02:da:0a:01:00:02"},
+            Conflict,
+            "mac 02:da:0a:01:00:02 is already used by container taken",
+        ),
         ({"mac": "02:DA:0A:01:00:02"}, Conflict, "mac 02:da:0a:01:00:02 is already used"),
         ({"mac": "zz:00:00:00:00:00"}, Invalid, "mac 'zz:00:00:00:00:00' is not a MAC address"),
         ({"mac": "02da0a010002"}, Invalid, "mac '02da0a010002' is not a MAC address"),

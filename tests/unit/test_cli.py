@@ -1,0 +1,330 @@
+"""daolictl against a real uvicorn server on 127.0.0.1 (free port, fixture thread)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import APIRouter
+from typer.testing import CliRunner
+
+from controller.api.app import create_app
+from controller.api.auth import RequireToken
+from controller.api.deps import ApiContext, Ctx
+from controller.cli import app as cli_app
+from controller.inventory import Inventory
+from controller.store import SqliteStore
+
+TOKEN = "cli-token"
+REPO = Path(__file__).resolve().parents[2]
+
+ROUTES = [
+    {
+        "src": "10.1.0.2",
+        "dst": "10.1.0.3",
+        "src_host": "h1",
+        "dst_host": "h2",
+        "path": ["h1", "h2"],
+        "age": 125.0,
+        "idle": 2.25,
+    }
+]
+
+
+class FakeFabric:
+    def routes(self, host: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in ROUTES if host is None or host in (r["src_host"], r["dst_host"])]
+
+
+def routes_router() -> APIRouter:
+    router = APIRouter(dependencies=[RequireToken])
+
+    @router.get("/routes")
+    def list_routes(ctx: Ctx, host: str | None = None) -> list[dict[str, Any]]:
+        return ctx.fabric.routes(host)
+
+    return router
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Api:
+    url: str
+    ctx: ApiContext
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    store = SqliteStore(tmp_path_factory.mktemp("cli") / "cli.db")
+    ctx = ApiContext(
+        inventory=Inventory(store, lambda _c: None),
+        token=TOKEN,
+        fabric=FakeFabric(),
+        openflow_host="0.0.0.0",
+        openflow_port=6653,
+    )
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(ctx, [routes_router()]), log_level="warning", lifespan="off", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        assert thread.is_alive(), "uvicorn died"
+        time.sleep(0.02)
+    yield Api(url=f"http://127.0.0.1:{port}", ctx=ctx)
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+    store.close()
+
+
+@pytest.fixture
+def run(api: Api):
+    runner = CliRunner()
+
+    def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
+        environ = {"DAOLINET_URL": api.url, "DAOLINET_TOKEN": TOKEN}
+        if env is not None:
+            environ = env
+        return runner.invoke(cli_app, list(args), env=environ)
+
+    return invoke
+
+
+@pytest.fixture(autouse=True)
+def clean(api: Api) -> Iterator[None]:
+    inv = api.ctx.inventory
+    yield
+    for ep in inv.endpoints():
+        inv.remove_endpoint(ep.id)
+    for net in inv.networks():
+        inv.delete_network(net.name)
+
+
+@pytest.fixture
+def hosts(api: Api) -> None:
+    api.ctx.inventory.register_host("h1", "198.18.0.11")
+    api.ctx.inventory.register_host("h2", "198.18.0.12", site="east")
+
+
+def test_network_lifecycle(run) -> None:
+    r = run("network", "create", "web", "10.1.0.0/24", "--mtu", "1400")
+    assert r.exit_code == 0, r.output
+    assert "10.1.0.0/24" in r.stdout
+    assert "1400" in r.stdout
+    r = run("network", "create", "db", "10.2.0.0/16", "--gateway", "10.2.255.254", "--json")
+    assert r.exit_code == 0, r.output
+    created = json.loads(r.stdout)
+    assert created["gateway"] == "10.2.255.254"
+
+    r = run("network", "list")
+    assert r.exit_code == 0
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "SUBNET", "GATEWAY", "MTU", "ID"]
+    assert lines[1].split()[:4] == ["db", "10.2.0.0/16", "10.2.255.254", "1500"]
+    assert lines[2].split()[:4] == ["web", "10.1.0.0/24", "10.1.0.1", "1400"]
+
+    r = run("network", "list", "--json")
+    assert [n["name"] for n in json.loads(r.stdout)] == ["db", "web"]
+
+    r = run("network", "show", "db", "--json")
+    assert json.loads(r.stdout) == created
+    r = run("network", "show", "web")
+    assert r.exit_code == 0
+    assert any(line.split() == ["gateway", "10.1.0.1"] for line in r.stdout.splitlines())
+
+    r = run("network", "delete", "web")
+    assert r.exit_code == 0
+    assert r.stdout.strip() == "deleted network web"
+    r = run("network", "show", "web")
+    assert r.exit_code == 1
+    assert r.stderr.strip() == "error: network web not found (HTTP 404)"
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["network", "create", "x", "10.1.0.1/24"],
+            "error: subnet 10.1.0.1/24 has host bits set (did you mean 10.1.0.0/24?) (HTTP 422)",
+        ),
+        (["network", "create", "x", "10.1.0.0/31"], "error: subnet 10.1.0.0/31 leaves no room"),
+        (
+            ["network", "create", "x", "10.9.0.0/24", "--mtu", "100"],
+            "error: mtu: Input should be greater than or equal to 576 (HTTP 422)",
+        ),
+        (["network", "delete", "nope"], "error: network nope not found (HTTP 404)"),
+        (["container", "show", "ghost"], "error: container ghost not found (HTTP 404)"),
+    ],
+)
+def test_api_errors_one_line(run, args, message) -> None:
+    r = run(*args)
+    assert r.exit_code == 1
+    assert len(r.stderr.splitlines()) == 1
+    assert r.stderr.startswith(message)
+    assert "Traceback" not in r.output
+
+
+def test_overlap_and_in_use(run, api: Api, hosts: None) -> None:
+    assert run("network", "create", "web", "10.1.0.0/24").exit_code == 0
+    r = run("network", "create", "x", "10.1.0.0/16")
+    assert r.exit_code == 1
+    assert r.stderr.strip() == (
+        "error: subnet 10.1.0.0/16 overlaps network web (10.1.0.0/24) (HTTP 409)"
+    )
+    api.ctx.inventory.add_endpoint("c1", "web", "h1")
+    r = run("network", "delete", "web")
+    assert r.exit_code == 1
+    assert "network web still has 1 container(s): c1" in r.stderr
+
+
+def test_containers(run, api: Api, hosts: None) -> None:
+    inv = api.ctx.inventory
+    inv.create_network("web", "10.1.0.0/24")
+    c1 = inv.add_endpoint("c1", "web", "h1")
+    inv.add_endpoint("c2", "web", "h2")
+    r = run("container", "list")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "NETWORK", "HOST", "IP", "MAC", "PORT", "ID"]
+    assert lines[1].split()[:5] == ["c1", "web", "h1", "10.1.0.2", "02:da:0a:01:00:02"]
+    assert len(lines) == 3
+    r = run("container", "list", "--host", "h2", "--json")
+    assert [e["name"] for e in json.loads(r.stdout)] == ["c2"]
+    r = run("container", "show", c1.id, "--json")
+    shown = json.loads(r.stdout)
+    assert (shown["name"], shown["prefixlen"], shown["gateway"], shown["mtu"]) == (
+        "c1",
+        24,
+        "10.1.0.1",
+        1500,
+    )
+    r = run("container", "show", "c1")
+    assert any(line.split() == ["port", c1.port] for line in r.stdout.splitlines())
+
+
+def test_empty_lists(run) -> None:
+    r = run("container", "list")
+    assert (r.exit_code, r.stdout.strip()) == (0, "no containers")
+    r = run("network", "list", "--json")
+    assert json.loads(r.stdout) == []
+
+
+def test_hosts(run, hosts: None) -> None:
+    r = run("host", "list")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ADDRESS", "SITE", "DPID", "REGISTERED"]
+    assert lines[1].split()[:4] == ["h1", "198.18.0.11", "default", "0000000000000001"]
+    assert lines[2].split()[:4] == ["h2", "198.18.0.12", "east", "0000000000000002"]
+    r = run("host", "list", "--json")
+    hosts_json = json.loads(r.stdout)
+    # wildcard OpenFlow listen address: the address daolictl used to reach the API
+    assert hosts_json[0]["openflow_targets"] == ["tcp:127.0.0.1:6653"]
+
+
+def test_routes(run) -> None:
+    r = run("route", "list")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["SRC", "DST", "SRC", "HOST", "DST", "HOST", "PATH", "AGE", "IDLE"]
+    assert lines[1].split() == [
+        "10.1.0.2",
+        "10.1.0.3",
+        "h1",
+        "h2",
+        "h1",
+        "->",
+        "h2",
+        "2m05s",
+        "2.2s",
+    ]
+    r = run("route", "list", "--host", "h1", "--json")
+    assert json.loads(r.stdout) == ROUTES
+    r = run("route", "list", "--host", "h9")
+    assert r.stdout.strip() == "no live connections"
+
+
+def test_token_errors(run, api: Api) -> None:
+    r = run("network", "list", env={"DAOLINET_URL": api.url})
+    assert r.exit_code == 1
+    assert r.stderr.strip() == (
+        "error: missing bearer token (set DAOLINET_TOKEN or pass --token) (HTTP 401)"
+    )
+    r = run("network", "list", env={"DAOLINET_URL": api.url, "DAOLINET_TOKEN": "wrong"})
+    assert r.exit_code == 1
+    assert r.stderr.strip() == "error: invalid token (HTTP 401)"
+
+
+def test_root_options_override_env(run, api: Api) -> None:
+    env = {"DAOLINET_URL": "http://127.0.0.1:1", "DAOLINET_TOKEN": "wrong"}
+    r = run("--url", api.url, "--token", TOKEN, "network", "list", "--json", env=env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == []
+
+
+def test_unreachable_api(run) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    r = run("network", "list", env={"DAOLINET_URL": url, "DAOLINET_TOKEN": TOKEN})
+    assert r.exit_code == 1
+    assert len(r.stderr.splitlines()) == 1
+    assert r.stderr.startswith(f"error: cannot reach the daolinet API at {url}: ")
+
+
+def test_bad_url(run) -> None:
+    r = run("network", "list", env={"DAOLINET_URL": "ftp://x", "DAOLINET_TOKEN": TOKEN})
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: invalid API URL 'ftp://x'")
+
+
+def test_real_process_no_traceback(api: Api) -> None:
+    """The console entry point, in a real process: one line on stderr, exit 1."""
+    env = dict(os.environ)
+    url = f"http://127.0.0.1:{free_port()}"
+    env.update(DAOLINET_URL=url, DAOLINET_TOKEN=TOKEN)
+    code = "from controller.cli import run; run()"
+    p = subprocess.run(
+        [sys.executable, "-c", code, "host", "list"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 1
+    assert p.stderr.count("\n") == 1
+    assert p.stderr.startswith("error: cannot reach the daolinet API")
+    env.update(DAOLINET_URL=api.url)
+    p = subprocess.run(
+        [sys.executable, "-c", code, "network", "create", "ok", "10.7.0.0/24", "--json"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["subnet"] == "10.7.0.0/24"
+
+
+def test_help_lists_commands(run) -> None:
+    r = run("--help")
+    assert r.exit_code == 0
+    for group in ("network", "container", "host", "route"):
+        assert group in r.stdout
