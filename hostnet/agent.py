@@ -202,7 +202,7 @@ class Agent:
                 raise AgentStartupError(
                     f"controller not reachable within {self.cfg.connect_timeout:g}s: {last}"
                 )
-            log.warning("registration failed (%s); retrying", last)
+            log.debug("registration failed (%s); retrying", last)
             await asyncio.sleep(min(delay, remaining))
             delay = next_backoff(delay)
 
@@ -349,6 +349,7 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         sock: socket.socket | None = None
+        started = False
         try:
             startup = asyncio.ensure_future(self.startup())
             stopper = asyncio.ensure_future(self._stop.wait())
@@ -360,6 +361,7 @@ class Agent:
                 return
             stopper.cancel()
             sock = startup.result()
+            started = True
             assert self.client is not None
             attacher = Attacher(
                 self.cfg.host,
@@ -397,7 +399,8 @@ class Agent:
             await loop.run_in_executor(self._route_exec, self.table.close)
             self._route_exec.shutdown(wait=True)
             self._host_exec.shutdown(wait=True)
-            log.info("agent stopped")
+            if started:
+                log.info("agent stopped")
 
 
 def run_agent(cfg: AgentConfig) -> int:
@@ -406,5 +409,8 @@ def run_agent(cfg: AgentConfig) -> int:
         asyncio.run(Agent(cfg).run())
     except AgentStartupError as exc:
         print(f"daolinet-hostnet agent: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # one line, never a traceback
+        print(f"daolinet-hostnet agent: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from hostnet.attach import AttachError, Attacher, AttachRequest, DetachRequest
+from hostnet.attach import Attacher, AttachError, AttachRequest, DetachRequest
 
 
 def _validation_message(exc: RequestValidationError) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import httpx
 import typer
+from typer.exceptions import TyperException
 
 from hostnet.agent import DEFAULT_SOCKET, AgentConfig, run_agent
 
@@ -35,7 +35,7 @@ class CliError(Exception):
     """An error shown as one line on stderr, exit code 1."""
 
 
-class DatapathType(str, Enum):
+class DatapathType(StrEnum):
     auto = "auto"
     system = "system"
     netdev = "netdev"
@@ -170,16 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        print(exc.ctx.get_help() if exc.ctx else str(exc), file=sys.stderr)
-        return 1
-    except click.ClickException as exc:
-        msg = " ".join(exc.format_message().split())
+    except TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            msg = "missing command (try --help)"
+        else:
+            msg = " ".join(exc.format_message().split())
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 1
-    except click.Abort:
+    except typer.Abort:
         print(f"{PROG}: aborted", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from testbed import Testbed, cleanup_leftovers, skip_reason  # noqa: E402
+from testbed import Testbed, cleanup_leftovers, skip_reason
 
 INTEGRATION_DIR = Path(__file__).parent
 

@@ -29,6 +29,7 @@ import contextlib
 import fcntl
 import importlib.util
 import ipaddress
+import itertools
 import json
 import os
 import random
@@ -578,12 +579,16 @@ class Testbed:
             return self.containers[target].ns
         return target
 
-    @staticmethod
-    def ip_of(target: Target) -> str:
+    def ip_of(self, target: Target) -> str:
+        """The address of a Container/Host (or of one named so), else `target` itself."""
         if isinstance(target, Container):
             return target.ip
         if isinstance(target, Host):
             return target.address
+        if target in self.containers:
+            return self.containers[target].ip
+        if target in self.hosts:
+            return self.hosts[target].address
         return target
 
     # ------------------------------------------------------------------ lifecycle
@@ -1147,23 +1152,32 @@ class Testbed:
             raise
         return proc, out
 
-    def tcp_ok(self, src: Target, dst: Target, port: int = 5001, timeout: float = 5.0) -> bool:
-        """A TCP connection src → dst:port carries data (nc listener in dst's netns)."""
+    def tcp_connect(
+        self, src: Target, dst: Target, port: int = 5001, timeout: float = 5.0
+    ) -> float | None:
+        """Open a TCP connection src → dst:port and send a line through it (nc listener
+        in dst's netns). Return the seconds the client took, None if it failed."""
         token = secrets.token_hex(8)
         server, out = self._listen(dst, port, udp=False)
         try:
+            started = time.monotonic()
             client = self.exec(
                 src, "nc", "-4", "-N", "-w", _num(timeout), self.ip_of(dst), str(port),
                 input=token + "\n", timeout=timeout + 5,
             )
+            elapsed = time.monotonic() - started
             if client.returncode != 0:
-                return False
+                return None
             with contextlib.suppress(AssertionError):
                 wait_until(lambda: token in out.read_text(), timeout, "no data")
-            return token in out.read_text()
+            return elapsed if token in out.read_text() else None
         finally:
             self.stop(server, timeout=2)
             out.unlink(missing_ok=True)
+
+    def tcp_ok(self, src: Target, dst: Target, port: int = 5001, timeout: float = 5.0) -> bool:
+        """A TCP connection src → dst:port carries data (nc listener in dst's netns)."""
+        return self.tcp_connect(src, dst, port, timeout) is not None
 
     def udp_ok(self, src: Target, dst: Target, port: int = 5002, timeout: float = 3.0) -> bool:
         """One UDP datagram src → dst:port arrives (nc -u listener in dst's netns)."""
@@ -1235,7 +1249,7 @@ class Testbed:
         for line in self.kernel_routes(host):
             words = line.split()
             r = KernelRoute(raw=line, dst=words[0].removesuffix("/32"))
-            for key, value in zip(words, words[1:], strict=False):
+            for key, value in itertools.pairwise(words):
                 if key == "via":
                     r.via = value
                 elif key == "dev":

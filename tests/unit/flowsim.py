@@ -115,9 +115,9 @@ class FakeSwitch:
         for e in self.entries:
             if e.flow.table != table:
                 continue
-            if all(pkt.get(k) == v for k, v in e.flow.match):
-                if best is None or e.flow.priority > best.flow.priority:
-                    best = e
+            matches = all(pkt.get(k) == v for k, v in e.flow.match)
+            if matches and (best is None or e.flow.priority > best.flow.priority):
+                best = e
         return best
 
     def expire(self, now: float) -> list[FlowAdd]:
@@ -282,7 +282,8 @@ class Lab:
         )
         self.index.put_endpoint(ep)
         sw = self.switches[host]
-        self.run(self.core.port_added(sw.dpid, PortInfo(port_no, ep.port, "fe:00:00:00:00:01"), self.now))
+        port = PortInfo(port_no, ep.port, "fe:00:00:00:00:01")
+        self.run(self.core.port_added(sw.dpid, port, self.now))
         self.run(self.core.endpoint_added(ep, self.now))
         return ep
 

@@ -181,7 +181,7 @@ def test_stale_flow_removed_of_an_older_incarnation_is_ignored(lab: Lab) -> None
     old = conn_flows(lab, "h1")[0]
     # The pair is set up again (e.g. the reverse flow expired and a packet came).
     lab.core.state.pending.clear()
-    lab.run(lab.core._setup(  # noqa: SLF001 - drive a re-install directly
+    lab.run(lab.core._setup(  # drive a re-install directly
         lab.core.state.switches[1], a, lab.index.endpoint("b"),  # type: ignore[arg-type]
         PacketInfo(lab.port_of(a), a.mac, a.ip, IP("10.1.0.6"), 1, b"x"), lab.now,
     ))
