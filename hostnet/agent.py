@@ -288,6 +288,9 @@ class Agent:
         except (NetlinkError, ValueError) as exc:
             log.error("%s %d failed: %s", kind, seq, exc)
             return {"type": "nack", "seq": seq, "error": str(exc)}
+        except Exception as exc:  # a bug: say so to the controller, keep the stream
+            log.exception("%s %d failed unexpectedly", kind, seq)
+            return {"type": "nack", "seq": seq, "error": f"{type(exc).__name__}: {exc}"}
         self.last_seq = seq
         return {"type": "ack", "seq": seq}
 
@@ -338,6 +341,8 @@ class Agent:
                 log.warning("re-registration failed: %s", exc.detail)
             except (OvsError, NetlinkError) as exc:
                 log.error("bridge update after re-registration failed: %s", exc)
+            except Exception:  # never let the stream die: log and reconnect
+                log.exception("stream failed unexpectedly")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
             delay = next_backoff(delay)

@@ -72,7 +72,8 @@ def test_handle_messages_ack_in_order(tmp_path):
 
 def test_handle_message_nacks_errors(tmp_path):
     ag = make_agent(tmp_path)
-    ag.table = FakeTable(fail=NetlinkError("route replace 10.1.0.6/32 via x: Network is unreachable"))  # type: ignore[assignment]
+    err = NetlinkError("route replace 10.1.0.6/32 via x: Network is unreachable")
+    ag.table = FakeTable(fail=err)  # type: ignore[assignment]
 
     async def go():
         bad = await ag.handle_message({"type": "delta", "seq": 3, "add": [{"kind": "via"}]})
@@ -168,7 +169,7 @@ def test_sysctls(tmp_path):
         (tmp_path / rel).write_text("2\n")
     set_sysctls("br-dl", proc_sys=str(tmp_path))
     assert all((tmp_path / rel).read_text().strip() == v for rel, v in settings.items())
-    with pytest.raises(NetlinkError, match="sysctl net.ipv4.ip_forward"):
+    with pytest.raises(NetlinkError, match=r"sysctl net\.ipv4\.ip_forward"):
         set_sysctls("br-dl", proc_sys=str(tmp_path / "nope"))
 
 

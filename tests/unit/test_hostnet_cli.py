@@ -7,6 +7,7 @@ import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -15,8 +16,8 @@ from hostnet.main import app, main
 
 
 class _Handler(BaseHTTPRequestHandler):
-    answers: dict[str, tuple[int, object]] = {}
-    seen: list[tuple[str, object]] = []
+    answers: ClassVar[dict[str, tuple[int, object]]] = {}
+    seen: ClassVar[list[tuple[str, object]]] = []
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

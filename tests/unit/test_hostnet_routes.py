@@ -83,7 +83,8 @@ def test_stray_permanent_neighbour_on_bridge_is_removed():
 
 def test_duplicate_installed_destination_prefers_matching_one():
     want = [via("10.1.0.6", "198.18.0.12")]
-    routes = [InstalledRoute("10.1.0.6", "198.18.0.99", 3), InstalledRoute("10.1.0.6", "198.18.0.12", 3)]
+    routes = [InstalledRoute("10.1.0.6", "198.18.0.99", 3),
+              InstalledRoute("10.1.0.6", "198.18.0.12", 3)]
     assert plan_snapshot(want, routes, [], BR).install == []
 
 
