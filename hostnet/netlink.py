@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
+from pyroute2 import config as _pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError as _PyNetlinkError
+
+# pyroute2 enters a named netns through a forked child that it ends with SIGTERM.
+# The child inherits the agent's asyncio signal wake-up fd, so without this the
+# child's SIGTERM is delivered to the agent's loop and stops the agent.
+_pyroute2_config.disable_mp_signal = True
 
 NETNS_DIR = "/run/netns"
 IFNAME_MAX = 15

@@ -41,6 +41,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -498,7 +499,7 @@ class Testbed:
         sites: dict[str, str] | None = None,
         controller_args: Sequence[str] = (),
         agent_args: Sequence[str] = (),
-        container_tx_off: bool = True,
+        container_tx_off: bool = False,
         ready_timeout: float = 30.0,
         keep_dir: bool | None = None,
     ) -> None:
@@ -605,6 +606,7 @@ class Testbed:
             return self
         self._started = True
         atexit.register(self.close)
+        _exit_on_sigterm()
         try:
             self._allocate()
             self._build_underlay()
@@ -1056,7 +1058,10 @@ class Testbed:
         ip: str | None = None,
         mac: str | None = None,
     ) -> Container:
-        """Create netns ``dlt<id>c<name>`` and attach it to `network` on `host`."""
+        """Create netns ``dlt<id>c<name>`` and attach it to `network` on `host`.
+
+        The agent turns tx checksum offload off on the container side (netdev datapath);
+        with ``Testbed(container_tx_off=True)`` the testbed does it as well."""
         h = self.host(host)
         if name in self.containers:
             raise TestbedError(f"container {name!r} exists already")
@@ -1350,6 +1355,15 @@ class Testbed:
             atexit.unregister(self.close)
         if errors:
             raise TestbedError("teardown problems: " + "; ".join(errors))
+
+
+def _exit_on_sigterm() -> None:
+    """Turn a plain SIGTERM into SystemExit so teardown and atexit still run."""
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 # --------------------------------------------------------------------------- parsing
