@@ -23,6 +23,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from controller.cliutil import run_app
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 API_PREFIX = "/api/v1"
 TIMEOUT = 15.0
@@ -402,7 +404,7 @@ def _seg(value: str) -> str:
 
 def run() -> None:
     """Entry point of the `daolictl` console script."""
-    app()
+    sys.exit(run_app(app, "daolictl"))
 
 
 if __name__ == "__main__":

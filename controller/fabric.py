@@ -12,9 +12,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
-from controller.core import Core, CoreState, Effects, KernelRouteDelta
+from controller.core import Core, CoreState, Counters, Effects, KernelRouteDelta
 from controller.desired import DesiredIndex
 from controller.events import Change, EndpointAdded, EndpointRemoved
 from controller.ofmsg import OFMessage
@@ -70,6 +71,13 @@ class Fabric:
     def routes(self, host: str | None = None) -> list[dict[str, Any]]:
         with self.lock:
             return self.core.live_routes(time.monotonic(), host)
+
+    def counters(self) -> tuple[Counters, int, list[float]]:
+        """A copy of the core's counters, the live connection count, setup latencies."""
+        with self.lock:
+            c = self.core.state.counters
+            live = len(self.core.live_routes(time.monotonic()))
+            return replace(c, setup_latency=[]), live, list(c.setup_latency)
 
     def snapshot(self, host: str) -> tuple[int, list[dict[str, Any]]] | None:
         """The full route set for a connecting agent, or None until its switch synced."""

@@ -17,9 +17,10 @@ import typer
 import uvicorn
 from fastapi import FastAPI
 
-from controller.api import routes, stream
+from controller.api import metrics, routes, stream
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
+from controller.cliutil import run_app
 from controller.fabric import Fabric
 from controller.hub import AgentHub
 from controller.inventory import Inventory
@@ -123,6 +124,7 @@ def main(
         openflow_port=of_port,
     )
     app = create_app(ctx, extra_routers=[routes.router, stream.router])
+    app.include_router(metrics.router)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -144,4 +146,4 @@ def main(
 
 
 def run() -> None:
-    cli()
+    sys.exit(run_app(cli, "daolinet-controller"))

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from typer.exceptions import TyperException
 
+from controller.cliutil import run_app
 from hostnet.agent import DEFAULT_SOCKET, AgentConfig, run_agent
 
 PROG = "daolinet-hostnet"
@@ -162,32 +162,7 @@ def detach(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (errors are one line on stderr)."""
-    command = typer.main.get_command(app)
-    try:
-        result = command.main(
-            args=sys.argv[1:] if argv is None else argv, prog_name=PROG, standalone_mode=False
-        )
-    except CliError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except typer.Exit as exc:
-        return int(exc.exit_code)
-    except TyperException as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            msg = "missing command (try --help)"
-        else:
-            msg = " ".join(exc.format_message().split())
-        print(f"{PROG}: error: {msg}", file=sys.stderr)
-        return 1
-    except typer.Abort:
-        print(f"{PROG}: aborted", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # never a traceback
-        print(f"{PROG}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return int(result) if isinstance(result, int) else 0
+    return run_app(app, PROG, argv, known=(CliError,))
 
 
 def run() -> None:

@@ -1,0 +1,47 @@
+"""Run a typer app so that every failure is one line on stderr and exit code 1.
+
+Shared by daolinet-controller, daolinet-hostnet and daolictl: a bad flag, a domain
+error or an unexpected exception never shows a traceback or a usage box.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from typer.exceptions import TyperException
+
+
+def run_app(
+    app: typer.Typer,
+    prog: str,
+    argv: list[str] | None = None,
+    known: tuple[type[Exception], ...] = (),
+) -> int:
+    """Run `app`; `known` errors print their message as it is."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(
+            args=sys.argv[1:] if argv is None else argv, prog_name=prog, standalone_mode=False
+        )
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            msg = "missing command (try --help)"
+        else:
+            msg = " ".join(exc.format_message().split())
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        return 1
+    except typer.Abort:
+        print(f"{prog}: aborted", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except known as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # never a traceback
+        print(f"{prog}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return int(result) if isinstance(result, int) else 0
