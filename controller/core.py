@@ -158,7 +158,7 @@ class PendingSetup:
     pair: frozenset[IPv4]
     waiting: set[int]
     flows: list[tuple[int, FlowKey]]  # (dpid, key) of the pending flow records
-    packets: list[tuple[int, PacketOut]]
+    packets: list[tuple[int, OFMessage]]
     started: float
 
 
@@ -433,7 +433,7 @@ class Core:
 
     def _first_packet_out(
         self, sw: Switch, src: Endpoint, dst: Endpoint, pkt: PacketInfo
-    ) -> tuple[int, PacketOut] | None:
+    ) -> tuple[int, OFMessage] | None:
         """Send the packet that caused the setup on along its path."""
         if dst.host == sw.host:
             port = sw.port_no(dst.port)
@@ -489,16 +489,28 @@ class Core:
         return FlowRecord(flow, 0.0, needs_route)
 
     def _install(self, setup: PendingSetup, now: float) -> Effects:
+        """Install a setup's flows and send its held packets, reply path first.
+
+        The packet is sent as soon as every flow it and its reply will meet on the
+        way is queued: the other switch's flows and the source switch's flows from
+        LOCAL.  The source's own outgoing flow follows the packet; if a packet
+        overtakes a flow anyway it only comes back as a PacketIn and is resent.
+        """
         fx = Effects()
+        first: list[tuple[int, OFMessage]] = []
+        last: list[tuple[int, OFMessage]] = []
+        out_dpids = {dpid for dpid, _ in setup.packets}
         for dpid, key in setup.flows:
             sw = self.state.switches.get(dpid)
             rec = sw.flows.get(key) if sw else None
-            if sw is None or rec is None:
+            if rec is None:
                 continue
             rec.pending = False
-            fx.send(dpid, rec.flow)
-        for dpid, out in setup.packets:
-            fx.send(dpid, out)
+            on_path = dpid not in out_dpids or key[0] == OFPP_LOCAL
+            (first if on_path else last).append((dpid, rec.flow))
+        fx.messages.extend(first)
+        fx.messages.extend(setup.packets)
+        fx.messages.extend(last)
         self.state.counters.setups += 1
         self.state.counters.setup_latency.append(now - setup.started)
         del self.state.counters.setup_latency[:-1000]

@@ -36,7 +36,8 @@ class Fabric:
         self.lock = threading.RLock()
         self.core = Core(CoreState(idle_timeout=idle_timeout, deny_hold=deny_hold), index)
         self.core.state.serial = time.time_ns() >> 12  # fresh cookies after a restart
-        self.send_openflow: Callable[[int, OFMessage], None] = _nowhere
+        # Sends one switch's messages, in order, in one write.
+        self.send_openflow: Callable[[int, list[OFMessage]], None] = _nowhere
         self.agents: AgentLink | None = None
 
     def handle(self, handler: Callable[..., Effects], *args: Any) -> None:
@@ -46,11 +47,14 @@ class Fabric:
         self.execute(fx)
 
     def execute(self, fx: Effects) -> None:
+        batches: dict[int, list[OFMessage]] = {}
         for dpid, msg in fx.messages:
+            batches.setdefault(dpid, []).append(msg)
+        for dpid, msgs in batches.items():
             try:
-                self.send_openflow(dpid, msg)
+                self.send_openflow(dpid, msgs)
             except Exception:  # a switch that just went away must not stop the rest
-                log.exception("could not send %s to %016x", type(msg).__name__, dpid)
+                log.exception("could not send %d messages to %016x", len(msgs), dpid)
         for delta in fx.deltas:
             if self.agents is not None:
                 self.agents.send_delta(delta)
@@ -88,5 +92,5 @@ class Fabric:
         return token, [r.model_dump(mode="json", exclude_none=True) for r in routes]
 
 
-def _nowhere(dpid: int, msg: OFMessage) -> None:
-    log.warning("no OpenFlow app yet; dropped %s for %016x", type(msg).__name__, dpid)
+def _nowhere(dpid: int, msgs: list[OFMessage]) -> None:
+    log.warning("no OpenFlow app yet; dropped %d messages for %016x", len(msgs), dpid)

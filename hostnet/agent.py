@@ -25,8 +25,9 @@ from urllib.parse import urlsplit
 
 import uvicorn
 from pydantic import TypeAdapter, ValidationError
-from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as sync_connect
 
 from controller.models import KernelRoute
 from hostnet import netlink
@@ -146,6 +147,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._server: _UnixServer | None = None
         self.last_seq: int | None = None
+        self._ws: ClientConnection | None = None
 
     # -- helpers ------------------------------------------------------------------
 
@@ -159,6 +161,9 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+        ws = self._ws
+        if ws is not None:
+            ws.close()  # ends the blocking stream on the route thread
         if self._server is not None:
             self._server.should_exit = True
 
@@ -259,7 +264,11 @@ class Agent:
     # -- the stream ---------------------------------------------------------------
 
     async def handle_message(self, msg: Any) -> dict[str, Any] | None:
-        """Apply one stream message; the ack/nack to send (None: nothing to answer)."""
+        """Apply one stream message on the route thread; the ack/nack to send."""
+        return await self._routes(self.apply_message, msg)
+
+    def apply_message(self, msg: Any) -> dict[str, Any] | None:
+        """Apply one stream message (route thread only); the ack/nack to send."""
         if not isinstance(msg, dict):
             log.warning("ignoring stream message that is not an object")
             return None
@@ -270,7 +279,7 @@ class Agent:
         try:
             if kind == "snapshot":
                 routes = _ROUTES.validate_python(msg.get("routes", []))
-                plan = await self._routes(self.table.apply_snapshot, routes)
+                plan = self.table.apply_snapshot(routes)
                 log.info(
                     "snapshot %d: %d routes (+%d, -%d routes, -%d neighbours)", seq,
                     len(routes), len(plan.install), len(plan.delete_routes),
@@ -279,7 +288,7 @@ class Agent:
             else:
                 add = _ROUTES.validate_python(msg.get("add", []))
                 remove = _ROUTES.validate_python(msg.get("remove", []))
-                await self._routes(self.table.apply_delta, add, remove)
+                self.table.apply_delta(add, remove)
                 log.debug("delta %d: +%d -%d", seq, len(add), len(remove))
         except ValidationError as exc:
             err = " ".join(str(exc).split())
@@ -295,10 +304,19 @@ class Agent:
         return {"type": "ack", "seq": seq}
 
     async def _stream_once(self, token: str) -> bool:
-        """One stream connection; True once a message was received."""
+        """One stream connection; True once a message was received.
+
+        The connection lives on the route thread, which also owns the kernel route
+        table: a delta is read, applied and acknowledged with no thread hand-off,
+        because every hop here adds to the first packet of a new connection.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._route_exec, self._stream_blocking, token)
+
+    def _stream_blocking(self, token: str) -> bool:
         url = stream_url(self.cfg.controller, self.cfg.host)
         got = False
-        async with connect(
+        with sync_connect(
             url,
             additional_headers={"Authorization": f"Bearer {token}"},
             open_timeout=10,
@@ -306,17 +324,23 @@ class Agent:
             ping_timeout=20,
             max_size=64 * 1024 * 1024,
         ) as ws:
-            log.info("stream connected to %s", url)
-            async for raw in ws:
-                got = True
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    log.warning("ignoring stream message that is not JSON")
-                    continue
-                reply = await self.handle_message(msg)
-                if reply is not None:
-                    await ws.send(json.dumps(reply))
+            self._ws = ws
+            try:
+                if self._stop.is_set():
+                    return got
+                log.info("stream connected to %s", url)
+                for raw in ws:
+                    got = True
+                    try:
+                        msg = json.loads(raw)
+                    except ValueError:
+                        log.warning("ignoring stream message that is not JSON")
+                        continue
+                    reply = self.apply_message(msg)
+                    if reply is not None:
+                        ws.send(json.dumps(reply))
+            finally:
+                self._ws = None
         return got
 
     async def stream_forever(self) -> None:
