@@ -6,7 +6,8 @@ Prints three figures, each against a baseline measured in the same run:
 1. first-packet latency: first-packet RTT minus the steady RTT of the same pair,
    over fresh cross-host container pairs (the baseline is the steady RTT);
 2. setup rate: new pairs per second whose first packet is answered, daolinet against
-   os-ken's plain learning switch (simple_switch_13) on the same bridge and containers;
+   a plain MAC-learning switch (simple_switch_13's logic, benchmarks/learning_switch.py)
+   on the same bridge and containers;
 3. idle state: flows and kernel routes per host after the idle timeout with many
    registered containers and no traffic, against the fixed base flows.
 
@@ -127,7 +128,7 @@ def probe_all(tb: Testbed, containers: list, neigh_mac: dict[str, str]) -> dict[
 def setup_rate(tb: Testbed, n: int) -> dict[str, dict[str, float]]:
     cs = [tb.container("h1", f"r{i}", "bench") for i in range(n)]
     daolinet = probe_all(tb, cs, {c.ip: "02:da:00:00:00:01" for c in cs})
-    # Baseline: the same bridge and containers under os-ken's learning switch.
+    # Baseline: the same bridge and containers under a plain learning switch.
     h = tb.host("h1")
     port = tb._free_port()
     log = open(tb.dir / "simple_switch.log", "w")  # noqa: SIM115
@@ -137,15 +138,16 @@ def setup_rate(tb: Testbed, n: int) -> dict[str, dict[str, float]]:
         "from os_ken.controller import controller\n"
         f"cfg.CONF(args=['--ofp-listen-host','{tb.controller_ip}',"
         f"'--ofp-tcp-listen-port','{port}'], project='os_ken')\n"
-        "AppManager.run_apps(['os_ken.app.simple_switch_13'])\n"
+        "AppManager.run_apps(['learning_switch'])\n"
     )
     ours = tb.vsctl(h, "get-controller", "br-dl").stdout.split()
-    baseline = subprocess.Popen([sys.executable, "-c", launcher], stdout=log, stderr=log)
+    baseline = subprocess.Popen([sys.executable, "-c", launcher], stdout=log, stderr=log,
+                                cwd=Path(__file__).parent)
     try:
         time.sleep(2)
         tb.exec(h, "ovs-ofctl", "-O", "OpenFlow13", "del-flows", f"unix:{h.mgmt}")
         tb.vsctl(h, "set-controller", "br-dl", f"tcp:{tb.controller_ip}:{port}")
-        time.sleep(2)  # simple_switch_13 installs its table-miss flow on connect
+        time.sleep(2)  # learning_switch installs its table-miss flow on connect
         learning = probe_all(tb, cs, {c.ip: c.mac for c in cs})
     finally:
         baseline.terminate()
@@ -154,7 +156,7 @@ def setup_rate(tb: Testbed, n: int) -> dict[str, dict[str, float]]:
         tb.exec(h, "ovs-ofctl", "-O", "OpenFlow13", "del-flows", f"unix:{h.mgmt}")
         tb.vsctl(h, "set-controller", "br-dl", *ours)
         time.sleep(2)
-    return {"daolinet": daolinet, "simple_switch_13": learning}
+    return {"daolinet": daolinet, "learning_switch": learning}
 
 
 def idle_state(tb: Testbed, registered: int) -> dict[str, object]:
@@ -198,9 +200,9 @@ def main() -> int:
               f"(baseline steady RTT median {fp['steady_rtt_median_ms']:.3f} ms), "
               f"first packets lost: {fp['first_packet_lost']}")
         rate = setup_rate(tb, args.rate_containers)
-        d, b = rate["daolinet"], rate["simple_switch_13"]
+        d, b = rate["daolinet"], rate["learning_switch"]
         print(f"setup rate, {d['pairs']} same-host pairs at once: daolinet "
-              f"{d['pairs_per_s']}/s ({d['failed_pct']:.2f}% failed), simple_switch_13 "
+              f"{d['pairs_per_s']}/s ({d['failed_pct']:.2f}% failed), learning_switch "
               f"{b['pairs_per_s']}/s ({b['failed_pct']:.2f}% failed), "
               f"ratio {d['pairs_per_s'] / b['pairs_per_s']:.2f}")
         idle = idle_state(tb, args.registered)
