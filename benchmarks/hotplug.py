@@ -36,21 +36,21 @@ from tests.integration.testbed import Testbed
 PROBER = textwrap.dedent(
     """
     import json, select, socket, sys, time
-    dsts = json.loads(sys.argv[1]); deadline = float(sys.argv[2])
+    dsts = json.loads(sys.argv[1]); start_at = float(sys.argv[2]); deadline = float(sys.argv[3])
     socks = {}
-    t0 = time.monotonic()
+    while time.time() < start_at: time.sleep(0.0005)
     for d in dsts:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
         s.connect((d, 9)); s.send(b"x"); socks[s.fileno()] = (s, d)
     done = {}
     poll = select.poll()
     for fd in socks: poll.register(fd, select.POLLIN | select.POLLERR)
-    while len(done) < len(dsts) and time.monotonic() - t0 < deadline:
+    while len(done) < len(dsts) and time.time() - start_at < deadline:
         for fd, _ in poll.poll(50):
             s, d = socks[fd]
             if d in done: continue
             try: s.recv(16)
-            except ConnectionRefusedError: done[d] = time.monotonic() - t0
+            except ConnectionRefusedError: done[d] = time.time()
             except BlockingIOError: continue
             poll.unregister(fd)
     print(json.dumps({"answered": done, "sent": len(dsts)}))
@@ -106,23 +106,26 @@ def probe_all(tb: Testbed, containers: list, neigh_mac: dict[str, str]) -> dict[
             if a is not b:
                 tb.exec(a.ns, "ip", "neigh", "replace", b.ip, "lladdr", neigh_mac[b.ip],
                         "dev", "eth0", "nud", "permanent")
+    # Every prober starts sending at the same wall-clock instant: a real burst.
+    start_at = time.time() + 1.0 + 0.05 * len(containers)
     procs = []
-    t0 = time.monotonic()
     for a in containers:
         dsts = [b.ip for b in containers if b is not a]
         procs.append(subprocess.Popen(
-            ["ip", "netns", "exec", a.ns, sys.executable, "-c", PROBER, json.dumps(dsts), "5"],
+            ["ip", "netns", "exec", a.ns, sys.executable, "-c", PROBER, json.dumps(dsts),
+             str(start_at), "5"],
             stdout=subprocess.PIPE, text=True,
         ))
-    answered, sent, last = 0, 0, 0.0
+    answers: list[float] = []
+    sent = 0
     for p in procs:
         out = json.loads(p.communicate(timeout=30)[0])
-        answered += len(out["answered"])
+        answers += out["answered"].values()
         sent += out["sent"]
-        last = max([last, *out["answered"].values()])
-    elapsed = max(last, time.monotonic() - t0 if not answered else last)
-    return {"pairs": sent, "answered": answered, "failed_pct": 100 * (sent - answered) / sent,
-            "seconds": round(elapsed, 3), "pairs_per_s": round(answered / elapsed, 1)}
+    elapsed = (max(answers) - start_at) if answers else 5.0
+    return {"pairs": sent, "answered": len(answers),
+            "failed_pct": 100 * (sent - len(answers)) / sent,
+            "seconds": round(elapsed, 3), "pairs_per_s": round(len(answers) / elapsed, 1)}
 
 
 def setup_rate(tb: Testbed, n: int) -> dict[str, dict[str, float]]:
