@@ -61,6 +61,7 @@ class Network(Record):
     subnet: ipaddress.IPv4Network
     gateway: ipaddress.IPv4Address
     mtu: int = Field(default=1500, ge=576, le=9000)
+    external: bool = False  # containers may reach addresses outside daolinet (masquerade)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -75,6 +76,7 @@ class Endpoint(Record):
     mac: MacAddress
     port: str  # OVS port name (host side of the veth), at most 15 characters
     created_at: datetime = Field(default_factory=utcnow)
+    docker_id: str | None = None  # the Docker container id, for containers run by Docker
 
 
 RouteKind = Literal["via", "local"]
@@ -91,3 +93,62 @@ class KernelRoute(Record):
     dst: ipaddress.IPv4Address
     via: ipaddress.IPv4Address | None = None
     lladdr: MacAddress | None = None
+
+
+# --- policy (see docs/architecture.md, "Policy") ---------------------------------------
+Action = Literal["allow", "deny"]
+Protocol = Literal["tcp", "udp", "icmp", "any"]
+
+
+class Group(Record):
+    """Networks that are members of one group reach each other."""
+
+    name: Name
+    networks: tuple[Name, ...] = ()
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PairPolicy(Record):
+    """`connect A B` (allow) or `disconnect A B` (deny), by container name.
+
+    Names, not ids: a container re-created under its name (a move, `docker run`
+    again) keeps its policy.  `a` < `b`, so a pair has one key.
+    """
+
+    a: Name
+    b: Name
+    action: Action
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+SourceKind = Literal["container", "network", "group", "cidr", "any"]
+
+
+class RuleSource(Record):
+    kind: SourceKind
+    value: str | None = None  # container/network/group name, or a CIDR; None for "any"
+
+
+class FirewallRule(Record):
+    """An ordered ingress rule on a network or a group (first match wins)."""
+
+    id: str
+    target_kind: Literal["network", "group"]
+    target: Name
+    position: int = Field(ge=0)  # order among the rules of one target
+    action: Action
+    source: RuleSource
+    protocol: Protocol = "any"
+    ports: tuple[str, ...] = ()  # "80" or "8000-8100"; empty = every port
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PublishedPort(Record):
+    """host:port[/proto] -> container:port, DNAT on the host running the container."""
+
+    id: str
+    container: Name
+    protocol: Literal["tcp", "udp"] = "tcp"
+    host_port: int = Field(ge=1, le=65535)
+    container_port: int = Field(ge=1, le=65535)
+    created_at: datetime = Field(default_factory=utcnow)
