@@ -8,23 +8,38 @@ switches hold and is rebuilt from their flow dumps after a restart.
 Kernel routes are derived, never stored separately: a host must hold
 `B/32 via host(B)` exactly while one of its flows (live or waiting to be
 installed) sends B's traffic to the LOCAL port.
+
+Policy (docs/architecture.md, "Policy enforcement"): a pair whose both directions
+are allowed for every protocol and port gets today's cheap pair flows in table 1;
+any other pair is *stateful*: its flows live in table 2, after conntrack, and only
+a granted (protocol, port) may commit a connection; replies pass as established.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
+from controller import sites
 from controller.desired import DesiredIndex
-from controller.models import GATEWAY_MAC, Endpoint, KernelRoute
+from controller.models import GATEWAY_MAC, Endpoint, Host, KernelRoute, NatRule
 from controller.ofmsg import (
+    CT,
+    CT_INV,
+    CT_NEW,
+    CT_RPL,
+    CT_TRK,
     ETH_TYPE_IP,
     OFPFF_SEND_FLOW_REM,
     OFPP_LOCAL,
+    OFPP_TABLE,
+    Action,
     FlowAdd,
     FlowDelete,
     Match,
+    MatchValue,
     OFMessage,
     Output,
     PacketOut,
@@ -33,16 +48,35 @@ from controller.ofmsg import (
     SetField,
     match,
 )
-from controller.policy import Verdict, decide
+from controller.policy import (
+    IP_PROTO_TCP,
+    IP_PROTO_UDP,
+    Decision,
+    Verdict,
+    decide,
+    decide_egress,
+)
 from controller.tables import (
+    COOKIE_KIND_MASK,
+    COOKIE_KIND_SHIFT,
+    CT_ZONE,
     KIND_CONNECTION,
     KIND_DENY,
+    KIND_GUARD,
     PRIO_CONNECTION,
-    PRIO_DENY,
+    PRIO_ESTABLISHED,
+    PRIO_GRANT,
+    PRIO_MISS,
+    PRIO_SPOOF,
+    PRIO_STATEFUL_DENY,
+    T_ALL,
+    T_CLASSIFY,
     T_ROUTE,
+    T_STATEFUL,
     base_flows,
     cookie,
     cookie_kind,
+    guard_flows,
 )
 
 IPv4 = ipaddress.IPv4Address
@@ -76,15 +110,18 @@ class PacketInfo:
     ip_dst: IPv4
     ip_proto: int
     data: bytes
+    tp_src: int | None = None  # TCP/UDP ports (None for other protocols)
+    tp_dst: int | None = None
+    table: int = T_STATEFUL  # the table that sent it (table 2: after conntrack)
+    ct_state: int = 0  # conntrack state bits (ofmsg.CT_*) when it came from table 2
 
 
 @dataclass(frozen=True)
 class DumpedFlow:
     cookie: int
+    table: int
     priority: int
-    in_port: int
-    ip_src: IPv4
-    ip_dst: IPv4
+    match: Match
     out_port: int | None
     packet_count: int
     duration: float
@@ -103,6 +140,7 @@ class Effects:
     messages: list[tuple[int, OFMessage]] = field(default_factory=list)
     deltas: list[KernelRouteDelta] = field(default_factory=list)
     synced_hosts: list[str] = field(default_factory=list)
+    nat: dict[str, list[NatRule]] = field(default_factory=dict)  # host -> its whole NAT set
 
     def send(self, dpid: int, *msgs: OFMessage) -> None:
         self.messages.extend((dpid, m) for m in msgs)
@@ -111,10 +149,13 @@ class Effects:
         self.messages.extend(other.messages)
         self.deltas.extend(other.deltas)
         self.synced_hosts.extend(other.synced_hosts)
+        self.nat.update(other.nat)
 
 
 # --- state -------------------------------------------------------------------------
-FlowKey = tuple[int, IPv4, IPv4]  # (in_port, ip_src, ip_dst)
+FlowKey = tuple[int, int, Match]  # (table, priority, match)
+Pair = frozenset[IPv4]
+Grant = tuple[IPv4, int | None, int | None]  # (source address, ip proto, dst port)
 
 
 @dataclass
@@ -126,6 +167,26 @@ class FlowRecord:
     packet_count: int = 0
     last_active: float = 0.0
 
+    @property
+    def key(self) -> FlowKey:
+        return (self.flow.table, self.flow.priority, self.flow.match)
+
+    @property
+    def src(self) -> IPv4:
+        return IPv4(str(self.flow.match_dict()["ipv4_src"]))
+
+    @property
+    def dst(self) -> IPv4:
+        return IPv4(str(self.flow.match_dict()["ipv4_dst"]))
+
+    @property
+    def in_port(self) -> int:
+        return int(str(self.flow.match_dict()["in_port"]))
+
+    @property
+    def pair(self) -> Pair:
+        return frozenset((self.src, self.dst))
+
 
 @dataclass
 class Switch:
@@ -135,6 +196,7 @@ class Switch:
     local_mac: str | None = None
     synced: bool = False
     flows: dict[FlowKey, FlowRecord] = field(default_factory=dict)
+    cookies: dict[int, FlowKey] = field(default_factory=dict)  # cookie -> key
 
     def port_no(self, name: str) -> int | None:
         info = self.ports.get(name)
@@ -146,6 +208,39 @@ class Switch:
                 return info.name
         return None
 
+    def put(self, rec: FlowRecord) -> None:
+        old = self.flows.get(rec.key)
+        if old is not None:
+            self.cookies.pop(old.flow.cookie, None)
+        self.flows[rec.key] = rec
+        self.cookies[rec.flow.cookie] = rec.key
+
+    def pop(self, key: FlowKey) -> FlowRecord:
+        rec = self.flows.pop(key)
+        self.cookies.pop(rec.flow.cookie, None)
+        return rec
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One direction of a connection through one switch."""
+
+    sw: Switch
+    src: IPv4
+    dst: IPv4
+    in_port: int
+    actions: tuple[SetField | Output, ...]
+    needs_route: tuple[IPv4, IPv4] | None
+
+
+@dataclass
+class PairState:
+    """How a pair is forwarded, and what its stateful flows were granted."""
+
+    mode: Literal["open", "stateful"]
+    mark: int  # ct_mark of its connections (stateful)
+    grants: set[Grant] = field(default_factory=set)
+
 
 @dataclass
 class HostRoutes:
@@ -155,11 +250,12 @@ class HostRoutes:
 
 @dataclass
 class PendingSetup:
-    pair: frozenset[IPv4]
+    pair: Pair
     waiting: set[int]
     flows: list[tuple[int, FlowKey]]  # (dpid, key) of the pending flow records
     packets: list[tuple[int, OFMessage]]
     started: float
+    resubmit: bool = False  # packets go through the tables: every flow first
 
 
 @dataclass
@@ -168,6 +264,8 @@ class Counters:
     setups: int = 0
     denials: int = 0
     failed_setups: int = 0
+    denied_packets: int = 0  # packets dropped by deny flows (expired ones + live ones)
+    spoofed_packets: int = 0  # packets dropped at a container port (anti-spoofing)
     setup_latency: list[float] = field(default_factory=list)
 
 
@@ -177,9 +275,17 @@ class CoreState:
     deny_hold: int = 3
     switches: dict[int, Switch] = field(default_factory=dict)
     routes: dict[str, HostRoutes] = field(default_factory=dict)
-    pending: dict[frozenset[IPv4], PendingSetup] = field(default_factory=dict)
+    pending: dict[Pair, PendingSetup] = field(default_factory=dict)
+    pairs: dict[Pair, PairState] = field(default_factory=dict)
     serial: int = 1
     counters: Counters = field(default_factory=Counters)
+    host_counters: dict[str, Counters] = field(default_factory=dict)
+    # packets counted by the live deny / anti-spoofing flows of each host (last dump)
+    live_denied: dict[str, int] = field(default_factory=dict)
+    live_spoofed: dict[str, int] = field(default_factory=dict)
+    # deny flows sent and when they expire: a PacketIn that was already on its way
+    # when the drop flow went out does not send it again
+    denied: dict[tuple[int, Match], float] = field(default_factory=dict)
 
     def next_cookie(self, kind: int) -> int:
         self.serial += 1
@@ -189,6 +295,10 @@ class CoreState:
         self.serial += 1
         return self.serial
 
+    def next_mark(self) -> int:
+        self.serial += 1
+        return (self.serial & 0x7FFFFFFF) or 1
+
     def switch_of(self, host: str) -> Switch | None:
         for sw in self.switches.values():
             if sw.host == host:
@@ -197,6 +307,28 @@ class CoreState:
 
     def host_routes(self, host: str) -> HostRoutes:
         return self.routes.setdefault(host, HostRoutes())
+
+    def count(self, host: str, name: str, n: int = 1) -> None:
+        """Add to a counter, in total and for the host."""
+        for c in (self.counters, self.host_counters.setdefault(host, Counters())):
+            setattr(c, name, getattr(c, name) + n)
+
+    def host_view(self, host: str) -> Counters:
+        c = self.host_counters.get(host, Counters())
+        return replace(
+            c,
+            denied_packets=c.denied_packets + self.live_denied.get(host, 0),
+            spoofed_packets=self.live_spoofed.get(host, 0),
+            setup_latency=list(c.setup_latency),
+        )
+
+    def total_view(self) -> Counters:
+        return replace(
+            self.counters,
+            denied_packets=self.counters.denied_packets + sum(self.live_denied.values()),
+            spoofed_packets=sum(self.live_spoofed.values()),
+            setup_latency=list(self.counters.setup_latency),
+        )
 
 
 # --- the core ----------------------------------------------------------------------
@@ -214,10 +346,13 @@ class Core:
         if host is None:
             return fx  # an unknown bridge gets nothing: secure mode drops its traffic
         self.state.switches[dpid] = Switch(dpid=dpid, host=host.name)
+        self.state.denied = {k: t for k, t in self.state.denied.items() if k[0] != dpid}
         # Base flows are added, never flushed: after a controller restart the
-        # switch still forwards live connections with what it has.
+        # switch still forwards live connections with what it has.  (The strict
+        # delete removes the catch-all of table 1 of releases before conntrack.)
+        fx.send(dpid, FlowDelete(T_ROUTE, match(), strict=True, priority=PRIO_MISS))
         fx.send(dpid, *base_flows())
-        fx.send(dpid, RequestPortDesc(), RequestFlowStats(T_ROUTE))
+        fx.send(dpid, RequestPortDesc(), RequestFlowStats(T_ALL))
         return fx
 
     def switch_disconnected(self, dpid: int, now: float) -> Effects:
@@ -231,19 +366,20 @@ class Core:
         return fx
 
     def ports_described(self, dpid: int, ports: Iterable[PortInfo], now: float) -> Effects:
+        fx = Effects()
         sw = self.state.switches.get(dpid)
         if sw is None:
-            return Effects()
+            return fx
         sw.ports = {}
         for p in ports:
-            self._learn_port(sw, p)
-        return Effects()
+            fx.extend(self._learn_port(sw, p))
+        return fx
 
     def port_added(self, dpid: int, port: PortInfo, now: float) -> Effects:
         sw = self.state.switches.get(dpid)
-        if sw is not None:
-            self._learn_port(sw, port)
-        return Effects()
+        if sw is None:
+            return Effects()
+        return self._learn_port(sw, port)
 
     def port_removed(self, dpid: int, port: PortInfo, now: float) -> Effects:
         fx = Effects()
@@ -251,49 +387,72 @@ class Core:
         if sw is None:
             return fx
         sw.ports.pop(port.name, None)
+        fx.send(dpid, _delete_guard(port.port_no))
         # Flows of a vanished port can never match again; forget them now so the
         # routes they needed are retracted without waiting for the idle timeout.
-        gone = [k for k, r in sw.flows.items() if k[0] == port.port_no or _out(r) == port.port_no]
+        gone = [
+            k for k, r in sw.flows.items() if r.in_port == port.port_no or _out(r) == port.port_no
+        ]
         for key in gone:
-            fx.send(dpid, _delete_strict(sw.flows.pop(key).flow))
+            fx.send(dpid, _delete_strict(sw.pop(key).flow))
         fx.extend(self._sync_routes(sw.host, now))
         return fx
 
-    def _learn_port(self, sw: Switch, port: PortInfo) -> None:
+    def _learn_port(self, sw: Switch, port: PortInfo) -> Effects:
+        fx = Effects()
         if port.port_no == OFPP_LOCAL:
             sw.local_mac = port.hw_addr
         sw.ports[port.name] = port
+        ep = self.index.endpoint_by_port(sw.host, port.name)
+        if ep is not None and port.port_no != OFPP_LOCAL:
+            fx.send(sw.dpid, *self._guard(ep, port.port_no))
+        return fx
+
+    def _guard(self, ep: Endpoint, port_no: int) -> list[FlowAdd]:
+        return guard_flows(port_no, ep.mac, str(ep.ip), self.state.next_token())
 
     def flows_dumped(self, dpid: int, flows: Iterable[DumpedFlow], now: float) -> Effects:
-        """Reconcile our flow cache with the switch's table 1 (level-triggered).
+        """Reconcile our flow cache with the switch's tables (level-triggered).
 
         Called once after connecting (rebuilds state after a controller restart)
-        and periodically (catches lost FlowRemoved notices, updates idle times).
+        and periodically (catches lost FlowRemoved notices, updates idle times,
+        reads the packet counts of the deny and anti-spoofing flows).
         """
         fx = Effects()
         sw = self.state.switches.get(dpid)
         if sw is None:
             return fx
         seen: set[FlowKey] = set()
+        denied = spoofed = 0
         for f in flows:
-            if f.priority != PRIO_CONNECTION or cookie_kind(f.cookie) != KIND_CONNECTION:
+            kind = cookie_kind(f.cookie)
+            if kind == KIND_DENY:
+                denied += f.packet_count
                 continue
-            key = (f.in_port, f.ip_src, f.ip_dst)
-            seen.add(key)
-            rec = sw.flows.get(key)
+            if kind == KIND_GUARD and f.priority == PRIO_SPOOF:
+                spoofed += f.packet_count
+                continue
+            if kind != KIND_CONNECTION or f.table not in (T_ROUTE, T_STATEFUL):
+                continue
+            key = sw.cookies.get(f.cookie)
+            rec = sw.flows.get(key) if key is not None else None
             if rec is None:
                 rec = self._adopt(sw, f, now)
                 if rec is None:
                     # A flow for endpoints we no longer know: remove it.
-                    fx.send(dpid, FlowDelete(T_ROUTE, _conn_match(*key), True, PRIO_CONNECTION))
+                    fx.send(dpid, FlowDelete(f.table, f.match, True, f.priority))
                     continue
-                sw.flows[key] = rec
+                sw.put(rec)
+            seen.add(rec.key)
             if f.packet_count != rec.packet_count:
                 rec.packet_count = f.packet_count
                 rec.last_active = now
+        self.state.live_denied[sw.host] = denied
+        self.state.live_spoofed[sw.host] = spoofed
         for key, rec in list(sw.flows.items()):
             if key not in seen and not rec.pending and now - rec.installed_at > DUMP_GRACE:
-                del sw.flows[key]
+                sw.pop(key)
+        self._forget_idle_pairs()
         fx.extend(self._sync_routes(sw.host, now))
         if not sw.synced:
             sw.synced = True
@@ -301,19 +460,34 @@ class Core:
         return fx
 
     def _adopt(self, sw: Switch, f: DumpedFlow, now: float) -> FlowRecord | None:
-        src = self.index.endpoint_by_ip(f.ip_src)
-        dst = self.index.endpoint_by_ip(f.ip_dst)
-        if src is None or dst is None or f.out_port is None:
+        m = dict(f.match)
+        if "ipv4_src" not in m or "ipv4_dst" not in m or "in_port" not in m:
             return None
-        needs = self._route_need(sw.host, f.out_port, dst)
-        flow = FlowAdd(
-            T_ROUTE,
-            PRIO_CONNECTION,
-            _conn_match(f.in_port, f.ip_src, f.ip_dst),
-            (Output(f.out_port),),
-            cookie=f.cookie,
-        )
+        ip_src, ip_dst = IPv4(str(m["ipv4_src"])), IPv4(str(m["ipv4_dst"]))
+        src = self.index.endpoint_by_ip(ip_src)
+        dst = self.index.endpoint_by_ip(ip_dst)
+        if (src is None and dst is None) or f.out_port is None:
+            return None
+        needs = self._route_need(sw.host, f.out_port, dst) if dst is not None else None
+        flow = FlowAdd(f.table, f.priority, f.match, (Output(f.out_port),), cookie=f.cookie)
         self.state.serial = max(self.state.serial, f.cookie & ((1 << 56) - 1))
+        pair = frozenset((ip_src, ip_dst))
+        mode: Literal["open", "stateful"] = "open" if f.table == T_ROUTE else "stateful"
+        mark = m.get("ct_mark")
+        ps = self.state.pairs.get(pair)
+        if ps is None or ps.mode != mode:
+            ps = self.state.pairs[pair] = PairState(mode, mark if isinstance(mark, int) else 0)
+        if isinstance(mark, int):
+            ps.mark = mark
+        ct_state = m.get("ct_state")
+        if f.priority == PRIO_GRANT and isinstance(ct_state, tuple) and not ct_state[1] & CT_RPL:
+            proto = m.get("ip_proto")
+            port = m.get("tcp_dst", m.get("udp_dst"))
+            ps.grants.add((
+                ip_src,
+                proto if isinstance(proto, int) else None,
+                port if isinstance(port, int) else None,
+            ))
         return FlowRecord(
             flow, now - f.duration, needs, packet_count=f.packet_count, last_active=now
         )
@@ -322,27 +496,129 @@ class Core:
         if out_port != OFPP_LOCAL or dst.host == host:
             return None
         dst_host = self.index.host(dst.host)
-        return (dst.ip, dst_host.address) if dst_host else None
+        return (dst.ip, self._next_hop(host, dst_host)) if dst_host else None
+
+    # sites (docs/architecture.md, "Sites") -----------------------------------------
+    def _next_hop(self, src: str, dst: Host) -> IPv4:
+        """Where host `src` routes `dst`'s containers: across sites, its tunnel address."""
+        h = self.index.host(src)
+        if h is not None and dst.tunnel_address is not None and sites.crosses(h, dst):
+            return dst.tunnel_address
+        return dst.address
+
+    def _tunnel_host(self, address: IPv4) -> Host | None:
+        for h in self.index.hosts():
+            if h.tunnel_address == address:
+                return h
+        return None
+
+    def _kernel_route(self, dst: IPv4, via: IPv4) -> KernelRoute:
+        """A `wg` route when `via` is a tunnel address, else a plain `via` route."""
+        if self._tunnel_host(via) is not None:
+            return KernelRoute(kind="wg", dst=dst, via=via)
+        return _via_route(dst, via)
+
+    def _relay_of(self, src: str, via: IPv4) -> str | None:
+        """The relay host between `src` and the host of tunnel address `via`, if any."""
+        h = self.index.host(src)
+        if h is None or h.wg_endpoint is not None or h.tunnel_address is None:
+            return None
+        dst = self._tunnel_host(via)
+        relay = sites.relay_for(h, dst, self.index.hosts()) if dst is not None else None
+        return relay.name if relay is not None else None
+
+    def _relays_of(self, host: str) -> set[str]:
+        """Relays that may carry connections of `host` (it is behind NAT)."""
+        h = self.index.host(host)
+        if h is None or h.wg_endpoint is not None or h.tunnel_address is None:
+            return set()
+        hosts = self.index.hosts()
+        return {
+            r.name for x in hosts if (r := sites.relay_for(h, x, hosts)) is not None
+        } - {host}
+
+    def _relay_needs(self, host: str) -> dict[IPv4, IPv4]:
+        """The `wg` routes relay `host` holds for the NATed pairs it carries: both
+        ends' container addresses, through their hosts' tunnel addresses."""
+        me = self.index.host(host)
+        if me is None or not me.relay:
+            return {}
+        out: dict[IPv4, IPv4] = {}
+        for sw in self.state.switches.values():
+            if sw.host == host:
+                continue
+            for r in sw.flows.values():
+                if r.needs_route and self._relay_of(sw.host, r.needs_route[1]) == host:
+                    out[r.needs_route[0]] = r.needs_route[1]
+        return out
+
+    def _relay_tokens(self, plan: list[tuple[Switch, FlowRecord]]) -> set[int]:
+        """Tokens of relay routes a setup has to wait for."""
+        out: set[int] = set()
+        for swx, r in plan:
+            if r.needs_route is None:
+                continue
+            relay = self._relay_of(swx.host, r.needs_route[1])
+            if relay is not None:
+                t = self.state.host_routes(relay).unacked.get(r.needs_route[0])
+                if t is not None:
+                    out.add(t)
+        return out
+
+    def _path(self, a: str, b: str) -> str:
+        """"underlay" inside a site, "wireguard" across sites, "relay:R" through R."""
+        ha, hb = self.index.host(a), self.index.host(b)
+        if ha is None or hb is None or not sites.crosses(ha, hb):
+            return "underlay"
+        relay = sites.relay_for(ha, hb, self.index.hosts())
+        return f"relay:{relay.name}" if relay is not None else "wireguard"
 
     def flow_removed(
-        self, dpid: int, flow_cookie: int, in_port: int, ip_src: IPv4, ip_dst: IPv4, now: float
+        self, dpid: int, flow_cookie: int, packet_count: int, now: float
     ) -> Effects:
         sw = self.state.switches.get(dpid)
         if sw is None:
             return Effects()
-        key = (in_port, ip_src, ip_dst)
-        rec = sw.flows.get(key)
-        if rec is None or rec.flow.cookie != flow_cookie:
+        if cookie_kind(flow_cookie) == KIND_DENY:
+            self.state.count(sw.host, "denied_packets", packet_count)
+            return Effects()
+        key = sw.cookies.get(flow_cookie)
+        if key is None:
             return Effects()  # stale notice of an older incarnation
-        del sw.flows[key]
+        sw.pop(key)
+        self._forget_idle_pairs()
         return self._sync_routes(sw.host, now)
+
+    # decisions ---------------------------------------------------------------------
+    def verdict(
+        self,
+        src_ip: IPv4,
+        src: Endpoint | None,
+        dst_ip: IPv4,
+        dst: Endpoint | None,
+        proto: int,
+        port: int | None,
+    ) -> Decision:
+        """May src open proto/port to dst?  Either end may be outside daolinet."""
+        return decide_connection(self.index, src_ip, src, dst_ip, dst, proto, port)
+
+    def _fully_open(self, a: Endpoint, b: Endpoint) -> bool:
+        """a may open anything to b (a verdict that is the same for every port)."""
+        d = decide(self.index, a.ip, b, 0, None, a)
+        return d.verdict is Verdict.ALLOW and not d.port_specific
 
     # packets -----------------------------------------------------------------------
     def packet_in(self, dpid: int, pkt: PacketInfo, now: float) -> Effects:
-        self.state.counters.packet_ins += 1
         sw = self.state.switches.get(dpid)
         if sw is None:
             return Effects()
+        self.state.count(sw.host, "packet_ins")
+        if pkt.table != T_STATEFUL and self._has_stateful(sw, pkt):
+            # A packet that met no flow in table 1 although its pair is stateful
+            # here (a race with our own flow-mods): let it take the tables again.
+            fx = Effects()
+            fx.send(sw.dpid, PacketOut(pkt.in_port, (Output(OFPP_TABLE),), pkt.data))
+            return fx
         dst = self.index.endpoint_by_ip(pkt.ip_dst)
         if pkt.in_port == OFPP_LOCAL:
             return self._from_kernel(sw, pkt, dst, now)
@@ -351,24 +627,27 @@ class Core:
         if src is None:
             return Effects()  # a port that is not (or no longer) an endpoint
         if pkt.ip_src != src.ip or pkt.eth_src != src.mac:
-            return self._deny(sw, pkt)  # spoofed source
-        if dst is None or dst.ip == src.ip:
-            return self._deny(sw, pkt)
-        if decide(src, dst, self.index) is not Verdict.ALLOW:
-            return self._deny(sw, pkt)
-        return self._setup(sw, src, dst, pkt, now)
+            return self._deny(sw, pkt, now=now)  # spoofed source
+        if dst is not None and dst.ip == src.ip:
+            return self._deny(sw, pkt, now=now)
+        return self._decide_and_setup(sw, src, dst, pkt, now)
+
+    def _has_stateful(self, sw: Switch, pkt: PacketInfo) -> bool:
+        ps = self.state.pairs.get(frozenset((pkt.ip_src, pkt.ip_dst)))
+        return ps is not None and ps.mode == "stateful" and any(
+            r.in_port == pkt.in_port and r.src == pkt.ip_src and r.dst == pkt.ip_dst
+            for r in sw.flows.values()
+        )
 
     def _from_kernel(
         self, sw: Switch, pkt: PacketInfo, dst: Endpoint | None, now: float
     ) -> Effects:
         """A packet the host kernel routed into the bridge with no flow for it."""
         if dst is None or dst.host != sw.host:
-            return self._deny(sw, pkt)
+            return self._deny(sw, pkt, now=now)
         src = self.index.endpoint_by_ip(pkt.ip_src)
         if src is not None:
-            if decide(src, dst, self.index) is not Verdict.ALLOW:
-                return self._deny(sw, pkt)
-            return self._setup(sw, src, dst, pkt, now)
+            return self._decide_and_setup(sw, src, dst, pkt, now)
         if pkt.ip_proto == IP_PROTO_ICMP and self.index.host_by_address(pkt.ip_src):
             # ICMP errors of hosts on the path (traceroute's "time exceeded").
             fx = Effects()
@@ -376,46 +655,126 @@ class Core:
             if port is not None:
                 fx.send(sw.dpid, PacketOut(pkt.in_port, _deliver(dst, port), pkt.data))
             return fx
-        return self._deny(sw, pkt)
+        # From outside daolinet: a published port (DNAT by the host) or a reply to
+        # a container's own connection out (masquerade).
+        return self._decide_and_setup(sw, None, dst, pkt, now)
 
-    def _deny(self, sw: Switch, pkt: PacketInfo) -> Effects:
-        self.state.counters.denials += 1
+    def _decide_and_setup(
+        self,
+        sw: Switch,
+        src: Endpoint | None,
+        dst: Endpoint | None,
+        pkt: PacketInfo,
+        now: float,
+    ) -> Effects:
+        reply = (
+            pkt.ct_state & CT_TRK
+            and pkt.ct_state & CT_RPL
+            and not pkt.ct_state & (CT_NEW | CT_INV)
+        )
+        if reply:
+            # The reply direction of a connection conntrack knows but no flow of ours
+            # passes (its grant was revoked, or the controller restarted): decide the
+            # direction that opened it, whose destination port is our source port.
+            d = self.verdict(pkt.ip_dst, dst, pkt.ip_src, src, pkt.ip_proto, pkt.tp_src)
+            grant: Grant = (pkt.ip_dst, *_grant_port(d, pkt.ip_proto, pkt.tp_src))
+        else:
+            d = self.verdict(pkt.ip_src, src, pkt.ip_dst, dst, pkt.ip_proto, pkt.tp_dst)
+            grant = (pkt.ip_src, *_grant_port(d, pkt.ip_proto, pkt.tp_dst))
+        if d.verdict is not Verdict.ALLOW:
+            return self._deny(sw, pkt, d.port_specific, bool(reply), now)
+        mode: Literal["open", "stateful"] = "stateful"
+        if src is not None and dst is not None and self._fully_open(src, dst) and \
+                self._fully_open(dst, src):
+            mode = "open"
+        return self._setup(sw, src, dst, pkt, mode, grant, now)
+
+    def _deny(
+        self,
+        sw: Switch,
+        pkt: PacketInfo,
+        port_specific: bool = False,
+        reply: bool = False,
+        now: float = 0.0,
+    ) -> Effects:
+        """Drop what was denied in the switch for a while (table 2, after conntrack).
+
+        Below the established flows, so it never cuts the replies of an allowed
+        connection; port-specific when the verdict was.
+        """
+        self.state.count(sw.host, "denials")
+        fields: dict[str, MatchValue] = {
+            "in_port": pkt.in_port,
+            "eth_type": ETH_TYPE_IP,
+            "ipv4_src": str(pkt.ip_src),
+            "ipv4_dst": str(pkt.ip_dst),
+            "ct_state": (CT_TRK, CT_TRK),
+        }
+        if port_specific:
+            fields["ip_proto"] = pkt.ip_proto
+            if reply:
+                fields["ct_state"] = (CT_TRK | CT_RPL, CT_TRK | CT_RPL)
+                fields.update(_l4(pkt.ip_proto, pkt.tp_src, "src"))
+            else:
+                fields.update(_l4(pkt.ip_proto, pkt.tp_dst, "dst"))
+        fx = Effects()
+        m = match(**fields)
+        if self.state.denied.get((sw.dpid, m), -1.0) > now:
+            return fx
+        if len(self.state.denied) > 10000:
+            self.state.denied = {k: t for k, t in self.state.denied.items() if t > now}
+        self.state.denied[(sw.dpid, m)] = now + self.state.deny_hold - 0.5
         flow = FlowAdd(
-            T_ROUTE,
-            PRIO_DENY,
-            _conn_match(pkt.in_port, pkt.ip_src, pkt.ip_dst),
+            T_STATEFUL,
+            PRIO_STATEFUL_DENY,
+            m,
             (),
             cookie=self.state.next_cookie(KIND_DENY),
             hard_timeout=self.state.deny_hold,
+            flags=OFPFF_SEND_FLOW_REM,
         )
-        fx = Effects()
         fx.send(sw.dpid, flow)
         return fx
 
     def _setup(
-        self, sw: Switch, src: Endpoint, dst: Endpoint, pkt: PacketInfo, now: float
+        self,
+        sw: Switch,
+        src: Endpoint | None,
+        dst: Endpoint | None,
+        pkt: PacketInfo,
+        mode: Literal["open", "stateful"],
+        grant: Grant,
+        now: float,
     ) -> Effects:
         fx = Effects()
-        pair = frozenset((src.ip, dst.ip))
+        pair = frozenset((pkt.ip_src, pkt.ip_dst))
+        legs = self._legs(pkt.ip_src, src, pkt.ip_dst, dst)
+        ps = self.state.pairs.get(pair)
+        live = ps is not None and self._pair_has_flows(pair)
+        if ps is not None and live and ps.mode != mode:
+            fx.extend(self._teardown(pair, now))  # the pair changes its way of forwarding
+            live = False
+        if ps is None or not live:
+            ps = self.state.pairs[pair] = PairState(mode, self.state.next_mark())
         waiting = self.state.pending.get(pair)
-        out = self._first_packet_out(sw, src, dst, pkt)
+        out = self._first_packet_out(sw, mode, src, dst, pkt)
         if waiting is not None:
             if out is not None and len(waiting.packets) < PENDING_PACKETS:
                 waiting.packets.append(out)
             return fx
-        plan = self._plan(src, dst)
-        if plan is None or out is None:
-            self.state.counters.failed_setups += 1
+        if legs is None or out is None:
+            self.state.count(sw.host, "failed_setups")
             return fx
+        ps.grants.add(grant)
+        plan = self._records(legs, ps, grant)
         tokens: set[int] = set()
         keys: list[tuple[int, FlowKey]] = []
         for swx, rec in plan:
-            key = _key(rec.flow)
             rec.installed_at = now
             rec.last_active = now
             rec.pending = True
-            swx.flows[key] = rec
-            keys.append((swx.dpid, key))
+            swx.put(rec)
+            keys.append((swx.dpid, rec.key))
         for host in {swx.host for swx, _ in plan}:
             fx.extend(self._sync_routes(host, now))
             routes = self.state.host_routes(host)
@@ -424,18 +783,31 @@ class Core:
                 for swx, r in plan
                 if swx.host == host and r.needs_route and r.needs_route[0] in routes.unacked
             }
-        setup = PendingSetup(pair, tokens, keys, [out], now)
+        tokens |= self._relay_tokens(plan)
+        setup = PendingSetup(pair, tokens, keys, [out], now, resubmit=mode == "stateful")
+        setup_host = sw.host
         if tokens:
             self.state.pending[pair] = setup
             return fx
-        fx.extend(self._install(setup, now))
+        fx.extend(self._install(setup, now, setup_host))
         return fx
 
     def _first_packet_out(
-        self, sw: Switch, src: Endpoint, dst: Endpoint, pkt: PacketInfo
+        self,
+        sw: Switch,
+        mode: str,
+        src: Endpoint | None,
+        dst: Endpoint | None,
+        pkt: PacketInfo,
     ) -> tuple[int, OFMessage] | None:
-        """Send the packet that caused the setup on along its path."""
-        if dst.host == sw.host:
+        """Send the packet that caused the setup on along its path.
+
+        A stateful packet takes the tables again (after its flows), so that it is
+        committed to conntrack like every later one.
+        """
+        if mode == "stateful":
+            return sw.dpid, PacketOut(pkt.in_port, (Output(OFPP_TABLE),), pkt.data)
+        if dst is not None and dst.host == sw.host:
             port = sw.port_no(dst.port)
             if port is None:
                 return None
@@ -444,8 +816,24 @@ class Core:
             return None
         return sw.dpid, PacketOut(pkt.in_port, _to_kernel(sw.local_mac), pkt.data)
 
-    def _plan(self, a: Endpoint, b: Endpoint) -> list[tuple[Switch, FlowRecord]] | None:
-        """The flows a connection between a and b needs on the switches involved."""
+    def _legs(
+        self, a_ip: IPv4, a: Endpoint | None, b_ip: IPv4, b: Endpoint | None
+    ) -> list[Leg] | None:
+        """Every (switch, direction) a connection between a and b passes."""
+        if a is None or b is None:
+            ep, ext = (a, b_ip) if a is not None else (b, a_ip)
+            if ep is None:
+                return None
+            swe = self.state.switch_of(ep.host)
+            if swe is None or swe.local_mac is None:
+                return None
+            pe = swe.port_no(ep.port)
+            if pe is None:
+                return None
+            return [
+                Leg(swe, ep.ip, ext, pe, _to_kernel(swe.local_mac), None),
+                Leg(swe, ext, ep.ip, OFPP_LOCAL, _deliver(ep, pe), None),
+            ]
         swa = self.state.switch_of(a.host)
         swb = self.state.switch_of(b.host)
         if swa is None or swb is None:
@@ -453,34 +841,74 @@ class Core:
         pa, pb = swa.port_no(a.port), swb.port_no(b.port)
         if pa is None or pb is None:
             return None
-        plan: list[tuple[Switch, FlowRecord]] = []
         if swa is swb:
-            plan.append((swa, self._record(pa, a, b, _deliver(b, pb), None)))
-            plan.append((swa, self._record(pb, b, a, _deliver(a, pa), None)))
-            return plan
+            return [
+                Leg(swa, a.ip, b.ip, pa, _deliver(b, pb), None),
+                Leg(swa, b.ip, a.ip, pb, _deliver(a, pa), None),
+            ]
         if swa.local_mac is None or swb.local_mac is None:
             return None
         ha, hb = self.index.host(a.host), self.index.host(b.host)
         if ha is None or hb is None:
             return None
-        plan.append((swa, self._record(pa, a, b, _to_kernel(swa.local_mac), (b.ip, hb.address))))
-        plan.append((swa, self._record(OFPP_LOCAL, b, a, _deliver(a, pa), None)))
-        plan.append((swb, self._record(pb, b, a, _to_kernel(swb.local_mac), (a.ip, ha.address))))
-        plan.append((swb, self._record(OFPP_LOCAL, a, b, _deliver(b, pb), None)))
-        return plan
+        return [
+            Leg(swa, a.ip, b.ip, pa, _to_kernel(swa.local_mac),
+                (b.ip, self._next_hop(a.host, hb))),
+            Leg(swa, b.ip, a.ip, OFPP_LOCAL, _deliver(a, pa), None),
+            Leg(swb, b.ip, a.ip, pb, _to_kernel(swb.local_mac),
+                (a.ip, self._next_hop(b.host, ha))),
+            Leg(swb, a.ip, b.ip, OFPP_LOCAL, _deliver(b, pb), None),
+        ]
+
+    def _records(
+        self, legs: list[Leg], ps: PairState, grant: Grant
+    ) -> list[tuple[Switch, FlowRecord]]:
+        """The flows of a setup: open pair flows, or established + grant flows."""
+        out: list[tuple[Switch, FlowRecord]] = []
+        for leg in legs:
+            base: dict[str, MatchValue] = {
+                "in_port": leg.in_port,
+                "eth_type": ETH_TYPE_IP,
+                "ipv4_src": str(leg.src),
+                "ipv4_dst": str(leg.dst),
+            }
+            if ps.mode == "open":
+                out.append((leg.sw, self._record(T_ROUTE, PRIO_CONNECTION, base, leg.actions,
+                                                 leg.needs_route)))
+                continue
+            est = dict(base, ct_state=(CT_TRK, CT_TRK | CT_NEW | CT_INV), ct_mark=ps.mark)
+            out.append((leg.sw, self._record(T_STATEFUL, PRIO_ESTABLISHED, est, leg.actions,
+                                             leg.needs_route)))
+            g_src, proto, port = grant
+            commit = (CT(zone=CT_ZONE, commit=True, mark=ps.mark), *leg.actions)
+            if leg.src == g_src:  # the granted direction: may open (and re-commit)
+                allow = dict(base, ct_state=(CT_TRK, CT_TRK))
+                if proto is not None:
+                    allow["ip_proto"] = proto
+                    allow.update(_l4(proto, port, "dst"))
+                out.append((leg.sw, self._record(T_STATEFUL, PRIO_GRANT, allow, commit,
+                                                 leg.needs_route)))
+            else:  # replies of a granted connection conntrack knows under another mark
+                adopt = dict(base, ct_state=(CT_TRK | CT_RPL, CT_TRK | CT_RPL))
+                if proto is not None:
+                    adopt["ip_proto"] = proto
+                    adopt.update(_l4(proto, port, "src"))
+                out.append((leg.sw, self._record(T_STATEFUL, PRIO_GRANT, adopt, commit,
+                                                 leg.needs_route)))
+        return out
 
     def _record(
         self,
-        in_port: int,
-        src: Endpoint,
-        dst: Endpoint,
-        actions: tuple[SetField | Output, ...],
+        table: int,
+        priority: int,
+        fields: dict[str, MatchValue],
+        actions: tuple[Action, ...],
         needs_route: tuple[IPv4, IPv4] | None,
     ) -> FlowRecord:
         flow = FlowAdd(
-            T_ROUTE,
-            PRIO_CONNECTION,
-            _conn_match(in_port, src.ip, dst.ip),
+            table,
+            priority,
+            match(**fields),
             actions,
             cookie=self.state.next_cookie(KIND_CONNECTION),
             idle_timeout=self.state.idle_timeout,
@@ -488,13 +916,14 @@ class Core:
         )
         return FlowRecord(flow, 0.0, needs_route)
 
-    def _install(self, setup: PendingSetup, now: float) -> Effects:
+    def _install(self, setup: PendingSetup, now: float, host: str | None = None) -> Effects:
         """Install a setup's flows and send its held packets, reply path first.
 
         The packet is sent as soon as every flow it and its reply will meet on the
         way is queued: the other switch's flows and the source switch's flows from
         LOCAL.  The source's own outgoing flow follows the packet; if a packet
         overtakes a flow anyway it only comes back as a PacketIn and is resent.
+        A stateful setup's packets take the tables, so they follow every flow.
         """
         fx = Effects()
         first: list[tuple[int, OFMessage]] = []
@@ -506,30 +935,58 @@ class Core:
             if rec is None:
                 continue
             rec.pending = False
-            on_path = dpid not in out_dpids or key[0] == OFPP_LOCAL
+            on_path = setup.resubmit or dpid not in out_dpids or rec.in_port == OFPP_LOCAL
             (first if on_path else last).append((dpid, rec.flow))
         fx.messages.extend(first)
         fx.messages.extend(setup.packets)
         fx.messages.extend(last)
-        self.state.counters.setups += 1
-        self.state.counters.setup_latency.append(now - setup.started)
-        del self.state.counters.setup_latency[:-1000]
+        if host is None:
+            sw0 = self.state.switches.get(setup.packets[0][0]) if setup.packets else None
+            host = sw0.host if sw0 else ""
+        self.state.count(host, "setups")
+        for c in (self.state.counters, self.state.host_counters.setdefault(host, Counters())):
+            c.setup_latency.append(now - setup.started)
+            del c.setup_latency[:-1000]
         return fx
 
-    def _fail_setup(self, pair: frozenset[IPv4]) -> Effects:
+    def _fail_setup(self, pair: Pair) -> Effects:
         fx = Effects()
         setup = self.state.pending.pop(pair, None)
         if setup is None:
             return fx
-        self.state.counters.failed_setups += 1
         hosts: set[str] = set()
         for dpid, key in setup.flows:
             sw = self.state.switches.get(dpid)
             if sw is not None and key in sw.flows and sw.flows[key].pending:
-                del sw.flows[key]
+                sw.pop(key)
                 hosts.add(sw.host)
+        first = self.state.switches.get(setup.packets[0][0]) if setup.packets else None
+        self.state.count(first.host if first else "", "failed_setups")
         for host in hosts:
             fx.extend(self._sync_routes(host, setup.started))
+        return fx
+
+    def _pair_has_flows(self, pair: Pair) -> bool:
+        return any(r.pair == pair for sw in self.state.switches.values()
+                   for r in sw.flows.values())
+
+    def _forget_idle_pairs(self) -> None:
+        live = {r.pair for sw in self.state.switches.values() for r in sw.flows.values()}
+        for pair in [p for p in self.state.pairs if p not in live and p not in self.state.pending]:
+            del self.state.pairs[pair]
+
+    def _teardown(self, pair: Pair, now: float) -> Effects:
+        """Delete every flow of a pair on every switch (and the routes they needed)."""
+        fx = Effects()
+        if pair in self.state.pending:
+            fx.extend(self._fail_setup(pair))
+        for sw in self.state.switches.values():
+            gone = [k for k, r in sw.flows.items() if r.pair == pair]
+            for key in gone:
+                fx.send(sw.dpid, _delete_strict(sw.pop(key).flow))
+            if gone:
+                fx.extend(self._sync_routes(sw.host, now))
+        self.state.pairs.pop(pair, None)
         return fx
 
     # agents ------------------------------------------------------------------------
@@ -565,8 +1022,28 @@ class Core:
         routes.announced = self._needed(host)
         routes.unacked = dict.fromkeys(routes.announced, token)
         wanted = [_local_route(e) for e in self.index.endpoints(host=host)]
-        wanted += [_via_route(d, v) for d, v in sorted(routes.announced.items())]
+        wanted += [self._kernel_route(d, v) for d, v in sorted(routes.announced.items())]
         return token, wanted
+
+    def nat_rules(self, host: str) -> list[NatRule]:
+        """The host-kernel NAT `host` must hold: its published ports and masquerades."""
+        h = self.index.host(host)
+        if h is None:
+            return []
+        rules: list[NatRule] = []
+        networks = self.index.networks()
+        local = self.index.endpoints(host=host)
+        for ep in local:
+            for pp in self.index.published_ports(ep.name):
+                rules.append(NatRule(
+                    kind="dnat", protocol=pp.protocol, address=h.address, port=pp.host_port,
+                    to=ep.ip, to_port=pp.container_port,
+                ))
+        internal = tuple(sorted(n.subnet for n in networks))
+        for net in networks:
+            if net.external and any(e.network == net.name for e in local):
+                rules.append(NatRule(kind="masquerade", source=net.subnet, exclude=internal))
+        return rules
 
     def is_synced(self, host: str) -> bool:
         sw = self.state.switch_of(host)
@@ -576,7 +1053,9 @@ class Core:
         sw = self.state.switch_of(host)
         if sw is None:
             return dict(self.state.host_routes(host).announced)  # keep until we know better
-        return {r.needs_route[0]: r.needs_route[1] for r in sw.flows.values() if r.needs_route}
+        return {
+            r.needs_route[0]: r.needs_route[1] for r in sw.flows.values() if r.needs_route
+        } | self._relay_needs(host)
 
     def _sync_routes(self, host: str, now: float) -> Effects:
         """Announce to `host` the via routes its flows need and retract the rest."""
@@ -584,7 +1063,7 @@ class Core:
         routes = self.state.host_routes(host)
         needed = self._needed(host)
         remove = [
-            _via_route(d, v) for d, v in routes.announced.items() if needed.get(d) != v
+            self._kernel_route(d, v) for d, v in routes.announced.items() if needed.get(d) != v
         ]
         add = {d: v for d, v in needed.items() if routes.announced.get(d) != v}
         for r in remove:
@@ -600,16 +1079,23 @@ class Core:
                 KernelRouteDelta(
                     host,
                     token,
-                    tuple(_via_route(d, v) for d, v in sorted(add.items())),
+                    tuple(self._kernel_route(d, v) for d, v in sorted(add.items())),
                     tuple(sorted(remove, key=lambda r: r.dst)),
                 )
             )
+        for relay in self._relays_of(host):
+            fx.extend(self._sync_routes(relay, now))  # the relay follows the pair's ends
         return fx
 
     # desired-state changes ----------------------------------------------------------
     def endpoint_added(self, ep: Endpoint, now: float) -> Effects:
         fx = Effects()
         fx.deltas.append(KernelRouteDelta(ep.host, None, add=(_local_route(ep),)))
+        sw = self.state.switch_of(ep.host)
+        port = sw.port_no(ep.port) if sw else None
+        if sw is not None and port is not None:
+            fx.send(sw.dpid, *self._guard(ep, port))
+        fx.nat[ep.host] = self.nat_rules(ep.host)
         return fx
 
     def endpoint_removed(self, ep: Endpoint, now: float) -> Effects:
@@ -617,14 +1103,66 @@ class Core:
         fx = Effects()
         for pair in [p for p in self.state.pending if ep.ip in p]:
             fx.extend(self._fail_setup(pair))
+        for pair in [p for p in self.state.pairs if ep.ip in p]:
+            fx.extend(self._teardown(pair, now))
         for sw in self.state.switches.values():
-            gone = [k for k in sw.flows if ep.ip in (k[1], k[2])]
+            gone = [k for k, r in sw.flows.items() if ep.ip in (r.src, r.dst)]
             for key in gone:
-                fx.send(sw.dpid, _delete_strict(sw.flows.pop(key).flow))
+                fx.send(sw.dpid, _delete_strict(sw.pop(key).flow))
             if gone:
                 fx.extend(self._sync_routes(sw.host, now))
+        home = self.state.switch_of(ep.host)
+        port = home.port_no(ep.port) if home else None
+        if home is not None and port is not None:
+            fx.send(home.dpid, _delete_guard(port))
         fx.deltas.append(KernelRouteDelta(ep.host, None, remove=(_local_route(ep),)))
+        fx.nat[ep.host] = self.nat_rules(ep.host)
         return fx
+
+    def policy_changed(self, now: float) -> Effects:
+        """Desired policy changed: revoke what is no longer allowed, at once.
+
+        Every live pair is decided again; a pair whose forwarding or one of whose
+        grants the policy no longer allows loses all its flows on every switch (and
+        so its routes).  Its packets then meet the controller again, which decides
+        them under the new policy; conntrack entries of revoked connections carry
+        the old pair's ct_mark, which no flow passes any more.  Cached denials are
+        dropped so a grant takes effect at the next packet.  NAT sets are resent.
+        """
+        fx = Effects()
+        self.state.denied.clear()
+        for sw in self.state.switches.values():
+            fx.send(sw.dpid, FlowDelete(
+                T_STATEFUL, match(), cookie=KIND_DENY << COOKIE_KIND_SHIFT,
+                cookie_mask=COOKIE_KIND_MASK,
+            ))
+        for pair, ps in list(self.state.pairs.items()):
+            if not self._still_allowed(pair, ps):
+                fx.extend(self._teardown(pair, now))
+        for host in self.index.hosts():
+            fx.nat[host.name] = self.nat_rules(host.name)
+        return fx
+
+    def _still_allowed(self, pair: Pair, ps: PairState) -> bool:
+        a_ip, b_ip = sorted(pair)
+        ea, eb = self.index.endpoint_by_ip(a_ip), self.index.endpoint_by_ip(b_ip)
+        if ps.mode == "open":
+            return (
+                ea is not None and eb is not None
+                and self._fully_open(ea, eb) and self._fully_open(eb, ea)
+            )
+        if ea is not None and eb is not None and self._fully_open(ea, eb) and \
+                self._fully_open(eb, ea):
+            return False  # now fully open: go back to cheap pair flows
+        for g_src, proto, port in ps.grants:
+            src, dst = (ea, eb) if g_src == a_ip else (eb, ea)
+            dst_ip = b_ip if g_src == a_ip else a_ip
+            d = self.verdict(g_src, src, dst_ip, dst, proto or 0, port)
+            if d.verdict is not Verdict.ALLOW:
+                return False
+            if proto is None and d.port_specific:
+                return False  # granted for every port, now decided per port
+        return True
 
     # periodic -------------------------------------------------------------------------
     def tick(self, now: float) -> Effects:
@@ -633,32 +1171,35 @@ class Core:
             if now - setup.started > SETUP_TIMEOUT:
                 fx.extend(self._fail_setup(pair))
         for sw in self.state.switches.values():
-            fx.send(sw.dpid, RequestFlowStats(T_ROUTE))
+            fx.send(sw.dpid, RequestFlowStats(T_ALL))
         return fx
 
     # views ----------------------------------------------------------------------------
     def live_routes(self, now: float, host: str | None = None) -> list[dict[str, object]]:
         """Connections with at least one installed flow, as GET /routes shows them."""
-        seen: dict[frozenset[IPv4], dict[str, object]] = {}
+        seen: dict[Pair, dict[str, object]] = {}
         for sw in self.state.switches.values():
-            for (_, s, d), rec in sw.flows.items():
+            for rec in sw.flows.values():
                 if rec.pending:
                     continue
-                pair = frozenset((s, d))
+                pair = rec.pair
                 row = seen.get(pair)
                 if row is None:
                     a, b = sorted(pair)
                     ea, eb = self.index.endpoint_by_ip(a), self.index.endpoint_by_ip(b)
-                    if ea is None or eb is None:
+                    if ea is None and eb is None:
                         continue
+                    ps = self.state.pairs.get(pair)
                     row = {
-                        "src": ea.name,
+                        "src": ea.name if ea else str(a),
                         "src_ip": str(a),
-                        "dst": eb.name,
+                        "dst": eb.name if eb else str(b),
                         "dst_ip": str(b),
-                        "src_host": ea.host,
-                        "dst_host": eb.host,
-                        "path": "local" if ea.host == eb.host else "underlay",
+                        "src_host": ea.host if ea else "",
+                        "dst_host": eb.host if eb else "",
+                        "path": "external" if ea is None or eb is None
+                        else "local" if ea.host == eb.host else self._path(ea.host, eb.host),
+                        "mode": ps.mode if ps else "open",
                         "created": rec.installed_at,
                         "active": rec.last_active,
                         "flows": 0,
@@ -678,14 +1219,48 @@ class Core:
         return sorted(out, key=lambda r: (str(r["src"]), str(r["dst"])))
 
 
+# --- decisions ------------------------------------------------------------------------
+def decide_connection(
+    index: DesiredIndex,
+    src_ip: IPv4,
+    src: Endpoint | None,
+    dst_ip: IPv4,
+    dst: Endpoint | None,
+    proto: int,
+    port: int | None,
+) -> Decision:
+    """The datapath's verdict for src_ip -> dst_ip proto/port; either end may be outside.
+
+    * container -> container: `policy.decide`;
+    * container -> outside daolinet: `policy.decide_egress` (the network's `external`);
+      an address inside a daolinet subnet that is no container is denied;
+    * outside -> container: `policy.decide` as it is (rules with a CIDR or `any`
+      source; default deny), so `GET /trace` from an outside address agrees.  The
+      host kernel lets in only published ports (DNAT); this decides what of it
+      reaches the container.
+    """
+    if dst is None:
+        if src is None:
+            return Decision(Verdict.DENY, "neither end is a daolinet container", "default")
+        if any(dst_ip in n.subnet for n in index.networks()):
+            return Decision(Verdict.DENY, f"no container has address {dst_ip}", "default")
+        return decide_egress(index, src)
+    return decide(index, src_ip, dst, proto, port, src)
+
+
 # --- helpers ---------------------------------------------------------------------------
-def _conn_match(in_port: int, src: IPv4, dst: IPv4) -> Match:
-    return match(in_port=in_port, eth_type=ETH_TYPE_IP, ipv4_src=str(src), ipv4_dst=str(dst))
+def _grant_port(d: Decision, proto: int, port: int | None) -> tuple[int | None, int | None]:
+    """What a grant matches: every protocol and port, or this protocol (and port)."""
+    if not d.port_specific:
+        return (None, None)
+    return (proto, port if proto in (IP_PROTO_TCP, IP_PROTO_UDP) else None)
 
 
-def _key(flow: FlowAdd) -> FlowKey:
-    m = flow.match_dict()
-    return (int(m["in_port"]), IPv4(str(m["ipv4_src"])), IPv4(str(m["ipv4_dst"])))
+def _l4(proto: int, port: int | None, side: str) -> dict[str, MatchValue]:
+    if port is None or proto not in (IP_PROTO_TCP, IP_PROTO_UDP):
+        return {}
+    name = "tcp" if proto == IP_PROTO_TCP else "udp"
+    return {f"{name}_{side}": port}
 
 
 def _out(rec: FlowRecord) -> int | None:
@@ -705,6 +1280,13 @@ def _to_kernel(local_mac: str) -> tuple[SetField | Output, ...]:
 
 def _delete_strict(flow: FlowAdd) -> FlowDelete:
     return FlowDelete(flow.table, flow.match, strict=True, priority=flow.priority)
+
+
+def _delete_guard(port_no: int) -> FlowDelete:
+    return FlowDelete(
+        T_CLASSIFY, match(in_port=port_no), cookie=KIND_GUARD << COOKIE_KIND_SHIFT,
+        cookie_mask=COOKIE_KIND_MASK,
+    )
 
 
 def _local_route(ep: Endpoint) -> KernelRoute:

@@ -17,7 +17,21 @@ from typing import Any, Protocol
 
 from controller.core import Core, CoreState, Counters, Effects, KernelRouteDelta
 from controller.desired import DesiredIndex
-from controller.events import Change, EndpointAdded, EndpointRemoved
+from controller.events import (
+    Change,
+    EndpointAdded,
+    EndpointRemoved,
+    GroupChanged,
+    HostRegistered,
+    NetworkAdded,
+    NetworkChanged,
+    NetworkRemoved,
+    PairPolicyChanged,
+    PublishedPortAdded,
+    PublishedPortRemoved,
+    RulesChanged,
+)
+from controller.models import NatRule
 from controller.ofmsg import OFMessage
 
 log = logging.getLogger(__name__)
@@ -29,6 +43,10 @@ class AgentLink(Protocol):
     def send_delta(self, delta: KernelRouteDelta) -> None: ...
 
     def host_synced(self, host: str) -> None: ...
+
+    def send_nat(self, host: str, rules: list[NatRule]) -> None: ...
+
+    def send_mesh(self, hosts: list[dict[str, Any]]) -> None: ...
 
 
 class Fabric:
@@ -63,6 +81,9 @@ class Fabric:
         for host in fx.synced_hosts:
             if self.agents is not None:
                 self.agents.host_synced(host)
+        for host, rules in fx.nat.items():
+            if self.agents is not None:
+                self.agents.send_nat(host, rules)
 
     def on_change(self, change: Change) -> None:
         """Inventory callback: desired state changed."""
@@ -70,6 +91,14 @@ class Fabric:
             self.handle(self.core.endpoint_added, change.endpoint)
         elif isinstance(change, EndpointRemoved):
             self.handle(self.core.endpoint_removed, change.endpoint)
+        elif isinstance(change, HostRegistered):
+            # a host joined, moved or rotated its key: every agent updates its peers
+            if self.agents is not None:
+                self.agents.send_mesh(self.mesh_hosts())
+        elif isinstance(change, PolicyEvents):
+            # Revocation: every live pair is decided again (docs/architecture.md,
+            # "Policy enforcement"); NAT sets follow published ports and networks.
+            self.handle(self.core.policy_changed)
 
     # views for the API -----------------------------------------------------------
     def routes(self, host: str | None = None) -> list[dict[str, Any]]:
@@ -79,9 +108,35 @@ class Fabric:
     def counters(self) -> tuple[Counters, int, list[float]]:
         """A copy of the core's counters, the live connection count, setup latencies."""
         with self.lock:
-            c = self.core.state.counters
+            c = self.core.state.total_view()
             live = len(self.core.live_routes(time.monotonic()))
             return replace(c, setup_latency=[]), live, list(c.setup_latency)
+
+    def host_counters(self) -> dict[str, tuple[Counters, int]]:
+        """Per host: its counters (with setup latencies) and its live connections."""
+        with self.lock:
+            now = time.monotonic()
+            hosts = {h.name for h in self.core.index.hosts()}
+            hosts |= set(self.core.state.host_counters)
+            return {
+                h: (self.core.state.host_view(h), len(self.core.live_routes(now, h)))
+                for h in sorted(hosts)
+                if h
+            }
+
+    def mesh_hosts(self) -> list[dict[str, Any]]:
+        """The WireGuard facts of every host (the agents' `mesh` message)."""
+        keys = ("name", "site", "wg_public_key", "wg_endpoint", "tunnel_address", "relay")
+        return [
+            {k: v for k, v in h.model_dump(mode="json").items() if k in keys}
+            for h in self.core.index.hosts()
+        ]
+
+    def nat_snapshot(self, host: str) -> list[dict[str, Any]]:
+        """The NAT rules `host` must hold (sent after its route snapshot)."""
+        with self.lock:
+            rules = self.core.nat_rules(host)
+        return [r.model_dump(mode="json", exclude_none=True) for r in rules]
 
     def snapshot(self, host: str) -> tuple[int, list[dict[str, Any]]] | None:
         """The full route set for a connecting agent, or None until its switch synced."""
@@ -90,6 +145,18 @@ class Fabric:
                 return None
             token, routes = self.core.snapshot(host)
         return token, [r.model_dump(mode="json", exclude_none=True) for r in routes]
+
+
+PolicyEvents = (
+    PairPolicyChanged,
+    GroupChanged,
+    RulesChanged,
+    NetworkChanged,
+    NetworkAdded,
+    NetworkRemoved,
+    PublishedPortAdded,
+    PublishedPortRemoved,
+)
 
 
 def _nowhere(dpid: int, msgs: list[OFMessage]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from controller.core import KernelRouteDelta
 from controller.fabric import Fabric
+from controller.models import NatRule
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,11 @@ class Session:
     seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     tokens: dict[int, int | None] = field(default_factory=dict)  # seq -> core token
     ready: bool = False  # snapshot sent; deltas may follow
+    commands: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+
+
+class CommandError(Exception):
+    """A command to an agent failed (the agent said why, or it is not connected)."""
 
 
 class AgentHub:
@@ -61,15 +67,48 @@ class AgentHub:
         if not isinstance(seq, int):
             log.warning("agent %s sent a message without seq: %s", session.host, message)
             return
+        if message.get("type") == "result":
+            future = session.commands.pop(seq, None)
+            if future is not None and not future.done():
+                if message.get("ok"):
+                    data = message.get("data")
+                    future.set_result(data if isinstance(data, dict) else {})
+                else:
+                    future.set_exception(CommandError(str(message.get("error") or "failed")))
+            return
         with self._lock:
             token = session.tokens.pop(seq, None)
         if token is None:
+            if message.get("type") == "nack":
+                log.error("agent %s could not apply message %d: %s", session.host, seq,
+                          message.get("error"))
             return
         if message.get("type") == "ack":
             self.fabric.handle(self.fabric.core.routes_acked, session.host, token)
         else:
             log.error("agent %s could not apply routes: %s", session.host, message.get("error"))
             self.fabric.handle(self.fabric.core.routes_failed, session.host, token)
+
+    async def command(
+        self, host: str, op: str, args: dict[str, Any], timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Ask the agent of `host` to run `op`; its result data (CommandError if not)."""
+        with self._lock:
+            session = self._sessions.get(host)
+            if session is None or not session.ready:
+                raise CommandError(f"the agent of host {host} is not connected")
+            seq = next(session.seq)
+            future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+            session.commands[seq] = future
+            message = {"type": "command", "seq": seq, "op": op, "args": args}
+            self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise CommandError(f"the agent of host {host} did not finish {op} in {timeout:g}s") \
+                from None
+        finally:
+            session.commands.pop(seq, None)
 
     def connected(self) -> list[str]:
         with self._lock:
@@ -96,6 +135,37 @@ class AgentHub:
         if delta.token is not None:
             self.fabric.handle(self.fabric.core.routes_failed, delta.host, delta.token)
 
+    def send_nat(self, host: str, rules: list[NatRule]) -> None:
+        """The whole NAT set of `host` (level-triggered; nothing waits for the ack)."""
+        with self._lock:
+            session = self._sessions.get(host)
+            if session is None or not session.ready:
+                return  # sent after the snapshot when the agent connects
+            self._queue_nat(session, [r.model_dump(mode="json", exclude_none=True)
+                                      for r in rules])
+
+    def _queue_nat(self, session: Session, rules: list[dict[str, Any]]) -> None:
+        """Queue a nat message (caller holds the lock)."""
+        seq = next(session.seq)
+        session.tokens[seq] = None
+        message = {"type": "nat", "seq": seq, "rules": rules}
+        self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
+
+    def send_mesh(self, hosts: list[dict[str, Any]]) -> None:
+        """Every host's WireGuard facts to every agent (a host joined or rotated its
+        key): each derives its peers from them (controller/sites.py)."""
+        with self._lock:
+            for session in self._sessions.values():
+                if session.ready:
+                    self._queue_mesh(session, hosts)
+
+    def _queue_mesh(self, session: Session, hosts: list[dict[str, Any]]) -> None:
+        """Queue a mesh message (caller holds the lock; nothing waits for the ack)."""
+        seq = next(session.seq)
+        session.tokens[seq] = None
+        message = {"type": "mesh", "seq": seq, "hosts": hosts}
+        self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
+
     def host_synced(self, host: str) -> None:
         with self._lock:
             session = self._sessions.get(host)
@@ -109,6 +179,8 @@ class AgentHub:
             log.info("agent %s waits for its switch to sync before its snapshot", session.host)
             return
         token, routes = snap
+        nat = self.fabric.nat_snapshot(session.host)
+        mesh = self.fabric.mesh_hosts()
         with self._lock:
             if session.ready:
                 return
@@ -117,11 +189,26 @@ class AgentHub:
             session.ready = True
             message = {"type": "snapshot", "seq": seq, "routes": routes}
             self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
+            self._queue_nat(session, nat)
+            self._queue_mesh(session, mesh)
 
     def _fail_all(self, session: Session) -> None:
         with self._lock:
             tokens = [t for t in session.tokens.values() if t is not None]
             session.tokens.clear()
             session.ready = False
+            commands = list(session.commands.values())
+            session.commands.clear()
+        for future in commands:
+            if not future.done():
+                self.loop.call_soon_threadsafe(
+                    _fail_future, future,
+                    CommandError(f"the agent of host {session.host} disconnected"),
+                )
         for token in tokens:
             self.fabric.handle(self.fabric.core.routes_failed, session.host, token)
+
+
+def _fail_future(future: asyncio.Future[dict[str, Any]], exc: Exception) -> None:
+    if not future.done():
+        future.set_exception(exc)

@@ -17,7 +17,8 @@ import typer
 import uvicorn
 from fastapi import FastAPI
 
-from controller.api import metrics, routes, stream
+from controller import hostmetrics
+from controller.api import routes, stream
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.cliutil import run_app
@@ -58,6 +59,25 @@ def read_or_create_token(path: Path) -> str:
     return token
 
 
+def read_role_token(path: Path | None, role: str, admin: str) -> str:
+    """The token of an optional role (agent, read-only); "" when no file is given.
+
+    Unlike the admin token it is never created: it is given to someone, so it must
+    exist, be non-empty and differ from the admin token.
+    """
+    if path is None:
+        return ""
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{role} token file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise ValueError(f"{role} token file {path} is empty")
+    if token == admin:
+        raise ValueError(f"{role} token file {path} holds the admin token")
+    return token
+
+
 def start_openflow(fabric: Fabric, host: str, port: int) -> None:
     """Launch os-ken in-process (os-ken 4 has no osken-manager), on its own thread."""
     # app_manager must be imported before os_ken.controller.controller (import cycle);
@@ -87,6 +107,13 @@ def main(
     token_file: Annotated[
         Path, typer.Option(help="API token file (created with a random token if absent)")
     ] = Path(DEFAULT_TOKEN_FILE),
+    readonly_token_file: Annotated[
+        Path | None, typer.Option(help="Token file of a read-only API token (optional)")
+    ] = None,
+    agent_token_file: Annotated[
+        Path | None,
+        typer.Option(help="Token file of the host agents' API token (optional; not policy)"),
+    ] = None,
     api: Annotated[str, typer.Option(help="HOST:PORT of the REST API")] = "0.0.0.0:8080",
     openflow: Annotated[str, typer.Option(help="HOST:PORT of the OpenFlow listener")] = (
         "0.0.0.0:6653"
@@ -107,6 +134,10 @@ def main(
         api_host, api_port = split_hostport(api, 8080)
         of_host, of_port = split_hostport(openflow, 6653)
         token = read_or_create_token(token_file)
+        readonly_token = read_role_token(readonly_token_file, "read-only", token)
+        agent_token = read_role_token(agent_token_file, "agent", token)
+        if readonly_token and readonly_token == agent_token:
+            raise ValueError("the read-only and the agent token files hold the same token")
         backend = open_store(store)
     except (ValueError, OSError) as exc:
         typer.echo(f"daolinet-controller: {exc}", err=True)
@@ -122,9 +153,11 @@ def main(
         fabric=fabric,
         openflow_host=of_host,
         openflow_port=of_port,
+        readonly_token=readonly_token,
+        agent_token=agent_token,
     )
     app = create_app(ctx, extra_routers=[routes.router, stream.router])
-    app.include_router(metrics.router)
+    app.include_router(hostmetrics.router)  # the totals of api/metrics.py, and per host
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

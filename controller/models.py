@@ -53,6 +53,12 @@ class Host(Record):
     site: Name = "default"
     dpid: int = Field(ge=1, lt=2**64)
     registered_at: datetime = Field(default_factory=utcnow)
+    # WireGuard between sites (docs/architecture.md, "Sites"); all None on a host
+    # without a tunnel, which then only reaches hosts of its own site.
+    wg_public_key: str | None = None
+    wg_endpoint: str | None = None  # "IP:PORT" others reach it at; None: behind NAT
+    tunnel_address: ipaddress.IPv4Address | None = None
+    relay: bool = False  # forwards between hosts behind NAT of two other sites
 
 
 class Network(Record):
@@ -79,7 +85,7 @@ class Endpoint(Record):
     docker_id: str | None = None  # the Docker container id, for containers run by Docker
 
 
-RouteKind = Literal["via", "local"]
+RouteKind = Literal["via", "local", "wg"]
 
 
 class KernelRoute(Record):
@@ -87,12 +93,34 @@ class KernelRoute(Record):
 
     kind "via":   dst/32 via <underlay address of the host that runs dst>
     kind "local": dst/32 dev <bridge>, with a permanent neighbour dst -> lladdr
+    kind "wg":    dst/32 via <tunnel address of the host that runs dst> (through the
+                  WireGuard interface), and dst in the allowed-ips of the peer that
+                  holds that tunnel address (the host itself, or its relay)
     """
 
     kind: RouteKind
     dst: ipaddress.IPv4Address
     via: ipaddress.IPv4Address | None = None
     lladdr: MacAddress | None = None
+
+
+class NatRule(Record):
+    """One host-kernel NAT rule a host agent must hold (nftables table `daolinet`).
+
+    kind "dnat":       a published port: `address:port/protocol` -> `to:to_port`
+    kind "masquerade": traffic from `source` (an external network's subnet) to an
+                       address outside every daolinet subnet (`exclude`) leaves the
+                       host with the host's address
+    """
+
+    kind: Literal["dnat", "masquerade"]
+    protocol: Literal["tcp", "udp"] | None = None
+    address: ipaddress.IPv4Address | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    to: ipaddress.IPv4Address | None = None
+    to_port: int | None = Field(default=None, ge=1, le=65535)
+    source: ipaddress.IPv4Network | None = None
+    exclude: tuple[ipaddress.IPv4Network, ...] = ()
 
 
 # --- policy (see docs/architecture.md, "Policy") ---------------------------------------

@@ -26,6 +26,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from controller.core import DumpedFlow, PacketInfo, PortInfo
 from controller.fabric import Fabric
 from controller.ofmsg import (
+    CT,
     ETH_TYPE_IP,
     OFPP_CONTROLLER,
     Action,
@@ -40,6 +41,7 @@ from controller.ofmsg import (
     RequestFlowStats,
     RequestPortDesc,
     SetField,
+    match,
 )
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,21 @@ def translate(dp: Any, msg: OFMessage) -> Any:
     raise TypeError(f"no translation for {msg!r}")
 
 
+NX_CT_RECIRC_NONE = 0xFF
+NX_CT_F_COMMIT = 1
+
+
 def _action(action: Action) -> Any:
+    if isinstance(action, CT):
+        nested = [] if action.mark is None else [parser.OFPActionSetField(ct_mark=action.mark)]
+        return parser.NXActionCT(
+            flags=NX_CT_F_COMMIT if action.commit else 0,
+            zone_src="",
+            zone_ofs_nbits=action.zone,
+            recirc_table=NX_CT_RECIRC_NONE if action.table is None else action.table,
+            alg=0,
+            actions=nested,
+        )
     if isinstance(action, SetField):
         return parser.OFPActionSetField(**{action.field: action.value})
     if isinstance(action, Move):
@@ -209,23 +225,19 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_packet_in(self, ev: Any) -> None:
         msg = ev.msg
-        info = parse_ipv4(msg.match["in_port"], bytes(msg.data))
+        m = msg.match
+        ct_state = m.get("ct_state", 0)
+        if isinstance(ct_state, tuple):
+            ct_state = ct_state[0]
+        info = parse_ipv4(m["in_port"], bytes(msg.data), msg.table_id, int(ct_state))
         if info is not None:
             self.fabric.handle(self.fabric.core.packet_in, msg.datapath.id, info)
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_flow_removed(self, ev: Any) -> None:
         msg = ev.msg
-        m = msg.match
-        if "ipv4_src" not in m or "in_port" not in m:
-            return
         self.fabric.handle(
-            self.fabric.core.flow_removed,
-            msg.datapath.id,
-            msg.cookie,
-            m["in_port"],
-            ipaddress.IPv4Address(m["ipv4_src"]),
-            ipaddress.IPv4Address(m["ipv4_dst"]),
+            self.fabric.core.flow_removed, msg.datapath.id, msg.cookie, msg.packet_count
         )
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
@@ -240,7 +252,9 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.fabric.handle(self.fabric.core.flows_dumped, msg.datapath.id, flows)
 
 
-def parse_ipv4(in_port: int, data: bytes) -> PacketInfo | None:
+def parse_ipv4(
+    in_port: int, data: bytes, table: int = 2, ct_state: int = 0
+) -> PacketInfo | None:
     """The fields the core needs from an untagged Ethernet/IPv4 frame, else None.
 
     Hand-parsed with struct: os-ken's packet library decodes every layer and
@@ -251,20 +265,32 @@ def parse_ipv4(in_port: int, data: bytes) -> PacketInfo | None:
     (ethertype,) = struct.unpack_from("!H", data, 12)
     if ethertype != ETH_TYPE_IP or data[14] >> 4 != 4:
         return None
+    proto = data[23]
+    tp_src = tp_dst = None
+    l4 = 14 + (data[14] & 0x0F) * 4
+    (frag,) = struct.unpack_from("!H", data, 20)
+    if proto in (6, 17) and not frag & 0x1FFF and len(data) >= l4 + 4:
+        tp_src, tp_dst = struct.unpack_from("!HH", data, l4)
     return PacketInfo(
         in_port=in_port,
         eth_src=":".join(f"{b:02x}" for b in data[6:12]),
         ip_src=ipaddress.IPv4Address(data[26:30]),
         ip_dst=ipaddress.IPv4Address(data[30:34]),
-        ip_proto=data[23],
+        ip_proto=proto,
         data=data,
+        tp_src=tp_src,
+        tp_dst=tp_dst,
+        table=table,
+        ct_state=ct_state,
     )
 
 
 def _dumped(stat: Any) -> DumpedFlow | None:
-    m = stat.match
-    if "ipv4_src" not in m or "ipv4_dst" not in m or "in_port" not in m:
-        return None
+    fields = {}
+    for key, value in stat.match.items():
+        if isinstance(value, tuple | list):
+            value = (int(value[0]), int(value[1]))
+        fields[key] = value
     out = None
     for inst in stat.instructions:
         for action in getattr(inst, "actions", []):
@@ -272,10 +298,9 @@ def _dumped(stat: Any) -> DumpedFlow | None:
                 out = action.port
     return DumpedFlow(
         cookie=stat.cookie,
+        table=stat.table_id,
         priority=stat.priority,
-        in_port=m["in_port"],
-        ip_src=ipaddress.IPv4Address(m["ipv4_src"]),
-        ip_dst=ipaddress.IPv4Address(m["ipv4_dst"]),
+        match=match(**fields),
         out_port=out,
         packet_count=stat.packet_count,
         duration=stat.duration_sec + stat.duration_nsec / 1e9,

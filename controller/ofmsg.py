@@ -15,6 +15,7 @@ OFPP_IN_PORT = 0xFFFFFFF8
 OFPP_CONTROLLER = 0xFFFFFFFD
 OFPP_LOCAL = 0xFFFFFFFE
 OFPP_ANY = 0xFFFFFFFF
+OFPP_TABLE = 0xFFFFFFF9
 
 ETH_TYPE_IP = 0x0800
 ETH_TYPE_ARP = 0x0806
@@ -22,7 +23,8 @@ ETH_TYPE_ARP = 0x0806
 # Match fields by their OpenFlow 1.3 OXM names (as os-ken spells them).
 # Field names are OpenFlow 1.3 OXM names as os-ken spells them (in_port, eth_type,
 # arp_op, ipv4_src, ipv4_dst, ...).
-MatchValue = int | str
+# A masked field is (value, mask), e.g. ct_state=(TRK, TRK | INV).
+MatchValue = int | str | tuple[int, int]
 Match = tuple[tuple[str, MatchValue], ...]
 
 
@@ -51,7 +53,30 @@ class GotoTable:
     table: int
 
 
-Action = SetField | Move | Output | GotoTable
+@dataclass(frozen=True)
+class CT:
+    """Send the packet through conntrack (Nicira ct).
+
+    `table`: continue in that table with the ct_* fields set (the current action list
+    goes on with the untracked packet, so give `table` only as the last action).
+    `commit`: remember the connection; `mark` is then written to its ct_mark.
+    """
+
+    zone: int
+    table: int | None = None
+    commit: bool = False
+    mark: int | None = None
+
+
+Action = SetField | Move | Output | GotoTable | CT
+
+# Bits of the ct_state match field.
+CT_NEW = 0x01
+CT_EST = 0x02
+CT_REL = 0x04
+CT_RPL = 0x08
+CT_INV = 0x10
+CT_TRK = 0x20
 
 OFPFF_SEND_FLOW_REM = 1
 

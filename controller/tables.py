@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from controller.models import GATEWAY_MAC
 from controller.ofmsg import (
+    CT,
+    CT_TRK,
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     OFPP_CONTROLLER,
@@ -23,13 +25,26 @@ from controller.ofmsg import (
 
 T_CLASSIFY = 0
 T_ROUTE = 1
+T_STATEFUL = 2
+T_ALL = 0xFF  # OFPTT_ALL: every table (flow stats requests)
 
+# table 0
 PRIO_LOCAL_ARP = 200
 PRIO_ARP_RESPONDER = 100
+PRIO_GUARD = 60  # in_port=P, ip, eth_src=MAC(P), nw_src=IP(P): the port's own address
+PRIO_SPOOF = 55  # in_port=P, ip: anything else from a container port is spoofed
 PRIO_IP = 50
-PRIO_CONNECTION = 100
-PRIO_DENY = 90
+# table 1
+PRIO_CONNECTION = 100  # open pair flows (no conntrack)
+PRIO_DENY = 90  # not used in table 1 any more; kept for older flows (see Tables)
+# table 2 (after conntrack)
+PRIO_ESTABLISHED = 100  # ct_state=+trk-new-inv, ct_mark=M: packets of committed connections
+PRIO_GRANT = 90  # a granted (proto, port): commit with ct_mark=M
+PRIO_STATEFUL_DENY = 80  # a denied (proto, port) or pair: drop, hard timeout
 PRIO_MISS = 0
+
+# The conntrack zone of daolinet's connections (apart from the host's own zone 0).
+CT_ZONE = 0xDA
 
 COOKIE_KIND_SHIFT = 56
 COOKIE_KIND_MASK = 0xFF << COOKIE_KIND_SHIFT
@@ -37,6 +52,7 @@ COOKIE_SERIAL_MASK = (1 << COOKIE_KIND_SHIFT) - 1
 KIND_BASE = 0xD0
 KIND_CONNECTION = 0xD1
 KIND_DENY = 0xDD
+KIND_GUARD = 0xD5  # anti-spoofing flows of a container port (table 0)
 
 BASE_COOKIE = KIND_BASE << COOKIE_KIND_SHIFT
 
@@ -97,5 +113,41 @@ def base_flows() -> list[FlowAdd]:
             cookie=BASE_COOKIE,
         ),
         FlowAdd(T_CLASSIFY, PRIO_MISS, match(), (), cookie=BASE_COOKIE),
-        FlowAdd(T_ROUTE, PRIO_MISS, match(), (Output(OFPP_CONTROLLER),), cookie=BASE_COOKIE),
+        # A packet no open pair flow takes goes through conntrack, so table 2 (and a
+        # PacketIn from it) knows whether it is new or belongs to a known connection.
+        FlowAdd(
+            T_ROUTE,
+            PRIO_MISS,
+            match(eth_type=ETH_TYPE_IP),
+            (CT(zone=CT_ZONE, table=T_STATEFUL),),
+            cookie=BASE_COOKIE,
+        ),
+        FlowAdd(
+            T_STATEFUL, PRIO_MISS, match(), (Output(OFPP_CONTROLLER),), cookie=BASE_COOKIE
+        ),
     ]
+
+
+def guard_flows(port_no: int, mac: str, ip: str, serial: int) -> list[FlowAdd]:
+    """Anti-spoofing for one container port: only its own MAC and IP get past table 0.
+
+    The drop flow counts the spoofed packets (its n_packets, read by the flow dump).
+    """
+    ck = cookie(KIND_GUARD, serial)
+    return [
+        FlowAdd(
+            T_CLASSIFY,
+            PRIO_GUARD,
+            match(in_port=port_no, eth_type=ETH_TYPE_IP, eth_src=mac, ipv4_src=ip),
+            (GotoTable(T_ROUTE),),
+            cookie=ck,
+        ),
+        FlowAdd(
+            T_CLASSIFY, PRIO_SPOOF, match(in_port=port_no, eth_type=ETH_TYPE_IP), (), cookie=ck
+        ),
+    ]
+
+
+def ct_tracked() -> tuple[int, int]:
+    """ct_state match of any tracked packet."""
+    return (CT_TRK, CT_TRK)

@@ -8,6 +8,7 @@ does everything else on the host.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -29,7 +30,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as sync_connect
 
-from controller.models import KernelRoute
+from controller.models import KernelRoute, NatRule
 from hostnet import netlink
 from hostnet.attach import Attacher, SystemHostOps
 from hostnet.client import (
@@ -39,10 +40,30 @@ from hostnet.client import (
     Registration,
     stream_url,
 )
+from hostnet.dockerplugin import (
+    DEFAULT_DOCKER_HOST,
+    DockerClient,
+    DockerError,
+    DockerHostOps,
+    DockerPlugin,
+    PluginError,
+    create_plugin_app,
+)
 from hostnet.localapi import create_app
+from hostnet.nat import NatError, NatTable
 from hostnet.netlink import NetlinkError
 from hostnet.ovs import Ovs, OvsError, detect_datapath_type
 from hostnet.routes import KernelRouteTable
+from hostnet.wireguard import (
+    MeshHost,
+    WgConfig,
+    WireGuard,
+    WireGuardError,
+    ensure_host,
+    merge_hosts,
+    peers_for,
+    public_key_of,
+)
 
 log = logging.getLogger("hostnet.agent")
 T = TypeVar("T")
@@ -51,6 +72,7 @@ DEFAULT_SOCKET = "/run/daolinet/hostnet.sock"
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 5.0
 _ROUTES = TypeAdapter(list[KernelRoute])
+_NAT = TypeAdapter(list[NatRule])
 
 
 class AgentStartupError(Exception):
@@ -69,6 +91,13 @@ class AgentConfig:
     site: str = "default"
     datapath_type: str = "auto"
     connect_timeout: float = 30.0
+    # Docker plugin socket ("" = no Docker plugin; the CLI defaults to
+    # /run/docker/plugins/daolinet.sock) and the Docker API it resolves names with.
+    plugin_socket: str = ""
+    docker_host: str = DEFAULT_DOCKER_HOST
+    # WireGuard provisioning file (hostnet/wireguard.py); None: no tunnel, one site only
+    wireguard: Path | None = None
+    key_switch_delay: float = 0.5  # after wg-commit, so peers learn the new key first
 
 
 def read_token(path: Path) -> str:
@@ -144,8 +173,16 @@ class Agent:
         self._route_exec = ThreadPoolExecutor(1, thread_name_prefix="routes")
         self._host_exec = ThreadPoolExecutor(1, thread_name_prefix="host")
         self.table = KernelRouteTable(cfg.bridge)
+        self.nat = NatTable()
+        self.wg_cfg: WgConfig | None = None
+        self.wg: WireGuard | None = None
+        self._mesh_hosts: list[MeshHost] = []
         self._stop = asyncio.Event()
         self._server: _UnixServer | None = None
+        self._plugin_server: _UnixServer | None = None
+        self.plugin: DockerPlugin | None = None
+        self._commands: set[concurrent.futures.Future[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.last_seq: int | None = None
         self._ws: ClientConnection | None = None
 
@@ -171,7 +208,9 @@ class Agent:
 
     async def _register(self) -> Registration:
         assert self.client is not None and self.address is not None
-        reg = await self.client.register(self.cfg.host, self.address, self.cfg.site)
+        reg = await self.client.register(
+            self.cfg.host, self.address, self.cfg.site, await self._host(self._wg_fields)
+        )
         await self._host(
             self.ovs.ensure_bridge, self.cfg.bridge, self.datapath_type, reg.dpid,
             reg.openflow_targets,
@@ -249,6 +288,7 @@ class Agent:
         self.client = ControllerClient(self.cfg.controller, token)
         try:
             await self._host(self.ovs.ensure_bridge, self.cfg.bridge, self.datapath_type)
+            await self._wg_startup()
             reg = await self._register_with_retry()
             await self._host(self._prepare_bridge_interface)
         except (OvsError, NetlinkError) as exc:
@@ -259,7 +299,14 @@ class Agent:
             self.datapath_type,
         )
         await self.remove_orphans()
-        return bind_unix_socket(self.cfg.socket_path)
+        sock = bind_unix_socket(self.cfg.socket_path)
+        if self.cfg.plugin_socket:
+            try:
+                self._plugin_sock = bind_unix_socket(Path(self.cfg.plugin_socket))
+            except AgentStartupError:
+                sock.close()
+                raise
+        return sock
 
     # -- the stream ---------------------------------------------------------------
 
@@ -273,12 +320,21 @@ class Agent:
             log.warning("ignoring stream message that is not an object")
             return None
         kind, seq = msg.get("type"), msg.get("seq")
-        if kind not in ("snapshot", "delta") or not isinstance(seq, int):
+        if kind not in ("snapshot", "delta", "nat", "mesh") or not isinstance(seq, int):
             log.warning("ignoring stream message type=%r seq=%r", kind, seq)
             return None
         try:
-            if kind == "snapshot":
+            if kind == "mesh":
+                self._apply_mesh(msg.get("hosts", []))
+                log.info("mesh %d: %d peers", seq, len(self.wg.peers) if self.wg else 0)
+            elif kind == "nat":
+                rules = _NAT.validate_python(msg.get("rules", []))
+                self.nat.apply(rules)
+                log.info("nat %d: %d rules", seq, len(rules))
+            elif kind == "snapshot":
                 routes = _ROUTES.validate_python(msg.get("routes", []))
+                if self.wg is not None:
+                    self.wg.set_routes(routes)  # allowed-ips before the routes use them
                 plan = self.table.apply_snapshot(routes)
                 log.info(
                     "snapshot %d: %d routes (+%d, -%d routes, -%d neighbours)", seq,
@@ -288,13 +344,17 @@ class Agent:
             else:
                 add = _ROUTES.validate_python(msg.get("add", []))
                 remove = _ROUTES.validate_python(msg.get("remove", []))
+                if self.wg is not None:
+                    self.wg.change_routes(add, ())
                 self.table.apply_delta(add, remove)
+                if self.wg is not None:
+                    self.wg.change_routes((), remove)  # after the routes are gone
                 log.debug("delta %d: +%d -%d", seq, len(add), len(remove))
         except ValidationError as exc:
             err = " ".join(str(exc).split())
             log.error("%s %d rejected: %s", kind, seq, err)
             return {"type": "nack", "seq": seq, "error": f"invalid {kind}: {err}"}
-        except (NetlinkError, ValueError) as exc:
+        except (NetlinkError, NatError, WireGuardError, ValueError) as exc:
             log.error("%s %d failed: %s", kind, seq, exc)
             return {"type": "nack", "seq": seq, "error": str(exc)}
         except Exception as exc:  # a bug: say so to the controller, keep the stream
@@ -336,12 +396,127 @@ class Agent:
                     except ValueError:
                         log.warning("ignoring stream message that is not JSON")
                         continue
+                    if isinstance(msg, dict) and msg.get("type") == "command":
+                        self._dispatch_command(ws, msg)
+                        continue
                     reply = self.apply_message(msg)
                     if reply is not None:
                         ws.send(json.dumps(reply))
             finally:
                 self._ws = None
         return got
+
+    # -- WireGuard (docs/architecture.md, "Sites") ---------------------------------
+
+    async def _wg_startup(self) -> None:
+        """Bring up this host's side of the mesh before registering (the control path
+        to a controller in another site goes through it)."""
+        if self.cfg.wireguard is None:
+            return
+        try:
+            cfg = WgConfig.load(self.cfg.wireguard)
+            if cfg.name != self.cfg.host:
+                raise AgentStartupError(
+                    f"{self.cfg.wireguard} is for host {cfg.name}, not {self.cfg.host}"
+                )
+            public, impl = await self._host(ensure_host, cfg)
+            self.wg_cfg = cfg
+            self._mesh_hosts = list(cfg.hosts)
+            self.wg = WireGuard(cfg.interface)
+            await self._routes(self._apply_mesh, [])
+        except WireGuardError as exc:
+            raise AgentStartupError(f"WireGuard: {exc}") from exc
+        log.info("WireGuard %s (%s) tunnel %s public key %s", cfg.interface, impl,
+                 cfg.address, public)
+
+    def _wg_fields(self) -> dict[str, Any]:
+        cfg = self.wg_cfg
+        if cfg is None:
+            return {}
+        return {
+            "wg_public_key": public_key_of(cfg.private_key_file),
+            "wg_endpoint": cfg.endpoint,
+            "tunnel_address": str(cfg.address.ip),
+            "relay": cfg.relay,
+        }
+
+    def _apply_mesh(self, hosts: Any) -> None:
+        """The controller's host list (route thread): peers = hosts of other sites."""
+        if self.wg is None or self.wg_cfg is None:
+            return
+        if not isinstance(hosts, list):
+            raise ValueError("mesh hosts must be a list")
+        known = [MeshHost.model_validate(h) for h in hosts if isinstance(h, dict)]
+        merged = merge_hosts(self.wg_cfg.hosts, known)
+        public = public_key_of(self.wg_cfg.private_key_file)
+        self.wg.set_mesh(peers_for(self.wg_cfg, public, merged))
+
+    async def _wg_command(self, seq: Any, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """wg-keygen: a new key pair (pending); wg-commit: switch to it shortly."""
+        wg, cfg = self.wg, self.wg_cfg
+        try:
+            if wg is None or cfg is None:
+                raise WireGuardError(f"host {self.cfg.host} has no WireGuard interface")
+            if op == "wg-keygen":
+                # (not on the route thread: the stream connection lives there)
+                public = await self._host(WireGuard.new_key, cfg.private_key_file)
+                data: dict[str, Any] = {"public_key": public}
+            elif op == "wg-commit":
+                delay = float(args.get("delay", self.cfg.key_switch_delay))
+                loop = asyncio.get_running_loop()
+                loop.call_later(delay, self._host_exec.submit, self._commit_key)
+                data = {"switch_in": delay}
+            else:
+                raise WireGuardError(f"unknown command {op}")
+        except (WireGuardError, OSError, ValueError) as exc:
+            log.error("command %s failed: %s", op, exc)
+            return {"type": "result", "seq": seq, "ok": False, "error": str(exc)}
+        log.info("command %s done", op)
+        return {"type": "result", "seq": seq, "ok": True, "data": data}
+
+    def _commit_key(self) -> None:
+        assert self.wg is not None and self.wg_cfg is not None
+        try:
+            public = self.wg.commit_key(self.wg_cfg.private_key_file)
+        except (WireGuardError, OSError) as exc:
+            log.error("WireGuard key switch failed: %s", exc)
+            return
+        log.info("WireGuard key switched; public key %s", public)
+
+    # -- commands (controller -> agent requests, answered by a "result") ----------
+
+    def _dispatch_command(self, ws: Any, msg: dict[str, Any]) -> None:
+        """Run a command on the event loop (route thread: never wait for it here)."""
+        if self._loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._command(ws, msg), self._loop)
+        self._commands.add(future)
+        future.add_done_callback(self._commands.discard)
+
+    async def run_command(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Run a controller command (container move); the result message to send."""
+        seq, op, args = msg.get("seq"), str(msg.get("op")), msg.get("args")
+        if op.startswith("wg-"):
+            return await self._wg_command(seq, op, args if isinstance(args, dict) else {})
+        try:
+            if self.plugin is None:
+                raise PluginError(f"host {self.cfg.host} serves no Docker plugin")
+            data = await self.plugin.command(op, args if isinstance(args, dict) else {})
+        except (PluginError, DockerError, ControllerError, KeyError) as exc:
+            log.error("command %s failed: %s", op, exc)
+            return {"type": "result", "seq": seq, "ok": False, "error": str(exc)}
+        except Exception as exc:  # a bug: tell the controller, keep the stream
+            log.exception("command %s failed unexpectedly", op)
+            return {"type": "result", "seq": seq, "ok": False,
+                    "error": f"{type(exc).__name__}: {exc}"}
+        log.info("command %s done", op)
+        return {"type": "result", "seq": seq, "ok": True, "data": data}
+
+    async def _command(self, ws: Any, msg: dict[str, Any]) -> None:
+        reply = await self.run_command(msg)
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(WebSocketException, OSError):
+            await loop.run_in_executor(None, ws.send, json.dumps(reply))
 
     async def stream_forever(self) -> None:
         assert self.client is not None
@@ -371,10 +546,47 @@ class Agent:
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
             delay = next_backoff(delay)
 
+    # -- Docker plugin ------------------------------------------------------------
+
+    _plugin_sock: socket.socket | None = None
+    _reconcile_task: asyncio.Future[None] | None = None
+
+    def _start_plugin(self) -> asyncio.Future[None] | None:
+        if self._plugin_sock is None:
+            return None
+        assert self.client is not None
+        ops = DockerHostOps(SystemHostOps(
+            self.ovs, self.cfg.bridge, tx_offload_off=self.datapath_type == "netdev"
+        ))
+        self.plugin = DockerPlugin(
+            self.cfg.host, self.client, DockerClient(self.cfg.docker_host), ops,
+            executor=self._host_exec,
+        )
+        config = uvicorn.Config(
+            create_plugin_app(self.plugin), lifespan="off", access_log=False,
+            log_level="warning", log_config=None,
+        )
+        self._plugin_server = _UnixServer(config)
+        task = asyncio.ensure_future(self._plugin_server.serve(sockets=[self._plugin_sock]))
+        self._reconcile_task = asyncio.ensure_future(self._reconcile_docker())
+        log.info("serving the Docker plugin on %s (Docker API %s)", self.cfg.plugin_socket,
+                 self.cfg.docker_host)
+        return task
+
+    async def _reconcile_docker(self) -> None:
+        assert self.plugin is not None
+        try:
+            await self.plugin.reconcile()
+        except (DockerError, ControllerError, OvsError, NetlinkError) as exc:
+            log.warning("Docker endpoint check skipped: %s", exc)
+        except Exception:
+            log.exception("Docker endpoint check failed")
+
     # -- main ---------------------------------------------------------------------
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        self._loop = loop
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         sock: socket.socket | None = None
@@ -408,6 +620,7 @@ class Agent:
             if self._stop.is_set():
                 return
             server_task = asyncio.ensure_future(self._server.serve(sockets=[sock]))
+            plugin_task = self._start_plugin()
             stream_task = asyncio.ensure_future(self.stream_forever())
             log.info("serving the local API on %s", self.cfg.socket_path)
             await self._stop.wait()
@@ -416,7 +629,20 @@ class Agent:
                 await stream_task
             self._server.should_exit = True
             await server_task
+            if plugin_task is not None and self._plugin_server is not None:
+                self._plugin_server.should_exit = True
+                await plugin_task
         finally:
+            for task in list(self._commands):
+                task.cancel()
+            if self.plugin is not None:
+                await self.plugin.close()
+                assert isinstance(self.plugin.docker, DockerClient)
+                await self.plugin.docker.aclose()
+            if self._plugin_sock is not None:
+                self._plugin_sock.close()
+                with contextlib.suppress(OSError):
+                    Path(self.cfg.plugin_socket).unlink()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             if sock is not None:

@@ -120,10 +120,13 @@ class ControllerClient:
         except ValueError as exc:
             raise ControllerError(502, f"controller sent invalid JSON for {method} {path}") from exc
 
-    async def register(self, name: str, address: str, site: str) -> Registration:
-        body = await self._request(
-            "POST", "/hosts", json={"name": name, "address": address, "site": site}
-        )
+    async def register(
+        self, name: str, address: str, site: str, extra: dict[str, Any] | None = None
+    ) -> Registration:
+        """POST /hosts; `extra` adds the WireGuard fields of a host with a tunnel."""
+        payload: dict[str, Any] = {"name": name, "address": address, "site": site}
+        payload.update(extra or {})
+        body = await self._request("POST", "/hosts", json=payload)
         try:
             return Registration.model_validate(body)
         except ValidationError as exc:
@@ -156,3 +159,44 @@ class ControllerClient:
         if not isinstance(body, list):
             raise ControllerError(502, "unexpected answer to GET /containers")
         return [e for e in body if isinstance(e, dict)]
+
+    # -- used by the Docker plugin ----------------------------------------------------
+
+    async def list_networks(self) -> list[dict[str, Any]]:
+        body = await self._request("GET", "/networks")
+        if not isinstance(body, list):
+            raise ControllerError(502, "unexpected answer to GET /networks")
+        return [n for n in body if isinstance(n, dict)]
+
+    async def create_network(
+        self, name: str, subnet: str, gateway: str | None = None
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {"name": name, "subnet": subnet}
+        if gateway:
+            payload["gateway"] = gateway
+        body = await self._request("POST", "/networks", json=payload)
+        if not isinstance(body, dict):
+            raise ControllerError(502, "unexpected answer to POST /networks")
+        return body
+
+    async def delete_network(self, name: str) -> None:
+        await self._request("DELETE", f"/networks/{quote(name, safe='')}")
+
+    async def update_container(
+        self, name_or_id: str, *, name: str | None = None, docker_id: str | None = None
+    ) -> dict[str, Any]:
+        payload = {k: v for k, v in (("name", name), ("docker_id", docker_id)) if v is not None}
+        body = await self._request(
+            "PATCH", f"/containers/{quote(name_or_id, safe='')}", json=payload
+        )
+        if not isinstance(body, dict):
+            raise ControllerError(502, "unexpected answer to PATCH /containers/{name}")
+        return body
+
+    async def relocate_container(self, name_or_id: str, host: str) -> dict[str, Any]:
+        body = await self._request(
+            "POST", f"/containers/{quote(name_or_id, safe='')}/relocate", json={"host": host}
+        )
+        if not isinstance(body, dict):
+            raise ControllerError(502, "unexpected answer to POST /containers/{name}/relocate")
+        return body

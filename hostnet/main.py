@@ -18,6 +18,7 @@ import typer
 
 from controller.cliutil import run_app
 from hostnet.agent import DEFAULT_SOCKET, AgentConfig, run_agent
+from hostnet.dockerplugin import DEFAULT_DOCKER_HOST, DEFAULT_PLUGIN_SOCKET
 
 PROG = "daolinet-hostnet"
 
@@ -70,8 +71,27 @@ def agent(
         float,
         typer.Option("--connect-timeout", help="Seconds to wait for the controller at startup."),
     ] = 30.0,
+    plugin_socket: Annotated[
+        str,
+        typer.Option(
+            "--plugin-socket",
+            help="Socket of the Docker network/IPAM plugin (empty: no Docker plugin).",
+        ),
+    ] = DEFAULT_PLUGIN_SOCKET,
+    docker_host: Annotated[
+        str, typer.Option("--docker-host", help="Docker API of this host (unix:///PATH).")
+    ] = DEFAULT_DOCKER_HOST,
+    wireguard: Annotated[
+        Path | None,
+        typer.Option(
+            "--wireguard",
+            help="WireGuard provisioning file (see `wg-up`): tunnel to other sites.",
+        ),
+    ] = None,
 ) -> None:
     """Run the host agent (until SIGTERM/SIGINT)."""
+    if plugin_socket and not docker_host.startswith("unix://"):
+        raise CliError(f"--docker-host: {docker_host!r} is not unix:///PATH")
     if address is not None:
         import ipaddress
 
@@ -86,7 +106,8 @@ def agent(
     cfg = AgentConfig(
         controller=controller, token_file=token_file, host=host, ovsdb=ovsdb, bridge=bridge,
         address=address, socket_path=socket, site=site, datapath_type=datapath_type.value,
-        connect_timeout=connect_timeout,
+        connect_timeout=connect_timeout, plugin_socket=plugin_socket, docker_host=docker_host,
+        wireguard=wireguard,
     )
     code = run_agent(cfg)
     if code:
@@ -158,6 +179,28 @@ def detach(
         raise CliError("missing container name (NAME or --name)")
     body = _call_agent(socket, "/v1/detach", {"name": target})
     typer.echo(f"detached {body.get('detached', target)}")
+
+
+@app.command("wg-up")
+def wg_up(
+    config: Annotated[
+        Path, typer.Option("--config", help="WireGuard provisioning file (JSON).")
+    ],
+) -> None:
+    """Create or update this host's WireGuard interface and mesh peers (idempotent).
+
+    Generates the private key on first use (mode 0600; it never leaves the host) and
+    prints the public key with the interface facts as JSON.  Peers are the hosts of
+    other sites in the file's `hosts`; per-connection allowed-ips an agent holds are
+    kept, so it can run again at any time (a host added later) without a restart.
+    """
+    from hostnet.wireguard import WgConfig, WireGuardError, to_json
+    from hostnet.wireguard import wg_up as provision
+
+    try:
+        typer.echo(to_json(provision(WgConfig.load(config))))
+    except WireGuardError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,8 @@
 """The kernel routes daolinet owns on a host (protocol 211), kept from the stream.
 
 * kind "via":   `dst/32 via VIA proto 211`
+* kind "wg":    the same (VIA is a tunnel address, reached through the WireGuard
+  interface); the allowed-ips part is hostnet/wireguard.py's
 * kind "local": `dst/32 dev BRIDGE proto 211 scope link` plus the permanent
   neighbour `dst lladdr L dev BRIDGE nud permanent`
 
@@ -63,7 +65,7 @@ def index_routes(routes: Iterable[KernelRoute]) -> dict[str, KernelRoute]:
     by_dst: dict[str, KernelRoute] = {}
     for r in routes:
         dst = str(r.dst)
-        if r.kind == "via" and r.via is None:
+        if r.kind in ("via", "wg") and r.via is None:
             raise ValueError(f"route to {dst}: kind via without a via address")
         if r.kind == "local" and r.lladdr is None:
             raise ValueError(f"route to {dst}: kind local without lladdr")
@@ -77,7 +79,7 @@ def index_routes(routes: Iterable[KernelRoute]) -> dict[str, KernelRoute]:
 def _route_part_matches(
     want: KernelRoute, have: InstalledRoute, bridge_index: int | None
 ) -> bool:
-    if want.kind == "via":
+    if want.kind in ("via", "wg"):
         return have.gateway == str(want.via)
     return have.gateway is None and bridge_index is not None and have.oif == bridge_index
 
@@ -89,7 +91,7 @@ def route_matches(
     """True if the kernel already holds exactly `want` (route, and neighbour if local)."""
     if have is None or not _route_part_matches(want, have, bridge_index):
         return False
-    return want.kind == "via" or (neigh is not None and neigh.lladdr == want.lladdr)
+    return want.kind != "local" or (neigh is not None and neigh.lladdr == want.lladdr)
 
 
 def plan_snapshot(
@@ -220,7 +222,7 @@ class KernelRouteTable:
 
     def install(self, route: KernelRoute) -> None:
         dst = str(route.dst)
-        if route.kind == "via":
+        if route.kind in ("via", "wg"):
             with translate(f"route replace {dst}/32 via {route.via}"):
                 self.ipr.route(
                     "replace", dst=dst, dst_len=32, gateway=str(route.via),
@@ -252,7 +254,7 @@ class KernelRouteTable:
     def uninstall(self, route: KernelRoute) -> None:
         """Remove one route (and its neighbour for `local`); absent is not an error."""
         dst = str(route.dst)
-        if route.kind == "via":
+        if route.kind in ("via", "wg"):
             self._delete_route(InstalledRoute(dst, str(route.via), None))
             return
         idx = self.bridge_index()
@@ -269,6 +271,9 @@ class KernelRouteTable:
             kwargs["gateway"] = r.gateway
         elif r.oif is not None:
             kwargs["oif"] = r.oif
+            # pyroute2 asks for scope universe unless told: the kernel then finds no
+            # `scope link` route to delete (ESRCH, taken for "already gone").
+            kwargs["scope"] = SCOPE_LINK
         try:
             with translate(f"route del {r.dst}/32"):
                 self.ipr.route("del", **kwargs)
@@ -310,7 +315,7 @@ class KernelRouteTable:
             new = adding.get(str(route.dst))
             if new is None:
                 self.uninstall(route)
-            elif route.kind == "local" and new.kind == "via":
+            elif route.kind == "local" and new.kind != "local":
                 # the route itself is swapped by the replace below, without a gap;
                 # only the neighbour of the old local route has to go
                 idx = self.bridge_index()

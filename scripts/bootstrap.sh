@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   openvswitch-switch openvswitch-common iproute2 ethtool iperf3 traceroute tcpdump
   iputils-ping netcat-openbsd procps python3 python3-venv python3-pip
+  docker.io busybox-static
+  wireguard-tools wireguard-go nftables
 )
 
 missing=()

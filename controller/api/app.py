@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter, FastAPI
 
-from controller.api import containers, hosts, networks
+from controller.api import containers, firewalls, groups, hosts, networks, policies, trace
 from controller.api.deps import ApiContext
 from controller.api.errors import install_error_handlers
 
@@ -14,7 +14,8 @@ API_PREFIX = "/api/v1"
 
 
 def create_app(ctx: ApiContext, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
-    """The API app: hosts, networks and containers plus `extra_routers`, under /api/v1.
+    """The API app: hosts, networks, containers, groups, policies, firewalls and trace
+    plus `extra_routers`, under /api/v1.
 
     The own routers require the bearer token.  Extra routers (the live routes, the
     agent stream WebSocket) bring their own check: `dependencies=[RequireToken]`
@@ -32,7 +33,16 @@ def create_app(ctx: ApiContext, extra_routers: Sequence[APIRouter] = ()) -> Fast
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for router in (hosts.router, networks.router, containers.router):
+    own = (
+        hosts.router,
+        networks.router,
+        containers.router,
+        groups.router,
+        policies.router,
+        firewalls.router,
+        trace.router,
+    )
+    for router in own:
         app.include_router(router, prefix=API_PREFIX)
     for router in extra_routers:
         app.include_router(router, prefix=API_PREFIX)

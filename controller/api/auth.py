@@ -1,11 +1,22 @@
-"""Bearer-token authentication of the API and the agent stream.
+"""Bearer-token authentication and roles of the API and the agent stream.
 
-`require_token` works for HTTP routes and WebSocket routes alike (it takes the
-connection, not a Request) and shows up as the `HTTPBearer` scheme in /docs.
+Three tokens, three roles (docs/architecture.md, "Policy"):
+
+* admin (`--token-file`): everything;
+* agent (`--agent-token-file`): reads, plus what a host agent does: register its
+  host, open its stream, add/change/remove container endpoints;
+* read-only (`--readonly-token-file`): reads (GET/HEAD) only.
+
+`RequireToken` (hosts, containers, routes, trace) lets admin and agent tokens
+write; `RequireAdmin` (networks, groups, policies, firewalls) only the admin token.
+A valid token without the right role gets 403 with a message saying why.  Both
+work for HTTP routes and WebSocket routes alike and show up as the `HTTPBearer`
+scheme in /docs.
 """
 
 from __future__ import annotations
 
+import enum
 import hmac
 from typing import TYPE_CHECKING
 
@@ -18,12 +29,34 @@ if TYPE_CHECKING:
 
 MISSING = "missing bearer token"
 INVALID = "invalid token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Role(enum.Enum):
+    ADMIN = "admin"
+    AGENT = "agent"
+    READONLY = "read-only"
+
+
+def _same(token: str, expected: str) -> bool:
+    """Constant-time comparison (an empty configured token matches nothing)."""
+    return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
+
+
+def role_of(ctx: ApiContext, token: str) -> Role | None:
+    """The role a token carries, or None if it is none of the configured tokens."""
+    if _same(token, ctx.token):
+        return Role.ADMIN
+    if _same(token, ctx.agent_token):
+        return Role.AGENT
+    if _same(token, ctx.readonly_token):
+        return Role.READONLY
+    return None
 
 
 def token_matches(ctx: ApiContext, token: str) -> bool:
-    """Constant-time comparison with the configured token (an empty one matches nothing)."""
-    expected = ctx.token.encode()
-    return bool(expected) and hmac.compare_digest(token.encode(), expected)
+    """True for the admin token."""
+    return role_of(ctx, token) is Role.ADMIN
 
 
 def parse_bearer(header_value: str | None) -> str | None:
@@ -38,41 +71,71 @@ def parse_bearer(header_value: str | None) -> str | None:
 
 
 def check_token(ctx: ApiContext, header_value: str | None) -> bool:
-    """True if an `Authorization` header value carries the right bearer token."""
+    """True if an `Authorization` header carries a token that may open an agent stream
+    (the admin or the agent token)."""
     token = parse_bearer(header_value)
-    return token is not None and token_matches(ctx, token)
+    return token is not None and role_of(ctx, token) in (Role.ADMIN, Role.AGENT)
 
 
 class BearerToken(HTTPBearer):
-    """Checks the bearer token against `app.state.ctx.token`; HTTP or WebSocket."""
+    """Checks the bearer token against the context's tokens; HTTP or WebSocket.
 
-    def __init__(self) -> None:
+    Any valid token may read (GET/HEAD/OPTIONS); other methods and WebSockets need
+    a role in `writers`.
+    """
+
+    def __init__(self, writers: frozenset[Role], what: str) -> None:
         super().__init__(
             scheme_name="bearer",
-            description="The controller's API token: `Authorization: Bearer <token>`.",
+            description=(
+                "An API token: `Authorization: Bearer <token>`. The admin token may "
+                "do everything, the agent token may also register hosts and change "
+                "containers, the read-only token may only read."
+            ),
             auto_error=True,
         )
+        self.writers = writers
+        self.what = what  # what the writers may change, for the 403 message
 
     async def __call__(self, conn: HTTPConnection) -> None:
         ctx: ApiContext = conn.app.state.ctx
         token = parse_bearer(conn.headers.get("authorization"))
         if token is None:
-            self._deny(conn, MISSING)
-        elif not token_matches(ctx, token):
-            self._deny(conn, INVALID)
+            self._deny(conn, status.HTTP_401_UNAUTHORIZED, MISSING)
+            return
+        role = role_of(ctx, token)
+        if role is None:
+            self._deny(conn, status.HTTP_401_UNAUTHORIZED, INVALID)
+            return
+        conn.state.role = role
+        method = conn.scope.get("method", "WEBSOCKET")
+        if conn.scope["type"] == "http" and method in SAFE_METHODS:
+            return
+        if role not in self.writers:
+            action = f"{method} {conn.url.path}"
+            if role is Role.READONLY:
+                detail = f"the read-only token may not change anything ({action})"
+            else:
+                detail = (
+                    f"the {role.value} token may not change {self.what} ({action}): "
+                    "use the admin token"
+                )
+            self._deny(conn, status.HTTP_403_FORBIDDEN, detail)
 
     @staticmethod
-    def _deny(conn: HTTPConnection, detail: str) -> None:
+    def _deny(conn: HTTPConnection, code: int, detail: str) -> None:
         if conn.scope["type"] == "websocket":
             raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason=detail)
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            detail=detail,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+        raise HTTPException(status_code=code, detail=detail, headers=headers)
 
 
-bearer_token = BearerToken()
+bearer_token = BearerToken(frozenset({Role.ADMIN, Role.AGENT}), "this")
+admin_token = BearerToken(
+    frozenset({Role.ADMIN}), "networks, groups, policies or firewalls"
+)
 
-# Add to a router or route: `dependencies=[RequireToken]`.
+# Add to a router or route: `dependencies=[RequireToken]` (admin and agent may
+# write, read-only may read) or `dependencies=[RequireAdmin]` (only admin writes).
 RequireToken = Depends(bearer_token)
+RequireAdmin = Depends(admin_token)

@@ -29,6 +29,8 @@ class ApiContext:
     fabric: Fabric
     openflow_host: str  # listen address of the OpenFlow endpoint ("0.0.0.0" = any)
     openflow_port: int
+    readonly_token: str = ""  # may only read ("" = no such token)
+    agent_token: str = ""  # host agents: hosts, streams, containers ("" = none)
 
 
 def get_ctx(request: Request) -> ApiContext:

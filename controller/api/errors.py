@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.inventory import InventoryError
+
+
+class ErrorResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a message quoting a client's lone surrogate
+    (JSON may carry one) must not turn a 4xx into a 500 at encoding time."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
 
 _WHERE = {"query": "query parameter", "path": "path parameter", "header": "header"}
 
@@ -45,14 +56,22 @@ def validation_message(errors: Sequence[Any]) -> str:
 
 async def _inventory_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InventoryError)
-    return JSONResponse(status_code=exc.status_code, content={"detail": exc.message})
+    return ErrorResponse(status_code=exc.status_code, content={"detail": exc.message})
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    headers: Mapping[str, str] | None = getattr(exc, "headers", None)
+    return ErrorResponse(
+        status_code=exc.status_code, content={"detail": exc.detail}, headers=headers
+    )
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     status = 400 if any(e.get("type") == "json_invalid" for e in errors) else 422
-    return JSONResponse(
+    return ErrorResponse(
         status_code=status,
         content={"detail": validation_message(errors), "errors": jsonable_encoder(errors)},
     )
@@ -61,3 +80,4 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InventoryError, _inventory_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 
 from controller.api.auth import RequireToken
 from controller.api.deps import ApiContext, Ctx
 from controller.api.schemas import HostIn, HostOut
+from controller.hub import AgentHub, CommandError
 from controller.models import Host
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/hosts", tags=["hosts"], dependencies=[RequireToken])
 
@@ -58,7 +62,10 @@ def _out(ctx: ApiContext, request: Request, host: Host) -> HostOut:
 
 @router.post("", summary="Register (or re-register) a host")
 def register_host(body: HostIn, ctx: Ctx, request: Request) -> HostOut:
-    host = ctx.inventory.register_host(body.name, body.address, body.site)
+    host = ctx.inventory.register_host(
+        body.name, body.address, body.site, wg_public_key=body.wg_public_key,
+        wg_endpoint=body.wg_endpoint, tunnel_address=body.tunnel_address, relay=body.relay,
+    )
     return _out(ctx, request, host)
 
 
@@ -70,3 +77,28 @@ def list_hosts(ctx: Ctx, request: Request) -> list[HostOut]:
 @router.get("/{name}", summary="Show one host")
 def get_host(name: str, ctx: Ctx, request: Request) -> HostOut:
     return _out(ctx, request, ctx.inventory.host(name))
+
+
+@router.post("/{name}/rotate-key", summary="Replace a host's WireGuard key pair")
+async def rotate_key(name: str, ctx: Ctx, request: Request) -> HostOut:
+    """The host's agent generates a new key pair (the private key stays on the host),
+    the controller publishes the public key to every peer, and the host switches to
+    it half a second later: live connections pause briefly, none is reset."""
+    host = ctx.inventory.host(name)
+    if host.wg_public_key is None:
+        raise HTTPException(409, f"host {name} has no WireGuard interface")
+    hub: AgentHub | None = getattr(request.app.state, "hub", None)
+    if hub is None:
+        raise HTTPException(503, "no agent hub")
+    try:
+        new = await hub.command(name, "wg-keygen", {}, timeout=15)
+    except CommandError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    key = str(new.get("public_key", ""))
+    try:
+        await hub.command(name, "wg-commit", {}, timeout=15)
+    except CommandError as exc:
+        # The agent schedules the switch before it answers: a lost answer most
+        # likely means it switches anyway, so the peers must learn the new key.
+        log.warning("wg-commit of %s: %s; publishing the new key anyway", name, exc)
+    return _out(ctx, request, ctx.inventory.set_host_key(name, key))

@@ -1,32 +1,65 @@
-"""/api/v1/networks: create, list, show, delete."""
+"""/api/v1/networks: create, list, show, change options, delete.
+
+Host agents may create and delete networks (the Docker network driver does, on
+`docker network create/rm`), but only the admin token may make a network external
+or change its options: external access is policy.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, HTTPException, Request, status
 
-from controller.api.auth import RequireToken
+from controller.api.auth import RequireAdmin, RequireToken, Role
 from controller.api.deps import Ctx
-from controller.api.schemas import NetworkIn, NetworkOut
+from controller.api.schemas import NetworkIn, NetworkOut, NetworkPatch
 
-router = APIRouter(prefix="/networks", tags=["networks"], dependencies=[RequireToken])
+router = APIRouter(prefix="/networks", tags=["networks"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a network")
-def create_network(body: NetworkIn, ctx: Ctx) -> NetworkOut:
-    network = ctx.inventory.create_network(body.name, body.subnet, body.gateway, body.mtu)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a network",
+    dependencies=[RequireToken],
+)
+def create_network(body: NetworkIn, ctx: Ctx, request: Request) -> NetworkOut:
+    if body.external and getattr(request.state, "role", None) is not Role.ADMIN:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "the agent token may not create an external network (external: true): "
+            "use the admin token",
+        )
+    network = ctx.inventory.create_network(
+        body.name, body.subnet, body.gateway, body.mtu, external=body.external
+    )
     return NetworkOut.of(network)
 
 
-@router.get("", summary="List networks")
+@router.get("", summary="List networks", dependencies=[RequireToken])
 def list_networks(ctx: Ctx) -> list[NetworkOut]:
     return [NetworkOut.of(n) for n in ctx.inventory.networks()]
 
 
-@router.get("/{name}", summary="Show one network")
+@router.get("/{name}", summary="Show one network", dependencies=[RequireToken])
 def get_network(name: str, ctx: Ctx) -> NetworkOut:
     return NetworkOut.of(ctx.inventory.network(name))
 
 
-@router.delete("/{name}", summary="Delete a network (409 while it has containers)")
+@router.patch(
+    "/{name}",
+    summary="Change a network's options (external access)",
+    dependencies=[RequireAdmin],
+)
+def update_network(name: str, body: NetworkPatch, ctx: Ctx) -> NetworkOut:
+    if body.external is None:
+        return NetworkOut.of(ctx.inventory.network(name))
+    return NetworkOut.of(ctx.inventory.set_network_external(name, body.external))
+
+
+@router.delete(
+    "/{name}",
+    summary="Delete a network (409 while it has containers)",
+    dependencies=[RequireToken],
+)
 def delete_network(name: str, ctx: Ctx) -> NetworkOut:
     return NetworkOut.of(ctx.inventory.delete_network(name))

@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from controller.models import Endpoint, Host, Name, Network
+from controller.models import (
+    Action,
+    Endpoint,
+    FirewallRule,
+    Group,
+    Host,
+    Name,
+    Network,
+    PairPolicy,
+    Protocol,
+    PublishedPort,
+    SourceKind,
+)
 
 
 class _In(BaseModel):
@@ -30,6 +43,14 @@ class HostIn(_In):
         description="Underlay IPv4 address other hosts route to", examples=["198.18.0.11"]
     )
     site: Name = "default"
+    # WireGuard (a host with a tunnel to other sites; docs/architecture.md, "Sites")
+    wg_public_key: str | None = Field(default=None, description="WireGuard public key")
+    wg_endpoint: str | None = Field(
+        default=None, description="IP:PORT other sites reach it at; null: behind NAT",
+        examples=["198.18.1.11:51820"],
+    )
+    tunnel_address: str | None = Field(default=None, description="Tunnel IPv4 address")
+    relay: bool = Field(default=False, description="Relays between NATed hosts")
 
 
 class HostOut(_Out):
@@ -39,6 +60,10 @@ class HostOut(_Out):
     dpid: int
     registered_at: datetime
     openflow_targets: list[str]
+    wg_public_key: str | None = None
+    wg_endpoint: str | None = None
+    tunnel_address: ipaddress.IPv4Address | None = None
+    relay: bool = False
 
     @classmethod
     def of(cls, host: Host, openflow_targets: list[str]) -> HostOut:
@@ -53,6 +78,15 @@ class NetworkIn(_In):
         default=None, description="Default: first address of the subnet", examples=["10.1.0.1"]
     )
     mtu: int | None = Field(default=None, ge=576, le=9000, description="Default: 1500")
+    external: bool = Field(
+        default=False, description="Containers may reach addresses outside daolinet"
+    )
+
+
+class NetworkPatch(_In):
+    external: bool | None = Field(
+        default=None, description="Containers may reach addresses outside daolinet"
+    )
 
 
 class NetworkOut(_Out):
@@ -61,6 +95,7 @@ class NetworkOut(_Out):
     subnet: ipaddress.IPv4Network
     gateway: ipaddress.IPv4Address
     mtu: int
+    external: bool
     created_at: datetime
 
     @classmethod
@@ -81,6 +116,15 @@ class EndpointIn(_In):
     )
 
 
+class EndpointPatch(_In):
+    name: Name | None = None
+    docker_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{12,64}$")
+
+
+class HostTarget(_In):
+    host: Name
+
+
 class EndpointOut(_Out):
     id: str
     name: str
@@ -93,6 +137,7 @@ class EndpointOut(_Out):
     prefixlen: int
     gateway: ipaddress.IPv4Address
     mtu: int
+    docker_id: str | None = None
 
     @classmethod
     def of(cls, endpoint: Endpoint, network: Network) -> EndpointOut:
@@ -102,3 +147,154 @@ class EndpointOut(_Out):
             gateway=network.gateway,
             mtu=network.mtu,
         )
+
+
+# --- policy -------------------------------------------------------------------------
+ContainerRef = Annotated[
+    str, Field(min_length=1, max_length=128, description="Container name or id")
+]
+
+
+class GroupIn(_In):
+    name: Name
+    networks: list[Name] = Field(default_factory=list, max_length=1024)
+
+
+class GroupMemberIn(_In):
+    network: Name
+
+
+class GroupOut(_Out):
+    name: str
+    networks: list[str]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, group: Group) -> GroupOut:
+        return cls(**group.model_dump())
+
+
+class PairPolicyIn(_In):
+    action: Action = Field(description="allow (connect) or deny (disconnect)")
+
+
+class PairPolicyOut(_Out):
+    a: str
+    b: str
+    action: Action
+    created_at: datetime
+
+    @classmethod
+    def of(cls, policy: PairPolicy) -> PairPolicyOut:
+        return cls(**policy.model_dump())
+
+
+class RuleSourceIn(_In):
+    kind: SourceKind = "any"
+    value: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Container (name or id), network or group name, or an IPv4 CIDR; "
+        "empty for any",
+        examples=["192.0.2.0/24"],
+    )
+
+
+class RuleSourceOut(_Out):
+    kind: SourceKind
+    value: str | None
+
+
+def _port_to_str(value: Any) -> Any:
+    """Accept 80 as well as "80" (a huge number stays an int and is refused)."""
+    if isinstance(value, int) and not isinstance(value, bool) and -(10**6) < value < 10**6:
+        return str(value)
+    return value
+
+
+PortItem = Annotated[
+    str,
+    BeforeValidator(_port_to_str),
+    Field(max_length=16, description='A port or a range: "80", "8000-8100"'),
+]
+
+
+class FirewallRuleIn(_In):
+    target_kind: Literal["network", "group"] = Field(description="What the rule protects")
+    target: Name
+    action: Action
+    source: RuleSourceIn = Field(default_factory=RuleSourceIn)
+    protocol: Protocol = "any"
+    ports: list[PortItem] = Field(
+        default_factory=list,
+        max_length=32,
+        description='Destination ports or ranges ("80", "8000-8100"); empty = every port. '
+        "Needs protocol tcp or udp.",
+    )
+    position: int | None = Field(
+        default=None, ge=0, le=100000, description="Insert here (0 = first); default: last"
+    )
+
+
+class FirewallRuleOut(_Out):
+    type: Literal["rule"] = "rule"
+    id: str
+    target_kind: Literal["network", "group"]
+    target: str
+    position: int
+    action: Action
+    source: RuleSourceOut
+    protocol: Protocol
+    ports: list[str]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, rule: FirewallRule) -> FirewallRuleOut:
+        return cls(**rule.model_dump())
+
+
+class PublishedPortIn(_In):
+    container: ContainerRef
+    host_port: int = Field(ge=1, le=65535)
+    container_port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class PublishedPortOut(_Out):
+    type: Literal["port"] = "port"
+    id: str
+    container: str
+    protocol: Literal["tcp", "udp"]
+    host_port: int
+    container_port: int
+    host: str | None = Field(description="Host the container runs on now (None: not running)")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, port: PublishedPort, host: str | None) -> PublishedPortOut:
+        return cls(**port.model_dump(), host=host)
+
+
+class FirewallsOut(_Out):
+    rules: list[FirewallRuleOut]
+    ports: list[PublishedPortOut]
+
+
+class TraceEnd(_Out):
+    name: str | None = Field(description="Container name (None: outside daolinet)")
+    ip: ipaddress.IPv4Address
+    network: str | None
+    host: str | None
+
+
+class TraceOut(_Out):
+    verdict: Action
+    reason: str
+    kind: Literal["pair", "firewall", "network", "group", "default"]
+    rule_id: str | None
+    port_specific: bool
+    src: TraceEnd
+    dst: TraceEnd
+    proto: Literal["tcp", "udp", "icmp"]
+    port: int | None
+    path: list[str] = Field(description="Hops the traffic takes; empty when denied")

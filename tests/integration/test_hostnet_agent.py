@@ -135,7 +135,8 @@ def start_agent(lab: Lab, *extra: str) -> subprocess.Popen[str]:
         ["ip", "netns", "exec", lab.ns, PY, "-c", "from hostnet.main import run; run()",
          "agent", "--controller", f"http://127.0.0.1:{PORT}", "--token-file", str(lab.token),
          "--host", "h1", "--ovsdb", lab.db, "--socket", str(lab.run / "hostnet.sock"),
-         "--datapath-type", "netdev", "--connect-timeout", "10", *extra],
+         "--datapath-type", "netdev", "--connect-timeout", "10", "--plugin-socket", "",
+         *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=HERE.parent.parent,
     )
@@ -240,7 +241,7 @@ def test_unreachable_controller_exits_with_one_line(lab: Lab):
         ["ip", "netns", "exec", lab.ns, PY, "-c", "from hostnet.main import run; run()",
          "agent", "--controller", "http://127.0.0.1:9", "--token-file", str(lab.token),
          "--host", "h1", "--ovsdb", lab.db, "--socket", str(lab.run / "x.sock"),
-         "--datapath-type", "netdev", "--connect-timeout", "1"],
+         "--datapath-type", "netdev", "--connect-timeout", "1", "--plugin-socket", ""],
         capture_output=True, text=True, check=False, timeout=30, cwd=HERE.parent.parent,
     )
     assert agent.returncode == 1

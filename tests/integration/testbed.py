@@ -20,6 +20,17 @@ behind without touching a testbed that another live process is using.
 
 Only the 198.18.0.0/15 benchmark range (RFC 2544) is used for the underlay, and all
 traffic stays inside the namespaces and veths of the testbed.
+
+Sites (``Testbed(sites={...}, wireguard=True)``): every site has its own underlay
+segment (site of the first host: ``dlt<id>ul``, 198.18.X.0/24; others ``dlt<id>u<i>``,
+198.18.Y.0/24), joined by a router namespace ``dlt<id>r`` (198.18.Y.254 on each,
+forwarding, ICMP dropped).  A site in ``nat_sites`` sits behind its own NAT router
+``dlt<id>n<i>`` (nftables masquerade, reached by the core router over a /30 of
+198.18.T.0/24; nothing routes to the inside).  Every host has a WireGuard interface
+``dlt<id>w<N>`` (wireguard-go), tunnel address 198.19.X.(10+N)/24, provisioned with
+``daolinet-hostnet wg-up`` before the agents start.  The controller runs in the
+namespace of the first host and listens on every address; hosts of other sites reach
+it at that host's tunnel address.
 """
 
 from __future__ import annotations
@@ -336,6 +347,26 @@ def cleanup_leftovers() -> list[str]:
             if ident is not None and ident not in live:
                 _run(["ip", "link", "delete", link])
                 removed.append(f"link {link}")
+        removed += _remove_wg_sockets(None, keep=live)
+    return removed
+
+
+WG_UAPI_DIR = Path("/var/run/wireguard")
+
+
+def _remove_wg_sockets(ids: set[str] | None, keep: Iterable[str] = ()) -> list[str]:
+    """Remove wireguard-go control sockets of testbeds (`ids`, or every dead one):
+    a killed wireguard-go leaves its socket behind, and the next one of the name
+    would refuse to start."""
+    removed = []
+    for sock in WG_UAPI_DIR.glob(f"{PREFIX}*.sock"):
+        ident = _owner_id(sock.stem)
+        if ident is None or ident in set(keep) or (ids is not None and ident not in ids):
+            continue
+        if Path(f"/sys/class/net/{sock.stem}").exists():
+            continue  # the interface lives in the root namespace: not ours
+        sock.unlink(missing_ok=True)
+        removed.append(f"socket {sock}")
     return removed
 
 
@@ -431,6 +462,9 @@ class Host:
     dir: Path
     veth: str  # root-namespace end of the underlay veth
     site: str | None = None
+    tunnel: str | None = None  # WireGuard tunnel address (Testbed(wireguard=True))
+    wg_if: str | None = None
+    wg_public_key: str | None = None
     ovsdb: Proc | None = None
     vswitchd: Proc | None = None
     agent: Proc | None = None
@@ -446,6 +480,15 @@ class Host:
     @property
     def socket(self) -> Path:
         return self.dir / "hostnet.sock"
+
+    @property
+    def plugin_socket(self) -> Path:
+        """The Docker plugin socket (served only on hosts of `Testbed(docker_hosts=...)`)."""
+        return self.dir / "plugins" / "daolinet.sock"
+
+    @property
+    def docker_sock(self) -> Path:
+        return self.dir / "docker.sock"
 
     @property
     def agent_log(self) -> Path:
@@ -502,6 +545,10 @@ class Testbed:
         container_tx_off: bool = False,
         ready_timeout: float = 30.0,
         keep_dir: bool | None = None,
+        docker_hosts: Sequence[str] = (),
+        wireguard: bool = False,
+        nat_sites: Sequence[str] = (),
+        relays: Sequence[str] = (),
     ) -> None:
         names = [f"h{i}" for i in range(1, hosts + 1)] if isinstance(hosts, int) else list(hosts)
         if not names:
@@ -513,6 +560,10 @@ class Testbed:
         self.controller_args = list(controller_args)
         self.agent_args = list(agent_args)
         self.container_tx_off = container_tx_off
+        self.docker_hosts = set(docker_hosts)
+        self.wireguard = wireguard
+        self.nat_sites = set(nat_sites)
+        self.relays = set(relays)
         self.ready_timeout = ready_timeout
         self.keep_dir = (
             bool(os.environ.get("DLT_KEEP")) if keep_dir is None else keep_dir
@@ -534,6 +585,10 @@ class Testbed:
         self._http: httpx.Client | None = None
         self._started = False
         self._closed = False
+        self._forward_added = False
+        self.site_octets: dict[str, int] = {}
+        self.transit_octet = 0
+        self._fw_rules: list[list[str]] = []
 
     # ------------------------------------------------------------------ names/addresses
 
@@ -542,7 +597,18 @@ class Testbed:
         return f"{PREFIX}{self.id}ul"
 
     @property
+    def _forward_rule(self) -> list[str]:
+        return ["-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
+
+    @property
     def controller_ip(self) -> str:
+        if self.wireguard:  # the controller runs in the first host's namespace
+            return f"198.18.{self.octet}.{HOST_OFFSET + 1}"
+        return f"198.18.{self.octet}.1"
+
+    @property
+    def root_ip(self) -> str:
+        """The root namespace's address on the (first site's) underlay bridge."""
         return f"198.18.{self.octet}.1"
 
     @property
@@ -610,8 +676,12 @@ class Testbed:
         try:
             self._allocate()
             self._build_underlay()
+            if self.wireguard:
+                self._build_sites()
             for index, name in enumerate(self.host_names, start=1):
                 self._build_host(index, name)
+            if self.wireguard:
+                self._provision_mesh()
             if self.daolinet:
                 self._start_controller()
                 for host in self.hosts.values():
@@ -675,8 +745,14 @@ class Testbed:
         self._links.append(br)
         self._save_registry()
         _run(["ip", "link", "add", br, "type", "bridge", "stp_state", "0"], check=True)
-        _run(["ip", "addr", "add", f"{self.controller_ip}/24", "dev", br], check=True)
+        _run(["ip", "addr", "add", f"{self.root_ip}/24", "dev", br], check=True)
         _run(["ip", "link", "set", br, "up"], check=True)
+        # A Docker engine in the root namespace sets FORWARD to DROP and makes bridged
+        # traffic meet iptables (br_netfilter): let our own underlay through.
+        if shutil.which("iptables") is not None and _run(
+            ["iptables", "-I", "FORWARD", *self._forward_rule]
+        ).returncode == 0:
+            self._forward_added = True
 
     def _build_host(self, index: int, name: str) -> None:
         ns = f"{PREFIX}{self.id}h{index}"
@@ -687,20 +763,27 @@ class Testbed:
             name=name,
             index=index,
             ns=ns,
-            address=f"198.18.{self.octet}.{HOST_OFFSET + index}",
+            address=self._host_address(index, name),
             dir=hdir,
             veth=veth,
             site=self.sites.get(name),
         )
+        if self.wireguard:
+            host.site = self._site_of(name)
+            host.tunnel = f"198.19.{self.octet}.{HOST_OFFSET + index}"
+            host.wg_if = f"{PREFIX}{self.id}w{index}"
         self.hosts[name] = host
         self._add_netns(ns)
         self._links.append(veth)
         self._save_registry()
         _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns],
              check=True)
-        _run(["ip", "link", "set", veth, "master", self.bridge, "up"], check=True)
+        _run(["ip", "link", "set", veth, "master", self._host_bridge(host), "up"], check=True)
         self.exec(ns, "ip", "addr", "add", f"{host.address}/24", "dev", "eth0", check=True)
         self.exec(ns, "ip", "link", "set", "eth0", "up", check=True)
+        if self.wireguard:
+            gw = ".".join([*host.address.split(".")[:3], "254"])
+            self.exec(ns, "ip", "route", "add", "default", "via", gw, check=True)
         self._start_ovs(host)
 
     def _ovs_env(self, host: Host) -> dict[str, str]:
@@ -757,7 +840,8 @@ class Testbed:
 
     def _free_port(self) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((self.controller_ip, 0))
+            # (with sites the controller has a fresh namespace: any port free here is)
+            s.bind((self.root_ip if self.wireguard else self.controller_ip, 0))
             return int(s.getsockname()[1])
 
     def _controller_cmd(self) -> list[str]:
@@ -765,8 +849,8 @@ class Testbed:
             str(BIN_DIR / "daolinet-controller"),
             "--store", f"sqlite:///{self.dir / 'store.db'}",
             "--token-file", str(self.dir / "token"),
-            "--api", f"{self.controller_ip}:{self.api_port}",
-            "--openflow", f"{self.controller_ip}:{self.of_port}",
+            "--api", f"{self._listen_ip}:{self.api_port}",
+            "--openflow", f"{self._listen_ip}:{self.of_port}",
             "--idle-timeout", _num(self.idle_timeout),
             *self.controller_args,
         ]
@@ -790,7 +874,7 @@ class Testbed:
     def _launch_controller(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.controller = self.spawn(
-            None, *self._controller_cmd(), what="daolinet-controller",
+            self._controller_ns, *self._controller_cmd(), what="daolinet-controller",
             log=self.controller_log, env=env,
         )
 
@@ -810,7 +894,7 @@ class Testbed:
     def _agent_cmd(self, host: Host) -> list[str]:
         cmd = [
             str(BIN_DIR / "daolinet-hostnet"), "agent",
-            "--controller", self.api_url,
+            "--controller", self._agent_controller_url(host),
             "--token-file", str(self.dir / "token"),
             "--host", host.name,
             "--ovsdb", f"unix:{host.db_sock}",
@@ -821,6 +905,16 @@ class Testbed:
         ]
         if host.site is not None:
             cmd += ["--site", host.site]
+        if host.name in self.docker_hosts:
+            # Docker looks for plugins in /run/docker/plugins, which the host's dockerd
+            # sees as this host's own directory (see dockerbed.py).
+            host.plugin_socket.parent.mkdir(exist_ok=True)
+            cmd += ["--plugin-socket", str(host.plugin_socket),
+                    "--docker-host", f"unix://{host.docker_sock}"]
+        else:
+            cmd += ["--plugin-socket", ""]  # never the machine-wide default
+        if self.wireguard:
+            cmd += ["--wireguard", str(self._wg_config_path(host))]
         return [*cmd, *self.agent_args]
 
     def _start_agent(self, host: Host) -> None:
@@ -951,6 +1045,230 @@ class Testbed:
         self._start_agent(h)
         if wait:
             self._wait_agent_ready(h)
+
+    # ------------------------------------------------------------------ sites + WireGuard
+
+    @property
+    def site_names(self) -> list[str]:
+        """Sites in the order of their first host (the first is the controller's)."""
+        out: list[str] = []
+        for name in self.host_names:
+            site = self._site_of(name)
+            if site not in out:
+                out.append(site)
+        for site in self.sites.values():
+            if site not in out:
+                out.append(site)
+        return out
+
+    def _site_of(self, name: str) -> str:
+        return self.sites.get(name) or self.sites.get(self.host_names[0]) or "default"
+
+    def _site_octet(self, site: str) -> int:
+        return self.site_octets.get(site, self.octet)
+
+    def site_bridge(self, site: str) -> str:
+        i = self.site_names.index(site)
+        return self.bridge if i == 0 else f"{PREFIX}{self.id}u{i}"
+
+    def _host_bridge(self, host: Host) -> str:
+        return self.site_bridge(host.site) if self.wireguard and host.site else self.bridge
+
+    def _host_address(self, index: int, name: str) -> str:
+        octet = self._site_octet(self._site_of(name)) if self.wireguard else self.octet
+        return f"198.18.{octet}.{HOST_OFFSET + index}"
+
+    @property
+    def router_ns(self) -> str:
+        return f"{PREFIX}{self.id}r"
+
+    def nat_ns(self, site: str) -> str:
+        return f"{PREFIX}{self.id}n{self.site_names.index(site)}"
+
+    @property
+    def _listen_ip(self) -> str:
+        return "0.0.0.0" if self.wireguard else self.controller_ip
+
+    @property
+    def _controller_ns(self) -> str | None:
+        return self.hosts[self.host_names[0]].ns if self.wireguard else None
+
+    def _agent_controller_url(self, host: Host) -> str:
+        first = self.hosts[self.host_names[0]]
+        if self.wireguard and host.site != first.site:
+            return f"http://{first.tunnel}:{self.api_port}"  # through WireGuard
+        return self.api_url
+
+    def _wg_config_path(self, host: Host) -> Path:
+        return host.dir / "wireguard.json"
+
+    def _allocate_site_octets(self) -> None:
+        used = set()
+        text = _run(["ip", "-4", "-o", "addr", "show"]).stdout
+        text += _run(["ip", "-4", "route", "show", "table", "all"]).stdout
+        for m in re.finditer(r"198\.18\.(\d+)\.", text):
+            used.add(int(m.group(1)))
+        used.add(self.octet)
+        free = [o for o in range(1, 255) if o not in used]
+        random.shuffle(free)
+        sites = self.site_names
+        if len(free) < len(sites):
+            raise TestbedError("no free 198.18.X.0/24 subnets for the sites")
+        self.site_octets = {sites[0]: self.octet}
+        for site in sites[1:]:
+            self.site_octets[site] = free.pop()
+        self.transit_octet = free.pop()
+
+    def _accept_forward(self, bridge: str) -> None:
+        rule = ["-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+        if shutil.which("iptables") is not None and _run(
+            ["iptables", "-I", "FORWARD", *rule]
+        ).returncode == 0:
+            self._fw_rules.append(rule)
+
+    def _build_sites(self) -> None:
+        """Site bridges, the core router (ICMP dropped) and NAT routers."""
+        with _registry_lock():
+            self._allocate_site_octets()
+        r = self.router_ns
+        self._add_netns(r)
+        self.exec(r, "sysctl", "-qw", "net.ipv4.ip_forward=1", check=True)
+        no_icmp = ("table inet dlt { chain noicmp { type filter hook forward priority 0; "
+                   "policy accept; meta l4proto icmp drop; }; }")
+        self.exec(r, "nft", "-f", "-", input=no_icmp, check=True)
+        for i, site in enumerate(self.site_names):
+            octet = self.site_octets[site]
+            br = self.site_bridge(site)
+            if i > 0:
+                self._links.append(br)
+                self._save_registry()
+                _run(["ip", "link", "add", br, "type", "bridge", "stp_state", "0"], check=True)
+                _run(["ip", "link", "set", br, "up"], check=True)
+                self._accept_forward(br)
+            if site not in self.nat_sites:
+                leg = f"{PREFIX}{self.id}r{i}"
+                self._links.append(leg)
+                self._save_registry()
+                _run(["ip", "link", "add", leg, "type", "veth", "peer", "name", f"s{i}",
+                      "netns", r], check=True)
+                _run(["ip", "link", "set", leg, "master", br, "up"], check=True)
+                self.exec(r, "ip", "addr", "add", f"198.18.{octet}.254/24", "dev", f"s{i}",
+                          check=True)
+                self.exec(r, "ip", "link", "set", f"s{i}", "up", check=True)
+                continue
+            # behind NAT: inside leg on the site bridge, outside /30 to the core router
+            n = self.nat_ns(site)
+            self._add_netns(n)
+            leg = f"{n}u"
+            self._links.append(leg)
+            self._save_registry()
+            _run(["ip", "link", "add", leg, "type", "veth", "peer", "name", "in", "netns", n],
+                 check=True)
+            _run(["ip", "link", "set", leg, "master", br, "up"], check=True)
+            t = self.transit_octet
+            self.exec(n, "ip", "addr", "add", f"198.18.{octet}.254/24", "dev", "in", check=True)
+            self.exec(n, "ip", "link", "set", "in", "up", check=True)
+            self.exec(r, "ip", "link", "add", f"t{i}", "type", "veth", "peer", "name", "out",
+                      "netns", n, check=True)
+            self.exec(r, "ip", "addr", "add", f"198.18.{t}.{4 * i + 1}/30", "dev", f"t{i}",
+                      check=True)
+            self.exec(r, "ip", "link", "set", f"t{i}", "up", check=True)
+            self.exec(n, "ip", "addr", "add", f"198.18.{t}.{4 * i + 2}/30", "dev", "out",
+                      check=True)
+            self.exec(n, "ip", "link", "set", "out", "up", check=True)
+            self.exec(n, "ip", "route", "add", "default", "via", f"198.18.{t}.{4 * i + 1}",
+                      check=True)
+            self.exec(n, "sysctl", "-qw", "net.ipv4.ip_forward=1", check=True)
+            nat = ("table ip dltnat { chain natout { type nat hook postrouting priority 100; "
+                   'oifname "out" masquerade; }; }')
+            self.exec(n, "nft", "-f", "-", input=nat, check=True)
+            self.exec(n, "nft", "-f", "-", input=no_icmp, check=True)
+
+    def nat_address(self, site: str) -> str:
+        """The public (outside) address of a NAT site's router."""
+        i = self.site_names.index(site)
+        return f"198.18.{self.transit_octet}.{4 * i + 2}"
+
+    def router_leg(self, site: str) -> tuple[str, str]:
+        """(netns, interface) of the core router's link towards `site`."""
+        i = self.site_names.index(site)
+        return self.router_ns, (f"t{i}" if site in self.nat_sites else f"s{i}")
+
+    def _wg_config(self, host: Host, mesh: bool) -> dict[str, Any]:
+        assert host.tunnel is not None and host.wg_if is not None and host.site is not None
+        cfg: dict[str, Any] = {
+            "name": host.name,
+            "site": host.site,
+            "interface": host.wg_if,
+            "private_key_file": str(host.dir / "wg.key"),
+            "address": f"{host.tunnel}/24",
+            "listen_port": 51820,
+            "endpoint": None if host.site in self.nat_sites else f"{host.address}:51820",
+            "relay": host.name in self.relays,
+            "implementation": "userspace",
+        }
+        if mesh:
+            cfg["hosts"] = [
+                {
+                    "name": h.name, "site": h.site, "wg_public_key": h.wg_public_key,
+                    "wg_endpoint": None if h.site in self.nat_sites else f"{h.address}:51820",
+                    "tunnel_address": h.tunnel, "relay": h.name in self.relays,
+                }
+                for h in self.hosts.values()
+                if h.wg_public_key
+            ]
+        return cfg
+
+    def wg_up(self, host: Host | str, mesh: bool = True) -> dict[str, Any]:
+        """Run `daolinet-hostnet wg-up` on a host (what Ansible does in a deployment)."""
+        h = self.host(host)
+        path = self._wg_config_path(h)
+        path.write_text(json.dumps(self._wg_config(h, mesh), indent=1))
+        res = self.exec(h, str(BIN_DIR / "daolinet-hostnet"), "wg-up", "--config", str(path),
+                        timeout=30)
+        if res.returncode != 0:
+            raise TestbedError(f"wg-up on {h.name} failed: {res.stdout}{res.stderr}")
+        out = dict(json.loads(res.stdout))
+        h.wg_public_key = str(out["public_key"])
+        return out
+
+    def _provision_mesh(self, hosts: Iterable[Host] | None = None) -> None:
+        todo = list(hosts if hosts is not None else self.hosts.values())
+        for h in todo:
+            self.wg_up(h, mesh=False)  # interface + key; prints the public key
+        for h in todo:
+            self.wg_up(h, mesh=True)
+
+    def add_host(self, name: str, site: str) -> Host:
+        """A host joining later: its interface and key, a peer of the controller's host
+        (the one peer it needs to register), then its agent.  Other hosts learn it from
+        the controller, with no restart of anything."""
+        index = len(self.host_names) + 1
+        self.host_names.append(name)
+        self.sites[name] = site
+        self._build_host(index, name)
+        h = self.hosts[name]
+        if self.wireguard:
+            self._provision_mesh([h])
+            self.wg_up(self.host_names[0])  # the controller's host (Ansible: every host)
+        self._start_agent(h)
+        self._wait_agent_ready(h)
+        return h
+
+    def wg_dump(self, host: Host | str) -> list[dict[str, Any]]:
+        """The peers of a host's WireGuard interface (`wg show IF dump`)."""
+        h = self.host(host)
+        assert h.wg_if is not None
+        res = self.exec(h, "wg", "show", h.wg_if, "dump", check=True)
+        peers = []
+        for line in res.stdout.splitlines()[1:]:
+            f = line.split("\t")
+            peers.append({
+                "public_key": f[0], "endpoint": f[2],
+                "allowed_ips": [] if f[3] == "(none)" else f[3].split(","),
+                "latest_handshake": int(f[4]), "keepalive": f[7],
+            })
+        return peers
 
     # ------------------------------------------------------------------ processes
 
@@ -1345,6 +1663,12 @@ class Testbed:
         for link in reversed(self._links):
             if link in _root_links():
                 _run(["ip", "link", "delete", link])
+        if self._forward_added:
+            _run(["iptables", "-D", "FORWARD", *self._forward_rule])
+        for rule in self._fw_rules:
+            _run(["iptables", "-D", "FORWARD", *rule])
+        if self.id:
+            _remove_wg_sockets({self.id})
         if self._http is not None:
             self._http.close()
         if self.dir != Path() and self.dir.exists() and not self.keep_dir:

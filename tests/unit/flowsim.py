@@ -1,9 +1,11 @@
 """A simulated OpenFlow 1.3 switch that executes the core's messages (faucet's
 fakeoftable idea): packets go in, verdicts come out, flows age with a given clock.
 
-Only the semantics daolinet relies on are modelled: exact-match on the fields
-the flows use, highest priority wins, goto_table, set_field, reg_move, output,
-idle and hard timeouts with FlowRemoved for OFPFF_SEND_FLOW_REM flows.
+Only the semantics daolinet relies on are modelled: exact and masked match on
+the fields the flows use, highest priority wins, goto_table, set_field, reg_move,
+output, conntrack (`ct` with table/commit/mark; a per-switch table of committed
+connections: ct_state new/est/rpl, ct_mark), idle and hard timeouts with
+FlowRemoved for OFPFF_SEND_FLOW_REM flows, PacketOut to OFPP_TABLE.
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ from controller.core import (
 from controller.desired import DesiredIndex
 from controller.models import Endpoint, Host, KernelRoute, Network
 from controller.ofmsg import (
+    CT,
+    CT_EST,
+    CT_NEW,
+    CT_RPL,
+    CT_TRK,
     OFPFF_SEND_FLOW_REM,
     OFPP_CONTROLLER,
     OFPP_IN_PORT,
     OFPP_LOCAL,
+    OFPP_TABLE,
     FlowAdd,
     FlowDelete,
     GotoTable,
@@ -53,6 +61,23 @@ class Verdict:
     kind: str  # "output", "controller", "drop"
     port: int | None = None
     packet: Packet | None = None
+    table: int = 0  # where it ended
+
+
+ConnKey = tuple[Any, ...]
+
+
+def _conn_key(pkt: Packet) -> ConnKey:
+    proto = pkt.get("ip_proto", 0)
+    name = {6: "tcp", 17: "udp"}.get(proto)
+    sport = pkt.get(f"{name}_src", 0) if name else 0
+    dport = pkt.get(f"{name}_dst", 0) if name else 0
+    return (pkt.get("ipv4_src"), pkt.get("ipv4_dst"), proto, sport, dport)
+
+
+def _reverse(key: ConnKey) -> ConnKey:
+    src, dst, proto, sport, dport = key
+    return (dst, src, proto, dport, sport)
 
 
 @dataclass
@@ -60,6 +85,22 @@ class FakeSwitch:
     dpid: int
     entries: list[Entry] = field(default_factory=list)
     now: float = 0.0
+    conntrack: dict[ConnKey, int] = field(default_factory=dict)  # original tuple -> mark
+
+    def ct_lookup(self, pkt: Packet) -> tuple[int, int]:
+        key = _conn_key(pkt)
+        if key in self.conntrack:
+            return CT_TRK | CT_EST, self.conntrack[key]
+        if _reverse(key) in self.conntrack:
+            return CT_TRK | CT_EST | CT_RPL, self.conntrack[_reverse(key)]
+        return CT_TRK | CT_NEW, 0
+
+    def ct_commit(self, pkt: Packet, mark: int | None) -> None:
+        key = _conn_key(pkt)
+        if _reverse(key) in self.conntrack:
+            key = _reverse(key)
+        old = self.conntrack.get(key, 0)
+        self.conntrack[key] = old if mark is None else mark
 
     def apply(self, msg: object) -> None:
         if isinstance(msg, FlowAdd):
@@ -101,11 +142,18 @@ class FakeSwitch:
                     pkt[action.dst] = pkt.get(action.src)
                 elif isinstance(action, GotoTable):
                     nxt = action.table
+                elif isinstance(action, CT):
+                    if action.commit:
+                        self.ct_commit(pkt, action.mark)
+                    if action.table is not None:
+                        state, mark = self.ct_lookup(pkt)
+                        pkt = dict(pkt, ct_state=state, ct_mark=mark)
+                        nxt = action.table
                 elif isinstance(action, Output):
                     if action.port == OFPP_CONTROLLER:
-                        return Verdict("controller", packet=pkt)
+                        return Verdict("controller", packet=pkt, table=table)
                     port = pkt["in_port"] if action.port == OFPP_IN_PORT else action.port
-                    return Verdict("output", port, pkt)
+                    return Verdict("output", port, pkt, table)
             if nxt is None:
                 return Verdict("drop")
             table = nxt
@@ -115,12 +163,15 @@ class FakeSwitch:
         for e in self.entries:
             if e.flow.table != table:
                 continue
-            matches = all(pkt.get(k) == v for k, v in e.flow.match)
+            matches = all(
+                (pkt.get(k, 0) & v[1]) == v[0] if isinstance(v, tuple) else pkt.get(k) == v
+                for k, v in e.flow.match
+            )
             if matches and (best is None or e.flow.priority > best.flow.priority):
                 best = e
         return best
 
-    def expire(self, now: float) -> list[FlowAdd]:
+    def expire(self, now: float) -> list[Entry]:
         """Age flows to `now`; return the removed ones that asked for FlowRemoved."""
         self.now = now
         keep, notify = [], []
@@ -130,26 +181,24 @@ class FakeSwitch:
             hard = f.hard_timeout and now - e.installed >= f.hard_timeout
             if idle or hard:
                 if f.flags & OFPFF_SEND_FLOW_REM:
-                    notify.append(f)
+                    notify.append(e)
             else:
                 keep.append(e)
         self.entries = keep
         return notify
 
-    def dump(self, table: int) -> list[DumpedFlow]:
+    def dump(self, table: int | None = None) -> list[DumpedFlow]:
         out = []
         for e in self.entries:
-            m = e.flow.match_dict()
-            if e.flow.table != table or "ipv4_src" not in m:
+            if table is not None and e.flow.table != table:
                 continue
             outs = [a.port for a in e.flow.actions if isinstance(a, Output)]
             out.append(
                 DumpedFlow(
                     e.flow.cookie,
+                    e.flow.table,
                     e.flow.priority,
-                    int(m["in_port"]),
-                    ipaddress.IPv4Address(str(m["ipv4_src"])),
-                    ipaddress.IPv4Address(str(m["ipv4_dst"])),
+                    e.flow.match,
                     outs[0] if outs else None,
                     e.packets,
                     self.now - e.installed,
@@ -160,6 +209,8 @@ class FakeSwitch:
 
 def _deleted_by(flow: FlowAdd, msg: FlowDelete) -> bool:
     if flow.table != msg.table:
+        return False
+    if msg.cookie_mask and (flow.cookie & msg.cookie_mask) != (msg.cookie & msg.cookie_mask):
         return False
     if msg.strict:
         return flow.match == msg.match and flow.priority == msg.priority
@@ -196,6 +247,9 @@ class Lab:
         self.switches: dict[str, FakeSwitch] = {}
         self.agents: dict[str, FakeAgent] = {}
         self.packet_outs: list[tuple[str, PacketOut]] = []
+        self.resubmitted: list[tuple[str, Verdict]] = []  # PacketOuts that took the tables
+        self.nat: dict[str, list[Any]] = {}
+        self._sent: dict[bytes, Packet] = {}
         self.next_port: dict[str, int] = {}
         for i, name in enumerate(hosts, start=1):
             self.index.put_host(
@@ -216,8 +270,13 @@ class Lab:
             host = self.host_of(dpid)
             if isinstance(msg, PacketOut):
                 self.packet_outs.append((host, msg))
+                pkt = self._sent.get(msg.data)
+                if Output(OFPP_TABLE) in msg.actions and pkt is not None:
+                    again = dict(pkt, in_port=msg.in_port)
+                    self.resubmitted.append((host, self.switches[host].process(again)))
             else:
                 self.switches[host].apply(msg)
+        self.nat.update(fx.nat)
         for delta in fx.deltas:
             agent = self.agents[delta.host]
             if agent.auto_ack:
@@ -248,7 +307,7 @@ class Lab:
             for ep_port, ep in self._ports(host)
         ]
         self.run(self.core.ports_described(sw.dpid, ports, self.now))
-        self.run(self.core.flows_dumped(sw.dpid, sw.dump(1), self.now))
+        self.run(self.core.flows_dumped(sw.dpid, sw.dump(), self.now))
         token, routes = self.core.snapshot(host)
         agent = self.agents[host]
         agent.routes = {r.dst: r for r in routes}
@@ -303,18 +362,40 @@ class Lab:
             "ip_proto": proto,
         }
 
+    def tcp_packet(self, src: Endpoint, dst_ip: str, dport: int, sport: int = 40000) -> Packet:
+        return dict(self.ip_packet(src, dst_ip, 6), tcp_src=sport, tcp_dst=dport)
+
+    def reply(self, pkt: Packet, src: Endpoint, in_port: int | None = None) -> Packet:
+        """The answer of `src` to `pkt` (addresses and ports swapped)."""
+        out = dict(self.ip_packet(src, str(pkt["ipv4_src"]), pkt.get("ip_proto", 1)))
+        if in_port is not None:
+            out["in_port"] = in_port
+        for proto in ("tcp", "udp"):
+            if f"{proto}_src" in pkt:
+                out[f"{proto}_src"], out[f"{proto}_dst"] = pkt[f"{proto}_dst"], pkt[f"{proto}_src"]
+        return out
+
     def send(self, host: str, pkt: Packet) -> Verdict:
         """Inject a packet at a switch; a miss goes through the core like a PacketIn."""
         sw = self.switches[host]
         verdict = sw.process(pkt)
         if verdict.kind == "controller":
+            seen = verdict.packet or pkt
+            proto = pkt.get("ip_proto", 0)
+            name = {6: "tcp", 17: "udp"}.get(proto, "")
+            data = f"pkt{len(self._sent)}".encode()
+            self._sent[data] = dict(pkt)
             info = PacketInfo(
                 in_port=pkt["in_port"],
                 eth_src=pkt["eth_src"],
                 ip_src=ipaddress.IPv4Address(pkt["ipv4_src"]),
                 ip_dst=ipaddress.IPv4Address(pkt["ipv4_dst"]),
-                ip_proto=pkt.get("ip_proto", 0),
-                data=b"x",
+                ip_proto=proto,
+                data=data,
+                tp_src=pkt.get(f"{name}_src"),
+                tp_dst=pkt.get(f"{name}_dst"),
+                table=verdict.table,
+                ct_state=int(seen.get("ct_state", 0)),
             )
             self.run(self.core.packet_in(sw.dpid, info, self.now))
         return verdict
@@ -322,16 +403,8 @@ class Lab:
     def advance(self, seconds: float) -> None:
         self.now += seconds
         for host, sw in self.switches.items():
-            for flow in sw.expire(self.now):
-                m = flow.match_dict()
+            for entry in sw.expire(self.now):
                 self.run(
-                    self.core.flow_removed(
-                        sw.dpid,
-                        flow.cookie,
-                        int(m["in_port"]),
-                        ipaddress.IPv4Address(str(m["ipv4_src"])),
-                        ipaddress.IPv4Address(str(m["ipv4_dst"])),
-                        self.now,
-                    )
+                    self.core.flow_removed(sw.dpid, entry.flow.cookie, entry.packets, self.now)
                 )
             _ = host

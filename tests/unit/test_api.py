@@ -271,7 +271,8 @@ def test_network_crud(client: TestClient) -> None:
     assert r.status_code == 201
     net = r.json()
     assert (net["subnet"], net["gateway"], net["mtu"]) == ("10.1.0.0/24", "10.1.0.254", 1400)
-    assert set(net) == {"id", "name", "subnet", "gateway", "mtu", "created_at"}
+    assert set(net) == {"id", "name", "subnet", "gateway", "mtu", "external", "created_at"}
+    assert net["external"] is False
     assert client.get("/api/v1/networks/web").json() == net
     client.post("/api/v1/networks", json={"name": "db", "subnet": "10.2.0.0/16"})
     assert [n["name"] for n in client.get("/api/v1/networks").json()] == ["db", "web"]
@@ -362,7 +363,7 @@ def test_container_crud(lab: TestClient, events: list[Change]) -> None:
     ep = r.json()
     assert set(ep) == {
         "id", "name", "network", "host", "ip", "mac", "port", "created_at",
-        "prefixlen", "gateway", "mtu",
+        "prefixlen", "gateway", "mtu", "docker_id",
     }  # fmt: skip
     assert (ep["ip"], ep["mac"], ep["prefixlen"], ep["gateway"], ep["mtu"]) == (
         "10.1.0.2",

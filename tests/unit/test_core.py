@@ -9,7 +9,13 @@ import pytest
 from controller.core import SETUP_TIMEOUT, Core, CoreState, PacketInfo
 from controller.models import GATEWAY_MAC
 from controller.ofmsg import OFPP_IN_PORT, OFPP_LOCAL, Output, SetField
-from controller.tables import PRIO_CONNECTION, PRIO_DENY, T_ROUTE, cookie_kind
+from controller.tables import (
+    PRIO_CONNECTION,
+    PRIO_STATEFUL_DENY,
+    T_ROUTE,
+    T_STATEFUL,
+    cookie_kind,
+)
 from tests.unit.flowsim import Lab
 
 IP = ipaddress.IPv4Address
@@ -146,7 +152,7 @@ def test_different_networks_are_denied_and_the_flood_stays_in_the_switch(lab: La
     a = lab.container("h1", "a", "web", "10.1.0.5")
     lab.container("h2", "c", "db", "172.31.7.9")
     assert lab.send("h1", lab.ip_packet(a, "172.31.7.9")).kind == "controller"
-    deny = lab.switches["h1"].flows(T_ROUTE, PRIO_DENY)
+    deny = lab.switches["h1"].flows(T_STATEFUL, PRIO_STATEFUL_DENY)
     assert len(deny) == 1 and deny[0].actions == () and deny[0].hard_timeout > 0
     ins = lab.core.state.counters.packet_ins
     for _ in range(1000):
@@ -155,17 +161,25 @@ def test_different_networks_are_denied_and_the_flood_stays_in_the_switch(lab: La
     assert lab.packet_outs == [] and lab.agents["h1"].via() == {}
     # The drop flow is short-lived: after its hold time the pair is decided again.
     lab.advance(lab.core.state.deny_hold)
-    assert lab.switches["h1"].flows(T_ROUTE, PRIO_DENY) == []
+    assert lab.switches["h1"].flows(T_STATEFUL, PRIO_STATEFUL_DENY) == []
+    # The drop is counted: the packets of the expired deny flow.
+    assert lab.core.state.counters.denied_packets == 1000
+    assert lab.core.state.host_view("h1").denials == 1
 
 
-def test_spoofed_source_is_denied(lab: Lab) -> None:
+def test_spoofed_source_is_dropped_at_its_port_and_counted(lab: Lab) -> None:
     a = lab.container("h1", "a", "web", "10.1.0.5")
     lab.container("h1", "b", "web", "10.1.0.6")
-    pkt = lab.ip_packet(a, "10.1.0.6")
-    pkt["ipv4_src"] = "10.1.0.7"
-    lab.send("h1", pkt)
+    for field, value in (("ipv4_src", "10.1.0.7"), ("eth_src", "02:da:0a:01:00:07")):
+        pkt = lab.ip_packet(a, "10.1.0.6")
+        pkt[field] = value
+        assert lab.send("h1", pkt).kind == "drop"
+    assert lab.core.state.counters.packet_ins == 0
     assert conn_flows(lab, "h1") == []
-    assert len(lab.switches["h1"].flows(T_ROUTE, PRIO_DENY)) == 1
+    lab.run(lab.core.flows_dumped(1, lab.switches["h1"].dump(), lab.now))
+    assert lab.core.state.host_view("h1").spoofed_packets == 2
+    # its own addresses pass
+    assert lab.send("h1", lab.ip_packet(a, "10.1.0.6")).kind == "controller"
 
 
 def test_unknown_destination_is_denied(lab: Lab) -> None:
@@ -182,13 +196,12 @@ def test_stale_flow_removed_of_an_older_incarnation_is_ignored(lab: Lab) -> None
     # The pair is set up again (e.g. the reverse flow expired and a packet came).
     lab.core.state.pending.clear()
     lab.run(lab.core._setup(  # drive a re-install directly
-        lab.core.state.switches[1], a, lab.index.endpoint("b"),  # type: ignore[arg-type]
-        PacketInfo(lab.port_of(a), a.mac, a.ip, IP("10.1.0.6"), 1, b"x"), lab.now,
+        lab.core.state.switches[1], a, lab.index.endpoint("b"),
+        PacketInfo(lab.port_of(a), a.mac, a.ip, IP("10.1.0.6"), 1, b"x"), "open",
+        (a.ip, None, None), lab.now,
     ))
-    m = old.match_dict()
-    fx = lab.core.flow_removed(
-        1, old.cookie, int(m["in_port"]), IP(str(m["ipv4_src"])), IP(str(m["ipv4_dst"])), lab.now
-    )
+    assert old not in conn_flows(lab, "h1")
+    fx = lab.core.flow_removed(1, old.cookie, 0, lab.now)
     assert fx.deltas == [] and lab.agents["h1"].via()
 
 

@@ -34,3 +34,28 @@ def test_metrics_reports_counters_and_setup_histogram(tmp_path: Path) -> None:
     assert 'daolinet_setup_seconds_bucket{le="0.002"} 2' in lines
     assert 'daolinet_setup_seconds_bucket{le="+Inf"} 3' in lines
     assert "daolinet_setup_seconds_count 3" in lines
+
+
+def test_metrics_per_host_and_drop_counters(tmp_path: Path) -> None:
+    from controller import hostmetrics
+
+    inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
+    fabric = Fabric(inventory.index)
+    state = fabric.core.state
+    state.count("h1", "packet_ins", 5)
+    state.count("h2", "packet_ins", 2)
+    state.count("h1", "denied_packets", 40)
+    state.live_denied["h1"] = 2
+    state.live_spoofed["h2"] = 9
+    ctx = ApiContext(inventory=inventory, token="t", fabric=fabric, openflow_host="0.0.0.0",
+                     openflow_port=6653)
+    app = create_app(ctx)
+    app.include_router(hostmetrics.router)
+    lines = set(TestClient(app).get("/metrics").text.splitlines())
+    assert "daolinet_packet_ins_total 7" in lines
+    assert 'daolinet_host_packet_ins_total{host="h1"} 5' in lines
+    assert 'daolinet_host_packet_ins_total{host="h2"} 2' in lines
+    assert "daolinet_denied_packets_total 42" in lines
+    assert 'daolinet_host_denied_packets_total{host="h1"} 42' in lines
+    assert "daolinet_spoofed_packets_total 9" in lines
+    assert 'daolinet_host_setup_seconds_count{host="h1"} 0' in lines

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Sites benchmark on the namespace testbed (real OVS, controller, agents, wireguard-go).
+
+Prints two ratios, each against a baseline measured in the same run on the same hosts:
+
+1. cross-site: container-to-container TCP throughput between two hosts of two sites
+   (container -> OVS -> kernel -> WireGuard -> underlay -> ... -> container), against
+   raw WireGuard throughput host to host (tunnel address to tunnel address) between
+   the same two hosts.  Goal: >= 0.9.
+2. same-site: container-to-container TCP throughput through daolinet's flows on one
+   host's br-dl, against plain OVS switching (one `actions=NORMAL` flow) on the same
+   bridge, datapath and containers.  Goal: >= 0.95.
+
+Every figure is the median of --reps iperf3 runs of --seconds, the two sides of a
+ratio interleaved so that a noisy neighbour hits both.
+
+Run as root:  .venv/bin/python benchmarks/sites.py [--seconds 4] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.integration.testbed import Container, Host, Testbed
+
+Target = Host | Container | str
+
+
+def gbps(tb: Testbed, src: Target, dst: Target, dst_ip: str, seconds: float) -> float:
+    server = tb.spawn(dst, "iperf3", "-s", "-1", "-p", "5201", what="iperf3 -s")
+    try:
+        tb.wait_until(lambda: ":5201" in tb.exec(dst, "ss", "-Hltn").stdout, 5,
+                      "iperf3 server did not listen")
+        res = tb.exec(src, "iperf3", "-c", dst_ip, "-p", "5201", "-J", "-t", str(seconds),
+                      timeout=seconds + 30)
+    finally:
+        tb.stop(server, timeout=2)
+    data = json.loads(res.stdout)
+    if "error" in data:
+        raise RuntimeError(f"iperf3: {data['error']}")
+    return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+
+def interleaved(reps: int, a: Callable[[], float], b: Callable[[], float]) -> tuple[float, float]:
+    xs, ys = [], []
+    for _ in range(reps):
+        xs.append(a())
+        ys.append(b())
+    return statistics.median(xs), statistics.median(ys)
+
+
+def cross_site(seconds: float, reps: int) -> tuple[float, float]:
+    with Testbed(["h1", "h2"], sites={"h1": "a", "h2": "b"}, wireguard=True,
+                 container_tx_off=True, idle_timeout=30) as tb:
+        tb.create_network("bench", "10.62.0.0/24")
+        c1 = tb.container("h1", "c1", "bench")
+        c2 = tb.container("h2", "c2", "bench")
+        assert tb.ping(c1, c2, count=2)
+        h1, h2 = tb.hosts["h1"], tb.hosts["h2"]
+        assert h2.tunnel is not None
+        return interleaved(
+            reps,
+            lambda: gbps(tb, c1, c2, c2.ip, seconds),
+            lambda: gbps(tb, h1, h2, h2.tunnel or "", seconds),
+        )
+
+
+def same_site(seconds: float, reps: int) -> tuple[float, float]:
+    with Testbed(["h1"], container_tx_off=True, idle_timeout=30) as tb:
+        tb.create_network("bench", "10.63.0.0/24")
+        c1 = tb.container("h1", "c1", "bench")
+        c2 = tb.container("h1", "c2", "bench")
+        mgmt = f"unix:{tb.hosts['h1'].mgmt}"
+        normal = "table=0,priority=65000,cookie=0xbe,actions=NORMAL"
+
+        def switch_normal(on: bool) -> None:
+            for c in (c1, c2):  # the ARP answers differ: gateway MAC vs the peer's
+                tb.exec(c, "ip", "neigh", "flush", "all")
+            if on:
+                cmd = ["ovs-ofctl", "-O", "OpenFlow13", "add-flow", mgmt, normal]
+            else:
+                cmd = ["ovs-ofctl", "-O", "OpenFlow13", "del-flows", mgmt,
+                       "table=0,cookie=0xbe/-1"]
+            subprocess.run(cmd, check=True, capture_output=True, timeout=10)
+
+        def daolinet() -> float:
+            switch_normal(False)
+            assert tb.ping(c1, c2, count=2)
+            return gbps(tb, c1, c2, c2.ip, seconds)
+
+        def plain() -> float:
+            switch_normal(True)
+            assert tb.ping(c1, c2, count=2)
+            try:
+                return gbps(tb, c1, c2, c2.ip, seconds)
+            finally:
+                switch_normal(False)
+
+        return interleaved(reps, daolinet, plain)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=4)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    dl, wg = cross_site(args.seconds, args.reps)
+    print(f"cross-site container->container  {dl:6.3f} Gbit/s")
+    print(f"raw WireGuard host->host          {wg:6.3f} Gbit/s")
+    print(f"  ratio {dl / wg:.3f}  (goal >= 0.90)")
+    ds, normal = same_site(args.seconds, args.reps)
+    print(f"same-site container->container    {ds:6.3f} Gbit/s")
+    print(f"plain OVS NORMAL, same bridge      {normal:6.3f} Gbit/s")
+    print(f"  ratio {ds / normal:.3f}  (goal >= 0.95)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""A real dockerd per testbed host, for the Docker plugin tests.
+
+Each dockerd runs inside its host's network namespace (so the veth the plugin
+creates there is the one Docker moves into the container) with its own data root,
+exec root, API socket and pidfile, all under the host's testbed directory.
+
+`ip netns exec` gives the process a mount namespace of its own; the start script
+uses it to bind the host's plugin directory over `/run/docker/plugins` (which is
+where Docker discovers plugins, machine-wide otherwise) and to mount the cgroup
+hierarchies again under the fresh /sys that `ip netns exec` mounts.  Nothing of
+that is visible outside.  The image is built from busybox-static with
+`docker import` (no registry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from testbed import Container, Host, Proc, Testbed, TestbedError, _run, tail, wait_until
+
+IMAGE = "dltest-busybox"
+BUSYBOX = Path("/bin/busybox")
+
+
+def docker_cli() -> str | None:
+    """The Docker client that matches Debian's dockerd (API 1.41)."""
+    if Path("/usr/bin/docker").exists():
+        return "/usr/bin/docker"
+    return shutil.which("docker")
+
+
+def missing_docker() -> list[str]:
+    missing = []
+    if shutil.which("dockerd") is None:
+        missing.append("`dockerd` not on PATH (apt-get install docker.io)")
+    if docker_cli() is None:
+        missing.append("`docker` client not on PATH")
+    if not BUSYBOX.exists() or "static" not in _run(["file", "-L", str(BUSYBOX)]).stdout:
+        missing.append(f"static {BUSYBOX} (apt-get install busybox-static)")
+    if shutil.which("nsenter") is None:
+        missing.append("`nsenter`")
+    return missing
+
+
+_SCRIPT = """\
+set -e
+mount -t tmpfs -o mode=755 dlt_cgroup /sys/fs/cgroup
+while read -r src path type opts rest; do
+  mkdir -p "$path"
+  if [ "$type" = cgroup2 ]; then mount -t cgroup2 none "$path"
+  else mount -t cgroup -o "$(echo "$opts" | sed 's/^rw,//; s/relatime,\\?//')" cgroup "$path"; fi
+done < {cgroups}
+mkdir -p /run/docker/plugins
+mount --bind {plugins} /run/docker/plugins
+exec dockerd --data-root {data} --exec-root {exec_root} -H unix://{sock} \\
+  --pidfile {pidfile} --iptables=false --ip6tables=false --ip-forward=false \\
+  --ip-masq=false --bridge=none --shutdown-timeout 2 --storage-driver overlay2
+"""
+
+
+class Dockerd:
+    """One dockerd in one testbed host."""
+
+    def __init__(self, tb: Testbed, host: Host | str) -> None:
+        self.tb = tb
+        self.host = tb.host(host)
+        self.dir = self.host.dir / "docker"
+        self.sock = self.host.docker_sock
+        self.log = self.host.dir / "dockerd.log"
+        self.proc: Proc | None = None
+        self.containers: set[str] = set()  # ids ever created (for teardown)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.dir.mkdir(exist_ok=True)
+        self.host.plugin_socket.parent.mkdir(exist_ok=True)
+        cgroups = self.dir / "cgroups"
+        with open("/proc/self/mounts") as fh:
+            lines = [ln for ln in fh if ln.split()[2:3] in (["cgroup"], ["cgroup2"])]
+        cgroups.write_text("".join(lines))
+        script = self.dir / "start.sh"
+        script.write_text(_SCRIPT.format(
+            cgroups=cgroups, plugins=self.host.plugin_socket.parent, data=self.dir / "data",
+            exec_root=self.dir / "exec", sock=self.sock, pidfile=self.dir / "dockerd.pid",
+        ))
+        with open(self.log, "a") as fh:
+            fh.write(f"\n===== testbed: dockerd start at {time.time():.3f} =====\n")
+        self.proc = self.tb.spawn(self.host, "sh", str(script), what=f"dockerd {self.host.name}",
+                                  log=self.log)
+        deadline = time.monotonic() + timeout
+        while self.cli("version", timeout=5).returncode != 0:
+            if not self.proc.alive() or time.monotonic() > deadline:
+                raise TestbedError(
+                    f"dockerd of {self.host.name} did not start:\n{tail(self.log, 20)}"
+                )
+            time.sleep(0.2)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            self.tb.stop(self.proc, sig=sig, timeout=20)
+            self.proc = None
+
+    def cli(self, *args: str, timeout: float = 60.0, input: str | None = None,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
+        cli = docker_cli()
+        assert cli is not None
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        return _run([cli, "-H", f"unix://{self.sock}", *args], timeout=timeout, input=input,
+                    check=check, env=env)
+
+    def ok(self, *args: str, timeout: float = 60.0) -> str:
+        res = self.cli(*args, timeout=timeout)
+        if res.returncode != 0:
+            raise TestbedError(
+                f"docker {' '.join(args)} on {self.host.name} failed: {res.stderr.strip()}\n"
+                f"--- {self.host.agent_log} ---\n{tail(self.host.agent_log, 15)}"
+            )
+        return res.stdout.strip()
+
+    def import_image(self) -> None:
+        root = self.dir / "image"
+        shutil.rmtree(root, ignore_errors=True)
+        (root / "bin").mkdir(parents=True)
+        (root / "etc").mkdir()
+        (root / "tmp").mkdir()
+        shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+        applets = _run([str(BUSYBOX), "--list"], check=True).stdout.split()
+        for applet in applets:
+            if applet != "busybox":
+                (root / "bin" / applet).symlink_to("busybox")
+        (root / "etc" / "passwd").write_text("root:x:0:0:root:/:/bin/sh\n")
+        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        cli = docker_cli()
+        assert cli is not None and tar.stdout is not None
+        res = subprocess.run(
+            [cli, "-H", f"unix://{self.sock}", "import", "-c", 'CMD ["/bin/sh"]', "-", IMAGE],
+            stdin=tar.stdout, capture_output=True, text=True, timeout=60, check=False,
+        )
+        tar.wait()
+        if res.returncode != 0:
+            raise TestbedError(f"docker import failed: {res.stderr}")
+
+    def run(self, name: str, network: str, *opts: str, cmd: tuple[str, ...] = ("sleep", "3600"),
+            ) -> str:
+        cid = self.ok("run", "-d", "--name", name, "--network", network, *opts, IMAGE, *cmd)
+        self.containers.add(cid)
+        return cid
+
+    def inspect(self, what: str) -> dict[str, Any]:
+        data = json.loads(self.ok("inspect", what))
+        return dict(data[0])
+
+    def pid(self, name: str) -> int:
+        return int(self.ok("inspect", "-f", "{{.State.Pid}}", name))
+
+    def attach_netns(self, name: str, network: str = "web") -> Container:
+        """Name the container's network namespace (`ip netns attach`) and return it as a
+        testbed Container, so the testbed helpers (ping, tcp_ok, ...) work on it."""
+        ns = f"{self.tb.ns_of(self.host)}d{name}"[:40]
+        if ns in self.tb._netns:
+            _run(["ip", "netns", "delete", ns])
+        else:
+            self.tb._netns.append(ns)
+            self.tb._save_registry()
+        _run(["ip", "netns", "attach", ns, str(self.pid(name))], check=True)
+        net = self.inspect(name)["NetworkSettings"]["Networks"][network]
+        c = Container(name=f"docker-{self.host.name}-{name}", ns=ns, ip=net["IPAddress"],
+                      mac=net["MacAddress"], host=self.host.name, network=network,
+                      endpoint={}, ifnames=["eth0"])
+        return c
+
+    def close(self) -> None:
+        """Remove every container, stop dockerd, kill what a crash may have left."""
+        if self.proc is not None and self.proc.alive():
+            ids = self.cli("ps", "-aq", "--no-trunc", timeout=20).stdout.split()
+            self.containers.update(ids)
+            if ids:
+                self.cli("rm", "-f", *ids, timeout=60)
+        self.stop()
+        for cid in self.containers:
+            for pid in _pids_of_container(cid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _pids_of_container(cid: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if cid in (entry / "cgroup").read_text():
+                pids.append(int(entry.name))
+    return pids
+
+
+def wait_docker(predicate: Any, timeout: float, message: str) -> Any:
+    return wait_until(predicate, timeout, message, interval=0.1)

@@ -1,0 +1,277 @@
+"""The Docker network + IPAM plugin against real dockerd instances.
+
+Lab: three testbed hosts; h1 and h2 each run their own dockerd (own data root,
+exec root, socket, pidfile, inside the host's network namespace, see dockerbed.py)
+and an agent serving the plugin; h3 has plain namespace containers.  The tests of
+this module share the lab and run in order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from conftest import require_testbed
+from dockerbed import Dockerd, missing_docker
+from testbed import BIN_DIR, Testbed, TestbedError, tail
+
+NET = ["-d", "daolinet", "--ipam-driver", "daolinet"]
+
+
+@dataclass
+class Lab:
+    tb: Testbed
+    d1: Dockerd
+    d2: Dockerd
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    require_testbed()
+    missing = missing_docker()
+    if missing:
+        pytest.skip("Docker tests need: " + "; ".join(missing))
+    tb = Testbed(["h1", "h2", "h3"], docker_hosts=["h1", "h2"], idle_timeout=3)
+    dockerds: list[Dockerd] = []
+    try:
+        tb.start()
+        for name in ("h1", "h2"):
+            d = Dockerd(tb, name)
+            dockerds.append(d)
+            try:
+                d.start()
+            except TestbedError as exc:
+                pytest.skip(f"dockerd cannot start here: {exc}")
+            d.import_image()
+        yield Lab(tb, dockerds[0], dockerds[1])
+    finally:
+        for d in dockerds:
+            try:
+                d.close()
+            except Exception as exc:  # teardown goes on
+                print(f"dockerd teardown: {exc}", file=sys.stderr)
+        tb.close()
+
+
+def _ports(tb: Testbed, host: str) -> list[str]:
+    return [p for p in tb.vsctl(host, "list-ports", "br-dl").stdout.split() if p]
+
+
+def _links(tb: Testbed, host: str) -> list[str]:
+    return tb.interfaces(tb.host(host))
+
+
+def _endpoint(tb: Testbed, name: str) -> dict | None:
+    r = tb.api("GET", f"/containers/{name}")
+    return r.json() if r.status_code == 200 else None
+
+
+def _named(tb: Testbed, name: str) -> dict:
+    return tb.wait_until(lambda: _endpoint(tb, name), 10, f"endpoint {name} not named")
+
+
+def test_network_create_inspect_remove(lab: Lab):
+    tb, d1 = lab.tb, lab.d1
+    d1.ok("network", "create", *NET, "--subnet", "10.20.0.0/24", "web")
+    assert "daolinet" in d1.ok("network", "ls", "--filter", "name=web")
+    ipam = d1.inspect("web")["IPAM"]
+    assert ipam["Driver"] == "daolinet"
+    assert ipam["Config"][0]["Subnet"] == "10.20.0.0/24"
+    net = tb.wait_until(lambda: tb.api("GET", "/networks/web").json(), 10, "web not at API")
+    assert (net["subnet"], net["gateway"]) == ("10.20.0.0/24", "10.20.0.1")
+
+    d1.ok("network", "create", *NET, "--subnet", "172.30.5.0/24", "--gateway", "172.30.5.254",
+          "scratch")
+    net = tb.wait_until(lambda: tb.api("GET", "/networks/scratch").json().get("gateway"), 10,
+                        "scratch not at API")
+    assert net == "172.30.5.254"
+    d1.ok("network", "rm", "scratch")
+    assert tb.api("GET", "/networks/scratch").status_code == 404
+    assert "scratch" not in d1.ok("network", "ls")
+
+
+def test_overlapping_subnet_refused_with_docker_text(lab: Lab):
+    d1 = lab.d1
+    d1.ok("network", "create", *NET, "--subnet", "10.30.0.0/16", "api")
+    lab.tb.wait_until(lambda: lab.tb.api("GET", "/networks/api").status_code == 200, 10,
+                      "api not at API")
+    r = d1.cli("network", "create", *NET, "--subnet", "10.30.1.0/24", "other")
+    assert r.returncode != 0
+    assert "daolinet: subnet 10.30.1.0/24 overlaps network api (10.30.0.0/16)" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = d1.cli("network", "create", "-d", "daolinet", "--subnet", "10.31.0.0/24", "noipam")
+    assert r.returncode != 0 and "daolinet: " in r.stderr and "--ipam-driver daolinet" in r.stderr
+    r = d1.cli("network", "create", *NET, "nosubnet")
+    assert r.returncode != 0 and "daolinet: give the network a subnet" in r.stderr
+    d1.ok("network", "rm", "api")
+
+
+def test_containers_on_two_hosts_ping_and_tcp(lab: Lab):
+    tb, d1, d2 = lab.tb, lab.d1, lab.d2
+    # h2's engine gets its own record of the same network (same name and subnet).
+    d2.ok("network", "create", *NET, "--subnet", "10.20.0.0/24", "web")
+    cid1 = d1.run("c1", "web")
+    d2.run("c2", "web")
+    e1, e2 = _named(tb, "c1"), _named(tb, "c2")
+    assert (e1["host"], e2["host"]) == ("h1", "h2")
+    assert e1["docker_id"] == cid1
+    assert _endpoint(tb, cid1[:12])["name"] == "c1"  # known by Docker id too
+    ip1 = d1.inspect("c1")["NetworkSettings"]["Networks"]["web"]["IPAddress"]
+    assert ip1 == e1["ip"]
+    assert d1.inspect("c1")["NetworkSettings"]["Networks"]["web"]["MacAddress"] == e1["mac"]
+    ns1, ns2 = d1.attach_netns("c1"), d2.attach_netns("c2")
+    p3 = tb.container("h3", "p3", "web")
+    # the driver turned tx checksum offload off before Docker moved the veth in
+    assert re.search(r"^tx-checksumming: off", tb.exec(ns1, "ethtool", "-k", "eth0").stdout,
+                     re.M)
+    assert tb.ping(ns1, e2["ip"], count=2)
+    assert tb.ping(ns2, p3.ip, count=2)
+    assert tb.ping(p3, e1["ip"], count=2)
+    assert tb.tcp_ok(ns1, ns2)
+    assert tb.tcp_ok(p3, ns1)
+    # daolictl shows Docker's name and id
+    out = subprocess.run(
+        [str(BIN_DIR / "daolictl"), "container", "show", "c1"], capture_output=True, text=True,
+        env={"DAOLINET_URL": tb.api_url, "DAOLINET_TOKEN": tb.token}, timeout=30, check=False,
+    )
+    assert out.returncode == 0 and cid1 in out.stdout, out.stderr
+    # the network cannot go while c1 is attached
+    r = d1.cli("network", "rm", "web")
+    assert r.returncode != 0 and "active endpoints" in r.stderr
+
+
+def test_fixed_ip_and_address_reuse(lab: Lab):
+    tb, d1 = lab.tb, lab.d1
+    before_ports, before_links = _ports(tb, "h1"), _links(tb, "h1")
+    d1.run("fixed", "web", "--ip", "10.20.0.9")
+    ep = _named(tb, "fixed")
+    assert ep["ip"] == "10.20.0.9"
+    r = d1.cli("run", "-d", "--name", "dup", "--network", "web", "--ip", "10.20.0.9",
+               "dltest-busybox", "sleep", "60")
+    assert r.returncode != 0 and "daolinet: ip 10.20.0.9 is already used by container fixed" \
+        in r.stderr
+    d1.cli("rm", "-f", "dup")
+    d1.ok("rm", "-f", "fixed")
+    tb.wait_until(lambda: _endpoint(tb, "fixed") is None, 10, "endpoint not removed")
+    tb.wait_until(lambda: _ports(tb, "h1") == before_ports, 10, "OVS port left")
+    assert _links(tb, "h1") == before_links
+    tb.wait_until(lambda: "10.20.0.9" not in " ".join(tb.kernel_routes("h1")), 10,
+                  "local route of 10.20.0.9 left")
+    d1.run("again", "web", "--ip", "10.20.0.9")
+    assert _named(tb, "again")["ip"] == "10.20.0.9"
+    d1.ok("stop", "-t", "0", "again")
+    tb.wait_until(lambda: _endpoint(tb, "again") is None, 10, "stop did not free the address")
+    d1.ok("rm", "again")
+    assert _ports(tb, "h1") == before_ports
+
+
+def test_agent_restart_while_containers_run(lab: Lab):
+    tb, d1 = lab.tb, lab.d1
+    c1, p3 = _named(tb, "c1"), tb.containers["p3"]
+    before = _ports(tb, "h1")
+    tb.restart_agent("h1")
+    assert _ports(tb, "h1") == before
+    assert tb.ping(p3, c1["ip"], count=2)
+    d1.run("late", "web")  # the plugin answers again
+    late = _named(tb, "late")
+    assert tb.ping(p3, late["ip"], count=2)
+    d1.ok("rm", "-f", "late")
+    tb.wait_until(lambda: _ports(tb, "h1") == before, 10, "port of late left")
+    assert _endpoint(tb, "late") is None
+
+
+def test_dockerd_restart_leaves_nothing_stale(lab: Lab):
+    tb, d2 = lab.tb, lab.d2
+    d2.run("tmp2", "web")
+    _named(tb, "tmp2")
+    d2.stop()  # stops its containers
+    tb.wait_until(lambda: _endpoint(tb, "c2") is None and _endpoint(tb, "tmp2") is None, 20,
+                  "endpoints of stopped containers left")
+    assert _ports(tb, "h2") == []
+    assert [x for x in _links(tb, "h2") if x.startswith(("dl", "dlt"))] == []
+    assert tb.kernel_routes("h2") == []
+    d2.start()
+    d2.ok("rm", "-f", "tmp2")
+    d2.ok("start", "c2")
+    c2 = _named(tb, "c2")
+    assert c2["host"] == "h2"
+    assert tb.ping(tb.containers["p3"], c2["ip"], count=2)
+    assert len(_ports(tb, "h2")) == 1
+
+
+def _ping_gap(output: str, interval: float) -> tuple[int, float]:
+    """(packets lost, longest time without a reply in ms) from `ping -D` output."""
+    stamps = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\].*bytes from", output, re.M)]
+    sent = re.search(r"(\d+) packets transmitted, (\d+) received", output)
+    assert sent and stamps, output
+    lost = int(sent.group(1)) - int(sent.group(2))
+    gap = max((b - a for a, b in itertools.pairwise(stamps)), default=0.0)
+    return lost, max(0.0, gap - interval) * 1000
+
+
+def test_move_keeps_ip_and_mac(lab: Lab):
+    tb, d1, d2 = lab.tb, lab.d1, lab.d2
+    d1.run("mover", "web", "-e", "ROLE=mover", cmd=("sleep", "3600"))
+    ep = _named(tb, "mover")
+    p3 = tb.containers["p3"]
+    assert tb.ping(p3, ep["ip"], count=2)
+    interval = 0.02
+    pinger = subprocess.Popen(
+        ["ip", "netns", "exec", p3.ns, "ping", "-D", "-n", "-i", str(interval), "-W", "1",
+         "-w", "8", ep["ip"]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        time.sleep(1.0)
+        started = time.monotonic()
+        out = subprocess.run(
+            [str(BIN_DIR / "daolictl"), "container", "move", "mover", "--host", "h2", "--json"],
+            capture_output=True, text=True, timeout=120, check=False,
+            env={"DAOLINET_URL": tb.api_url, "DAOLINET_TOKEN": tb.token},
+        )
+        took = time.monotonic() - started
+        assert out.returncode == 0, f"{out.stderr}\n{tail(tb.hosts['h2'].agent_log, 30)}"
+        output, _ = pinger.communicate(timeout=30)
+    finally:
+        if pinger.poll() is None:
+            pinger.kill()
+    moved = _endpoint(tb, "mover")
+    assert moved is not None
+    assert (moved["host"], moved["ip"], moved["mac"], moved["id"]) == \
+        ("h2", ep["ip"], ep["mac"], ep["id"])
+    info = d2.inspect("mover")
+    assert info["Config"]["Env"] and "ROLE=mover" in info["Config"]["Env"]
+    assert info["Config"]["Cmd"] == ["sleep", "3600"]
+    assert info["NetworkSettings"]["Networks"]["web"]["IPAddress"] == ep["ip"]
+    assert info["NetworkSettings"]["Networks"]["web"]["MacAddress"] == ep["mac"]
+    tb.wait_until(lambda: moved["docker_id"] == info["Id"] or
+                  _endpoint(tb, "mover")["docker_id"] == info["Id"], 10, "docker id not updated")
+    assert d1.cli("inspect", "mover").returncode != 0  # the old one is gone
+    assert tb.ping(p3, ep["ip"], count=2)
+    ns = d2.attach_netns("mover")
+    assert tb.tcp_ok(p3, ns)
+    lost, gap_ms = _ping_gap(output, interval)
+    print(f"\nmove: {took * 1000:.0f} ms for the move, peer lost {lost} pings "
+          f"(every {interval * 1000:.0f} ms), longest gap {gap_ms:.0f} ms")
+    assert lost < 8 / interval  # the peer got replies again after the move
+
+
+def test_no_leftovers_after_removal(lab: Lab):
+    tb, d1, d2 = lab.tb, lab.d1, lab.d2
+    for d in (d1, d2):
+        ids = d.cli("ps", "-aq").stdout.split()
+        if ids:
+            d.ok("rm", "-f", *ids)
+    tb.detach("p3")
+    tb.wait_until(lambda: tb.api_json("GET", "/containers") == [], 15, "endpoints left")
+    for host in ("h1", "h2"):
+        assert _ports(tb, host) == []
+    d1.ok("network", "rm", "web")
+    d2.ok("network", "rm", "web")
+    tb.wait_until(lambda: tb.api("GET", "/networks/web").status_code == 404, 10,
+                  "web left at the API")

@@ -1,0 +1,375 @@
+"""The Docker network/IPAM plugin against the real controller API (in process) and
+fake Docker engine and host ops."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from controller.api.app import create_app
+from controller.api.deps import ApiContext
+from controller.events import Change, EndpointAdded, EndpointRemoved
+from controller.inventory import Conflict, Inventory
+from controller.store import SqliteStore
+from hostnet.attach import peer_temp_name
+from hostnet.client import ControllerClient
+from hostnet.dockerplugin import (
+    CONTENT_TYPE,
+    DOCKER_ENDPOINT_KEY,
+    DockerError,
+    DockerPlugin,
+    create_plugin_app,
+)
+
+TOKEN = "t0ken"
+
+
+class FakeFabric:
+    def routes(self, host: str | None = None) -> list[dict[str, Any]]:
+        return []
+
+
+class FakeDocker:
+    """A Docker engine's networks and containers, as the plugin reads them."""
+
+    def __init__(self) -> None:
+        self.nets: dict[str, dict[str, Any]] = {}
+        self.ctrs: dict[str, dict[str, Any]] = {}
+        self.runs: list[tuple[str, dict[str, Any]]] = []
+        self.removed: list[str] = []
+
+    def add_network(self, nid: str, name: str, subnet: str, gateway: str | None = None) -> None:
+        cfg = {"Subnet": subnet} | ({"Gateway": gateway} if gateway else {})
+        self.nets[nid] = {"Id": nid, "Name": name, "IPAM": {"Config": [cfg]}}
+
+    def add_container(self, cid: str, name: str, nid: str, docker_ep: str) -> None:
+        self.ctrs[cid] = {
+            "Id": cid, "Names": [f"/{name}"], "Name": f"/{name}",
+            "Config": {"Image": "img", "Cmd": ["sleep", "9"], "Entrypoint": None,
+                       "Env": ["A=1"], "WorkingDir": "", "Labels": {}},
+            "NetworkSettings": {"Networks": {self.nets[nid]["Name"]: {
+                "NetworkID": nid, "EndpointID": docker_ep}}},
+        }
+
+    async def networks(self) -> list[dict[str, Any]]:
+        return list(self.nets.values())
+
+    async def network(self, network_id: str) -> dict[str, Any] | None:
+        return self.nets.get(network_id)
+
+    async def create_network(self, name: str, subnet: str, gateway: str | None) -> str:
+        nid = f"net-{name}"
+        self.add_network(nid, name, subnet, gateway)
+        return nid
+
+    async def containers(self, network_id: str) -> list[dict[str, Any]]:
+        return [c for c in self.ctrs.values()
+                if any(n["NetworkID"] == network_id
+                       for n in c["NetworkSettings"]["Networks"].values())]
+
+    async def inspect(self, container: str) -> dict[str, Any] | None:
+        return self.ctrs.get(container)
+
+    async def run(self, name: str, config: dict[str, Any]) -> str:
+        self.runs.append((name, config))
+        if self.on_run is not None:
+            await self.on_run(name, config)
+        return "c" * 64
+
+    on_run: Any = None
+
+    async def remove(self, container: str) -> None:
+        self.removed.append(container)
+        self.ctrs.pop(container, None)
+
+
+class FakeOps:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.port_ids: dict[str, dict[str, str]] = {}
+        self.links: set[str] = set()
+
+    def ports(self) -> dict[str, dict[str, str]]:
+        return {p: dict(ids) for p, ids in self.port_ids.items()}
+
+    def create_veth(self, host_name: str, peer_name: str, mtu: int) -> None:
+        self.calls.append(("veth", (host_name, peer_name, mtu)))
+        self.links |= {host_name, peer_name}
+
+    def tx_offload_off(self, name: str) -> None:
+        self.calls.append(("tx_off", name))
+
+    def host_side_up(self, name: str, mtu: int) -> None:
+        self.calls.append(("up", name))
+
+    def add_port(self, port: str, external_ids: dict[str, str]) -> None:
+        self.calls.append(("add_port", port))
+        self.port_ids[port] = dict(external_ids)
+
+    def del_port(self, port: str) -> None:
+        self.calls.append(("del_port", port))
+        self.port_ids.pop(port, None)
+
+    def delete_link(self, name: str) -> None:
+        self.calls.append(("del_link", name))
+        self.links.discard(name)
+
+
+class World:
+    """A controller (real API, in process) and one plugin per host."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.changes: list[Change] = []
+        self.inventory = Inventory(SqliteStore(str(tmp / "s.db")), self.changes.append)
+        for i, host in enumerate(("h1", "h2"), start=1):
+            self.inventory.register_host(host, f"198.18.0.{10 + i}")
+        ctx = ApiContext(inventory=self.inventory, token=TOKEN, fabric=FakeFabric(),
+                         openflow_host="127.0.0.1", openflow_port=6653)
+        self.app = create_app(ctx)
+        self.docker = {h: FakeDocker() for h in ("h1", "h2")}
+        self.ops = {h: FakeOps() for h in ("h1", "h2")}
+        self.plugins = {h: self._plugin(h) for h in ("h1", "h2")}
+
+    def _plugin(self, host: str) -> DockerPlugin:
+        client = ControllerClient("http://ctl", TOKEN, transport=httpx.ASGITransport(self.app))
+        return DockerPlugin(host, client, self.docker[host], self.ops[host], resolve_timeout=2)
+
+    async def call(self, host: str, method: str, body: dict[str, Any] | None = None
+                   ) -> tuple[int, dict[str, Any], str]:
+        app = create_plugin_app(self.plugins[host])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
+                                     base_url="http://plugin") as http:
+            r = await http.post(f"/{method}", json=body or {})
+        return r.status_code, r.json(), r.headers["content-type"]
+
+    async def ok(self, host: str, method: str, body: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+        status, answer, _ = await self.call(host, method, body)
+        assert status == 200 and "Err" not in answer, answer
+        return answer
+
+    async def create_network(self, host: str, nid: str, name: str, subnet: str) -> None:
+        pool = await self.ok(host, "IpamDriver.RequestPool",
+                             {"AddressSpace": "daolinet", "Pool": subnet})
+        gw = await self.ok(host, "IpamDriver.RequestAddress", {
+            "PoolID": pool["PoolID"], "Options": {"RequestAddressType":
+                                                  "com.docker.network.gateway"}})
+        await self.ok(host, "NetworkDriver.CreateNetwork", {
+            "NetworkID": nid, "IPv4Data": [{"AddressSpace": "daolinet", "Pool": subnet,
+                                            "Gateway": gw["Address"]}]})
+        self.docker[host].add_network(nid, name, subnet)
+
+    async def run_container(self, host: str, nid: str, name: str, cid: str,
+                            ip: str | None = None) -> dict[str, Any]:
+        subnet = self.docker[host].nets[nid]["IPAM"]["Config"][0]["Subnet"]
+        addr = await self.ok(host, "IpamDriver.RequestAddress",
+                             {"PoolID": subnet, "Address": ip or "", "Options": {}})
+        dep = f"ep-{cid}"
+        created = await self.ok(host, "NetworkDriver.CreateEndpoint", {
+            "NetworkID": nid, "EndpointID": dep, "Interface": {"Address": addr["Address"]}})
+        joined = await self.ok(host, "NetworkDriver.Join", {
+            "NetworkID": nid, "EndpointID": dep, "SandboxKey": "/x"})
+        self.docker[host].add_container(cid, name, nid, dep)
+        return {"address": addr["Address"], "created": created, "joined": joined}
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def test_handshake_and_content_type(world: World):
+    async def go():
+        status, body, ctype = await world.call("h1", "Plugin.Activate")
+        assert (status, body) == (200, {"Implements": ["NetworkDriver", "IpamDriver"]})
+        assert ctype == CONTENT_TYPE
+        assert (await world.ok("h1", "NetworkDriver.GetCapabilities")) == \
+            {"Scope": "local", "ConnectivityScope": "global"}
+        spaces = await world.ok("h1", "IpamDriver.GetDefaultAddressSpaces")
+        assert spaces["LocalDefaultAddressSpace"] == "daolinet"
+        status, body, _ = await world.call("h1", "NetworkDriver.Nonsense")
+        assert status == 404
+    run(go())
+
+
+def test_network_is_created_under_the_docker_name(world: World):
+    async def go():
+        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+        for _ in range(50):
+            if world.inventory.index.network("web"):
+                break
+            await asyncio.sleep(0.05)
+        net = world.inventory.network("web")
+        assert str(net.subnet) == "10.20.0.0/24" and str(net.gateway) == "10.20.0.1"
+        # the same subnet from another engine joins; an overlap is refused
+        await world.ok("h2", "IpamDriver.RequestPool", {"Pool": "10.20.0.0/24"})
+        status, body, _ = await world.call("h1", "IpamDriver.RequestPool",
+                                           {"Pool": "10.20.0.0/25"})
+        assert status == 500
+        assert body == {"Err": "daolinet: subnet 10.20.0.0/25 overlaps network web "
+                               "(10.20.0.0/24)"}
+        # this engine already has a network on that subnet
+        status, body, _ = await world.call("h1", "IpamDriver.RequestPool",
+                                           {"Pool": "10.20.0.0/24"})
+        assert body["Err"].startswith("daolinet: subnet 10.20.0.0/24 overlaps network web")
+        _, body, _ = await world.call("h1", "IpamDriver.RequestPool", {"Pool": ""})
+        assert "give the network a subnet" in body["Err"]
+        _, body, _ = await world.call("h1", "NetworkDriver.CreateNetwork", {
+            "NetworkID": "x", "IPv4Data": [{"AddressSpace": "LocalDefault",
+                                            "Pool": "10.9.0.0/24"}]})
+        assert "--ipam-driver daolinet" in body["Err"]
+        await world.ok("h1", "NetworkDriver.DeleteNetwork", {"NetworkID": "n1"})
+        assert world.inventory.index.network("web") is None
+    run(go())
+
+
+def test_container_lifecycle(world: World):
+    async def go():
+        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+        out = await world.run_container("h1", "n1", "c1", "a" * 64)
+        assert out["address"] == "10.20.0.2/24"
+        ep = world.inventory.endpoints()[0]
+        assert out["created"] == {"Interface": {"MacAddress": "02:da:0a:14:00:02"}}
+        assert out["joined"]["InterfaceName"] == {"SrcName": peer_temp_name(ep.id),
+                                                  "DstPrefix": "eth"}
+        assert out["joined"]["Gateway"] == "10.20.0.1"
+        ops = world.ops["h1"]
+        names = [c[0] for c in ops.calls]
+        assert names == ["veth", "tx_off", "up", "add_port"]
+        assert ops.calls[1] == ("tx_off", peer_temp_name(ep.id))  # before Docker moves it
+        assert ops.port_ids[ep.port][DOCKER_ENDPOINT_KEY] == "ep-" + "a" * 64
+        for _ in range(50):  # the name comes from the Docker API after the join
+            if world.inventory.index.endpoint("c1"):
+                break
+            await asyncio.sleep(0.05)
+        named = world.inventory.endpoint("c1")
+        assert named.docker_id == "a" * 64 and named.id == ep.id
+        assert world.inventory.endpoint("a" * 12).id == ep.id  # Docker short id
+        # fixed IP taken: Docker's text
+        _, body, _ = await world.call("h1", "IpamDriver.RequestAddress",
+                                      {"PoolID": "10.20.0.0/24", "Address": "10.20.0.2"})
+        assert body == {"Err": "daolinet: ip 10.20.0.2 is already used by container c1"}
+        # stop/rm: DeleteEndpoint then ReleaseAddress
+        await world.ok("h1", "NetworkDriver.Leave", {"NetworkID": "n1", "EndpointID": "x"})
+        await world.ok("h1", "NetworkDriver.DeleteEndpoint",
+                       {"NetworkID": "n1", "EndpointID": "ep-" + "a" * 64})
+        assert ops.port_ids == {} and ep.port not in ops.links
+        await world.ok("h1", "IpamDriver.ReleaseAddress",
+                       {"PoolID": "10.20.0.0/24", "Address": "10.20.0.2"})
+        assert world.inventory.endpoints() == []
+        out = await world.run_container("h1", "n1", "c9", "b" * 64, ip="10.20.0.2")
+        assert out["address"] == "10.20.0.2/24"  # reused
+    run(go())
+
+
+def test_unexpected_failure_is_one_line(world: World):
+    async def boom() -> list[dict[str, Any]]:
+        raise RuntimeError("kaputt\nsecond line")
+
+    world.docker["h1"].networks = boom  # type: ignore[method-assign]
+
+    async def go():
+        status, body, _ = await world.call("h1", "IpamDriver.RequestPool",
+                                           {"Pool": "10.1.0.0/24"})
+        assert status == 500 and body["Err"].startswith("daolinet: RuntimeError: kaputt")
+    run(go())
+
+
+def test_docker_errors_become_plugin_errors(world: World):
+    async def down() -> list[dict[str, Any]]:
+        raise DockerError(502, "dockerd at /x unreachable")
+
+    world.docker["h1"].networks = down  # type: ignore[method-assign]
+
+    async def go():
+        _, body, _ = await world.call("h1", "IpamDriver.RequestPool", {"Pool": "10.1.0.0/24"})
+        assert body == {"Err": "daolinet: dockerd at /x unreachable"}
+    run(go())
+
+
+def test_move_relocates_at_join(world: World):
+    async def go():
+        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+        await world.run_container("h1", "n1", "mover", "a" * 64)
+        for _ in range(50):
+            if world.inventory.index.endpoint("mover"):
+                break
+            await asyncio.sleep(0.05)
+        ep = world.inventory.endpoint("mover")
+        spec = await world.plugins["h1"].command("docker-inspect", {"docker_id": "a" * 64})
+        assert (spec["name"], spec["network"], spec["subnet"], spec["env"]) == \
+            ("mover", "web", "10.20.0.0/24", ["A=1"])
+        h2 = world.docker["h2"]
+        hosts_seen: list[str] = []
+
+        async def docker_runs_it(name: str, config: dict[str, Any]) -> None:
+            # what dockerd on h2 does: network create (done), IPAM, endpoint, join
+            nid = next(iter(h2.nets))
+            await world.run_container("h2", nid, name, "c" * 64,
+                                      ip=config["NetworkingConfig"]["EndpointsConfig"]["web"]
+                                      ["IPAMConfig"]["IPv4Address"])
+            hosts_seen.append(world.inventory.endpoint(ep.id).host)
+
+        h2.on_run = docker_runs_it
+        world.changes.clear()
+        result = await world.plugins["h2"].command("docker-run", {
+            "spec": spec, "endpoint": ep.id, "ip": str(ep.ip), "mac": ep.mac})
+        assert result == {"docker_id": "c" * 64}
+        assert "web" in {n["Name"] for n in h2.nets.values()}  # created on h2
+        assert h2.runs[0][1]["MacAddress"] == ep.mac
+        assert hosts_seen == ["h2"]
+        moved = world.inventory.endpoint(ep.id)
+        assert (moved.host, moved.ip, moved.mac, moved.port) == ("h2", ep.ip, ep.mac, ep.port)
+        assert [type(c) for c in world.changes] == [EndpointRemoved, EndpointAdded]
+        assert world.plugins["h2"].pending_moves == {}
+        # the old container goes; its ReleaseAddress leaves the moved endpoint alone
+        await world.plugins["h1"].command("docker-remove", {"docker_id": "a" * 64})
+        await world.ok("h1", "NetworkDriver.DeleteEndpoint",
+                       {"NetworkID": "n1", "EndpointID": "ep-" + "a" * 64})
+        await world.ok("h1", "IpamDriver.ReleaseAddress",
+                       {"PoolID": "10.20.0.0/24", "Address": str(ep.ip)})
+        assert world.inventory.endpoint(ep.id).host == "h2"
+        assert world.ops["h1"].port_ids == {}
+    run(go())
+
+
+def test_reconcile_removes_endpoints_of_gone_containers(world: World):
+    async def go():
+        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+        await world.run_container("h1", "n1", "c1", "a" * 64)
+        for _ in range(50):
+            if world.inventory.index.endpoint("c1"):
+                break
+            await asyncio.sleep(0.05)
+        world.docker["h1"].ctrs.clear()  # dockerd lost it while the agent was down
+        await world.plugins["h1"].reconcile()
+        assert world.inventory.endpoints() == []
+        assert world.ops["h1"].port_ids == {}
+    run(go())
+
+
+def test_inventory_update_relocate_and_docker_id_lookup(world: World):
+    inv = world.inventory
+    inv.create_network("web", "10.1.0.0/24")
+    a = inv.add_endpoint("a", "web", "h1")
+    inv.add_endpoint("b", "web", "h1")
+    inv.update_endpoint(a.id, name="a2", docker_id="f" * 64)
+    assert inv.endpoint("a2").id == a.id and inv.index.endpoint("a") is None
+    assert inv.endpoint("f" * 12).id == a.id
+    with pytest.raises(Conflict):
+        inv.update_endpoint(a.id, name="b")
+    world.changes.clear()
+    moved = inv.relocate_endpoint("a2", "h2")
+    assert moved.host == "h2" and moved.ip == ipaddress.IPv4Address("10.1.0.2")
+    assert inv.index.endpoint_by_port("h2", a.port) is not None
+    assert inv.index.endpoint_by_port("h1", a.port) is None
+    assert [type(c) for c in world.changes] == [EndpointRemoved, EndpointAdded]

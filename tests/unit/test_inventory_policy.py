@@ -1,0 +1,351 @@
+"""Inventory: groups, pair policies, firewall rules, published ports, network options."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.events import (
+    Change,
+    GroupChanged,
+    NetworkChanged,
+    NetworkRemoved,
+    PairPolicyChanged,
+    PublishedPortAdded,
+    PublishedPortRemoved,
+    RulesChanged,
+)
+from controller.inventory import Conflict, Invalid, Inventory, NotFound
+from controller.models import RuleSource
+from controller.store import SqliteStore
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "inv.db"
+
+
+@pytest.fixture
+def events() -> list[Change]:
+    return []
+
+
+@pytest.fixture
+def inv(db: Path, events: list[Change]) -> Iterator[Inventory]:
+    store = SqliteStore(db)
+    inv = Inventory(store, events.append)
+    inv.register_host("h1", "198.18.0.11")
+    inv.register_host("h2", "198.18.0.12")
+    inv.create_network("web", "10.1.0.0/24")
+    inv.create_network("api", "10.2.0.0/24")
+    inv.add_endpoint("c1", "web", "h1")
+    inv.add_endpoint("c2", "api", "h2")
+    events.clear()
+    yield inv
+    store.close()
+
+
+# --- networks ---------------------------------------------------------------------------
+
+
+def test_external_network(inv: Inventory, events: list[Change]) -> None:
+    assert inv.network("web").external is False
+    ext = inv.create_network("out", "10.9.0.0/24", external=True)
+    assert ext.external is True
+    after = inv.set_network_external("web", True)
+    assert after.external is True and inv.index.network("web") == after
+    assert events[-1] == NetworkChanged(after.model_copy(update={"external": False}), after)
+    n = len(events)
+    assert inv.set_network_external("web", True) == after  # no change, no event
+    assert len(events) == n
+    with pytest.raises(NotFound, match="network nope not found"):
+        inv.set_network_external("nope", True)
+
+
+def test_deleting_a_network_leaves_groups_and_drops_its_rules(
+    inv: Inventory, events: list[Change]
+) -> None:
+    inv.create_network("tmp", "10.5.0.0/24")
+    inv.create_group("g", ["web", "tmp"])
+    inv.add_rule("network", "tmp", "deny")
+    kept = inv.add_rule("network", "web", "allow", "network", "tmp")
+    events.clear()
+    inv.delete_network("tmp")
+    assert inv.group("g").networks == ("web",)
+    assert inv.index.groups_of_network("tmp") == frozenset()
+    assert inv.rules() == [kept]  # a rule naming it as a source stays (matches nothing)
+    assert [type(e) for e in events] == [RulesChanged, GroupChanged, NetworkRemoved]
+    assert events[1] == GroupChanged("g", ("tmp", "web"), ("web",))
+
+
+# --- groups -----------------------------------------------------------------------------
+
+
+def test_group_lifecycle(inv: Inventory, events: list[Change]) -> None:
+    g = inv.create_group("g", ["web", "web"])
+    assert g.networks == ("web",)
+    assert events[-1] == GroupChanged("g", (), ("web",))
+    assert inv.index.groups_of_network("web") == {"g"}
+    g = inv.add_group_member("g", "api")
+    assert g.networks == ("api", "web")
+    assert events[-1] == GroupChanged("g", ("web",), ("api", "web"))
+    assert events[-1].networks == {"api", "web"}  # type: ignore[union-attr]
+    n = len(events)
+    assert inv.add_group_member("g", "api") == g  # already a member: no change
+    assert len(events) == n
+    inv.create_group("h", ["web"])
+    assert inv.index.groups_of_network("web") == {"g", "h"}
+    assert [x.name for x in inv.groups()] == ["g", "h"]
+    g = inv.remove_group_member("g", "web")
+    assert g.networks == ("api",)
+    assert inv.index.groups_of_network("web") == {"h"}
+    gone = inv.delete_group("g")
+    assert gone == g
+    assert events[-1] == GroupChanged("g", ("api",), ())
+    assert inv.index.groups_of_network("api") == frozenset()
+    with pytest.raises(NotFound, match="group g not found"):
+        inv.group("g")
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda i: i.create_group("bad name"), Invalid, "group name 'bad name' is invalid"),
+        (lambda i: i.create_group("g", ["nope"]), NotFound, "network nope not found"),
+        (lambda i: i.create_group("taken"), Conflict, "group taken already exists"),
+        (lambda i: i.delete_group("nope"), NotFound, "group nope not found"),
+        (lambda i: i.add_group_member("nope", "web"), NotFound, "group nope not found"),
+        (lambda i: i.add_group_member("taken", "nope"), NotFound, "network nope not found"),
+        (lambda i: i.remove_group_member("taken", "api"), NotFound,
+         "network api is not a member of group taken"),
+    ],
+)
+def test_group_errors(inv: Inventory, call, error, message) -> None:
+    inv.create_group("taken", ["web"])
+    with pytest.raises(error, match=message):
+        call(inv)
+
+
+def test_deleting_a_group_drops_its_rules(inv: Inventory, events: list[Change]) -> None:
+    inv.create_group("g", ["web", "api"])
+    inv.add_rule("group", "g", "deny")
+    events.clear()
+    inv.delete_group("g")
+    assert inv.rules() == []
+    assert events == [
+        RulesChanged("group", "g", ("api", "web")),
+        GroupChanged("g", ("api", "web"), ()),
+    ]
+
+
+# --- pair policies ----------------------------------------------------------------------
+
+
+def test_pair_policy_lifecycle(inv: Inventory, events: list[Change]) -> None:
+    c2 = inv.endpoint("c2")
+    p = inv.set_pair_policy(c2.id, "c1", "deny")  # by id or name; stored a < b
+    assert (p.a, p.b, p.action) == ("c1", "c2", "deny")
+    assert events[-1] == PairPolicyChanged("c1", "c2", None, "deny")
+    assert inv.pair_policy("c2", "c1") == p
+    assert inv.index.pair_policy("c2", "c1") == p
+    n = len(events)
+    assert inv.set_pair_policy("c1", "c2", "deny") == p  # same action: no event
+    assert len(events) == n
+    p2 = inv.set_pair_policy("c1", "c2", "allow")
+    assert events[-1] == PairPolicyChanged("c1", "c2", "deny", "allow")
+    assert inv.pair_policies() == [p2]
+    assert inv.pair_policies("c2") == [p2]
+    assert inv.pair_policies("other") == []
+    cleared = inv.clear_pair_policy("c2", "c1")
+    assert cleared == p2
+    assert events[-1] == PairPolicyChanged("c1", "c2", "allow", None)
+    assert inv.index.pair_policy("c1", "c2") is None
+
+
+def test_pair_policy_outlives_its_containers(inv: Inventory) -> None:
+    inv.set_pair_policy("c1", "c2", "deny")
+    inv.remove_endpoint("c2")
+    assert inv.pair_policy("c1", "c2").action == "deny"  # by name
+    inv.add_endpoint("c2", "web", "h2")  # re-created under its name: policy applies again
+    assert inv.index.pair_policy("c1", "c2") is not None
+    inv.remove_endpoint("c2")
+    inv.clear_pair_policy("c1", "c2")  # clear works on a name that no longer exists
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda i: i.set_pair_policy("ghost", "c1", "deny"), NotFound, "container ghost not found"),
+        (lambda i: i.set_pair_policy("c1", "ghost", "deny"), NotFound, "container ghost not found"),
+        (lambda i: i.set_pair_policy("c1", "c1", "deny"), Invalid,
+         "b 'c1' is the same container as a"),
+        (lambda i: i.set_pair_policy("c1", "c2", "maybe"), Invalid,
+         "action 'maybe' must be allow or deny"),
+        (lambda i: i.pair_policy("c1", "c2"), NotFound, "no pair policy between c1 and c2"),
+        (lambda i: i.clear_pair_policy("c1", "c2"), NotFound,
+         "no pair policy between c1 and c2"),
+    ],
+)
+def test_pair_policy_errors(inv: Inventory, call, error, message) -> None:
+    with pytest.raises(error, match=message):
+        call(inv)
+
+
+# --- firewall rules ---------------------------------------------------------------------
+
+
+def test_rules_order_insert_and_delete(inv: Inventory, events: list[Change]) -> None:
+    a = inv.add_rule("network", "web", "allow", "network", "api", "tcp", ["80", 443])
+    assert (a.position, a.ports, a.source) == (0, ("80", "443"), RuleSource(kind="network",
+                                                                            value="api"))
+    assert events[-1] == RulesChanged("network", "web", ("web",))
+    b = inv.add_rule("network", "web", "deny")
+    c = inv.add_rule("network", "web", "allow", "cidr", "192.0.2.0/24", position=0)
+    order = inv.index.rules_for("network", "web")
+    assert [r.id for r in order] == [c.id, a.id, b.id]
+    assert [r.position for r in order] == [0, 1, 2]
+    inv.delete_rule(a.id)
+    order = inv.index.rules_for("network", "web")
+    assert [(r.id, r.position) for r in order] == [(c.id, 0), (b.id, 1)]
+    assert inv.rule(b.id).position == 1
+    assert inv.rules("network", "web") == list(order)
+    assert inv.rules("group") == []
+    inv.create_group("g", ["api"])
+    g = inv.add_rule("group", "g", "deny", "container", inv.endpoint("c1").id)
+    assert g.source == RuleSource(kind="container", value="c1")  # an id becomes the name
+    assert events[-1] == RulesChanged("group", "g", ("api",))
+    inv.delete_rule(g.id)
+    assert events[-1] == RulesChanged("group", "g", ("api",))
+
+
+def test_rule_normalisation(inv: Inventory) -> None:
+    r = inv.add_rule("network", "web", "allow", "cidr", " 192.0.2.9 ", "udp",
+                     ["53", "53", "1000-1000", " 7-9 "])  # fmt: skip
+    assert r.source == RuleSource(kind="cidr", value="192.0.2.9/32")
+    assert r.ports == ("53", "1000", "7-9")
+    r = inv.add_rule("network", "web", "allow", "any", "  ")
+    assert r.source == RuleSource(kind="any")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"target_kind": "host"}, Invalid, "target_kind 'host' must be network or group"),
+        ({"target": "nope"}, NotFound, "network nope not found"),
+        ({"target_kind": "group", "target": "nope"}, NotFound, "group nope not found"),
+        ({"action": "drop"}, Invalid, "action 'drop' must be allow or deny"),
+        ({"protocol": "sctp"}, Invalid, "protocol 'sctp' must be one of tcp, udp, icmp, any"),
+        ({"protocol": "icmp", "ports": ["80"]}, Invalid, "ports need protocol tcp or udp"),
+        ({"protocol": "any", "ports": ["80"]}, Invalid, "ports need protocol tcp or udp"),
+        ({"protocol": "tcp", "ports": ["http"]}, Invalid, "ports entry 'http' is not a port"),
+        ({"protocol": "tcp", "ports": ["0"]}, Invalid, "ports entry '0' is out of range"),
+        ({"protocol": "tcp", "ports": ["70000"]}, Invalid, "ports entry '70000' is out of range"),
+        ({"protocol": "tcp", "ports": ["90-80"]}, Invalid, "ports entry '90-80' is an empty"),
+        ({"protocol": "tcp", "ports": ["-80"]}, Invalid, "ports entry '-80' is not a port"),
+        ({"protocol": "tcp", "ports": ["8-"]}, Invalid, "ports entry '8-' is not a port"),
+        ({"protocol": "tcp", "ports": [True]}, Invalid, "ports entry True is not a port"),
+        ({"protocol": "tcp", "ports": [str(p) for p in range(1, 40)]}, Invalid,
+         "ports has 39 entries, at most 32"),
+        ({"source_kind": "cidr", "source_value": "10.0.0.1/8"}, Invalid,
+         r"source.value 10.0.0.1/8 has host bits set \(did you mean 10.0.0.0/8\?\)"),
+        ({"source_kind": "cidr", "source_value": "nope"}, Invalid,
+         "source.value 'nope' is not an IPv4 address or CIDR"),
+        ({"source_kind": "cidr"}, Invalid, "source.value is required for source kind cidr"),
+        ({"source_kind": "any", "source_value": "x"}, Invalid,
+         "source.value 'x' must be empty for source kind any"),
+        ({"source_kind": "container", "source_value": "ghost"}, NotFound,
+         "container ghost not found"),
+        ({"source_kind": "network", "source_value": "nope"}, NotFound, "network nope not found"),
+        ({"source_kind": "group", "source_value": "nope"}, NotFound, "group nope not found"),
+        ({"source_kind": "host", "source_value": "h1"}, Invalid,
+         "source.kind 'host' must be one of"),
+        ({"position": 2}, Invalid,
+         r"position 2 is out of range 0-1 \(1 rule\(s\) on network web\)"),
+        ({"position": -1}, Invalid, "position -1 is out of range"),
+    ],
+)
+def test_rule_errors(inv: Inventory, kwargs, error, message) -> None:
+    inv.add_rule("network", "web", "allow")
+    args = {"target_kind": "network", "target": "web", "action": "allow"} | kwargs
+    with pytest.raises(error, match=message):
+        inv.add_rule(**args)
+    assert len(inv.rules()) == 1  # nothing half-done
+
+
+def test_rule_not_found(inv: Inventory) -> None:
+    with pytest.raises(NotFound, match="firewall rule x not found"):
+        inv.rule("x")
+    with pytest.raises(NotFound, match="firewall rule x not found"):
+        inv.delete_rule("x")
+
+
+# --- published ports --------------------------------------------------------------------
+
+
+def test_published_ports(inv: Inventory, events: list[Change]) -> None:
+    p = inv.publish_port("c1", 8080, 80)
+    assert (p.container, p.protocol, p.host_port, p.container_port) == ("c1", "tcp", 8080, 80)
+    assert events[-1] == PublishedPortAdded(p)
+    assert inv.index.published_port(8080, "tcp", "h1") == p
+    assert inv.index.published_port(8080, "udp", "h1") is None
+    assert inv.index.published_port(8080, "tcp", "h2") is None
+    # the same host port on another host, or another protocol, is free
+    q = inv.publish_port("c2", 8080, 80)
+    u = inv.publish_port(inv.endpoint("c1").id, 8080, 53, "udp")
+    assert inv.index.published_port(8080, "tcp", "h2") == q
+    assert inv.published_ports("c1") == [p, u]
+    assert inv.published_ports() == [p, u, q]
+    assert inv.published_port(p.id) == p
+    assert inv.unpublish_port(p.id) == p
+    assert events[-1] == PublishedPortRemoved(p)
+    assert inv.index.published_port(8080, "tcp", "h1") is None
+    assert inv.index.published_port(8080, "tcp", "h2") == q
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        (("c1", 8080, 80), Conflict,
+         "host_port 8080/tcp on host h1 is already published for container c1"),
+        (("ghost", 1, 1), NotFound, "container ghost not found"),
+        (("c1", 0, 80), Invalid, "host_port 0 is not a port"),
+        (("c1", 80, 65536), Invalid, "container_port 65536 is not a port"),
+        (("c1", 81, 80, "icmp"), Invalid, "protocol 'icmp' must be tcp or udp"),
+    ],
+)
+def test_published_port_errors(inv: Inventory, args, error, message) -> None:
+    inv.publish_port("c1", 8080, 80)
+    with pytest.raises(error, match=message):
+        inv.publish_port(*args)
+
+
+def test_published_port_not_found(inv: Inventory) -> None:
+    with pytest.raises(NotFound, match="published port x not found"):
+        inv.unpublish_port("x")
+
+
+# --- persistence ------------------------------------------------------------------------
+
+
+def test_policy_survives_restart(inv: Inventory, db: Path) -> None:
+    inv.create_group("g", ["web", "api"])
+    inv.set_pair_policy("c1", "c2", "deny")
+    r0 = inv.add_rule("network", "web", "deny", "network", "api", "tcp", ["22"])
+    r1 = inv.add_rule("network", "web", "allow", position=0)
+    p = inv.publish_port("c1", 8080, 80)
+    inv.set_network_external("web", True)
+    before = inv.index
+    store = SqliteStore(db)
+    again = Inventory(store, lambda _c: None)
+    try:
+        idx = again.index
+        assert idx.groups() == before.groups()
+        assert idx.groups_of_network("web") == {"g"}
+        assert idx.pair_policy("c2", "c1") == before.pair_policy("c1", "c2")
+        assert [r.id for r in idx.rules_for("network", "web")] == [r1.id, r0.id]
+        assert idx.published_port(8080, "tcp", "h1") == p
+        assert idx.network("web").external is True  # type: ignore[union-attr]
+    finally:
+        store.close()
