@@ -33,6 +33,7 @@ from controller.ofmsg import (
     CT_TRK,
     ETH_TYPE_IP,
     OFPFF_SEND_FLOW_REM,
+    OFPM_ALL,
     OFPP_LOCAL,
     OFPP_TABLE,
     Action,
@@ -40,6 +41,7 @@ from controller.ofmsg import (
     FlowDelete,
     Match,
     MatchValue,
+    MeterDelete,
     OFMessage,
     Output,
     PacketOut,
@@ -77,6 +79,7 @@ from controller.tables import (
     cookie,
     cookie_kind,
     guard_flows,
+    packet_in_meter,
 )
 
 IPv4 = ipaddress.IPv4Address
@@ -273,6 +276,9 @@ class Counters:
 class CoreState:
     idle_timeout: int = 10
     deny_hold: int = 3
+    # PacketIn budget of each container port (its meter): sustained rate and burst.
+    packet_in_rate: int = 200
+    packet_in_burst: int = 8
     switches: dict[int, Switch] = field(default_factory=dict)
     routes: dict[str, HostRoutes] = field(default_factory=dict)
     pending: dict[Pair, PendingSetup] = field(default_factory=dict)
@@ -351,6 +357,9 @@ class Core:
         # switch still forwards live connections with what it has.  (The strict
         # delete removes the catch-all of table 1 of releases before conntrack.)
         fx.send(dpid, FlowDelete(T_ROUTE, match(), strict=True, priority=PRIO_MISS))
+        # Meters are re-made with the ports' fixed flows (port description below);
+        # the metered flows leave with them, the unmetered miss serves meanwhile.
+        fx.send(dpid, MeterDelete(OFPM_ALL))
         fx.send(dpid, *base_flows())
         fx.send(dpid, RequestPortDesc(), RequestFlowStats(T_ALL))
         return fx
@@ -387,7 +396,7 @@ class Core:
         if sw is None:
             return fx
         sw.ports.pop(port.name, None)
-        fx.send(dpid, _delete_guard(port.port_no))
+        fx.send(dpid, *_delete_guard(port.port_no))
         # Flows of a vanished port can never match again; forget them now so the
         # routes they needed are retracted without waiting for the idle timeout.
         gone = [
@@ -408,8 +417,14 @@ class Core:
             fx.send(sw.dpid, *self._guard(ep, port.port_no))
         return fx
 
-    def _guard(self, ep: Endpoint, port_no: int) -> list[FlowAdd]:
-        return guard_flows(port_no, ep.mac, str(ep.ip), self.state.next_token())
+    def _guard(self, ep: Endpoint, port_no: int) -> list[OFMessage]:
+        """A port's meter, then the fixed flows that use it."""
+        st = self.state
+        meter: list[OFMessage] = [
+            MeterDelete(port_no),  # makes the ADD below idempotent
+            packet_in_meter(port_no, st.packet_in_rate, st.packet_in_burst),
+        ]
+        return meter + list(guard_flows(port_no, ep.mac, str(ep.ip), st.next_token()))
 
     def flows_dumped(self, dpid: int, flows: Iterable[DumpedFlow], now: float) -> Effects:
         """Reconcile our flow cache with the switch's tables (level-triggered).
@@ -1114,7 +1129,7 @@ class Core:
         home = self.state.switch_of(ep.host)
         port = home.port_no(ep.port) if home else None
         if home is not None and port is not None:
-            fx.send(home.dpid, _delete_guard(port))
+            fx.send(home.dpid, *_delete_guard(port))
         fx.deltas.append(KernelRouteDelta(ep.host, None, remove=(_local_route(ep),)))
         fx.nat[ep.host] = self.nat_rules(ep.host)
         return fx
@@ -1282,10 +1297,14 @@ def _delete_strict(flow: FlowAdd) -> FlowDelete:
     return FlowDelete(flow.table, flow.match, strict=True, priority=flow.priority)
 
 
-def _delete_guard(port_no: int) -> FlowDelete:
-    return FlowDelete(
-        T_CLASSIFY, match(in_port=port_no), cookie=KIND_GUARD << COOKIE_KIND_SHIFT,
-        cookie_mask=COOKIE_KIND_MASK,
+def _delete_guard(port_no: int) -> tuple[FlowDelete, MeterDelete]:
+    """Remove a port's fixed flows (its metered miss flow goes with its meter)."""
+    return (
+        FlowDelete(
+            T_CLASSIFY, match(in_port=port_no), cookie=KIND_GUARD << COOKIE_KIND_SHIFT,
+            cookie_mask=COOKIE_KIND_MASK,
+        ),
+        MeterDelete(port_no),
     )
 
 

@@ -34,6 +34,9 @@ from controller.ofmsg import (
     FlowAdd,
     FlowDelete,
     GotoTable,
+    Meter,
+    MeterAdd,
+    MeterDelete,
     Move,
     OFMessage,
     Output,
@@ -53,8 +56,10 @@ TICK_SECONDS = 2.0
 def translate(dp: Any, msg: OFMessage) -> Any:
     """The os-ken message for one of the core's messages."""
     if isinstance(msg, FlowAdd):
-        instructions: list[Any] = []
-        actions = [_action(a) for a in msg.actions if not isinstance(a, GotoTable)]
+        instructions: list[Any] = [
+            parser.OFPInstructionMeter(a.meter_id) for a in msg.actions if isinstance(a, Meter)
+        ]
+        actions = [_action(a) for a in msg.actions if not isinstance(a, GotoTable | Meter)]
         if actions:
             instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
         instructions += [
@@ -108,6 +113,18 @@ def translate(dp: Any, msg: OFMessage) -> Any:
         )
     if isinstance(msg, Barrier):
         return parser.OFPBarrierRequest(dp)
+    if isinstance(msg, MeterAdd):
+        # MODIFY would fail on a missing meter and ADD on an existing one; the core
+        # deletes every meter when a switch connects, so ADD is the one that fits.
+        return parser.OFPMeterMod(
+            dp,
+            command=ofp.OFPMC_ADD,
+            flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST,
+            meter_id=msg.meter_id,
+            bands=[parser.OFPMeterBandDrop(rate=msg.rate_pps, burst_size=msg.burst)],
+        )
+    if isinstance(msg, MeterDelete):
+        return parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE, meter_id=msg.meter_id)
     raise TypeError(f"no translation for {msg!r}")
 
 

@@ -68,7 +68,14 @@ class CT:
     mark: int | None = None
 
 
-Action = SetField | Move | Output | GotoTable | CT
+@dataclass(frozen=True)
+class Meter:
+    """Pass the packet through meter `meter_id` first (an OpenFlow 1.3 instruction)."""
+
+    meter_id: int
+
+
+Action = SetField | Move | Output | GotoTable | CT | Meter
 
 # Bits of the ct_state match field.
 CT_NEW = 0x01
@@ -132,7 +139,35 @@ class Barrier:
     pass
 
 
-OFMessage = FlowAdd | FlowDelete | PacketOut | RequestPortDesc | RequestFlowStats | Barrier
+OFPM_ALL = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class MeterAdd:
+    """A packets-per-second meter whose excess is dropped (add or replace)."""
+
+    meter_id: int
+    rate_pps: int
+    burst: int
+
+
+@dataclass(frozen=True)
+class MeterDelete:
+    """Delete a meter (OFPM_ALL: every meter); flows that use it go with it."""
+
+    meter_id: int
+
+
+OFMessage = (
+    FlowAdd
+    | FlowDelete
+    | PacketOut
+    | RequestPortDesc
+    | RequestFlowStats
+    | Barrier
+    | MeterAdd
+    | MeterDelete
+)
 
 
 def match(**fields: MatchValue) -> Match:

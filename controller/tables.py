@@ -17,6 +17,8 @@ from controller.ofmsg import (
     OFPP_LOCAL,
     FlowAdd,
     GotoTable,
+    Meter,
+    MeterAdd,
     Move,
     Output,
     SetField,
@@ -42,6 +44,7 @@ PRIO_ESTABLISHED = 100  # ct_state=+trk-new-inv, ct_mark=M: packets of committed
 PRIO_GRANT = 90  # a granted (proto, port): commit with ct_mark=M
 PRIO_STATEFUL_DENY = 80  # a denied (proto, port) or pair: drop, hard timeout
 PRIO_MISS = 0
+PRIO_METERED_MISS = 1  # table 2, in_port=P: to the controller through P's meter
 
 # The conntrack zone of daolinet's connections (apart from the host's own zone 0).
 CT_ZONE = 0xDA
@@ -129,12 +132,23 @@ def base_flows() -> list[FlowAdd]:
 
 
 def guard_flows(port_no: int, mac: str, ip: str, serial: int) -> list[FlowAdd]:
-    """Anti-spoofing for one container port: only its own MAC and IP get past table 0.
+    """The fixed flows of one container port.
 
-    The drop flow counts the spoofed packets (its n_packets, read by the flow dump).
+    Anti-spoofing: only its own MAC and IP get past table 0; the drop flow counts
+    the spoofed packets (its n_packets, read by the flow dump).  PacketIn budget:
+    its first packets reach the controller through its own meter (meter id = port
+    number, see `packet_in_meter`), so one container's flood - denied, or aimed at
+    nowhere - becomes at most a burst of PacketIns and cannot starve the others.
     """
     ck = cookie(KIND_GUARD, serial)
     return [
+        FlowAdd(
+            T_STATEFUL,
+            PRIO_METERED_MISS,
+            match(in_port=port_no),
+            (Meter(port_no), Output(OFPP_CONTROLLER)),
+            cookie=ck,
+        ),
         FlowAdd(
             T_CLASSIFY,
             PRIO_GUARD,
@@ -146,6 +160,11 @@ def guard_flows(port_no: int, mac: str, ip: str, serial: int) -> list[FlowAdd]:
             T_CLASSIFY, PRIO_SPOOF, match(in_port=port_no, eth_type=ETH_TYPE_IP), (), cookie=ck
         ),
     ]
+
+
+def packet_in_meter(port_no: int, rate_pps: int, burst: int) -> MeterAdd:
+    """The meter of a container port's PacketIns (see `guard_flows`)."""
+    return MeterAdd(port_no, rate_pps, burst)
 
 
 def ct_tracked() -> tuple[int, int]:

@@ -32,6 +32,7 @@ from controller.ofmsg import (
     CT_RPL,
     CT_TRK,
     OFPFF_SEND_FLOW_REM,
+    OFPM_ALL,
     OFPP_CONTROLLER,
     OFPP_IN_PORT,
     OFPP_LOCAL,
@@ -39,6 +40,9 @@ from controller.ofmsg import (
     FlowAdd,
     FlowDelete,
     GotoTable,
+    Meter,
+    MeterAdd,
+    MeterDelete,
     Move,
     Output,
     PacketOut,
@@ -81,11 +85,30 @@ def _reverse(key: ConnKey) -> ConnKey:
 
 
 @dataclass
+class MeterState:
+    """A drop-band packets-per-second meter: a token bucket of `burst` packets."""
+
+    rate: int
+    burst: int
+    tokens: float
+    last: float
+
+    def admit(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass
 class FakeSwitch:
     dpid: int
     entries: list[Entry] = field(default_factory=list)
     now: float = 0.0
     conntrack: dict[ConnKey, int] = field(default_factory=dict)  # original tuple -> mark
+    meters: dict[int, MeterState] = field(default_factory=dict)
 
     def ct_lookup(self, pkt: Packet) -> tuple[int, int]:
         key = _conn_key(pkt)
@@ -116,6 +139,19 @@ class FakeSwitch:
             self.entries.append(Entry(msg, self.now, self.now))
         elif isinstance(msg, FlowDelete):
             self.entries = [e for e in self.entries if not _deleted_by(e.flow, msg)]
+        elif isinstance(msg, MeterAdd):
+            if msg.meter_id in self.meters:
+                raise AssertionError(f"meter {msg.meter_id} exists (OFPMMFC_METER_EXISTS)")
+            self.meters[msg.meter_id] = MeterState(msg.rate_pps, msg.burst, msg.burst, self.now)
+        elif isinstance(msg, MeterDelete):
+            gone = set(self.meters) if msg.meter_id == OFPM_ALL else {msg.meter_id}
+            for meter_id in gone:
+                self.meters.pop(meter_id, None)
+            # As on a real switch, flows that use a deleted meter go with it.
+            self.entries = [
+                e for e in self.entries
+                if not any(isinstance(a, Meter) and a.meter_id in gone for a in e.flow.actions)
+            ]
 
     def flows(self, table: int | None = None, priority: int | None = None) -> list[FlowAdd]:
         return [
@@ -142,6 +178,9 @@ class FakeSwitch:
                     pkt[action.dst] = pkt.get(action.src)
                 elif isinstance(action, GotoTable):
                     nxt = action.table
+                elif isinstance(action, Meter):
+                    if not self.meters[action.meter_id].admit(self.now):
+                        return Verdict("metered")
                 elif isinstance(action, CT):
                     if action.commit:
                         self.ct_commit(pkt, action.mark)

@@ -318,3 +318,36 @@ def test_arp_responder_swaps_addresses_through_a_register() -> None:
         ("arp_spa", "arp_tpa"),
         ("reg0", "arp_spa"),
     ]
+
+
+def test_a_flood_reaching_the_switch_before_the_drop_flow_is_metered(lab: Lab) -> None:
+    """The switch sees 10,000 denied packets before the controller has answered the
+    first: the container's PacketIn meter lets through only its burst."""
+    a = lab.container("h1", "a", "web", "10.1.0.5")
+    lab.container("h2", "c", "db", "172.31.7.9")
+    sw = lab.switches["h1"]
+    verdicts = [sw.process(lab.ip_packet(a, "172.31.7.9")).kind for _ in range(10_000)]
+    to_controller = verdicts.count("controller")
+    assert to_controller == lab.core.state.packet_in_burst
+    assert verdicts.count("metered") == 10_000 - to_controller
+    # A second later the budget is back, for this container's next new peers.
+    lab.advance(1.0)
+    b = lab.container("h1", "b", "web", "10.1.0.6")
+    assert sw.process(lab.ip_packet(a, str(b.ip))).kind == "controller"
+
+
+def test_a_port_meter_is_made_before_its_flows_and_goes_with_its_port(lab: Lab) -> None:
+    a = lab.container("h1", "a", "web", "10.1.0.5")
+    sw = lab.switches["h1"]
+    port = lab.port_of(a)
+    assert port in sw.meters
+    metered = [f for f in sw.flows(2) if any(getattr(x, "meter_id", None) == port
+                                              for x in f.actions)]
+    assert len(metered) == 1
+    # A controller restart re-makes meters and metered flows without an error.
+    lab.connect("h1")
+    assert port in sw.meters
+    lab.remove(a)
+    assert port not in sw.meters
+    assert not [f for f in sw.flows(2) if any(getattr(x, "meter_id", None) == port
+                                               for x in f.actions)]

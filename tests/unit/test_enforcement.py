@@ -21,6 +21,7 @@ from controller.tables import (
     PRIO_CONNECTION,
     PRIO_ESTABLISHED,
     PRIO_GRANT,
+    PRIO_METERED_MISS,
     PRIO_STATEFUL_DENY,
     T_ROUTE,
     T_STATEFUL,
@@ -54,7 +55,10 @@ def open_flows(lab: Lab, host: str) -> list:
 
 
 def stateful(lab: Lab, host: str, prio: int | None = None) -> list:
-    return [f for f in lab.switches[host].flows(T_STATEFUL, prio) if f.priority > 0]
+    """Per-connection flows of table 2 (not the misses, plain or metered)."""
+    return [
+        f for f in lab.switches[host].flows(T_STATEFUL, prio) if f.priority > PRIO_METERED_MISS
+    ]
 
 
 def deliver(lab: Lab, host: str, pkt: Packet) -> str:
