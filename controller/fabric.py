@@ -50,9 +50,9 @@ class AgentLink(Protocol):
 
 
 class Fabric:
-    def __init__(self, index: DesiredIndex, idle_timeout: int = 10, deny_hold: int = 3) -> None:
+    def __init__(self, index: DesiredIndex, state: CoreState | None = None) -> None:
         self.lock = threading.RLock()
-        self.core = Core(CoreState(idle_timeout=idle_timeout, deny_hold=deny_hold), index)
+        self.core = Core(state or CoreState(), index)
         self.core.state.serial = time.time_ns() >> 12  # fresh cookies after a restart
         # Sends one switch's messages, in order, in one write.
         self.send_openflow: Callable[[int, list[OFMessage]], None] = _nowhere

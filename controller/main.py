@@ -22,6 +22,7 @@ from controller.api import routes, stream
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.cliutil import run_app
+from controller.core import CoreState
 from controller.fabric import Fabric
 from controller.hub import AgentHub
 from controller.inventory import Inventory
@@ -121,6 +122,13 @@ def main(
     idle_timeout: Annotated[
         int, typer.Option(min=1, max=65535, help="seconds before an idle route expires")
     ] = 10,
+    packet_in_rate: Annotated[
+        int,
+        typer.Option(min=1, max=1_000_000, help="PacketIns per second a container may cause"),
+    ] = 200,
+    packet_in_burst: Annotated[
+        int, typer.Option(min=1, max=100_000, help="PacketIns a container may cause at once")
+    ] = 8,
     deny_hold: Annotated[
         int, typer.Option(min=1, max=3600, help="seconds a denied pair is dropped in the switch")
     ] = 3,
@@ -145,7 +153,15 @@ def main(
 
     fabric_ref: list[Fabric] = []
     inventory = Inventory(backend, lambda change: fabric_ref[0].on_change(change))
-    fabric = Fabric(inventory.index, idle_timeout=idle_timeout, deny_hold=deny_hold)
+    fabric = Fabric(
+        inventory.index,
+        CoreState(
+            idle_timeout=idle_timeout,
+            deny_hold=deny_hold,
+            packet_in_rate=packet_in_rate,
+            packet_in_burst=packet_in_burst,
+        ),
+    )
     fabric_ref.append(fabric)
     ctx = ApiContext(
         inventory=inventory,
