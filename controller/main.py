@@ -17,8 +17,7 @@ import typer
 import uvicorn
 from fastapi import FastAPI
 
-from controller import hostmetrics
-from controller.api import routes, stream
+from controller.api import metrics, routes, stream
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.cliutil import run_app
@@ -173,7 +172,7 @@ def main(
         agent_token=agent_token,
     )
     app = create_app(ctx, extra_routers=[routes.router, stream.router])
-    app.include_router(hostmetrics.router)  # the totals of api/metrics.py, and per host
+    app.include_router(metrics.router)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

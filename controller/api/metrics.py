@@ -1,37 +1,77 @@
-"""GET /metrics: controller counters in the Prometheus text format."""
+"""GET /metrics: controller counters in the Prometheus text format.
+
+Totals keep plain names (`daolinet_packet_ins_total`); per-host series are
+`daolinet_host_*{host="h1"}`, so summing a metric never counts twice.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
+
+from controller.fabric import Fabric
 
 router = APIRouter()
 
 # Upper bounds (seconds) of the setup-latency histogram buckets.
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
 
+COUNTERS = (
+    ("packet_ins", "PacketIn messages handled"),
+    ("setups", "connections set up (flows installed)"),
+    ("denials", "first packets denied (drop flow installed)"),
+    ("failed_setups", "setups that failed (agent or switch missing)"),
+    ("denied_packets", "packets dropped by deny flows"),
+    ("spoofed_packets", "packets dropped at a container port for a source not its own"),
+)
+
+
+def _header(name: str, kind: str, help_: str) -> list[str]:
+    return [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+
+
+def _histogram(name: str, labels: str, latencies: Sequence[float]) -> list[str]:
+    """Bucket, sum and count lines; `labels` is "" or 'host="h1",'."""
+    lines = [
+        f'{name}_bucket{{{labels}le="{bound}"}} {sum(1 for x in latencies if x <= bound)}'
+        for bound in BUCKETS
+    ]
+    lines.append(f'{name}_bucket{{{labels}le="+Inf"}} {len(latencies)}')
+    tail = f"{{{labels.rstrip(',')}}}" if labels else ""
+    lines.append(f"{name}_sum{tail} {sum(latencies):.6f}")
+    lines.append(f"{name}_count{tail} {len(latencies)}")
+    return lines
+
+
+def render(fabric: Fabric) -> str:
+    totals, live, latencies = fabric.counters()
+    per_host = fabric.host_counters()
+    lines: list[str] = []
+    for name, help_ in COUNTERS:
+        metric = f"daolinet_{name}_total"
+        lines += _header(metric, "counter", help_)
+        lines.append(f"{metric} {getattr(totals, name)}")
+    lines += _header("daolinet_live_routes", "gauge", "connections with installed flows")
+    lines.append(f"daolinet_live_routes {live}")
+    lines += _header("daolinet_setup_seconds", "histogram",
+                     "PacketIn to flows installed (last 1000 setups)")
+    lines += _histogram("daolinet_setup_seconds", "", latencies)
+    for name, help_ in COUNTERS:
+        metric = f"daolinet_host_{name}_total"
+        lines += _header(metric, "counter", f"{help_}, per host")
+        lines += [f'{metric}{{host="{h}"}} {getattr(hc, name)}' for h, (hc, _) in per_host.items()]
+    lines += _header("daolinet_host_live_routes", "gauge",
+                     "connections with installed flows, per host")
+    lines += [f'daolinet_host_live_routes{{host="{h}"}} {n}' for h, (_, n) in per_host.items()]
+    lines += _header("daolinet_host_setup_seconds", "histogram",
+                     "PacketIn to flows installed, per host")
+    for h, (hc, _) in per_host.items():
+        lines += _histogram("daolinet_host_setup_seconds", f'host="{h}",', hc.setup_latency)
+    return "\n".join(lines) + "\n"
+
 
 @router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
 def metrics(request: Request) -> str:
-    fabric = request.app.state.ctx.fabric
-    c, live, latencies = fabric.counters()
-    lines = []
-    for name, value, help_ in (
-        ("packet_ins", c.packet_ins, "PacketIn messages handled"),
-        ("setups", c.setups, "connections set up (flows installed)"),
-        ("denials", c.denials, "first packets denied (drop flow installed)"),
-        ("failed_setups", c.failed_setups, "setups that failed (agent or switch missing)"),
-    ):
-        lines += [f"# HELP daolinet_{name}_total {help_}", f"# TYPE daolinet_{name}_total counter",
-                  f"daolinet_{name}_total {value}"]
-    lines += ["# HELP daolinet_live_routes connections with installed flows",
-              "# TYPE daolinet_live_routes gauge", f"daolinet_live_routes {live}"]
-    lines += ["# HELP daolinet_setup_seconds PacketIn to flows installed (last 1000 setups)",
-              "# TYPE daolinet_setup_seconds histogram"]
-    for bound in BUCKETS:
-        count = sum(1 for x in latencies if x <= bound)
-        lines.append(f'daolinet_setup_seconds_bucket{{le="{bound}"}} {count}')
-    lines.append(f'daolinet_setup_seconds_bucket{{le="+Inf"}} {len(latencies)}')
-    lines.append(f"daolinet_setup_seconds_sum {sum(latencies):.6f}")
-    lines.append(f"daolinet_setup_seconds_count {len(latencies)}")
-    return "\n".join(lines) + "\n"
+    return render(request.app.state.ctx.fabric)

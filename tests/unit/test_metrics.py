@@ -37,8 +37,6 @@ def test_metrics_reports_counters_and_setup_histogram(tmp_path: Path) -> None:
 
 
 def test_metrics_per_host_and_drop_counters(tmp_path: Path) -> None:
-    from controller import hostmetrics
-
     inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
     fabric = Fabric(inventory.index)
     state = fabric.core.state
@@ -50,7 +48,7 @@ def test_metrics_per_host_and_drop_counters(tmp_path: Path) -> None:
     ctx = ApiContext(inventory=inventory, token="t", fabric=fabric, openflow_host="0.0.0.0",
                      openflow_port=6653)
     app = create_app(ctx)
-    app.include_router(hostmetrics.router)
+    app.include_router(metrics.router)
     lines = set(TestClient(app).get("/metrics").text.splitlines())
     assert "daolinet_packet_ins_total 7" in lines
     assert 'daolinet_host_packet_ins_total{host="h1"} 5' in lines
