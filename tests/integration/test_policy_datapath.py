@@ -354,3 +354,52 @@ def test_external_network_reaches_outside_through_its_host(lab: Lab) -> None:
         tb.api_json("PATCH", f"/networks/{WEB}", {"external": False})
     tb.wait_until(lambda: not tb.ping(a1, lab.outside_ip, count=1, timeout=0.5), 3,
                   "external access not revoked")
+
+
+# Every kind of rule source, with real TCP and ICMP across hosts.  Each case adds one
+# rule on network web and checks (source, protocol, port) -> passes or is dropped,
+# and that trace says the same.  Ports differ per case so no conntrack entry of an
+# earlier case can answer for a later one.
+RULE_CASES = [
+    # (case, action, source, tcp port of the rule, [(src, port, passes)])
+    ("container", "allow", {"kind": "container", "value": "d2"}, 5010,
+     [("d2", 5010, True), ("d1", 5010, False), ("d2", 5011, False)]),
+    ("network", "allow", {"kind": "network", "value": DB}, 5020,
+     [("d2", 5020, True), ("d1", 5020, True), ("d2", 5021, False)]),
+    ("group", "allow", {"kind": "group", "value": "src"}, 5030,
+     [("d2", 5030, True), ("d2", 5031, False)]),
+    ("cidr", "allow", {"kind": "cidr", "value": "172.31.7.21/32"}, 5040,
+     [("d2", 5040, True), ("d1", 5040, False)]),
+    ("any", "allow", {"kind": "any"}, 5050,
+     [("d1", 5050, True), ("d2", 5051, False)]),
+    # A deny rule precedes "same network": a2 may not reach a1 on that port only.
+    ("deny-container", "deny", {"kind": "container", "value": "a2"}, 5060,
+     [("a2", 5060, False), ("a2", 5061, True)]),
+]
+
+
+@pytest.mark.parametrize(("case", "action", "source", "port", "checks"), RULE_CASES,
+                         ids=[c[0] for c in RULE_CASES])
+def test_each_rule_source_kind_with_tcp_and_icmp(lab: Lab, case: str, action: str,
+                                                 source: dict[str, Any], port: int,
+                                                 checks: list[tuple[str, int, bool]]) -> None:
+    tb, c = lab.tb, lab.c
+    if case == "group":
+        tb.api_json("POST", "/groups", {"name": "src", "networks": [DB]})
+    rid = rule(tb, WEB, action, source, "tcp", [str(port)])
+    try:
+        for src, dport, passes in checks:
+            ok = tb.tcp_ok(c[src], c["a1"], port=dport, timeout=2 if not passes else 5)
+            assert ok == passes, f"{case}: tcp {src}->a1:{dport} passed={ok}\n{tb.state_dump()}"
+            agrees(tb, ok, src, "a1", "tcp", dport)
+        # ICMP is not what the rule allows (nor denies): it follows the rest of the
+        # policy - same network passes, another network is dropped.
+        src = checks[0][0]
+        same_network = c[src].network == WEB
+        ok = tb.ping(c[src], c["a1"], count=2, timeout=1)
+        assert ok == same_network, f"{case}: icmp {src}->a1 passed={ok}"
+        agrees(tb, ok, src, "a1", "icmp")
+    finally:
+        tb.api("DELETE", f"/firewalls/rules/{rid}")
+        if case == "group":
+            tb.api("DELETE", "/groups/src")
