@@ -354,6 +354,12 @@ def cleanup_leftovers() -> list[str]:
 WG_UAPI_DIR = Path("/var/run/wireguard")
 
 
+def _link_no_ipv6(link: str) -> None:
+    """No IPv6 on a root-namespace link of a site underlay (IPv4 only on the wire)."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/sys/net/ipv6/conf/{link}/disable_ipv6").write_text("1")
+
+
 def _remove_wg_sockets(ids: set[str] | None, keep: Iterable[str] = ()) -> list[str]:
     """Remove wireguard-go control sockets of testbeds (`ids`, or every dead one):
     a killed wireguard-go leaves its socket behind, and the next one of the name
@@ -677,6 +683,7 @@ class Testbed:
             self._allocate()
             self._build_underlay()
             if self.wireguard:
+                _link_no_ipv6(self.bridge)
                 self._build_sites()
             for index, name in enumerate(self.host_names, start=1):
                 self._build_host(index, name)
@@ -774,10 +781,14 @@ class Testbed:
             host.wg_if = f"{PREFIX}{self.id}w{index}"
         self.hosts[name] = host
         self._add_netns(ns)
+        if self.wireguard:
+            self._no_ipv6(ns)
         self._links.append(veth)
         self._save_registry()
         _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns],
              check=True)
+        if self.wireguard:
+            _link_no_ipv6(veth)
         _run(["ip", "link", "set", veth, "master", self._host_bridge(host), "up"], check=True)
         self.exec(ns, "ip", "addr", "add", f"{host.address}/24", "dev", "eth0", check=True)
         self.exec(ns, "ip", "link", "set", "eth0", "up", check=True)
@@ -1132,6 +1143,7 @@ class Testbed:
             self._allocate_site_octets()
         r = self.router_ns
         self._add_netns(r)
+        self._no_ipv6(r)
         self.exec(r, "sysctl", "-qw", "net.ipv4.ip_forward=1", check=True)
         no_icmp = ("table inet dlt { chain noicmp { type filter hook forward priority 0; "
                    "policy accept; meta l4proto icmp drop; }; }")
@@ -1143,6 +1155,7 @@ class Testbed:
                 self._links.append(br)
                 self._save_registry()
                 _run(["ip", "link", "add", br, "type", "bridge", "stp_state", "0"], check=True)
+                _link_no_ipv6(br)
                 _run(["ip", "link", "set", br, "up"], check=True)
                 self._accept_forward(br)
             if site not in self.nat_sites:
@@ -1151,6 +1164,7 @@ class Testbed:
                 self._save_registry()
                 _run(["ip", "link", "add", leg, "type", "veth", "peer", "name", f"s{i}",
                       "netns", r], check=True)
+                _link_no_ipv6(leg)
                 _run(["ip", "link", "set", leg, "master", br, "up"], check=True)
                 self.exec(r, "ip", "addr", "add", f"198.18.{octet}.254/24", "dev", f"s{i}",
                           check=True)
@@ -1159,11 +1173,13 @@ class Testbed:
             # behind NAT: inside leg on the site bridge, outside /30 to the core router
             n = self.nat_ns(site)
             self._add_netns(n)
+            self._no_ipv6(n)
             leg = f"{n}u"
             self._links.append(leg)
             self._save_registry()
             _run(["ip", "link", "add", leg, "type", "veth", "peer", "name", "in", "netns", n],
                  check=True)
+            _link_no_ipv6(leg)
             _run(["ip", "link", "set", leg, "master", br, "up"], check=True)
             t = self.transit_octet
             self.exec(n, "ip", "addr", "add", f"198.18.{octet}.254/24", "dev", "in", check=True)
@@ -1183,6 +1199,11 @@ class Testbed:
                    'oifname "out" masquerade; }; }')
             self.exec(n, "nft", "-f", "-", input=nat, check=True)
             self.exec(n, "nft", "-f", "-", input=no_icmp, check=True)
+
+    def _no_ipv6(self, ns: str) -> None:
+        """The site underlays carry IPv4 only (no router solicitations in a capture)."""
+        self.exec(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                  "net.ipv6.conf.default.disable_ipv6=1", check=True)
 
     def nat_address(self, site: str) -> str:
         """The public (outside) address of a NAT site's router."""
