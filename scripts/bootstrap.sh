@@ -10,6 +10,7 @@ APT_PACKAGES=(
   iputils-ping netcat-openbsd procps python3 python3-venv python3-pip
   docker.io busybox-static
   wireguard-tools wireguard-go nftables
+  debootstrap
 )
 
 missing=()
