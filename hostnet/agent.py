@@ -71,6 +71,8 @@ T = TypeVar("T")
 DEFAULT_SOCKET = "/run/daolinet/hostnet.sock"
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 5.0
+# How often the local Docker engine is brought in line with the daolinet networks.
+NETWORK_SYNC_SECONDS = 2.0
 _ROUTES = TypeAdapter(list[KernelRoute])
 _NAT = TypeAdapter(list[NatRule])
 
@@ -550,6 +552,7 @@ class Agent:
 
     _plugin_sock: socket.socket | None = None
     _reconcile_task: asyncio.Future[None] | None = None
+    _sync_task: asyncio.Future[None] | None = None
 
     def _start_plugin(self) -> asyncio.Future[None] | None:
         if self._plugin_sock is None:
@@ -569,9 +572,23 @@ class Agent:
         self._plugin_server = _UnixServer(config)
         task = asyncio.ensure_future(self._plugin_server.serve(sockets=[self._plugin_sock]))
         self._reconcile_task = asyncio.ensure_future(self._reconcile_docker())
+        self._sync_task = asyncio.ensure_future(self._sync_docker_networks())
         log.info("serving the Docker plugin on %s (Docker API %s)", self.cfg.plugin_socket,
                  self.cfg.docker_host)
         return task
+
+    async def _sync_docker_networks(self) -> None:
+        """Every NETWORK_SYNC_SECONDS: the local engine gets every daolinet network."""
+        assert self.plugin is not None
+        while not self._stop.is_set():
+            try:
+                await self.plugin.sync_networks()
+            except (DockerError, ControllerError, PluginError) as exc:
+                log.warning("Docker network sync skipped: %s", exc)
+            except Exception:
+                log.exception("Docker network sync failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=NETWORK_SYNC_SECONDS)
 
     async def _reconcile_docker(self) -> None:
         assert self.plugin is not None
@@ -635,6 +652,10 @@ class Agent:
         finally:
             for task in list(self._commands):
                 task.cancel()
+            if self._sync_task is not None:
+                self._sync_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._sync_task
             if self.plugin is not None:
                 await self.plugin.close()
                 assert isinstance(self.plugin.docker, DockerClient)

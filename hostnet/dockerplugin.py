@@ -126,6 +126,13 @@ class DockerClient:
         })
         return str(body.get("Id", ""))
 
+    async def remove_network(self, network_id: str) -> None:
+        try:
+            await self._call("DELETE", f"/networks/{quote(network_id, safe='')}")
+        except DockerError as exc:
+            if exc.status != 404:
+                raise
+
     async def containers(self, network_id: str) -> list[dict[str, Any]]:
         filters = json.dumps({"network": [network_id]})
         body = await self._call(
@@ -172,6 +179,8 @@ class DockerAPI(Protocol):
     async def network(self, network_id: str) -> dict[str, Any] | None: ...
 
     async def create_network(self, name: str, subnet: str, gateway: str | None) -> str: ...
+
+    async def remove_network(self, network_id: str) -> None: ...
 
     async def containers(self, network_id: str) -> list[dict[str, Any]]: ...
 
@@ -324,6 +333,7 @@ class DockerPlugin:
         self.resolve_timeout = resolve_timeout
         self.pending_moves: dict[str, str] = {}  # ip -> endpoint id moving in here
         self._subnets: dict[str, str] = {}  # Docker network id -> subnet (cache)
+        self._known_networks: set[str] = set()  # the controller's, at the last sync
         self._lock = asyncio.Lock()  # network creation at the controller
         self._tasks: set[asyncio.Task[None]] = set()
         self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
@@ -688,6 +698,42 @@ class DockerPlugin:
             with contextlib.suppress(ControllerError):
                 await self.controller.delete_container(epid)
             log.info("removed stale Docker endpoint %s (%s)", ep.get("name"), ep.get("ip"))
+
+    # -- networks are global: every engine has every daolinet network --------------
+
+    async def sync_networks(self) -> None:
+        """Make this engine's daolinet networks those the controller has.
+
+        Docker 20.10 has no global scope without a cluster store, so the agent does
+        it: a network made on any engine (or with daolictl) is created in every
+        other engine, and `docker run --network NAME` works on every host. A local
+        network whose daolinet network went away (seen there before, gone now) is
+        removed once no local container uses it; one just created here and not yet
+        at the controller is left alone.
+        """
+        networks = await self._controller(self.controller.list_networks())
+        wanted = {str(n["name"]): n for n in networks}
+        local = {str(n.get("Name")): n for n in await self._docker(self.docker.networks())}
+        for name, net in wanted.items():
+            if name in local:
+                continue
+            try:
+                await self._docker(self.docker.create_network(
+                    name, str(net["subnet"]), str(net.get("gateway") or "") or None
+                ))
+                log.info("network %s (%s) created in the local Docker engine", name, net["subnet"])
+            except PluginError as exc:
+                log.warning("network %s not created in the local Docker engine: %s", name, exc)
+        for name, docker_net in local.items():
+            if name in wanted or name not in self._known_networks:
+                continue
+            docker_id = str(docker_net.get("Id"))
+            if await self._docker(self.docker.containers(docker_id)):
+                continue
+            await self._docker(self.docker.remove_network(docker_id))
+            log.info("network %s removed from the local Docker engine (gone at the controller)",
+                     name)
+        self._known_networks = set(wanted)
 
     # -- commands from the controller (container move) -----------------------------
 

@@ -114,8 +114,10 @@ def test_overlapping_subnet_refused_with_docker_text(lab: Lab):
 
 def test_containers_on_two_hosts_ping_and_tcp(lab: Lab):
     tb, d1, d2 = lab.tb, lab.d1, lab.d2
-    # h2's engine gets its own record of the same network (same name and subnet).
-    d2.ok("network", "create", *NET, "--subnet", "10.20.0.0/24", "web")
+    # Networks are global: h2's engine gets web from the controller by itself.
+    tb.wait_until(lambda: "web" in d2.ok("network", "ls", "--format", "{{.Name}}").split(),
+                  10, "web did not appear in h2's Docker engine")
+    assert d2.inspect("web")["IPAM"]["Config"][0]["Subnet"] == "10.20.0.0/24"
     cid1 = d1.run("c1", "web")
     d2.run("c2", "web")
     e1, e2 = _named(tb, "c1"), _named(tb, "c2")

@@ -87,6 +87,9 @@ class FakeDocker:
         self.removed.append(container)
         self.ctrs.pop(container, None)
 
+    async def remove_network(self, network_id: str) -> None:
+        self.nets.pop(network_id, None)
+
 
 class FakeOps:
     def __init__(self) -> None:
@@ -373,3 +376,34 @@ def test_inventory_update_relocate_and_docker_id_lookup(world: World):
     assert inv.index.endpoint_by_port("h2", a.port) is not None
     assert inv.index.endpoint_by_port("h1", a.port) is None
     assert [type(c) for c in world.changes] == [EndpointRemoved, EndpointAdded]
+
+
+def test_every_engine_gets_every_daolinet_network(world: World):
+    """Networks are global: made on h1's engine (or with daolictl), they appear in
+    h2's engine; gone at the controller, they leave h2's engine once unused."""
+    async def go():
+        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+        for _ in range(50):
+            if world.inventory.index.network("web"):
+                break
+            await asyncio.sleep(0.05)
+        world.inventory.create_network("ops", "10.21.0.0/24")  # made with daolictl
+        h2 = world.docker["h2"]
+        await world.plugins["h2"].sync_networks()
+        names = {n["Name"]: n["IPAM"]["Config"][0] for n in h2.nets.values()}
+        assert names == {"web": {"Subnet": "10.20.0.0/24", "Gateway": "10.20.0.1"},
+                         "ops": {"Subnet": "10.21.0.0/24", "Gateway": "10.21.0.1"}}
+        # h1 already has web; it only gains ops
+        await world.plugins["h1"].sync_networks()
+        assert sorted(n["Name"] for n in world.docker["h1"].nets.values()) == ["ops", "web"]
+        # A network of this engine not yet at the controller (just created) stays.
+        h2.add_network("n-new", "fresh", "10.22.0.0/24")
+        await world.plugins["h2"].sync_networks()
+        assert "n-new" in h2.nets
+        # Gone at the controller: removed where unused, kept where a container uses it.
+        h2.add_container("c1", "c1", "net-web", "ep1")
+        world.inventory.delete_network("ops")
+        world.inventory.delete_network("web")
+        await world.plugins["h2"].sync_networks()
+        assert sorted(n["Name"] for n in h2.nets.values()) == ["fresh", "web"]
+    run(go())
