@@ -4,23 +4,19 @@ trace, network --external, roles)."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
-from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.cli import CliError, parse_port, parse_publish, parse_source
 from controller.cli import app as cli_app
 from controller.inventory import Inventory
 from controller.store import SqliteStore
+from tests.unit.apiserver import serve
 from tests.unit.test_cli import FakeFabric, routes_router
 
 TOKEN, READONLY = "cli-admin", "cli-readonly"
@@ -43,25 +39,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         openflow_port=6653,
         readonly_token=READONLY,
     )
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(ctx, [routes_router()]), log_level="warning", lifespan="off", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        assert thread.is_alive(), "uvicorn died"
-        time.sleep(0.02)
-    yield Api(url=f"http://127.0.0.1:{port}", ctx=ctx)
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with serve(ctx, [routes_router()]) as url:
+        yield Api(url=url, ctx=ctx)
     store.close()
 
 
