@@ -1068,12 +1068,68 @@ class Core:
         sw = self.state.switch_of(host)
         if sw is None:
             return dict(self.state.host_routes(host).announced)  # keep until we know better
-        return {
-            r.needs_route[0]: r.needs_route[1] for r in sw.flows.values() if r.needs_route
-        } | self._relay_needs(host)
+        return (
+            {r.needs_route[0]: r.needs_route[1] for r in sw.flows.values() if r.needs_route}
+            | self._relay_needs(host)
+            | self._receive_needs(host)
+        )
 
-    def _sync_routes(self, host: str, now: float) -> Effects:
-        """Announce to `host` the via routes its flows need and retract the rest."""
+    def _receive_needs(self, host: str) -> dict[IPv4, IPv4]:
+        """Across sites, what `host` holds while another host still sends to it.
+
+        WireGuard accepts a packet only if its source is in the sending peer's
+        allowed-ips. So the receiving host keeps the sender's container address
+        (route and allowed-ips) as long as the sender's flow lives, even when its own
+        flows of the connection idled out (one-way traffic, a link outage during
+        which nothing arrived). Otherwise the sender's retransmissions would be
+        dropped by WireGuard and never reach a switch to set the connection up again.
+        """
+        me = self.index.host(host)
+        if me is None or me.tunnel_address is None:
+            return {}
+        out: dict[IPv4, IPv4] = {}
+        for sender in self._senders_to(host):
+            src_host = self.index.host(sender.host)
+            if src_host is None:
+                continue
+            hop = self._next_hop(host, src_host)
+            for r in sender.flows.values():
+                if r.needs_route and self._is_receiver(host, r.needs_route):
+                    out[r.src] = hop
+        return out
+
+    def _senders_to(self, host: str) -> list[Switch]:
+        return [sw for sw in self.state.switches.values() if sw.host != host]
+
+    def _is_receiver(self, host: str, need: tuple[IPv4, IPv4]) -> bool:
+        """Whether a flow needing `need` (dst, next hop) sends across sites to `host`."""
+        dst = self.index.endpoint_by_ip(need[0])
+        return dst is not None and dst.host == host and self._tunnel_host(need[1]) is not None
+
+    def _receivers_of(self, host: str) -> set[str]:
+        """Hosts whose receive needs depend on `host`'s flows, now or before."""
+        hosts: set[str] = set()
+        sw = self.state.switch_of(host)
+        for r in sw.flows.values() if sw else ():
+            if r.needs_route and self._tunnel_host(r.needs_route[1]) is not None:
+                dst = self.index.endpoint_by_ip(r.needs_route[0])
+                if dst is not None:
+                    hosts.add(dst.host)
+        for other, routes in self.state.routes.items():
+            if other == host:
+                continue
+            for d in routes.announced:
+                ep = self.index.endpoint_by_ip(d)
+                if ep is not None and ep.host == host:
+                    hosts.add(other)
+        return hosts - {host}
+
+    def _sync_routes(self, host: str, now: float, partners: bool = True) -> Effects:
+        """Announce to `host` the via routes its flows need and retract the rest.
+
+        With `partners`, the hosts whose needs follow `host`'s flows (relays, and
+        the receivers of its cross-site connections) are brought along.
+        """
         fx = Effects()
         routes = self.state.host_routes(host)
         needed = self._needed(host)
@@ -1098,8 +1154,9 @@ class Core:
                     tuple(sorted(remove, key=lambda r: r.dst)),
                 )
             )
-        for relay in self._relays_of(host):
-            fx.extend(self._sync_routes(relay, now))  # the relay follows the pair's ends
+        if partners:
+            for other in self._relays_of(host) | self._receivers_of(host):
+                fx.extend(self._sync_routes(other, now, partners=False))
         return fx
 
     # desired-state changes ----------------------------------------------------------

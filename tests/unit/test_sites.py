@@ -156,3 +156,23 @@ def test_nated_pair_goes_through_relay_which_holds_routes_only_while_needed(lab:
     lab.advance(11)
     for h in ("h3", "h4", "h5"):
         assert routes(lab, h) == {}, h
+
+
+def test_receiver_keeps_the_senders_address_while_the_sender_still_sends(lab: Lab) -> None:
+    """A cross-site connection whose receiving side idled out (a link outage, or
+    one-way traffic) must not lose the sender's allowed-ips there: WireGuard would
+    drop the sender's retransmissions before any switch could set it up again."""
+    a = lab.container("h1", "a", "web", "10.1.0.5")
+    lab.container("h3", "c", "web", "10.1.0.7")
+    lab.send("h1", lab.ip_packet(a, "10.1.0.7"))
+    assert routes(lab, "h3") == {"10.1.0.5": ("wg", "198.19.0.1")}
+    # a keeps sending (its flow on h1 stays in use); nothing reaches h3, whose flows
+    # of the connection idle out.
+    for _ in range(3):
+        lab.advance(5)
+        lab.send("h1", lab.ip_packet(a, "10.1.0.7"))
+    assert not [f for f in lab.switches["h3"].flows(1) if f.priority == 100]
+    assert routes(lab, "h3") == {"10.1.0.5": ("wg", "198.19.0.1")}
+    # Once the sender stops too, everything goes.
+    lab.advance(11)
+    assert routes(lab, "h3") == {} and routes(lab, "h1") == {}
