@@ -36,7 +36,7 @@ def require_testbed(*, daolinet: bool = True) -> None:
     """Skip (saying exactly what is missing) unless a testbed can run here."""
     reason = skip_reason(daolinet=daolinet)
     if reason:
-        pytest.skip(reason)
+        pytest.skip(reason=reason)
 
 
 @contextlib.contextmanager

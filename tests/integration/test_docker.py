@@ -36,7 +36,7 @@ def lab() -> Iterator[Lab]:
     require_testbed()
     missing = missing_docker()
     if missing:
-        pytest.skip("Docker tests need: " + "; ".join(missing))
+        pytest.skip(reason="Docker tests need: " + "; ".join(missing))
     tb = Testbed(["h1", "h2", "h3"], docker_hosts=["h1", "h2"], idle_timeout=3)
     dockerds: list[Dockerd] = []
     try:
@@ -47,7 +47,7 @@ def lab() -> Iterator[Lab]:
             try:
                 d.start()
             except TestbedError as exc:
-                pytest.skip(f"dockerd cannot start here: {exc}")
+                pytest.skip(reason=f"dockerd cannot start here: {exc}")
             d.import_image()
         yield Lab(tb, dockerds[0], dockerds[1])
     finally:
