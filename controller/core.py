@@ -522,10 +522,7 @@ class Core:
         return dst.address
 
     def _tunnel_host(self, address: IPv4) -> Host | None:
-        for h in self.index.hosts():
-            if h.tunnel_address == address:
-                return h
-        return None
+        return self.index.host_by_tunnel(address)
 
     def _kernel_route(self, dst: IPv4, via: IPv4) -> KernelRoute:
         """A `wg` route when `via` is a tunnel address, else a plain `via` route."""
@@ -1108,6 +1105,9 @@ class Core:
 
     def _receivers_of(self, host: str) -> set[str]:
         """Hosts whose receive needs depend on `host`'s flows, now or before."""
+        me = self.index.host(host)
+        if me is None or me.tunnel_address is None:
+            return set()  # no WireGuard: no receive needs anywhere for its flows
         hosts: set[str] = set()
         sw = self.state.switch_of(host)
         for r in sw.flows.values() if sw else ():

@@ -32,6 +32,7 @@ class DesiredIndex:
         self._hosts: dict[str, Host] = {}
         self._hosts_by_dpid: dict[int, Host] = {}
         self._hosts_by_address: dict[ipaddress.IPv4Address, Host] = {}
+        self._hosts_by_tunnel: dict[ipaddress.IPv4Address, Host] = {}
         self._networks: dict[str, Network] = {}
         self._endpoints: dict[str, Endpoint] = {}  # by id
         self._by_name: dict[str, Endpoint] = {}
@@ -49,13 +50,12 @@ class DesiredIndex:
     # --- writes (inventory only) -------------------------------------------------
     def put_host(self, host: Host) -> None:
         with self._lock:
-            old = self._hosts.get(host.name)
-            if old is not None:
-                self._hosts_by_dpid.pop(old.dpid, None)
-                self._hosts_by_address.pop(old.address, None)
+            self.drop_host(host.name)
             self._hosts[host.name] = host
             self._hosts_by_dpid[host.dpid] = host
             self._hosts_by_address[host.address] = host
+            if host.tunnel_address is not None:
+                self._hosts_by_tunnel[host.tunnel_address] = host
 
     def drop_host(self, name: str) -> None:
         with self._lock:
@@ -63,6 +63,8 @@ class DesiredIndex:
             if old is not None:
                 self._hosts_by_dpid.pop(old.dpid, None)
                 self._hosts_by_address.pop(old.address, None)
+                if old.tunnel_address is not None:
+                    self._hosts_by_tunnel.pop(old.tunnel_address, None)
 
     def put_network(self, network: Network) -> None:
         with self._lock:
@@ -169,6 +171,11 @@ class DesiredIndex:
     def host_by_address(self, address: ipaddress.IPv4Address) -> Host | None:
         with self._lock:
             return self._hosts_by_address.get(address)
+
+    def host_by_tunnel(self, address: ipaddress.IPv4Address) -> Host | None:
+        """The host whose WireGuard tunnel address this is (the core's hot path)."""
+        with self._lock:
+            return self._hosts_by_tunnel.get(address)
 
     def hosts(self) -> list[Host]:
         with self._lock:
