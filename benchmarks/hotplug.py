@@ -112,10 +112,12 @@ def probe_all(tb: Testbed, containers: list, neigh_mac: dict[str, str],
     `fanout` stays within a container's PacketIn burst (controller option
     --packet-in-burst): beyond it the switch's meter drops first packets on purpose.
     """
+    # Neighbours both ways (the peer answers), so neither switch is timed on ARP.
     for i, a in enumerate(containers):
         for b in peers(containers, i, fanout):
-            tb.exec(a.ns, "ip", "neigh", "replace", b.ip, "lladdr", neigh_mac[b.ip],
-                    "dev", "eth0", "nud", "permanent")
+            for x, y in ((a, b), (b, a)):
+                tb.exec(x.ns, "ip", "neigh", "replace", y.ip, "lladdr", neigh_mac[y.ip],
+                        "dev", "eth0", "nud", "permanent")
     # Every prober starts sending at the same wall-clock instant: a real burst.
     start_at = time.time() + 1.0 + 0.05 * len(containers)
     procs = []
