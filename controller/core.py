@@ -68,7 +68,6 @@ from controller.tables import (
     PRIO_CONNECTION,
     PRIO_ESTABLISHED,
     PRIO_GRANT,
-    PRIO_MISS,
     PRIO_SPOOF,
     PRIO_STATEFUL_DENY,
     T_ALL,
@@ -354,9 +353,7 @@ class Core:
         self.state.switches[dpid] = Switch(dpid=dpid, host=host.name)
         self.state.denied = {k: t for k, t in self.state.denied.items() if k[0] != dpid}
         # Base flows are added, never flushed: after a controller restart the
-        # switch still forwards live connections with what it has.  (The strict
-        # delete removes the catch-all of table 1 of releases before conntrack.)
-        fx.send(dpid, FlowDelete(T_ROUTE, match(), strict=True, priority=PRIO_MISS))
+        # switch still forwards live connections with what it has.
         # Meters are re-made with the ports' fixed flows (port description below);
         # the metered flows leave with them, the unmetered miss serves meanwhile.
         fx.send(dpid, MeterDelete(OFPM_ALL))

@@ -38,7 +38,6 @@ PRIO_SPOOF = 55  # in_port=P, ip: anything else from a container port is spoofed
 PRIO_IP = 50
 # table 1
 PRIO_CONNECTION = 100  # open pair flows (no conntrack)
-PRIO_DENY = 90  # not used in table 1 any more; kept for older flows (see Tables)
 # table 2 (after conntrack)
 PRIO_ESTABLISHED = 100  # ct_state=+trk-new-inv, ct_mark=M: packets of committed connections
 PRIO_GRANT = 90  # a granted (proto, port): commit with ct_mark=M

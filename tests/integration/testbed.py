@@ -78,7 +78,6 @@ COOKIE_DENY = 0xDD
 
 # Flow priorities of table 1.
 PRIO_CONNECTION = 100
-PRIO_DENY = 90
 PRIO_MISS = 0
 
 OVS_TOOLS = ("ovsdb-server", "ovs-vswitchd", "ovsdb-tool", "ovs-vsctl", "ovs-ofctl", "ovs-appctl")
