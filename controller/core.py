@@ -1001,10 +1001,7 @@ class Core:
     # agents ------------------------------------------------------------------------
     def routes_acked(self, host: str, token: int, now: float) -> Effects:
         fx = Effects()
-        routes = self.state.host_routes(host)
-        for dst, t in list(routes.unacked.items()):
-            if t == token:
-                del routes.unacked[dst]
+        self._settle(host, token, applied=True)
         for pair, setup in list(self.state.pending.items()):
             setup.waiting.discard(token)
             if not setup.waiting:
@@ -1014,15 +1011,21 @@ class Core:
 
     def routes_failed(self, host: str, token: int, now: float) -> Effects:
         fx = Effects()
-        routes = self.state.host_routes(host)
-        for dst, t in list(routes.unacked.items()):
-            if t == token:
-                del routes.unacked[dst]
-                routes.announced.pop(dst, None)
+        self._settle(host, token, applied=False)
         for pair, setup in list(self.state.pending.items()):
             if token in setup.waiting:
                 fx.extend(self._fail_setup(pair))
         return fx
+
+    def _settle(self, host: str, token: int, applied: bool) -> None:
+        """The agent answered `token`: its routes are no longer in flight, and if it
+        could not apply them, no longer announced either."""
+        routes = self.state.host_routes(host)
+        for dst, t in list(routes.unacked.items()):
+            if t == token:
+                del routes.unacked[dst]
+                if not applied:
+                    routes.announced.pop(dst, None)
 
     def snapshot(self, host: str) -> tuple[int, list[KernelRoute]]:
         """Everything `host` must hold, for a (re)connecting agent; ack with the token."""
