@@ -11,6 +11,7 @@ APT_PACKAGES=(
   docker.io busybox-static
   wireguard-tools wireguard-go nftables
   debootstrap
+  etcd-server etcd-client
 )
 
 missing=()
