@@ -53,20 +53,26 @@ from controller.models import (
     mac_for_ip,
     utcnow,
 )
-from controller.store import Store, StoreConflict
+from controller.replication import (
+    ENDPOINTS,
+    GROUPS,
+    HOSTS,
+    NETWORKS,
+    PAIRS,
+    PUBLISHED,
+    RULES,
+    CorruptDocument,
+    apply_document,
+)
+from controller.store import Store, StoreConflict, StoreEvent, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-# Store kinds.
-HOSTS = "host"  # key: host name
-NETWORKS = "network"  # key: network name
-ENDPOINTS = "endpoint"  # key: endpoint id
 META = "meta"  # key: counter name
 DPID_COUNTER = "next_dpid"
-GROUPS = "group"  # key: group name
-PAIRS = "pair"  # key: "a|b" (container names, a < b)
-RULES = "rule"  # key: firewall rule id
-PUBLISHED = "published"  # key: published port id
+SYNC_MARK = "sync"  # a replica's catch-up mark (see Inventory._catch_up)
+# How long a replica waits for its store watch to catch up before a change.
+CATCH_UP_TIMEOUT = 5.0
 
 MTU_MIN, MTU_MAX, MTU_DEFAULT = 576, 9000, 1500
 PORT_PREFIX = "dl"
@@ -245,40 +251,90 @@ def _parse_ports(ports: Sequence[str | int]) -> tuple[str, ...]:
 class Inventory:
     """Validated desired state, persisted in a `Store`, mirrored in `index`."""
 
-    def __init__(self, store: Store, on_change: Callable[[Change], None]) -> None:
+    def __init__(
+        self, store: Store, on_change: Callable[[Change], None], *, replicated: bool = False
+    ) -> None:
+        """`replicated`: other controller replicas write the same store (etcd); their
+        changes arrive through the store's watch (docs/architecture.md, "Replicas")."""
         self.store = store
         self.on_change = on_change
         self.index = DesiredIndex()
+        self.replicated = replicated
         self._lock = threading.Lock()  # serialises changes
         self._announce = threading.RLock()  # keeps announcements in change order
-        self._load()
+        # Replication: the newest store revision this replica wrote (its own writes
+        # come back through the watch and are skipped), and the catch-up marks seen.
+        self._own_high = 0
+        self._marks = threading.Condition()
+        self._mark_seen: object = None
+        self._mark_serial = 0
+        self._replica_id = uuid.uuid4().hex
+        revision = self._load()
+        if replicated:
+            store.watch(revision, self._on_store_events)
 
     # --- loading ---------------------------------------------------------------------
-    def _load(self) -> None:
+    def _load(self) -> int:
+        """Fill the index from one consistent read of the store; its revision."""
+        revision, docs = self.store.snapshot()
         max_dpid = 0
-        for doc in self.store.list(HOSTS):
+        for doc in docs.get(HOSTS, []):
             host = self._decode(Host, HOSTS, doc)
             self.index.put_host(host)
             max_dpid = max(max_dpid, host.dpid)
-        for doc in self.store.list(NETWORKS):
+        for doc in docs.get(NETWORKS, []):
             self.index.put_network(self._decode(Network, NETWORKS, doc))
-        for doc in self.store.list(ENDPOINTS):
+        for doc in docs.get(ENDPOINTS, []):
             self.index.put_endpoint(self._decode(Endpoint, ENDPOINTS, doc))
-        self._load_policy()
-        # Never hand out a dpid again, even if the counter record was lost.
-        counter = self.store.get(META, DPID_COUNTER)
-        if counter is None or int(counter.get("value", 1)) <= max_dpid:
-            self.store.put(META, DPID_COUNTER, {"value": max_dpid + 1})
-
-    def _load_policy(self) -> None:
-        for doc in self.store.list(GROUPS):
+        for doc in docs.get(GROUPS, []):
             self.index.put_group(self._decode(Group, GROUPS, doc))
-        for doc in self.store.list(PAIRS):
+        for doc in docs.get(PAIRS, []):
             self.index.put_pair_policy(self._decode(PairPolicy, PAIRS, doc))
-        for doc in self.store.list(RULES):
+        for doc in docs.get(RULES, []):
             self.index.put_rule(self._decode(FirewallRule, RULES, doc))
-        for doc in self.store.list(PUBLISHED):
+        for doc in docs.get(PUBLISHED, []):
             self.index.put_published_port(self._decode(PublishedPort, PUBLISHED, doc))
+        # Never hand out a dpid again, even if the counter record was lost.
+        with self.store.exclusive():
+            counter = self.store.get(META, DPID_COUNTER)
+            if counter is None or int(counter.get("value", 1)) <= max_dpid:
+                self.store.put(META, DPID_COUNTER, {"value": max_dpid + 1})
+        return revision
+
+    # --- replication (docs/architecture.md, "Replicas") -------------------------------
+    def _on_store_events(self, events: list[StoreEvent]) -> None:
+        """The store watch: another replica's changes, in revision order."""
+        for ev in events:
+            if ev.kind == META:
+                if ev.key == SYNC_MARK and ev.value is not None:
+                    with self._marks:
+                        self._mark_seen = ev.value.get("mark")
+                        self._marks.notify_all()
+                continue
+            with self._announce:
+                with self._lock:
+                    if ev.revision <= self._own_high:
+                        continue  # this replica's own write, already in the index
+                    try:
+                        changes = apply_document(self.index, ev.kind, ev.key, ev.value)
+                    except CorruptDocument as exc:
+                        log.error("%s", exc)
+                        continue
+                for change in changes:
+                    self._announce_one(change)
+
+    def _catch_up(self) -> None:
+        """Make sure the index holds every change made before this one (inside the
+        store's exclusive section): write a mark and wait until the watch, which
+        delivers in revision order, has brought it back."""
+        self._mark_serial += 1
+        mark = f"{self._replica_id}/{self._mark_serial}"
+        self.store.put(META, SYNC_MARK, {"mark": mark})
+        with self._marks:
+            if not self._marks.wait_for(lambda: self._mark_seen == mark, CATCH_UP_TIMEOUT):
+                raise StoreUnavailable(
+                    f"the store watch did not catch up within {CATCH_UP_TIMEOUT:g}s"
+                )
 
     @staticmethod
     def _decode(model: type[_R], kind: str, doc: dict[str, Any]) -> _R:
@@ -289,16 +345,31 @@ class Inventory:
 
     @contextmanager
     def _change(self) -> Iterator[list[Change]]:
-        """Run one change under the lock; announce what it appended, in order."""
+        """Run one change under the locks; announce what it appended, in order.
+
+        The store's exclusive section serialises it with every other replica; with
+        replicas, the index first catches up with what they wrote, so the change is
+        validated against the latest state (writes are linearizable).
+        """
         events: list[Change] = []
-        with self._announce:
-            with self._lock:
-                yield events
-            for event in events:
-                try:
-                    self.on_change(event)
-                except Exception:
-                    log.exception("on_change failed for %s", type(event).__name__)
+        with self.store.exclusive():
+            if self.replicated:
+                self._catch_up()
+            with self._announce:
+                with self._lock:
+                    try:
+                        yield events
+                    finally:
+                        if self.replicated:
+                            self._own_high = self.store.revision()
+                for event in events:
+                    self._announce_one(event)
+
+    def _announce_one(self, event: Change) -> None:
+        try:
+            self.on_change(event)
+        except Exception:
+            log.exception("on_change failed for %s", type(event).__name__)
 
     # --- hosts -----------------------------------------------------------------------
     def register_host(
