@@ -48,6 +48,8 @@ class AgentLink(Protocol):
 
     def send_mesh(self, hosts: list[dict[str, Any]]) -> None: ...
 
+    def drop_all(self) -> None: ...
+
 
 class Fabric:
     def __init__(self, index: DesiredIndex, state: CoreState | None = None) -> None:
@@ -57,6 +59,41 @@ class Fabric:
         # Sends one switch's messages, in order, in one write.
         self.send_openflow: Callable[[int, list[OFMessage]], None] = _nowhere
         self.agents: AgentLink | None = None
+        # Replicas (docs/architecture.md, "Replicas"): our generation while this
+        # replica leads (None: follower), who hears of a change (the OpenFlow app),
+        # and the generation a follower's slave role requests carry.
+        self.master: int | None = None
+        self._role_listeners: list[Callable[[int | None], None]] = []
+        self.generation_hint: Callable[[], int] = lambda: self.master or 0
+        # Checked before every write to a switch: the leadership is still within its
+        # lease (a replica that was paused or cut off stops at once, not at the next
+        # election round).
+        self.lease_valid: Callable[[], bool] = lambda: self.master is not None
+        self.refusals: dict[str, int] = {"role": 0, "slave": 0}
+
+    # replicas --------------------------------------------------------------------
+    def set_master(self, generation: int | None) -> None:
+        """This replica was elected (its generation) or deposed (None)."""
+        with self.lock:
+            self.master = generation
+            listeners = list(self._role_listeners)
+        for listener in listeners:
+            listener(generation)
+        if generation is None and self.agents is not None:
+            self.agents.drop_all()  # the agents go to the new leader
+
+    def listen_role(self, listener: Callable[[int | None], None]) -> None:
+        """Call `listener` on every role change, and now with the current role."""
+        with self.lock:
+            self._role_listeners.append(listener)
+            current = self.master
+        if current is not None:
+            listener(current)
+
+    def count_refusal(self, kind: str) -> None:
+        """A switch refused a role request ("role") or a write as from a slave."""
+        with self.lock:
+            self.refusals[kind] = self.refusals.get(kind, 0) + 1
 
     def handle(self, handler: Callable[..., Effects], *args: Any) -> None:
         """Run one core handler (its last argument, `now`, is supplied here)."""

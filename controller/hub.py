@@ -33,6 +33,10 @@ class Session:
     commands: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
 
 
+# Queued to a session's stream to end it (not sent to the agent).
+CLOSE_MESSAGE: dict[str, Any] = {"type": "_close"}
+
+
 class CommandError(Exception):
     """A command to an agent failed (the agent said why, or it is not connected)."""
 
@@ -109,6 +113,15 @@ class AgentHub:
                 from None
         finally:
             session.commands.pop(seq, None)
+
+    def drop_all(self) -> None:
+        """Close every agent stream (this replica stopped leading): each agent moves
+        on to another replica."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            self.loop.call_soon_threadsafe(session.queue.put_nowait, dict(CLOSE_MESSAGE))
+            self.close(session)
 
     def connected(self) -> list[str]:
         with self._lock:

@@ -161,6 +161,13 @@ def _port(p: Any) -> PortInfo:
 
 
 class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
+    """OpenFlow master of every switch while this replica leads, slave otherwise.
+
+    Only the master's core sees events and sends messages (docs/architecture.md,
+    "Replicas"); a slave keeps its switch connections so that it can take over
+    with one role request per switch.
+    """
+
     OFP_VERSIONS: ClassVar[list[int]] = [ofp.OFP_VERSION]
     # Set by controller.main before os-ken instantiates the app.
     fabric: ClassVar[Fabric]
@@ -170,22 +177,73 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.datapaths: dict[int, Any] = {}
         self._parts: dict[tuple[int, int], list[Any]] = {}
         self._ports: dict[int, list[PortInfo]] = {}
+        self._role_lock = threading.Lock()
+        self._master: int | None = None  # our generation while master of the switches
         self.fabric.send_openflow = self._send
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="daolinet-tick", daemon=True)
         self._ticker.start()
+        self.fabric.listen_role(self._role_changed)
 
     def close(self) -> None:
         self._stop.set()
+
+    # roles (docs/architecture.md, "Replicas") -----------------------------------------
+    @property
+    def master(self) -> bool:
+        return self._master is not None
+
+    def _role_changed(self, generation: int | None) -> None:
+        """This replica became leader (its generation) or stopped leading (None)."""
+        with self._role_lock:
+            if generation == self._master:
+                return
+            was_master = self._master is not None
+            self._master = generation
+            datapaths = list(self.datapaths.values())
+        for dp in datapaths:
+            self._request_role(dp)
+        if generation is not None:
+            log.info("master of %d switch(es), generation %d", len(datapaths), generation)
+            for dp in datapaths:
+                self.fabric.handle(self.fabric.core.switch_connected, dp.id)
+        elif was_master:
+            log.warning("no longer master: slave of %d switch(es)", len(datapaths))
+            for dp in datapaths:
+                self.fabric.handle(self.fabric.core.switch_disconnected, dp.id)
+
+    def _request_role(self, dp: Any) -> None:
+        master = self._master
+        role = ofp.OFPCR_ROLE_MASTER if master is not None else ofp.OFPCR_ROLE_SLAVE
+        generation = master if master is not None else self.fabric.generation_hint()
+        dp.send_msg(parser.OFPRoleRequest(dp, role, generation))
+
+    @set_ev_cls(  # type: ignore[untyped-decorator]
+        ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER]
+    )
+    def on_error(self, ev: Any) -> None:
+        msg = ev.msg
+        dpid = msg.datapath.id
+        if msg.type == ofp.OFPET_ROLE_REQUEST_FAILED:
+            self.fabric.count_refusal("role")
+            log.error("switch %016x refused our role request (code %d: a newer generation "
+                      "leads it)", dpid, msg.code)
+        elif msg.type == ofp.OFPET_BAD_REQUEST and msg.code == ofp.OFPBRC_IS_SLAVE:
+            self.fabric.count_refusal("slave")
+            log.warning("switch %016x refused a message: this replica is not its master",
+                        dpid)
+        else:
+            log.warning("switch %016x: OpenFlow error type %d code %d", dpid, msg.type,
+                        msg.code)
 
     def _send(self, dpid: int, msgs: list[OFMessage]) -> None:
         """Serialize a switch's messages and hand them to os-ken as one write.
 
         One queue hand-off and one syscall instead of one per message: this is on
-        the first-packet path.
+        the first-packet path.  Nothing is sent unless this replica is master.
         """
         dp = self.datapaths.get(dpid)
-        if dp is None:
+        if dp is None or self._master is None or not self.fabric.lease_valid():
             return
         bufs = []
         for msg in msgs:
@@ -197,6 +255,8 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     def _tick(self) -> None:
         while not self._stop.wait(TICK_SECONDS):
+            if not self.master:
+                continue
             try:
                 self.fabric.handle(self.fabric.core.tick)
             except Exception:
@@ -206,22 +266,32 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_features(self, ev: Any) -> None:
         dp = ev.msg.datapath
-        self.datapaths[dp.id] = dp
-        log.info("switch %016x connected from %s", dp.id, dp.address)
-        self.fabric.handle(self.fabric.core.switch_connected, dp.id)
+        with self._role_lock:
+            self.datapaths[dp.id] = dp
+            master = self.master
+            # Under the lock: a role change either sees this switch or is seen here.
+            self._request_role(dp)
+        log.info("switch %016x connected from %s (%s)", dp.id, dp.address,
+                 "master" if master else "slave")
+        if master:
+            self.fabric.handle(self.fabric.core.switch_connected, dp.id)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_dead(self, ev: Any) -> None:
         dp = ev.datapath
         dpid: int | None = dp.id
-        if dpid is None or self.datapaths.get(dpid) is not dp:
-            return
-        del self.datapaths[dpid]
+        with self._role_lock:
+            if dpid is None or self.datapaths.get(dpid) is not dp:
+                return
+            del self.datapaths[dpid]
         log.info("switch %016x disconnected", dpid)
-        self.fabric.handle(self.fabric.core.switch_disconnected, dpid)
+        if self.master:
+            self.fabric.handle(self.fabric.core.switch_disconnected, dpid)
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_port_desc(self, ev: Any) -> None:
+        if not self.master:
+            return
         dpid = ev.msg.datapath.id
         self._ports.setdefault(dpid, []).extend(_port(p) for p in ev.msg.body)
         if ev.msg.flags & ofp.OFPMPF_REPLY_MORE:
@@ -231,6 +301,8 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_port_status(self, ev: Any) -> None:
+        if not self.master:
+            return
         msg = ev.msg
         port = _port(msg.desc)
         if msg.reason == ofp.OFPPR_DELETE:
@@ -241,6 +313,8 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
     # traffic ---------------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_packet_in(self, ev: Any) -> None:
+        if not self.master:
+            return
         msg = ev.msg
         m = msg.match
         ct_state = m.get("ct_state", 0)
@@ -252,6 +326,8 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_flow_removed(self, ev: Any) -> None:
+        if not self.master:
+            return
         msg = ev.msg
         self.fabric.handle(
             self.fabric.core.flow_removed, msg.datapath.id, msg.cookie, msg.packet_count
@@ -259,6 +335,8 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_flow_stats(self, ev: Any) -> None:
+        if not self.master:
+            return
         msg = ev.msg
         key = (msg.datapath.id, msg.xid)
         self._parts.setdefault(key, []).extend(msg.body)

@@ -53,6 +53,15 @@ def render(fabric: Fabric) -> str:
         metric = f"daolinet_{name}_total"
         lines += _header(metric, "counter", help_)
         lines.append(f"{metric} {getattr(totals, name)}")
+    lines += _header("daolinet_replica_leader", "gauge",
+                     "1 while this controller replica leads (OpenFlow master of the switches)")
+    lines.append(f"daolinet_replica_leader {int(getattr(fabric, 'master', None) is not None)}")
+    lines += _header("daolinet_openflow_refused_total", "counter",
+                     "messages a switch refused: role requests (a newer generation leads it) "
+                     "and writes as from a slave")
+    refusals = getattr(fabric, "refusals", {"role": 0, "slave": 0})
+    lines += [f'daolinet_openflow_refused_total{{kind="{k}"}} {n}'
+              for k, n in sorted(refusals.items())]
     lines += _header("daolinet_live_routes", "gauge", "connections with installed flows")
     lines.append(f"daolinet_live_routes {live}")
     lines += _header("daolinet_setup_seconds", "histogram",

@@ -9,7 +9,7 @@ import logging
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from controller.api.auth import check_token
-from controller.hub import AgentHub, Session
+from controller.hub import CLOSE_MESSAGE, AgentHub, Session
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -17,6 +17,7 @@ router = APIRouter()
 # WebSocket close codes in the private range, so an agent can tell them apart.
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_UNKNOWN_HOST = 4404
+CLOSE_NOT_LEADER = 4503  # this replica does not lead: the agent tries another
 
 
 @router.websocket("/hosts/{name}/stream")
@@ -28,6 +29,10 @@ async def agent_stream(websocket: WebSocket, name: str) -> None:
         return
     if ctx.inventory.index.host(name) is None:
         await websocket.close(code=CLOSE_UNKNOWN_HOST, reason=f"host {name} is not registered")
+        return
+    fabric = ctx.fabric
+    if getattr(fabric, "master", 0) is None:
+        await websocket.close(code=CLOSE_NOT_LEADER, reason=not_leader_reason(websocket))
         return
     await websocket.accept()
     session = hub.open(name)
@@ -46,7 +51,16 @@ async def agent_stream(websocket: WebSocket, name: str) -> None:
         log.info("agent %s disconnected", name)
 
 
+def not_leader_reason(websocket: WebSocket) -> str:
+    leader = getattr(websocket.app.state, "leader", None)
+    url = leader() if callable(leader) else None
+    return f"not the leader; the leader is {url}" if url else "not the leader; no leader now"
+
+
 async def _send_loop(websocket: WebSocket, session: Session) -> None:
     while True:
         message = await session.queue.get()
+        if message == CLOSE_MESSAGE:
+            await websocket.close(code=CLOSE_NOT_LEADER, reason=not_leader_reason(websocket))
+            return
         await websocket.send_json(message)

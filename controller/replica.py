@@ -1,0 +1,171 @@
+"""This controller's role among the replicas: the leader, or a follower.
+
+The replicas of one deployment share a store (etcd) and elect one leader through
+it (`Store.try_lead`).  The leader is OpenFlow master of every switch, with the
+leadership's generation as the role request's generation id, holds the agent
+streams and runs the core; followers are slaves of every switch, serve the API
+(their writes go through the store) and stand by.  With SQLite there is one
+controller, and it always leads.
+
+A leadership ends in the store `ttl` seconds after its last refresh.  The leader
+stops acting as one earlier, `margin` seconds before that could happen (a watchdog
+thread checks, so a refresh stuck on an unreachable store cannot keep it master):
+two replicas never both believe they lead.  The switches fence a deposed leader
+too: a newer master's role request (a higher generation) demotes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from controller.store import Leadership, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class Replica:
+    def __init__(
+        self,
+        store: Store,
+        info: dict[str, Any],
+        *,
+        ttl: float = 2.0,
+        on_elected: Callable[[int], None] = lambda generation: None,
+        on_deposed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.info = dict(info)
+        self.ttl = ttl
+        self.margin = min(0.5, ttl / 4)
+        self.refresh_every = ttl / 5
+        self.poll_every = min(0.2, ttl / 10)
+        self.on_elected = on_elected
+        self.on_deposed = on_deposed
+        self._lock = threading.Lock()
+        self._lease: Leadership | None = None
+        self._valid_until = 0.0  # monotonic time until which this replica may lead
+        self._generation = 0  # ours while leading, else the last leader's we saw
+        self._leader: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.elections = 0  # how often this replica became leader (for /metrics)
+
+    # --- state -----------------------------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        with self._lock:
+            return self._lease is not None and time.monotonic() < self._valid_until
+
+    @property
+    def generation(self) -> int:
+        """The generation id of role requests: ours while leading, else the leader's."""
+        with self._lock:
+            return self._generation
+
+    def leader(self) -> dict[str, Any] | None:
+        """The leader's record (name, api, openflow) as last seen; ours while leading."""
+        with self._lock:
+            return dict(self.info) if self._lease is not None else self._leader
+
+    # --- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        for target, name in ((self._run, "daolinet-election"),
+                             (self._watchdog, "daolinet-lease-watchdog")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop taking part; a leader resigns so another replica takes over at once."""
+        self._stop.set()
+        with self._lock:
+            lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.resign()
+            self.on_deposed()
+
+    # --- the election loop -----------------------------------------------------------
+    def step(self) -> None:
+        """One round: a follower tries to lead, a leader refreshes (tests call this)."""
+        with self._lock:
+            lease = self._lease
+        if lease is None:
+            self._try_lead()
+        else:
+            self._refresh(lease)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:  # never let the election die: log and go on
+                log.exception("election round failed")
+            with self._lock:
+                wait = self.refresh_every if self._lease is not None else self.poll_every
+            self._stop.wait(wait)
+
+    def _try_lead(self) -> None:
+        started = time.monotonic()
+        try:
+            lease = self.store.try_lead(self.info, self.ttl)
+            current = None if lease is not None else self.store.leader()
+        except StoreError as exc:
+            log.debug("election: %s", exc)
+            return
+        if lease is None:
+            with self._lock:
+                if current is not None:
+                    self._leader, self._generation = current
+                else:
+                    self._leader = None
+            return
+        with self._lock:
+            if self._stop.is_set():
+                lease.resign()
+                return
+            self._lease = lease
+            self._generation = lease.generation
+            self._valid_until = started + self.ttl - self.margin
+            self.elections += 1
+        log.info("leading the controller replicas (generation %d)", lease.generation)
+        self.on_elected(lease.generation)
+
+    def _refresh(self, lease: Leadership) -> None:
+        started = time.monotonic()
+        try:
+            ok = lease.refresh()
+        except Exception as exc:  # an unreachable store: the watchdog decides
+            log.warning("could not refresh the leadership: %s", exc)
+            return
+        if ok:
+            with self._lock:
+                if self._lease is lease:
+                    self._valid_until = started + self.ttl - self.margin
+            return
+        log.warning("the leadership (generation %d) is lost", lease.generation)
+        self._depose(lease)
+
+    def _watchdog(self) -> None:
+        while not self._stop.wait(0.05):
+            with self._lock:
+                lease = self._lease
+                expired = lease is not None and time.monotonic() >= self._valid_until
+            if lease is not None and expired:
+                log.warning(
+                    "no leadership refresh for %.1fs: stepping down (generation %d)",
+                    self.ttl - self.margin, lease.generation,
+                )
+                self._depose(lease)
+
+    def _depose(self, lease: Leadership) -> None:
+        with self._lock:
+            if self._lease is not lease:
+                return
+            self._lease = None
+            self._leader = None
+        self.on_deposed()
+        lease.resign()
