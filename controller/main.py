@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import secrets
+import socket
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -20,12 +21,14 @@ from fastapi import FastAPI
 from controller.api import metrics, routes, stream
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
+from controller.api.leader import install_leader_forwarding
 from controller.cliutil import run_app
 from controller.core import CoreState
 from controller.fabric import Fabric
 from controller.hub import AgentHub
 from controller.inventory import Inventory
-from controller.store import DEFAULT_STORE_URL, open_store
+from controller.replica import Replica
+from controller.store import DEFAULT_STORE_URL, Store, StoreError, open_store
 
 log = logging.getLogger("daolinet.controller")
 DEFAULT_TOKEN_FILE = "/etc/daolinet/controller.token"
@@ -78,6 +81,24 @@ def read_role_token(path: Path | None, role: str, admin: str) -> str:
     return token
 
 
+REPLICAS = "replica"  # store kind: one record per controller replica (name, api, openflow)
+
+
+def advertised(value: str | None, host: str, port: int, scheme: str) -> str | None:
+    """The URL/target others reach this replica at: `value`, else HOST:PORT unless
+    HOST is a wildcard (then nobody can know it: None)."""
+    if value:
+        return value
+    if host in ("", "0.0.0.0", "::"):
+        return None
+    return f"{scheme}{host}:{port}"
+
+
+def replica_targets(store: Store) -> list[str]:
+    """The OpenFlow targets of every replica: each switch connects to all of them."""
+    return sorted({str(d["openflow"]) for d in store.list(REPLICAS) if d.get("openflow")})
+
+
 def start_openflow(fabric: Fabric, host: str, port: int) -> None:
     """Launch os-ken in-process (os-ken 4 has no osken-manager), on its own thread."""
     # app_manager must be imported before os_ken.controller.controller (import cycle);
@@ -101,9 +122,31 @@ def start_openflow(fabric: Fabric, host: str, port: int) -> None:
 
 @cli.command()
 def main(
-    store: Annotated[str, typer.Option(help="sqlite:///PATH of the desired-state store")] = (
-        DEFAULT_STORE_URL
-    ),
+    store: Annotated[
+        str,
+        typer.Option(
+            help="sqlite:///PATH (one controller) or etcd://HOST:PORT,HOST:PORT.../PREFIX "
+            "(replicated controllers; the prefix is optional, default daolinet)"
+        ),
+    ] = DEFAULT_STORE_URL,
+    replica: Annotated[
+        str | None, typer.Option(help="name of this controller replica (default: hostname)")
+    ] = None,
+    advertise: Annotated[
+        str | None,
+        typer.Option(help="API URL agents and other replicas reach this replica at "
+                     "(default: http://API_HOST:PORT; needed with etcd and a wildcard --api)"),
+    ] = None,
+    advertise_openflow: Annotated[
+        str | None,
+        typer.Option(help="OpenFlow target switches reach this replica at, tcp:IP:PORT "
+                     "(default: from --openflow; needed with etcd and a wildcard --openflow)"),
+    ] = None,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(min=1.0, max=60.0,
+                     help="seconds a silent leader keeps its leadership (etcd lease TTL)"),
+    ] = 2.0,
     token_file: Annotated[
         Path, typer.Option(help="API token file (created with a random token if absent)")
     ] = Path(DEFAULT_TOKEN_FILE),
@@ -145,13 +188,32 @@ def main(
         agent_token = read_role_token(agent_token_file, "agent", token)
         if readonly_token and readonly_token == agent_token:
             raise ValueError("the read-only and the agent token files hold the same token")
+        replicated = store.startswith("etcd:")
+        name = replica or socket.gethostname()
+        api_url = advertised(advertise, api_host, api_port, "http://")
+        of_target = advertised(advertise_openflow, of_host, of_port, "tcp:")
+        if replicated and (api_url is None or of_target is None):
+            raise ValueError(
+                "with an etcd store, replicas must be reachable by each other and by the "
+                "switches: give --advertise URL and --advertise-openflow tcp:IP:PORT "
+                "(or listen on a specific address)"
+            )
         backend = open_store(store)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, StoreError) as exc:
         typer.echo(f"daolinet-controller: {exc}", err=True)
         raise typer.Exit(1) from None
 
     fabric_ref: list[Fabric] = []
-    inventory = Inventory(backend, lambda change: fabric_ref[0].on_change(change))
+    try:
+        inventory = Inventory(
+            backend, lambda change: fabric_ref[0].on_change(change), replicated=replicated
+        )
+        if replicated:
+            with backend.exclusive():
+                backend.put(REPLICAS, name, {"name": name, "api": api_url, "openflow": of_target})
+    except StoreError as exc:
+        typer.echo(f"daolinet-controller: {exc}", err=True)
+        raise typer.Exit(1) from None
     fabric = Fabric(
         inventory.index,
         CoreState(
@@ -162,6 +224,12 @@ def main(
         ),
     )
     fabric_ref.append(fabric)
+    elector = Replica(
+        backend, {"name": name, "api": api_url, "openflow": of_target}, ttl=lease_ttl,
+        on_elected=fabric.set_master, on_deposed=lambda: fabric.set_master(None),
+    )
+    fabric.generation_hint = lambda: elector.generation
+    fabric.lease_valid = lambda: elector.is_leader
     ctx = ApiContext(
         inventory=inventory,
         token=token,
@@ -170,16 +238,28 @@ def main(
         openflow_port=of_port,
         readonly_token=readonly_token,
         agent_token=agent_token,
+        openflow_targets=(lambda: replica_targets(backend)) if replicated else None,
     )
     app = create_app(ctx, extra_routers=[routes.router, stream.router])
     app.include_router(metrics.router)
+
+    def leader_url() -> str | None:
+        leader = elector.leader()
+        return str(leader["api"]) if leader and leader.get("api") else None
+
+    app.state.leader = leader_url
+    app.state.replica = elector
+    install_leader_forwarding(app, lambda: fabric.master is not None, leader_url)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         app.state.hub = AgentHub(fabric, asyncio.get_running_loop())
         start_openflow(fabric, of_host, of_port)
-        log.info("API on %s:%d, OpenFlow on %s:%d", api_host, api_port, of_host, of_port)
+        elector.start()
+        log.info("replica %s: API on %s:%d, OpenFlow on %s:%d, store %s", name, api_host,
+                 api_port, of_host, of_port, backend)
         yield
+        elector.stop()  # a leader resigns: another replica takes over at once
 
     app.router.lifespan_context = lifespan
     config = uvicorn.Config(

@@ -7,6 +7,7 @@ Protocol here so the API can be tested without a running OpenFlow app.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
@@ -31,6 +32,8 @@ class ApiContext:
     openflow_port: int
     readonly_token: str = ""  # may only read ("" = no such token)
     agent_token: str = ""  # host agents: hosts, streams, containers ("" = none)
+    # Replicated controllers: the OpenFlow targets of every replica (None: only ours)
+    openflow_targets: Callable[[], list[str]] | None = None
 
 
 def get_ctx(request: Request) -> ApiContext:

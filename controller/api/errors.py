@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.inventory import InventoryError
+from controller.store import StoreUnavailable
 
 
 class ErrorResponse(JSONResponse):
@@ -59,6 +60,14 @@ async def _inventory_error(_request: Request, exc: Exception) -> JSONResponse:
     return ErrorResponse(status_code=exc.status_code, content={"detail": exc.message})
 
 
+async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """No quorum, no member reachable: nothing was changed; the client may retry."""
+    return ErrorResponse(
+        status_code=503, content={"detail": f"store unavailable: {exc}"},
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     headers: Mapping[str, str] | None = getattr(exc, "headers", None)
@@ -79,5 +88,6 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InventoryError, _inventory_error)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

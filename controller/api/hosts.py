@@ -50,6 +50,10 @@ def openflow_host(ctx: ApiContext, request: Request) -> str:
 
 
 def openflow_targets(ctx: ApiContext, request: Request) -> list[str]:
+    if ctx.openflow_targets is not None:
+        targets = ctx.openflow_targets()
+        if targets:
+            return targets  # every replica: each switch connects to all of them
     host = openflow_host(ctx, request)
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # OVS syntax for IPv6 targets

@@ -1,0 +1,68 @@
+"""Requests only the leading replica can answer, forwarded to it by the others.
+
+Every replica serves the whole API: desired state is in the shared store, so any
+replica reads and writes it.  Three things live only in the leader: the live
+routes (its core), and the commands it sends through the agent streams (key
+rotation, container move).  A follower forwards those requests to the leader's
+advertised API URL, with the caller's token, and returns its answer; when no
+replica leads (an election is under way), it answers 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from starlette.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+LEADER_ONLY = re.compile(
+    r"^/api/v1/(routes|hosts/[^/]+/rotate-key|containers/[^/]+/move)/?$"
+)
+# Hop-by-hop headers (RFC 9110 7.6.1) and those httpx sets itself.
+_DROP = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te",
+                   "upgrade", "content-length", "proxy-authorization", "trailer"})
+FORWARD_TIMEOUT = 130.0  # a container move waits up to 120 s for `docker run`
+FORWARDED_HEADER = "x-daolinet-forwarded"
+
+
+def install_leader_forwarding(
+    app: FastAPI,
+    is_leader: Callable[[], bool],
+    leader_url: Callable[[], str | None],
+) -> None:
+    @app.middleware("http")
+    async def forward_to_leader(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if not LEADER_ONLY.match(request.url.path) or is_leader():
+            return await call_next(request)
+        if request.headers.get(FORWARDED_HEADER):
+            # Forwarded here by a replica that took us for the leader: no loops.
+            return _unavailable("this replica is not the leader (an election is under way)")
+        url = leader_url()
+        if not url:
+            return _unavailable("no controller replica leads now; retry in a few seconds")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
+        headers[FORWARDED_HEADER] = "1"
+        target = url.rstrip("/") + request.url.path
+        try:
+            async with httpx.AsyncClient(timeout=FORWARD_TIMEOUT) as client:
+                answer = await client.request(
+                    request.method, target, params=request.query_params,
+                    headers=headers, content=await request.body(),
+                )
+        except httpx.HTTPError as exc:
+            log.warning("could not forward %s to the leader %s: %s", request.url.path, url, exc)
+            return _unavailable(f"the leader {url} did not answer: {exc}")
+        keep = {k: v for k, v in answer.headers.items() if k.lower() not in _DROP
+                and k.lower() != "content-encoding"}
+        return Response(answer.content, status_code=answer.status_code, headers=keep)
+
+
+def _unavailable(detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
