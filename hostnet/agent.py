@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import uvicorn
 from pydantic import TypeAdapter, ValidationError
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosedError, InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as sync_connect
 
@@ -38,6 +38,7 @@ from hostnet.client import (
     ControllerError,
     ControllerUnreachable,
     Registration,
+    controller_urls,
     stream_url,
 )
 from hostnet.dockerplugin import (
@@ -221,6 +222,7 @@ class Agent:
         return reg
 
     async def _register_with_retry(self) -> Registration:
+        assert self.client is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.connect_timeout
         delay = BACKOFF_MIN
@@ -228,7 +230,7 @@ class Agent:
         while True:
             try:
                 if self.address is None:
-                    target = controller_ipv4(self.cfg.controller)
+                    target = controller_ipv4(self.client.base_url)
                     self.address = await self._host(netlink.source_address_for, target)
                 return await self._register()
             except ControllerUnreachable as exc:
@@ -284,7 +286,8 @@ class Agent:
     async def startup(self) -> socket.socket:
         token = read_token(self.cfg.token_file)
         try:
-            stream_url(self.cfg.controller, self.cfg.host)
+            for url in controller_urls(self.cfg.controller):
+                stream_url(url, self.cfg.host)
         except ValueError as exc:
             raise AgentStartupError(str(exc)) from exc
         self.client = ControllerClient(self.cfg.controller, token)
@@ -376,7 +379,8 @@ class Agent:
         return await loop.run_in_executor(self._route_exec, self._stream_blocking, token)
 
     def _stream_blocking(self, token: str) -> bool:
-        url = stream_url(self.cfg.controller, self.cfg.host)
+        assert self.client is not None
+        url = stream_url(self.client.base_url, self.cfg.host)
         got = False
         with sync_connect(
             url,
@@ -521,9 +525,13 @@ class Agent:
             await loop.run_in_executor(None, ws.send, json.dumps(reply))
 
     async def stream_forever(self) -> None:
+        """Keep the stream up, moving on to the next controller replica when one
+        refuses it (not the leader) or goes away; the backoff grows only once every
+        replica has been tried."""
         assert self.client is not None
         delay = BACKOFF_MIN
         first = True
+        tried = 0
         while not self._stop.is_set():
             try:
                 if not first:
@@ -531,11 +539,16 @@ class Agent:
                 first = False
                 if await self._stream_once(self.client.token):
                     delay = BACKOFF_MIN
-                log.warning("stream closed by the controller")
+                    tried = 0
+                log.warning("stream closed by the controller %s", self.client.base_url)
             except asyncio.CancelledError:
                 raise
             except InvalidStatus as exc:
                 log.warning("stream refused: HTTP %s", exc.response.status_code)
+            except ConnectionClosedError as exc:
+                reason = exc.rcvd.reason if exc.rcvd is not None else ""
+                log.warning("stream of %s ended: %s", self.client.base_url,
+                            reason or " ".join(str(exc).split()))
             except (OSError, TimeoutError, WebSocketException) as exc:
                 log.warning("stream lost: %s", " ".join(str(exc).split()) or type(exc).__name__)
             except ControllerError as exc:
@@ -544,9 +557,13 @@ class Agent:
                 log.error("bridge update after re-registration failed: %s", exc)
             except Exception:  # never let the stream die: log and reconnect
                 log.exception("stream failed unexpectedly")
+            tried += 1
+            self.client.rotate()
+            pause = BACKOFF_MIN / 2
+            if tried >= len(self.client.urls):
+                pause, delay, tried = delay, next_backoff(delay), 0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
-            delay = next_backoff(delay)
+                await asyncio.wait_for(self._stop.wait(), timeout=pause)
 
     # -- Docker plugin ------------------------------------------------------------
 

@@ -81,7 +81,24 @@ def stream_url(controller: str, host: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
+def controller_urls(value: str) -> list[str]:
+    """The controller replicas' base URLs of a `--controller URL[,URL...]` value."""
+    urls = [u.strip().rstrip("/") for u in value.split(",")]
+    if not all(urls):
+        raise ValueError(f"controller URL list {value!r} has an empty entry")
+    return urls
+
+
 class ControllerClient:
+    """The API of the controller replicas (`base_url` may list several, comma-separated).
+
+    Requests go to the replica that answered last.  One that cannot be reached, or
+    answers 503 (no store quorum, election under way: nothing was changed), makes
+    the request try the next replica; a request that may have reached a replica
+    (a read timeout) is not repeated elsewhere, but the next request starts at the
+    next replica.
+    """
+
     def __init__(
         self,
         base_url: str,
@@ -90,26 +107,50 @@ class ControllerClient:
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.urls = controller_urls(base_url)
+        self._current = 0
         self.token = token
         self._http = httpx.AsyncClient(
-            base_url=self.base_url + API,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
             transport=transport,
         )
 
+    @property
+    def base_url(self) -> str:
+        """The replica requests (and the agent stream) go to now."""
+        return self.urls[self._current]
+
+    def rotate(self) -> str:
+        """Move on to the next replica; its URL."""
+        self._current = (self._current + 1) % len(self.urls)
+        return self.base_url
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            resp = await self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise ControllerUnreachable(
-                f"controller {self.base_url} unreachable: {reason}"
-            ) from exc
+        resp: httpx.Response | None = None
+        failures: list[str] = []
+        for _ in self.urls:
+            url = self.base_url
+            try:
+                resp = await self._http.request(method, url + API + path, **kwargs)
+            except httpx.HTTPError as exc:
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                failures.append(f"controller {url} unreachable: {reason}")
+                self.rotate()
+                if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                    continue  # never sent: safe to try the next replica
+                break
+            if resp.status_code == 503 and len(self.urls) > 1:
+                failures.append(f"controller {url}: {_detail(resp)}")
+                self.rotate()
+                resp = None
+                continue
+            break
+        if resp is None:
+            raise ControllerUnreachable("; ".join(failures))
         if resp.status_code >= 400:
             status = resp.status_code if resp.status_code < 500 else 502
             raise ControllerError(status, _detail(resp))

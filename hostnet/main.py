@@ -50,7 +50,11 @@ SocketOpt = Annotated[
 @app.command()
 def agent(
     controller: Annotated[
-        str, typer.Option(help="Controller base URL, e.g. http://10.0.0.1:8080.")
+        str,
+        typer.Option(
+            help="Controller base URL, e.g. http://10.0.0.1:8080; replicas comma-separated "
+            "(http://10.0.0.1:8080,http://10.0.0.2:8080): the agent uses the leader."
+        ),
     ],
     token_file: Annotated[
         Path, typer.Option("--token-file", help="File holding the API bearer token.")
