@@ -18,7 +18,7 @@ from controller.events import (
 )
 from controller.inventory import Conflict, Invalid, Inventory, InventoryError, NotFound
 from controller.models import mac_for_ip
-from controller.store import SqliteStore
+from tests.unit.storebackends import BACKENDS, Backend, open_backend
 
 IP = ipaddress.IPv4Address
 
@@ -31,9 +31,12 @@ class Recorder:
         self.events.append(change)
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "daolinet.db"
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path: Path):
+    """Every test runs on SQLite and on etcd (a fresh prefix of the session's cluster);
+    backend.open() opens the same data again, as a restarted controller would."""
+    with open_backend(request, tmp_path) as b:
+        yield b
 
 
 @pytest.fixture
@@ -42,10 +45,8 @@ def rec() -> Recorder:
 
 
 @pytest.fixture
-def inv(db: Path, rec: Recorder):
-    store = SqliteStore(db)
-    yield Inventory(store, rec)
-    store.close()
+def inv(backend: Backend, rec: Recorder) -> Inventory:
+    return Inventory(backend.open(), rec)  # closed by the backend fixture
 
 
 @pytest.fixture
@@ -353,8 +354,8 @@ def test_unknown_endpoint(lab: Inventory) -> None:
 # --- persistence ---------------------------------------------------------------------
 
 
-def test_persistence_across_reopen(db: Path) -> None:
-    store = SqliteStore(db)
+def test_persistence_across_reopen(backend: Backend) -> None:
+    store = backend.open()
     inv = Inventory(store, lambda _c: None)
     h1 = inv.register_host("h1", "198.18.0.11")
     h2 = inv.register_host("h2", "198.18.0.12")
@@ -366,7 +367,7 @@ def test_persistence_across_reopen(db: Path) -> None:
     store.close()
 
     rec = Recorder()
-    store2 = SqliteStore(db)
+    store2 = backend.open()
     inv2 = Inventory(store2, rec)
     try:
         assert rec.events == []  # loading announces nothing
@@ -386,22 +387,22 @@ def test_persistence_across_reopen(db: Path) -> None:
         store2.close()
 
 
-def test_dpid_never_reused_even_without_counter(db: Path) -> None:
-    store = SqliteStore(db)
+def test_dpid_never_reused_even_without_counter(backend: Backend) -> None:
+    store = backend.open()
     inv = Inventory(store, lambda _c: None)
     inv.register_host("h1", "198.18.0.11")
     inv.register_host("h2", "198.18.0.12")
     store.delete("meta", "next_dpid")
     store.close()
-    store = SqliteStore(db)
+    store = backend.open()
     try:
         assert Inventory(store, lambda _c: None).register_host("h3", "198.18.0.13").dpid == 3
     finally:
         store.close()
 
 
-def test_corrupt_record_is_loud(db: Path) -> None:
-    store = SqliteStore(db)
+def test_corrupt_record_is_loud(backend: Backend) -> None:
+    store = backend.open()
     store.put("network", "bad", {"name": "bad", "subnet": "nope"})
     with pytest.raises(RuntimeError, match="corrupt network record"):
         Inventory(store, lambda _c: None)
@@ -411,8 +412,8 @@ def test_corrupt_record_is_loud(db: Path) -> None:
 # --- announcements -------------------------------------------------------------------
 
 
-def test_store_written_before_announce(db: Path) -> None:
-    store = SqliteStore(db)
+def test_store_written_before_announce(backend: Backend) -> None:
+    store = backend.open()
     seen: list[bool] = []
 
     def on_change(change: Change) -> None:

@@ -19,12 +19,14 @@ from controller.events import (
 )
 from controller.inventory import Conflict, Invalid, Inventory, NotFound
 from controller.models import RuleSource
-from controller.store import SqliteStore
+from tests.unit.storebackends import BACKENDS, Backend, open_backend
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "inv.db"
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path: Path):
+    """Every test runs on SQLite and on etcd (a fresh prefix of the session's cluster)."""
+    with open_backend(request, tmp_path) as b:
+        yield b
 
 
 @pytest.fixture
@@ -33,9 +35,8 @@ def events() -> list[Change]:
 
 
 @pytest.fixture
-def inv(db: Path, events: list[Change]) -> Iterator[Inventory]:
-    store = SqliteStore(db)
-    inv = Inventory(store, events.append)
+def inv(backend: Backend, events: list[Change]) -> Iterator[Inventory]:
+    inv = Inventory(backend.open(), events.append)
     inv.register_host("h1", "198.18.0.11")
     inv.register_host("h2", "198.18.0.12")
     inv.create_network("web", "10.1.0.0/24")
@@ -43,8 +44,7 @@ def inv(db: Path, events: list[Change]) -> Iterator[Inventory]:
     inv.add_endpoint("c1", "web", "h1")
     inv.add_endpoint("c2", "api", "h2")
     events.clear()
-    yield inv
-    store.close()
+    yield inv  # its store is closed by the backend fixture
 
 
 # --- networks ---------------------------------------------------------------------------
@@ -329,7 +329,7 @@ def test_published_port_not_found(inv: Inventory) -> None:
 # --- persistence ------------------------------------------------------------------------
 
 
-def test_policy_survives_restart(inv: Inventory, db: Path) -> None:
+def test_policy_survives_restart(inv: Inventory, backend: Backend) -> None:
     inv.create_group("g", ["web", "api"])
     inv.set_pair_policy("c1", "c2", "deny")
     r0 = inv.add_rule("network", "web", "deny", "network", "api", "tcp", ["22"])
@@ -337,7 +337,7 @@ def test_policy_survives_restart(inv: Inventory, db: Path) -> None:
     p = inv.publish_port("c1", 8080, 80)
     inv.set_network_external("web", True)
     before = inv.index
-    store = SqliteStore(db)
+    store = backend.open()
     again = Inventory(store, lambda _c: None)
     try:
         idx = again.index

@@ -1,9 +1,13 @@
-"""SqliteStore and open_store."""
+"""The store: one suite on both backends (SQLite, and etcd on a 1-member cluster with a
+fresh prefix per test), then what is backend-specific: SQLite files, etcd URLs, watch,
+fencing, election.  Availability with a 3-member cluster: test_store_etcd.py."""
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,23 +18,79 @@ from controller.store import (
     Store,
     StoreConflict,
     StoreError,
+    StoreEvent,
+    StoreUnavailable,
     open_store,
 )
+from controller.store_etcd import EtcdStore, parse_etcd_url
+from tests.unit.storebackends import BACKENDS, Backend, etcd_raw, open_backend
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path: Path):
+    with open_backend(request, tmp_path) as b:
+        yield b
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "db" / "daolinet.db")
-    yield s
-    s.close()
+def store(backend: Backend) -> Store:
+    return backend.open()
 
 
-def test_is_a_store(store: SqliteStore) -> None:
-    s: Store = store  # structural typing: SqliteStore satisfies the protocol
+@pytest.fixture
+def etcd_backend(request, tmp_path: Path):
+    with open_backend(request, tmp_path, "etcd") as b:
+        yield b
+
+
+@pytest.fixture
+def estore(etcd_backend: Backend) -> EtcdStore:
+    s = etcd_backend.open()
+    assert isinstance(s, EtcdStore)
+    return s
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class Collector:
+    """A watch callback that records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[StoreEvent]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, events: list[StoreEvent]) -> None:
+        with self.cond:
+            self.calls.append(list(events))
+            self.cond.notify_all()
+
+    @property
+    def events(self) -> list[StoreEvent]:
+        with self.cond:
+            return [e for call in self.calls for e in call]
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> list[StoreEvent]:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while sum(len(c) for c in self.calls) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(left)
+        return self.events
+
+
+# --- documents (both backends) -----------------------------------------------------------
+
+
+def test_is_a_store(store: Store) -> None:
+    s: Store = store  # structural typing: both backends satisfy the protocol
     assert s.get("network", "x") is None
 
 
-def test_put_get_list_delete(store: SqliteStore) -> None:
+def test_put_get_list_delete(store: Store) -> None:
     store.put("network", "web", {"name": "web", "subnet": "10.1.0.0/24"})
     store.put("network", "db", {"name": "db", "subnet": "10.2.0.0/24"})
     store.put("host", "h1", {"name": "h1"})
@@ -43,7 +103,7 @@ def test_put_get_list_delete(store: SqliteStore) -> None:
     assert store.get("network", "web") is None
 
 
-def test_put_overwrites_unless_create(store: SqliteStore) -> None:
+def test_put_overwrites_unless_create(store: Store) -> None:
     store.put("meta", "k", {"value": 1})
     store.put("meta", "k", {"value": 2})
     assert store.get("meta", "k") == {"value": 2}
@@ -54,20 +114,597 @@ def test_put_overwrites_unless_create(store: SqliteStore) -> None:
     assert store.get("meta", "other") == {"value": 4}
 
 
-def test_same_key_in_different_kinds(store: SqliteStore) -> None:
+def test_same_key_in_different_kinds(store: Store) -> None:
     store.put("a", "k", {"v": "a"}, create=True)
     store.put("b", "k", {"v": "b"}, create=True)
     assert store.get("a", "k") == {"v": "a"}
     assert store.get("b", "k") == {"v": "b"}
+    store.put("ab", "k", {"v": "ab"})  # a kind that extends another's name
+    assert store.list("a") == [{"v": "a"}]
 
 
-def test_nested_json_round_trip(store: SqliteStore) -> None:
+def test_keys_order_bytewise_and_may_hold_any_text(store: Store) -> None:
+    keys = ["b", "a|b", "a", "a/b", "Z", "ü", "10", "9", ""]
+    for k in keys:
+        store.put("k", k, {"k": k})
+    assert [d["k"] for d in store.list("k")] == sorted(keys, key=lambda k: k.encode())
+    assert store.get("k", "a/b") == {"k": "a/b"}
+    assert store.get("k", "") == {"k": ""}
+
+
+def test_nested_json_round_trip(store: Store) -> None:
     doc = {"s": "ü", "n": 2**63, "f": 1.5, "l": [1, None, True], "d": {"x": {}}}
     store.put("k", "1", doc)
     assert store.get("k", "1") == doc
 
 
-def test_survives_reopen(tmp_path: Path) -> None:
+def test_another_store_object_sees_the_same_documents(backend: Backend) -> None:
+    first = backend.open()
+    for i in range(50):
+        first.put("endpoint", f"e{i:02d}", {"i": i})
+    first.delete("endpoint", "e07")
+    first.close()
+    second = backend.open()
+    docs = second.list("endpoint")
+    assert len(docs) == 49
+    assert {"i": 7} not in docs
+    assert second.get("endpoint", "e49") == {"i": 49}
+
+
+def test_closed_store_raises(backend: Backend) -> None:
+    s = backend.open()
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        s.get("k", "v")
+
+
+def test_thread_safety(store: Store) -> None:
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(20):
+                store.put("t", f"{n}-{i}", {"n": n, "i": i})
+                assert store.get("t", f"{n}-{i}") == {"n": n, "i": i}
+                if i % 10 == 0:
+                    store.list("t")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(store.list("t")) == 160
+
+
+def test_create_is_exclusive_across_threads_and_replicas(backend: Backend) -> None:
+    stores = [backend.open(), backend.open()]
+    wins: list[int] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        try:
+            stores[n % 2].put("race", "key", {"n": n}, create=True)
+        except StoreConflict:
+            return
+        with lock:
+            wins.append(n)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert stores[0].get("race", "key") == {"n": wins[0]}
+
+
+# --- snapshot and revision (both backends) -----------------------------------------------
+
+
+def test_snapshot_holds_every_document_by_kind(store: Store) -> None:
+    rev0, docs0 = store.snapshot()
+    assert docs0 == {}
+    store.put("network", "web", {"name": "web"})
+    store.put("network", "db", {"name": "db"})
+    store.put("host", "h1", {"name": "h1"})
+    store.put("host", "h0", {"name": "h0"})
+    store.delete("host", "h0")
+    rev, docs = store.snapshot()
+    assert docs == {
+        "host": [{"name": "h1"}],
+        "network": [{"name": "db"}, {"name": "web"}],
+    }
+    assert rev > rev0
+    assert rev == store.revision()  # nothing written since
+    store.put("host", "h2", {"name": "h2"})
+    rev2, docs2 = store.snapshot()
+    assert rev2 > rev
+    assert [d["name"] for d in docs2["host"]] == ["h1", "h2"]
+
+
+def test_snapshot_of_many_documents_is_one_read(store: Store) -> None:
+    if isinstance(store, EtcdStore):
+        store.page_size = 7  # several pages, all read at the revision of the first
+    for i in range(30):
+        store.put("b", f"{i:02d}", {"i": i})
+    for i in range(3):
+        store.put("a", f"{i}", {"i": i})
+    rev, docs = store.snapshot()
+    assert [d["i"] for d in docs["a"]] == [0, 1, 2]
+    assert [d["i"] for d in docs["b"]] == list(range(30))
+    assert [d["i"] for d in store.list("b")] == list(range(30))
+    assert rev == store.revision()
+
+
+def test_revision_grows_with_every_write(store: Store) -> None:
+    seen = [store.revision()]
+
+    def grew() -> None:
+        now = store.revision()
+        assert now > seen[-1]
+        seen.append(now)
+
+    store.put("k", "a", {"v": 1})
+    grew()
+    store.put("k", "a", {"v": 1})  # the same value again is still a write
+    grew()
+    store.put("k", "b", {"v": 2}, create=True)
+    grew()
+    assert store.delete("k", "a")
+    grew()
+    with store.exclusive():
+        store.put("k", "c", {})
+    grew()
+    assert store.revision() == seen[-1]  # reads change nothing
+
+
+def test_sqlite_revision_and_generation_survive_reopen(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "r.db")
+    s.put("k", "a", {})
+    s.put("k", "b", {})
+    assert not s.delete("k", "missing")  # deleting nothing is not a change (as in etcd)
+    with pytest.raises(StoreConflict):
+        s.put("k", "a", {}, create=True)  # nor is a refused create
+    assert s.revision() == 2
+    lead = s.try_lead({"name": "c1"}, 10)
+    assert lead is not None
+    gen = lead.generation
+    s.close()
+    s = SqliteStore(tmp_path / "r.db")
+    try:
+        assert s.revision() == 2
+        assert s.leader() is None  # a leadership is of the process that won it
+        again = s.try_lead({"name": "c1"}, 10)
+        assert again is not None and again.generation == gen + 1
+    finally:
+        s.close()
+
+
+def test_sqlite_database_of_before_revisions_opens(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE documents (kind TEXT NOT NULL, key TEXT NOT NULL,"
+        " value TEXT NOT NULL, PRIMARY KEY (kind, key))"
+    )
+    db.execute("""INSERT INTO documents VALUES ('host', 'h1', '{"name":"h1"}')""")
+    db.commit()
+    db.close()
+    s = SqliteStore(path)
+    try:
+        assert s.snapshot() == (0, {"host": [{"name": "h1"}]})
+        s.put("host", "h2", {"name": "h2"})
+        assert s.revision() == 1
+    finally:
+        s.close()
+
+
+# --- watch ---------------------------------------------------------------------------------
+
+
+def test_sqlite_watch_is_a_no_op(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "w.db")
+    got = Collector()
+    s.watch(0, got)
+    s.put("k", "a", {})
+    s.delete("k", "a")
+    time.sleep(0.05)
+    assert got.calls == []
+    s.close()
+
+
+def test_watch_delivers_changes_after_a_revision_in_order(estore: EtcdStore) -> None:
+    estore.put("network", "old", {"v": 0})
+    after = estore.revision()
+    got = Collector()
+    estore.watch(after, got)
+    want: list[StoreEvent] = []
+    estore.put("network", "web", {"v": 1})
+    want.append(StoreEvent("network", "web", {"v": 1}, estore.revision()))
+    estore.put("host", "h1", {"v": 2}, create=True)
+    want.append(StoreEvent("host", "h1", {"v": 2}, estore.revision()))
+    estore.put("network", "web", {"v": 3})
+    want.append(StoreEvent("network", "web", {"v": 3}, estore.revision()))
+    assert estore.delete("network", "old")
+    want.append(StoreEvent("network", "old", None, estore.revision()))
+    assert not estore.delete("network", "old")  # nothing deleted: no event
+    with estore.exclusive():  # fenced writes are documents changes like any other
+        estore.put("group", "g", {"v": 4})
+        want.append(StoreEvent("group", "g", {"v": 4}, estore.revision()))
+    # the lock and the leader are not documents
+    lead = estore.try_lead({"name": "x"}, 5)
+    assert lead is not None
+    lead.resign()
+    estore.put("network", "last", {"v": 5})
+    want.append(StoreEvent("network", "last", {"v": 5}, estore.revision()))
+    assert got.wait_for(len(want)) == want
+    assert all(len(call) == 1 for call in got.calls)  # one revision per call
+    time.sleep(0.1)
+    assert got.events == want  # nothing more
+
+
+def test_watch_from_the_past_replays_history_and_nothing_before(estore: EtcdStore) -> None:
+    estore.put("k", "a", {"n": 1})
+    ra = estore.revision()
+    estore.put("k", "b", {"n": 2})
+    rb = estore.revision()
+    estore.delete("k", "a")
+    rd = estore.revision()
+    got = Collector()
+    estore.watch(ra, got)  # a is at ra: not delivered
+    assert got.wait_for(2) == [
+        StoreEvent("k", "b", {"n": 2}, rb),
+        StoreEvent("k", "a", None, rd),
+    ]
+    later = Collector()
+    estore.watch(rd, later)  # everything is at or before rd
+    estore.put("k", "c", {"n": 3})
+    assert later.wait_for(1) == [StoreEvent("k", "c", {"n": 3}, estore.revision())]
+
+
+def test_watch_hands_one_transaction_in_one_call(estore: EtcdStore, etcd_backend: Backend) -> None:
+    got = Collector()
+    estore.watch(estore.revision(), got)
+    docs = f"{etcd_backend.prefix}/docs"
+    assert etcd_backend.cluster is not None
+    body = etcd_raw(
+        etcd_backend.cluster.endpoints[0],
+        "/kv/txn",
+        {
+            "compare": [],
+            "success": [
+                {"request_put": {"key": b64(f"{docs}/k/a"), "value": b64('{"n":1}')}},
+                {"request_put": {"key": b64(f"{docs}/k/b"), "value": b64('{"n":2}')}},
+                # outside the documents: not reported
+                {"request_put": {"key": b64(f"{etcd_backend.prefix}/other"), "value": b64("x")}},
+            ],
+        },
+    )
+    rev = int(body["header"]["revision"])
+    estore.put("k", "c", {"n": 3})
+    got.wait_for(3)
+    assert got.calls == [
+        [StoreEvent("k", "a", {"n": 1}, rev), StoreEvent("k", "b", {"n": 2}, rev)],
+        [StoreEvent("k", "c", {"n": 3}, rev + 1)],
+    ]
+
+
+def test_watch_outlives_a_failing_callback_and_stops_at_close(etcd_backend: Backend) -> None:
+    s = etcd_backend.open()
+    calls: list[int] = []
+
+    def callback(events: list[StoreEvent]) -> None:
+        calls.append(events[0].revision)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+
+    s.watch(s.revision(), callback)
+    s.put("k", "a", {})
+    s.put("k", "b", {})
+    deadline = time.monotonic() + 5
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(calls) == 2
+    s.close()
+    other = etcd_backend.open()
+    other.put("k", "c", {})
+    time.sleep(0.2)
+    assert len(calls) == 2  # closed: no more calls
+
+
+def test_watch_only_sees_its_own_prefix(etcd_backend: Backend, estore: EtcdStore) -> None:
+    assert etcd_backend.cluster is not None
+    neighbour = EtcdStore.from_url(etcd_backend.cluster.url(etcd_backend.prefix + "x"))
+    try:
+        got = Collector()
+        estore.watch(estore.revision(), got)
+        neighbour.put("k", "a", {"mine": False})
+        estore.put("k", "a", {"mine": True})
+        assert [e.value for e in got.wait_for(1)] == [{"mine": True}]
+        assert estore.list("k") == [{"mine": True}]
+    finally:
+        neighbour.close()
+
+
+# --- exclusive (both backends) ----------------------------------------------------------
+
+
+def test_exclusive_excludes_another_replica(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()
+    inside = threading.Event()
+    leave = threading.Event()
+    order: list[str] = []
+
+    def holder() -> None:
+        with a.exclusive():
+            order.append("a in")
+            inside.set()
+            leave.wait(5)
+            order.append("a out")
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert inside.wait(5)
+    started = time.monotonic()
+    with (
+        pytest.raises(StoreUnavailable, match="no exclusive access to the store"),
+        b.exclusive(timeout=0.3),
+    ):
+        pass  # pragma: no cover
+    assert 0.25 < time.monotonic() - started < 2.0
+    threading.Timer(0.2, leave.set).start()
+    with b.exclusive(timeout=5):
+        order.append("b in")
+    t.join()
+    assert order == ["a in", "a out", "b in"]
+
+
+def test_exclusive_serialises_read_modify_write(backend: Backend) -> None:
+    stores = [backend.open(), backend.open()]
+    stores[0].put("counter", "c", {"n": 0})
+    errors: list[BaseException] = []
+
+    def worker(s: Store) -> None:
+        try:
+            for _ in range(8):
+                with s.exclusive(timeout=10):
+                    doc = s.get("counter", "c")
+                    assert doc is not None
+                    s.put("counter", "c", {"n": doc["n"] + 1})
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(stores[n % 2],)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert stores[1].get("counter", "c") == {"n": 32}
+
+
+def test_exclusive_is_reentrant_and_released_on_error(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()
+    with pytest.raises(RuntimeError, match="inner"), a.exclusive():
+        with a.exclusive():
+            a.put("k", "a", {})
+        a.put("k", "b", {})
+        raise RuntimeError("inner")
+    with b.exclusive(timeout=1):  # released
+        assert b.get("k", "b") == {}
+
+
+def test_exclusive_in_two_threads_of_one_object(store: Store) -> None:
+    inside = threading.Event()
+    leave = threading.Event()
+
+    def holder() -> None:
+        with store.exclusive():
+            inside.set()
+            leave.wait(5)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert inside.wait(5)
+    with pytest.raises(StoreUnavailable, match="no exclusive access"), store.exclusive(timeout=0.2):
+        pass  # pragma: no cover
+    leave.set()
+    t.join()
+    with store.exclusive(timeout=1):
+        pass
+
+
+# --- fencing (etcd) -----------------------------------------------------------------------
+
+
+def test_lost_lock_fences_writes(estore: EtcdStore, etcd_backend: Backend) -> None:
+    assert etcd_backend.cluster is not None
+    endpoint = etcd_backend.cluster.endpoints[0]
+    estore.put("k", "kept", {"v": 1})
+    rev_before = None
+    with estore.exclusive():
+        estore.put("k", "a", {"v": 1})
+        # another client deletes the lock (as its lease expiring in a partition would)
+        etcd_raw(endpoint, "/kv/deleterange", {"key": b64(f"{etcd_backend.prefix}/lock")})
+        rev_before = estore.revision()
+        with pytest.raises(StoreUnavailable, match="lost exclusive access to the store"):
+            estore.put("k", "b", {"v": 2})
+        with pytest.raises(StoreUnavailable, match="lost exclusive access"):
+            estore.put("k", "c", {"v": 3}, create=True)
+        with pytest.raises(StoreUnavailable, match="lost exclusive access"):
+            estore.put("k", "a", {"v": 4}, create=True)  # lost beats conflict
+        with pytest.raises(StoreUnavailable, match="lost exclusive access"):
+            estore.delete("k", "kept")
+        assert estore.revision() == rev_before  # nothing was written
+    assert estore.get("k", "a") == {"v": 1}
+    assert estore.get("k", "b") is None
+    assert estore.get("k", "c") is None
+    assert estore.get("k", "kept") == {"v": 1}
+    with estore.exclusive(timeout=1):  # can be won again
+        estore.put("k", "b", {"v": 5})
+    assert estore.get("k", "b") == {"v": 5}
+
+
+def test_revoked_lease_fences_writes_then_a_new_one_is_granted(
+    estore: EtcdStore, etcd_backend: Backend
+) -> None:
+    assert etcd_backend.cluster is not None
+    endpoint = etcd_backend.cluster.endpoints[0]
+    other = etcd_backend.open()
+    with estore.exclusive():
+        lease = estore._session
+        assert lease is not None
+        etcd_raw(endpoint, "/kv/lease/revoke", {"ID": lease})
+        with other.exclusive(timeout=1):  # the lock went with the lease
+            other.put("k", "theirs", {})
+        with pytest.raises(StoreUnavailable, match="lost exclusive access"):
+            estore.put("k", "mine", {})
+    assert estore.get("k", "mine") is None
+    with estore.exclusive(timeout=2):
+        estore.put("k", "mine", {})
+    assert estore._session not in (None, lease)
+    assert estore.get("k", "mine") == {}
+
+
+def test_lock_of_a_dead_replica_expires(estore: EtcdStore, etcd_backend: Backend) -> None:
+    assert etcd_backend.cluster is not None
+    endpoint = etcd_backend.cluster.endpoints[0]
+    # a replica took the lock with a 2 s lease (etcd's minimum here), then died
+    lease = etcd_raw(endpoint, "/lease/grant", {"TTL": 2})["ID"]
+    etcd_raw(
+        endpoint,
+        "/kv/put",
+        {
+            "key": b64(f"{etcd_backend.prefix}/lock"),
+            "value": b64('{"owner":"dead"}'),
+            "lease": lease,
+        },
+    )
+    started = time.monotonic()
+    with (
+        pytest.raises(StoreUnavailable, match=r"within 0.2 s \(held by dead\)"),
+        estore.exclusive(timeout=0.2),
+    ):
+        pass  # pragma: no cover
+    with estore.exclusive(timeout=6):
+        waited = time.monotonic() - started
+    assert 1.0 < waited < 4.5
+
+
+# --- leader election (both backends) ----------------------------------------------------
+
+
+def test_try_lead_records_the_leader(store: Store) -> None:
+    assert store.leader() is None
+    lead = store.try_lead({"name": "c1", "url": "http://10.0.0.1:8080"}, 5)
+    assert lead is not None
+    assert store.leader() == ({"name": "c1", "url": "http://10.0.0.1:8080"}, lead.generation)
+    assert lead.refresh() is True
+    lead.resign()
+    lead.resign()  # idempotent
+    assert lead.refresh() is False
+    assert store.leader() is None
+
+
+def test_generation_grows_with_every_leadership(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()
+    gens = []
+    for s in (a, b, a, a, b):
+        lead = s.try_lead({"name": "x"}, 5)
+        assert lead is not None
+        gens.append(lead.generation)
+        lead.resign()
+    assert gens == sorted(gens) and len(set(gens)) == len(gens)
+
+
+def test_etcd_one_leader_at_a_time(etcd_backend: Backend) -> None:
+    a, b = etcd_backend.open(), etcd_backend.open()
+    first = a.try_lead({"name": "a"}, 5)
+    assert first is not None
+    assert b.try_lead({"name": "b"}, 5) is None
+    assert a.try_lead({"name": "a again"}, 5) is None  # also from the same replica
+    assert b.leader() == ({"name": "a"}, first.generation)
+    first.resign()
+    second = b.try_lead({"name": "b"}, 5)
+    assert second is not None and second.generation > first.generation
+    assert a.leader() == ({"name": "b"}, second.generation)
+    assert first.refresh() is False
+    assert second.refresh() is True
+
+
+def test_sqlite_try_lead_always_succeeds(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "l.db")
+    first = s.try_lead({"name": "a"}, 5)
+    second = s.try_lead({"name": "b"}, 5)
+    assert first is not None and second is not None
+    assert second.generation == first.generation + 1
+    assert first.refresh() is False  # superseded
+    assert s.leader() == ({"name": "b"}, second.generation)
+    s.close()
+    assert second.refresh() is False
+
+
+def test_leadership_lives_by_refresh_and_expires_without(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()
+    ttl = 2.0 if backend.kind == "etcd" else 0.4  # etcd's minimum lease is 2 s here
+    lead = a.try_lead({"name": "a"}, ttl)
+    assert lead is not None
+    started = time.monotonic()
+    while time.monotonic() - started < ttl * 1.25:  # beyond its ttl, refreshed
+        assert lead.refresh() is True
+        time.sleep(ttl / 4)
+    assert b.leader() == ({"name": "a"}, lead.generation)
+    # no refresh: it ends by itself (etcd checks lease expiry every 500 ms)
+    time.sleep(ttl + (0.6 if backend.kind == "etcd" else 0.1))
+    assert a.leader() is None
+    assert lead.refresh() is False
+    assert lead.refresh() is False  # for good
+    after = b.try_lead({"name": "b"}, ttl)
+    assert after is not None and after.generation > lead.generation
+    after.resign()
+
+
+def test_etcd_revoked_leadership_is_lost(estore: EtcdStore, etcd_backend: Backend) -> None:
+    assert etcd_backend.cluster is not None
+    lead = estore.try_lead({"name": "a"}, 5)
+    assert lead is not None
+    etcd_raw(etcd_backend.cluster.endpoints[0], "/kv/lease/revoke", {"ID": lead.lease})
+    assert lead.refresh() is False
+    assert estore.leader() is None
+    again = estore.try_lead({"name": "a"}, 5)
+    assert again is not None and again.generation > lead.generation
+
+
+def test_etcd_leader_key_replaced_is_lost(estore: EtcdStore, etcd_backend: Backend) -> None:
+    assert etcd_backend.cluster is not None
+    lead = estore.try_lead({"name": "a"}, 5)
+    assert lead is not None
+    # someone deletes the key and another replica wins: the lease alone is not enough
+    etcd_raw(
+        etcd_backend.cluster.endpoints[0],
+        "/kv/deleterange",
+        {"key": b64(f"{etcd_backend.prefix}/leader")},
+    )
+    other = etcd_backend.open().try_lead({"name": "b"}, 5)
+    assert other is not None
+    assert lead.refresh() is False
+    assert other.refresh() is True
+
+
+def test_leadership_ttl_must_be_positive(store: Store) -> None:
+    with pytest.raises(ValueError, match="ttl must be positive"):
+        store.try_lead({}, 0)
+
+
+# --- SQLite files ---------------------------------------------------------------------------
+
+
+def test_sqlite_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     s = SqliteStore(path)
     for i in range(50):
@@ -94,56 +731,6 @@ def test_wal_mode_and_parent_created(tmp_path: Path) -> None:
     s.close()
 
 
-def test_closed_store_raises(tmp_path: Path) -> None:
-    s = SqliteStore(tmp_path / "c.db")
-    s.close()
-    s.close()  # idempotent
-    with pytest.raises(StoreError, match="closed"):
-        s.get("k", "v")
-
-
-def test_thread_safety(store: SqliteStore) -> None:
-    errors: list[BaseException] = []
-
-    def worker(n: int) -> None:
-        try:
-            for i in range(100):
-                store.put("t", f"{n}-{i}", {"n": n, "i": i})
-                assert store.get("t", f"{n}-{i}") == {"n": n, "i": i}
-                store.list("t")
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    assert len(store.list("t")) == 800
-
-
-def test_create_is_exclusive_across_threads(store: SqliteStore) -> None:
-    wins: list[int] = []
-    lock = threading.Lock()
-
-    def worker(n: int) -> None:
-        try:
-            store.put("race", "key", {"n": n}, create=True)
-        except StoreConflict:
-            return
-        with lock:
-            wins.append(n)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(wins) == 1
-    assert store.get("race", "key") == {"n": wins[0]}
-
-
 def test_open_store_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "o.db"
     s = open_store(f"sqlite:///{path}")
@@ -157,6 +744,8 @@ def test_open_store_memory() -> None:
     s = open_store("sqlite:///:memory:")
     s.put("k", "v", {"ok": True})
     assert s.get("k", "v") == {"ok": True}
+    with s.exclusive():
+        assert s.snapshot()[1] == {"k": [{"ok": True}]}
     s.close()
 
 
@@ -164,11 +753,34 @@ def test_default_url_is_absolute_sqlite() -> None:
     assert DEFAULT_STORE_URL == "sqlite:////var/lib/daolinet/daolinet.db"
 
 
+# --- URLs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "members", "prefix"),
+    [
+        ("etcd://127.0.0.1:2379", [("127.0.0.1", 2379)], "daolinet"),
+        ("etcd://127.0.0.1:2379/", [("127.0.0.1", 2379)], "daolinet"),
+        (
+            "etcd://127.0.0.1:2379,127.0.0.1:22379/daolinet-test-1",
+            [("127.0.0.1", 2379), ("127.0.0.1", 22379)],
+            "daolinet-test-1",
+        ),
+        ("etcd://etcd-1.lab:2379,[::1]:2379/d_1.x", [("etcd-1.lab", 2379), ("::1", 2379)], "d_1.x"),
+    ],
+)
+def test_parse_etcd_url(url: str, members: list[tuple[str, int]], prefix: str) -> None:
+    assert parse_etcd_url(url) == (members, prefix)
+    s = open_store(url)  # opening does not connect
+    assert isinstance(s, EtcdStore)
+    assert s.prefix == prefix
+    s.close()
+
+
 @pytest.mark.parametrize(
     ("url", "match"),
     [
-        ("etcd://127.0.0.1:2379", "unsupported store URL"),
-        ("postgres://x/y", "unsupported store URL"),
+        ("postgres://x/y", "unsupported store URL 'postgres://x/y': expected sqlite:"),
         ("/var/lib/daolinet/x.db", "unsupported store URL"),
         ("", "unsupported store URL"),
         ("sqlite://host/x.db", "malformed store URL"),
@@ -176,8 +788,50 @@ def test_default_url_is_absolute_sqlite() -> None:
         ("sqlite:///relative.db", "absolute file path"),
         ("sqlite:///", "absolute file path"),
         ("sqlite:////", "absolute file path"),
+        ("etcd:127.0.0.1:2379", r"malformed store URL .*: expected etcd://HOST:PORT\[,HOST:PORT"),
+        ("etcd://", "names no etcd member"),
+        ("etcd:///daolinet", "names no etcd member"),
+        ("etcd://127.0.0.1", "'127.0.0.1' is not HOST:PORT"),
+        ("etcd://127.0.0.1:", "is not HOST:PORT"),
+        ("etcd://127.0.0.1:2379,", "'' is not HOST:PORT"),
+        ("etcd://127.0.0.1:99999", "port 99999 of '127.0.0.1:99999' is not in 1-65535"),
+        ("etcd://127.0.0.1:0", "port 0"),
+        ("etcd://a b:2379", "is not HOST:PORT"),
+        ("etcd://h:1,h:1", "lists 'h:1' twice"),
+        ("etcd://h:1/a/b", "the prefix 'a/b' must be one word"),
+        ("etcd://h:1/x?y=1", "the prefix 'x\\?y=1' must be one word"),
     ],
 )
 def test_open_store_rejects(url: str, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as err:
         open_store(url)
+    assert "\n" not in str(err.value)
+
+
+def test_etcd_snapshot_pages_are_read_at_one_revision(
+    estore: EtcdStore, etcd_backend: Backend
+) -> None:
+    estore.page_size = 4
+    for i in range(10):
+        estore.put("k", f"{i:02d}", {"i": i})
+    rev0 = estore.revision()
+    writer = etcd_backend.open()
+    real_call = estore._call
+    pages = []
+
+    def call(path, payload, **kw):
+        reply = real_call(path, payload, **kw)
+        if path == "/kv/range" and "limit" in payload:
+            pages.append(payload.get("revision"))
+            if len(pages) == 1:  # a write between the first and the second page
+                writer.put("k", "05a", {"i": "new"})
+                writer.delete("k", "09")
+        return reply
+
+    estore._call = call  # type: ignore[method-assign]
+    rev, docs = estore.snapshot()
+    assert rev == rev0
+    assert [d["i"] for d in docs["k"]] == list(range(10))
+    assert pages == [None, rev0, rev0]
+    estore._call = real_call  # type: ignore[method-assign]
+    assert [d["i"] for d in estore.list("k")] == [0, 1, 2, 3, 4, 5, "new", 6, 7, 8]

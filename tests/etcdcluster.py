@@ -1,0 +1,342 @@
+"""A throw-away etcd cluster on loopback for tests: N members (1 or 3) of /usr/bin/etcd.
+
+Every member listens on 127.0.0.1 only, on free ports chosen at start (never 2379/2380,
+so a system etcd does not matter), with its data directory and log file under one
+temporary directory (in /dev/shm when it exists: fsync on tmpfs is cheap).  Timings are
+fast (heartbeat 100 ms, election timeout 1000 ms), which are etcd's own defaults.
+
+    cluster = EtcdCluster(3)
+    try:
+        store = EtcdStore.from_url(cluster.url("daolinet-test"))
+        cluster.kill(0)      # SIGKILL member 0
+        cluster.start(0)     # restart it with its data directory
+    finally:
+        cluster.close()      # kills every member, removes the directory
+
+Members that are still running when the interpreter exits are killed (atexit), so a
+test that dies half-way leaves no etcd behind.  etcd must be installed
+(scripts/bootstrap.sh does it): a missing binary is an error, not a skip.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+ETCD = "/usr/bin/etcd"
+HOST = "127.0.0.1"
+
+_live: weakref.WeakSet[EtcdCluster] = weakref.WeakSet()
+_ports_lock = threading.Lock()
+_ports_taken: set[int] = set()
+
+
+def _free_port() -> int:
+    """A free TCP port on loopback, never handed out twice by this process."""
+    with _ports_lock:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((HOST, 0))
+                port = int(s.getsockname()[1])
+            if port not in _ports_taken and port not in (2379, 2380):
+                _ports_taken.add(port)
+                return port
+
+
+class EtcdError(RuntimeError):
+    pass
+
+
+class _Member:
+    def __init__(self, name: str, client_port: int, peer_port: int, data_dir: Path, log: Path):
+        self.name = name
+        self.client_port = client_port
+        self.peer_port = peer_port
+        self.data_dir = data_dir
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{HOST}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{HOST}:{self.peer_port}"
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class EtcdCluster:
+    """N etcd members on 127.0.0.1; see the module docstring."""
+
+    def __init__(
+        self,
+        size: int = 1,
+        *,
+        base_dir: str | Path | None = None,
+        startup_timeout: float = 20.0,
+    ) -> None:
+        if size < 1:
+            raise ValueError("an etcd cluster needs at least one member")
+        if not os.access(ETCD, os.X_OK):
+            raise EtcdError(f"{ETCD} is missing: run scripts/bootstrap.sh (installs etcd-server)")
+        if base_dir is None:
+            shm = Path("/dev/shm")
+            parent = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+            self.dir = Path(tempfile.mkdtemp(prefix="daolinet-etcd-", dir=parent))
+            self._own_dir = True
+        else:
+            self.dir = Path(base_dir)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._own_dir = False
+        self.startup_timeout = startup_timeout
+        self.token = f"daolinet-test-{os.getpid()}-{id(self):x}"
+        self.members = [
+            _Member(
+                f"m{i}",
+                _free_port(),
+                _free_port(),
+                self.dir / f"m{i}.data",
+                self.dir / f"m{i}.log",
+            )
+            for i in range(size)
+        ]
+        self._lock = threading.RLock()
+        self._closed = False
+        _live.add(self)
+        try:
+            for i in range(size):
+                self._spawn(i)
+            self.wait_healthy()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- what tests use ---------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> list[str]:
+        """HOST:PORT of every member's client URL, member order."""
+        return [m.endpoint for m in self.members]
+
+    def url(self, prefix: str = "daolinet") -> str:
+        """A store URL listing every member: etcd://H:P,H:P,.../PREFIX."""
+        return "etcd://" + ",".join(self.endpoints) + "/" + prefix
+
+    def kill(self, i: int) -> None:
+        """SIGKILL member i and reap it (no-op if it is not running)."""
+        self._halt(i, signal.SIGKILL, 5.0)
+
+    def stop(self, i: int, timeout: float = 10.0) -> None:
+        """SIGTERM member i and wait for it to exit (SIGKILL after `timeout`)."""
+        self._halt(i, signal.SIGTERM, timeout)
+
+    def start(self, i: int, *, wait: bool = True) -> None:
+        """(Re)start member i with its data directory; by default wait until it is
+        healthy (which needs a quorum of members running)."""
+        with self._lock:
+            if self._closed:
+                raise EtcdError("cluster is closed")
+            if self.members[i].running():
+                return
+            self._spawn(i)
+        if wait:
+            self.wait_healthy([i])
+
+    def running(self, i: int) -> bool:
+        return self.members[i].running()
+
+    def healthy(self, i: int, timeout: float = 1.0) -> bool:
+        """True if member i answers /health with a leader (a linearizable read)."""
+        m = self.members[i]
+        if not m.running():
+            return False
+        conn = http.client.HTTPConnection(HOST, m.client_port, timeout=timeout)
+        try:
+            conn.request("GET", "/health")
+            resp = conn.getresponse()
+            body = resp.read()
+            return resp.status == 200 and json.loads(body).get("health") == "true"
+        except (OSError, ValueError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    def wait_healthy(self, members: list[int] | None = None, timeout: float | None = None) -> None:
+        """Wait until the given members (default: every running one) are healthy."""
+        which = (
+            members
+            if members is not None
+            else [i for i, m in enumerate(self.members) if m.running()]
+        )
+        deadline = time.monotonic() + (timeout or self.startup_timeout)
+        pending = list(which)
+        while pending:
+            for i in list(pending):
+                m = self.members[i]
+                if m.proc is not None and m.proc.poll() is not None:
+                    raise EtcdError(
+                        f"etcd member {m.name} exited with {m.proc.returncode}:\n{self.log_tail(i)}"
+                    )
+                if self.healthy(i):
+                    pending.remove(i)
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                names = ", ".join(self.members[i].name for i in pending)
+                tails = "\n".join(self.log_tail(i) for i in pending)
+                raise EtcdError(f"etcd members {names} not healthy in time:\n{tails}")
+            time.sleep(0.05)
+
+    def leader(self) -> int | None:
+        """Index of the member that is the raft leader now, or None."""
+        ids: dict[int, str] = {}
+        leader_id = None
+        for i, m in enumerate(self.members):
+            if not m.running():
+                continue
+            conn = http.client.HTTPConnection(HOST, m.client_port, timeout=1.0)
+            try:
+                conn.request("POST", "/v3/maintenance/status", body="{}")
+                status = json.loads(conn.getresponse().read())
+                ids[i] = status["header"]["member_id"]
+                leader_id = status.get("leader", leader_id)
+            except (OSError, ValueError, KeyError, http.client.HTTPException):
+                continue
+            finally:
+                conn.close()
+        for i, member_id in ids.items():
+            if member_id == leader_id:
+                return i
+        return None
+
+    def log_tail(self, i: int, lines: int = 20) -> str:
+        try:
+            text = self.members[i].log.read_text(errors="replace")
+        except OSError:
+            return f"[{self.members[i].name}: no log]"
+        return "\n".join(f"[{self.members[i].name}] {line}" for line in text.splitlines()[-lines:])
+
+    def close(self) -> None:
+        """Kill every member and remove the temporary directory (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for i in range(len(self.members)):
+                with contextlib.suppress(Exception):
+                    self.kill(i)
+            if self._own_dir:
+                shutil.rmtree(self.dir, ignore_errors=True)
+        _live.discard(self)
+
+    def __enter__(self) -> EtcdCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EtcdCluster({self.endpoints})"
+
+    # --- internals --------------------------------------------------------------------
+
+    def _spawn(self, i: int) -> None:
+        m = self.members[i]
+        initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
+        state = "existing" if (m.data_dir / "member").exists() else "new"
+        args = [
+            ETCD,
+            f"--name={m.name}",
+            f"--data-dir={m.data_dir}",
+            f"--listen-client-urls=http://{m.endpoint}",
+            f"--advertise-client-urls=http://{m.endpoint}",
+            f"--listen-peer-urls={m.peer_url}",
+            f"--initial-advertise-peer-urls={m.peer_url}",
+            f"--initial-cluster={initial}",
+            f"--initial-cluster-state={state}",
+            f"--initial-cluster-token={self.token}",
+            "--heartbeat-interval=100",
+            "--election-timeout=1000",
+            "--logger=zap",
+            "--log-level=warn",
+            "--log-outputs=stderr",
+        ]
+        with open(m.log, "ab") as log:
+            log.write(f"--- start {time.strftime('%H:%M:%S')} {' '.join(args)}\n".encode())
+            log.flush()
+            m.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Its own process group: a ^C of the test run does not reach it first,
+                # and close() still kills it.
+                start_new_session=True,
+            )
+
+    def _halt(self, i: int, sig: signal.Signals, timeout: float) -> None:
+        with self._lock:
+            m = self.members[i]
+            proc = m.proc
+            if proc is None:
+                return
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5.0)
+            m.proc = None
+
+
+class _Config(Protocol):  # what shared_cluster needs of a pytest.Config
+    def add_cleanup(self, func: Callable[[], object]) -> None: ...
+
+
+_shared: EtcdCluster | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_cluster(config: _Config | None = None) -> EtcdCluster:
+    """One 1-member cluster for the whole test session, started on first use; closed
+    when the session ends (`config.add_cleanup`) or at exit.  Tests that share it use
+    a unique_prefix() each, and must not kill it (they start their own cluster)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared._closed:
+            _shared = EtcdCluster(1)
+            if config is not None:
+                config.add_cleanup(_shared.close)
+        return _shared
+
+
+def unique_prefix(tag: str = "test") -> str:
+    """A store prefix no other test uses."""
+    return f"{tag}-{uuid.uuid4().hex[:12]}"
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for cluster in list(_live):
+        with contextlib.suppress(Exception):
+            cluster.close()
