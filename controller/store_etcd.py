@@ -25,10 +25,17 @@ connection errors to its exceptions - but not its higher-level calls, because:
 Every request is bounded: `timeout` (default 2 s) per member and attempt; a request
 moves on to the next member when one is unreachable or answers that it cannot serve
 (no leader, request timed out...), and passes over the members again (100 ms apart)
-for up to `retry_for` (default 3 s, so a leader election - up to about two election
-timeouts - is ridden out).  Then it raises StoreUnavailable with one line naming what
-each member said.  Every request carries the gRPC metadata `hasleader=true`, so a
-member cut off from its quorum says "no leader" at once instead of waiting.
+for up to `retry_for` (default 4 s, so a leader election - up to about two election
+timeouts, 2 s with etcd's default timings - is ridden out with room to spare).  Then
+it raises StoreUnavailable with one line naming what each member said.  Every request
+carries the gRPC metadata `hasleader=true`, so a member cut off from its quorum says
+"no leader" at once instead of waiting.
+
+A write whose attempt failed after it may have reached etcd (read timeout, lost
+connection, "request timed out") is tried again too: a plain put is idempotent; a
+create whose retry finds the key holding exactly its own value counts as done (the
+first attempt made it); the lock and the leader key recognise their own token and
+lease.  A delete tried again may answer False although its first attempt deleted.
 """
 
 from __future__ import annotations
@@ -75,7 +82,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "daolinet"
 DEFAULT_TIMEOUT = 2.0  # seconds, per member and attempt
-DEFAULT_RETRY_FOR = 3.0  # seconds during which a failed request is tried again
+DEFAULT_RETRY_FOR = 4.0  # seconds during which a failed request is tried again
 DEFAULT_LOCK_TTL = 3  # seconds: the session lease behind exclusive()
 URL_FORM = "etcd://HOST:PORT[,HOST:PORT...][/PREFIX]"
 
@@ -660,9 +667,13 @@ class EtcdStore:
                 )
             except EtcdRequestError as exc:
                 if exc.code != _GRPC_NOT_FOUND:  # "requested lease not found"
+                    self._drop_session(lease)  # the put may have been applied: let it expire
                     raise
                 self._drop_session(lease)
                 continue
+            except StoreError:
+                self._drop_session(lease)  # the put may have been applied: let it expire
+                raise
             if reply.body.get("succeeded"):
                 return _Held(reply.revision)
             kvs = reply.body["responses"][0].get("response_range", {}).get("kvs") or []
@@ -691,8 +702,14 @@ class EtcdStore:
                 [{"request_delete_range": {"key": _b64(self._lock_key)}}],
                 [],
             )
-        except StoreError as exc:  # its lease frees it within lock_ttl
-            log.warning("etcd store %s: releasing the lock failed: %s", self.prefix, exc)
+        except StoreError as exc:
+            # The lock key lives on this store's session lease, which the keepalive
+            # thread would renew for ever: give the session up, so the lease (and the
+            # lock with it) expires within lock_ttl, and take a new one next time.
+            log.warning("etcd store %s: releasing the lock failed (%s); it expires with "
+                        "its lease within %d s", self.prefix, exc, self.lock_ttl)
+            with self._session_guard:
+                self._session = None
 
     # --- leader election --------------------------------------------------------------
 
@@ -862,7 +879,7 @@ class _Watch:
                     while b"\n" in buffer:
                         line, buffer = buffer.split(b"\n", 1)
                         if line.strip():
-                            self._message(json.loads(line), member)
+                            self._message(json.loads(line))
                         if self._stopped.is_set():
                             return
             except requests.exceptions.RequestException as exc:
@@ -881,7 +898,7 @@ class _Watch:
             self._response = None
             client.session.close()
 
-    def _message(self, message: dict[str, Any], member: _Member) -> None:
+    def _message(self, message: dict[str, Any]) -> None:
         if "error" in message:
             _, text = _error_text(json.dumps(message))
             raise _Failure(text, sent=False, connected=True)
@@ -917,7 +934,6 @@ class _Watch:
                 except Exception:
                     log.exception("etcd watch %s: the callback failed", self.store.prefix)
             self.last = revision
-        self.store._preferred = self.store._members.index(member)
 
 
 class _Gap(Exception):
