@@ -33,7 +33,6 @@ import tempfile
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -41,7 +40,7 @@ from typing import Protocol
 ETCD = "/usr/bin/etcd"
 HOST = "127.0.0.1"
 
-_live: weakref.WeakSet[EtcdCluster] = weakref.WeakSet()
+_live: set[EtcdCluster] = set()  # killed at exit unless closed before
 _ports_lock = threading.Lock()
 _ports_taken: set[int] = set()
 

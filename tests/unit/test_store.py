@@ -318,53 +318,67 @@ def test_sqlite_watch_is_a_no_op(tmp_path: Path) -> None:
     s.close()
 
 
+class Expect:
+    """Writes and the events they must bring: each event's revision lies after the
+    revision read just before its write and at or before the one read just after
+    (other clients of the shared cluster may raise etcd's revision meanwhile)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.items: list[tuple[str, str, dict | None, int, int]] = []
+
+    def __call__(self, kind: str, key: str, value: dict | None, write) -> None:
+        before = self.store.revision()
+        write()
+        self.items.append((kind, key, value, before, self.store.revision()))
+
+    def check(self, events: list[StoreEvent]) -> None:
+        assert [(e.kind, e.key, e.value) for e in events] == [i[:3] for i in self.items]
+        for event, (*_, before, after) in zip(events, self.items, strict=True):
+            assert before < event.revision <= after
+        assert [e.revision for e in events] == sorted({e.revision for e in events})
+
+
 def test_watch_delivers_changes_after_a_revision_in_order(estore: EtcdStore) -> None:
     estore.put("network", "old", {"v": 0})
     after = estore.revision()
     got = Collector()
     estore.watch(after, got)
-    want: list[StoreEvent] = []
-    estore.put("network", "web", {"v": 1})
-    want.append(StoreEvent("network", "web", {"v": 1}, estore.revision()))
-    estore.put("host", "h1", {"v": 2}, create=True)
-    want.append(StoreEvent("host", "h1", {"v": 2}, estore.revision()))
-    estore.put("network", "web", {"v": 3})
-    want.append(StoreEvent("network", "web", {"v": 3}, estore.revision()))
-    assert estore.delete("network", "old")
-    want.append(StoreEvent("network", "old", None, estore.revision()))
+    expect = Expect(estore)
+    expect("network", "web", {"v": 1}, lambda: estore.put("network", "web", {"v": 1}))
+    expect("host", "h1", {"v": 2}, lambda: estore.put("host", "h1", {"v": 2}, create=True))
+    expect("network", "web", {"v": 3}, lambda: estore.put("network", "web", {"v": 3}))
+    expect("network", "old", None, lambda: estore.delete("network", "old"))
     assert not estore.delete("network", "old")  # nothing deleted: no event
-    with estore.exclusive():  # fenced writes are documents changes like any other
-        estore.put("group", "g", {"v": 4})
-        want.append(StoreEvent("group", "g", {"v": 4}, estore.revision()))
+    with estore.exclusive():  # fenced writes are document changes like any other
+        expect("group", "g", {"v": 4}, lambda: estore.put("group", "g", {"v": 4}))
     # the lock and the leader are not documents
     lead = estore.try_lead({"name": "x"}, 5)
     assert lead is not None
     lead.resign()
-    estore.put("network", "last", {"v": 5})
-    want.append(StoreEvent("network", "last", {"v": 5}, estore.revision()))
-    assert got.wait_for(len(want)) == want
+    expect("network", "last", {"v": 5}, lambda: estore.put("network", "last", {"v": 5}))
+    expect.check(got.wait_for(len(expect.items)))
     assert all(len(call) == 1 for call in got.calls)  # one revision per call
     time.sleep(0.1)
-    assert got.events == want  # nothing more
+    assert len(got.events) == len(expect.items)  # nothing more
 
 
 def test_watch_from_the_past_replays_history_and_nothing_before(estore: EtcdStore) -> None:
     estore.put("k", "a", {"n": 1})
-    ra = estore.revision()
-    estore.put("k", "b", {"n": 2})
-    rb = estore.revision()
-    estore.delete("k", "a")
-    rd = estore.revision()
+    ra = estore.revision()  # a is at or before ra
+    expect = Expect(estore)
+    expect("k", "b", {"n": 2}, lambda: estore.put("k", "b", {"n": 2}))
+    expect("k", "a", None, lambda: estore.delete("k", "a"))
     got = Collector()
-    estore.watch(ra, got)  # a is at ra: not delivered
-    assert got.wait_for(2) == [
-        StoreEvent("k", "b", {"n": 2}, rb),
-        StoreEvent("k", "a", None, rd),
-    ]
+    estore.watch(ra, got)  # history: b and the delete of a, not a
+    expect.check(got.wait_for(2))
     later = Collector()
-    estore.watch(rd, later)  # everything is at or before rd
-    estore.put("k", "c", {"n": 3})
-    assert later.wait_for(1) == [StoreEvent("k", "c", {"n": 3}, estore.revision())]
+    estore.watch(estore.revision(), later)  # everything so far is at or before it
+    expect = Expect(estore)
+    expect("k", "c", {"n": 3}, lambda: estore.put("k", "c", {"n": 3}))
+    expect.check(later.wait_for(1))
+    time.sleep(0.1)
+    assert len(got.events) == 3 and len(later.events) == 1
 
 
 def test_watch_hands_one_transaction_in_one_call(estore: EtcdStore, etcd_backend: Backend) -> None:
@@ -388,10 +402,13 @@ def test_watch_hands_one_transaction_in_one_call(estore: EtcdStore, etcd_backend
     rev = int(body["header"]["revision"])
     estore.put("k", "c", {"n": 3})
     got.wait_for(3)
-    assert got.calls == [
-        [StoreEvent("k", "a", {"n": 1}, rev), StoreEvent("k", "b", {"n": 2}, rev)],
-        [StoreEvent("k", "c", {"n": 3}, rev + 1)],
+    assert len(got.calls) == 2
+    assert got.calls[0] == [
+        StoreEvent("k", "a", {"n": 1}, rev),
+        StoreEvent("k", "b", {"n": 2}, rev),
     ]
+    [c] = got.calls[1]
+    assert (c.kind, c.key, c.value) == ("k", "c", {"n": 3}) and c.revision > rev
 
 
 def test_watch_outlives_a_failing_callback_and_stops_at_close(etcd_backend: Backend) -> None:
@@ -635,6 +652,7 @@ def test_etcd_one_leader_at_a_time(etcd_backend: Backend) -> None:
     assert a.leader() == ({"name": "b"}, second.generation)
     assert first.refresh() is False
     assert second.refresh() is True
+    second.resign()  # leave no lease to expire under a later test
 
 
 def test_sqlite_try_lead_always_succeeds(tmp_path: Path) -> None:
@@ -678,6 +696,7 @@ def test_etcd_revoked_leadership_is_lost(estore: EtcdStore, etcd_backend: Backen
     assert estore.leader() is None
     again = estore.try_lead({"name": "a"}, 5)
     assert again is not None and again.generation > lead.generation
+    again.resign()
 
 
 def test_etcd_leader_key_replaced_is_lost(estore: EtcdStore, etcd_backend: Backend) -> None:
@@ -694,6 +713,8 @@ def test_etcd_leader_key_replaced_is_lost(estore: EtcdStore, etcd_backend: Backe
     assert other is not None
     assert lead.refresh() is False
     assert other.refresh() is True
+    other.resign()
+    lead.resign()
 
 
 def test_leadership_ttl_must_be_positive(store: Store) -> None:
