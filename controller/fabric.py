@@ -70,12 +70,15 @@ class Fabric:
         # election round).
         self.lease_valid: Callable[[], bool] = lambda: self.master is not None
         self.refusals: dict[str, int] = {"role": 0, "slave": 0}
+        self.mastered: set[int] = set()  # switches whose role reply said we are master
 
     # replicas --------------------------------------------------------------------
     def set_master(self, generation: int | None) -> None:
         """This replica was elected (its generation) or deposed (None)."""
         with self.lock:
             self.master = generation
+            if generation is None:
+                self.mastered.clear()
             listeners = list(self._role_listeners)
         for listener in listeners:
             listener(generation)
@@ -89,6 +92,14 @@ class Fabric:
             current = self.master
         if current is not None:
             listener(current)
+
+    def confirm_master(self, dpid: int, master: bool) -> None:
+        """A switch's role reply (or its disconnection): are we its master?"""
+        with self.lock:
+            if master and self.master is not None:
+                self.mastered.add(dpid)
+            else:
+                self.mastered.discard(dpid)
 
     def count_refusal(self, kind: str) -> None:
         """A switch refused a role request ("role") or a write as from a slave."""

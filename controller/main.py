@@ -18,6 +18,7 @@ import typer
 import uvicorn
 from fastapi import FastAPI
 
+from controller.api import leader as leader_api
 from controller.api import metrics, routes, stream
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
@@ -227,6 +228,7 @@ def main(
     elector = Replica(
         backend, {"name": name, "api": api_url, "openflow": of_target}, ttl=lease_ttl,
         on_elected=fabric.set_master, on_deposed=lambda: fabric.set_master(None),
+        token=token if replicated else None,
     )
     fabric.generation_hint = lambda: elector.generation
     fabric.lease_valid = lambda: elector.is_leader
@@ -240,7 +242,7 @@ def main(
         agent_token=agent_token,
         openflow_targets=(lambda: replica_targets(backend)) if replicated else None,
     )
-    app = create_app(ctx, extra_routers=[routes.router, stream.router])
+    app = create_app(ctx, extra_routers=[routes.router, stream.router, leader_api.router])
     app.include_router(metrics.router)
 
     def leader_url() -> str | None:

@@ -219,6 +219,18 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         dp.send_msg(parser.OFPRoleRequest(dp, role, generation))
 
     @set_ev_cls(  # type: ignore[untyped-decorator]
+        ofp_event.EventOFPRoleReply, [CONFIG_DISPATCHER, MAIN_DISPATCHER]
+    )
+    def on_role_reply(self, ev: Any) -> None:
+        """The switch confirmed a role: the switches this replica masters, as they say."""
+        msg = ev.msg
+        mastered = msg.role == ofp.OFPCR_ROLE_MASTER and msg.generation_id == self._master
+        self.fabric.confirm_master(msg.datapath.id, mastered)
+        if mastered:
+            log.info("switch %016x: master (generation %d)", msg.datapath.id,
+                     msg.generation_id)
+
+    @set_ev_cls(  # type: ignore[untyped-decorator]
         ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER]
     )
     def on_error(self, ev: Any) -> None:
@@ -284,6 +296,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
             if dpid is None or self.datapaths.get(dpid) is not dp:
                 return
             del self.datapaths[dpid]
+        self.fabric.confirm_master(dpid, False)
         log.info("switch %016x disconnected", dpid)
         if self.master:
             self.fabric.handle(self.fabric.core.switch_disconnected, dpid)

@@ -21,6 +21,10 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from websockets.exceptions import ConnectionClosedError, WebSocketException
+from websockets.sync.client import connect as ws_connect
 
 from controller.store import Leadership, Store, StoreError
 
@@ -36,7 +40,10 @@ class Replica:
         ttl: float = 2.0,
         on_elected: Callable[[int], None] = lambda generation: None,
         on_deposed: Callable[[], None] = lambda: None,
+        token: str | None = None,
     ) -> None:
+        """`token`: the API token; with it, a follower holds the leader's liveness
+        stream and ends the leadership of a leader whose process died."""
         self.store = store
         self.info = dict(info)
         self.ttl = ttl
@@ -45,6 +52,7 @@ class Replica:
         self.poll_every = min(0.2, ttl / 10)
         self.on_elected = on_elected
         self.on_deposed = on_deposed
+        self.token = token
         self._lock = threading.Lock()
         self._lease: Leadership | None = None
         self._valid_until = 0.0  # monotonic time until which this replica may lead
@@ -73,8 +81,10 @@ class Replica:
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        for target, name in ((self._run, "daolinet-election"),
-                             (self._watchdog, "daolinet-lease-watchdog")):
+        targets = [(self._run, "daolinet-election"), (self._watchdog, "daolinet-lease-watchdog")]
+        if self.token:
+            targets.append((self._watch_leader, "daolinet-leader-liveness"))
+        for target, name in targets:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -169,3 +179,47 @@ class Replica:
             self._leader = None
         self.on_deposed()
         lease.resign()
+
+    # --- the leader's liveness (a crash is seen at once, not at lease expiry) ---------
+    def _watch_leader(self) -> None:
+        while not self._stop.wait(self.poll_every):
+            with self._lock:
+                leader, generation = self._leader, self._generation
+                leading = self._lease is not None
+            if leading or not leader or not leader.get("api") or \
+                    leader.get("name") == self.info.get("name"):
+                continue
+            if self._leader_died(str(leader["api"]), generation):
+                try:
+                    ended = self.store.end_leadership(generation)
+                except StoreError as exc:
+                    log.warning("could not end the dead leader's leadership: %s", exc)
+                    continue
+                if ended:
+                    log.warning("the leader %s (generation %d) died: its leadership ended",
+                                leader.get("name"), generation)
+                    self.step()
+
+    def _leader_died(self, api: str, generation: int) -> bool:
+        """Hold the leader's liveness stream; True when it broke without a close frame
+        (the process is gone: its kernel closed the connection).  A refused or silent
+        connection proves nothing (a starting API, a partition): the lease decides."""
+        parts = urlsplit(api)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        url = urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + ALIVE_PATH, "", ""))
+        try:
+            with ws_connect(url, additional_headers={"Authorization": f"Bearer {self.token}"},
+                            open_timeout=1.0, close_timeout=0.5, ping_interval=None) as ws:
+                while not self._stop.is_set():
+                    ws.recv(timeout=3.0)
+                    with self._lock:
+                        if self._generation != generation or self._lease is not None:
+                            return False  # another leader (or we) lead now
+        except ConnectionClosedError as exc:
+            return exc.rcvd is None
+        except (OSError, TimeoutError, WebSocketException):
+            return False
+        return False
+
+
+ALIVE_PATH = "/api/v1/replicas/alive"

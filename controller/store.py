@@ -146,6 +146,12 @@ class Store(Protocol):
         the database, +1 at each try_lead."""
         ...
 
+    def end_leadership(self, generation: int) -> bool:
+        """End the leadership of `generation` now, if it is the current one (another
+        replica saw its leader's process die): True if it ended one.  SQLite: False
+        (one process, nobody else to end it)."""
+        ...
+
     def leader(self) -> tuple[dict[str, Any], int] | None:
         """The current leader's value and generation, or None."""
         ...
@@ -385,6 +391,9 @@ class SqliteStore:
         with self._state.lead_lock:
             self._state.leadership = leadership
         return leadership
+
+    def end_leadership(self, generation: int) -> bool:
+        return False  # one controller: no other replica ends its leadership
 
     def leader(self) -> tuple[dict[str, Any], int] | None:
         self._conn()

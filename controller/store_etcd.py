@@ -757,6 +757,21 @@ class EtcdStore:
         value: dict[str, Any] = json.loads(_unb64(kv.get("value", "")))
         return value, int(kv["create_revision"])
 
+    def end_leadership(self, generation: int) -> bool:
+        kv = self._get_kv(self._leader_key)
+        if kv is None or int(kv["create_revision"]) != generation:
+            return False  # already over, or a newer one: leave it alone
+        lease = int(kv.get("lease", 0))
+        if not lease:
+            return False
+        try:
+            self._call("/kv/lease/revoke", {"ID": lease}, retry_for=0.0)
+        except EtcdRequestError as exc:
+            if exc.code == _GRPC_NOT_FOUND:
+                return False  # it expired (or another replica ended it) in between
+            raise
+        return True
+
     def _revoke(self, lease: int) -> None:
         try:
             self._call("/kv/lease/revoke", {"ID": lease}, retry_for=0.0)

@@ -10,13 +10,17 @@ replica leads (an election is under way), it answers 503.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
 
 import httpx
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response, WebSocket, WebSocketDisconnect
 from starlette.responses import JSONResponse
+
+from controller.api.auth import check_token
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,31 @@ _DROP = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te"
                    "upgrade", "content-length", "proxy-authorization", "trailer"})
 FORWARD_TIMEOUT = 130.0  # a container move waits up to 120 s for `docker run`
 FORWARDED_HEADER = "x-daolinet-forwarded"
+ALIVE_EVERY = 0.5  # seconds between the leader's "alive" messages
+CLOSE_NOT_LEADER = 4503
+
+router = APIRouter()
+
+
+@router.websocket("/replicas/alive")
+async def leader_alive(websocket: WebSocket) -> None:
+    """Held open by the followers while this replica leads (controller/replica.py): if
+    it breaks without a close frame, this process died, and a follower ends its
+    leadership at once instead of waiting for the lease to expire."""
+    ctx = websocket.app.state.ctx
+    replica = getattr(websocket.app.state, "replica", None)
+    if not check_token(ctx, websocket.headers.get("authorization")):
+        await websocket.close(code=4401, reason="invalid or missing bearer token")
+        return
+    if replica is None or not replica.is_leader:
+        await websocket.close(code=CLOSE_NOT_LEADER, reason="not the leader")
+        return
+    await websocket.accept()
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        while replica.is_leader:
+            await websocket.send_text("alive")
+            await asyncio.sleep(ALIVE_EVERY)
+        await websocket.close(code=CLOSE_NOT_LEADER, reason="no longer the leader")
 
 
 def install_leader_forwarding(

@@ -56,6 +56,9 @@ def render(fabric: Fabric) -> str:
     lines += _header("daolinet_replica_leader", "gauge",
                      "1 while this controller replica leads (OpenFlow master of the switches)")
     lines.append(f"daolinet_replica_leader {int(getattr(fabric, 'master', None) is not None)}")
+    lines += _header("daolinet_switches_mastered", "gauge",
+                     "switches whose role reply says this replica is their master")
+    lines.append(f"daolinet_switches_mastered {len(getattr(fabric, 'mastered', ()))}")
     lines += _header("daolinet_openflow_refused_total", "counter",
                      "messages a switch refused: role requests (a newer generation leads it) "
                      "and writes as from a slave")

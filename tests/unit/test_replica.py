@@ -1,0 +1,124 @@
+"""Replica: election rounds, stepping down, and the lease watchdog (a fake store)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from controller.replica import Replica
+from controller.store import StoreUnavailable
+
+
+class FakeLeadership:
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.ok = True
+        self.block = threading.Event()  # set: refresh hangs (an unreachable store)
+        self.resigned = False
+
+    def refresh(self) -> bool:
+        if self.block.is_set():
+            time.sleep(30)
+        return self.ok
+
+    def resign(self) -> None:
+        self.resigned = True
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.free = True
+        self.current: tuple[dict[str, Any], int] | None = None
+        self.issued: list[FakeLeadership] = []
+        self.down = False
+
+    def try_lead(self, value: dict[str, Any], ttl: float) -> FakeLeadership | None:
+        if self.down:
+            raise StoreUnavailable("etcd: no quorum")
+        if not self.free:
+            return None
+        lease = FakeLeadership(len(self.issued) + 10)
+        self.issued.append(lease)
+        self.current = (value, lease.generation)
+        return lease
+
+    def leader(self) -> tuple[dict[str, Any], int] | None:
+        return self.current
+
+    def end_leadership(self, generation: int) -> bool:
+        return False
+
+
+def make(store: FakeStore, ttl: float = 2.0) -> tuple[Replica, list[object]]:
+    calls: list[object] = []
+    replica = Replica(store, {"name": "c1", "api": "http://c1"}, ttl=ttl,  # type: ignore[arg-type]
+                      on_elected=calls.append, on_deposed=lambda: calls.append("deposed"))
+    return replica, calls
+
+
+def test_a_follower_leads_once_the_store_lets_it() -> None:
+    store = FakeStore()
+    store.free = False
+    store.current = ({"name": "c0", "api": "http://c0"}, 7)
+    replica, calls = make(store)
+    replica.step()
+    assert not replica.is_leader and calls == []
+    assert replica.leader() == {"name": "c0", "api": "http://c0"}
+    assert replica.generation == 7  # slave role requests carry the leader's generation
+    store.free = True
+    replica.step()
+    assert replica.is_leader and calls == [10] and replica.generation == 10
+    assert replica.leader() == {"name": "c1", "api": "http://c1"}
+
+
+def test_a_lost_leadership_steps_down_and_resigns() -> None:
+    store = FakeStore()
+    replica, calls = make(store)
+    replica.step()
+    store.issued[0].ok = False
+    replica.step()
+    assert not replica.is_leader and calls == [10, "deposed"]
+    assert store.issued[0].resigned
+
+
+def test_an_unreachable_store_is_no_election() -> None:
+    store = FakeStore()
+    store.down = True
+    replica, calls = make(store)
+    replica.step()
+    assert not replica.is_leader and calls == []
+
+
+def test_the_watchdog_steps_down_before_the_lease_can_expire() -> None:
+    """A refresh stuck on an unreachable store must not keep the replica master: it
+    steps down `margin` seconds before the lease could have expired in the store."""
+    store = FakeStore()
+    replica, calls = make(store, ttl=1.0)
+    replica.start()
+    try:
+        deadline = time.monotonic() + 2
+        while not replica.is_leader and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert replica.is_leader
+        store.free = False  # nobody else gets it: only the watchdog can end it
+        store.issued[0].block.set()
+        stuck = time.monotonic()
+        while replica.is_leader and time.monotonic() - stuck < 3:
+            time.sleep(0.01)
+        stepped = time.monotonic() - stuck
+        assert not replica.is_leader
+        # valid until last refresh + ttl - margin: at most ttl - margin after it stuck
+        assert stepped <= replica.ttl - replica.margin + 0.1, stepped
+        time.sleep(0.2)
+        assert calls.count("deposed") == 1
+    finally:
+        replica._stop.set()
+
+
+def test_stop_resigns_so_another_replica_takes_over_at_once() -> None:
+    store = FakeStore()
+    replica, calls = make(store)
+    replica.step()
+    replica.stop()
+    assert store.issued[0].resigned and calls == [10, "deposed"] and not replica.is_leader
