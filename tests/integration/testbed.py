@@ -554,7 +554,16 @@ class Testbed:
         wireguard: bool = False,
         nat_sites: Sequence[str] = (),
         relays: Sequence[str] = (),
+        replicas: int = 1,
+        store: str | Sequence[str] | None = None,
     ) -> None:
+        # `store`: one URL for every replica, or one per replica (e.g. a replica that
+        # reaches etcd through a proxy a test can cut)
+        stores = [store] * replicas if store is None or isinstance(store, str) else list(store)
+        if len(stores) != replicas:
+            raise ValueError(f"{len(stores)} store URLs for {replicas} replicas")
+        if replicas > 1 and not all((u or "").startswith("etcd:") for u in stores):
+            raise ValueError("controller replicas need an etcd store URL (store=...)")
         names = [f"h{i}" for i in range(1, hosts + 1)] if isinstance(hosts, int) else list(hosts)
         if not names:
             raise ValueError("a testbed needs at least one host")
@@ -570,6 +579,8 @@ class Testbed:
         self.nat_sites = set(nat_sites)
         self.relays = set(relays)
         self.ready_timeout = ready_timeout
+        self.replicas = replicas
+        self.store_urls = stores
         self.keep_dir = (
             bool(os.environ.get("DLT_KEEP")) if keep_dir is None else keep_dir
         )
@@ -583,6 +594,10 @@ class Testbed:
         self.token = ""
         self.api_port = 0
         self.of_port = 0
+        # controller replicas (index 0 is `controller`, `api_port`, `of_port`)
+        self.replica_procs: list[Proc | None] = []
+        self.api_ports: list[int] = []
+        self.of_ports: list[int] = []
         self._procs: list[Proc] = []
         self._all_procs: list[Proc] = []  # every process ever started (for resources())
         self._netns: list[str] = []
@@ -854,52 +869,106 @@ class Testbed:
             s.bind((self.root_ip if self.wireguard else self.controller_ip, 0))
             return int(s.getsockname()[1])
 
-    def _controller_cmd(self) -> list[str]:
-        return [
+    def _controller_cmd(self, i: int = 0) -> list[str]:
+        cmd = [
             str(BIN_DIR / "daolinet-controller"),
-            "--store", f"sqlite:///{self.dir / 'store.db'}",
+            "--store", self.store_urls[i] or f"sqlite:///{self.dir / 'store.db'}",
             "--token-file", str(self.dir / "token"),
-            "--api", f"{self._listen_ip}:{self.api_port}",
-            "--openflow", f"{self._listen_ip}:{self.of_port}",
+            "--api", f"{self._listen_ip}:{self.api_ports[i]}",
+            "--openflow", f"{self._listen_ip}:{self.of_ports[i]}",
             "--idle-timeout", _num(self.idle_timeout),
-            *self.controller_args,
         ]
+        if self.store_urls[i]:
+            cmd += [
+                "--replica", f"c{i}",
+                "--advertise", self.replica_url(i),
+                "--advertise-openflow", f"tcp:{self.controller_ip}:{self.of_ports[i]}",
+            ]
+        return [*cmd, *self.controller_args]
+
+    def replica_url(self, i: int) -> str:
+        return f"http://{self.controller_ip}:{self.api_ports[i]}"
+
+    def replica_log(self, i: int) -> Path:
+        return self.controller_log if i == 0 else self.dir / f"controller-{i}.log"
 
     def _start_controller(self) -> None:
         self.token = secrets.token_urlsafe(24)
         token_file = self.dir / "token"
         token_file.write_text(self.token + "\n")
         token_file.chmod(0o600)
-        self.api_port = self._free_port()
-        self.of_port = self._free_port()
-        while self.of_port == self.api_port:
-            self.of_port = self._free_port()
+        taken: set[int] = set()
+        for _ in range(self.replicas):
+            for ports in (self.api_ports, self.of_ports):
+                port = self._free_port()
+                while port in taken:
+                    port = self._free_port()
+                taken.add(port)
+                ports.append(port)
+        self.api_port, self.of_port = self.api_ports[0], self.of_ports[0]
+        self.replica_procs = [None] * self.replicas
         self._http = httpx.Client(
             base_url=self.api_url,
             headers={"Authorization": f"Bearer {self.token}"},
             timeout=10.0,
         )
-        self._launch_controller()
+        for i in range(self.replicas):
+            self._launch_controller(i)
 
-    def _launch_controller(self) -> None:
+    def _launch_controller(self, i: int = 0) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.controller = self.spawn(
-            self._controller_ns, *self._controller_cmd(), what="daolinet-controller",
-            log=self.controller_log, env=env,
+        what = "daolinet-controller"
+        proc = self.spawn(
+            self._controller_ns, *self._controller_cmd(i), what=what,
+            log=self.replica_log(i), env=env,
         )
+        self.replica_procs[i] = proc
+        if i == 0:
+            self.controller = proc
 
         def ready() -> bool:
-            r = httpx.get(f"{self.api_url}/healthz", timeout=2.0)
+            r = httpx.get(f"{self.replica_url(i)}/healthz", timeout=2.0)
             if r.status_code != 200:
                 return False
-            with socket.create_connection((self.controller_ip, self.of_port), timeout=2.0):
+            with socket.create_connection((self.controller_ip, self.of_ports[i]), timeout=2.0):
                 return True
 
         self._wait_proc(
-            self.controller, ready,
-            f"controller did not serve {self.api_url}/healthz and OpenFlow port {self.of_port}",
-            self.controller_log, timeout=self.ready_timeout,
+            proc, ready,
+            f"controller {i} did not serve {self.replica_url(i)}/healthz and OpenFlow port "
+            f"{self.of_ports[i]}",
+            self.replica_log(i), timeout=self.ready_timeout,
         )
+
+    def kill_replica(self, i: int, sig: int = signal.SIGKILL) -> None:
+        """Stop controller replica `i` (SIGKILL: a crash)."""
+        proc = self.replica_procs[i]
+        if proc is not None:
+            self.stop(proc, sig=sig)
+        self.replica_procs[i] = None
+
+    def start_replica(self, i: int) -> None:
+        """Start controller replica `i` again (same store, token, ports)."""
+        with open(self.replica_log(i), "a") as fh:
+            fh.write(f"\n===== testbed: replica {i} start at {time.time():.3f} =====\n")
+        self._launch_controller(i)
+
+    def controller_roles(self, host: Host | str) -> dict[str, str]:
+        """OVS's view of the bridge's controllers: target -> role (master/slave/other),
+        of the connected ones."""
+        out = self.vsctl(host, "--timeout=3", "-f", "json", "--columns=target,role,is_connected",
+                         "list", "Controller").stdout
+        roles: dict[str, str] = {}
+        for target, role, connected in json.loads(out or '{"data": []}')["data"]:
+            if connected is True:
+                roles[str(target)] = role if isinstance(role, str) else "other"
+        return roles
+
+    def master_of(self, host: Host | str) -> list[int]:
+        """The replicas (indexes) that are OpenFlow master of the host's bridge."""
+        roles = self.controller_roles(host)
+        return [i for i, port in enumerate(self.of_ports)
+                if roles.get(f"tcp:{self.controller_ip}:{port}") == "master"]
 
     def _agent_cmd(self, host: Host) -> list[str]:
         cmd = [
@@ -1107,7 +1176,7 @@ class Testbed:
         first = self.hosts[self.host_names[0]]
         if self.wireguard and host.site != first.site:
             return f"http://{first.tunnel}:{self.api_port}"  # through WireGuard
-        return self.api_url
+        return ",".join(self.replica_url(i) for i in range(self.replicas))
 
     def _wg_config_path(self, host: Host) -> Path:
         return host.dir / "wireguard.json"
@@ -1367,7 +1436,17 @@ class Testbed:
             raise TestbedError("this testbed has no controller (daolinet=False)")
         if not (path.startswith("/api/") or path.startswith("/healthz")):
             path = "/api/v1" + (path if path.startswith("/") else "/" + path)
-        return self._http.request(method, path, json=json, **kwargs)
+        try:
+            return self._http.request(method, path, json=json, **kwargs)
+        except httpx.ConnectError:
+            # replica 0 is down: any other replica serves the whole API
+            for i in range(1, self.replicas):
+                if self.replica_procs[i] is None:
+                    continue
+                with contextlib.suppress(httpx.ConnectError):
+                    return self._http.request(method, self.replica_url(i) + path, json=json,
+                                              **kwargs)
+            raise
 
     def api_json(self, method: str, path: str, json: Any = None) -> Any:
         r = self.api(method, path, json=json)
