@@ -72,6 +72,7 @@ T = TypeVar("T")
 DEFAULT_SOCKET = "/run/daolinet/hostnet.sock"
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 5.0
+REPLICA_BACKOFF_MAX = 0.5  # with several controller replicas, during an election
 # How often the local Docker engine is brought in line with the daolinet networks.
 NETWORK_SYNC_SECONDS = 2.0
 _ROUTES = TypeAdapter(list[KernelRoute])
@@ -562,6 +563,9 @@ class Agent:
             pause = BACKOFF_MIN / 2
             if tried >= len(self.client.urls):
                 pause, delay, tried = delay, next_backoff(delay), 0
+                if len(self.client.urls) > 1:
+                    # replicas: one of them is being elected; look again soon
+                    pause = min(pause, REPLICA_BACKOFF_MAX)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=pause)
 

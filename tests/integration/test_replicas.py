@@ -103,25 +103,12 @@ def leader(tb: Testbed, timeout: float = 10.0, other_than: int | None = None) ->
     return found - 1
 
 
-def mastered(tb: Testbed, i: int) -> int:
-    """How many switches confirmed (role reply) that replica `i` is their master."""
-    try:
-        text = httpx.get(f"{tb.replica_url(i)}/metrics", timeout=1.0).text
-    except httpx.HTTPError:
-        return 0
-    m = re.search(r"^daolinet_switches_mastered (\d+)$", text, re.M)
-    return int(m.group(1)) if m else 0
-
-
 def confirmed_leader(tb: Testbed, other_than: int, timeout: float) -> int:
     """The replica every switch has confirmed as master (by its role reply), other than
-    `other_than`.  (OVS writes the role to its database only every few seconds, so the
-    role replies are the prompt view.)"""
+    `other_than` (OVS's database shows roles only every few seconds)."""
     def found() -> int | None:
-        for i in range(tb.replicas):
-            if i != other_than and mastered(tb, i) == len(tb.hosts):
-                return i + 1
-        return None
+        i = tb.confirmed_leader(other_than)
+        return None if i is None else i + 1
 
     return tb.wait_until(found, timeout, "no replica took over every switch", interval=0.02,
                          detail=lambda: roles_dump(tb)) - 1

@@ -817,6 +817,11 @@ class Testbed:
             env[var] = str(host.dir)
         return env
 
+    # Open_vSwitch other_config keys written before ovs-vswitchd starts (some, such as
+    # `userspace-tso-enable`, are read only at start-up). Set it on the instance before
+    # start(), e.g. `tb.ovs_other_config = {"userspace-tso-enable": "true"}`.
+    ovs_other_config: dict[str, str] | None = None
+
     def _start_ovs(self, host: Host) -> None:
         d = host.dir
         db = d / "conf.db"
@@ -840,6 +845,12 @@ class Testbed:
             host.ovsdb_log,
             timeout=15,
         )
+        if self.ovs_other_config:
+            res = self.vsctl(host, "--timeout=5", "--no-wait", "set", "Open_vSwitch", ".",
+                             *(f"other_config:{k}={v}"
+                               for k, v in sorted(self.ovs_other_config.items())))
+            if res.returncode != 0:
+                raise TestbedError(f"other_config on {host.name}: {res.stderr.strip()}")
         host.vswitchd = self.spawn(
             host.ns,
             "ovs-vswitchd", f"unix:{host.db_sock}",
@@ -963,6 +974,25 @@ class Testbed:
             if connected is True:
                 roles[str(target)] = role if isinstance(role, str) else "other"
         return roles
+
+    def switches_mastered(self, i: int) -> int:
+        """How many switches confirmed (role reply) that replica `i` is their master, as
+        its /metrics says (0 when it does not answer).  OVS writes a controller's role
+        to its database only every few seconds: this is the prompt view."""
+        try:
+            text = httpx.get(f"{self.replica_url(i)}/metrics", timeout=1.0).text
+        except httpx.HTTPError:
+            return 0
+        m = re.search(r"^daolinet_switches_mastered (\d+)$", text, re.M)
+        return int(m.group(1)) if m else 0
+
+    def confirmed_leader(self, other_than: int | None = None) -> int | None:
+        """The replica every switch confirmed as master (other than `other_than`)."""
+        for i in range(self.replicas):
+            if i != other_than and self.replica_procs[i] is not None and \
+                    self.switches_mastered(i) == len(self.hosts):
+                return i
+        return None
 
     def master_of(self, host: Host | str) -> list[int]:
         """The replicas (indexes) that are OpenFlow master of the host's bridge."""
