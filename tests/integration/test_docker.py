@@ -72,6 +72,11 @@ def _endpoint(tb: Testbed, name: str) -> dict | None:
     return r.json() if r.status_code == 200 else None
 
 
+def _network(tb: Testbed, name: str) -> dict | None:
+    r = tb.api("GET", f"/networks/{name}")
+    return r.json() if r.status_code == 200 else None
+
+
 def _named(tb: Testbed, name: str) -> dict:
     return tb.wait_until(lambda: _endpoint(tb, name), 10, f"endpoint {name} not named")
 
@@ -83,7 +88,8 @@ def test_network_create_inspect_remove(lab: Lab):
     ipam = d1.inspect("web")["IPAM"]
     assert ipam["Driver"] == "daolinet"
     assert ipam["Config"][0]["Subnet"] == "10.20.0.0/24"
-    net = tb.wait_until(lambda: tb.api("GET", "/networks/web").json(), 10, "web not at API")
+    # The plugin creates the daolinet network right after Docker's (in the background).
+    net = tb.wait_until(lambda: _network(tb, "web"), 10, "web not at API")
     assert (net["subnet"], net["gateway"]) == ("10.20.0.0/24", "10.20.0.1")
 
     d1.ok("network", "create", *NET, "--subnet", "172.30.5.0/24", "--gateway", "172.30.5.254",
