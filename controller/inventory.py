@@ -269,9 +269,10 @@ class Inventory:
         self._mark_seen: object = None
         self._mark_serial = 0
         self._replica_id = uuid.uuid4().hex
+        self._watch_error: str | None = None
         revision = self._load()
         if replicated:
-            store.watch(revision, self._on_store_events)
+            store.watch(revision, self._on_store_events, self._on_watch_error)
 
     # --- loading ---------------------------------------------------------------------
     def _load(self) -> int:
@@ -323,10 +324,21 @@ class Inventory:
                 for change in changes:
                     self._announce_one(change)
 
+    def _on_watch_error(self, exc: Exception) -> None:
+        """The watch cannot go on without a gap (etcd compacted the history it needs):
+        this replica's index can no longer be trusted for changes."""
+        self._watch_error = str(exc)
+        log.error("the store watch stopped (%s): changes through this replica are refused "
+                  "until it restarts", exc)
+
     def _catch_up(self) -> None:
         """Make sure the index holds every change made before this one (inside the
         store's exclusive section): write a mark and wait until the watch, which
         delivers in revision order, has brought it back."""
+        if self._watch_error is not None:
+            raise StoreUnavailable(
+                f"this replica lost the store watch ({self._watch_error}); restart it"
+            )
         self._mark_serial += 1
         mark = f"{self._replica_id}/{self._mark_serial}"
         self.store.put(META, SYNC_MARK, {"mark": mark})

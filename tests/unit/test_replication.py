@@ -28,7 +28,7 @@ from controller.events import (
 )
 from controller.inventory import Inventory
 from controller.replication import CorruptDocument, apply_document
-from controller.store import SqliteStore
+from controller.store import SqliteStore, StoreUnavailable
 
 KEY = "k" * 42 + "A="
 
@@ -212,3 +212,17 @@ def test_group_deleted_elsewhere_announces_its_members() -> None:
     apply_document(index, "group", "g", {"name": "g", "networks": ["a", "b"]})
     assert apply_document(index, "group", "g", None) == [GroupChanged("g", ("a", "b"), ())]
     assert index.group("g") is None
+
+
+def test_a_replica_that_lost_its_watch_refuses_changes(tmp_path: Path) -> None:
+    """etcd compacted the history the watch needs: the index may miss changes of other
+    replicas, so a change through this replica is refused (503), not made blind."""
+    store = SqliteStore(tmp_path / "x.db")
+    try:
+        inv = Inventory(store, lambda change: None, replicated=True)
+        inv._on_watch_error(StoreUnavailable("etcd: watch: required revision compacted"))
+        with pytest.raises(StoreUnavailable, match=r"lost the store watch .*compacted"):
+            inv.create_network("web", "10.1.0.0/24")
+        assert inv.index.network("web") is None and store.get("network", "web") is None
+    finally:
+        store.close()
