@@ -228,7 +228,7 @@ def main(
     elector = Replica(
         backend, {"name": name, "api": api_url, "openflow": of_target}, ttl=lease_ttl,
         on_elected=fabric.set_master, on_deposed=lambda: fabric.set_master(None),
-        token=token if replicated else None,
+        token=token if replicated else None, standalone=not replicated,
     )
     fabric.generation_hint = lambda: elector.generation
     fabric.lease_valid = lambda: elector.is_leader

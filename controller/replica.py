@@ -41,9 +41,13 @@ class Replica:
         on_elected: Callable[[int], None] = lambda generation: None,
         on_deposed: Callable[[], None] = lambda: None,
         token: str | None = None,
+        standalone: bool = False,
     ) -> None:
         """`token`: the API token; with it, a follower holds the leader's liveness
-        stream and ends the leadership of a leader whose process died."""
+        stream and ends the leadership of a leader whose process died.
+        `standalone`: the only controller (SQLite): it leads from start to stop with one
+        generation, and no refresh or watchdog can depose it (there is nobody to hand
+        the switches to: a slow refresh on a loaded host must not cost a resync)."""
         self.store = store
         self.info = dict(info)
         self.ttl = ttl
@@ -53,6 +57,7 @@ class Replica:
         self.on_elected = on_elected
         self.on_deposed = on_deposed
         self.token = token
+        self.standalone = standalone
         self._lock = threading.Lock()
         self._lease: Leadership | None = None
         self._valid_until = 0.0  # monotonic time until which this replica may lead
@@ -66,6 +71,8 @@ class Replica:
     @property
     def is_leader(self) -> bool:
         with self._lock:
+            if self.standalone:
+                return self._lease is not None
             return self._lease is not None and time.monotonic() < self._valid_until
 
     @property
@@ -81,6 +88,12 @@ class Replica:
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        if self.standalone:
+            while self._lease is None and not self._stop.is_set():
+                self._try_lead()
+                if self._lease is None:
+                    self._stop.wait(self.poll_every)
+            return
         targets = [(self._run, "daolinet-election"), (self._watchdog, "daolinet-lease-watchdog")]
         if self.token:
             targets.append((self._watch_leader, "daolinet-leader-liveness"))

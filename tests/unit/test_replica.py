@@ -122,3 +122,27 @@ def test_stop_resigns_so_another_replica_takes_over_at_once() -> None:
     replica.step()
     replica.stop()
     assert store.issued[0].resigned and calls == [10, "deposed"] and not replica.is_leader
+
+
+def test_a_standalone_controller_leads_until_it_stops(tmp_path) -> None:
+    """With SQLite there is one controller: a refresh that never comes (a loaded host)
+    must not depose it, since nobody could take the switches over."""
+    from controller.store import SqliteStore
+
+    store = SqliteStore(tmp_path / "s.db")
+    calls: list[object] = []
+    replica = Replica(store, {"name": "c"}, ttl=1.0, standalone=True,
+                      on_elected=calls.append, on_deposed=lambda: calls.append("deposed"))
+    try:
+        replica.start()
+        first = replica.generation
+        assert replica.is_leader and calls == [first]
+        time.sleep(1.5)  # past ttl without a single refresh
+        assert replica.is_leader and calls == [first]
+        replica.stop()
+        assert not replica.is_leader and calls == [first, "deposed"]
+        again = Replica(store, {"name": "c"}, standalone=True, on_elected=calls.append)
+        again.start()
+        assert again.generation > first  # a restarted controller claims the switches anew
+    finally:
+        store.close()
