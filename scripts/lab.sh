@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The two-site lab: Docker containers running systemd are the "hosts", each site its
-# own Docker network, a router container between them, and playbooks/site.yml
-# deploys daolinet on them over the docker connection.
+# The lab: Docker containers running systemd are the "hosts", each site its own
+# Docker network, router containers between them (one of them a NAT), and
+# playbooks/site.yml deploys daolinet on them over the docker connection.  Hosts,
+# sites, networks and addresses come from inventory/lab/hosts.yml: a host added there
+# is created and joins on the next `up`.
 #
 #   scripts/lab.sh up        build the host image (cached), create the lab, deploy
-#   scripts/lab.sh deploy    re-run site.yml on the running lab (changes nothing)
+#   scripts/lab.sh deploy [ARGS]  re-run site.yml on the running lab (changes nothing;
+#                            ARGS go to ansible-playbook, e.g. --check --diff)
 #   scripts/lab.sh down      remove the lab (and the dockerd this script started)
 #   scripts/lab.sh status    what is running
 #   scripts/lab.sh image     build the host image if needed, print its name
@@ -12,7 +15,8 @@
 #                            prints "started" when it had to start one
 #
 # A Docker engine is used if one answers; otherwise one is started and `down` (or
-# `dockerd-down`) stops it again.  Traffic goes only to the lab's own containers
+# `dockerd-down`) stops it again.  DAOLINET_WHEELHOUSE (a tarball made by
+# roles/daolinet/files/wheelhouse.sh) is installed instead of a build of this checkout.  Traffic goes only to the lab's own containers
 # and networks, and to the Debian mirror when the image is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,17 +60,40 @@ venv() {
   export PATH="$ROOT/.venv/bin:$PATH"
 }
 
-# name site network address [extra docker run args...]
-HOSTS=(
-  "lab-ctl  a lab-site-a 198.18.1.10"
-  "lab-a1   a lab-site-a 198.18.1.11"
-  "lab-a2   a lab-site-a 198.18.1.12"
-  "lab-b1   b lab-site-b 198.18.2.11"
-)
-NETWORKS=(
-  "lab-site-a 198.18.1.0/24 198.18.1.254"
-  "lab-site-b 198.18.2.0/24 198.18.2.254"
-)
+# The lab as inventory/lab describes it (the only place that does), one line each:
+#   network NAME SUBNET
+#   router  NAME GATEWAY|- MASQUERADE|- NET=ADDR...
+#   host    NAME SITE controller|docker|other GATEWAY|- NET=ADDR
+lab_topology() {
+  ansible-inventory -i "$INVENTORY" --list | python3 -c '
+import json, sys
+inv = json.load(sys.stdin)
+hostvars = inv["_meta"]["hostvars"]
+def members(group):
+    g = inv.get(group, {})
+    out = list(g.get("hosts", []))
+    for child in g.get("children", []):
+        out += members(child)
+    return out
+routers = set(members("lab_routers"))
+controllers, dockers = set(members("daolinet_controller")), set(members("daolinet_hosts"))
+nets = {}
+for name, v in sorted(hostvars.items()):
+    nets.update(v.get("lab_networks", {}))
+for net, subnet in sorted(nets.items()):
+    print("network", net, subnet)
+for name in sorted(routers):
+    v = hostvars[name]
+    links = " ".join(f"{n}={a}" for n, a in sorted(v["lab_links"].items()))
+    print("router", name, v.get("lab_gateway", "-"), v.get("lab_masquerade", "-"), links)
+for name in sorted(set(hostvars) - routers):
+    v = hostvars[name]
+    kind = "controller" if name in controllers else "docker" if name in dockers else "other"
+    print("host", name, v.get("daolinet_site", "default"), kind, v.get("lab_gateway", "-"),
+          v["lab_network"] + "=" + v["daolinet_address"])
+'
+}
+
 # The options a systemd "host" needs here (no --privileged: see ENVIRONMENT.md).
 HOST_OPTS=(
   --cap-add ALL --cap-drop SYS_RESOURCE
@@ -80,60 +107,109 @@ HOST_OPTS=(
   --sysctl net.ipv4.conf.all.send_redirects=0 --sysctl net.ipv4.conf.default.send_redirects=0
 )
 
+# name gateway|- net=addr...: the container, on its networks at its addresses.
+lab_container() {
+  local name=$1 gateway=$2 image=$3; shift 3
+  local first=${1%%=*} addr=${1#*=} link
+  if ! docker container inspect "$name" >/dev/null 2>&1; then
+    log "creating $name ($*)"
+    docker run -d --name "$name" --hostname "$name" --label daolinet-lab=1 \
+      --stop-signal SIGRTMIN+3 "${HOST_OPTS[@]}" --network "$first" --ip "$addr" \
+      "$image" </dev/null >/dev/null
+    shift
+    for link in "$@"; do
+      docker network connect --ip "${link#*=}" "${link%%=*}" "$name" </dev/null
+    done
+  fi
+  # Only through the lab's routers: nothing beyond the lab.
+  if [[ $gateway == - ]]; then
+    docker exec "$name" ip route del default </dev/null 2>/dev/null || true
+  else
+    docker exec "$name" ip route replace default via "$gateway" </dev/null
+  fi
+}
+
 lab_up() {
   venv
   dockerd_up >/dev/null
-  local image; image=$(scripts/lab-image.sh)
-  local net subnet router
-  for line in "${NETWORKS[@]}"; do
-    read -r net subnet router <<<"$line"
-    docker network inspect "$net" >/dev/null 2>&1 ||
-      docker network create --subnet "$subnet" --label daolinet-lab=1 "$net" >/dev/null
-  done
-  if ! docker container inspect lab-router >/dev/null 2>&1; then
-    log "creating lab-router"
-    docker run -d --name lab-router --hostname lab-router --label daolinet-lab=1 \
-      "${HOST_OPTS[@]}" --network lab-site-a --ip 198.18.1.254 "$image" \
-      sleep infinity >/dev/null
-    docker network connect --ip 198.18.2.254 lab-site-b lab-router
-    # The router only routes between the sites: no way out of the lab.
-    docker exec lab-router ip route del default 2>/dev/null || true
-  fi
-  local name site addr
-  for line in "${HOSTS[@]}"; do
-    read -r name site net addr <<<"$line"
-    if ! docker container inspect "$name" >/dev/null 2>&1; then
-      log "creating $name (site $site, $addr)"
-      docker run -d --name "$name" --hostname "$name" --label daolinet-lab=1 \
-        --stop-signal SIGRTMIN+3 "${HOST_OPTS[@]}" --network "$net" --ip "$addr" "$image" >/dev/null
+  local image topo; image=$(scripts/lab-image.sh)
+  topo=$(lab_topology)
+  local kind name a b c rest
+  while read -r kind name a rest; do
+    [[ $kind == network ]] || continue
+    docker network inspect "$name" >/dev/null 2>&1 ||
+      docker network create --subnet "$a" --label daolinet-lab=1 "$name" >/dev/null
+  done <<<"$topo"
+  while read -r kind name a b rest; do
+    [[ $kind == router ]] || continue
+    # shellcheck disable=SC2086  # rest: the router's NET=ADDR links
+    lab_container "$name" "$a" "$image" $rest
+    if [[ $b != - ]]; then
+      # A NAT router: the hidden subnet leaves with the router's own address.
+      docker exec -i "$name" nft -f - <<EOT
+table ip lab_nat
+delete table ip lab_nat
+table ip lab_nat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr $b ip daddr != $b masquerade
+  }
+}
+EOT
     fi
-    router=$(for n in "${NETWORKS[@]}"; do set -- $n; if [[ $1 == "$net" ]]; then echo "$3"; fi; done)
-    # Default route through the router: the other site, and nothing beyond it.
-    docker exec "$name" ip route replace default via "$router"
-  done
+  done <<<"$topo"
+  local dockers=() sites=()
+  while read -r kind name a b c rest; do
+    [[ $kind == host ]] || continue
+    lab_container "$name" "$c" "$image" $rest
+    [[ $b == docker ]] && { dockers+=("$name"); sites+=("$a"); }
+  done <<<"$topo"
   lab_deploy
-  for line in "${HOSTS[@]}"; do
-    read -r name _ <<<"$line"
+  for name in "${dockers[@]}"; do
     # busybox for the nested engines (the image carries its rootfs).
-    docker exec "$name" sh -c 'command -v docker >/dev/null || exit 0
-      docker image inspect busybox:lab >/dev/null 2>&1 ||
+    docker exec "$name" sh -c 'docker image inspect busybox:lab >/dev/null 2>&1 ||
       docker import /usr/local/share/daolinet-lab/busybox.tar busybox:lab >/dev/null'
   done
-  cat <<'EOT'
+  lab_hints
+}
 
-The lab is up: site A = lab-ctl (controller), lab-a1, lab-a2; site B = lab-b1.
-Try:
-  docker exec lab-a1 docker network create -d daolinet --ipam-driver daolinet --subnet 10.20.0.0/24 web
-  docker exec lab-a2 docker network create -d daolinet --ipam-driver daolinet --subnet 10.20.0.0/24 web
-  docker exec lab-b1 docker network create -d daolinet --ipam-driver daolinet --subnet 10.20.0.0/24 web
-  docker exec lab-a1 docker run -d --name w1 --network web --ip 10.20.0.11 busybox:lab nc -ll -p 7000 -e echo hello
-  docker exec lab-a2 docker run --rm --network web busybox:lab nc -w 3 10.20.0.11 7000
-  docker exec lab-b1 docker run --rm --network web busybox:lab ping -c 3 10.20.0.11
-  docker exec lab-a2 docker run --rm --network web busybox:lab traceroute -n 10.20.0.11
-  docker exec lab-ctl daolictl route list
-  docker exec lab-ctl daolictl host list
-  docker exec lab-b1 wg show
+# What to try, with the lab's own names (lab_up's topo, dockers, sites): a server on
+# the first Docker host, a client on another host of its site, one on a host of every
+# other site.
+lab_hints() {
+  local i first=${dockers[0]} near="" far=()
+  for i in "${!dockers[@]}"; do
+    ((i > 0)) || continue
+    if [[ ${sites[i]} == "${sites[0]}" ]]; then
+      [[ -n $near ]] || near=${dockers[i]}
+    elif [[ " ${far[*]} " != *" ${sites[i]}:"* ]]; then
+      far+=("${sites[i]}:${dockers[i]}")
+    fi
+  done
+  echo
+  echo "The lab is up:"
+  while read -r kind name a b c rest; do
+    [[ $kind == host ]] && echo "  $name  site $a  $b  $rest"
+  done <<<"$topo"
+  echo "Try (a daolinet network made on one host appears on every host):"
+  echo "  docker exec $first docker network create -d daolinet --ipam-driver daolinet --subnet 10.20.0.0/24 web"
+  echo "  docker exec $first docker run -d --name w1 --network web --ip 10.20.0.11 busybox:lab nc -ll -p 7000 -e echo hello"
+  if [[ -n $near ]]; then
+    echo "  docker exec $near docker run --rm --network web busybox:lab nc -w 3 10.20.0.11 7000"
+    echo "  docker exec $near docker run --rm --network web busybox:lab traceroute -n 10.20.0.11"
+  fi
+  for i in "${far[@]}"; do
+    echo "  docker exec ${i#*:} docker run --rm --network web busybox:lab ping -c 3 10.20.0.11   # site ${i%%:*}"
+  done
+  while read -r kind name a b rest; do
+    [[ $kind == host && $b == controller ]] || continue
+    echo "  docker exec $name daolictl route list"
+    echo "  docker exec $name daolictl host list"
+  done <<<"$topo"
+  [[ ${#far[@]} -eq 0 ]] || echo "  docker exec ${far[0]#*:} wg show"
+  cat <<'EOT'
 Re-run the deployment (changes nothing):  scripts/lab.sh deploy
+Add a host: describe it in inventory/lab/hosts.yml, then scripts/lab.sh up
 Tear it down:                            scripts/lab.sh down
 EOT
 }
@@ -141,7 +217,12 @@ EOT
 lab_deploy() {
   venv
   log "running playbooks/site.yml on the lab"
-  ANSIBLE_CONFIG=$ROOT/ansible.cfg ansible-playbook -i "$INVENTORY" playbooks/site.yml "$@"
+  # DAOLINET_WHEELHOUSE: a tarball of roles/daolinet/files/wheelhouse.sh to install
+  # instead of one built from this checkout.
+  local extra=()
+  [[ -z ${DAOLINET_WHEELHOUSE:-} ]] || extra=(-e "daolinet_wheelhouse=$DAOLINET_WHEELHOUSE")
+  ANSIBLE_CONFIG=$ROOT/ansible.cfg ansible-playbook -i "$INVENTORY" playbooks/site.yml \
+    "${extra[@]}" "$@"
 }
 
 lab_down() {
