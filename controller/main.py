@@ -9,7 +9,7 @@ import secrets
 import socket
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 import uvicorn
 from fastapi import FastAPI
+from pydantic import TypeAdapter, ValidationError
 
 from controller.api import leader as leader_api
 from controller.api import metrics, routes, stream
@@ -28,7 +29,14 @@ from controller.core import CoreState
 from controller.fabric import Fabric
 from controller.hub import AgentHub
 from controller.inventory import Inventory
-from controller.replica import Replica
+from controller.models import Name
+from controller.replica import (
+    REPLICAS,
+    Replica,
+    openflow_targets,
+    parse_openflow_target,
+    replica_record,
+)
 from controller.store import DEFAULT_STORE_URL, Store, StoreError, open_store
 
 log = logging.getLogger("daolinet.controller")
@@ -82,9 +90,6 @@ def read_role_token(path: Path | None, role: str, admin: str) -> str:
     return token
 
 
-REPLICAS = "replica"  # store kind: one record per controller replica (name, api, openflow)
-
-
 def advertised(value: str | None, host: str, port: int, scheme: str) -> str | None:
     """The URL/target others reach this replica at: `value`, else HOST:PORT unless
     HOST is a wildcard (then nobody can know it: None)."""
@@ -92,12 +97,48 @@ def advertised(value: str | None, host: str, port: int, scheme: str) -> str | No
         return value
     if host in ("", "0.0.0.0", "::"):
         return None
+    if ":" in host:
+        host = f"[{host}]"  # IPv6, in a URL as in an OVS target
     return f"{scheme}{host}:{port}"
 
 
-def replica_targets(store: Store) -> list[str]:
-    """The OpenFlow targets of every replica: each switch connects to all of them."""
-    return sorted({str(d["openflow"]) for d in store.list(REPLICAS) if d.get("openflow")})
+def replica_targets(store: Store, site: str) -> list[str]:
+    """The OpenFlow targets of every replica for a switch of `site`: each switch
+    connects to all of them (controller/replica.py, `target_for`)."""
+    return openflow_targets(store.list(REPLICAS), site)
+
+
+def check_target(option: str, value: str | None) -> str | None:
+    """An --advertise-openflow* value: None when not given, else tcp:IP:PORT."""
+    if not value:
+        return None
+    try:
+        return parse_openflow_target(value)
+    except ValueError as exc:
+        raise ValueError(f"{option} {exc}") from None
+
+
+def check_site(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return TypeAdapter(Name).validate_python(value)
+    except ValidationError:
+        raise ValueError(
+            f"--site {value!r} is not a site name (1-63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit)"
+        ) from None
+
+
+def standalone_targets(
+    site: str | None, remote: str | None
+) -> Callable[[str], list[str]] | None:
+    """The one controller (SQLite): a switch of another site than its own gets
+    --advertise-openflow-remote when it was given; every other switch the target
+    derived from the address its agent reached the API at (controller/api/hosts.py)."""
+    if site is None or remote is None:
+        return None
+    return lambda host_site: [] if host_site == site else [remote]
 
 
 def start_openflow(fabric: Fabric, host: str, port: int) -> None:
@@ -143,6 +184,18 @@ def main(
         typer.Option(help="OpenFlow target switches reach this replica at, tcp:IP:PORT "
                      "(default: from --openflow; needed with etcd and a wildcard --openflow)"),
     ] = None,
+    site: Annotated[
+        str | None,
+        typer.Option(help="site of this replica (hosts' --site): its switches use "
+                     "--advertise-openflow, those of other sites --advertise-openflow-remote "
+                     "(default: none, every switch uses --advertise-openflow)"),
+    ] = None,
+    advertise_openflow_remote: Annotated[
+        str | None,
+        typer.Option(help="OpenFlow target switches of other sites reach this replica at, "
+                     "tcp:IP:PORT, e.g. its WireGuard address (default: --advertise-openflow; "
+                     "needs --site)"),
+    ] = None,
     lease_ttl: Annotated[
         float,
         typer.Option(min=1.0, max=60.0,
@@ -184,6 +237,17 @@ def main(
     try:
         api_host, api_port = split_hostport(api, 8080)
         of_host, of_port = split_hostport(openflow, 6653)
+        own_site = check_site(site)
+        remote_target = check_target("--advertise-openflow-remote", advertise_openflow_remote)
+        if remote_target and own_site is None:
+            raise ValueError(
+                "--advertise-openflow-remote needs --site: the switches of the other sites "
+                "use it, those of this replica's site --advertise-openflow"
+            )
+        api_url = advertised(advertise, api_host, api_port, "http://")
+        of_target = advertised(
+            check_target("--advertise-openflow", advertise_openflow), of_host, of_port, "tcp:"
+        )
         token = read_or_create_token(token_file)
         readonly_token = read_role_token(readonly_token_file, "read-only", token)
         agent_token = read_role_token(agent_token_file, "agent", token)
@@ -191,8 +255,6 @@ def main(
             raise ValueError("the read-only and the agent token files hold the same token")
         replicated = store.startswith("etcd:")
         name = replica or socket.gethostname()
-        api_url = advertised(advertise, api_host, api_port, "http://")
-        of_target = advertised(advertise_openflow, of_host, of_port, "tcp:")
         if replicated and (api_url is None or of_target is None):
             raise ValueError(
                 "with an etcd store, replicas must be reachable by each other and by the "
@@ -204,6 +266,8 @@ def main(
         typer.echo(f"daolinet-controller: {exc}", err=True)
         raise typer.Exit(1) from None
 
+    record = replica_record(name, api_url, of_target, site=own_site,
+                            openflow_remote=remote_target)
     fabric_ref: list[Fabric] = []
     try:
         inventory = Inventory(
@@ -211,7 +275,7 @@ def main(
         )
         if replicated:
             with backend.exclusive():
-                backend.put(REPLICAS, name, {"name": name, "api": api_url, "openflow": of_target})
+                backend.put(REPLICAS, name, record)
     except StoreError as exc:
         typer.echo(f"daolinet-controller: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -226,7 +290,7 @@ def main(
     )
     fabric_ref.append(fabric)
     elector = Replica(
-        backend, {"name": name, "api": api_url, "openflow": of_target}, ttl=lease_ttl,
+        backend, record, ttl=lease_ttl,
         on_elected=fabric.set_master, on_deposed=lambda: fabric.set_master(None),
         token=token if replicated else None, standalone=not replicated,
     )
@@ -240,7 +304,10 @@ def main(
         openflow_port=of_port,
         readonly_token=readonly_token,
         agent_token=agent_token,
-        openflow_targets=(lambda: replica_targets(backend)) if replicated else None,
+        openflow_targets=(
+            (lambda host_site: replica_targets(backend, host_site)) if replicated
+            else standalone_targets(own_site, remote_target)
+        ),
     )
     app = create_app(ctx, extra_routers=[routes.router, stream.router, leader_api.router])
     app.include_router(metrics.router)

@@ -16,10 +16,11 @@ too: a newer master's role request (a higher generation) demotes it.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +30,64 @@ from websockets.sync.client import connect as ws_connect
 from controller.store import Leadership, Store, StoreError
 
 log = logging.getLogger(__name__)
+
+REPLICAS = "replica"  # store kind: one record per controller replica (replica_record)
+
+
+def replica_record(
+    name: str,
+    api: str | None,
+    openflow: str | None,
+    *,
+    site: str | None = None,
+    openflow_remote: str | None = None,
+) -> dict[str, Any]:
+    """What a replica records in the store (and as the leader's value): its name, API
+    URL, the OpenFlow target the switches of its own site (or of every site, when it
+    has none) reach it at, its site, and the target the switches of other sites reach
+    it at (default: `openflow`)."""
+    return {"name": name, "api": api, "openflow": openflow, "site": site,
+            "openflow_remote": openflow_remote or openflow}
+
+
+def target_for(record: Mapping[str, Any], site: str) -> str | None:
+    """The OpenFlow target a switch of `site` connects to this replica at: `openflow`
+    when the replica has no site or the same one, else `openflow_remote` (a record
+    written before there was one: `openflow`)."""
+    local = record.get("openflow") or None
+    if not record.get("site") or record.get("site") == site:
+        return str(local) if local else None
+    remote = record.get("openflow_remote") or local
+    return str(remote) if remote else None
+
+
+def openflow_targets(records: Iterable[Mapping[str, Any]], site: str) -> list[str]:
+    """The targets a switch of `site` connects to: every replica's (sorted, no
+    duplicates)."""
+    return sorted({t for r in records if (t := target_for(r, site)) is not None})
+
+
+def parse_openflow_target(value: str) -> str:
+    """`tcp:IP:PORT` (IPv4, or IPv6 in brackets), as OVS takes it; ValueError else."""
+    scheme, _, rest = value.partition(":")
+    host, sep, port = rest.rpartition(":")
+    ok = scheme == "tcp" and sep and port.isdigit() and 0 < int(port) < 65536
+    if ok and host.startswith("[") and host.endswith("]"):
+        ok = _ip_version(host[1:-1]) == 6
+    elif ok:
+        ok = _ip_version(host) == 4
+    if not ok:
+        raise ValueError(
+            f"{value!r} is not tcp:IP:PORT (an IPv4 address or [IPv6], port 1-65535)"
+        )
+    return value
+
+
+def _ip_version(text: str) -> int | None:
+    try:
+        return ipaddress.ip_address(text).version
+    except ValueError:
+        return None
 
 
 class Replica:

@@ -32,8 +32,10 @@ class ApiContext:
     openflow_port: int
     readonly_token: str = ""  # may only read ("" = no such token)
     agent_token: str = ""  # host agents: hosts, streams, containers ("" = none)
-    # Replicated controllers: the OpenFlow targets of every replica (None: only ours)
-    openflow_targets: Callable[[], list[str]] | None = None
+    # The OpenFlow targets for a switch of a site (replicated controllers: every
+    # replica's; controller/replica.py).  None, or no target for that site: ours,
+    # derived from the address the agent reached the API at (api/hosts.py).
+    openflow_targets: Callable[[str], list[str]] | None = None
 
 
 def get_ctx(request: Request) -> ApiContext:

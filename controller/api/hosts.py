@@ -49,11 +49,12 @@ def openflow_host(ctx: ApiContext, request: Request) -> str:
     return hostname or "127.0.0.1"
 
 
-def openflow_targets(ctx: ApiContext, request: Request) -> list[str]:
+def openflow_targets(ctx: ApiContext, request: Request, site: str) -> list[str]:
+    """The controller targets of a switch of `site`."""
     if ctx.openflow_targets is not None:
-        targets = ctx.openflow_targets()
+        targets = ctx.openflow_targets(site)
         if targets:
-            return targets  # every replica: each switch connects to all of them
+            return targets  # every replica (per site): each switch connects to all of them
     host = openflow_host(ctx, request)
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # OVS syntax for IPv6 targets
@@ -61,7 +62,7 @@ def openflow_targets(ctx: ApiContext, request: Request) -> list[str]:
 
 
 def _out(ctx: ApiContext, request: Request, host: Host) -> HostOut:
-    return HostOut.of(host, openflow_targets(ctx, request))
+    return HostOut.of(host, openflow_targets(ctx, request, host.site))
 
 
 @router.post("", summary="Register (or re-register) a host")

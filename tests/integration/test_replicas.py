@@ -2,8 +2,9 @@
 
 One module-scoped testbed: a 3-member etcd cluster on loopback, 3 controller
 replicas (each reaches every etcd member through its own loopback proxy, so a test
-can cut one replica off from etcd while it keeps its switches and its API), two
-hosts, and containers of one network:
+can cut one replica off from etcd while it keeps its switches and its API; each of
+site "default", the lab hosts' site, with a remote OpenFlow target for other sites),
+two hosts, and containers of one network:
 
     h1: a1 10.1.0.11 ... a6 10.1.0.16      h2: b1 10.1.0.21 ... b6 10.1.0.26
 
@@ -26,7 +27,7 @@ import httpx
 import pytest
 from conftest import make_testbed
 from tcpproxy import TcpProxy
-from testbed import Container, Testbed, tail
+from testbed import BRIDGE, Container, Testbed, tail
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from etcdcluster import EtcdCluster
@@ -36,6 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 IDLE = 3
 REPLICAS = 3
 TAKEOVER_LIMIT = 3.0  # the issue: a new master takes over within 3 s
+REMOTE_IP = "198.51.100.1"  # the replicas' target for other sites (nothing listens)
 
 
 class Lab:
@@ -66,7 +68,8 @@ def lab() -> Iterator[Lab]:
             "etcd://" + ",".join(p.endpoint for p in row) + "/replicas-test"
             for row in proxies
         ]
-        with make_testbed(hosts=2, idle_timeout=IDLE, replicas=REPLICAS, store=stores) as tb:
+        with make_testbed(hosts=2, idle_timeout=IDLE, replicas=REPLICAS, store=stores,
+                          replica_site="default", replica_remote_ip=REMOTE_IP) as tb:
             tb.create_network("blue", "10.1.0.0/24")
             containers = {}
             for i in range(1, 7):
@@ -170,6 +173,23 @@ def test_one_replica_masters_every_switch_and_the_others_are_slaves(lab: Lab, tb
         assert tb.master_of(host) == [lead]
     # the network works through the leader
     assert tb.ping(lab.c["a1"], lab.c["b1"], count=2, timeout=2)
+
+
+def test_switches_of_another_site_get_the_remote_targets(lab: Lab, tb: Testbed) -> None:
+    """The lab's switches (the replicas' site) connect to every replica's underlay
+    target; a host of another site registering is given every replica's remote one."""
+    local = sorted(tb.openflow_target(i) for i in range(REPLICAS))
+    remote = sorted(tb.openflow_target(i, remote=True) for i in range(REPLICAS))
+    assert all(t.startswith(f"tcp:{REMOTE_IP}:") for t in remote) and len(set(remote)) == 3
+    for host in tb.hosts:
+        assert sorted(tb.vsctl(host, "get-controller", BRIDGE).stdout.split()) == local
+        r = replica_api(tb, 1, "GET", f"/hosts/{host}")
+        assert r.status_code == 200 and r.json()["openflow_targets"] == local, r.text
+    follower = (leader(tb) + 1) % REPLICAS
+    r = replica_api(tb, follower, "POST", "/hosts",
+                    json={"name": "far1", "address": "198.51.100.11", "site": "far"})
+    assert r.status_code == 200, r.text
+    assert r.json()["openflow_targets"] == remote
 
 
 def test_every_replica_serves_the_api(lab: Lab, tb: Testbed) -> None:

@@ -556,9 +556,14 @@ class Testbed:
         relays: Sequence[str] = (),
         replicas: int = 1,
         store: str | Sequence[str] | None = None,
+        replica_site: str | None = None,
+        replica_remote_ip: str | None = None,
     ) -> None:
         # `store`: one URL for every replica, or one per replica (e.g. a replica that
         # reaches etcd through a proxy a test can cut)
+        # `replica_site`, `replica_remote_ip`: every replica runs with --site SITE
+        # --advertise-openflow-remote tcp:IP:ITS_PORT (the target of other sites'
+        # switches; nothing needs to listen there)
         stores = [store] * replicas if store is None or isinstance(store, str) else list(store)
         if len(stores) != replicas:
             raise ValueError(f"{len(stores)} store URLs for {replicas} replicas")
@@ -581,6 +586,8 @@ class Testbed:
         self.ready_timeout = ready_timeout
         self.replicas = replicas
         self.store_urls = stores
+        self.replica_site = replica_site
+        self.replica_remote_ip = replica_remote_ip
         self.keep_dir = (
             bool(os.environ.get("DLT_KEEP")) if keep_dir is None else keep_dir
         )
@@ -893,9 +900,19 @@ class Testbed:
             cmd += [
                 "--replica", f"c{i}",
                 "--advertise", self.replica_url(i),
-                "--advertise-openflow", f"tcp:{self.controller_ip}:{self.of_ports[i]}",
+                "--advertise-openflow", self.openflow_target(i),
             ]
+        if self.replica_site is not None:
+            cmd += ["--site", self.replica_site]
+        if self.replica_remote_ip is not None:
+            cmd += ["--advertise-openflow-remote", self.openflow_target(i, remote=True)]
         return [*cmd, *self.controller_args]
+
+    def openflow_target(self, i: int, *, remote: bool = False) -> str:
+        """Replica `i`'s OpenFlow target, for the switches of its site or (`remote`) of
+        the other sites."""
+        ip = self.replica_remote_ip if remote and self.replica_remote_ip else self.controller_ip
+        return f"tcp:{ip}:{self.of_ports[i]}"
 
     def replica_url(self, i: int) -> str:
         return f"http://{self.controller_ip}:{self.api_ports[i]}"

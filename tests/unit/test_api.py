@@ -15,6 +15,8 @@ from controller.api.auth import RequireToken, check_token
 from controller.api.deps import ApiContext, Ctx
 from controller.events import Change, EndpointAdded
 from controller.inventory import Inventory
+from controller.main import replica_targets, standalone_targets
+from controller.replica import REPLICAS, replica_record
 from controller.store import SqliteStore
 
 TOKEN = "s3cret-token"
@@ -251,6 +253,65 @@ def test_openflow_targets(tmp_path, base_url, openflow_host, target) -> None:
     with TestClient(create_app(ctx), base_url=base_url, headers=AUTH) as c:
         r = c.post("/api/v1/hosts", json={"name": "h1", "address": "198.18.0.11"})
     assert r.json()["openflow_targets"] == [target]
+    ctx.inventory.store.close()
+
+
+def test_openflow_targets_per_site(tmp_path: Path) -> None:
+    """Replicated controllers: a switch of a replica's site gets its underlay target,
+    a switch of another site its remote (WireGuard) one; a replica without a site
+    gives its one target to every switch."""
+    ctx = make_ctx(tmp_path / "t.db", [])
+    store = ctx.inventory.store
+    records = [
+        replica_record("c0", "http://198.18.0.1:8080", "tcp:198.18.0.1:6653", site="a",
+                       openflow_remote="tcp:198.19.0.1:6653"),
+        replica_record("c1", "http://198.18.0.2:8080", "tcp:198.18.0.2:6653", site="a",
+                       openflow_remote="tcp:198.19.0.2:6653"),
+        replica_record("c2", "http://198.18.0.3:8080", "tcp:198.18.0.3:6653"),
+        replica_record("c3", "http://198.18.1.4:8080", "tcp:198.18.1.4:6653", site="b",
+                       openflow_remote="tcp:198.19.0.4:6653"),
+        # a record from before openflow_remote, with a site: its one target
+        {"name": "c4", "api": "http://198.18.0.5:8080", "openflow": "tcp:198.18.0.5:6653",
+         "site": "a"},
+        # the remote default: the same target for every site
+        replica_record("c5", "http://198.18.0.6:8080", "tcp:198.18.0.6:6653", site="a"),
+    ]
+    for record in records:
+        store.put(REPLICAS, str(record["name"]), record)
+    ctx.openflow_targets = lambda site: replica_targets(store, site)
+    expected = {
+        "a": ["tcp:198.18.0.1:6653", "tcp:198.18.0.2:6653", "tcp:198.18.0.3:6653",
+              "tcp:198.18.0.5:6653", "tcp:198.18.0.6:6653", "tcp:198.19.0.4:6653"],
+        "b": ["tcp:198.18.0.3:6653", "tcp:198.18.0.5:6653", "tcp:198.18.0.6:6653",
+              "tcp:198.18.1.4:6653", "tcp:198.19.0.1:6653", "tcp:198.19.0.2:6653"],
+        "c": ["tcp:198.18.0.3:6653", "tcp:198.18.0.5:6653", "tcp:198.18.0.6:6653",
+              "tcp:198.19.0.1:6653", "tcp:198.19.0.2:6653", "tcp:198.19.0.4:6653"],
+    }
+    with TestClient(create_app(ctx), headers=AUTH) as c:
+        for i, site in enumerate(expected):
+            r = c.post("/api/v1/hosts", json={"name": f"h{site}", "address": f"198.18.2.{i + 1}",
+                                              "site": site})
+            assert r.status_code == 200, r.text
+            assert r.json()["openflow_targets"] == expected[site], site
+        listed = {h["name"]: h["openflow_targets"] for h in c.get("/api/v1/hosts").json()}
+        assert listed == {f"h{site}": targets for site, targets in expected.items()}
+    store.close()
+
+
+def test_openflow_targets_of_a_standalone_controller_with_a_site(tmp_path: Path) -> None:
+    """SQLite, --site a --advertise-openflow-remote: a switch of site a gets the target
+    derived from the address its agent used, one of another site the remote one."""
+    ctx = make_ctx(tmp_path / "t.db", [])
+    ctx.openflow_targets = standalone_targets("a", "tcp:198.19.0.1:6653")
+    with TestClient(create_app(ctx), base_url="http://198.18.0.1:8080", headers=AUTH) as c:
+        near = c.post("/api/v1/hosts", json={"name": "h1", "address": "198.18.0.11",
+                                             "site": "a"}).json()
+        far = c.post("/api/v1/hosts", json={"name": "h2", "address": "198.18.1.11",
+                                            "site": "b"}).json()
+    assert near["openflow_targets"] == ["tcp:198.18.0.1:6653"]
+    assert far["openflow_targets"] == ["tcp:198.19.0.1:6653"]
+    assert standalone_targets("a", None) is None
+    assert standalone_targets(None, None) is None
     ctx.inventory.store.close()
 
 

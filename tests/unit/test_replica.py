@@ -6,7 +6,16 @@ import threading
 import time
 from typing import Any
 
-from controller.replica import Replica
+import pytest
+
+from controller.main import advertised
+from controller.replica import (
+    Replica,
+    openflow_targets,
+    parse_openflow_target,
+    replica_record,
+    target_for,
+)
 from controller.store import StoreUnavailable
 
 
@@ -146,3 +155,61 @@ def test_a_standalone_controller_leads_until_it_stops(tmp_path) -> None:
         assert again.generation > first  # a restarted controller claims the switches anew
     finally:
         store.close()
+
+
+# --- records and OpenFlow targets per site ----------------------------------------------
+
+
+def test_a_record_without_a_remote_target_gives_its_one_target_to_every_site() -> None:
+    record = replica_record("c1", "http://10.0.0.1:8080", "tcp:10.0.0.1:6653", site="a")
+    assert record == {"name": "c1", "api": "http://10.0.0.1:8080",
+                      "openflow": "tcp:10.0.0.1:6653", "site": "a",
+                      "openflow_remote": "tcp:10.0.0.1:6653"}
+    assert target_for(record, "a") == target_for(record, "b") == "tcp:10.0.0.1:6653"
+
+
+def test_targets_per_site() -> None:
+    records = [
+        replica_record("c1", None, "tcp:10.0.0.1:6653", site="a",
+                       openflow_remote="tcp:10.99.0.1:6653"),
+        replica_record("c2", None, "tcp:10.0.0.2:6653"),  # no site: the same for all
+        replica_record("c3", None, "tcp:10.1.0.3:6653", site="b",
+                       openflow_remote="tcp:10.99.0.3:6653"),
+        replica_record("c4", None, "tcp:10.1.0.3:6653", site="b",  # the same target twice
+                       openflow_remote="tcp:10.99.0.3:6653"),
+        replica_record("c5", None, None),  # nothing to connect to: left out
+    ]
+    assert openflow_targets(records, "a") == [
+        "tcp:10.0.0.1:6653", "tcp:10.0.0.2:6653", "tcp:10.99.0.3:6653"]
+    assert openflow_targets(records, "b") == [
+        "tcp:10.0.0.2:6653", "tcp:10.1.0.3:6653", "tcp:10.99.0.1:6653"]
+    assert openflow_targets(reversed(records), "b") == openflow_targets(records, "b")
+    assert openflow_targets([], "a") == []
+
+
+@pytest.mark.parametrize("value", ["tcp:10.0.0.1:6653", "tcp:[fd00::1]:6653",
+                                   "tcp:198.18.0.1:1", "tcp:198.18.0.1:65535"])
+def test_good_openflow_targets(value: str) -> None:
+    assert parse_openflow_target(value) == value
+
+
+@pytest.mark.parametrize("value", [
+    "10.0.0.1:6653", "ssl:10.0.0.1:6653", "tcp:10.0.0.1", "tcp:10.0.0.1:0",
+    "tcp:10.0.0.1:65536", "tcp:10.0.0.1:x", "tcp:controller:6653", "tcp:fd00::1:6653",
+    "tcp:[10.0.0.1]:6653", "tcp::6653", "tcp:10.0.0.256:6653",
+])
+def test_bad_openflow_targets(value: str) -> None:
+    with pytest.raises(ValueError, match="is not tcp:IP:PORT"):
+        parse_openflow_target(value)
+
+
+@pytest.mark.parametrize(("value", "host", "scheme", "expected"), [
+    (None, "10.0.0.1", "tcp:", "tcp:10.0.0.1:6653"),
+    (None, "fd00::1", "tcp:", "tcp:[fd00::1]:6653"),  # OVS takes IPv6 in brackets
+    (None, "fd00::1", "http://", "http://[fd00::1]:6653"),
+    (None, "0.0.0.0", "tcp:", None),  # a wildcard: nobody can know it
+    (None, "::", "tcp:", None),
+    ("tcp:10.9.0.1:7000", "0.0.0.0", "tcp:", "tcp:10.9.0.1:7000"),
+])
+def test_advertised(value: str | None, host: str, scheme: str, expected: str | None) -> None:
+    assert advertised(value, host, 6653, scheme) == expected
