@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PLUGIN_NAME = "daolinet"
+# Marks a Docker network the agent made (sync_networks), not a user: of two networks
+# with one name, the agent's copy is the one to drop.
+SYNCED_LABEL = "io.daolinet.synced"
 DEFAULT_PLUGIN_SOCKET = "/run/docker/plugins/daolinet.sock"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
@@ -123,6 +126,7 @@ class DockerClient:
         body = await self._call("POST", "/networks/create", json={
             "Name": name, "Driver": PLUGIN_NAME, "CheckDuplicate": True,
             "IPAM": {"Driver": PLUGIN_NAME, "Config": [config]},
+            "Labels": {SYNCED_LABEL: "1"},
         })
         return str(body.get("Id", ""))
 
@@ -713,7 +717,7 @@ class DockerPlugin:
         """
         networks = await self._controller(self.controller.list_networks())
         wanted = {str(n["name"]): n for n in networks}
-        local = {str(n.get("Name")): n for n in await self._docker(self.docker.networks())}
+        local = await self._drop_duplicate_networks(await self._docker(self.docker.networks()))
         for name, net in wanted.items():
             if name in local:
                 continue
@@ -734,6 +738,32 @@ class DockerPlugin:
             log.info("network %s removed from the local Docker engine (gone at the controller)",
                      name)
         self._known_networks = set(wanted)
+
+    async def _drop_duplicate_networks(
+        self, networks: list[dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """This engine's daolinet networks by name, one each.
+
+        Docker 20.10's CheckDuplicate is best effort: a `docker network create` racing
+        the agent's own (a user making on this host a network that another host made a
+        moment before) can leave two networks of one name, and then `--network NAME`
+        is ambiguous. The copies the agent made go, unless a container uses them.
+        """
+        by_name: dict[str, list[dict[str, Any]]] = {}
+        for net in networks:
+            by_name.setdefault(str(net.get("Name")), []).append(net)
+        local: dict[str, dict[str, Any]] = {}
+        for name, nets in by_name.items():
+            kept = [n for n in nets if SYNCED_LABEL not in (n.get("Labels") or {})]
+            for net in (n for n in nets if SYNCED_LABEL in (n.get("Labels") or {})):
+                docker_id = str(net.get("Id"))
+                if not kept or await self._docker(self.docker.containers(docker_id)):
+                    kept.append(net)  # the only one, or in use: it stays
+                    continue
+                await self._docker(self.docker.remove_network(docker_id))
+                log.info("network %s: removed the agent's duplicate %s", name, docker_id[:12])
+            local[name] = kept[0]
+        return local
 
     # -- commands from the controller (container move) -----------------------------
 

@@ -21,6 +21,7 @@ from hostnet.client import ControllerClient
 from hostnet.dockerplugin import (
     CONTENT_TYPE,
     DOCKER_ENDPOINT_KEY,
+    SYNCED_LABEL,
     DockerError,
     DockerPlugin,
     create_plugin_app,
@@ -43,9 +44,11 @@ class FakeDocker:
         self.runs: list[tuple[str, dict[str, Any]]] = []
         self.removed: list[str] = []
 
-    def add_network(self, nid: str, name: str, subnet: str, gateway: str | None = None) -> None:
+    def add_network(self, nid: str, name: str, subnet: str, gateway: str | None = None,
+                    labels: dict[str, str] | None = None) -> None:
         cfg = {"Subnet": subnet} | ({"Gateway": gateway} if gateway else {})
-        self.nets[nid] = {"Id": nid, "Name": name, "IPAM": {"Config": [cfg]}}
+        self.nets[nid] = {"Id": nid, "Name": name, "IPAM": {"Config": [cfg]},
+                          "Labels": labels or {}}
 
     def add_container(self, cid: str, name: str, nid: str, docker_ep: str) -> None:
         self.ctrs[cid] = {
@@ -63,8 +66,9 @@ class FakeDocker:
         return self.nets.get(network_id)
 
     async def create_network(self, name: str, subnet: str, gateway: str | None) -> str:
+        """The agent's create (DockerClient labels its networks)."""
         nid = f"net-{name}"
-        self.add_network(nid, name, subnet, gateway)
+        self.add_network(nid, name, subnet, gateway, labels={SYNCED_LABEL: "1"})
         return nid
 
     async def containers(self, network_id: str) -> list[dict[str, Any]]:
@@ -406,4 +410,24 @@ def test_every_engine_gets_every_daolinet_network(world: World):
         world.inventory.delete_network("web")
         await world.plugins["h2"].sync_networks()
         assert sorted(n["Name"] for n in h2.nets.values()) == ["fresh", "web"]
+    run(go())
+
+
+def test_a_duplicate_the_agent_made_goes(world: World):
+    """A user's `docker network create` racing the agent's (Docker's CheckDuplicate
+    is best effort) leaves two networks of one name: the agent's unused copy goes,
+    the user's stays; an agent copy in use stays too."""
+    async def go():
+        world.inventory.create_network("web", "10.20.0.0/24")
+        world.inventory.create_network("ops", "10.21.0.0/24")
+        h2 = world.docker["h2"]
+        await world.plugins["h2"].sync_networks()
+        assert {n["Id"] for n in h2.nets.values()} == {"net-web", "net-ops"}
+        h2.add_network("user-web", "web", "10.20.0.0/24", "10.20.0.1")  # the race
+        h2.add_network("user-ops", "ops", "10.21.0.0/24", "10.21.0.1")
+        h2.add_container("c1", "c1", "net-ops", "ep1")  # the agent's ops copy is used
+        await world.plugins["h2"].sync_networks()
+        assert sorted(h2.nets) == ["net-ops", "user-ops", "user-web"]
+        await world.plugins["h2"].sync_networks()  # nothing more to do, nothing re-made
+        assert sorted(h2.nets) == ["net-ops", "user-ops", "user-web"]
     run(go())
