@@ -99,6 +99,9 @@ network_app = typer.Typer(help="Networks (subnets containers attach to).", no_ar
 container_app = typer.Typer(help="Container endpoints.", no_args_is_help=True)
 host_app = typer.Typer(help="Registered Docker hosts.", no_args_is_help=True)
 route_app = typer.Typer(help="Live hot-plug connections.", no_args_is_help=True)
+replica_app = typer.Typer(
+    help="Controller replicas (which one leads, the OpenFlow targets).", no_args_is_help=True
+)
 group_app = typer.Typer(
     help="Groups of networks (member networks reach each other).", no_args_is_help=True
 )
@@ -112,6 +115,7 @@ app.add_typer(network_app, name="network")
 app.add_typer(container_app, name="container")
 app.add_typer(host_app, name="host")
 app.add_typer(route_app, name="route")
+app.add_typer(replica_app, name="replica")
 app.add_typer(group_app, name="group")
 app.add_typer(policy_app, name="policy")
 app.add_typer(firewall_app, name="firewall")
@@ -481,6 +485,34 @@ def route_list(ctx: typer.Context, host: HostOpt = None, as_json: JsonOpt = Fals
         ],
         "no live connections",
     )
+
+
+# --- replica --------------------------------------------------------------------------
+
+
+@replica_app.command("list")
+def replica_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the controller replicas and which one leads."""
+    answer = _call(ctx, "GET", "/replicas")
+    if as_json:
+        _json(answer)
+        return
+    _table(
+        answer.get("replicas", []),
+        [
+            ("name", "NAME", _text),
+            ("site", "SITE", _text),
+            ("leader", "LEADER", _yes_no),
+            ("api", "API", _text),
+            ("openflow", "OPENFLOW", _text),
+            ("openflow_remote", "OPENFLOW REMOTE", _text),
+        ],
+        "no replicas",
+    )
+    if answer.get("leader"):
+        _say(f"leader {answer['leader']}, generation {_text(answer.get('generation'))}")
+    else:
+        _say("no replica leads now (an election is under way)")
 
 
 # --- group ----------------------------------------------------------------------------

@@ -308,6 +308,7 @@ def main(
             (lambda host_site: replica_targets(backend, host_site)) if replicated
             else standalone_targets(own_site, remote_target)
         ),
+        replica=record,
     )
     app = create_app(ctx, extra_routers=[routes.router, stream.router, leader_api.router])
     app.include_router(metrics.router)

@@ -6,7 +6,16 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter, FastAPI
 
-from controller.api import containers, firewalls, groups, hosts, networks, policies, trace
+from controller.api import (
+    containers,
+    firewalls,
+    groups,
+    hosts,
+    networks,
+    policies,
+    replicas,
+    trace,
+)
 from controller.api.deps import ApiContext
 from controller.api.errors import install_error_handlers
 
@@ -14,8 +23,8 @@ API_PREFIX = "/api/v1"
 
 
 def create_app(ctx: ApiContext, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
-    """The API app: hosts, networks, containers, groups, policies, firewalls and trace
-    plus `extra_routers`, under /api/v1.
+    """The API app: hosts, networks, containers, groups, policies, firewalls, trace and
+    replicas plus `extra_routers`, under /api/v1.
 
     The own routers require the bearer token.  Extra routers (the live routes, the
     agent stream WebSocket) bring their own check: `dependencies=[RequireToken]`
@@ -41,6 +50,7 @@ def create_app(ctx: ApiContext, extra_routers: Sequence[APIRouter] = ()) -> Fast
         policies.router,
         firewalls.router,
         trace.router,
+        replicas.router,
     )
     for router in own:
         app.include_router(router, prefix=API_PREFIX)

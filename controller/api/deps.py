@@ -36,6 +36,9 @@ class ApiContext:
     # replica's; controller/replica.py).  None, or no target for that site: ours,
     # derived from the address the agent reached the API at (api/hosts.py).
     openflow_targets: Callable[[str], list[str]] | None = None
+    # This controller's replica record (controller/replica.py, `replica_record`): the
+    # standalone controller's GET /replicas answers it; None: no record (a bare app)
+    replica: dict[str, Any] | None = None
 
 
 def get_ctx(request: Request) -> ApiContext:

@@ -298,3 +298,37 @@ class TraceOut(_Out):
     proto: Literal["tcp", "udp", "icmp"]
     port: int | None
     path: list[str] = Field(description="Hops the traffic takes; empty when denied")
+
+
+# --- replicas -----------------------------------------------------------------------
+class ReplicaOut(_Out):
+    name: str
+    api: str | None = Field(default=None, description="API URL (--advertise)")
+    openflow: str | None = Field(
+        default=None, description="OpenFlow target of the switches of its site (or of all)"
+    )
+    openflow_remote: str | None = Field(
+        default=None, description="OpenFlow target of the switches of other sites"
+    )
+    site: str | None = Field(default=None, description="null: no site, one target for all")
+    leader: bool
+
+    @classmethod
+    def of(cls, record: dict[str, Any], leader: str | None) -> ReplicaOut:
+        def text(key: str) -> str | None:
+            value = record.get(key)
+            return str(value) if value else None
+
+        name = str(record.get("name", ""))
+        openflow = text("openflow")
+        return cls(name=name, api=text("api"), openflow=openflow,
+                   openflow_remote=text("openflow_remote") or openflow, site=text("site"),
+                   leader=leader is not None and name == leader)
+
+
+class ReplicasOut(_Out):
+    leader: str | None = Field(description="The leading replica; null during an election")
+    generation: int | None = Field(
+        description="The leadership's generation (the role requests' generation id)"
+    )
+    replicas: list[ReplicaOut]

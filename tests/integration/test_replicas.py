@@ -190,6 +190,13 @@ def test_switches_of_another_site_get_the_remote_targets(lab: Lab, tb: Testbed) 
                     json={"name": "far1", "address": "198.51.100.11", "site": "far"})
     assert r.status_code == 200, r.text
     assert r.json()["openflow_targets"] == remote
+    # GET /replicas shows both targets of every replica, on any replica
+    shown = replica_api(tb, follower, "GET", "/replicas")
+    assert shown.status_code == 200, shown.text
+    assert [(x["name"], x["site"], x["openflow"], x["openflow_remote"])
+            for x in shown.json()["replicas"]] == [
+        (f"c{i}", "default", tb.openflow_target(i), tb.openflow_target(i, remote=True))
+        for i in range(REPLICAS)]
 
 
 def test_every_replica_serves_the_api(lab: Lab, tb: Testbed) -> None:
@@ -228,6 +235,8 @@ def test_killed_master_is_replaced_within_3s_and_traffic_keeps_flowing(
     lab: Lab, tb: Testbed
 ) -> None:
     old = leader(tb)
+    before = replica_api(tb, old, "GET", "/replicas").json()
+    assert before["leader"] == f"c{old}", before
     a1, b1 = lab.c["a1"], lab.c["b1"]
     assert tb.ping(a1, b1, count=1, timeout=2)
     pinger = Pinger(tb, a1, b1, seconds=6)
@@ -238,6 +247,13 @@ def test_killed_master_is_replaced_within_3s_and_traffic_keeps_flowing(
     takeover = time.monotonic() - killed_at
     assert takeover <= TAKEOVER_LIMIT, f"takeover took {takeover:.2f}s"
     assert leader(tb, timeout=10, other_than=old) == new  # and OVS's database agrees
+    # every survivor names the new leader (a read of the store, not forwarded)
+    for i in range(REPLICAS):
+        if i != old:
+            after = replica_api(tb, i, "GET", "/replicas").json()
+            assert after["leader"] == f"c{new}", (i, after)
+            assert after["generation"] > before["generation"], (before, after)
+            assert [x["name"] for x in after["replicas"] if x["leader"]] == [f"c{new}"]
     src, dst = lab.fresh_pair()
     setup = new_connection_works(tb, src, dst, timeout=10)
     sent, received = pinger.result()

@@ -20,6 +20,7 @@ from controller.api.auth import RequireToken
 from controller.api.deps import ApiContext, Ctx
 from controller.cli import app as cli_app
 from controller.inventory import Inventory
+from controller.replica import REPLICAS, replica_record
 from controller.store import SqliteStore
 from tests.unit.apiserver import serve
 
@@ -249,6 +250,68 @@ def test_routes(run) -> None:
     assert r.stdout.strip() == "no live connections"
 
 
+def test_replicas_of_a_standalone_controller(run, api: Api) -> None:
+    api.ctx.replica = replica_record("c0", "http://198.18.0.1:8080", "tcp:198.18.0.1:6653",
+                                     site="a", openflow_remote="tcp:100.64.0.1:6653")
+    try:
+        r = run("replica", "list")
+        assert r.exit_code == 0, r.output
+        lines = r.stdout.splitlines()
+        assert lines[0].split() == ["NAME", "SITE", "LEADER", "API", "OPENFLOW", "OPENFLOW",
+                                    "REMOTE"]
+        assert lines[1].split() == ["c0", "a", "yes", "http://198.18.0.1:8080",
+                                    "tcp:198.18.0.1:6653", "tcp:100.64.0.1:6653"]
+        assert lines[2] == "leader c0, generation -"  # (no elector in this test app)
+        r = run("replica", "list", "--json")
+        assert json.loads(r.stdout) == {
+            "leader": "c0", "generation": None,
+            "replicas": [{"name": "c0", "api": "http://198.18.0.1:8080",
+                          "openflow": "tcp:198.18.0.1:6653",
+                          "openflow_remote": "tcp:100.64.0.1:6653", "site": "a",
+                          "leader": True}],
+        }
+    finally:
+        api.ctx.replica = None
+    r = run("replica", "list")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines() == ["no replicas",
+                                     "no replica leads now (an election is under way)"]
+
+
+def test_replicas_of_replicated_controllers(tmp_path: Path) -> None:
+    """Records and the leader key from the store (SQLite standing in for etcd)."""
+    store = SqliteStore(tmp_path / "r.db")
+    records = [replica_record("c0", "http://198.18.0.1:8080", "tcp:198.18.0.1:6653"),
+               replica_record("c1", "http://198.18.0.2:8080", "tcp:198.18.0.2:6653",
+                              site="b", openflow_remote="tcp:100.64.0.2:6653")]
+    for record in records:
+        store.put(REPLICAS, str(record["name"]), record)
+    ctx = ApiContext(inventory=Inventory(store, lambda _c: None, replicated=True), token=TOKEN,
+                     fabric=FakeFabric(), openflow_host="0.0.0.0", openflow_port=6653)
+    runner = CliRunner()
+    try:
+        with serve(ctx) as url:
+            env = {"DAOLINET_URL": url, "DAOLINET_TOKEN": TOKEN}
+            r = runner.invoke(cli_app, ["replica", "list"], env=env)
+            assert r.exit_code == 0, r.output
+            assert [line.split()[:3] for line in r.stdout.splitlines()[1:3]] == [
+                ["c0", "-", "no"], ["c1", "b", "no"]]
+            assert r.stdout.splitlines()[3] == "no replica leads now (an election is under way)"
+            lease = store.try_lead(records[1], ttl=60)
+            assert lease is not None
+            r = runner.invoke(cli_app, ["replica", "list"], env=env)
+            lines = r.stdout.splitlines()
+            assert [line.split()[:3] for line in lines[1:3]] == [
+                ["c0", "-", "no"], ["c1", "b", "yes"]]
+            assert lines[3] == f"leader c1, generation {lease.generation}"
+            r = runner.invoke(cli_app, ["replica", "list", "--json"], env=env)
+            answer = json.loads(r.stdout)
+            assert (answer["leader"], answer["generation"]) == ("c1", lease.generation)
+            assert [x["leader"] for x in answer["replicas"]] == [False, True]
+    finally:
+        store.close()
+
+
 def test_token_errors(run, api: Api) -> None:
     r = run("network", "list", env={"DAOLINET_URL": api.url})
     assert r.exit_code == 1
@@ -306,5 +369,5 @@ def test_real_process_no_traceback(api: Api) -> None:
 def test_help_lists_commands(run) -> None:
     r = run("--help")
     assert r.exit_code == 0
-    for group in ("network", "container", "host", "route"):
+    for group in ("network", "container", "host", "route", "replica"):
         assert group in r.stdout

@@ -1,0 +1,138 @@
+"""GET /api/v1/replicas: every replica's record and the leader, on any replica."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from controller.api.app import create_app
+from controller.api.deps import ApiContext
+from controller.inventory import Inventory
+from controller.replica import REPLICAS, Replica, replica_record
+from controller.store import SqliteStore, Store, StoreUnavailable
+from tests.unit.storebackends import Backend, open_backend
+from tests.unit.test_api import FakeFabric
+
+ADMIN, READONLY = "admin-token", "readonly-token"
+
+C0 = replica_record("c0", "http://198.18.0.1:8080", "tcp:198.18.0.1:6653", site="a",
+                    openflow_remote="tcp:100.64.0.1:6653")
+C1 = replica_record("c1", "http://198.18.0.2:8080", "tcp:198.18.0.2:6653")
+
+
+def context(store: Store, *, replicated: bool, replica: dict[str, Any] | None) -> ApiContext:
+    return ApiContext(
+        inventory=Inventory(store, lambda change: None, replicated=replicated), token=ADMIN,
+        fabric=FakeFabric(),
+        openflow_host="0.0.0.0", openflow_port=6653, readonly_token=READONLY,
+        replica=replica,
+    )
+
+
+def get(ctx: ApiContext, elector: Replica | None = None, token: str = READONLY) -> Any:
+    app = create_app(ctx)
+    if elector is not None:
+        app.state.replica = elector
+    with TestClient(app) as client:
+        return client.get("/api/v1/replicas", headers={"Authorization": f"Bearer {token}"})
+
+
+def test_the_standalone_controller_answers_itself_as_the_leader(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db")
+    elector = Replica(store, C0, standalone=True)
+    elector.start()
+    ctx = context(store, replicated=False, replica=C0)
+    try:
+        r = get(ctx, elector)
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "leader": "c0", "generation": elector.generation,
+            "replicas": [{"name": "c0", "api": "http://198.18.0.1:8080",
+                          "openflow": "tcp:198.18.0.1:6653",
+                          "openflow_remote": "tcp:100.64.0.1:6653", "site": "a",
+                          "leader": True}],
+        }
+        assert elector.generation >= 1
+        assert store.list(REPLICAS) == []  # nothing written for it
+        # a bare app (no record, no elector): nothing to show, no error
+        bare = get(context(store, replicated=False, replica=None))
+        assert bare.json() == {"leader": None, "generation": None, "replicas": []}
+    finally:
+        elector.stop()
+        store.close()
+
+
+def test_a_token_is_needed_and_reading_is_enough(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db")
+    ctx = context(store, replicated=False, replica=C1)
+    try:
+        assert get(ctx, token=ADMIN).status_code == 200
+        assert get(ctx, token=READONLY).json()["replicas"][0]["openflow_remote"] == \
+            "tcp:198.18.0.2:6653"  # no remote target: the same as openflow
+        r = get(ctx, token="wrong")
+        assert (r.status_code, r.json()) == (401, {"detail": "invalid token"})
+        with TestClient(create_app(ctx)) as client:
+            assert client.get("/api/v1/replicas").status_code == 401
+            assert client.post("/api/v1/replicas", headers={
+                "Authorization": f"Bearer {ADMIN}"}).status_code == 405
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def etcd(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    with open_backend(request, tmp_path, kind="etcd") as backend:
+        yield backend
+
+
+def test_replicated_every_record_and_the_leader_from_the_store(etcd: Backend) -> None:
+    """Two replicas on one etcd prefix: c1 leads; c0, a follower, answers from the
+    store what c1 does (no forwarding), and an election under way shows no leader."""
+    c0_store, c1_store = etcd.open(), etcd.open()
+    for store, record in ((c0_store, C0), (c1_store, C1)):
+        store.put(REPLICAS, str(record["name"]), record)
+    lease = c1_store.try_lead(C1, ttl=10)
+    assert lease is not None
+    follower = context(c0_store, replicated=True, replica=C0)
+    leader = context(c1_store, replicated=True, replica=C1)
+    expected = {
+        "leader": "c1", "generation": lease.generation,
+        "replicas": [
+            {"name": "c0", "api": "http://198.18.0.1:8080", "openflow": "tcp:198.18.0.1:6653",
+             "openflow_remote": "tcp:100.64.0.1:6653", "site": "a", "leader": False},
+            {"name": "c1", "api": "http://198.18.0.2:8080", "openflow": "tcp:198.18.0.2:6653",
+             "openflow_remote": "tcp:198.18.0.2:6653", "site": None, "leader": True},
+        ],
+    }
+    assert get(follower).json() == expected
+    assert get(leader).json() == expected
+    lease.resign()
+    r = get(follower).json()
+    assert (r["leader"], r["generation"]) == (None, None)
+    assert [x["leader"] for x in r["replicas"]] == [False, False]
+    # c0 is elected: a later generation
+    again = c0_store.try_lead(C0, ttl=10)
+    assert again is not None and again.generation > lease.generation
+    r = get(leader).json()
+    assert (r["leader"], r["generation"]) == ("c0", again.generation)
+    assert [x["leader"] for x in r["replicas"]] == [True, False]
+    again.resign()
+
+
+def test_replicated_store_unavailable_is_503(tmp_path: Path) -> None:
+    class Down(SqliteStore):
+        def list(self, kind: str) -> list[dict[str, Any]]:
+            raise StoreUnavailable("etcd: no quorum (connection refused on A, B, C)")
+
+    store = Down(tmp_path / "db")
+    try:
+        r = get(context(store, replicated=True, replica=C0))
+        assert r.status_code == 503
+        assert r.json() == {
+            "detail": "store unavailable: etcd: no quorum (connection refused on A, B, C)"}
+    finally:
+        store.close()
