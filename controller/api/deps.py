@@ -18,6 +18,24 @@ if TYPE_CHECKING:
 
 
 class Fabric(Protocol):
+    """What the API reads of controller.fabric.Fabric (tests give a fake)."""
+
+    @property
+    def master(self) -> int | None:
+        """The leadership's generation while this replica leads (OpenFlow master of
+        the switches), else None."""
+        ...
+
+    @property
+    def mastered(self) -> set[int]:
+        """The dpids of the switches whose role reply says this replica is master."""
+        ...
+
+    @property
+    def refusals(self) -> dict[str, int]:
+        """Messages the switches refused, by kind ("role", "slave")."""
+        ...
+
     def routes(self, host: str | None = None) -> list[dict[str, Any]]:
         """The live hot-plug connections (see docs/architecture.md, GET /routes)."""
         ...

@@ -55,16 +55,15 @@ def render(fabric: Fabric) -> str:
         lines.append(f"{metric} {getattr(totals, name)}")
     lines += _header("daolinet_replica_leader", "gauge",
                      "1 while this controller replica leads (OpenFlow master of the switches)")
-    lines.append(f"daolinet_replica_leader {int(getattr(fabric, 'master', None) is not None)}")
+    lines.append(f"daolinet_replica_leader {int(fabric.master is not None)}")
     lines += _header("daolinet_switches_mastered", "gauge",
                      "switches whose role reply says this replica is their master")
-    lines.append(f"daolinet_switches_mastered {len(getattr(fabric, 'mastered', ()))}")
+    lines.append(f"daolinet_switches_mastered {len(fabric.mastered)}")
     lines += _header("daolinet_openflow_refused_total", "counter",
                      "messages a switch refused: role requests (a newer generation leads it) "
                      "and writes as from a slave")
-    refusals = getattr(fabric, "refusals", {"role": 0, "slave": 0})
     lines += [f'daolinet_openflow_refused_total{{kind="{k}"}} {n}'
-              for k, n in sorted(refusals.items())]
+              for k, n in sorted(fabric.refusals.items())]
     lines += _header("daolinet_live_routes", "gauge", "connections with installed flows")
     lines.append(f"daolinet_live_routes {live}")
     lines += _header("daolinet_setup_seconds", "histogram",

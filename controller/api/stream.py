@@ -9,6 +9,7 @@ import logging
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from controller.api.auth import check_token
+from controller.api.deps import ApiContext
 from controller.hub import CLOSE_MESSAGE, AgentHub, Session
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ CLOSE_NOT_LEADER = 4503  # this replica does not lead: the agent tries another
 
 @router.websocket("/hosts/{name}/stream")
 async def agent_stream(websocket: WebSocket, name: str) -> None:
-    ctx = websocket.app.state.ctx
+    ctx: ApiContext = websocket.app.state.ctx
     hub: AgentHub = websocket.app.state.hub
     if not check_token(ctx, websocket.headers.get("authorization")):
         await websocket.close(code=CLOSE_UNAUTHORIZED, reason="invalid or missing bearer token")
@@ -30,8 +31,7 @@ async def agent_stream(websocket: WebSocket, name: str) -> None:
     if ctx.inventory.index.host(name) is None:
         await websocket.close(code=CLOSE_UNKNOWN_HOST, reason=f"host {name} is not registered")
         return
-    fabric = ctx.fabric
-    if getattr(fabric, "master", 0) is None:
+    if ctx.fabric.master is None:
         await websocket.close(code=CLOSE_NOT_LEADER, reason=not_leader_reason(websocket))
         return
     await websocket.accept()

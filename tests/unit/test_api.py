@@ -10,6 +10,7 @@ from fastapi import APIRouter, WebSocket
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from controller.api import stream
 from controller.api.app import create_app
 from controller.api.auth import RequireToken, check_token
 from controller.api.deps import ApiContext, Ctx
@@ -45,6 +46,14 @@ ROUTES = [
 
 
 class FakeFabric:
+    """The API's view of the fabric (controller/api/deps.py, Fabric): leading by
+    default (`master` is the leadership's generation; None: a follower)."""
+
+    def __init__(self, master: int | None = 1) -> None:
+        self.master = master
+        self.mastered: set[int] = set()
+        self.refusals = {"role": 0, "slave": 0}
+
     def routes(self, host: str | None = None) -> list[dict[str, Any]]:
         return [r for r in ROUTES if host is None or host in (r["src_host"], r["dst_host"])]
 
@@ -190,6 +199,24 @@ def test_websocket_check_token(ctx: ApiContext) -> None:
             assert exc.value.code == 4401
         with anon.websocket_connect("/api/v1/hosts/h1/stream", headers=AUTH) as ws:
             assert ws.receive_json()["host"] == "h1"
+
+
+def test_a_follower_refuses_agent_streams(ctx: ApiContext) -> None:
+    """The real stream endpoint: a replica that is not master (fabric.master None)
+    closes with 4503, naming the leader."""
+    ctx.inventory.register_host("h1", "198.18.0.11")
+    ctx.fabric = FakeFabric(master=None)
+    app = create_app(ctx, [stream.router])
+    app.state.hub = None  # never reached
+    for leader, reason in ((None, "not the leader; no leader now"),
+                           ("http://c1:8080", "not the leader; the leader is http://c1:8080")):
+        app.state.leader = lambda url=leader: url
+        with (
+            TestClient(app) as anon, pytest.raises(WebSocketDisconnect) as exc,
+            anon.websocket_connect("/api/v1/hosts/h1/stream", headers=AUTH) as ws,
+        ):
+            ws.receive_json()
+        assert (exc.value.code, exc.value.reason) == (4503, reason)
 
 
 def test_require_token_works_on_websocket_routes(ctx: ApiContext) -> None:

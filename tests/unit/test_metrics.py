@@ -57,3 +57,28 @@ def test_metrics_per_host_and_drop_counters(tmp_path: Path) -> None:
     assert 'daolinet_host_denied_packets_total{host="h1"} 42' in lines
     assert "daolinet_spoofed_packets_total 9" in lines
     assert 'daolinet_host_setup_seconds_count{host="h1"} 0' in lines
+
+
+def test_metrics_replica_role_switches_and_refusals(tmp_path: Path) -> None:
+    inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
+    fabric = Fabric(inventory.index)
+    ctx = ApiContext(inventory=inventory, token="t", fabric=fabric, openflow_host="0.0.0.0",
+                     openflow_port=6653)
+    app = create_app(ctx)
+    app.include_router(metrics.router)
+    client = TestClient(app)
+
+    def lines() -> set[str]:
+        return set(client.get("/metrics").text.splitlines())
+
+    assert {"daolinet_replica_leader 0", "daolinet_switches_mastered 0",
+            'daolinet_openflow_refused_total{kind="role"} 0',
+            'daolinet_openflow_refused_total{kind="slave"} 0'} <= lines()
+    fabric.set_master(7)
+    fabric.confirm_master(1, True)
+    fabric.confirm_master(2, True)
+    fabric.count_refusal("slave")
+    assert {"daolinet_replica_leader 1", "daolinet_switches_mastered 2",
+            'daolinet_openflow_refused_total{kind="slave"} 1'} <= lines()
+    fabric.set_master(None)  # deposed: no switch is ours any more
+    assert {"daolinet_replica_leader 0", "daolinet_switches_mastered 0"} <= lines()
