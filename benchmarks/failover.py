@@ -39,13 +39,8 @@ from tests.integration.testbed import Container, Testbed
 def leader(tb: Testbed, timeout: float = 15.0, other_than: int | None = None
            ) -> tuple[int, float]:
     """The replica every switch confirmed as master (role replies), and when."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = tb.confirmed_leader(other_than)
-        if found is not None:
-            return found, time.monotonic()
-        time.sleep(0.01)
-    raise RuntimeError("no single replica masters every switch")
+    found = tb.wait_leader(timeout, other_than=other_than, confirmed=True, interval=0.01)
+    return found, time.monotonic()
 
 
 def first_reply(tb: Testbed, src: Container, dst: Container, timeout: float = 20.0) -> float:

@@ -92,33 +92,9 @@ def tb(lab: Lab) -> Testbed:
 
 
 def leader(tb: Testbed, timeout: float = 10.0, other_than: int | None = None) -> int:
-    """The one replica that masters every switch (waits for an election)."""
-    def one() -> int | None:
-        masters = {tuple(tb.master_of(h)) for h in tb.hosts}
-        if len(masters) == 1:
-            (found,) = masters
-            if len(found) == 1 and found[0] != other_than:
-                return found[0] + 1  # +1: replica 0 is a valid answer
-        return None
-
-    found = tb.wait_until(one, timeout, "no single replica masters every switch",
-                          interval=0.05, detail=lambda: roles_dump(tb))
-    return found - 1
-
-
-def confirmed_leader(tb: Testbed, other_than: int, timeout: float) -> int:
-    """The replica every switch has confirmed as master (by its role reply), other than
-    `other_than` (OVS's database shows roles only every few seconds)."""
-    def found() -> int | None:
-        i = tb.confirmed_leader(other_than)
-        return None if i is None else i + 1
-
-    return tb.wait_until(found, timeout, "no replica took over every switch", interval=0.02,
-                         detail=lambda: roles_dump(tb)) - 1
-
-
-def roles_dump(tb: Testbed) -> str:
-    return "\n".join(f"{h}: {tb.controller_roles(h)}" for h in tb.hosts)
+    """The one replica OVS's database shows as master of every switch (waits for an
+    election)."""
+    return tb.wait_leader(timeout, other_than=other_than, confirmed=False, interval=0.05)
 
 
 def replica_api(tb: Testbed, i: int, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -148,7 +124,7 @@ def new_connection_works(tb: Testbed, src: Container, dst: Container, timeout: f
     started = time.monotonic()
     tb.wait_until(lambda: tb.ping(src, dst, count=1, timeout=1), timeout,
                   f"no new connection {src.name} -> {dst.name}", interval=0.05,
-                  detail=lambda: roles_dump(tb) + "\n" + tb.state_dump())
+                  detail=lambda: tb.roles_dump() + "\n" + tb.state_dump())
     return time.monotonic() - started
 
 
@@ -169,7 +145,7 @@ def test_one_replica_masters_every_switch_and_the_others_are_slaves(lab: Lab, tb
     lead = leader(tb)
     for host in tb.hosts:
         roles = tb.controller_roles(host)
-        assert sorted(roles.values()) == ["master", "slave", "slave"], roles_dump(tb)
+        assert sorted(roles.values()) == ["master", "slave", "slave"], tb.roles_dump()
         assert tb.master_of(host) == [lead]
     # the network works through the leader
     assert tb.ping(lab.c["a1"], lab.c["b1"], count=2, timeout=2)
@@ -243,7 +219,7 @@ def test_killed_master_is_replaced_within_3s_and_traffic_keeps_flowing(
     time.sleep(1.0)
     killed_at = time.monotonic()
     tb.kill_replica(old, signal.SIGKILL)
-    new = confirmed_leader(tb, old, timeout=10)
+    new = tb.wait_leader(10, other_than=old)
     takeover = time.monotonic() - killed_at
     assert takeover <= TAKEOVER_LIMIT, f"takeover took {takeover:.2f}s"
     assert leader(tb, timeout=10, other_than=old) == new  # and OVS's database agrees
@@ -265,10 +241,10 @@ def test_killed_master_is_replaced_within_3s_and_traffic_keeps_flowing(
     tb.wait_until(
         lambda: all(len(tb.controller_roles(h)) == REPLICAS for h in tb.hosts), 15,
         "the restarted replica did not reconnect to every switch",
-        detail=lambda: roles_dump(tb))
+        detail=tb.roles_dump)
     deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline:
-        assert all(tb.master_of(h) == [new] for h in tb.hosts), roles_dump(tb)
+        assert all(tb.master_of(h) == [new] for h in tb.hosts), tb.roles_dump()
         time.sleep(0.1)
 
 
@@ -286,7 +262,7 @@ def test_partitioned_leader_steps_down_before_another_leads(lab: Lab, tb: Testbe
         new = tb.wait_until(
             lambda: (m := tb.master_of("h1")) and m[0] != old and m[0] + 1, 10,
             "no other replica took over from the partitioned leader",
-            interval=0.05, detail=lambda: roles_dump(tb)) - 1
+            interval=0.05, detail=tb.roles_dump) - 1
         assert leader(tb) == new
         stepped_down = log_time(tb.replica_log(old), r"stepping down|leadership .* is lost",
                                 after=cut_at - 1)
@@ -298,7 +274,7 @@ def test_partitioned_leader_steps_down_before_another_leads(lab: Lab, tb: Testbe
             f"replica {old} stepped down at {stepped_down:.3f}, after replica {new} was "
             f"elected at {elected:.3f}: two masters at once")
         # the partitioned replica is a slave everywhere and sends nothing
-        assert all(tb.master_of(h) == [new] for h in tb.hosts), roles_dump(tb)
+        assert all(tb.master_of(h) == [new] for h in tb.hosts), tb.roles_dump()
         src, dst = lab.fresh_pair()
         new_connection_works(tb, src, dst, timeout=10)
         sent, received = pinger.result()
@@ -319,7 +295,7 @@ def test_partitioned_leader_steps_down_before_another_leads(lab: Lab, tb: Testbe
             proxy.restore()
     # healed, it stays a follower: no role is stolen back
     time.sleep(2.0)
-    assert all(tb.master_of(h) == [new] for h in tb.hosts), roles_dump(tb)
+    assert all(tb.master_of(h) == [new] for h in tb.hosts), tb.roles_dump()
 
 
 def test_losing_etcd_members(lab: Lab, tb: Testbed) -> None:

@@ -1017,6 +1017,32 @@ class Testbed:
         return [i for i, port in enumerate(self.of_ports)
                 if roles.get(f"tcp:{self.controller_ip}:{port}") == "master"]
 
+    def database_leader(self, other_than: int | None = None) -> int | None:
+        """The one replica OVS's database shows as master of every switch (other than
+        `other_than`); None while there is none or more than one."""
+        masters = {tuple(self.master_of(h)) for h in self.hosts}
+        if len(masters) != 1:
+            return None
+        (found,) = masters
+        return found[0] if len(found) == 1 and found[0] != other_than else None
+
+    def wait_leader(self, timeout: float, *, other_than: int | None = None,
+                    confirmed: bool = True, interval: float = 0.02) -> int:
+        """Wait for the replica that masters every switch (an election, a takeover
+        from `other_than`) and return it. `confirmed`: as the switches' role replies
+        say (`confirmed_leader`, prompt); else as OVS's database says
+        (`database_leader`: it writes roles only every few seconds)."""
+        def found() -> int | None:
+            i = (self.confirmed_leader(other_than) if confirmed
+                 else self.database_leader(other_than))
+            return None if i is None else i + 1  # +1: replica 0 is a valid answer
+
+        return self.wait_until(found, timeout, "no single replica masters every switch",
+                               interval=interval, detail=self.roles_dump) - 1
+
+    def roles_dump(self) -> str:
+        return "\n".join(f"{h}: {self.controller_roles(h)}" for h in self.hosts)
+
     def _agent_cmd(self, host: Host) -> list[str]:
         cmd = [
             str(BIN_DIR / "daolinet-hostnet"), "agent",
