@@ -757,8 +757,11 @@ class DockerPlugin:
             kept = [n for n in nets if SYNCED_LABEL not in (n.get("Labels") or {})]
             for net in (n for n in nets if SYNCED_LABEL in (n.get("Labels") or {})):
                 docker_id = str(net.get("Id"))
-                if not kept or await self._docker(self.docker.containers(docker_id)):
-                    kept.append(net)  # the only one, or in use: it stays
+                if not kept:
+                    kept.append(net)  # no user's network of that name: this one stays
+                    continue
+                if await self._docker(self.docker.containers(docker_id)):
+                    kept.append(net)  # in use: it stays
                     continue
                 await self._docker(self.docker.remove_network(docker_id))
                 log.info("network %s: removed the agent's duplicate %s", name, docker_id[:12])
