@@ -10,7 +10,7 @@ MIRROR=${DAOLINET_LAB_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=(
   openvswitch-switch docker.io wireguard-tools wireguard-go
   iproute2 iputils-ping traceroute tcpdump netcat-openbsd ethtool iptables kmod procps
-  nftables busybox-static python3-venv python3-apt
+  nftables busybox-static python3-venv python3-apt etcd-server
 )
 hash=$(sha256sum "$0" | cut -c1-12)
 image=daolinet-lab-host:$hash
@@ -64,7 +64,7 @@ for unit in getty@tty1.service console-getty.service serial-getty@.service \
 done
 # The roles enable what they need; nothing of theirs runs before they have run.
 chroot "$root" systemctl disable docker.service docker.socket containerd.service \
-  openvswitch-switch.service >/dev/null 2>&1 || true
+  openvswitch-switch.service etcd.service >/dev/null 2>&1 || true
 : >"$root/etc/machine-id"
 rm -f "$root/etc/hostname"
 chroot "$root" apt-get clean

@@ -201,11 +201,13 @@ lab_hints() {
   for i in "${far[@]}"; do
     echo "  docker exec ${i#*:} docker run --rm --network web busybox:lab ping -c 3 10.20.0.11   # site ${i%%:*}"
   done
-  while read -r kind name a b rest; do
-    [[ $kind == host && $b == controller ]] || continue
-    echo "  docker exec $name daolictl route list"
-    echo "  docker exec $name daolictl host list"
-  done <<<"$topo"
+  local ctl
+  ctl=$(awk '$1 == "host" && $4 == "controller" { print $2; exit }' <<<"$topo")
+  if [[ -n $ctl ]]; then
+    echo "  docker exec $ctl daolictl route list"
+    echo "  docker exec $ctl daolictl host list"
+    echo "  docker exec $ctl daolictl replica list    # which controller replica leads"
+  fi
   [[ ${#far[@]} -eq 0 ]] || echo "  docker exec ${far[0]#*:} wg show"
   cat <<'EOT'
 Re-run the deployment (changes nothing):  scripts/lab.sh deploy

@@ -1,0 +1,60 @@
+#!/usr/bin/python3
+"""Reads this host's controller replica from its /metrics (run on a replica host).
+
+    replica.py status [API...]  one JSON line: a list of {"up", "leader", "mastered"},
+                                one per API URL given (default this host's replica)
+    replica.py watch SWITCHES   waits (60 s at most) until this replica leads and SWITCHES
+                                switches have confirmed it as their master; prints
+                                {"leader_at": epoch seconds, "was_leader": at start}
+
+Timestamps are this host's clock, which the lab's containers share with each other, so
+the time of a kill on another replica's host can be subtracted from them.
+"""
+
+import json
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+
+LOCAL = "http://127.0.0.1:8080"
+
+
+def status(api: str = LOCAL) -> dict[str, bool | int]:
+    try:
+        with urllib.request.urlopen(f"{api}/metrics", timeout=1) as answer:
+            text = answer.read().decode()
+    except (OSError, urllib.error.URLError):
+        return {"up": False, "leader": False, "mastered": 0}
+
+    def gauge(name: str) -> int:
+        found = re.search(rf"^{name} (\d+)$", text, re.M)
+        return int(found.group(1)) if found else 0
+
+    return {
+        "up": True,
+        "leader": gauge("daolinet_replica_leader") == 1,
+        "mastered": gauge("daolinet_switches_mastered"),
+    }
+
+
+def watch(switches: int) -> dict[str, bool | int | float | None]:
+    first = status()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        now = time.time()
+        state = status()
+        if state["leader"] and state["mastered"] >= switches:
+            return {"leader_at": now, "was_leader": first["leader"], **state}
+        time.sleep(0.05)
+    return {"leader_at": None, "was_leader": first["leader"], **status()}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["status"]:
+        print(json.dumps([status(api) for api in sys.argv[2:] or [LOCAL]]))
+    elif sys.argv[1:2] == ["watch"] and len(sys.argv) == 3:
+        print(json.dumps(watch(int(sys.argv[2]))))
+    else:
+        sys.exit(__doc__)
