@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -26,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import make_testbed
+from os_ken.ofproto import ofproto_parser, ofproto_v1_3, ofproto_v1_3_parser
 from tcpproxy import TcpProxy
 from testbed import BRIDGE, Container, Testbed, tail
 
@@ -138,6 +141,41 @@ def log_time(path: Path, pattern: str, after: float = 0.0) -> float | None:
     return None
 
 
+class _Datapath:
+    """What os-ken's message classes need to serialize and parse, without an app."""
+
+    ofproto = ofproto_v1_3
+    ofproto_parser = ofproto_v1_3_parser
+
+
+def role_request(mgmt: Path, role: int, generation: int) -> Any:
+    """Send one OpenFlow 1.3 role request on a switch's management socket (as a
+    replica with that generation would) and return the switch's answer (a role reply
+    or an error message)."""
+    dp = _Datapath()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(mgmt))
+        for msg in (ofproto_v1_3_parser.OFPHello(dp),
+                    ofproto_v1_3_parser.OFPRoleRequest(dp, role, generation)):
+            msg.serialize()
+            sock.sendall(msg.buf)
+        while True:
+            header = b""
+            while len(header) < 8:
+                chunk = sock.recv(8 - len(header))
+                assert chunk, "the switch closed the connection"
+                header += chunk
+            version, msg_type, length, xid = struct.unpack("!BBHI", header)
+            body = b""
+            while len(body) < length - 8:
+                chunk = sock.recv(length - 8 - len(body))
+                assert chunk, "the switch closed the connection"
+                body += chunk
+            if msg_type in (ofproto_v1_3.OFPT_ROLE_REPLY, ofproto_v1_3.OFPT_ERROR):
+                return ofproto_parser.msg(dp, version, msg_type, length, xid, header + body)
+
+
 # --------------------------------------------------------------------------- tests
 
 
@@ -173,6 +211,27 @@ def test_switches_of_another_site_get_the_remote_targets(lab: Lab, tb: Testbed) 
             for x in shown.json()["replicas"]] == [
         (f"c{i}", "default", tb.openflow_target(i), tb.openflow_target(i, remote=True))
         for i in range(REPLICAS)]
+
+
+def test_a_stale_generation_is_refused_by_the_switch(lab: Lab, tb: Testbed) -> None:
+    """The fence a returning replica meets: a MASTER role request with a generation
+    older than the leader's is refused (OFPRRFC_STALE) and the leader stays master."""
+    lead = leader(tb)
+    generation = replica_api(tb, lead, "GET", "/replicas").json()["generation"]
+    assert isinstance(generation, int) and generation > 0
+    for name, host in tb.hosts.items():
+        answer = role_request(host.mgmt, ofproto_v1_3.OFPCR_ROLE_MASTER, generation - 1)
+        assert isinstance(answer, ofproto_v1_3_parser.OFPErrorMsg), (name, answer)
+        assert (answer.type, answer.code) == (
+            ofproto_v1_3.OFPET_ROLE_REQUEST_FAILED, ofproto_v1_3.OFPRRFC_STALE), (name, answer)
+        assert tb.master_of(name) == [lead], tb.roles_dump()
+    # the leader's own generation is not stale: a request with it is answered as master
+    # (sent as SLAVE: nothing is taken from the leader)
+    answer = role_request(next(iter(tb.hosts.values())).mgmt, ofproto_v1_3.OFPCR_ROLE_SLAVE,
+                          generation)
+    assert isinstance(answer, ofproto_v1_3_parser.OFPRoleReply), answer
+    assert answer.generation_id == generation, answer
+    assert tb.ping(lab.c["a1"], lab.c["b1"], count=1, timeout=2)
 
 
 def test_every_replica_serves_the_api(lab: Lab, tb: Testbed) -> None:
