@@ -18,10 +18,10 @@ ratio interleaved so that a noisy neighbour hits both.
 (`other_config:userspace-tso-enable=true` before ovs-vswitchd starts), container-side
 tx checksum offload back on (TSO needs it; the agent turns it off on netdev) and the
 LOCAL port's MTU set to the WireGuard MTU (OVS 3.1 cuts the TSO frames it writes to
-the LOCAL tap to that port's MTU, which must then fit the tunnel).  It is faster but
-breaks the first packet of every connection: the packet that goes through the
-controller (PacketIn/PacketOut) keeps the partial checksum of the offload and is
-dropped by the receiver (TCP connects 1 s late, a first UDP datagram is lost).
+the LOCAL tap to that port's MTU, which must then fit the tunnel).  The agent and the
+roles set none of that up.  (The first packet of a connection, which goes through
+the controller, used to keep the offload's partial checksum and be dropped; the
+controller now completes it: tests/integration/test_offload.py.)
 
 Run as root:  .venv/bin/python benchmarks/sites.py [--seconds 4] [--reps 3] [--tso]
 """
@@ -150,7 +150,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=4)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--tso", action="store_true",
-                    help="experiment: OVS userspace TSO (breaks first packets, see above)")
+                    help="experiment: OVS userspace TSO (not set up by the agent, see above)")
     args = ap.parse_args()
     if args.tso:
         print("--tso: userspace TSO, container tx checksum on, LOCAL MTU "

@@ -23,6 +23,7 @@ from os_ken.controller.handler import (
 from os_ken.ofproto import ofproto_v1_3
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
+from controller.checksum import complete_l4_checksum
 from controller.core import DumpedFlow, PacketInfo, PortInfo
 from controller.fabric import Fabric
 from controller.ofmsg import (
@@ -96,7 +97,9 @@ def translate(dp: Any, msg: OFMessage) -> Any:
             buffer_id=ofp.OFP_NO_BUFFER,
             in_port=msg.in_port,
             actions=[_action(a) for a in msg.actions],
-            data=msg.data,
+            # A packet from a port with checksum offload has only a partial TCP/UDP
+            # checksum, and a PacketOut carries no offload metadata (checksum.py).
+            data=complete_l4_checksum(msg.data),
         )
     if isinstance(msg, RequestPortDesc):
         return parser.OFPPortDescStatsRequest(dp, 0)
