@@ -41,6 +41,12 @@ def _parse_ovs_value(value: object) -> object:
     return value
 
 
+# OVS backs off up to 8 s between attempts to reach a controller that refused it: a
+# replica that restarts would then wait that long for its switches, and be useless as
+# the next leader meanwhile.  A second keeps it within the takeover time.
+CONTROLLER_MAX_BACKOFF_MS = 1000
+
+
 class Ovs:
     """A handle on one OVSDB (`db` is `unix:PATH` or any ovs-vsctl --db target)."""
 
@@ -115,7 +121,14 @@ class Ovs:
         if sorted(set(self.get_controller(bridge))) == wanted:
             return False
         if wanted:
-            self.run("set-controller", bridge, *wanted)
+            # Rows of our own (not set-controller's) so that max_backoff is in the same
+            # transaction; the old rows go with the last reference to them.
+            args: list[str] = []
+            for i, target in enumerate(wanted):
+                args += ["--", f"--id=@c{i}", "create", "Controller", f"target={_quote(target)}",
+                         f"max_backoff={CONTROLLER_MAX_BACKOFF_MS}"]
+            refs = ",".join(f"@c{i}" for i in range(len(wanted)))
+            self.run(*args, "--", "set", "Bridge", bridge, f"controller=[{refs}]")
         else:
             self.run("del-controller", bridge)
         return True

@@ -172,6 +172,9 @@ def test_agent_end_to_end(lab: Lab):
         assert lab.vsctl("get", "bridge", "br-dl", "other-config:datapath-id").strip() \
             .strip('"') == "00000000000000d1"
         assert lab.vsctl("get-controller", "br-dl").split() == ["tcp:127.0.0.1:6699"]
+        # a restarted controller is retried every second, not after OVS's 8 s backoff
+        assert lab.vsctl("--bare", "--columns=max_backoff", "find", "Controller",
+                         "target=\"tcp:127.0.0.1:6699\"").split() == ["1000"]
         assert "dlorph0" not in lab.vsctl("list-ports", "br-dl").split()
         assert "dlorph0" not in lab.nsrun("ip", "-br", "link")
 

@@ -196,7 +196,9 @@ def test_ensure_bridge_commands_and_no_controller_flap():
     assert ovs.cmds[1:] == [("get-controller", "br-dl")]  # same target: not touched
     ovs.cmds.clear()
     ovs.ensure_bridge("br-dl", "netdev", 1, ["tcp:10.0.0.1:6653"])
-    assert ovs.cmds[-1] == ("set-controller", "br-dl", "tcp:10.0.0.1:6653")
+    assert ovs.cmds[-1] == (
+        "--", "--id=@c0", "create", "Controller", 'target="tcp:10.0.0.1:6653"',
+        "max_backoff=1000", "--", "set", "Bridge", "br-dl", "controller=[@c0]")
 
 
 def test_parse_ovs_values():
