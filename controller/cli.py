@@ -515,6 +515,17 @@ def replica_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         _say("no replica leads now (an election is under way)")
 
 
+@replica_app.command("remove")
+def replica_remove(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Replica name (see `replica list`).")],
+) -> None:
+    """Forget a replica taken out of service: hosts that register no longer get its
+    OpenFlow target (refused while it leads or its API answers)."""
+    _call(ctx, "DELETE", f"/replicas/{_seg(name)}")
+    _say(f"removed replica {name}")
+
+
 # --- group ----------------------------------------------------------------------------
 
 GROUP_FIELDS = ["name", "networks", "created_at"]

@@ -1,20 +1,29 @@
-"""GET /api/v1/replicas: the controller replicas and which one leads (read-only).
+"""GET /api/v1/replicas: the controller replicas and which one leads (read-only);
+DELETE /api/v1/replicas/{name}: forget a replica that was taken out of service.
 
 Replicated controllers (etcd): every replica's record and the leader key, read from
 the store, so any replica answers alike (a follower does not forward this).  The
 standalone controller (SQLite) writes no record: it answers its own, as the leader.
+
+A record outlives its replica (a stopped replica comes back under its name), so its
+OpenFlow target is given to every host that registers until an operator removes it;
+only a replica that is neither leading nor answering on its API may be removed.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import httpx
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
-from controller.api.auth import RequireToken
+from controller.api.auth import BearerToken, RequireToken, Role
 from controller.api.deps import Ctx
 from controller.api.schemas import ReplicaOut, ReplicasOut
 from controller.replica import REPLICAS, Replica
 
 router = APIRouter(prefix="/replicas", tags=["replicas"], dependencies=[RequireToken])
+RequireReplicaAdmin = Depends(BearerToken(frozenset({Role.ADMIN}), "replicas"))
+# How long a replica's API may take to show it is still running.
+LIVENESS_TIMEOUT = 1.0
 
 
 @router.get("", summary="List the controller replicas and the leader")
@@ -34,3 +43,39 @@ def list_replicas(ctx: Ctx, request: Request) -> ReplicasOut:
         leader=name, generation=generation,
         replicas=[ReplicaOut.of(record, name) for record in records],
     )
+
+
+def _running(api: object) -> bool:
+    """Does the replica's advertised API answer /healthz?"""
+    if not isinstance(api, str) or not api:
+        return False
+    try:
+        return httpx.get(f"{api.rstrip('/')}/healthz", timeout=LIVENESS_TIMEOUT).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@router.delete(
+    "/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[RequireReplicaAdmin],
+    summary="Forget a stopped replica (its OpenFlow target is no longer handed out)",
+)
+def remove_replica(name: str, ctx: Ctx) -> Response:
+    if not ctx.inventory.replicated:
+        raise HTTPException(409, "a standalone controller (SQLite) has no replica records")
+    store = ctx.inventory.store
+    record = store.get(REPLICAS, name)
+    if record is None:
+        raise HTTPException(404, f"no replica {name}")
+    if _running(record.get("api")):
+        raise HTTPException(
+            409, f"replica {name} is running (its API answers at {record.get('api')}): "
+            "stop it first")
+    with store.exclusive():
+        current = store.leader()
+        if current and current[0].get("name") == name:
+            raise HTTPException(
+                409, f"replica {name} leads (generation {current[1]}): stop it first, "
+                "another replica then leads")
+        if not store.delete(REPLICAS, name):
+            raise HTTPException(404, f"no replica {name}")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

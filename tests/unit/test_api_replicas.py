@@ -136,3 +136,59 @@ def test_replicated_store_unavailable_is_503(tmp_path: Path) -> None:
             "detail": "store unavailable: etcd: no quorum (connection refused on A, B, C)"}
     finally:
         store.close()
+
+
+def delete(ctx: ApiContext, name: str, token: str = ADMIN) -> Any:
+    with TestClient(create_app(ctx)) as client:
+        return client.delete(f"/api/v1/replicas/{name}",
+                             headers={"Authorization": f"Bearer {token}"})
+
+
+# Loopback only: port 9 refuses (a stopped replica); the test server's own URL answers.
+STOPPED = replica_record("gone", "http://127.0.0.1:9", "tcp:127.0.0.1:6653")
+
+
+def test_removing_a_stopped_replica(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db")  # standing in for etcd (replicated=True)
+    try:
+        store.put(REPLICAS, "gone", STOPPED)
+        store.put(REPLICAS, "lead", replica_record("lead", "http://127.0.0.1:9",
+                                                   "tcp:127.0.0.1:6654"))
+        ctx = context(store, replicated=True, replica=C0)
+        for token, code in ((READONLY, 403), ("wrong", 401)):
+            assert delete(ctx, "gone", token).status_code == code
+        assert store.get(REPLICAS, "gone") is not None
+        r = delete(ctx, "nobody")
+        assert (r.status_code, r.json()) == (404, {"detail": "no replica nobody"})
+        lease = store.try_lead(store.get(REPLICAS, "lead") or {}, ttl=60)
+        assert lease is not None
+        r = delete(ctx, "lead")
+        assert r.status_code == 409 and "leads" in r.json()["detail"], r.text
+        r = delete(ctx, "gone")
+        assert r.status_code == 204, r.text
+        assert store.get(REPLICAS, "gone") is None
+        assert [x["name"] for x in get(ctx).json()["replicas"]] == ["lead"]
+        lease.resign()
+    finally:
+        store.close()
+
+
+def test_a_running_replica_is_not_removed(tmp_path: Path) -> None:
+    """Its API answers /healthz: refused (the check reaches the replica's own API)."""
+    from tests.unit.apiserver import serve
+
+    store = SqliteStore(tmp_path / "db")
+    try:
+        ctx = context(store, replicated=True, replica=C0)
+        with serve(ctx) as url:
+            store.put(REPLICAS, "live", replica_record("live", url, "tcp:127.0.0.1:6653"))
+            r = delete(ctx, "live")
+            assert r.status_code == 409, r.text
+            assert r.json() == {"detail": f"replica live is running (its API answers at {url}): "
+                                          "stop it first"}
+        assert store.get(REPLICAS, "live") is not None
+        # the standalone controller has no records to remove
+        r = delete(context(store, replicated=False, replica=C0), "live")
+        assert r.status_code == 409 and "standalone" in r.json()["detail"]
+    finally:
+        store.close()

@@ -320,6 +320,27 @@ def test_replicas_of_replicated_controllers(tmp_path: Path) -> None:
         store.close()
 
 
+def test_replica_remove(tmp_path: Path) -> None:
+    """A stopped replica (its API refuses: loopback port 9) is forgotten; errors are
+    one line with the API's reason."""
+    store = SqliteStore(tmp_path / "r.db")
+    store.put(REPLICAS, "old", replica_record("old", "http://127.0.0.1:9", "tcp:127.0.0.1:6653"))
+    ctx = ApiContext(inventory=Inventory(store, lambda _c: None, replicated=True), token=TOKEN,
+                     fabric=FakeFabric(), openflow_host="0.0.0.0", openflow_port=6653)
+    runner = CliRunner()
+    try:
+        with serve(ctx) as url:
+            env = {"DAOLINET_URL": url, "DAOLINET_TOKEN": TOKEN}
+            r = runner.invoke(cli_app, ["replica", "remove", "old"], env=env)
+            assert (r.exit_code, r.stdout) == (0, "removed replica old\n"), r.output
+            assert store.get(REPLICAS, "old") is None
+            r = runner.invoke(cli_app, ["replica", "remove", "old"], env=env)
+            assert r.exit_code == 1
+            assert r.stderr.strip() == "error: no replica old (HTTP 404)"
+    finally:
+        store.close()
+
+
 def test_token_errors(run, api: Api) -> None:
     r = run("network", "list", env={"DAOLINET_URL": api.url})
     assert r.exit_code == 1
