@@ -20,6 +20,9 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# The repository root: `tests.*` (the etcd cluster, and the unit suites that
+# test_*_on_etcd.py run again on etcd) is importable however pytest was started.
+sys.path.append(str(Path(__file__).parents[2]))
 
 from testbed import Testbed, cleanup_leftovers, skip_reason
 

@@ -1,7 +1,12 @@
 """Both store backends for tests: a SQLite file, or a fresh prefix on the session's
 shared 1-member etcd cluster (tests/etcdcluster.py).
 
-    @pytest.fixture(params=BACKENDS)
+The suites that hold for both backends (tests/unit/test_store.py, test_inventory.py,
+test_inventory_policy.py) take a `backend` fixture.  The unit layer runs them on SQLite
+only (UNIT_BACKENDS: no process besides pytest); an integration module runs the same
+tests again on a real etcd (backend_suite):
+
+    @pytest.fixture(params=UNIT_BACKENDS)  # tests/integration: INTEGRATION_BACKENDS
     def backend(request, tmp_path):
         with open_backend(request, tmp_path) as b:
             yield b
@@ -15,17 +20,21 @@ at the end.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import requests
+from _pytest.fixtures import FixtureFunctionDefinition
 
 from controller.store import SqliteStore, Store
 from controller.store_etcd import EtcdStore
 from tests.etcdcluster import EtcdCluster, shared_cluster, unique_prefix
 
-BACKENDS = ("sqlite", "etcd")
+UNIT_BACKENDS = ("sqlite",)  # tests/unit
+INTEGRATION_BACKENDS = ("etcd",)  # tests/integration: the same suites again
 
 
 class Backend:
@@ -74,3 +83,46 @@ def etcd_raw(endpoint: str, path: str, payload: dict[str, Any]) -> dict[str, Any
     resp.raise_for_status()
     body: dict[str, Any] = resp.json()
     return body
+
+
+def backend_suite(module: ModuleType) -> dict[str, Any]:
+    """The tests of `module` that run on a store backend (they ask for its `backend`
+    fixture, directly or through the module's other fixtures), with every fixture of the
+    module but `backend`: for an integration module to run them again on another backend.
+
+        from tests.unit import test_store
+        globals().update(backend_suite(test_store))
+
+        @pytest.fixture(params=INTEGRATION_BACKENDS)
+        def backend(request, tmp_path): ...
+    """
+    fixtures = {
+        obj.name: obj for obj in vars(module).values() if isinstance(obj, FixtureFunctionDefinition)
+    }
+    needs: dict[str, bool] = {}
+
+    def on_backend(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        if name == "backend":
+            return True
+        if name not in fixtures or name in seen:
+            return False
+        if name not in needs:
+            args = inspect.signature(fixtures[name]).parameters
+            needs[name] = any(on_backend(arg, seen | {name}) for arg in args)
+        return needs[name]
+
+    suite: dict[str, Any] = {
+        attr: obj
+        for attr, obj in vars(module).items()
+        if isinstance(obj, FixtureFunctionDefinition) and obj.name != "backend"
+    }
+    for attr, obj in vars(module).items():
+        if (
+            attr.startswith("test_")
+            and inspect.isfunction(obj)
+            and any(on_backend(arg) for arg in inspect.signature(obj).parameters)
+        ):
+            suite[attr] = obj
+    if not any(attr.startswith("test_") for attr in suite):
+        raise RuntimeError(f"{module.__name__} has no test on a store backend")
+    return suite

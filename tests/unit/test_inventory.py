@@ -18,7 +18,7 @@ from controller.events import (
 )
 from controller.inventory import Conflict, Invalid, Inventory, InventoryError, NotFound
 from controller.models import mac_for_ip
-from tests.unit.storebackends import BACKENDS, Backend, open_backend
+from tests.unit.storebackends import UNIT_BACKENDS, Backend, open_backend
 
 IP = ipaddress.IPv4Address
 
@@ -31,10 +31,11 @@ class Recorder:
         self.events.append(change)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=UNIT_BACKENDS)
 def backend(request, tmp_path: Path):
-    """Every test runs on SQLite and on etcd (a fresh prefix of the session's cluster);
-    backend.open() opens the same data again, as a restarted controller would."""
+    """The tests that take it run here on SQLite, and again on etcd (a fresh prefix of the
+    session's cluster) in tests/integration/test_inventory_on_etcd.py; backend.open()
+    opens the same data again, as a restarted controller would."""
     with open_backend(request, tmp_path) as b:
         yield b
 

@@ -19,12 +19,13 @@ from controller.events import (
 )
 from controller.inventory import Conflict, Invalid, Inventory, NotFound
 from controller.models import RuleSource
-from tests.unit.storebackends import BACKENDS, Backend, open_backend
+from tests.unit.storebackends import UNIT_BACKENDS, Backend, open_backend
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=UNIT_BACKENDS)
 def backend(request, tmp_path: Path):
-    """Every test runs on SQLite and on etcd (a fresh prefix of the session's cluster)."""
+    """The tests run here on SQLite, and again on etcd (a fresh prefix of the session's
+    cluster) in tests/integration/test_inventory_policy_on_etcd.py."""
     with open_backend(request, tmp_path) as b:
         yield b
 
