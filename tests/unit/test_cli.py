@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,8 +76,8 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    store = SqliteStore(tmp_path_factory.mktemp("cli") / "cli.db")
+def api(tmp_dir: Callable[[str], Path]) -> Iterator[Api]:
+    store = SqliteStore(tmp_dir("cli") / "cli.db")
     ctx = ApiContext(
         inventory=Inventory(store, lambda _c: None),
         token=TOKEN,

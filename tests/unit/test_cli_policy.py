@@ -4,8 +4,9 @@ trace, network --external, roles)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +30,8 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    store = SqliteStore(tmp_path_factory.mktemp("clipol") / "cli.db")
+def api(tmp_dir: Callable[[str], Path]) -> Iterator[Api]:
+    store = SqliteStore(tmp_dir("clipol") / "cli.db")
     ctx = ApiContext(
         inventory=Inventory(store, lambda _c: None),
         token=TOKEN,

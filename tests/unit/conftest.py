@@ -1,0 +1,51 @@
+"""Fixtures of every unit test.
+
+* `tmp_path` (and `tmp_dir(name)`, for module fixtures) lie on tmpfs (/dev/shm) when
+  there is one.  The SQLite store syncs every commit (synchronous=FULL, as in
+  production); on a disk that other work shares, one fsync can take tens of
+  milliseconds, and the unit layer would wait on the disk instead of testing logic.
+  The same code runs on the same kind of files; only where they lie differs.  Without a
+  writable /dev/shm they lie where pytest puts them.
+* The directories go at the end of a session without failures; after a failure they
+  stay (the path is printed) for a look.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+SHM = Path("/dev/shm")
+
+
+@pytest.fixture(scope="session")
+def tmp_dir(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str], Path]]:
+    """`tmp_dir(name)`: a new, empty directory named after `name` (on tmpfs if any)."""
+    if not (SHM.is_dir() and os.access(SHM, os.W_OK)):
+        yield lambda name: tmp_path_factory.mktemp(name, numbered=True)
+        return
+    root = Path(tempfile.mkdtemp(prefix="daolinet-unit-", dir=SHM))
+
+    def make(name: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=name, dir=root))
+
+    yield make
+    if request.session.testsfailed:
+        print(f"\nunit test files kept in {root}", file=sys.stderr)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_path(request: pytest.FixtureRequest, tmp_dir: Callable[[str], Path]) -> Path:
+    """pytest's tmp_path (a new directory per test), on tmpfs: see the module docstring."""
+    return tmp_dir(re.sub(r"\W", "_", request.node.name)[:30])
