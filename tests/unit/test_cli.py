@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from fastapi import APIRouter
-from typer.testing import CliRunner
 
 from controller.api.auth import RequireToken
 from controller.api.deps import ApiContext, Ctx
@@ -23,6 +22,7 @@ from controller.inventory import Inventory
 from controller.replica import REPLICAS, replica_record
 from controller.store import SqliteStore
 from tests.unit.apiserver import serve
+from tests.unit.clirunner import CliRunner
 
 TOKEN = "cli-token"
 REPO = Path(__file__).resolve().parents[2]

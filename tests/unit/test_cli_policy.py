@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from controller.api.deps import ApiContext
 from controller.cli import CliError, parse_port, parse_publish, parse_source
@@ -18,6 +17,7 @@ from controller.cli import app as cli_app
 from controller.inventory import Inventory
 from controller.store import SqliteStore
 from tests.unit.apiserver import serve
+from tests.unit.clirunner import CliRunner
 from tests.unit.test_cli import FakeFabric, routes_router
 
 TOKEN, READONLY = "cli-admin", "cli-readonly"
