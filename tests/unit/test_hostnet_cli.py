@@ -47,7 +47,8 @@ def fake_agent(tmp_path: Path):
     _Handler.answers = {}
     _Handler.seen = []
     srv = _Server(str(path), _Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever's next poll: 0.5 s by default
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     t.start()
     try:
         yield path, _Handler

@@ -103,7 +103,7 @@ def test_the_watchdog_steps_down_before_the_lease_can_expire() -> None:
     """A refresh stuck on an unreachable store must not keep the replica master: it
     steps down `margin` seconds before the lease could have expired in the store."""
     store = FakeStore()
-    replica, calls = make(store, ttl=1.0)
+    replica, calls = make(store, ttl=0.5)
     replica.start()
     try:
         deadline = time.monotonic() + 2
@@ -140,13 +140,13 @@ def test_a_standalone_controller_leads_until_it_stops(tmp_path) -> None:
 
     store = SqliteStore(tmp_path / "s.db")
     calls: list[object] = []
-    replica = Replica(store, {"name": "c"}, ttl=1.0, standalone=True,
+    replica = Replica(store, {"name": "c"}, ttl=0.3, standalone=True,
                       on_elected=calls.append, on_deposed=lambda: calls.append("deposed"))
     try:
         replica.start()
         first = replica.generation
         assert replica.is_leader and calls == [first]
-        time.sleep(1.5)  # past ttl without a single refresh
+        time.sleep(0.45)  # past ttl without a single refresh
         assert replica.is_leader and calls == [first]
         replica.stop()
         assert not replica.is_leader and calls == [first, "deposed"]
