@@ -71,6 +71,7 @@ class Fabric:
         self.lease_valid: Callable[[], bool] = lambda: self.master is not None
         self.refusals: dict[str, int] = {"role": 0, "slave": 0}
         self.mastered: set[int] = set()  # switches whose role reply said we are master
+        self.connected: set[int] = set()  # switches with an OpenFlow connection to us
 
     # replicas --------------------------------------------------------------------
     def set_master(self, generation: int | None) -> None:
@@ -100,6 +101,14 @@ class Fabric:
                 self.mastered.add(dpid)
             else:
                 self.mastered.discard(dpid)
+
+    def switch_seen(self, dpid: int, up: bool) -> None:
+        """A switch connected to this replica (whatever its role) or went away."""
+        with self.lock:
+            if up:
+                self.connected.add(dpid)
+            else:
+                self.connected.discard(dpid)
 
     def count_refusal(self, kind: str) -> None:
         """A switch refused a role request ("role") or a write as from a slave."""

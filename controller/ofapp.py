@@ -283,6 +283,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         dp = ev.msg.datapath
         with self._role_lock:
             self.datapaths[dp.id] = dp
+            self.fabric.switch_seen(dp.id, True)
             master = self.master
             # Under the lock: a role change either sees this switch or is seen here.
             self._request_role(dp)
@@ -299,6 +300,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
             if dpid is None or self.datapaths.get(dpid) is not dp:
                 return
             del self.datapaths[dpid]
+        self.fabric.switch_seen(dpid, False)
         self.fabric.confirm_master(dpid, False)
         log.info("switch %016x disconnected", dpid)
         if self.master:

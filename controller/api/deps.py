@@ -32,6 +32,11 @@ class Fabric(Protocol):
         ...
 
     @property
+    def connected(self) -> set[int]:
+        """The dpids of the switches connected to this replica, whatever their role."""
+        ...
+
+    @property
     def refusals(self) -> dict[str, int]:
         """Messages the switches refused, by kind ("role", "slave")."""
         ...

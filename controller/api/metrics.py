@@ -59,6 +59,9 @@ def render(fabric: Fabric) -> str:
     lines += _header("daolinet_switches_mastered", "gauge",
                      "switches whose role reply says this replica is their master")
     lines.append(f"daolinet_switches_mastered {len(fabric.mastered)}")
+    lines += _header("daolinet_switches_connected", "gauge",
+                     "switches with an OpenFlow connection to this replica, master or slave")
+    lines.append(f"daolinet_switches_connected {len(fabric.connected)}")
     lines += _header("daolinet_openflow_refused_total", "counter",
                      "messages a switch refused: role requests (a newer generation leads it) "
                      "and writes as from a slave")

@@ -185,6 +185,9 @@ def test_one_replica_masters_every_switch_and_the_others_are_slaves(lab: Lab, tb
         roles = tb.controller_roles(host)
         assert sorted(roles.values()) == ["master", "slave", "slave"], tb.roles_dump()
         assert tb.master_of(host) == [lead]
+    # every replica counts every switch as connected, the followers too
+    assert [tb.replica_gauge(i, "daolinet_switches_connected") for i in range(REPLICAS)] \
+        == [len(tb.hosts)] * REPLICAS
     # the network works through the leader
     assert tb.ping(lab.c["a1"], lab.c["b1"], count=2, timeout=2)
 

@@ -996,11 +996,15 @@ class Testbed:
         """How many switches confirmed (role reply) that replica `i` is their master, as
         its /metrics says (0 when it does not answer).  OVS writes a controller's role
         to its database only every few seconds: this is the prompt view."""
+        return self.replica_gauge(i, "daolinet_switches_mastered")
+
+    def replica_gauge(self, i: int, name: str) -> int:
+        """A gauge of replica `i`'s /metrics (0 when it does not answer)."""
         try:
             text = httpx.get(f"{self.replica_url(i)}/metrics", timeout=1.0).text
         except httpx.HTTPError:
             return 0
-        m = re.search(r"^daolinet_switches_mastered (\d+)$", text, re.M)
+        m = re.search(rf"^{name} (\d+)$", text, re.M)
         return int(m.group(1)) if m else 0
 
     def confirmed_leader(self, other_than: int | None = None) -> int | None:

@@ -47,6 +47,7 @@ class FakeFabric:
     def __init__(self, master: int | None = 1) -> None:
         self.master = master
         self.mastered: set[int] = set()
+        self.connected: set[int] = set()
         self.refusals = {"role": 0, "slave": 0}
 
     def routes(self, host: str | None = None) -> list[dict[str, Any]]:

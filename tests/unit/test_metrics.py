@@ -82,3 +82,28 @@ def test_metrics_replica_role_switches_and_refusals(tmp_path: Path) -> None:
             'daolinet_openflow_refused_total{kind="slave"} 1'} <= lines()
     fabric.set_master(None)  # deposed: no switch is ours any more
     assert {"daolinet_replica_leader 0", "daolinet_switches_mastered 0"} <= lines()
+
+
+def test_metrics_switches_connected_whatever_their_role(tmp_path: Path) -> None:
+    inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
+    fabric = Fabric(inventory.index)
+    ctx = ApiContext(inventory=inventory, token="t", fabric=fabric, openflow_host="0.0.0.0",
+                     openflow_port=6653)
+    app = create_app(ctx)
+    app.include_router(metrics.router)
+    client = TestClient(app)
+
+    def connected() -> set[str]:
+        return {line for line in client.get("/metrics").text.splitlines()
+                if line.startswith("daolinet_switches_connected ")}
+
+    assert connected() == {"daolinet_switches_connected 0"}
+    fabric.switch_seen(1, True)
+    fabric.switch_seen(2, True)
+    fabric.switch_seen(2, True)  # a reconnection
+    assert connected() == {"daolinet_switches_connected 2"}  # as a follower (no master)
+    fabric.set_master(3)
+    fabric.set_master(None)
+    assert connected() == {"daolinet_switches_connected 2"}  # roles do not change it
+    fabric.switch_seen(1, False)
+    assert connected() == {"daolinet_switches_connected 1"}
