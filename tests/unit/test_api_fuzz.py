@@ -22,7 +22,11 @@ from controller.store import SqliteStore
 
 TOKEN = "fuzz-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-MAX_EXAMPLES = 20
+# Generated inputs per operation and generation mode, on top of schemathesis's coverage
+# phase (the boundary and wrong-type cases it derives from the schema, however many).
+# 10 instead of 20 halves the run (4 s less): of five faults injected into the inventory
+# (a 5xx on some valid inputs), 10 found the same three as 20, on the same operations.
+MAX_EXAMPLES = 10
 
 
 class FakeFabric:
