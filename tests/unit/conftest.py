@@ -8,10 +8,16 @@
   writable /dev/shm they lie where pytest puts them.
 * The directories go at the end of a session without failures; after a failure they
   stay (the path is printed) for a look.
+* Garbage collection: once collection is done, what it built (modules, the fuzz
+  schema) is collected once and frozen, and the youngest generation is collected
+  after 50 000 allocations instead of 700.  The tests build many short-lived objects
+  (an API app per test) on a large heap: the full collections that followed took ~2.5 s
+  of the unit layer's run; now about half as many, over fewer objects.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import shutil
@@ -23,6 +29,12 @@ from pathlib import Path
 import pytest
 
 SHM = Path("/dev/shm")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 @pytest.fixture(scope="session")
