@@ -6,12 +6,18 @@
     replica.py watch SWITCHES   waits (60 s at most) until this replica leads and SWITCHES
                                 switches have confirmed it as their master; prints
                                 {"leader_at": epoch seconds, "was_leader": at start}
+    replica.py gaps SWITCHES STOPFILE API...
+                                polls the replicas every 0.1 s until STOPFILE exists (600 s
+                                at most); prints {"longest_gap", "samples", "leaders"}: the
+                                longest time no replica led with SWITCHES switches
+                                confirmed, and the order in which replicas led
 
 Timestamps are this host's clock, which the lab's containers share with each other, so
 the time of a kill on another replica's host can be subtracted from them.
 """
 
 import json
+import os
 import re
 import sys
 import time
@@ -51,10 +57,31 @@ def watch(switches: int) -> dict[str, bool | int | float | None]:
     return {"leader_at": None, "was_leader": first["leader"], **status()}
 
 
+def gaps(switches: int, stopfile: str, apis: list[str]) -> dict[str, object]:
+    longest, samples = 0.0, 0
+    leaders: list[str] = []
+    served_at = time.monotonic()
+    deadline = served_at + 600
+    while not os.path.exists(stopfile) and time.monotonic() < deadline:
+        now = time.monotonic()
+        samples += 1
+        leading = [api for api in apis
+                   if (state := status(api))["leader"] and state["mastered"] >= switches]
+        if leading:
+            if not leaders or leaders[-1] != leading[0]:
+                leaders.append(leading[0])
+            served_at = now
+        longest = max(longest, now - served_at)
+        time.sleep(0.1)
+    return {"longest_gap": round(longest, 2), "samples": samples, "leaders": leaders}
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["status"]:
         print(json.dumps([status(api) for api in sys.argv[2:] or [LOCAL]]))
     elif sys.argv[1:2] == ["watch"] and len(sys.argv) == 3:
         print(json.dumps(watch(int(sys.argv[2]))))
+    elif sys.argv[1:2] == ["gaps"] and len(sys.argv) >= 5:
+        print(json.dumps(gaps(int(sys.argv[2]), sys.argv[3], sys.argv[4:])))
     else:
         sys.exit(__doc__)
