@@ -19,6 +19,7 @@ from controller.inventory import Inventory
 from controller.main import replica_targets, standalone_targets
 from controller.replica import REPLICAS, replica_record
 from controller.store import SqliteStore
+from tests.unit import fakes
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -45,18 +46,11 @@ ROUTES = [
 ]
 
 
-class FakeFabric:
-    """The API's view of the fabric (controller/api/deps.py, Fabric): leading by
-    default (`master` is the leadership's generation; None: a follower)."""
+class FakeFabric(fakes.FakeFabric):
+    """Leading by default, with the ROUTES of this module."""
 
     def __init__(self, master: int | None = 1) -> None:
-        self.master = master
-        self.mastered: set[int] = set()
-        self.connected: set[int] = set()
-        self.refusals = {"role": 0, "slave": 0}
-
-    def routes(self, host: str | None = None) -> list[dict[str, Any]]:
-        return [r for r in ROUTES if host is None or host in (r["src_host"], r["dst_host"])]
+        super().__init__(master, ROUTES)
 
 
 def extra_routers() -> list[APIRouter]:

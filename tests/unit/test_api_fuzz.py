@@ -19,6 +19,7 @@ from controller.api.auth import RequireToken
 from controller.api.deps import ApiContext, Ctx
 from controller.inventory import Inventory
 from controller.store import SqliteStore
+from tests.unit.fakes import FakeFabric
 
 TOKEN = "fuzz-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -27,20 +28,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # 10 instead of 20 halves the run (4 s less): of five faults injected into the inventory
 # (a 5xx on some valid inputs), 10 found the same three as 20, on the same operations.
 MAX_EXAMPLES = 10
-
-
-class FakeFabric:
-    """The API's view of the fabric (controller/api/deps.py, Fabric): leading by
-    default (`master` is the leadership's generation; None: a follower)."""
-
-    def __init__(self, master: int | None = 1) -> None:
-        self.master = master
-        self.mastered: set[int] = set()
-        self.connected: set[int] = set()
-        self.refusals = {"role": 0, "slave": 0}
-
-    def routes(self, host: str | None = None) -> list[dict[str, Any]]:
-        return []
 
 
 def _routes_router() -> APIRouter:

@@ -21,6 +21,7 @@ from controller.cli import app as cli_app
 from controller.inventory import Inventory
 from controller.replica import REPLICAS, replica_record
 from controller.store import SqliteStore
+from tests.unit import fakes
 from tests.unit.apiserver import serve
 from tests.unit.clirunner import CliRunner
 
@@ -40,18 +41,11 @@ ROUTES = [
 ]
 
 
-class FakeFabric:
-    """The API's view of the fabric (controller/api/deps.py, Fabric): leading by
-    default (`master` is the leadership's generation; None: a follower)."""
+class FakeFabric(fakes.FakeFabric):
+    """Leading by default, with the ROUTES of this module."""
 
     def __init__(self, master: int | None = 1) -> None:
-        self.master = master
-        self.mastered: set[int] = set()
-        self.connected: set[int] = set()
-        self.refusals = {"role": 0, "slave": 0}
-
-    def routes(self, host: str | None = None) -> list[dict[str, Any]]:
-        return [r for r in ROUTES if host is None or host in (r["src_host"], r["dst_host"])]
+        super().__init__(master, ROUTES)
 
 
 def routes_router() -> APIRouter:
@@ -287,6 +281,12 @@ def test_replicas_of_a_standalone_controller(run, api: Api) -> None:
                                      "no replica leads now (an election is under way)"]
 
 
+def replicated_context(store: SqliteStore) -> ApiContext:
+    """An API on `store` as replicated controllers see it (SQLite standing in for etcd)."""
+    return ApiContext(inventory=Inventory(store, lambda _c: None, replicated=True), token=TOKEN,
+                      fabric=FakeFabric(), openflow_host="0.0.0.0", openflow_port=6653)
+
+
 def test_replicas_of_replicated_controllers(tmp_path: Path) -> None:
     """Records and the leader key from the store (SQLite standing in for etcd)."""
     store = SqliteStore(tmp_path / "r.db")
@@ -295,11 +295,9 @@ def test_replicas_of_replicated_controllers(tmp_path: Path) -> None:
                               site="b", openflow_remote="tcp:100.64.0.2:6653")]
     for record in records:
         store.put(REPLICAS, str(record["name"]), record)
-    ctx = ApiContext(inventory=Inventory(store, lambda _c: None, replicated=True), token=TOKEN,
-                     fabric=FakeFabric(), openflow_host="0.0.0.0", openflow_port=6653)
     runner = CliRunner()
     try:
-        with serve(ctx) as url:
+        with serve(replicated_context(store)) as url:
             env = {"DAOLINET_URL": url, "DAOLINET_TOKEN": TOKEN}
             r = runner.invoke(cli_app, ["replica", "list"], env=env)
             assert r.exit_code == 0, r.output
@@ -326,11 +324,9 @@ def test_replica_remove(tmp_path: Path) -> None:
     one line with the API's reason."""
     store = SqliteStore(tmp_path / "r.db")
     store.put(REPLICAS, "old", replica_record("old", "http://127.0.0.1:9", "tcp:127.0.0.1:6653"))
-    ctx = ApiContext(inventory=Inventory(store, lambda _c: None, replicated=True), token=TOKEN,
-                     fabric=FakeFabric(), openflow_host="0.0.0.0", openflow_port=6653)
     runner = CliRunner()
     try:
-        with serve(ctx) as url:
+        with serve(replicated_context(store)) as url:
             env = {"DAOLINET_URL": url, "DAOLINET_TOKEN": TOKEN}
             r = runner.invoke(cli_app, ["replica", "remove", "old"], env=env)
             assert (r.exit_code, r.stdout) == (0, "removed replica old\n"), r.output

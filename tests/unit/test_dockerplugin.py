@@ -26,22 +26,9 @@ from hostnet.dockerplugin import (
     DockerPlugin,
     create_plugin_app,
 )
+from tests.unit.fakes import FakeFabric
 
 TOKEN = "t0ken"
-
-
-class FakeFabric:
-    """The API's view of the fabric (controller/api/deps.py, Fabric): leading by
-    default (`master` is the leadership's generation; None: a follower)."""
-
-    def __init__(self, master: int | None = 1) -> None:
-        self.master = master
-        self.mastered: set[int] = set()
-        self.connected: set[int] = set()
-        self.refusals = {"role": 0, "slave": 0}
-
-    def routes(self, host: str | None = None) -> list[dict[str, Any]]:
-        return []
 
 
 class FakeDocker:

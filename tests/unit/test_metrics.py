@@ -59,14 +59,19 @@ def test_metrics_per_host_and_drop_counters(tmp_path: Path) -> None:
     assert 'daolinet_host_setup_seconds_count{host="h1"} 0' in lines
 
 
-def test_metrics_replica_role_switches_and_refusals(tmp_path: Path) -> None:
+def metrics_of_a_fabric(tmp_path: Path) -> tuple[Fabric, TestClient]:
+    """A real Fabric and a client of the app serving its /metrics."""
     inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
     fabric = Fabric(inventory.index)
     ctx = ApiContext(inventory=inventory, token="t", fabric=fabric, openflow_host="0.0.0.0",
                      openflow_port=6653)
     app = create_app(ctx)
     app.include_router(metrics.router)
-    client = TestClient(app)
+    return fabric, TestClient(app)
+
+
+def test_metrics_replica_role_switches_and_refusals(tmp_path: Path) -> None:
+    fabric, client = metrics_of_a_fabric(tmp_path)
 
     def lines() -> set[str]:
         return set(client.get("/metrics").text.splitlines())
@@ -85,13 +90,7 @@ def test_metrics_replica_role_switches_and_refusals(tmp_path: Path) -> None:
 
 
 def test_metrics_switches_connected_whatever_their_role(tmp_path: Path) -> None:
-    inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
-    fabric = Fabric(inventory.index)
-    ctx = ApiContext(inventory=inventory, token="t", fabric=fabric, openflow_host="0.0.0.0",
-                     openflow_port=6653)
-    app = create_app(ctx)
-    app.include_router(metrics.router)
-    client = TestClient(app)
+    fabric, client = metrics_of_a_fabric(tmp_path)
 
     def connected() -> set[str]:
         return {line for line in client.get("/metrics").text.splitlines()

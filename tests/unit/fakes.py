@@ -1,0 +1,23 @@
+"""Stand-ins shared by the unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class FakeFabric:
+    """The API's view of the fabric (controller/api/deps.py, Fabric): leading by
+    default (`master` is the leadership's generation; None: a follower), with the
+    live connections `routes` (GET /routes filters them by host)."""
+
+    def __init__(self, master: int | None = 1, routes: Sequence[dict[str, Any]] = ()) -> None:
+        self.master = master
+        self.mastered: set[int] = set()
+        self.connected: set[int] = set()
+        self.refusals = {"role": 0, "slave": 0}
+        self._routes = list(routes)
+
+    def routes(self, host: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self._routes
+                if host is None or host in (r["src_host"], r["dst_host"])]
