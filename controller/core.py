@@ -739,7 +739,7 @@ class Core:
             m,
             (),
             cookie=self.state.next_cookie(KIND_DENY),
-            hard_timeout=self.state.deny_hold,
+            idle_timeout=self.state.deny_hold,
             flags=OFPFF_SEND_FLOW_REM,
         )
         fx.send(sw.dpid, flow)

@@ -226,7 +226,8 @@ def main(
         int, typer.Option(min=1, max=100_000, help="PacketIns a container may cause at once")
     ] = 8,
     deny_hold: Annotated[
-        int, typer.Option(min=1, max=3600, help="seconds a denied pair is dropped in the switch")
+        int, typer.Option(min=1, max=3600,
+                          help="seconds a denied pair stays dropped after its last packet")
     ] = 3,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:

@@ -255,14 +255,15 @@ def test_networks_are_isolated(lab: Lab, tb: Testbed) -> None:
     for src, dst in ((r1, lab.a1), (r1, lab.b1), (lab.b2, r1), (lab.c1, r2)):
         assert not tb.ping(src, dst, count=2, timeout=1), f"{src} reached {dst}"
     # a denied pair is dropped in the switch (table 2 after conntrack, priority 80,
-    # hard timeout) ...
+    # idle timeout) ...
     for host, src, dst in (("h1", r1, lab.b1), ("h2", lab.b2, r1), ("h3", lab.c1, r2)):
         deny = [f for f in tb.parsed_flows(host, 2)
                 if f.fields.get("nw_src") == src.ip and f.fields.get("nw_dst") == dst.ip]
         if not deny:
             continue  # the hold time may be over already
         assert all(f.priority == PRIO_DENY and f.kind == COOKIE_DENY for f in deny), deny
-        assert all(f.actions == "drop" and f.hard_timeout for f in deny), deny
+        assert all(f.actions == "drop" and f.idle_timeout and not f.hard_timeout
+                   for f in deny), deny
     assert any(f.priority == PRIO_DENY for h in tb.hosts for f in tb.parsed_flows(h, 2)), (
         f"no deny flow anywhere:\n{tb.state_dump()}"
     )

@@ -153,7 +153,7 @@ def test_different_networks_are_denied_and_the_flood_stays_in_the_switch(lab: La
     lab.container("h2", "c", "db", "172.31.7.9")
     assert lab.send("h1", lab.ip_packet(a, "172.31.7.9")).kind == "controller"
     deny = lab.switches["h1"].flows(T_STATEFUL, PRIO_STATEFUL_DENY)
-    assert len(deny) == 1 and deny[0].actions == () and deny[0].hard_timeout > 0
+    assert len(deny) == 1 and deny[0].actions == () and deny[0].idle_timeout > 0
     ins = lab.core.state.counters.packet_ins
     for _ in range(1000):
         assert lab.send("h1", lab.ip_packet(a, "172.31.7.9")).kind == "drop"
