@@ -13,22 +13,14 @@ from __future__ import annotations
 
 import struct
 
+from os_ken.lib.packet.packet_utils import checksum as internet_checksum
+
 ETH_IPV4 = 0x0800
 ETH_IPV6 = 0x86DD
 ETH_VLAN = (0x8100, 0x88A8)
 TCP = 6
 UDP = 17
 CHECKSUM_OFFSET = {TCP: 16, UDP: 6}
-
-
-def ones_complement_sum(data: bytes) -> int:
-    """RFC 1071 sum of `data` as 16-bit big-endian words (odd length: zero-padded)."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
 
 
 def complete_l4_checksum(frame: bytes) -> bytes:
@@ -67,7 +59,7 @@ def complete_l4_checksum(frame: bytes) -> bytes:
     if proto == UDP and ethertype == ETH_IPV4 and frame[at:at + 2] == b"\0\0":
         return frame  # IPv4 UDP without a checksum stays without
     segment = frame[l4:at] + b"\0\0" + frame[at + 2:end]
-    checksum = 0xFFFF - ones_complement_sum(pseudo + segment)
+    checksum: int = internet_checksum(pseudo + segment)  # RFC 1071 (os-ken)
     if proto == UDP and checksum == 0:
         checksum = 0xFFFF  # 0 means "no checksum" in UDP
     return frame[:at] + checksum.to_bytes(2, "big") + frame[at + 2:]
