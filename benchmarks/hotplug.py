@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.core import CoreState
+from controller.corestate import CoreState
 from controller.tables import KIND_BASE, KIND_GUARD, base_flows
 from tests.integration.testbed import Testbed
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
-from controller.core import Core, CoreState, Counters, Effects, KernelRouteDelta
+from controller.core import Core
+from controller.corestate import CoreState, Counters, Effects, KernelRouteDelta
 from controller.desired import DesiredIndex
 from controller.events import (
     Change,

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.core import KernelRouteDelta
+from controller.corestate import KernelRouteDelta
 from controller.fabric import Fabric
 from controller.models import NatRule
 

@@ -25,7 +25,7 @@ from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.leader import install_leader_forwarding
 from controller.cliutil import run_app
-from controller.core import CoreState
+from controller.corestate import CoreState
 from controller.fabric import Fabric
 from controller.hub import AgentHub
 from controller.inventory import Inventory

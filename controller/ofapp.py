@@ -24,7 +24,7 @@ from os_ken.ofproto import ofproto_v1_3
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller.checksum import complete_l4_checksum
-from controller.core import DumpedFlow, PacketInfo, PortInfo
+from controller.corestate import DumpedFlow, PacketInfo, PortInfo
 from controller.fabric import Fabric
 from controller.ofmsg import (
     CT,

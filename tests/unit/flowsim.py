@@ -14,8 +14,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.core import (
-    Core,
+from controller.core import Core
+from controller.corestate import (
     CoreState,
     DumpedFlow,
     Effects,

@@ -6,7 +6,8 @@ import ipaddress
 
 import pytest
 
-from controller.core import SETUP_TIMEOUT, Core, CoreState, PacketInfo
+from controller.core import SETUP_TIMEOUT, Core
+from controller.corestate import CoreState, PacketInfo
 from controller.models import GATEWAY_MAC
 from controller.ofmsg import OFPP_IN_PORT, OFPP_LOCAL, Output, SetField
 from controller.tables import (

@@ -244,7 +244,8 @@ def test_external_network_reaches_outside_through_its_host(lab: Lab) -> None:
 
 
 def test_stateful_pair_survives_controller_restart(lab: Lab) -> None:
-    from controller.core import Core, CoreState
+    from controller.core import Core
+    from controller.corestate import CoreState
 
     c = lab.container("h1", "c", "db", "172.31.7.9")
     lab.container("h2", "b", "web", "10.1.0.6")
