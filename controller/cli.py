@@ -221,6 +221,16 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], empty: str
     console.print(table)
 
 
+def _print_list(
+    as_json: bool, rows: Sequence[dict[str, Any]], columns: Sequence[Column], empty: str
+) -> None:
+    """A list command's output: the API's answer as JSON, or as a table."""
+    if as_json:
+        _json(rows)
+    else:
+        _table(rows, columns, empty)
+
+
 def _record(record: dict[str, Any], fields: Sequence[str] | None = None) -> None:
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
@@ -291,10 +301,8 @@ def network_create(
 def network_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List networks."""
     networks = _call(ctx, "GET", "/networks")
-    if as_json:
-        _json(networks)
-        return
-    _table(
+    _print_list(
+        as_json,
         networks,
         [
             ("name", "NAME", _text),
@@ -369,10 +377,8 @@ def container_list(ctx: typer.Context, host: HostOpt = None, as_json: JsonOpt = 
     """List container endpoints."""
     params = {"host": host} if host else None
     containers = _call(ctx, "GET", "/containers", params=params)
-    if as_json:
-        _json(containers)
-        return
-    _table(
+    _print_list(
+        as_json,
         containers,
         [
             ("name", "NAME", _text),
@@ -436,10 +442,8 @@ def container_move(
 def host_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List registered hosts."""
     hosts = _call(ctx, "GET", "/hosts")
-    if as_json:
-        _json(hosts)
-        return
-    _table(
+    _print_list(
+        as_json,
         hosts,
         [
             ("name", "NAME", _text),
@@ -478,10 +482,8 @@ def route_list(ctx: typer.Context, host: HostOpt = None, as_json: JsonOpt = Fals
     """List live connections (hot-plug routes)."""
     params = {"host": host} if host else None
     routes = _call(ctx, "GET", "/routes", params=params)
-    if as_json:
-        _json(routes)
-        return
-    _table(
+    _print_list(
+        as_json,
         routes,
         [
             ("src", "SRC", _text),
@@ -555,10 +557,9 @@ def _group_out(group: dict[str, Any], as_json: bool) -> None:
 def group_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List groups."""
     groups = _call(ctx, "GET", "/groups")
-    if as_json:
-        _json(groups)
-        return
-    _table(groups, [("name", "NAME", _text), ("networks", "NETWORKS", _members)], "no groups")
+    _print_list(
+        as_json, groups, [("name", "NAME", _text), ("networks", "NETWORKS", _members)], "no groups"
+    )
 
 
 @group_app.command("show")
@@ -685,10 +686,8 @@ def policy_list(
     """List pair policies."""
     params = {"container": container} if container else None
     policies = _call(ctx, "GET", "/policies", params=params)
-    if as_json:
-        _json(policies)
-        return
-    _table(
+    _print_list(
+        as_json,
         policies,
         [("a", "A", _text), ("b", "B", _text), ("action", "ACTION", _text),
          ("created_at", "CREATED", _text)],
