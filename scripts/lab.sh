@@ -204,7 +204,7 @@ lab_hints() {
   local ctl
   ctl=$(awk '$1 == "host" && $4 == "controller" { print $2; exit }' <<<"$topo")
   if [[ -n $ctl ]]; then
-    echo "  docker exec $ctl daolictl route list"
+    echo "  docker exec $ctl daolictl route list      # live connections (a --rm client's end with it)"
     echo "  docker exec $ctl daolictl host list"
     echo "  docker exec $ctl daolictl replica list    # which controller replica leads"
   fi
