@@ -116,6 +116,16 @@ def set_static(tb: Testbed, pairs: list[tuple[Container, Container]], on: bool) 
                            capture_output=True, timeout=10)
 
 
+def static_packets(tb: Testbed, c: Container) -> list[int]:
+    """The packet counts of the static flows on `c`'s bridge."""
+    res = subprocess.run(
+        ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", f"unix:{tb.hosts[c.host].mgmt}",
+         f"table=0,cookie={STATIC_COOKIE}/-1"],
+        check=True, capture_output=True, text=True, timeout=10)
+    return [int(part.split("=", 1)[1].rstrip(","))
+            for part in res.stdout.split() if part.startswith("n_packets=")]
+
+
 def cross_site(seconds: float, reps: int, tso: bool = False) -> tuple[float, float, float]:
     tb = Testbed(["h1", "h2"], sites={"h1": "a", "h2": "b"}, wireguard=True,
                  container_tx_off=not tso, idle_timeout=30)
@@ -142,7 +152,12 @@ def cross_site(seconds: float, reps: int, tso: bool = False) -> tuple[float, flo
             assert tb.ping(c1, c2, count=1)
             set_static(tb, pairs, True)
             try:
-                return gbps(tb, c1, c2, c2.ip, seconds)
+                figure = gbps(tb, c1, c2, c2.ip, seconds)
+                # Both flows on both bridges carried the run (else daolinet's did).
+                counts = static_packets(tb, c1) + static_packets(tb, c2)
+                if len(counts) != 4 or min(counts) < 1000:
+                    raise RuntimeError(f"the static flows did not carry the run: {counts}")
+                return figure
             finally:
                 set_static(tb, pairs, False)
 
