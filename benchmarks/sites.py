@@ -118,12 +118,8 @@ def set_static(tb: Testbed, pairs: list[tuple[Container, Container]], on: bool) 
 
 def static_packets(tb: Testbed, c: Container) -> list[int]:
     """The packet counts of the static flows on `c`'s bridge."""
-    res = subprocess.run(
-        ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", f"unix:{tb.hosts[c.host].mgmt}",
-         f"table=0,cookie={STATIC_COOKIE}/-1"],
-        check=True, capture_output=True, text=True, timeout=10)
-    return [int(part.split("=", 1)[1].rstrip(","))
-            for part in res.stdout.split() if part.startswith("n_packets=")]
+    return [f.n_packets for f in tb.parsed_flows(c.host, 0)
+            if f.cookie == int(STATIC_COOKIE, 16)]
 
 
 def cross_site(seconds: float, reps: int, tso: bool = False) -> tuple[float, float, float]:
