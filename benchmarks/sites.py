@@ -77,15 +77,24 @@ def gbps(tb: Testbed, src: Target, dst: Target, dst_ip: str, seconds: float) -> 
     return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
-def interleaved(reps: int, a: Callable[[], float], b: Callable[[], float]) -> tuple[float, float]:
-    xs, ys = [], []
+def interleaved(reps: int, *runs: Callable[[], float]) -> list[float]:
+    """The median of each run, the runs taking turns so that a noisy neighbour hits all."""
+    figures: list[list[float]] = [[] for _ in runs]
     for _ in range(reps):
-        xs.append(a())
-        ys.append(b())
-    return statistics.median(xs), statistics.median(ys)
+        for run, out in zip(runs, figures, strict=True):
+            out.append(run())
+    return [statistics.median(out) for out in figures]
 
 
-STATIC_COOKIE = "0xbf"
+STATIC_COOKIE = 0xBF  # the static flows of the cross-site diagnosis
+NORMAL_COOKIE = 0xBE  # the NORMAL flow of the same-site baseline
+
+
+def ofctl(tb: Testbed, host: str, *args: str) -> None:
+    """`ovs-ofctl -O OpenFlow13 CMD unix:MGMT ARGS` on `host`'s br-dl."""
+    cmd, *rest = args
+    subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", cmd, f"unix:{tb.hosts[host].mgmt}", *rest],
+                   check=True, capture_output=True, timeout=10)
 
 
 def static_flows(tb: Testbed, c: Container, peer: Container) -> list[str]:
@@ -96,7 +105,7 @@ def static_flows(tb: Testbed, c: Container, peer: Container) -> list[str]:
     local_mac = tb.vsctl(h, "get", "Interface", "br-dl", "mac_in_use").stdout.strip().strip('"')
     if not port.isdigit() or not local_mac:
         raise RuntimeError(f"no ofport or LOCAL MAC for {c}: {port!r} {local_mac!r}")
-    head = f"table=0,priority=65000,cookie={STATIC_COOKIE},ip"
+    head = f"table=0,priority=65000,cookie={STATIC_COOKIE:#x},ip"
     return [
         f"{head},in_port={port},nw_dst={peer.ip},actions=mod_dl_dst:{local_mac},output:LOCAL",
         f"{head},in_port=LOCAL,nw_dst={c.ip},"
@@ -106,20 +115,17 @@ def static_flows(tb: Testbed, c: Container, peer: Container) -> list[str]:
 
 def set_static(tb: Testbed, pairs: list[tuple[Container, Container]], on: bool) -> None:
     for c, peer in pairs:
-        mgmt = f"unix:{tb.hosts[c.host].mgmt}"
         if on:
-            cmds = [["add-flow", mgmt, f] for f in static_flows(tb, c, peer)]
+            for flow in static_flows(tb, c, peer):
+                ofctl(tb, c.host, "add-flow", flow)
         else:
-            cmds = [["del-flows", mgmt, f"table=0,cookie={STATIC_COOKIE}/-1"]]
-        for cmd in cmds:
-            subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", *cmd], check=True,
-                           capture_output=True, timeout=10)
+            ofctl(tb, c.host, "del-flows", f"table=0,cookie={STATIC_COOKIE:#x}/-1")
 
 
 def static_packets(tb: Testbed, c: Container) -> list[int]:
     """The packet counts of the static flows on `c`'s bridge."""
     return [f.n_packets for f in tb.parsed_flows(c.host, 0)
-            if f.cookie == int(STATIC_COOKIE, 16)]
+            if f.cookie == STATIC_COOKIE]
 
 
 def cross_site(seconds: float, reps: int, tso: bool = False) -> tuple[float, float, float]:
@@ -157,12 +163,13 @@ def cross_site(seconds: float, reps: int, tso: bool = False) -> tuple[float, flo
             finally:
                 set_static(tb, pairs, False)
 
-        dl, st, wg = [], [], []
-        for _ in range(reps):
-            dl.append(gbps(tb, c1, c2, c2.ip, seconds))
-            st.append(static())
-            wg.append(gbps(tb, h1, h2, h2.tunnel or "", seconds))
-        return statistics.median(dl), statistics.median(st), statistics.median(wg)
+        dl, st, wg = interleaved(
+            reps,
+            lambda: gbps(tb, c1, c2, c2.ip, seconds),
+            static,
+            lambda: gbps(tb, h1, h2, h2.tunnel or "", seconds),
+        )
+        return dl, st, wg
 
 
 def same_site(seconds: float, reps: int, tso: bool = False) -> tuple[float, float]:
@@ -175,18 +182,15 @@ def same_site(seconds: float, reps: int, tso: bool = False) -> tuple[float, floa
         c2 = tb.container("h1", "c2", "bench")
         if tso:
             tso_setup(tb, [c1, c2])
-        mgmt = f"unix:{tb.hosts['h1'].mgmt}"
-        normal = "table=0,priority=65000,cookie=0xbe,actions=NORMAL"
+        normal = f"table=0,priority=65000,cookie={NORMAL_COOKIE:#x},actions=NORMAL"
 
         def switch_normal(on: bool) -> None:
             for c in (c1, c2):  # the ARP answers differ: gateway MAC vs the peer's
                 tb.exec(c, "ip", "neigh", "flush", "all")
             if on:
-                cmd = ["ovs-ofctl", "-O", "OpenFlow13", "add-flow", mgmt, normal]
+                ofctl(tb, "h1", "add-flow", normal)
             else:
-                cmd = ["ovs-ofctl", "-O", "OpenFlow13", "del-flows", mgmt,
-                       "table=0,cookie=0xbe/-1"]
-            subprocess.run(cmd, check=True, capture_output=True, timeout=10)
+                ofctl(tb, "h1", "del-flows", f"table=0,cookie={NORMAL_COOKIE:#x}/-1")
 
         def daolinet() -> float:
             switch_normal(False)
@@ -201,7 +205,8 @@ def same_site(seconds: float, reps: int, tso: bool = False) -> tuple[float, floa
             finally:
                 switch_normal(False)
 
-        return interleaved(reps, daolinet, plain)
+        ds, baseline = interleaved(reps, daolinet, plain)
+        return ds, baseline
 
 
 def main() -> int:
