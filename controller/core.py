@@ -73,6 +73,7 @@ from controller.policy import (
     decide,
     decide_egress,
 )
+from controller.sharedneeds import Export, ImportDone, ImportTable, Needs, NeedsExport, adds
 from controller.tables import (
     COOKIE_KIND_MASK,
     COOKIE_KIND_SHIFT,
@@ -122,6 +123,8 @@ class Core:
         host = self.index.host_by_dpid(dpid)
         if host is None:
             return fx  # an unknown bridge gets nothing: secure mode drops its traffic
+        if host.name in self.state.foreign:
+            return fx  # another replica masters it
         self.state.switches[dpid] = Switch(dpid=dpid, host=host.name)
         self.state.denied = {k: t for k, t in self.state.denied.items() if k[0] != dpid}
         # Base flows are added, never flushed: after a controller restart the
@@ -237,10 +240,15 @@ class Core:
             if key not in seen and not rec.pending and now - rec.installed_at > DUMP_GRACE:
                 sw.pop(key)
         self._forget_idle_pairs()
+        first = not sw.synced
+        sw.synced = True  # before the sync below, so that our exports include it
         fx.extend(self._sync_routes(sw.host, now))
-        if not sw.synced:
-            sw.synced = True
+        if first:
             fx.synced_hosts.append(sw.host)
+            # Its sets replace its previous master's on every host served elsewhere
+            # (empty ones too: that master may have exported needs that are gone).
+            for other in sorted(self.state.foreign):
+                fx.extend(self._export(other, now))
         return fx
 
     def _adopt(self, sw: Switch, f: DumpedFlow, now: float) -> FlowRecord | None:
@@ -318,14 +326,15 @@ class Core:
             r.name for x in hosts if (r := sites.relay_for(h, x, hosts)) is not None
         } - {host}
 
-    def _relay_needs(self, host: str) -> dict[IPv4, IPv4]:
+    def _relay_needs(self, host: str, switches: Iterable[Switch]) -> dict[IPv4, IPv4]:
         """The `wg` routes relay `host` holds for the NATed pairs it carries: both
-        ends' container addresses, through their hosts' tunnel addresses."""
+        ends' container addresses, through their hosts' tunnel addresses (for the
+        flows of `switches`)."""
         me = self.index.host(host)
         if me is None or not me.relay:
             return {}
         out: dict[IPv4, IPv4] = {}
-        for sw in self.state.switches.values():
+        for sw in switches:
             if sw.host == host:
                 continue
             for r in sw.flows.values():
@@ -340,11 +349,26 @@ class Core:
             if r.needs_route is None:
                 continue
             relay = self._relay_of(swx.host, r.needs_route[1])
-            if relay is not None:
+            if relay is not None and relay not in self.state.foreign:
                 t = self.state.host_routes(relay).unacked.get(r.needs_route[0])
                 if t is not None:
                     out.add(t)
         return out
+
+    def _export_tokens(self, plan: list[tuple[Switch, FlowRecord]]) -> set[int]:
+        """Exports in flight to the hosts served elsewhere that a setup's first
+        packet crosses: its relay, and its receiver across sites."""
+        hosts: set[str] = set()
+        for swx, r in plan:
+            if r.needs_route is None or self._tunnel_host(r.needs_route[1]) is None:
+                continue
+            relay = self._relay_of(swx.host, r.needs_route[1])
+            dst = self.index.endpoint_by_ip(r.needs_route[0])
+            hosts |= {h for h in (relay, dst.host if dst else None) if h is not None}
+        return {
+            t for h in hosts & self.state.foreign
+            if (t := self.state.exports.get(h, Export()).unacked) is not None
+        }
 
     def _path(self, a: str, b: str) -> str:
         """"underlay" inside a site, "wireguard" across sites, "relay:R" through R."""
@@ -565,6 +589,7 @@ class Core:
                 if swx.host == host and r.needs_route and r.needs_route[0] in routes.unacked
             }
         tokens |= self._relay_tokens(plan)
+        tokens |= self._export_tokens(plan)
         setup = PendingSetup(pair, tokens, keys, [out], now, resubmit=mode == "stateful")
         setup_host = sw.host
         if tokens:
@@ -617,6 +642,10 @@ class Core:
             ]
         swa = self.state.switch_of(a.host)
         swb = self.state.switch_of(b.host)
+        if swa is not None and swb is None and b.host in self.state.foreign:
+            return self._half_legs(swa, a, b)
+        if swb is not None and swa is None and a.host in self.state.foreign:
+            return self._half_legs(swb, b, a)
         if swa is None or swb is None:
             return None
         pa, pb = swa.port_no(a.port), swb.port_no(b.port)
@@ -639,6 +668,20 @@ class Core:
             Leg(swb, b.ip, a.ip, pb, _to_kernel(swb.local_mac),
                 (a.ip, self._next_hop(b.host, ha))),
             Leg(swb, a.ip, b.ip, OFPP_LOCAL, _deliver(b, pb), None),
+        ]
+
+    def _half_legs(self, sw: Switch, mine: Endpoint, other: Endpoint) -> list[Leg] | None:
+        """Our switch's two legs of a connection whose other end another replica
+        serves: that replica installs its switch's legs when the first packet
+        reaches it from its host's kernel (`_from_kernel`), as after a restart."""
+        port = sw.port_no(mine.port)
+        hb = self.index.host(other.host)
+        if port is None or sw.local_mac is None or hb is None:
+            return None
+        return [
+            Leg(sw, mine.ip, other.ip, port, _to_kernel(sw.local_mac),
+                (other.ip, self._next_hop(mine.host, hb))),
+            Leg(sw, other.ip, mine.ip, OFPP_LOCAL, _deliver(mine, port), None),
         ]
 
     def _records(
@@ -772,22 +815,142 @@ class Core:
 
     # agents ------------------------------------------------------------------------
     def routes_acked(self, host: str, token: int, now: float) -> Effects:
-        fx = Effects()
         self._settle(host, token, applied=True)
+        return self._answered(token, True, now)
+
+    def routes_failed(self, host: str, token: int, now: float) -> Effects:
+        self._settle(host, token, applied=False)
+        return self._answered(token, False, now)
+
+    def _answered(self, token: int, ok: bool, now: float) -> Effects:
+        """Setups and imports waiting for `token` go on (or fail)."""
+        fx = Effects()
         for pair, setup in list(self.state.pending.items()):
+            if token not in setup.waiting:
+                continue
+            if not ok:
+                fx.extend(self._fail_setup(pair))
+                continue
             setup.waiting.discard(token)
             if not setup.waiting:
                 del self.state.pending[pair]
                 fx.extend(self._install(setup, now))
+        for ref, waits in list(self.state.import_waits.items()):
+            if token in waits:
+                waits.discard(token)
+                if not ok or not waits:
+                    del self.state.import_waits[ref]
+                    fx.imports_done.append(ImportDone(ref, ok))
         return fx
 
-    def routes_failed(self, host: str, token: int, now: float) -> Effects:
+    # other replicas (controller/sharedneeds.py) ------------------------------------
+    def set_foreign(self, hosts: Iterable[str], generation: int, now: float) -> Effects:
+        """The hosts whose switch another replica masters now, and the generation
+        of our own mastership.  A switch handed to another replica is forgotten
+        (its flows stay in it; its new master adopts them); what it needed on our
+        hosts is kept as an import of our old generation until its new master's
+        export replaces it.  Everything is exported again: owners may have changed.
+        """
         fx = Effects()
-        self._settle(host, token, applied=False)
-        for pair, setup in list(self.state.pending.items()):
-            if token in setup.waiting:
-                fx.extend(self._fail_setup(pair))
+        new = set(hosts)
+        for host in sorted(new - self.state.foreign):
+            sw = self.state.switch_of(host)
+            if sw is not None:
+                fx.extend(self._hand_over(sw))
+            self.state.routes.pop(host, None)
+            self.state.imports.pop(host, None)
+        for host in self.state.foreign - new:
+            self.state.exports.pop(host, None)
+        self.state.foreign = new
+        self.state.generation = generation
+        for ex in self.state.exports.values():
+            ex.sent = None
+        for host in sorted(new):
+            fx.extend(self._export(host, now))
         return fx
+
+    def _hand_over(self, sw: Switch) -> Effects:
+        fx = Effects()
+        mine = [x.host for x in self.state.switches.values() if x is not sw]
+        for host in mine:
+            kept = self._relay_needs(host, [sw]) | self._receive_needs(host, [sw])
+            self.state.imports.setdefault(host, ImportTable()).merge(
+                self.state.generation, self.state.next_token(), {sw.dpid: kept}
+            )
+        for pair, setup in list(self.state.pending.items()):
+            if any(d == sw.dpid for d, _ in setup.flows):
+                fx.extend(self._fail_setup(pair))
+        del self.state.switches[sw.dpid]
+        self._forget_idle_pairs()
+        return fx
+
+    def needs_imported(
+        self,
+        host: str,
+        generation: int,
+        token: int,
+        needs: dict[int, Needs],
+        ref: int,
+        now: float,
+    ) -> Effects:
+        """Another replica's switches' needs on our `host` (a `NeedsExport`); answered
+        with `ImportDone(ref)` once the host's agent holds them."""
+        fx = Effects()
+        if host in self.state.foreign or self.index.host(host) is None:
+            fx.imports_done.append(ImportDone(ref, False))
+            return fx
+        self.state.imports.setdefault(host, ImportTable()).merge(generation, token, needs)
+        if not self.is_synced(host):
+            # Kept for the host's snapshot, but nothing holds them yet: the exporter
+            # fails what waits for them and exports again (`tick`).
+            fx.imports_done.append(ImportDone(ref, False))
+            return fx
+        fx.extend(self._sync_routes(host, now, partners=False))
+        wanted = {d for n in needs.values() for d in n}
+        waits = {t for d, t in self.state.host_routes(host).unacked.items() if d in wanted}
+        if waits:
+            self.state.import_waits[ref] = waits
+        else:
+            fx.imports_done.append(ImportDone(ref, True))
+        return fx
+
+    def exports_acked(self, host: str, token: int, ok: bool, now: float) -> Effects:
+        """The replica serving `host` answered our export `token`."""
+        ex = self.state.exports.get(host)
+        if ex is not None:
+            if ex.unacked is not None and token >= ex.unacked:
+                ex.unacked = None
+            if not ok:
+                ex.sent = None  # what it holds is unknown: send everything again
+        return self._answered(token, ok, now)
+
+    def _export(self, host: str, now: float) -> Effects:
+        """Send the replica serving `host` our synced switches' needs there, if they
+        changed since the last export."""
+        fx = Effects()
+        ex = self.state.exports.setdefault(host, Export())
+        needs = {
+            sw.dpid: self._relay_needs(host, [sw]) | self._receive_needs(host, [sw])
+            for sw in self.state.switches.values() if sw.synced
+        }
+        if needs == (ex.sent or {}):
+            return fx  # unchanged (or, with nothing known there, nothing to say)
+        token = self.state.next_token()
+        grows = adds(ex.sent, needs)
+        fx.exports.append(NeedsExport(host, self.state.generation, token, needs, grows))
+        ex.sent = needs
+        if grows:
+            ex.unacked = token
+        return fx
+
+    def _imported(self, host: str) -> Needs:
+        table = self.state.imports.get(host)
+        if table is None:
+            return {}
+        ours = {d for d, sw in self.state.switches.items() if sw.synced}
+        gone = {d for d in table.sets if self.index.host_by_dpid(d) is None}
+        table.forget(gone)
+        return table.union(ours)
 
     def _settle(self, host: str, token: int, applied: bool) -> None:
         """The agent answered `token`: its routes are no longer in flight, and if it
@@ -837,13 +1000,15 @@ class Core:
         sw = self.state.switch_of(host)
         if sw is None:
             return dict(self.state.host_routes(host).announced)  # keep until we know better
+        mine = list(self.state.switches.values())
         return (
-            {r.needs_route[0]: r.needs_route[1] for r in sw.flows.values() if r.needs_route}
-            | self._relay_needs(host)
-            | self._receive_needs(host)
+            self._imported(host)
+            | {r.needs_route[0]: r.needs_route[1] for r in sw.flows.values() if r.needs_route}
+            | self._relay_needs(host, mine)
+            | self._receive_needs(host, mine)
         )
 
-    def _receive_needs(self, host: str) -> dict[IPv4, IPv4]:
+    def _receive_needs(self, host: str, switches: Iterable[Switch]) -> dict[IPv4, IPv4]:
         """Across sites, what `host` holds while another host still sends to it.
 
         WireGuard accepts a packet only if its source is in the sending peer's
@@ -857,7 +1022,7 @@ class Core:
         if me is None or me.tunnel_address is None:
             return {}
         out: dict[IPv4, IPv4] = {}
-        for sender in self._senders_to(host):
+        for sender in (sw for sw in switches if sw.host != host):
             src_host = self.index.host(sender.host)
             if src_host is None:
                 continue
@@ -866,9 +1031,6 @@ class Core:
                 if r.needs_route and self._is_receiver(host, r.needs_route):
                     out[r.src] = hop
         return out
-
-    def _senders_to(self, host: str) -> list[Switch]:
-        return [sw for sw in self.state.switches.values() if sw.host != host]
 
     def _is_receiver(self, host: str, need: tuple[IPv4, IPv4]) -> bool:
         """Whether a flow needing `need` (dst, next hop) sends across sites to `host`."""
@@ -887,10 +1049,13 @@ class Core:
                 dst = self.index.endpoint_by_ip(r.needs_route[0])
                 if dst is not None:
                     hosts.add(dst.host)
-        for other, routes in self.state.routes.items():
+        held = [(o, set(r.announced)) for o, r in self.state.routes.items()]
+        held += [(o, {d for n in (e.sent or {}).values() for d in n})
+                 for o, e in self.state.exports.items()]
+        for other, dsts in held:
             if other == host:
                 continue
-            for d in routes.announced:
+            for d in dsts:
                 ep = self.index.endpoint_by_ip(d)
                 if ep is not None and ep.host == host:
                     hosts.add(other)
@@ -902,6 +1067,8 @@ class Core:
         With `partners`, the hosts whose needs follow `host`'s flows (relays, and
         the receivers of its cross-site connections) are brought along.
         """
+        if host in self.state.foreign:
+            return self._export(host, now)  # its replica's core decides what it holds
         fx = Effects()
         routes = self.state.host_routes(host)
         needed = self._needed(host)
@@ -934,6 +1101,8 @@ class Core:
     # desired-state changes ----------------------------------------------------------
     def endpoint_added(self, ep: Endpoint, now: float) -> Effects:
         fx = Effects()
+        if ep.host in self.state.foreign:
+            return fx  # its host's replica announces it there
         fx.deltas.append(KernelRouteDelta(ep.host, None, add=(_local_route(ep),)))
         sw = self.state.switch_of(ep.host)
         port = sw.port_no(ep.port) if sw else None
@@ -959,6 +1128,8 @@ class Core:
         port = home.port_no(ep.port) if home else None
         if home is not None and port is not None:
             fx.send(home.dpid, *_delete_guard(port))
+        if ep.host in self.state.foreign:
+            return fx
         fx.deltas.append(KernelRouteDelta(ep.host, None, remove=(_local_route(ep),)))
         fx.nat[ep.host] = self.nat_rules(ep.host)
         return fx
@@ -984,7 +1155,8 @@ class Core:
             if not self._still_allowed(pair, ps):
                 fx.extend(self._teardown(pair, now))
         for host in self.index.hosts():
-            fx.nat[host.name] = self.nat_rules(host.name)
+            if host.name not in self.state.foreign:
+                fx.nat[host.name] = self.nat_rules(host.name)
         return fx
 
     def _still_allowed(self, pair: Pair, ps: PairState) -> bool:
@@ -1016,6 +1188,9 @@ class Core:
                 fx.extend(self._fail_setup(pair))
         for sw in self.state.switches.values():
             fx.send(sw.dpid, RequestFlowStats(T_ALL))
+        for host in sorted(self.state.foreign):
+            if self.state.exports.get(host, Export()).sent is None:
+                fx.extend(self._export(host, now))  # the last one failed: again
         return fx
 
     # views ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Literal
 
 from controller.models import KernelRoute, NatRule
 from controller.ofmsg import FlowAdd, Match, OFMessage, Output, SetField
+from controller.sharedneeds import Export, ImportDone, ImportTable, NeedsExport
 from controller.tables import T_STATEFUL, cookie
 
 IPv4 = ipaddress.IPv4Address
@@ -64,6 +65,8 @@ class Effects:
     deltas: list[KernelRouteDelta] = field(default_factory=list)
     synced_hosts: list[str] = field(default_factory=list)
     nat: dict[str, list[NatRule]] = field(default_factory=dict)  # host -> its whole NAT set
+    exports: list[NeedsExport] = field(default_factory=list)  # to other replicas' hosts
+    imports_done: list[ImportDone] = field(default_factory=list)
 
     def send(self, dpid: int, *msgs: OFMessage) -> None:
         self.messages.extend((dpid, m) for m in msgs)
@@ -73,6 +76,8 @@ class Effects:
         self.deltas.extend(other.deltas)
         self.synced_hosts.extend(other.synced_hosts)
         self.nat.update(other.nat)
+        self.exports.extend(other.exports)
+        self.imports_done.extend(other.imports_done)
 
 
 # --- state -------------------------------------------------------------------------
@@ -212,6 +217,16 @@ class CoreState:
     # deny flows sent and when they expire: a PacketIn that was already on its way
     # when the drop flow went out does not send it again
     denied: dict[tuple[int, Match], float] = field(default_factory=dict)
+    # Masters spread over replicas (controller/sharedneeds.py): the hosts whose
+    # switch another replica masters (empty with one controller, or one master of
+    # all), the generation of our mastership (orders our exports), what we exported
+    # to each foreign host, what other replicas' switches need on our hosts, and the
+    # imports waiting for their routes' acks (shim ref -> tokens).
+    foreign: set[str] = field(default_factory=set)
+    generation: int = 0
+    exports: dict[str, Export] = field(default_factory=dict)
+    imports: dict[str, ImportTable] = field(default_factory=dict)
+    import_waits: dict[int, set[int]] = field(default_factory=dict)
 
     def next_cookie(self, kind: int) -> int:
         self.serial += 1

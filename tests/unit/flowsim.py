@@ -48,6 +48,7 @@ from controller.ofmsg import (
     PacketOut,
     SetField,
 )
+from controller.sharedneeds import NeedsExport
 
 Packet = dict[str, Any]
 
@@ -277,12 +278,28 @@ class FakeAgent:
 
 
 class Lab:
-    """Hosts with fake switches and fake agents around one real Core."""
+    """Hosts with fake switches and fake agents around one real Core.
 
-    def __init__(self, hosts: list[str], idle_timeout: int = 10) -> None:
+    With `owners` (host -> replica name), every replica has its own core over the
+    same desired state, masters the switches of its hosts only and holds their
+    agents (masters spread over replicas); their exports are delivered to the core
+    of the host they are for, and its answers back (`hold_exports`: queued until
+    `deliver_exports()`).
+    """
+
+    def __init__(
+        self, hosts: list[str], idle_timeout: int = 10, owners: dict[str, str] | None = None
+    ) -> None:
         self.now = 0.0
         self.index = DesiredIndex()
-        self.core = Core(CoreState(idle_timeout=idle_timeout), self.index)
+        self.owners = owners or dict.fromkeys(hosts, "c0")
+        self.cores = {
+            name: Core(CoreState(idle_timeout=idle_timeout), self.index)
+            for name in sorted(set(self.owners.values()))
+        }
+        self.hold_exports = False
+        self.exports: list[tuple[Core, NeedsExport]] = []  # held
+        self._import_refs: dict[int, tuple[Core, NeedsExport]] = {}
         self.switches: dict[str, FakeSwitch] = {}
         self.agents: dict[str, FakeAgent] = {}
         self.packet_outs: list[tuple[str, PacketOut]] = []
@@ -297,6 +314,9 @@ class Lab:
             self.switches[name] = FakeSwitch(i)
             self.agents[name] = FakeAgent(name)
             self.next_port[name] = 1
+        for name, core in self.cores.items():
+            foreign = {h for h, o in self.owners.items() if o != name}
+            self.run(core.set_foreign(foreign, 1, self.now), core)
         for name in hosts:
             self.connect(name)
 
@@ -304,9 +324,26 @@ class Lab:
     def host_of(self, dpid: int) -> str:
         return next(h for h, s in self.switches.items() if s.dpid == dpid)
 
-    def run(self, fx: Effects) -> None:
+    @property
+    def core(self) -> Core:
+        """The first replica's core (the only one without `owners`)."""
+        return next(iter(self.cores.values()))
+
+    @core.setter
+    def core(self, core: Core) -> None:
+        """A restarted controller: a fresh core in place of the first one."""
+        self.cores[next(iter(self.cores))] = core
+
+    def core_of(self, host: str) -> Core:
+        return self.cores[self.owners[host]]
+
+    def run(self, fx: Effects, by: Core | None = None) -> None:
+        """Carry out what core `by` (default: the first) returned.  A core may only
+        write to the switches and agents of its own hosts."""
+        by = by or self.core
         for dpid, msg in fx.messages:
             host = self.host_of(dpid)
+            assert self.core_of(host) is by, f"a core wrote to {host}, mastered elsewhere"
             if isinstance(msg, PacketOut):
                 self.packet_outs.append((host, msg))
                 pkt = self._sent.get(msg.data)
@@ -315,42 +352,72 @@ class Lab:
                     self.resubmitted.append((host, self.switches[host].process(again)))
             else:
                 self.switches[host].apply(msg)
+        for host in fx.nat:
+            assert self.core_of(host) is by, f"a core set the NAT of {host}"
         self.nat.update(fx.nat)
         for delta in fx.deltas:
+            assert self.core_of(delta.host) is by, f"a core routed on {delta.host}"
             agent = self.agents[delta.host]
             if agent.auto_ack:
                 agent.apply(delta)
                 if delta.token is not None:
-                    self.run(self.core.routes_acked(delta.host, delta.token, self.now))
+                    self.run(by.routes_acked(delta.host, delta.token, self.now), by)
             else:
                 agent.held.append(delta)
+        for export in fx.exports:
+            assert self.core_of(export.host) is not by, "an export to its own host"
+            self.exports.append((by, export))
+        for done in fx.imports_done:
+            sender, export = self._import_refs.pop(done.ref)
+            self.run(sender.exports_acked(export.host, export.token, done.ok, self.now), sender)
+        if not self.hold_exports:
+            self.deliver_exports()
+
+    def deliver_exports(self) -> None:
+        while self.exports:
+            sender, export = self.exports.pop(0)
+            ref = len(self._import_refs) + 10 * export.token
+            self._import_refs[ref] = (sender, export)
+            owner = self.core_of(export.host)
+            self.run(owner.needs_imported(export.host, export.generation, export.token,
+                                          dict(export.needs), ref, self.now), owner)
 
     def release(self, host: str, ok: bool = True) -> None:
         agent = self.agents[host]
+        core = self.core_of(host)
         held, agent.held = agent.held, []
         for delta in held:
             if ok:
                 agent.apply(delta)
             if delta.token is not None:
                 if ok:
-                    self.run(self.core.routes_acked(host, delta.token, self.now))
+                    self.run(core.routes_acked(host, delta.token, self.now), core)
                 else:
-                    self.run(self.core.routes_failed(host, delta.token, self.now))
+                    self.run(core.routes_failed(host, delta.token, self.now), core)
 
     def connect(self, host: str) -> None:
         sw = self.switches[host]
-        self.run(self.core.switch_connected(sw.dpid, self.now))
+        core = self.core_of(host)
+        self.run(core.switch_connected(sw.dpid, self.now), core)
         ports = [PortInfo(OFPP_LOCAL, "br-dl", f"aa:00:00:00:00:{sw.dpid:02x}")]
         ports += [
             PortInfo(ep_port, ep.port, "fe:00:00:00:00:01")
             for ep_port, ep in self._ports(host)
         ]
-        self.run(self.core.ports_described(sw.dpid, ports, self.now))
-        self.run(self.core.flows_dumped(sw.dpid, sw.dump(), self.now))
-        token, routes = self.core.snapshot(host)
+        self.run(core.ports_described(sw.dpid, ports, self.now), core)
+        self.run(core.flows_dumped(sw.dpid, sw.dump(), self.now), core)
+        token, routes = core.snapshot(host)
         agent = self.agents[host]
         agent.routes = {r.dst: r for r in routes}
-        self.run(self.core.routes_acked(host, token, self.now))
+        self.run(core.routes_acked(host, token, self.now), core)
+
+    def hand_over(self, host: str, to: str, generation: int) -> None:
+        """Another replica becomes master of `host`'s switch (and holds its agent)."""
+        self.owners[host] = to
+        for name, core in self.cores.items():
+            foreign = {h for h, o in self.owners.items() if o != name}
+            self.run(core.set_foreign(foreign, generation, self.now), core)
+        self.connect(host)
 
     def _ports(self, host: str) -> list[tuple[int, Endpoint]]:
         return [(self.port_of(ep), ep) for ep in self.index.endpoints(host=host)]
@@ -381,13 +448,19 @@ class Lab:
         self.index.put_endpoint(ep)
         sw = self.switches[host]
         port = PortInfo(port_no, ep.port, "fe:00:00:00:00:01")
-        self.run(self.core.port_added(sw.dpid, port, self.now))
-        self.run(self.core.endpoint_added(ep, self.now))
+        self.run(self.core_of(host).port_added(sw.dpid, port, self.now), self.core_of(host))
+        for core in self.cores.values():
+            self.run(core.endpoint_added(ep, self.now), core)
         return ep
 
     def remove(self, ep: Endpoint) -> None:
         self.index.drop_endpoint(ep.id)
-        self.run(self.core.endpoint_removed(ep, self.now))
+        for core in self.cores.values():
+            self.run(core.endpoint_removed(ep, self.now), core)
+
+    def policy_changed(self) -> None:
+        for core in self.cores.values():
+            self.run(core.policy_changed(self.now), core)
 
     # traffic -------------------------------------------------------------------------
     def ip_packet(self, src: Endpoint, dst_ip: str, proto: int = 1) -> Packet:
@@ -436,14 +509,28 @@ class Lab:
                 table=verdict.table,
                 ct_state=int(seen.get("ct_state", 0)),
             )
-            self.run(self.core.packet_in(sw.dpid, info, self.now))
+            core = self.core_of(host)
+            self.run(core.packet_in(sw.dpid, info, self.now), core)
         return verdict
+
+    def through_kernels(self, src: str, dst: str, pkt: Packet) -> Verdict:
+        """A packet `src`'s switch sent to its LOCAL port, routed by the two hosts'
+        kernels into `dst`'s switch.  Dropped without a route on `src`, and, through
+        WireGuard, unless `dst` holds the sender's address (its allowed-ips)."""
+        route = self.agents[src].routes.get(ipaddress.IPv4Address(pkt["ipv4_dst"]))
+        if route is None or route.kind not in ("via", "wg"):
+            return Verdict("drop")
+        if route.kind == "wg":
+            back = self.agents[dst].routes.get(ipaddress.IPv4Address(pkt["ipv4_src"]))
+            if back is None or back.kind != "wg":
+                return Verdict("drop")
+        return self.send(dst, dict(pkt, in_port=OFPP_LOCAL))
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
         for host, sw in self.switches.items():
+            core = self.core_of(host)
             for entry in sw.expire(self.now):
                 self.run(
-                    self.core.flow_removed(sw.dpid, entry.flow.cookie, entry.packets, self.now)
+                    core.flow_removed(sw.dpid, entry.flow.cookie, entry.packets, self.now), core
                 )
-            _ = host
