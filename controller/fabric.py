@@ -142,6 +142,12 @@ class Fabric:
         for host, rules in fx.nat.items():
             if self.agents is not None:
                 self.agents.send_nat(host, rules)
+        for export in fx.exports:
+            # Only a core that was told of hosts served by other replicas exports
+            # (Core.set_foreign), and nothing tells it yet: say so loudly.  What
+            # waits for it fails at the setup timeout.
+            log.error("no transport to the replica serving %s: export %d dropped",
+                      export.host, export.token)
 
     def on_change(self, change: Change) -> None:
         """Inventory callback: desired state changed."""

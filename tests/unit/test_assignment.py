@@ -1,0 +1,60 @@
+"""Which replica masters which switch (controller/assignment.py): balanced within
+one switch, and stable - only what must move moves."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.assignment import assign, moved
+
+
+def loads(a: dict[int, str], members: list[str]) -> dict[str, int]:
+    return {m: sum(1 for n in a.values() if n == m) for m in members}
+
+
+def test_spread_evenly_and_nothing_moves_when_nothing_changed() -> None:
+    a = assign(range(1, 8), ["c0", "c1", "c2"], {})
+    assert set(a) == set(range(1, 8))
+    assert sorted(loads(a, ["c0", "c1", "c2"]).values()) == [2, 2, 3]
+    assert assign(range(1, 8), ["c2", "c1", "c0"], a) == a
+
+
+def test_a_dead_members_switches_move_and_only_they() -> None:
+    a = assign(range(1, 7), ["c0", "c1", "c2"], {})
+    b = assign(range(1, 7), ["c0", "c2"], a)
+    assert moved(a, b) == {d for d, n in a.items() if n == "c1"}
+    assert loads(b, ["c0", "c2"]) == {"c0": 3, "c2": 3}
+
+
+def test_a_member_joining_takes_its_share_from_the_most_loaded() -> None:
+    a = assign(range(1, 7), ["c0", "c1"], {})
+    b = assign(range(1, 7), ["c0", "c1", "c2"], a)
+    assert loads(b, ["c0", "c1", "c2"]) == {"c0": 2, "c1": 2, "c2": 2}
+    assert {b[d] for d in moved(a, b)} == {"c2"} and len(moved(a, b)) == 2
+
+
+def test_no_members_no_masters_and_gone_switches_are_dropped() -> None:
+    assert assign([1, 2], [], {1: "c0"}) == {}
+    assert assign([2], ["c0"], {1: "c0", 2: "c0"}) == {2: "c0"}
+
+
+@given(
+    st.sets(st.integers(1, 40), max_size=30),
+    st.sets(st.sampled_from(["c0", "c1", "c2", "c3"]), min_size=1),
+    st.dictionaries(st.integers(1, 40), st.sampled_from(["c0", "c1", "c2", "c3", "gone"])),
+)
+def test_balanced_and_keeps_every_switch_it_can(
+    switches: set[int], members: set[str], current: dict[int, str]
+) -> None:
+    a = assign(switches, members, current)
+    assert set(a) == switches and set(a.values()) <= members
+    counts = loads(a, sorted(members)).values()
+    assert max(counts) - min(counts) <= 1
+    assert assign(switches, members, a) == a  # applying it again moves nothing
+    # a switch moves only if its master is gone or held more than its share
+    floor = len(switches) // len(members)
+    before = {d: n for d, n in current.items() if d in switches}
+    for d in moved(before, a):
+        owner = before.get(d)
+        assert owner not in members or loads(before, [owner])[owner] > floor, d
