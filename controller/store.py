@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -82,6 +83,16 @@ class Leadership(Protocol):
         ...
 
 
+LEAD_KEY = re.compile(r"^(leader|member/[A-Za-z0-9][A-Za-z0-9._-]{0,62})$")
+
+
+def check_lead_key(key: str) -> str:
+    """A leadership key: "leader", or "member/NAME" (a replica name); ValueError else."""
+    if not LEAD_KEY.match(key):
+        raise ValueError(f"{key!r} is not a leadership key (leader, or member/NAME)")
+    return key
+
+
 def dump_document(value: dict[str, Any]) -> str:
     """The stored text of a document: JSON, sorted keys, compact (both backends)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
@@ -138,22 +149,30 @@ class Store(Protocol):
         change nothing.  SQLite: a process-local lock."""
         ...
 
-    def try_lead(self, value: dict[str, Any], ttl: float) -> Leadership | None:
-        """Become the one leader of the store, recording `value` while it lasts; None if
-        another live leadership holds it.  The leadership ends by itself `ttl` seconds
-        after its last successful refresh.  SQLite: always succeeds (it supersedes an
-        earlier leadership of this process); the generation is a counter persisted in
-        the database, +1 at each try_lead."""
+    def try_lead(
+        self, value: dict[str, Any], ttl: float, key: str = "leader"
+    ) -> Leadership | None:
+        """Become the one holder of `key` ("leader": the leader of the store;
+        "member/NAME": replica NAME's membership), recording `value` while it lasts;
+        None if another live leadership holds it.  The leadership ends by itself `ttl`
+        seconds after its last successful refresh.  SQLite: always succeeds (it
+        supersedes an earlier leadership of the key in this process); the generation
+        is a counter persisted in the database, +1 at each try_lead."""
         ...
 
-    def end_leadership(self, generation: int) -> bool:
-        """End the leadership of `generation` now, if it is the current one (another
-        replica saw its leader's process die): True if it ended one.  SQLite: False
-        (one process, nobody else to end it)."""
+    def end_leadership(self, generation: int, key: str = "leader") -> bool:
+        """End the leadership of `key` with `generation` now, if it is the current one
+        (another replica saw its holder's process die): True if it ended one.
+        SQLite: False (one process, nobody else to end it)."""
         ...
 
-    def leader(self) -> tuple[dict[str, Any], int] | None:
-        """The current leader's value and generation, or None."""
+    def leader(self, key: str = "leader") -> tuple[dict[str, Any], int] | None:
+        """The current holder's value and generation of `key`, or None."""
+        ...
+
+    def members(self) -> dict[str, tuple[dict[str, Any], int]]:
+        """Every live membership ("member/NAME" leaderships): NAME -> (value,
+        generation)."""
         ...
 
 
@@ -184,7 +203,7 @@ class _FileState:
     def __init__(self) -> None:
         self.exclusive = threading.RLock()
         self.lead_lock = threading.Lock()
-        self.leadership: _SqliteLeadership | None = None
+        self.leaderships: dict[str, _SqliteLeadership] = {}  # key -> the current one
 
 
 _FILES: dict[str, _FileState] = {}
@@ -204,10 +223,12 @@ class _SqliteLeadership:
     try_lead of the same store, closed, or `ttl` seconds without a refresh."""
 
     def __init__(
-        self, store: SqliteStore, value: dict[str, Any], ttl: float, generation: int
+        self, store: SqliteStore, value: dict[str, Any], ttl: float, generation: int,
+        key: str,
     ) -> None:
         self.generation = generation
         self.value = value
+        self.key = key
         self._store = store
         self._state = store._state
         self._ttl = ttl
@@ -217,7 +238,7 @@ class _SqliteLeadership:
     def alive(self) -> bool:
         """Under the file's lead_lock."""
         if not self._lost and (
-            self._state.leadership is not self
+            self._state.leaderships.get(self.key) is not self
             or self._store._db is None
             or time.monotonic() > self._expires
         ):
@@ -234,8 +255,8 @@ class _SqliteLeadership:
     def resign(self) -> None:
         with self._state.lead_lock:
             self._lost = True
-            if self._state.leadership is self:
-                self._state.leadership = None
+            if self._state.leaderships.get(self.key) is self:
+                del self._state.leaderships[self.key]
 
     def __repr__(self) -> str:
         return f"<SqliteStore leadership generation={self.generation}>"
@@ -373,9 +394,12 @@ class SqliteStore:
         finally:
             self._state.exclusive.release()
 
-    def try_lead(self, value: dict[str, Any], ttl: float) -> Leadership | None:
+    def try_lead(
+        self, value: dict[str, Any], ttl: float, key: str = "leader"
+    ) -> Leadership | None:
         if ttl <= 0:
             raise ValueError(f"leadership ttl must be positive, not {ttl!r}")
+        check_lead_key(key)
         with self._lock:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
@@ -387,21 +411,31 @@ class SqliteStore:
                 raise
             db.execute("COMMIT")
         # A copy through JSON, as etcd would store it.
-        leadership = _SqliteLeadership(self, json.loads(dump_document(value)), ttl, generation)
+        leadership = _SqliteLeadership(
+            self, json.loads(dump_document(value)), ttl, generation, key
+        )
         with self._state.lead_lock:
-            self._state.leadership = leadership
+            self._state.leaderships[key] = leadership
         return leadership
 
-    def end_leadership(self, generation: int) -> bool:
+    def end_leadership(self, generation: int, key: str = "leader") -> bool:
         return False  # one controller: no other replica ends its leadership
 
-    def leader(self) -> tuple[dict[str, Any], int] | None:
+    def leader(self, key: str = "leader") -> tuple[dict[str, Any], int] | None:
         self._conn()
         with self._state.lead_lock:
-            current = self._state.leadership
+            current = self._state.leaderships.get(key)
             if current is None or not current.alive():
                 return None
             return json.loads(dump_document(current.value)), current.generation
+
+    def members(self) -> dict[str, tuple[dict[str, Any], int]]:
+        self._conn()
+        with self._state.lead_lock:
+            live = [(k, x) for k, x in self._state.leaderships.items()
+                    if k.startswith("member/") and x.alive()]
+            return {k.removeprefix("member/"): (json.loads(dump_document(x.value)),
+                                                x.generation) for k, x in live}
 
     def close(self) -> None:
         with self._lock:

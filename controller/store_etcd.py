@@ -5,6 +5,7 @@ URL: `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]` (default prefix "daolinet").  Ke
     PREFIX/docs/KIND/KEY   a document: JSON, sorted keys, compact (dump_document)
     PREFIX/lock            exclusive(): the lock, attached to this store's session lease
     PREFIX/leader          try_lead(): the leader's value, attached to its own lease
+    PREFIX/member/NAME     try_lead(key="member/NAME"): a replica's membership, the same way
 
 `watch` covers `PREFIX/docs/` only, so it reports documents and nothing else.
 
@@ -75,6 +76,7 @@ from controller.store import (
     StoreEvent,
     StoreUnavailable,
     WatchCallback,
+    check_lead_key,
     dump_document,
 )
 
@@ -274,9 +276,12 @@ class _Held:
 class EtcdLeadership:
     """A leadership won by EtcdStore.try_lead: the leader key, attached to its lease."""
 
-    def __init__(self, store: EtcdStore, lease: int, generation: int, ttl: int) -> None:
+    def __init__(
+        self, store: EtcdStore, lease: int, generation: int, ttl: int, key: bytes
+    ) -> None:
         self.generation = generation
         self.lease = lease
+        self.key = key
         self.ttl = ttl  # as granted by etcd (whole seconds, at least etcd's minimum)
         self._store = store
         self._lost = False
@@ -289,7 +294,7 @@ class EtcdLeadership:
             try:
                 reply = self._store._call("/lease/keepalive", {"ID": self.lease})
                 ttl = int(reply.body.get("result", {}).get("TTL", 0))
-                kv = self._store._get_kv(self._store._leader_key) if ttl > 0 else None
+                kv = self._store._get_kv(self.key) if ttl > 0 else None
             except StoreError as exc:
                 log.warning("leadership %d: refresh failed: %s", self.generation, exc)
                 kv = None
@@ -340,7 +345,6 @@ class EtcdStore:
         self._preferred = 0  # the member that answered last
         self._docs = f"{prefix}/docs/".encode()
         self._lock_key = f"{prefix}/lock".encode()
-        self._leader_key = f"{prefix}/leader".encode()
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._closed = threading.Event()
         self._local = threading.Lock()  # exclusive() among this object's threads
@@ -713,16 +717,22 @@ class EtcdStore:
 
     # --- leader election --------------------------------------------------------------
 
-    def try_lead(self, value: dict[str, Any], ttl: float) -> Leadership | None:
+    def _lead_key(self, key: str) -> bytes:
+        return f"{self.prefix}/{check_lead_key(key)}".encode()
+
+    def try_lead(
+        self, value: dict[str, Any], ttl: float, key: str = "leader"
+    ) -> Leadership | None:
         if ttl <= 0:
             raise ValueError(f"leadership ttl must be positive, not {ttl!r}")
+        lead_key = self._lead_key(key)
         grant = self._call("/lease/grant", {"TTL": max(1, math.ceil(ttl)), "ID": 0})
         lease, granted = int(grant.body["ID"]), int(grant.body.get("TTL", 0))
         try:
             reply = self._txn(
                 [
                     {
-                        "key": _b64(self._leader_key),
+                        "key": _b64(lead_key),
                         "target": "VERSION",
                         "result": "EQUAL",
                         "version": 0,
@@ -731,34 +741,45 @@ class EtcdStore:
                 [
                     {
                         "request_put": {
-                            "key": _b64(self._leader_key),
+                            "key": _b64(lead_key),
                             "value": _b64(dump_document(value).encode()),
                             "lease": lease,
                         }
                     }
                 ],
-                [{"request_range": {"key": _b64(self._leader_key)}}],
+                [{"request_range": {"key": _b64(lead_key)}}],
             )
         except BaseException:
             self._revoke(lease)
             raise
         if reply.body.get("succeeded"):
-            return EtcdLeadership(self, lease, reply.revision, granted)
+            return EtcdLeadership(self, lease, reply.revision, granted, lead_key)
         kvs = reply.body["responses"][0].get("response_range", {}).get("kvs") or []
         if kvs and int(kvs[0].get("lease", 0)) == lease:  # an earlier attempt won
-            return EtcdLeadership(self, lease, int(kvs[0]["create_revision"]), granted)
+            return EtcdLeadership(
+                self, lease, int(kvs[0]["create_revision"]), granted, lead_key
+            )
         self._revoke(lease)
         return None
 
-    def leader(self) -> tuple[dict[str, Any], int] | None:
-        kv = self._get_kv(self._leader_key)
+    def leader(self, key: str = "leader") -> tuple[dict[str, Any], int] | None:
+        kv = self._get_kv(self._lead_key(key))
         if kv is None:
             return None
         value: dict[str, Any] = json.loads(_unb64(kv.get("value", "")))
         return value, int(kv["create_revision"])
 
-    def end_leadership(self, generation: int) -> bool:
-        kv = self._get_kv(self._leader_key)
+    def members(self) -> dict[str, tuple[dict[str, Any], int]]:
+        prefix = f"{self.prefix}/member/".encode()
+        _, kvs = self._range(prefix)
+        out: dict[str, tuple[dict[str, Any], int]] = {}
+        for kv in kvs:
+            name = _unb64(kv["key"])[len(prefix):].decode()
+            out[name] = (json.loads(_unb64(kv.get("value", ""))), int(kv["create_revision"]))
+        return out
+
+    def end_leadership(self, generation: int, key: str = "leader") -> bool:
+        kv = self._get_kv(self._lead_key(key))
         if kv is None or int(kv["create_revision"]) != generation:
             return False  # already over, or a newer one: leave it alone
         lease = int(kv.get("lease", 0))

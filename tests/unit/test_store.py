@@ -448,6 +448,30 @@ def test_leadership_lives_by_refresh_and_expires_without(backend: Backend) -> No
     after.resign()
 
 
+def test_memberships_are_leaderships_of_their_own_keys(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()
+    ma = a.try_lead({"name": "a"}, 5, key="member/a")
+    mb = b.try_lead({"name": "b"}, 5, key="member/b")
+    assert ma is not None and mb is not None and mb.generation > ma.generation
+    assert a.members() == {"a": ({"name": "a"}, ma.generation),
+                           "b": ({"name": "b"}, mb.generation)}
+    assert a.leader() is None  # the leader key is another key
+    assert b.leader("member/a") == ({"name": "a"}, ma.generation)
+    if backend.kind == "etcd":
+        assert b.try_lead({"name": "a"}, 5, key="member/a") is None  # a is alive
+        assert a.end_leadership(mb.generation - 1, key="member/b") is False  # not its
+        assert a.end_leadership(mb.generation, key="member/b") is True
+        assert mb.refresh() is False
+    else:
+        mb.resign()
+    assert b.members() == {"a": ({"name": "a"}, ma.generation)}
+    assert ma.refresh() is True
+    ma.resign()
+    assert a.members() == {}
+    with pytest.raises(ValueError, match="not a leadership key"):
+        a.try_lead({}, 5, key="docs/x")
+
+
 def test_leadership_ttl_must_be_positive(store: Store) -> None:
     with pytest.raises(ValueError, match="ttl must be positive"):
         store.try_lead({}, 0)
