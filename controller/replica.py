@@ -101,13 +101,18 @@ class Replica:
         on_deposed: Callable[[], None] = lambda: None,
         token: str | None = None,
         standalone: bool = False,
+        key: str = "leader",
     ) -> None:
         """`token`: the API token; with it, a follower holds the leader's liveness
         stream and ends the leadership of a leader whose process died.
         `standalone`: the only controller (SQLite): it leads from start to stop with one
         generation, and no refresh or watchdog can depose it (there is nobody to hand
-        the switches to: a slow refresh on a loaded host must not cost a resync)."""
+        the switches to: a slow refresh on a loaded host must not cost a resync).
+        `key`: the store key held ("leader"; "member/NAME" for a replica's membership,
+        controller/masters.py)."""
         self.store = store
+        self.key = key
+        self.what = "leadership" if key == "leader" else "membership"
         self.info = dict(info)
         self.ttl = ttl
         self.margin = min(0.5, ttl / 4)
@@ -125,6 +130,9 @@ class Replica:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.elections = 0  # how often this replica became leader (for /metrics)
+        # Called with the name of a leader whose process died, once its leadership
+        # ended (controller/masters.py ends its membership too).
+        self.on_leader_died: Callable[[str], None] = lambda name: None
 
     # --- state -----------------------------------------------------------------------
     @property
@@ -193,8 +201,8 @@ class Replica:
     def _try_lead(self) -> None:
         started = time.monotonic()
         try:
-            lease = self.store.try_lead(self.info, self.ttl)
-            current = None if lease is not None else self.store.leader()
+            lease = self.store.try_lead(self.info, self.ttl, key=self.key)
+            current = None if lease is not None else self.store.leader(self.key)
         except StoreError as exc:
             log.debug("election: %s", exc)
             return
@@ -213,7 +221,10 @@ class Replica:
             self._generation = lease.generation
             self._valid_until = started + self.ttl - self.margin
             self.elections += 1
-        log.info("leading the controller replicas (generation %d)", lease.generation)
+        if self.key == "leader":
+            log.info("leading the controller replicas (generation %d)", lease.generation)
+        else:
+            log.info("member of the controller replicas (generation %d)", lease.generation)
         self.on_elected(lease.generation)
 
     def _refresh(self, lease: Leadership) -> None:
@@ -221,14 +232,14 @@ class Replica:
         try:
             ok = lease.refresh()
         except Exception as exc:  # an unreachable store: the watchdog decides
-            log.warning("could not refresh the leadership: %s", exc)
+            log.warning("could not refresh the %s: %s", self.what, exc)
             return
         if ok:
             with self._lock:
                 if self._lease is lease:
                     self._valid_until = started + self.ttl - self.margin
             return
-        log.warning("the leadership (generation %d) is lost", lease.generation)
+        log.warning("the %s (generation %d) is lost", self.what, lease.generation)
         self._depose(lease)
 
     def _watchdog(self) -> None:
@@ -238,8 +249,8 @@ class Replica:
                 expired = lease is not None and time.monotonic() >= self._valid_until
             if lease is not None and expired:
                 log.warning(
-                    "no leadership refresh for %.1fs: stepping down (generation %d)",
-                    self.ttl - self.margin, lease.generation,
+                    "no %s refresh for %.1fs: stepping down (generation %d)",
+                    self.what, self.ttl - self.margin, lease.generation,
                 )
                 self._depose(lease)
 
@@ -270,28 +281,46 @@ class Replica:
                 if ended:
                     log.warning("the leader %s (generation %d) died: its leadership ended",
                                 leader.get("name"), generation)
+                    self.on_leader_died(str(leader.get("name", "")))
                     self.step()
 
     def _leader_died(self, api: str, generation: int) -> bool:
-        """Hold the leader's liveness stream; True when it broke without a close frame
-        (the process is gone: its kernel closed the connection).  A refused or silent
-        connection proves nothing (a starting API, a partition): the lease decides."""
-        parts = urlsplit(api)
-        scheme = "wss" if parts.scheme == "https" else "ws"
-        url = urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + ALIVE_PATH, "", ""))
-        try:
-            with ws_connect(url, additional_headers={"Authorization": f"Bearer {self.token}"},
-                            open_timeout=1.0, close_timeout=0.5, ping_interval=None) as ws:
-                while not self._stop.is_set():
-                    ws.recv(timeout=3.0)
-                    with self._lock:
-                        if self._generation != generation or self._lease is not None:
-                            return False  # another leader (or we) lead now
-        except ConnectionClosedError as exc:
-            return exc.rcvd is None
-        except (OSError, TimeoutError, WebSocketException):
-            return False
+        def still_following() -> bool:
+            with self._lock:
+                return self._generation == generation and self._lease is None
+
+        return stream_died(api, self.token or "", self._stop, still_following)
+
+
+def stream_died(
+    api: str,
+    token: str,
+    stop: threading.Event,
+    still_relevant: Callable[[], bool],
+    path: str | None = None,
+) -> bool:
+    """Hold a replica's liveness stream (`path`, default the leader's) while
+    `still_relevant()`; True when it broke without a close frame (the process is
+    gone: its kernel closed the connection).  A refused or silent connection proves
+    nothing (a starting API, a partition): the lease decides."""
+    parts = urlsplit(api)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    url = urlunsplit(
+        (scheme, parts.netloc, parts.path.rstrip("/") + (path or ALIVE_PATH), "", "")
+    )
+    try:
+        with ws_connect(url, additional_headers={"Authorization": f"Bearer {token}"},
+                        open_timeout=1.0, close_timeout=0.5, ping_interval=None) as ws:
+            while not stop.is_set():
+                ws.recv(timeout=3.0)
+                if not still_relevant():
+                    return False
+    except ConnectionClosedError as exc:
+        return exc.rcvd is None
+    except (OSError, TimeoutError, WebSocketException):
         return False
+    return False
 
 
 ALIVE_PATH = "/api/v1/replicas/alive"
+MEMBER_ALIVE_PATH = "/api/v1/replicas/member-alive"
