@@ -8,11 +8,12 @@ deltas to the agent hub).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from controller.core import Core
@@ -34,8 +35,11 @@ from controller.events import (
 )
 from controller.models import NatRule
 from controller.ofmsg import OFMessage
+from controller.sharedneeds import ImportDone, Needs, NeedsExport
 
 log = logging.getLogger(__name__)
+
+TAKEOVER_SETTLE = 0.3  # seconds (see Fabric.snapshot_delay)
 
 
 class AgentLink(Protocol):
@@ -50,6 +54,14 @@ class AgentLink(Protocol):
     def send_mesh(self, hosts: list[dict[str, Any]]) -> None: ...
 
     def drop_all(self) -> None: ...
+
+    def drop_hosts(self, hosts: set[str]) -> None: ...
+
+
+@dataclass
+class ImportWait:
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
 
 
 class Fabric:
@@ -73,6 +85,20 @@ class Fabric:
         self.refusals: dict[str, int] = {"role": 0, "slave": 0}
         self.mastered: set[int] = set()  # switches whose role reply said we are master
         self.connected: set[int] = set()  # switches with an OpenFlow connection to us
+        # Masters spread over replicas (controller/masters.py), with an etcd store:
+        # our replica name (None: one master of every switch, the leader or the only
+        # controller), the assignment (dpid -> replica) and its generation, whether
+        # our membership lasts, and where exports to other replicas' hosts go.
+        self.me: str | None = None
+        self.assignment: dict[int, str] = {}
+        self.assignment_generation = 0
+        self.member = False
+        self.member_api: Callable[[str], str | None] = lambda name: None
+        self.send_export: Callable[[str, NeedsExport], None] | None = None
+        self._imports: dict[int, ImportWait] = {}
+        self._took_over: dict[str, float] = {}  # host -> when we took its switch over
+        self._served: set[str] = set()  # hosts whose switch we master (spread masters)
+        self._import_refs = itertools.count(1)
 
     # replicas --------------------------------------------------------------------
     def set_master(self, generation: int | None) -> None:
@@ -95,10 +121,72 @@ class Fabric:
         if current is not None:
             listener(current)
 
+    def set_assignment(self, masters: dict[int, str], generation: int) -> None:
+        """A newer assignment of switches to replicas (spread masters)."""
+        with self.lock:
+            if generation <= self.assignment_generation:
+                return
+            self.assignment = dict(masters)
+            self.assignment_generation = generation
+        self._spread_changed()
+
+    def set_membership(self, member: bool) -> None:
+        """Our membership started or ended (spread masters): without it we master
+        nothing."""
+        with self.lock:
+            if member == self.member:
+                return
+            self.member = member
+        self._spread_changed()
+
+    def _spread_changed(self) -> None:
+        with self.lock:
+            hosts = self.core.index.hosts()
+            foreign = {h.name for h in hosts if not self.member
+                       or self.assignment.get(h.dpid, self.me) != self.me}
+            gone = {h.name for h in hosts if not self.is_master(h.dpid)}
+            now = time.monotonic()
+            served = {h.name for h in hosts} - gone
+            for name in served - self._served:
+                self._took_over[name] = now
+            self._served = served
+            fx = self.core.set_foreign(foreign, self.assignment_generation, time.monotonic())
+            listeners = list(self._role_listeners)
+        self.execute(fx)
+        for listener in listeners:
+            listener(self.master)
+        if self.agents is not None:
+            self.agents.drop_hosts(gone)  # their agents go to their new masters
+
+    def is_master(self, dpid: int) -> bool:
+        """Whether this replica is (to be) OpenFlow master of switch `dpid`."""
+        if self.me is None:
+            return self.master is not None
+        return self.member and self.assignment.get(dpid) == self.me
+
+    def role_generation(self) -> int:
+        """The generation id of our role requests."""
+        if self.me is None:
+            return self.master if self.master is not None else self.generation_hint()
+        return self.assignment_generation
+
+    def serves(self, host: str) -> bool:
+        """Whether this replica holds `host`'s agent stream (it masters its switch)."""
+        if self.me is None:
+            return self.master is not None
+        h = self.core.index.host(host)
+        return h is not None and self.is_master(h.dpid)
+
+    def owner_api(self, host: str) -> str | None:
+        """The API URL of the replica that masters `host`'s switch (spread masters)."""
+        h = self.core.index.host(host)
+        name = self.assignment.get(h.dpid) if h is not None else None
+        return self.member_api(name) if name is not None else None
+
     def confirm_master(self, dpid: int, master: bool) -> None:
         """A switch's role reply (or its disconnection): are we its master?"""
         with self.lock:
-            if master and self.master is not None:
+            if master and self.is_master(dpid):
                 self.mastered.add(dpid)
             else:
                 self.mastered.discard(dpid)
@@ -143,11 +231,40 @@ class Fabric:
             if self.agents is not None:
                 self.agents.send_nat(host, rules)
         for export in fx.exports:
-            # Only a core that was told of hosts served by other replicas exports
-            # (Core.set_foreign), and nothing tells it yet: say so loudly.  What
-            # waits for it fails at the setup timeout.
-            log.error("no transport to the replica serving %s: export %d dropped",
-                      export.host, export.token)
+            if self.send_export is not None:
+                self.send_export(self.me or "", export)
+            else:  # a core only exports once told of other replicas' hosts
+                log.error("no transport to the replica serving %s: export %d dropped",
+                          export.host, export.token)
+        for done in fx.imports_done:
+            self._imports_done(done)
+
+    # imports from other replicas (controller/sharedneeds.py) -----------------------
+    def import_needs(
+        self, host: str, generation: int, token: int, needs: dict[int, Needs]
+    ) -> ImportWait:
+        """Another replica's export for our `host`; `wait.done` is set once the host's
+        agent holds it (`wait.ok`) or it failed."""
+        wait = ImportWait()
+        with self.lock:
+            ref = next(self._import_refs)
+            self._imports[ref] = wait
+        self.handle(self.core.needs_imported, host, generation, token, needs, ref)
+        return wait
+
+    def _imports_done(self, done: ImportDone) -> None:
+        with self.lock:
+            wait = self._imports.pop(done.ref, None)
+        if wait is not None:
+            wait.ok = done.ok
+            wait.done.set()
+
+    def forget_import(self, wait: ImportWait) -> None:
+        """Its exporter gave up waiting (its setup timed out)."""
+        with self.lock:
+            for ref, w in list(self._imports.items()):
+                if w is wait:
+                    del self._imports[ref]
 
     def on_change(self, change: Change) -> None:
         """Inventory callback: desired state changed."""
@@ -201,6 +318,16 @@ class Fabric:
         with self.lock:
             rules = self.core.nat_rules(host)
         return [r.model_dump(mode="json", exclude_none=True) for r in rules]
+
+    def snapshot_delay(self, host: str) -> float:
+        """Seconds to wait before `host`'s agent gets its snapshot: a host just taken
+        over from another replica waits TAKEOVER_SETTLE for the other replicas'
+        exports (each sends them again when it sees the new assignment)."""
+        with self.lock:
+            since = self._took_over.get(host)
+        if since is None:
+            return 0.0
+        return max(0.0, since + TAKEOVER_SETTLE - time.monotonic())
 
     def snapshot(self, host: str) -> tuple[int, list[dict[str, Any]]] | None:
         """The full route set for a connecting agent, or None until its switch synced."""

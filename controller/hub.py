@@ -16,11 +16,15 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from controller.corestate import KernelRouteDelta
 from controller.fabric import Fabric
 from controller.models import NatRule
 
 log = logging.getLogger(__name__)
+
+AGENT_COMMAND_PATH = "/api/v1/replicas/agent-command"
 
 
 @dataclass
@@ -47,6 +51,7 @@ class AgentHub:
         self.loop = loop
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
+        self.replica_token = ""  # the API token, for commands through other replicas
         fabric.agents = self
 
     # called from the WebSocket endpoint (event loop) ---------------------------------
@@ -96,7 +101,13 @@ class AgentHub:
     async def command(
         self, host: str, op: str, args: dict[str, Any], timeout: float = 60.0
     ) -> dict[str, Any]:
-        """Ask the agent of `host` to run `op`; its result data (CommandError if not)."""
+        """Ask the agent of `host` to run `op`; its result data (CommandError if not).
+        With masters spread over replicas, the agent of a host another replica
+        masters is asked through that replica (`remote_command`)."""
+        with self._lock:
+            session = self._sessions.get(host)
+        if session is None and self.fabric.me is not None and not self.fabric.serves(host):
+            return await self.remote_command(host, op, args, timeout)
         with self._lock:
             session = self._sessions.get(host)
             if session is None or not session.ready:
@@ -114,11 +125,39 @@ class AgentHub:
         finally:
             session.commands.pop(seq, None)
 
+    async def remote_command(
+        self, host: str, op: str, args: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        url = self.fabric.owner_api(host)
+        if url is None:
+            raise CommandError(f"no controller replica masters host {host} now")
+        body = {"host": host, "op": op, "args": args, "timeout": timeout}
+        try:
+            async with httpx.AsyncClient(timeout=timeout + 5) as client:
+                answer = await client.post(
+                    url.rstrip("/") + AGENT_COMMAND_PATH, json=body,
+                    headers={"Authorization": f"Bearer {self.replica_token}"},
+                )
+        except httpx.HTTPError as exc:
+            raise CommandError(f"the replica {url} serving host {host} did not answer: "
+                               f"{exc}") from None
+        if answer.status_code != 200:
+            detail = answer.json().get("detail") if answer.headers.get(
+                "content-type", "").startswith("application/json") else answer.text
+            raise CommandError(str(detail))
+        data = answer.json()
+        return data if isinstance(data, dict) else {}
+
     def drop_all(self) -> None:
         """Close every agent stream (this replica stopped leading): each agent moves
         on to another replica."""
+        self.drop_hosts(None)
+
+    def drop_hosts(self, hosts: set[str] | None) -> None:
+        """Close the agent streams of `hosts` (None: all): this replica no longer
+        masters their switches, and each agent moves on to another replica."""
         with self._lock:
-            sessions = list(self._sessions.values())
+            sessions = [s for h, s in self._sessions.items() if hosts is None or h in hosts]
         for session in sessions:
             self.loop.call_soon_threadsafe(session.queue.put_nowait, dict(CLOSE_MESSAGE))
             self.close(session)
@@ -187,6 +226,14 @@ class AgentHub:
 
     # internals ------------------------------------------------------------------------
     def _offer_snapshot(self, session: Session) -> None:
+        delay = self.fabric.snapshot_delay(session.host)
+        if delay > 0:
+            # just taken over: the other replicas' exports for this host are on
+            # their way, and the snapshot must hold them
+            self.loop.call_soon_threadsafe(
+                self.loop.call_later, delay, self._offer_snapshot, session
+            )
+            return
         snap = self.fabric.snapshot(session.host)
         if snap is None:
             log.info("agent %s waits for its switch to sync before its snapshot", session.host)

@@ -270,6 +270,10 @@ class Inventory:
         self._mark_serial = 0
         self._replica_id = uuid.uuid4().hex
         self._watch_error: str | None = None
+        # Documents that are no desired state but which replicas share through the
+        # store (the switch assignment, controller/masters.py): kind -> callback,
+        # for every write, this replica's own included.
+        self.watchers: dict[str, Callable[[dict[str, Any] | None], None]] = {}
         revision = self._load()
         if replicated:
             store.watch(revision, self._on_store_events, self._on_watch_error)
@@ -306,6 +310,13 @@ class Inventory:
     def _on_store_events(self, events: list[StoreEvent]) -> None:
         """The store watch: another replica's changes, in revision order."""
         for ev in events:
+            watcher = self.watchers.get(ev.kind)
+            if watcher is not None:
+                try:
+                    watcher(ev.value)
+                except Exception:  # the watch must go on
+                    log.exception("handling a %s document failed", ev.kind)
+                continue
             if ev.kind == META:
                 if ev.key == SYNC_MARK and ev.value is not None:
                     with self._marks:

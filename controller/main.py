@@ -21,6 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from controller.api import leader as leader_api
 from controller.api import metrics, routes, stream
+from controller.api import peers as peers_api
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.leader import install_leader_forwarding
@@ -29,7 +30,9 @@ from controller.corestate import CoreState
 from controller.fabric import Fabric
 from controller.hub import AgentHub
 from controller.inventory import Inventory
+from controller.masters import ASSIGNMENT, Masters
 from controller.models import Name
+from controller.peers import Exporter
 from controller.replica import (
     REPLICAS,
     Replica,
@@ -199,7 +202,8 @@ def main(
     lease_ttl: Annotated[
         float,
         typer.Option(min=1.0, max=60.0,
-                     help="seconds a silent leader keeps its leadership (etcd lease TTL)"),
+                     help="seconds a silent replica keeps its membership and leadership "
+                     "(etcd lease TTL)"),
     ] = 2.0,
     token_file: Annotated[
         Path, typer.Option(help="API token file (created with a random token if absent)")
@@ -290,13 +294,30 @@ def main(
         ),
     )
     fabric_ref.append(fabric)
-    elector = Replica(
-        backend, record, ttl=lease_ttl,
-        on_elected=fabric.set_master, on_deposed=lambda: fabric.set_master(None),
-        token=token if replicated else None, standalone=not replicated,
-    )
-    fabric.generation_hint = lambda: elector.generation
-    fabric.lease_valid = lambda: elector.is_leader
+    if replicated:
+        # Masters spread over the replicas (controller/masters.py): the leader only
+        # assigns the switches; every member masters its share.
+        elector = Replica(backend, record, ttl=lease_ttl, token=token)
+        spread = Masters(
+            backend, record, elector, ttl=lease_ttl, token=token,
+            switches=lambda: {h.dpid for h in inventory.index.hosts()},
+            on_assignment=fabric.set_assignment, on_membership=fabric.set_membership,
+        )
+        masters: Masters | None = spread
+        fabric.me = name
+        fabric.member_api = spread.member_api
+        fabric.lease_valid = lambda: spread.is_member
+        inventory.watchers[ASSIGNMENT] = spread.apply
+        Exporter(fabric, token)
+    else:
+        masters = None
+        elector = Replica(
+            backend, record, ttl=lease_ttl,
+            on_elected=fabric.set_master, on_deposed=lambda: fabric.set_master(None),
+            standalone=True,
+        )
+        fabric.generation_hint = lambda: elector.generation
+        fabric.lease_valid = lambda: elector.is_leader
     ctx = ApiContext(
         inventory=inventory,
         token=token,
@@ -311,7 +332,9 @@ def main(
         ),
         replica=record,
     )
-    app = create_app(ctx, extra_routers=[routes.router, stream.router, leader_api.router])
+    app = create_app(
+        ctx, extra_routers=[routes.router, stream.router, leader_api.router, peers_api.router]
+    )
     app.include_router(metrics.router)
 
     def leader_url() -> str | None:
@@ -320,16 +343,25 @@ def main(
 
     app.state.leader = leader_url
     app.state.replica = elector
-    install_leader_forwarding(app, lambda: fabric.master is not None, leader_url)
+    if masters is not None:
+        app.state.masters = masters
+        app.state.peer_apis = masters.peer_apis
+    else:
+        install_leader_forwarding(app, lambda: fabric.master is not None, leader_url)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        app.state.hub = AgentHub(fabric, asyncio.get_running_loop())
+        hub = app.state.hub = AgentHub(fabric, asyncio.get_running_loop())
+        hub.replica_token = token
         start_openflow(fabric, of_host, of_port)
         elector.start()
+        if masters is not None:
+            masters.start()
         log.info("replica %s: API on %s:%d, OpenFlow on %s:%d, store %s", name, api_host,
                  api_port, of_host, of_port, backend)
         yield
+        if masters is not None:
+            masters.stop()  # our switches go to the other members at once
         elector.stop()  # a leader resigns: another replica takes over at once
 
     app.router.lifespan_context = lifespan

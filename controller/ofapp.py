@@ -164,11 +164,13 @@ def _port(p: Any) -> PortInfo:
 
 
 class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
-    """OpenFlow master of every switch while this replica leads, slave otherwise.
+    """OpenFlow master of the switches this replica masters, slave of the others.
 
-    Only the master's core sees events and sends messages (docs/architecture.md,
-    "Replicas"); a slave keeps its switch connections so that it can take over
-    with one role request per switch.
+    One master of every switch while this replica leads (or is the only
+    controller); with masters spread over replicas, of the switches assigned to it
+    (docs/architecture.md, "Replicas", "Spread masters").  Only a switch's master
+    sees its events and sends it messages; a slave keeps its connection so that it
+    can take over with one role request.
     """
 
     OFP_VERSIONS: ClassVar[list[int]] = [ofp.OFP_VERSION]
@@ -181,7 +183,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         self._parts: dict[tuple[int, int], list[Any]] = {}
         self._ports: dict[int, list[PortInfo]] = {}
         self._role_lock = threading.Lock()
-        self._master: int | None = None  # our generation while master of the switches
+        self._roles: dict[int, tuple[bool, int]] = {}  # dpid -> (master?, generation) sent
         self.fabric.send_openflow = self._send
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="daolinet-tick", daemon=True)
@@ -192,34 +194,39 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         self._stop.set()
 
     # roles (docs/architecture.md, "Replicas") -----------------------------------------
-    @property
-    def master(self) -> bool:
-        return self._master is not None
+    def _masters(self, dpid: int) -> bool:
+        return self.fabric.is_master(dpid)
 
-    def _role_changed(self, generation: int | None) -> None:
-        """This replica became leader (its generation) or stopped leading (None)."""
+    def _role_changed(self, generation: int | None = None) -> None:
+        """Roles changed (elected, deposed, a new assignment): ask every switch for
+        the role we now want of it, and start or stop serving it."""
+        changes: list[tuple[int, bool, bool]] = []
         with self._role_lock:
-            if generation == self._master:
-                return
-            was_master = self._master is not None
-            self._master = generation
-            datapaths = list(self.datapaths.values())
-        for dp in datapaths:
-            self._request_role(dp)
-        if generation is not None:
-            log.info("master of %d switch(es), generation %d", len(datapaths), generation)
-            for dp in datapaths:
-                self.fabric.handle(self.fabric.core.switch_connected, dp.id)
-        elif was_master:
-            log.warning("no longer master: slave of %d switch(es)", len(datapaths))
-            for dp in datapaths:
-                self.fabric.handle(self.fabric.core.switch_disconnected, dp.id)
+            for dp in self.datapaths.values():
+                was = self._roles.get(dp.id, (False, -1))
+                now = self._request_role(dp)
+                if now != was:
+                    changes.append((dp.id, was[0], now[0]))
+        gained = [d for d, was, now in changes if now and not was]
+        lost = [d for d, was, now in changes if was and not now]
+        if gained:
+            log.info("master of %d more switch(es), generation %d", len(gained),
+                     self.fabric.role_generation())
+        if lost:
+            log.warning("no longer master of %d switch(es)", len(lost))
+        for dpid in gained:
+            self.fabric.handle(self.fabric.core.switch_connected, dpid)
+        for dpid in lost:
+            self.fabric.handle(self.fabric.core.switch_disconnected, dpid)
 
-    def _request_role(self, dp: Any) -> None:
-        master = self._master
-        role = ofp.OFPCR_ROLE_MASTER if master is not None else ofp.OFPCR_ROLE_SLAVE
-        generation = master if master is not None else self.fabric.generation_hint()
-        dp.send_msg(parser.OFPRoleRequest(dp, role, generation))
+    def _request_role(self, dp: Any) -> tuple[bool, int]:
+        """Send the role we want of `dp` if it changed (caller holds _role_lock)."""
+        want = (self._masters(dp.id), self.fabric.role_generation())
+        if self._roles.get(dp.id) != want:
+            self._roles[dp.id] = want
+            role = ofp.OFPCR_ROLE_MASTER if want[0] else ofp.OFPCR_ROLE_SLAVE
+            dp.send_msg(parser.OFPRoleRequest(dp, role, want[1]))
+        return want
 
     @set_ev_cls(  # type: ignore[untyped-decorator]
         ofp_event.EventOFPRoleReply, [CONFIG_DISPATCHER, MAIN_DISPATCHER]
@@ -227,7 +234,10 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
     def on_role_reply(self, ev: Any) -> None:
         """The switch confirmed a role: the switches this replica masters, as they say."""
         msg = ev.msg
-        mastered = msg.role == ofp.OFPCR_ROLE_MASTER and msg.generation_id == self._master
+        mastered = (
+            msg.role == ofp.OFPCR_ROLE_MASTER
+            and msg.generation_id == self.fabric.role_generation()
+        )
         self.fabric.confirm_master(msg.datapath.id, mastered)
         if mastered:
             log.info("switch %016x: master (generation %d)", msg.datapath.id,
@@ -258,7 +268,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         the first-packet path.  Nothing is sent unless this replica is master.
         """
         dp = self.datapaths.get(dpid)
-        if dp is None or self._master is None or not self.fabric.lease_valid():
+        if dp is None or not self._masters(dpid) or not self.fabric.lease_valid():
             return
         bufs = []
         for msg in msgs:
@@ -270,7 +280,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     def _tick(self) -> None:
         while not self._stop.wait(TICK_SECONDS):
-            if not self.master:
+            if not any(self._masters(d) for d in list(self.datapaths)):
                 continue
             try:
                 self.fabric.handle(self.fabric.core.tick)
@@ -284,9 +294,9 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         with self._role_lock:
             self.datapaths[dp.id] = dp
             self.fabric.switch_seen(dp.id, True)
-            master = self.master
+            self._roles.pop(dp.id, None)  # a new connection: ask again
             # Under the lock: a role change either sees this switch or is seen here.
-            self._request_role(dp)
+            master, _ = self._request_role(dp)
         log.info("switch %016x connected from %s (%s)", dp.id, dp.address,
                  "master" if master else "slave")
         if master:
@@ -300,17 +310,18 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
             if dpid is None or self.datapaths.get(dpid) is not dp:
                 return
             del self.datapaths[dpid]
+            was_master = self._roles.pop(dpid, (False, 0))[0]
         self.fabric.switch_seen(dpid, False)
         self.fabric.confirm_master(dpid, False)
         log.info("switch %016x disconnected", dpid)
-        if self.master:
+        if was_master:
             self.fabric.handle(self.fabric.core.switch_disconnected, dpid)
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_port_desc(self, ev: Any) -> None:
-        if not self.master:
-            return
         dpid = ev.msg.datapath.id
+        if not self._masters(dpid):
+            return
         self._ports.setdefault(dpid, []).extend(_port(p) for p in ev.msg.body)
         if ev.msg.flags & ofp.OFPMPF_REPLY_MORE:
             return
@@ -319,9 +330,9 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_port_status(self, ev: Any) -> None:
-        if not self.master:
-            return
         msg = ev.msg
+        if not self._masters(msg.datapath.id):
+            return
         port = _port(msg.desc)
         if msg.reason == ofp.OFPPR_DELETE:
             self.fabric.handle(self.fabric.core.port_removed, msg.datapath.id, port)
@@ -331,9 +342,9 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
     # traffic ---------------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_packet_in(self, ev: Any) -> None:
-        if not self.master:
-            return
         msg = ev.msg
+        if not self._masters(msg.datapath.id):
+            return
         m = msg.match
         ct_state = m.get("ct_state", 0)
         if isinstance(ct_state, tuple):
@@ -344,18 +355,18 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_flow_removed(self, ev: Any) -> None:
-        if not self.master:
-            return
         msg = ev.msg
+        if not self._masters(msg.datapath.id):
+            return
         self.fabric.handle(
             self.fabric.core.flow_removed, msg.datapath.id, msg.cookie, msg.packet_count
         )
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_flow_stats(self, ev: Any) -> None:
-        if not self.master:
-            return
         msg = ev.msg
+        if not self._masters(msg.datapath.id):
+            return
         key = (msg.datapath.id, msg.xid)
         self._parts.setdefault(key, []).extend(msg.body)
         if msg.flags & ofp.OFPMPF_REPLY_MORE:

@@ -41,6 +41,14 @@ class Fabric(Protocol):
         """Messages the switches refused, by kind ("role", "slave")."""
         ...
 
+    def serves(self, host: str) -> bool:
+        """Whether this replica holds `host`'s agent stream (masters its switch)."""
+        ...
+
+    def owner_api(self, host: str) -> str | None:
+        """The API URL of the replica that masters `host`'s switch (spread masters)."""
+        ...
+
     def routes(self, host: str | None = None) -> list[dict[str, Any]]:
         """The live hot-plug connections (see docs/architecture.md, GET /routes)."""
         ...

@@ -43,20 +43,32 @@ async def leader_alive(websocket: WebSocket) -> None:
     """Held open by the followers while this replica leads (controller/replica.py): if
     it breaks without a close frame, this process died, and a follower ends its
     leadership at once instead of waiting for the lease to expire."""
-    ctx = websocket.app.state.ctx
     replica = getattr(websocket.app.state, "replica", None)
+    await _alive(websocket, lambda: replica is not None and replica.is_leader, "the leader")
+
+
+@router.websocket("/replicas/member-alive")
+async def member_alive(websocket: WebSocket) -> None:
+    """Held open by the leader while this replica is a member (controller/masters.py),
+    for the same reason: a member whose process died loses its switches at once."""
+    masters = getattr(websocket.app.state, "masters", None)
+    await _alive(websocket, lambda: masters is not None and masters.is_member, "a member")
+
+
+async def _alive(websocket: WebSocket, lasting: Callable[[], bool], what: str) -> None:
+    ctx = websocket.app.state.ctx
     if not check_token(ctx, websocket.headers.get("authorization")):
         await websocket.close(code=4401, reason="invalid or missing bearer token")
         return
-    if replica is None or not replica.is_leader:
-        await websocket.close(code=CLOSE_NOT_LEADER, reason="not the leader")
+    if not lasting():
+        await websocket.close(code=CLOSE_NOT_LEADER, reason=f"not {what}")
         return
     await websocket.accept()
     with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-        while replica.is_leader:
+        while lasting():
             await websocket.send_text("alive")
             await asyncio.sleep(ALIVE_EVERY)
-        await websocket.close(code=CLOSE_NOT_LEADER, reason="no longer the leader")
+        await websocket.close(code=CLOSE_NOT_LEADER, reason=f"no longer {what}")
 
 
 def install_leader_forwarding(

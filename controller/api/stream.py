@@ -18,7 +18,7 @@ router = APIRouter()
 # WebSocket close codes in the private range, so an agent can tell them apart.
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_UNKNOWN_HOST = 4404
-CLOSE_NOT_LEADER = 4503  # this replica does not lead: the agent tries another
+CLOSE_NOT_LEADER = 4503  # this replica does not serve the host: the agent tries another
 
 
 @router.websocket("/hosts/{name}/stream")
@@ -31,8 +31,8 @@ async def agent_stream(websocket: WebSocket, name: str) -> None:
     if ctx.inventory.index.host(name) is None:
         await websocket.close(code=CLOSE_UNKNOWN_HOST, reason=f"host {name} is not registered")
         return
-    if ctx.fabric.master is None:
-        await websocket.close(code=CLOSE_NOT_LEADER, reason=not_leader_reason(websocket))
+    if not ctx.fabric.serves(name):
+        await websocket.close(code=CLOSE_NOT_LEADER, reason=not_serving_reason(websocket, name))
         return
     await websocket.accept()
     session = hub.open(name)
@@ -51,7 +51,13 @@ async def agent_stream(websocket: WebSocket, name: str) -> None:
         log.info("agent %s disconnected", name)
 
 
-def not_leader_reason(websocket: WebSocket) -> str:
+def not_serving_reason(websocket: WebSocket, host: str) -> str:
+    """Why this replica refuses `host`'s stream, and where to go instead."""
+    ctx: ApiContext = websocket.app.state.ctx
+    if getattr(websocket.app.state, "masters", None) is not None:  # spread masters
+        url = ctx.fabric.owner_api(host)
+        return (f"not the master of {host}; {url} is" if url
+                else f"not the master of {host}; no replica is now")
     leader = getattr(websocket.app.state, "leader", None)
     url = leader() if callable(leader) else None
     return f"not the leader; the leader is {url}" if url else "not the leader; no leader now"
@@ -61,6 +67,7 @@ async def _send_loop(websocket: WebSocket, session: Session) -> None:
     while True:
         message = await session.queue.get()
         if message == CLOSE_MESSAGE:
-            await websocket.close(code=CLOSE_NOT_LEADER, reason=not_leader_reason(websocket))
+            await websocket.close(code=CLOSE_NOT_LEADER,
+                                  reason=not_serving_reason(websocket, session.host))
             return
         await websocket.send_json(message)

@@ -18,6 +18,12 @@ class FakeFabric:
         self.refusals = {"role": 0, "slave": 0}
         self._routes = list(routes)
 
+    def serves(self, host: str) -> bool:
+        return self.master is not None
+
+    def owner_api(self, host: str) -> str | None:
+        return None
+
     def routes(self, host: str | None = None) -> list[dict[str, Any]]:
         return [r for r in self._routes
                 if host is None or host in (r["src_host"], r["dst_host"])]

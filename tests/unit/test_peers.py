@@ -1,0 +1,90 @@
+"""Requests between replicas with masters spread over them (controller/api/peers.py)
+and the merge of their live routes (controller/api/routes.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from controller.api import peers, routes
+from controller.api.app import create_app
+from controller.api.deps import ApiContext
+from controller.api.routes import merge_routes
+from controller.fabric import Fabric
+from controller.inventory import Inventory
+from controller.models import Host
+from controller.store import SqliteStore
+
+ADMIN = "admin-token-for-the-peer-tests"
+
+
+def half(flows: int, age: float, idle: float) -> dict[str, object]:
+    return {"src": "a", "src_ip": "10.1.0.5", "dst": "b", "dst_ip": "10.1.0.6",
+            "src_host": "h1", "dst_host": "h2", "path": "underlay", "mode": "open",
+            "flows": flows, "age": age, "idle": idle}
+
+
+def test_the_two_halves_of_a_connection_are_one_row() -> None:
+    other = dict(half(2, 0.1, 0.1), src="c", src_ip="10.1.0.7", dst_ip="10.1.0.8")
+    merged = merge_routes([[half(2, 5.0, 0.5)], [half(2, 4.0, 0.2), other]])
+    assert merged == [half(4, 5.0, 0.2), other]
+
+
+def spread_app(tmp_path: Path, me: str | None) -> tuple[TestClient, Fabric]:
+    inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
+    for name, dpid in (("h1", 1), ("h2", 2)):
+        inventory.index.put_host(Host(name=name, address=ipaddress.IPv4Address(
+            f"198.18.0.{dpid}"), dpid=dpid))
+    fabric = Fabric(inventory.index)
+    fabric.me = me
+    fabric.set_membership(True)
+    fabric.set_assignment({1: "c0", 2: "c1"}, 7)
+    ctx = ApiContext(inventory=inventory, token=ADMIN, fabric=fabric,
+                     openflow_host="0.0.0.0", openflow_port=6653)
+    app = create_app(ctx, [peers.router, routes.router])
+    return TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}), fabric
+
+
+NEEDS = {"sender": "c1", "generation": 7, "token": 3, "needs": {"2": {"10.1.0.6": "198.19.0.2"}}}
+
+
+def test_needs_for_a_host_we_do_not_master_are_refused(tmp_path: Path) -> None:
+    client, fabric = spread_app(tmp_path, "c0")
+    assert fabric.serves("h1") and not fabric.serves("h2")
+    assert fabric.core.state.foreign == {"h2"}
+    r = client.post("/api/v1/replicas/needs", json=dict(NEEDS, host="h2"))
+    assert r.status_code == 409 and "does not master host h2" in r.json()["detail"]
+    # ours, but its switch has not connected (no dump yet): kept, answered not ok
+    r = client.post("/api/v1/replicas/needs", json=dict(NEEDS, host="h1"))
+    assert r.status_code == 200 and r.json() == {"ok": False}
+    table = fabric.core.state.imports["h1"].sets[2]
+    assert (table.generation, table.token) == (7, 3)
+    assert table.needs == {ipaddress.IPv4Address("10.1.0.6"): ipaddress.IPv4Address("198.19.0.2")}
+    r = client.post("/api/v1/replicas/needs", json=dict(NEEDS, host="h1", needs={"x": {}}))
+    assert r.status_code == 422
+
+
+def test_without_membership_nothing_is_ours(tmp_path: Path) -> None:
+    client, fabric = spread_app(tmp_path, "c0")
+    fabric.set_membership(False)
+    assert not fabric.serves("h1") and fabric.core.state.foreign == {"h1", "h2"}
+    r = client.post("/api/v1/replicas/agent-command",
+                    json={"host": "h1", "op": "wg-keygen"})
+    assert r.status_code == 409
+
+
+def test_the_one_master_of_all_has_no_peer_requests(tmp_path: Path) -> None:
+    client, _ = spread_app(tmp_path, None)
+    for method, path, body in (("POST", "/api/v1/replicas/needs", dict(NEEDS, host="h1")),
+                               ("POST", "/api/v1/replicas/agent-command",
+                                {"host": "h1", "op": "x"})):
+        r = client.request(method, path, json=body)
+        assert r.status_code == 404 and "not spread" in r.json()["detail"], r.text
+    assert client.get("/api/v1/replicas/routes").status_code == 404
+    assert client.get("/api/v1/replicas/needs").status_code == 405
+    # an agent token or none may not talk as a replica
+    r = client.post("/api/v1/replicas/needs", json=dict(NEEDS, host="h1"),
+                    headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401
