@@ -514,6 +514,8 @@ def replica_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             ("name", "NAME", _text),
             ("site", "SITE", _text),
             ("leader", "LEADER", _yes_no),
+            ("member", "MEMBER", _yes_no),
+            ("switches", "SWITCHES", lambda v: ",".join(v) if v else "-"),
             ("api", "API", _text),
             ("openflow", "OPENFLOW", _text),
             ("openflow_remote", "OPENFLOW REMOTE", _text),

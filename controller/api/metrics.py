@@ -45,7 +45,9 @@ def _histogram(name: str, labels: str, latencies: Sequence[float]) -> list[str]:
     return lines
 
 
-def render(fabric: Fabric) -> str:
+def render(fabric: Fabric, leader: bool | None = None) -> str:
+    """`leader`: whether this replica leads (default: whether it masters every switch,
+    the one-master model)."""
     totals, live, latencies = fabric.counters()
     per_host = fabric.host_counters()
     lines: list[str] = []
@@ -54,11 +56,16 @@ def render(fabric: Fabric) -> str:
         lines += _header(metric, "counter", help_)
         lines.append(f"{metric} {getattr(totals, name)}")
     lines += _header("daolinet_replica_leader", "gauge",
-                     "1 while this controller replica leads (OpenFlow master of the switches)")
-    lines.append(f"daolinet_replica_leader {int(fabric.master is not None)}")
+                     "1 while this controller replica leads (with masters spread over "
+                     "replicas: assigns the switches; else: masters them all)")
+    leads = fabric.master is not None if leader is None else leader
+    lines.append(f"daolinet_replica_leader {int(leads)}")
     lines += _header("daolinet_switches_mastered", "gauge",
                      "switches whose role reply says this replica is their master")
     lines.append(f"daolinet_switches_mastered {len(fabric.mastered)}")
+    lines += _header("daolinet_switch_mastered", "gauge",
+                     "1 for each switch (by dpid) whose role reply says this replica is master")
+    lines += [f'daolinet_switch_mastered{{dpid="{d}"}} 1' for d in sorted(fabric.mastered)]
     lines += _header("daolinet_switches_connected", "gauge",
                      "switches with an OpenFlow connection to this replica, master or slave")
     lines.append(f"daolinet_switches_connected {len(fabric.connected)}")
@@ -88,4 +95,6 @@ def render(fabric: Fabric) -> str:
 
 @router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
 def metrics(request: Request) -> str:
-    return render(request.app.state.ctx.fabric)
+    masters = getattr(request.app.state, "masters", None)
+    leader = masters.elector.is_leader if masters is not None else None
+    return render(request.app.state.ctx.fabric, leader)

@@ -1,8 +1,9 @@
 """GET /api/v1/replicas: the controller replicas and which one leads (read-only);
 DELETE /api/v1/replicas/{name}: forget a replica that was taken out of service.
 
-Replicated controllers (etcd): every replica's record and the leader key, read from
-the store, so any replica answers alike (a follower does not forward this).  The
+Replicated controllers (etcd): every replica's record, the leader key, the
+memberships and the switch assignment (controller/masters.py), read from the store,
+so any replica answers alike (a follower does not forward this).  The
 standalone controller (SQLite) writes no record: it answers its own, as the leader.
 
 A record outlives its replica (a stopped replica comes back under its name), so its
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from controller.api.auth import BearerToken, RequireToken, Role
 from controller.api.deps import Ctx
 from controller.api.schemas import ReplicaOut, ReplicasOut
+from controller.masters import ASSIGNMENT, ASSIGNMENT_KEY, parse_assignment
 from controller.replica import REPLICAS, Replica
 
 router = APIRouter(prefix="/replicas", tags=["replicas"], dependencies=[RequireToken])
@@ -29,19 +31,35 @@ LIVENESS_TIMEOUT = 1.0
 @router.get("", summary="List the controller replicas and the leader")
 def list_replicas(ctx: Ctx, request: Request) -> ReplicasOut:
     store = ctx.inventory.store
+    hosts = ctx.inventory.index.hosts()
     if ctx.inventory.replicated:
         records = store.list(REPLICAS)
         current = store.leader()
         name = str(current[0].get("name")) if current else None
         generation = current[1] if current else None
-    else:  # the only controller leads from start to stop (controller/replica.py)
-        records = [ctx.replica] if ctx.replica else []
-        name = str(ctx.replica["name"]) if ctx.replica else None
-        elector: Replica | None = getattr(request.app.state, "replica", None)
-        generation = elector.generation if elector is not None else None
+        members = store.members()
+        masters, assigned_at = parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))
+        by_dpid = {h.dpid: h.name for h in hosts}
+        switches: dict[str, list[str]] = {}
+        for dpid, replica in masters.items():
+            if dpid in by_dpid:
+                switches.setdefault(replica, []).append(by_dpid[dpid])
+        return ReplicasOut(
+            leader=name, generation=generation, assignment_generation=assigned_at or None,
+            replicas=[
+                ReplicaOut.of(r, name, str(r.get("name")) in members,
+                              switches.get(str(r.get("name")), []))
+                for r in records
+            ],
+        )
+    # the only controller leads from start to stop (controller/replica.py)
+    records = [ctx.replica] if ctx.replica else []
+    name = str(ctx.replica["name"]) if ctx.replica else None
+    elector: Replica | None = getattr(request.app.state, "replica", None)
+    generation = elector.generation if elector is not None else None
     return ReplicasOut(
         leader=name, generation=generation,
-        replicas=[ReplicaOut.of(record, name) for record in records],
+        replicas=[ReplicaOut.of(r, name, True, [h.name for h in hosts]) for r in records],
     )
 
 

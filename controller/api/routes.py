@@ -1,17 +1,67 @@
-"""GET /routes: the live hot-plug connections, read from the fabric."""
+"""GET /routes: the live hot-plug connections, read from the fabric.
+
+With masters spread over replicas each replica knows the connections through the
+switches it masters: the answer merges every member's (`/replicas/routes`), one
+row per pair, its flows counted over both halves.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from fastapi import APIRouter
+import httpx
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse
 
 from controller.api.auth import RequireToken
 from controller.api.deps import Ctx
 
 router = APIRouter(dependencies=[RequireToken])
+PEER_TIMEOUT = 3.0
 
 
-@router.get("/routes", summary="Live hot-plug routes between containers")
-def list_routes(ctx: Ctx, host: str | None = None) -> list[dict[str, Any]]:
-    return ctx.fabric.routes(host)
+@router.get("/routes", summary="Live hot-plug routes between containers", response_model=None)
+async def list_routes(
+    ctx: Ctx, request: Request, host: str | None = None
+) -> list[dict[str, Any]] | JSONResponse:
+    rows = ctx.fabric.routes(host)
+    peers: Callable[[], list[str]] | None = getattr(request.app.state, "peer_apis", None)
+    if peers is None:
+        return rows
+    urls = peers()
+    params = {"host": host} if host else {}
+    headers = {"Authorization": f"Bearer {ctx.token}"}
+    async with httpx.AsyncClient(timeout=PEER_TIMEOUT) as client:
+        answers = await asyncio.gather(
+            *(client.get(u.rstrip("/") + "/api/v1/replicas/routes", params=params,
+                         headers=headers) for u in urls),
+            return_exceptions=True,
+        )
+    parts = [rows]
+    for url, answer in zip(urls, answers, strict=True):
+        if isinstance(answer, BaseException) or answer.status_code != 200:
+            why = answer if isinstance(answer, BaseException) else answer.status_code
+            return JSONResponse(
+                {"detail": f"replica {url} did not answer with its routes: {why}"},
+                status_code=503, headers={"Retry-After": "1"},
+            )
+        parts.append(answer.json())
+    return merge_routes(parts)
+
+
+def merge_routes(parts: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per pair: flows added up, the oldest age, the latest activity."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for rows in parts:
+        for row in rows:
+            key = (str(row["src_ip"]), str(row["dst_ip"]))
+            have = seen.get(key)
+            if have is None:
+                seen[key] = dict(row)
+                continue
+            have["flows"] = int(have["flows"]) + int(row["flows"])
+            have["age"] = max(float(have["age"]), float(row["age"]))
+            have["idle"] = min(float(have["idle"]), float(row["idle"]))
+    return sorted(seen.values(), key=lambda r: (str(r["src"]), str(r["dst"])))

@@ -312,9 +312,21 @@ class ReplicaOut(_Out):
     )
     site: str | None = Field(default=None, description="null: no site, one target for all")
     leader: bool
+    member: bool = Field(
+        default=True, description="Its membership lasts: it masters the switches assigned to it"
+    )
+    switches: list[str] = Field(
+        default_factory=list, description="Hosts whose switch is assigned to it (sorted)"
+    )
 
     @classmethod
-    def of(cls, record: dict[str, Any], leader: str | None) -> ReplicaOut:
+    def of(
+        cls,
+        record: dict[str, Any],
+        leader: str | None,
+        member: bool = True,
+        switches: list[str] | None = None,
+    ) -> ReplicaOut:
         def text(key: str) -> str | None:
             value = record.get(key)
             return str(value) if value else None
@@ -323,12 +335,18 @@ class ReplicaOut(_Out):
         openflow = text("openflow")
         return cls(name=name, api=text("api"), openflow=openflow,
                    openflow_remote=text("openflow_remote") or openflow, site=text("site"),
-                   leader=leader is not None and name == leader)
+                   leader=leader is not None and name == leader, member=member,
+                   switches=sorted(switches or []))
 
 
 class ReplicasOut(_Out):
     leader: str | None = Field(description="The leading replica; null during an election")
     generation: int | None = Field(
         description="The leadership's generation (the role requests' generation id)"
+    )
+    assignment_generation: int | None = Field(
+        default=None,
+        description="Generation of the switch assignment (the role requests' generation id "
+        "with masters spread over replicas); null for the only controller",
     )
     replicas: list[ReplicaOut]

@@ -48,17 +48,18 @@ def test_the_standalone_controller_answers_itself_as_the_leader(tmp_path: Path) 
         r = get(ctx, elector)
         assert r.status_code == 200, r.text
         assert r.json() == {
-            "leader": "c0", "generation": elector.generation,
+            "leader": "c0", "generation": elector.generation, "assignment_generation": None,
             "replicas": [{"name": "c0", "api": "http://198.18.0.1:8080",
                           "openflow": "tcp:198.18.0.1:6653",
                           "openflow_remote": "tcp:100.64.0.1:6653", "site": "a",
-                          "leader": True}],
+                          "leader": True, "member": True, "switches": []}],
         }
         assert elector.generation >= 1
         assert store.list(REPLICAS) == []  # nothing written for it
         # a bare app (no record, no elector): nothing to show, no error
         bare = get(context(store, replicated=False, replica=None))
-        assert bare.json() == {"leader": None, "generation": None, "replicas": []}
+        assert bare.json() == {"leader": None, "generation": None,
+                               "assignment_generation": None, "replicas": []}
     finally:
         elector.stop()
         store.close()

@@ -260,18 +260,18 @@ def test_replicas_of_a_standalone_controller(run, api: Api) -> None:
         r = run("replica", "list")
         assert r.exit_code == 0, r.output
         lines = r.stdout.splitlines()
-        assert lines[0].split() == ["NAME", "SITE", "LEADER", "API", "OPENFLOW", "OPENFLOW",
-                                    "REMOTE"]
-        assert lines[1].split() == ["c0", "a", "yes", "http://198.18.0.1:8080",
+        assert lines[0].split() == ["NAME", "SITE", "LEADER", "MEMBER", "SWITCHES", "API",
+                                    "OPENFLOW", "OPENFLOW", "REMOTE"]
+        assert lines[1].split() == ["c0", "a", "yes", "yes", "h1,h2", "http://198.18.0.1:8080",
                                     "tcp:198.18.0.1:6653", "tcp:100.64.0.1:6653"]
         assert lines[2] == "leader c0, generation -"  # (no elector in this test app)
         r = run("replica", "list", "--json")
         assert json.loads(r.stdout) == {
-            "leader": "c0", "generation": None,
+            "leader": "c0", "generation": None, "assignment_generation": None,
             "replicas": [{"name": "c0", "api": "http://198.18.0.1:8080",
                           "openflow": "tcp:198.18.0.1:6653",
                           "openflow_remote": "tcp:100.64.0.1:6653", "site": "a",
-                          "leader": True}],
+                          "leader": True, "member": True, "switches": ["h1", "h2"]}],
         }
     finally:
         api.ctx.replica = None

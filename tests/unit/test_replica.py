@@ -42,7 +42,9 @@ class FakeStore:
         self.issued: list[FakeLeadership] = []
         self.down = False
 
-    def try_lead(self, value: dict[str, Any], ttl: float) -> FakeLeadership | None:
+    def try_lead(
+        self, value: dict[str, Any], ttl: float, key: str = "leader"
+    ) -> FakeLeadership | None:
         if self.down:
             raise StoreUnavailable("etcd: no quorum")
         if not self.free:
@@ -52,10 +54,10 @@ class FakeStore:
         self.current = (value, lease.generation)
         return lease
 
-    def leader(self) -> tuple[dict[str, Any], int] | None:
+    def leader(self, key: str = "leader") -> tuple[dict[str, Any], int] | None:
         return self.current
 
-    def end_leadership(self, generation: int) -> bool:
+    def end_leadership(self, generation: int, key: str = "leader") -> bool:
         return False
 
 
