@@ -79,6 +79,7 @@ class Masters:
         elector.on_leader_died = self.end_membership
         self.poll_every = min(0.2, ttl / 10)
         self._lock = threading.Lock()
+        self._step_lock = threading.Lock()
         self._members: dict[str, tuple[dict[str, Any], int]] = {}
         self._generation = 0  # of the newest assignment applied
         self._watched: set[str] = set()  # members whose liveness the leader holds
@@ -133,6 +134,13 @@ class Masters:
                 log.exception("assignment round failed")
 
     def step(self) -> None:
+        # One round at a time: the assigner thread and a liveness watcher that saw a
+        # member die would otherwise both write the same assignment, the second one
+        # only bumping the generation (another round of role requests everywhere).
+        with self._step_lock:
+            self._step()
+
+    def _step(self) -> None:
         members = self.store.members()
         with self._lock:
             self._members = members
@@ -146,6 +154,12 @@ class Masters:
             return
         with self.store.exclusive():
             if not self.elector.is_leader:
+                return
+            # read again inside the exclusive section: a round of another leader
+            # (one that just lost its leadership) may have written it meanwhile
+            current, _ = parse_assignment(self.store.get(ASSIGNMENT, ASSIGNMENT_KEY))
+            wanted = assign(self.switches(), members, current)
+            if wanted == current:
                 return
             # > every earlier assignment's: each was written at or before this revision
             generation = self.store.revision() + 1
