@@ -4,6 +4,12 @@ A controller replica given the proxy's address instead of an etcd member's is cu
 off from etcd by `cut()` (every connection through it is reset, new ones are
 refused) while it keeps its switch connections and its API: exactly the partition
 a split-brain test needs.  Loopback only.
+
+`netns`: the proxy listens on the loopback of that network namespace (the same
+port as the target's by default) and connects from this one: a process in the
+namespace reaches a server on this namespace's loopback at the address it would use
+here (the controllers of a WireGuard testbed, in a host's namespace, reach the
+test's etcd cluster that way).
 """
 
 from __future__ import annotations
@@ -13,11 +19,38 @@ import socket
 import struct
 import threading
 
+import pyroute2.netns
+
+
+def _listen_in(netns: str, port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1:`port` of network namespace `netns`: bound by a
+    thread of its own that enters the namespace (setns is per thread), so no other
+    thread of this process leaves its own."""
+    made: list[socket.socket | BaseException] = []
+
+    def bind() -> None:
+        try:
+            pyroute2.netns.setns(netns, flags=0)
+            made.append(socket.create_server(("127.0.0.1", port)))
+        except BaseException as exc:  # handed to the caller
+            made.append(exc)
+
+    thread = threading.Thread(target=bind, name=f"tcpproxy-bind-{netns}")
+    thread.start()
+    thread.join()
+    if isinstance(made[0], BaseException):
+        raise made[0]
+    return made[0]
+
 
 class TcpProxy:
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], netns: str | None = None,
+                 port: int | None = None) -> None:
         self.target = target
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        if netns is None:
+            self._listener = socket.create_server(("127.0.0.1", port or 0))
+        else:
+            self._listener = _listen_in(netns, target[1] if port is None else port)
         self.port = int(self._listener.getsockname()[1])
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []

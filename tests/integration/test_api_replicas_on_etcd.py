@@ -27,15 +27,19 @@ def test_replicated_every_record_and_the_leader_from_the_store(etcd: Backend) ->
         store.put(REPLICAS, str(record["name"]), record)
     lease = c1_store.try_lead(C1, ttl=10)
     assert lease is not None
+    membership = c1_store.try_lead(C1, ttl=10, key="member/c1")  # c0 is no member
+    assert membership is not None
     follower = context(c0_store, replicated=True, replica=C0)
     leader = context(c1_store, replicated=True, replica=C1)
     expected = {
-        "leader": "c1", "generation": lease.generation,
+        "leader": "c1", "generation": lease.generation, "assignment_generation": None,
         "replicas": [
             {"name": "c0", "api": "http://198.18.0.1:8080", "openflow": "tcp:198.18.0.1:6653",
-             "openflow_remote": "tcp:100.64.0.1:6653", "site": "a", "leader": False},
+             "openflow_remote": "tcp:100.64.0.1:6653", "site": "a", "leader": False,
+             "member": False, "switches": []},
             {"name": "c1", "api": "http://198.18.0.2:8080", "openflow": "tcp:198.18.0.2:6653",
-             "openflow_remote": "tcp:198.18.0.2:6653", "site": None, "leader": True},
+             "openflow_remote": "tcp:198.18.0.2:6653", "site": None, "leader": True,
+             "member": True, "switches": []},
         ],
     }
     assert get(follower).json() == expected
@@ -51,3 +55,4 @@ def test_replicated_every_record_and_the_leader_from_the_store(etcd: Backend) ->
     assert (r["leader"], r["generation"]) == ("c0", again.generation)
     assert [x["leader"] for x in r["replicas"]] == [True, False]
     again.resign()
+    membership.resign()

@@ -61,6 +61,11 @@ from typing import Any, TypeVar
 
 import httpx
 
+if __package__:  # tests.integration.testbed (the benchmarks)
+    from .tcpproxy import TcpProxy
+else:  # testbed, beside the integration tests
+    from tcpproxy import TcpProxy
+
 BIN_DIR = Path(sys.executable).parent
 PREFIX = "dlt"
 ID_LEN = 4
@@ -616,6 +621,7 @@ class Testbed:
         self.site_octets: dict[str, int] = {}
         self.transit_octet = 0
         self._fw_rules: list[list[str]] = []
+        self._store_bridges: list[TcpProxy] = []  # see _bridge_store
 
     # ------------------------------------------------------------------ names/addresses
 
@@ -920,7 +926,27 @@ class Testbed:
     def replica_log(self, i: int) -> Path:
         return self.controller_log if i == 0 else self.dir / f"controller-{i}.log"
 
+    def _bridge_store(self) -> None:
+        """With WireGuard the replicas run in the first host's namespace, where the
+        test's etcd cluster (on this namespace's loopback) is out of reach: bridge each
+        of its 127.0.0.1 endpoints into that namespace at the same address, so the
+        store URLs stay as given."""
+        ns = self._controller_ns
+        if ns is None:
+            return
+        ports = sorted({int(m) for u in self.store_urls if (u or "").startswith("etcd:")
+                        for m in re.findall(r"127\.0\.0\.1:(\d+)", u or "")})
+        for port in ports:
+            self._store_bridges.append(TcpProxy(("127.0.0.1", port), netns=ns))
+
     def _start_controller(self) -> None:
+        if self.wireguard and self.replicas > 1:
+            # Replicas of the first host's site; switches of other sites reach them
+            # through WireGuard, at the first host's tunnel address.
+            first = self.hosts[self.host_names[0]]
+            self.replica_site = self.replica_site or first.site
+            self.replica_remote_ip = self.replica_remote_ip or first.tunnel
+        self._bridge_store()
         self.token = secrets.token_urlsafe(24)
         token_file = self.dir / "token"
         token_file.write_text(self.token + "\n")
@@ -1007,42 +1033,53 @@ class Testbed:
         m = re.search(rf"^{name} (\d+)$", text, re.M)
         return int(m.group(1)) if m else 0
 
-    def confirmed_leader(self, other_than: int | None = None) -> int | None:
-        """The replica every switch confirmed as master (other than `other_than`)."""
-        for i in range(self.replicas):
-            if i != other_than and self.replica_procs[i] is not None and \
-                    self.switches_mastered(i) == len(self.hosts):
-                return i
-        return None
-
     def master_of(self, host: Host | str) -> list[int]:
-        """The replicas (indexes) that are OpenFlow master of the host's bridge."""
+        """The replicas (indexes) that are OpenFlow master of the host's bridge, as
+        OVS's database says (it writes roles only every few seconds)."""
         roles = self.controller_roles(host)
         return [i for i, port in enumerate(self.of_ports)
                 if roles.get(f"tcp:{self.controller_ip}:{port}") == "master"]
 
-    def database_leader(self, other_than: int | None = None) -> int | None:
-        """The one replica OVS's database shows as master of every switch (other than
-        `other_than`); None while there is none or more than one."""
-        masters = {tuple(self.master_of(h)) for h in self.hosts}
-        if len(masters) != 1:
+    def confirmed_masters(self, without: int | None = None) -> dict[str, int] | None:
+        """host -> the one replica whose role reply made it master of the host's
+        switch, as the replicas' /metrics say (prompt); None unless every host has
+        exactly one, and it is not `without`."""
+        live = [i for i in range(self.replicas)
+                if i != without and self.replica_procs[i] is not None]
+        try:
+            hosts = httpx.get(f"{self.replica_url(live[0])}/api/v1/hosts", timeout=2.0,
+                              headers={"Authorization": f"Bearer {self.token}"}).json()
+        except (httpx.HTTPError, IndexError, ValueError):
             return None
-        (found,) = masters
-        return found[0] if len(found) == 1 and found[0] != other_than else None
+        dpids = {h["dpid"]: h["name"] for h in hosts if h["name"] in self.hosts}
+        found: dict[str, list[int]] = {}
+        for i in live:
+            try:
+                text = httpx.get(f"{self.replica_url(i)}/metrics", timeout=1.0).text
+            except httpx.HTTPError:
+                continue
+            for dpid in re.findall(r'^daolinet_switch_mastered\{dpid="(\d+)"\} 1$', text,
+                                   re.M):
+                if int(dpid) in dpids:
+                    found.setdefault(dpids[int(dpid)], []).append(i)
+        if sorted(found) != sorted(self.hosts) or any(len(v) != 1 for v in found.values()):
+            return None
+        return {h: v[0] for h, v in found.items()}
 
-    def wait_leader(self, timeout: float, *, other_than: int | None = None,
-                    confirmed: bool = True, interval: float = 0.02) -> int:
-        """Wait for the replica that masters every switch (an election, a takeover
-        from `other_than`) and return it. `confirmed`: as the switches' role replies
-        say (`confirmed_leader`, prompt); else as OVS's database says
-        (`database_leader`: it writes roles only every few seconds)."""
-        def found() -> int | None:
-            i = (self.confirmed_leader(other_than) if confirmed
-                 else self.database_leader(other_than))
-            return None if i is None else i + 1  # +1: replica 0 is a valid answer
+    def wait_masters(self, timeout: float = 10.0, *, without: int | None = None,
+                     interval: float = 0.05) -> dict[str, int]:
+        """Wait until every switch has exactly one confirmed master (not `without`)."""
+        holder: list[dict[str, int]] = []
 
-        return self.wait_until(found, timeout, "no single replica masters every switch",
-                               interval=interval, detail=self.roles_dump) - 1
+        def found() -> bool:
+            m = self.confirmed_masters(without)
+            if m is not None:
+                holder.append(m)
+            return m is not None
+
+        self.wait_until(found, timeout, "not every switch has exactly one confirmed master",
+                        interval=interval, detail=self.roles_dump)
+        return holder[-1]
 
     def roles_dump(self) -> str:
         return "\n".join(f"{h}: {self.controller_roles(h)}" for h in self.hosts)
@@ -1251,8 +1288,8 @@ class Testbed:
 
     def _agent_controller_url(self, host: Host) -> str:
         first = self.hosts[self.host_names[0]]
-        if self.wireguard and host.site != first.site:
-            return f"http://{first.tunnel}:{self.api_port}"  # through WireGuard
+        if self.wireguard and host.site != first.site:  # through WireGuard
+            return ",".join(f"http://{first.tunnel}:{p}" for p in self.api_ports)
         return ",".join(self.replica_url(i) for i in range(self.replicas))
 
     def _wg_config_path(self, host: Host) -> Path:
@@ -1843,6 +1880,8 @@ class Testbed:
             _run(["iptables", "-D", "FORWARD", *self._forward_rule])
         for rule in self._fw_rules:
             _run(["iptables", "-D", "FORWARD", *rule])
+        for bridge in self._store_bridges:
+            bridge.close()
         if self.id:
             _remove_wg_sockets({self.id})
         if self._http is not None:
