@@ -335,11 +335,18 @@ class Core:
             return {}
         out: dict[IPv4, IPv4] = {}
         for sw in switches:
-            if sw.host == host:
+            src = self.index.host(sw.host)
+            if sw.host == host or src is None or src.tunnel_address is None:
                 continue
             for r in sw.flows.values():
                 if r.needs_route and self._relay_of(sw.host, r.needs_route[1]) == host:
                     out[r.needs_route[0]] = r.needs_route[1]
+                    # The sender's end too, through its own tunnel address: WireGuard
+                    # on the relay drops what arrives from a peer unless its source is
+                    # in that peer's allowed-ips.  The flow the other way, which would
+                    # also ask for it, lives on another switch (another replica's, with
+                    # spread masters) and may expire first (one-way traffic).
+                    out[r.src] = src.tunnel_address
         return out
 
     def _relay_tokens(self, plan: list[tuple[Switch, FlowRecord]]) -> set[int]:
@@ -350,9 +357,9 @@ class Core:
                 continue
             relay = self._relay_of(swx.host, r.needs_route[1])
             if relay is not None and relay not in self.state.foreign:
-                t = self.state.host_routes(relay).unacked.get(r.needs_route[0])
-                if t is not None:
-                    out.add(t)
+                unacked = self.state.host_routes(relay).unacked
+                out |= {t for a in (r.needs_route[0], r.src)
+                        if (t := unacked.get(a)) is not None}
         return out
 
     def _export_tokens(self, plan: list[tuple[Switch, FlowRecord]]) -> set[int]:
