@@ -973,6 +973,17 @@ class Core:
         """Everything `host` must hold, for a (re)connecting agent; ack with the token."""
         token = self.state.next_token()
         routes = self.state.host_routes(host)
+        # The snapshot replaces every delta still in flight to this host (sent to an
+        # agent that went away, or never sent): no answer will name their tokens, so
+        # what waits for them (a setup, an import) waits for the snapshot's instead.
+        superseded = set(routes.unacked.values())
+        if superseded:
+            for setup in self.state.pending.values():
+                if setup.waiting & superseded:
+                    setup.waiting = (setup.waiting - superseded) | {token}
+            for ref, waits in self.state.import_waits.items():
+                if waits & superseded:
+                    self.state.import_waits[ref] = (waits - superseded) | {token}
         routes.announced = self._needed(host)
         routes.unacked = dict.fromkeys(routes.announced, token)
         wanted = [_local_route(e) for e in self.index.endpoints(host=host)]

@@ -180,12 +180,10 @@ class AgentHub:
                     "remove": [r.model_dump(mode="json", exclude_none=True) for r in delta.remove],
                 }
                 self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
-                return
-        # No agent to hold the routes: the setup waiting for them fails now rather
-        # than at its timeout.  Without a token there is nothing to wait for; the
-        # agent's snapshot will carry the change when it connects.
-        if delta.token is not None:
-            self.fabric.handle(self.fabric.core.routes_failed, delta.host, delta.token)
+        # No agent now: the agent's snapshot carries the change when it connects, and
+        # answers what waits for this delta (Core.snapshot), so a setup waits for an
+        # agent that is moving to this replica (a takeover: about a second) and fails
+        # only at its timeout if none comes.
 
     def send_nat(self, host: str, rules: list[NatRule]) -> None:
         """The whole NAT set of `host` (level-triggered; nothing waits for the ack)."""
@@ -253,8 +251,10 @@ class AgentHub:
             self._queue_mesh(session, mesh)
 
     def _fail_all(self, session: Session) -> None:
+        """The session ended: its commands fail.  Its route deltas in flight do not:
+        the agent's next snapshot (here or at the replica it moves to) answers what
+        waits for them (Core.snapshot), or the setup timeout does."""
         with self._lock:
-            tokens = [t for t in session.tokens.values() if t is not None]
             session.tokens.clear()
             session.ready = False
             commands = list(session.commands.values())
@@ -265,8 +265,6 @@ class AgentHub:
                     _fail_future, future,
                     CommandError(f"the agent of host {session.host} disconnected"),
                 )
-        for token in tokens:
-            self.fabric.handle(self.fabric.core.routes_failed, session.host, token)
 
 
 def _fail_future(future: asyncio.Future[dict[str, Any]], exc: Exception) -> None:

@@ -219,6 +219,25 @@ def test_setup_fails_cleanly_when_an_agent_does_not_answer(lab: Lab) -> None:
     assert lab.core.state.counters.failed_setups == 1
 
 
+def test_a_reconnecting_agents_snapshot_answers_the_setups_waiting_for_it(lab: Lab) -> None:
+    """h2's agent went away with a route delta unanswered (a replica took h2 over,
+    say); when it comes back, its snapshot holds that route, and acknowledging the
+    snapshot releases the waiting setup at once instead of at the setup timeout."""
+    a = lab.container("h1", "a", "web", "10.1.0.5")
+    lab.container("h2", "b", "web", "10.1.0.6")
+    lab.agents["h2"].auto_ack = False
+    lab.send("h1", lab.ip_packet(a, "10.1.0.6"))
+    assert lab.core.state.pending and lab.packet_outs == []
+    lab.agents["h2"].held = []  # lost with the old stream
+    lab.advance(1.0)
+    token, routes = lab.core.snapshot("h2")
+    assert IP("10.1.0.5") in {r.dst for r in routes}
+    lab.run(lab.core.routes_acked("h2", token, lab.now))
+    assert lab.core.state.pending == {}
+    assert [h for h, _ in lab.packet_outs] == ["h1"]
+    assert lab.core.state.counters.failed_setups == 0
+
+
 def test_nack_fails_the_setup(lab: Lab) -> None:
     a = lab.container("h1", "a", "web", "10.1.0.5")
     lab.container("h2", "b", "web", "10.1.0.6")
