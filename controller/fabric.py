@@ -199,6 +199,11 @@ class Fabric:
             else:
                 self.connected.discard(dpid)
 
+    def connected_now(self) -> set[int]:
+        """The switches with an OpenFlow connection to this replica now."""
+        with self.lock:
+            return set(self.connected)
+
     def count_refusal(self, kind: str) -> None:
         """A switch refused a role request ("role") or a write as from a slave."""
         with self.lock:

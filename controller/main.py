@@ -30,7 +30,7 @@ from controller.corestate import CoreState
 from controller.fabric import Fabric
 from controller.hub import AgentHub
 from controller.inventory import Inventory
-from controller.masters import ASSIGNMENT, Masters
+from controller.masters import ASSIGNMENT, REACH, Masters
 from controller.models import Name
 from controller.peers import Exporter
 from controller.replica import (
@@ -302,12 +302,14 @@ def main(
             backend, record, elector, ttl=lease_ttl, token=token,
             switches=lambda: {h.dpid for h in inventory.index.hosts()},
             on_assignment=fabric.set_assignment, on_membership=fabric.set_membership,
+            connected=fabric.connected_now,
         )
         masters: Masters | None = spread
         fabric.me = name
         fabric.member_api = spread.member_api
         fabric.lease_valid = lambda: spread.is_member
         inventory.watchers[ASSIGNMENT] = spread.apply
+        inventory.watchers[REACH] = spread.apply_reach
         Exporter(fabric, token)
     else:
         masters = None

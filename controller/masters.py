@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from controller.assignment import assign
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 ASSIGNMENT = "assignment"  # store kind; one document, ASSIGNMENT_KEY
 ASSIGNMENT_KEY = "switches"
+REACH = "reach"  # store kind; key: replica name; {"replica", "switches": [dpid...]}
 
 Assignment = dict[int, str]  # dpid -> replica name
 
@@ -60,11 +61,17 @@ class Masters:
         switches: Callable[[], set[int]],
         on_assignment: Callable[[Assignment, int], None],
         on_membership: Callable[[bool], None],
+        connected: Callable[[], set[int]] = set,
         ttl: float = 2.0,
         token: str | None = None,
     ) -> None:
         """`switches`: the dpids of the registered hosts; `on_assignment` gets every
-        newer assignment, `on_membership` our membership starting and ending."""
+        newer assignment, `on_membership` our membership starting and ending;
+        `connected`: the switches with an OpenFlow connection to this replica, which
+        it reports to the store (kind REACH) for the leader's assignment."""
+        self.connected = connected
+        self._reach: dict[str, set[int]] = {}  # replica -> the switches it reported
+        self._reported: set[int] | None = None
         self.store = store
         self.name = str(record["name"])
         self.elector = elector
@@ -107,6 +114,8 @@ class Masters:
     # --- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
         self.apply(self.store.get(ASSIGNMENT, ASSIGNMENT_KEY))
+        for doc in self.store.list(REACH):
+            self.apply_reach(doc)
         self.membership.start()
         threading.Thread(target=self._run, name="daolinet-assigner", daemon=True).start()
 
@@ -123,10 +132,34 @@ class Masters:
             self._generation = generation
         self.on_assignment(masters, generation)
 
+    def apply_reach(self, doc: dict[str, Any] | None) -> None:
+        """A replica's report of the switches connected to it (store watch, or read at
+        start).  A deleted report changes nothing: its replica is gone anyway."""
+        if doc and doc.get("replica"):
+            with self._lock:
+                self._reach[str(doc["replica"])] = {int(d) for d in doc.get("switches", [])}
+
+    def report(self) -> None:
+        """Write the switches connected to us when they changed (StoreError: again at
+        the next round)."""
+        now = set(self.connected())
+        if now == self._reported:
+            return
+        self.store.put(REACH, self.name, {"replica": self.name, "switches": sorted(now)})
+        self._reported = now
+
+    def reach(self, members: Iterable[str]) -> dict[str, set[int]]:
+        """What each member reaches: as reported, ours as we see it now."""
+        with self._lock:
+            out = {m: set(self._reach.get(m, ())) for m in members}
+        out[self.name] = set(self.connected())
+        return out
+
     # --- the leader assigns --------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.wait(self.poll_every):
             try:
+                self.report()
                 self.step()
             except StoreError as exc:
                 log.debug("assignment round: %s", exc)
@@ -149,7 +182,8 @@ class Masters:
         for name in set(members) - self._watched - {self.name}:
             self._watch(name, members[name][1])
         current, _ = parse_assignment(self.store.get(ASSIGNMENT, ASSIGNMENT_KEY))
-        wanted = assign(self.switches(), members, current)
+        reach = self.reach(members)
+        wanted = assign(self.switches(), members, current, reach)
         if wanted == current:
             return
         with self.store.exclusive():
@@ -158,7 +192,7 @@ class Masters:
             # read again inside the exclusive section: a round of another leader
             # (one that just lost its leadership) may have written it meanwhile
             current, _ = parse_assignment(self.store.get(ASSIGNMENT, ASSIGNMENT_KEY))
-            wanted = assign(self.switches(), members, current)
+            wanted = assign(self.switches(), members, current, reach)
             if wanted == current:
                 return
             # > every earlier assignment's: each was written at or before this revision

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from controller.api.auth import BearerToken, RequireToken, Role
 from controller.api.deps import Ctx
 from controller.api.schemas import ReplicaOut, ReplicasOut
-from controller.masters import ASSIGNMENT, ASSIGNMENT_KEY, parse_assignment
+from controller.masters import ASSIGNMENT, ASSIGNMENT_KEY, REACH, parse_assignment
 from controller.replica import REPLICAS, Replica
 
 router = APIRouter(prefix="/replicas", tags=["replicas"], dependencies=[RequireToken])
@@ -96,4 +96,5 @@ def remove_replica(name: str, ctx: Ctx) -> Response:
                 "another replica then leads")
         if not store.delete(REPLICAS, name):
             raise HTTPException(404, f"no replica {name}")
+        store.delete(REACH, name)  # its last report of the switches connected to it
     return Response(status_code=status.HTTP_204_NO_CONTENT)

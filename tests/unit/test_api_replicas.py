@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.inventory import Inventory
+from controller.masters import REACH
 from controller.replica import REPLICAS, Replica, replica_record
 from controller.store import SqliteStore, Store, StoreUnavailable
 from tests.unit.test_api import FakeFabric
@@ -111,6 +112,7 @@ def test_removing_a_stopped_replica(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "db")  # standing in for etcd (replicated=True)
     try:
         store.put(REPLICAS, "gone", STOPPED)
+        store.put(REACH, "gone", {"replica": "gone", "switches": [1]})
         store.put(REPLICAS, "lead", replica_record("lead", "http://127.0.0.1:9",
                                                    "tcp:127.0.0.1:6654"))
         ctx = context(store, replicated=True, replica=C0)
@@ -125,7 +127,7 @@ def test_removing_a_stopped_replica(tmp_path: Path) -> None:
         assert r.status_code == 409 and "leads" in r.json()["detail"], r.text
         r = delete(ctx, "gone")
         assert r.status_code == 204, r.text
-        assert store.get(REPLICAS, "gone") is None
+        assert store.get(REPLICAS, "gone") is None and store.get(REACH, "gone") is None
         assert [x["name"] for x in get(ctx).json()["replicas"]] == ["lead"]
         lease.resign()
     finally:

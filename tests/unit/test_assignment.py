@@ -58,3 +58,49 @@ def test_balanced_and_keeps_every_switch_it_can(
     for d in moved(before, a):
         owner = before.get(d)
         assert owner not in members or loads(before, [owner])[owner] > floor, d
+
+
+def test_a_restarted_member_gets_its_share_once_its_switches_reach_it() -> None:
+    a = assign(range(1, 7), ["c0", "c1"], {})
+    everything = set(range(1, 7))
+    # c2 is back, its switches not yet reconnected: nothing moves to it
+    reach = {"c0": everything, "c1": everything, "c2": set()}
+    assert assign(range(1, 7), ["c0", "c1", "c2"], a, reach) == a
+    # two of them are: it takes its share from those only
+    reach["c2"] = {1, 2}
+    b = assign(range(1, 7), ["c0", "c1", "c2"], a, reach)
+    assert {d for d, n in b.items() if n == "c2"} == {1, 2}
+    assert loads(b, ["c0", "c1", "c2"]) == {"c0": 2, "c1": 2, "c2": 2}
+
+
+def test_a_switch_goes_to_a_member_it_is_connected_to() -> None:
+    # c1 is cut off from switch 3 (but not from etcd): 3 is c0's, whatever balance says
+    reach = {"c0": {1, 2, 3}, "c1": {1, 2}}
+    a = assign([1, 2, 3], ["c0", "c1"], {3: "c1"}, reach)
+    assert a[3] == "c0"
+    # a switch nobody reaches stays with its master (it may be reconnecting)
+    assert assign([1, 2, 4], ["c0", "c1"], {4: "c1"}, reach)[4] == "c1"
+
+
+@given(
+    st.sets(st.integers(1, 30), max_size=20),
+    st.sets(st.sampled_from(["c0", "c1", "c2", "c3"]), min_size=1),
+    st.dictionaries(st.integers(1, 30), st.sampled_from(["c0", "c1", "c2", "c3", "gone"])),
+    st.dictionaries(st.sampled_from(["c0", "c1", "c2", "c3"]),
+                    st.sets(st.integers(1, 30), max_size=20)),
+)
+def test_with_reach_every_reachable_switch_goes_to_one_it_reaches(
+    switches: set[int], members: set[str], current: dict[int, str],
+    reach: dict[str, set[int]],
+) -> None:
+    a = assign(switches, members, current, reach)
+    assert set(a) == switches and set(a.values()) <= members
+    for d, n in a.items():
+        if any(d in reach.get(m, set()) for m in members):
+            assert d in reach.get(n, set()), (d, n)
+        elif current.get(d) in members:
+            assert n == current[d], d  # nobody reaches it: it stays
+    assert assign(switches, members, a, reach) == a  # applying it again moves nothing
+    # full reach is the same as no reach
+    full = {m: switches for m in members}
+    assert assign(switches, members, current, full) == assign(switches, members, current)

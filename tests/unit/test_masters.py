@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.masters import ASSIGNMENT, ASSIGNMENT_KEY, Masters, parse_assignment
+from controller.masters import ASSIGNMENT, ASSIGNMENT_KEY, REACH, Masters, parse_assignment
 from controller.replica import Replica
 from controller.store import SqliteStore
 
@@ -46,4 +46,28 @@ def test_the_leader_assigns_the_switches_to_the_members_and_again_when_one_goes(
     c1 = store.try_lead({"name": "c1", "api": "http://c1"}, 5, key="member/c1")
     masters.step()
     assert parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY)) == (after, later)
+    store.close()
+
+
+def test_a_member_gets_only_switches_connected_to_it(tmp_path: Path) -> None:
+    """A replica that just came back is a member before its switches reconnect to
+    it: it gets its share once it reported them (kind REACH), not before."""
+    store = SqliteStore(tmp_path / "db")
+    elector = Replica(store, {"name": "c0"}, standalone=True)
+    elector.start()
+    connected = {1, 2, 3, 4}
+    masters = Masters(store, {"name": "c0", "api": "http://c0"}, elector,
+                      switches=lambda: {1, 2, 3, 4}, connected=lambda: connected,
+                      on_assignment=lambda m, g: None, on_membership=lambda member: None)
+    assert store.try_lead({"name": "c0"}, 5, key="member/c0") is not None
+    assert store.try_lead({"name": "c1"}, 5, key="member/c1") is not None
+    masters.report()
+    assert store.get(REACH, "c0") == {"replica": "c0", "switches": [1, 2, 3, 4]}
+    masters.step()  # c1 reported nothing yet
+    assert parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0] == dict.fromkeys(
+        connected, "c0")
+    masters.apply_reach({"replica": "c1", "switches": [3, 4]})  # through the watch
+    masters.step()
+    assert parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0] == {
+        1: "c0", 2: "c0", 3: "c1", 4: "c1"}
     store.close()
