@@ -18,8 +18,6 @@ the source's master exported before releasing it.
 
 from __future__ import annotations
 
-import re
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -28,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import make_testbed
-from testbed import Container, Testbed, skip_reason
+from testbed import Container, Pinger, Testbed, skip_reason
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from etcdcluster import EtcdCluster
@@ -89,12 +87,6 @@ def _spread(tb: Testbed) -> dict[str, int]:
     return holder[-1]
 
 
-def _ping_loss(out: Path) -> tuple[int, int]:
-    m = re.search(r"(\d+) packets transmitted, (\d+) received", out.read_text())
-    assert m, out.read_text()
-    return int(m.group(1)), int(m.group(2))
-
-
 def test_first_packets_cross_sites_between_two_masters(tb: Testbed, c: dict[str, Container]
                                                        ) -> None:
     masters = _spread(tb)
@@ -147,16 +139,11 @@ def test_killed_master_of_a_receiving_host(tb: Testbed, c: dict[str, Container])
     its state and gives h2's agent a snapshot that still holds c1's address (exported
     again by h1's master), so no established packet is lost; new connections to h2
     work."""
-    masters = _spread(tb)
-    victim = masters["h2"]
-    out = tb.dir / "ping-c1-c2.log"
-    pinger = tb.spawn(c["c1"], "ping", "-n", "-i", "0.05", "-W", "1", "-c", "120",
-                      c["c2"].ip, what="ping", log=out)
+    _spread(tb)
+    pinger = Pinger(tb, c["c1"], c["c2"], seconds=6)
     time.sleep(1.5)
     killed = time.monotonic()
-    tb.kill_replica(victim, signal.SIGKILL)
-    after = tb.wait_masters(10, without=victim, interval=0.02)
-    takeover = time.monotonic() - killed
+    victim, masters, after, takeover = tb.kill_master("h2")
     assert takeover <= TAKEOVER_LIMIT, f"takeover took {takeover:.2f}s"
     assert {h: i for h, i in after.items() if h != "h2"} == {
         h: i for h, i in masters.items() if h != "h2"}  # only h2's switch moved
@@ -167,8 +154,7 @@ def test_killed_master_of_a_receiving_host(tb: Testbed, c: dict[str, Container])
         assert tb.udp_ok(src, dst, port=port), f"{src.name} -> {dst.name} after the takeover"
         print(f"\n{src.name} -> {dst.name}: first datagram arrived "
               f"{time.monotonic() - killed:.2f}s after the kill")
-    pinger.popen.wait(timeout=30)
-    sent, received = _ping_loss(out)
+    sent, received = pinger.result()
     assert received == sent, f"lost {sent - received} of {sent} established pings"
     assert f"{c['c1'].ip}/32" in _per_connection_allowed_ips(tb, "h2")
     tb.start_replica(victim)

@@ -537,6 +537,23 @@ Target = Host | Container | str
 # --------------------------------------------------------------------------- the testbed
 
 
+class Pinger:
+    """`ping -i 0.05` in the background; counts what was sent and answered."""
+
+    def __init__(self, tb: Testbed, src: Container, dst: Container, seconds: float) -> None:
+        count = int(seconds / 0.05)
+        self.out = tb.dir / f"ping-{src.name}-{dst.name}-{time.monotonic_ns()}.log"
+        self.proc = tb.spawn(src, "ping", "-n", "-i", "0.05", "-W", "1", "-c", str(count),
+                             dst.ip, what="ping", log=self.out)
+
+    def result(self) -> tuple[int, int]:
+        """(sent, received), once ping ended."""
+        self.proc.popen.wait(timeout=120)
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", self.out.read_text())
+        assert m, tail(self.out)
+        return int(m.group(1)), int(m.group(2))
+
+
 class Testbed:
     """N hosts + a controller on one machine. Use as a context manager or call
     :meth:`start` / :meth:`close` (close is idempotent and runs at interpreter exit)."""
@@ -1080,6 +1097,18 @@ class Testbed:
         self.wait_until(found, timeout, "not every switch has exactly one confirmed master",
                         interval=interval, detail=self.roles_dump)
         return holder[-1]
+
+    def kill_master(self, host: str, timeout: float = 10.0
+                    ) -> tuple[int, dict[str, int], dict[str, int], float]:
+        """SIGKILL the replica that masters `host`'s switch; wait until every switch
+        has a confirmed master again.  (victim, masters before, masters after, seconds
+        from the kill to then)."""
+        before = self.wait_masters()
+        victim = before[host]
+        killed = time.monotonic()
+        self.kill_replica(victim, signal.SIGKILL)
+        after = self.wait_masters(timeout, without=victim, interval=0.01)
+        return victim, before, after, time.monotonic() - killed
 
     def roles_dump(self) -> str:
         return "\n".join(f"{h}: {self.controller_roles(h)}" for h in self.hosts)
