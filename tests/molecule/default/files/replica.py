@@ -4,13 +4,15 @@
     replica.py status [API...]  one JSON line: a list of {"up", "leader", "mastered"},
                                 one per API URL given (default this host's replica)
     replica.py watch SWITCHES   waits (60 s at most) until this replica leads and SWITCHES
-                                switches have confirmed it as their master; prints
-                                {"leader_at": epoch seconds, "was_leader": at start}
+                                switches have confirmed it as their master (with two
+                                replicas, what the survivor of a kill ends up with);
+                                prints {"leader_at": epoch seconds, "was_leader": at start}
     replica.py gaps SWITCHES STOPFILE API...
                                 polls the replicas every 0.1 s until STOPFILE exists (600 s
                                 at most); prints {"longest_gap", "samples", "leaders"}: the
-                                longest time no replica led with SWITCHES switches
-                                confirmed, and the order in which replicas led
+                                longest time the replicas together had fewer than SWITCHES
+                                switches confirmed (masters are spread over them), and the
+                                order in which replicas led
 
 Timestamps are this host's clock, which the lab's containers share with each other, so
 the time of a kill on another replica's host can be subtracted from them.
@@ -65,11 +67,11 @@ def gaps(switches: int, stopfile: str, apis: list[str]) -> dict[str, object]:
     while not os.path.exists(stopfile) and time.monotonic() < deadline:
         now = time.monotonic()
         samples += 1
-        leading = [api for api in apis
-                   if (state := status(api))["leader"] and state["mastered"] >= switches]
-        if leading:
-            if not leaders or leaders[-1] != leading[0]:
-                leaders.append(leading[0])
+        states = [status(api) for api in apis]
+        leading = [api for api, state in zip(apis, states, strict=True) if state["leader"]]
+        if leading and (not leaders or leaders[-1] != leading[0]):
+            leaders.append(leading[0])
+        if sum(int(state["mastered"]) for state in states) >= switches:
             served_at = now
         longest = max(longest, now - served_at)
         time.sleep(0.1)
