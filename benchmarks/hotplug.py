@@ -105,29 +105,32 @@ def peers(containers: list, i: int, fanout: int) -> list:
     return [containers[(i + k) % len(containers)] for k in range(1, fanout + 1)]
 
 
-def probe_all(tb: Testbed, containers: list, neigh_mac: dict[str, str],
+def probe_all(tb: Testbed, groups: list[list], neigh_mac: dict[str, str],
               fanout: int) -> dict[str, float]:
-    """Every container sends one datagram to each of `fanout` new peers, all at once.
+    """Every container sends one datagram to each of `fanout` new peers of its group
+    (e.g. the containers of one host), all at once, every group at the same time.
 
     `fanout` stays within a container's PacketIn burst (controller option
     --packet-in-burst): beyond it the switch's meter drops first packets on purpose.
     """
     # Neighbours both ways (the peer answers), so neither switch is timed on ARP.
-    for i, a in enumerate(containers):
-        for b in peers(containers, i, fanout):
-            for x, y in ((a, b), (b, a)):
-                tb.exec(x.ns, "ip", "neigh", "replace", y.ip, "lladdr", neigh_mac[y.ip],
-                        "dev", "eth0", "nud", "permanent")
+    for containers in groups:
+        for i, a in enumerate(containers):
+            for b in peers(containers, i, fanout):
+                for x, y in ((a, b), (b, a)):
+                    tb.exec(x.ns, "ip", "neigh", "replace", y.ip, "lladdr", neigh_mac[y.ip],
+                            "dev", "eth0", "nud", "permanent")
     # Every prober starts sending at the same wall-clock instant: a real burst.
-    start_at = time.time() + 1.0 + 0.05 * len(containers)
+    start_at = time.time() + 1.0 + 0.05 * sum(len(g) for g in groups)
     procs = []
-    for i, a in enumerate(containers):
-        dsts = [b.ip for b in peers(containers, i, fanout)]
-        procs.append(subprocess.Popen(
-            ["ip", "netns", "exec", a.ns, sys.executable, "-c", PROBER, json.dumps(dsts),
-             str(start_at), "5"],
-            stdout=subprocess.PIPE, text=True,
-        ))
+    for containers in groups:
+        for i, a in enumerate(containers):
+            dsts = [b.ip for b in peers(containers, i, fanout)]
+            procs.append(subprocess.Popen(
+                ["ip", "netns", "exec", a.ns, sys.executable, "-c", PROBER, json.dumps(dsts),
+                 str(start_at), "5"],
+                stdout=subprocess.PIPE, text=True,
+            ))
     answers: list[float] = []
     sent = 0
     for p in procs:
@@ -144,7 +147,7 @@ def setup_rate(tb: Testbed, n: int) -> dict[str, dict[str, float]]:
     cs = [tb.container("h1", f"r{i}", "bench") for i in range(n)]
     # Half a burst per container: each one is also the peer that answers others.
     fanout = min(n - 1, CoreState().packet_in_burst // 2)
-    daolinet = probe_all(tb, cs, {c.ip: "02:da:00:00:00:01" for c in cs}, fanout)
+    daolinet = probe_all(tb, [cs], {c.ip: "02:da:00:00:00:01" for c in cs}, fanout)
     # Baseline: the same bridge and containers under a plain learning switch.
     h = tb.host("h1")
     port = tb._free_port()
@@ -165,7 +168,7 @@ def setup_rate(tb: Testbed, n: int) -> dict[str, dict[str, float]]:
         tb.exec(h, "ovs-ofctl", "-O", "OpenFlow13", "del-flows", f"unix:{h.mgmt}")
         tb.vsctl(h, "set-controller", "br-dl", f"tcp:{tb.controller_ip}:{port}")
         time.sleep(2)  # learning_switch installs its table-miss flow on connect
-        learning = probe_all(tb, cs, {c.ip: c.mac for c in cs}, fanout)
+        learning = probe_all(tb, [cs], {c.ip: c.mac for c in cs}, fanout)
     finally:
         baseline.terminate()
         baseline.wait(10)
