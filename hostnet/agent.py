@@ -527,8 +527,8 @@ class Agent:
 
     async def stream_forever(self) -> None:
         """Keep the stream up, moving on to the next controller replica when one
-        refuses it (not the leader) or goes away; the backoff grows only once every
-        replica has been tried."""
+        refuses it (it does not master this host's switch) or goes away; the backoff
+        grows only once every replica has been tried."""
         assert self.client is not None
         delay = BACKOFF_MIN
         first = True
