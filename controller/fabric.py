@@ -72,9 +72,9 @@ class Fabric:
         # Sends one switch's messages, in order, in one write.
         self.send_openflow: Callable[[int, list[OFMessage]], None] = _nowhere
         self.agents: AgentLink | None = None
-        # Replicas (docs/architecture.md, "Replicas"): our generation while this
-        # replica leads (None: follower), who hears of a change (the OpenFlow app),
-        # and the generation a follower's slave role requests carry.
+        # The only controller (SQLite): our generation while we master every switch
+        # (None until then), who hears of a change (the OpenFlow app), and the
+        # generation of slave role requests.  Replicas use the assignment below.
         self.master: int | None = None
         self._role_listeners: list[Callable[[int | None], None]] = []
         self.generation_hint: Callable[[], int] = lambda: self.master or 0

@@ -24,7 +24,6 @@ from controller.api import metrics, routes, stream
 from controller.api import peers as peers_api
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
-from controller.api.leader import install_leader_forwarding
 from controller.cliutil import run_app
 from controller.corestate import CoreState
 from controller.fabric import Fabric
@@ -348,8 +347,6 @@ def main(
     if masters is not None:
         app.state.masters = masters
         app.state.peer_apis = masters.peer_apis
-    else:
-        install_leader_forwarding(app, lambda: fabric.master is not None, leader_url)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -1,17 +1,17 @@
-"""This controller's role among the replicas: the leader, or a follower.
+"""This controller's role among the replicas: the leader, or a follower; and (the
+same class on another key) a replica's membership (controller/masters.py).
 
 The replicas of one deployment share a store (etcd) and elect one leader through
-it (`Store.try_lead`).  The leader is OpenFlow master of every switch, with the
-leadership's generation as the role request's generation id, holds the agent
-streams and runs the core; followers are slaves of every switch, serve the API
-(their writes go through the store) and stand by.  With SQLite there is one
-controller, and it always leads.
+it (`Store.try_lead`); the leader assigns the switches to the members, each member
+masters its share (docs/architecture.md, "Replicas").  With SQLite there is one
+controller, and it always leads and masters every switch.
 
-A leadership ends in the store `ttl` seconds after its last refresh.  The leader
-stops acting as one earlier, `margin` seconds before that could happen (a watchdog
-thread checks, so a refresh stuck on an unreachable store cannot keep it master):
-two replicas never both believe they lead.  The switches fence a deposed leader
-too: a newer master's role request (a higher generation) demotes it.
+A leadership (or membership) ends in the store `ttl` seconds after its last
+refresh.  Its holder stops acting on it earlier, `margin` seconds before that could
+happen (a watchdog thread checks, so a refresh stuck on an unreachable store cannot
+keep it master): two replicas never both believe they hold it.  The switches fence
+a deposed master too: a newer master's role request (a higher generation) demotes
+it.
 """
 
 from __future__ import annotations
