@@ -367,11 +367,14 @@ class Core:
         packet crosses: its relay, and its receiver across sites."""
         hosts: set[str] = set()
         for swx, r in plan:
-            if r.needs_route is None or self._tunnel_host(r.needs_route[1]) is None:
+            if r.needs_route is None:
                 continue
             relay = self._relay_of(swx.host, r.needs_route[1])
             dst = self.index.endpoint_by_ip(r.needs_route[0])
-            hosts |= {h for h in (relay, dst.host if dst else None) if h is not None}
+            if dst is not None and self._is_receiver(dst.host, r.needs_route):
+                hosts.add(dst.host)
+            if relay is not None:
+                hosts.add(relay)
         return {
             t for h in hosts & self.state.foreign
             if (t := self.state.exports.get(h, Export()).unacked) is not None
@@ -1037,7 +1040,7 @@ class Core:
         dropped by WireGuard and never reach a switch to set the connection up again.
         """
         me = self.index.host(host)
-        if me is None or me.tunnel_address is None:
+        if me is None:
             return {}
         out: dict[IPv4, IPv4] = {}
         for sender in (sw for sw in switches if sw.host != host):
@@ -1051,21 +1054,32 @@ class Core:
         return out
 
     def _is_receiver(self, host: str, need: tuple[IPv4, IPv4]) -> bool:
-        """Whether a flow needing `need` (dst, next hop) sends across sites to `host`."""
+        """Whether a flow needing `need` (dst, next hop) sends to `host` across sites,
+        or to a host another replica masters.
+
+        Inside a site too, the receiving host's kernel needs a route back to the
+        sender for what it answers itself before its switch sees the connection
+        (`traceroute`'s probe that expires there).  With one master of both
+        switches the flow the other way brings that route at setup; a host another
+        replica masters gets it exported, and the setup waits for it as across
+        sites (the probe follows the first packet at once).
+        """
         dst = self.index.endpoint_by_ip(need[0])
-        return dst is not None and dst.host == host and self._tunnel_host(need[1]) is not None
+        if dst is None or dst.host != host:
+            return False
+        return self._tunnel_host(need[1]) is not None or host in self.state.foreign
 
     def _receivers_of(self, host: str) -> set[str]:
         """Hosts whose receive needs depend on `host`'s flows, now or before."""
         me = self.index.host(host)
-        if me is None or me.tunnel_address is None:
-            return set()  # no WireGuard: no receive needs anywhere for its flows
+        if me is None:
+            return set()
         hosts: set[str] = set()
         sw = self.state.switch_of(host)
         for r in sw.flows.values() if sw else ():
-            if r.needs_route and self._tunnel_host(r.needs_route[1]) is not None:
+            if r.needs_route:
                 dst = self.index.endpoint_by_ip(r.needs_route[0])
-                if dst is not None:
+                if dst is not None and self._is_receiver(dst.host, r.needs_route):
                     hosts.add(dst.host)
         held = [(o, set(r.announced)) for o, r in self.state.routes.items()]
         held += [(o, {d for n in (e.sent or {}).values() for d in n})

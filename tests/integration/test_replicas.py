@@ -201,6 +201,12 @@ def test_masters_are_spread_over_the_replicas(lab: Lab, tb: Testbed) -> None:
         half = replica_api(tb, i, "GET", "/replicas/routes").json()
         assert [r["flows"] for r in half if {r["src_ip"], r["dst_ip"]} == {a1.ip, b1.ip}] \
             == [2], (i, half)
+    # The first traceroute of a new pair shows all three hops: h2's kernel answers the
+    # probe that expires there, before h2's switch has seen the connection, because
+    # h1's master exported a's route to h2's master with its half.
+    src, dst = lab.fresh_pair()
+    assert tb.traceroute(src, dst) == [
+        tb.hosts["h1"].address, tb.hosts["h2"].address, dst.ip]
 
 
 def test_switches_of_another_site_get_the_remote_targets(lab: Lab, tb: Testbed) -> None:
