@@ -206,7 +206,7 @@ lab_hints() {
   if [[ -n $ctl ]]; then
     echo "  docker exec $ctl daolictl route list      # live connections (a --rm client's end with it)"
     echo "  docker exec $ctl daolictl host list"
-    echo "  docker exec $ctl daolictl replica list    # which controller replica leads"
+    echo "  docker exec $ctl daolictl replica list    # which replica leads, and the switches each masters"
   fi
   [[ ${#far[@]} -eq 0 ]] || echo "  docker exec ${far[0]#*:} wg show"
   cat <<'EOT'
