@@ -1040,8 +1040,8 @@ class Core:
         dropped by WireGuard and never reach a switch to set the connection up again.
         """
         me = self.index.host(host)
-        if me is None:
-            return {}
+        if me is None or (me.tunnel_address is None and host not in self.state.foreign):
+            return {}  # no flow can be its receiver's (_is_receiver): skip the scan
         out: dict[IPv4, IPv4] = {}
         for sender in (sw for sw in switches if sw.host != host):
             src_host = self.index.host(sender.host)
@@ -1072,8 +1072,8 @@ class Core:
     def _receivers_of(self, host: str) -> set[str]:
         """Hosts whose receive needs depend on `host`'s flows, now or before."""
         me = self.index.host(host)
-        if me is None:
-            return set()
+        if me is None or (me.tunnel_address is None and not self.state.foreign):
+            return set()  # no receive needs anywhere for its flows: skip the scans
         hosts: set[str] = set()
         sw = self.state.switch_of(host)
         for r in sw.flows.values() if sw else ():
