@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from benchmarks.hotplug import probe_all
-from controller.corestate import CoreState
+from controller.datapath.state import CoreState
 from tests.etcdcluster import EtcdCluster
 from tests.integration.testbed import Container, Testbed
 

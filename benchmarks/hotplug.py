@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.corestate import CoreState
-from controller.tables import KIND_BASE, KIND_GUARD, base_flows
+from controller.datapath.state import CoreState
+from controller.datapath.tables import KIND_BASE, KIND_GUARD, base_flows
 from tests.integration.testbed import Testbed
 
 # Runs inside a source container: one connected UDP socket per destination, one

@@ -41,13 +41,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.models import GATEWAY_MAC
+from controller.desired.models import GATEWAY_MAC
 from tests.integration.testbed import Container, Host, Testbed
 
 Target = Host | Container | str
 
 TSO_CONFIG = {"userspace-tso-enable": "true"}
-WG_MTU = 1420  # hostnet/wireguard.py default
+WG_MTU = 1420  # hostnet/host/wireguard.py default
 
 
 def tso_setup(tb: Testbed, containers: list[Container]) -> None:

@@ -19,27 +19,27 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import TypeAdapter, ValidationError
 
-from controller.api import leader as leader_api
-from controller.api import metrics, routes, stream
-from controller.api import peers as peers_api
+from controller.agents.hub import AgentHub
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
+from controller.api.routes import exports as exports_api
+from controller.api.routes import live, metrics, stream
+from controller.api.routes import liveness as liveness_api
 from controller.cliutil import run_app
-from controller.corestate import CoreState
-from controller.fabric import Fabric
-from controller.hub import AgentHub
-from controller.inventory import Inventory
-from controller.masters import ASSIGNMENT, REACH, Masters
-from controller.models import Name
-from controller.peers import Exporter
-from controller.replica import (
+from controller.cluster.exports import Exporter
+from controller.cluster.leases import (
     REPLICAS,
     Replica,
     openflow_targets,
     parse_openflow_target,
     replica_record,
 )
-from controller.store import DEFAULT_STORE_URL, Store, StoreError, open_store
+from controller.cluster.masters import ASSIGNMENT, REACH, Masters
+from controller.datapath.runtime import Fabric
+from controller.datapath.state import CoreState
+from controller.desired.inventory import Inventory
+from controller.desired.models import Name
+from controller.store.base import DEFAULT_STORE_URL, Store, StoreError, open_store
 
 log = logging.getLogger("daolinet.controller")
 DEFAULT_TOKEN_FILE = "/etc/daolinet/controller.token"
@@ -106,7 +106,7 @@ def advertised(value: str | None, host: str, port: int, scheme: str) -> str | No
 
 def replica_targets(store: Store, site: str) -> list[str]:
     """The OpenFlow targets of every replica for a switch of `site`: each switch
-    connects to all of them (controller/replica.py, `target_for`)."""
+    connects to all of them (controller/cluster/leases.py, `target_for`)."""
     return openflow_targets(store.list(REPLICAS), site)
 
 
@@ -137,7 +137,7 @@ def standalone_targets(
 ) -> Callable[[str], list[str]] | None:
     """The one controller (SQLite): a switch of another site than its own gets
     --advertise-openflow-remote when it was given; every other switch the target
-    derived from the address its agent reached the API at (controller/api/hosts.py)."""
+    derived from the address its agent reached the API at (controller/api/routes/hosts.py)."""
     if site is None or remote is None:
         return None
     return lambda host_site: [] if host_site == site else [remote]
@@ -151,7 +151,7 @@ def start_openflow(fabric: Fabric, host: str, port: int) -> None:
     from os_ken import cfg  # isort: skip
     from os_ken.controller import controller as _ofp_options  # noqa: F401  # isort: skip
 
-    from controller.ofapp import DaolinetApp
+    from controller.openflow.app import DaolinetApp
 
     cfg.CONF(
         args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)],
@@ -159,7 +159,7 @@ def start_openflow(fabric: Fabric, host: str, port: int) -> None:
     )
     DaolinetApp.fabric = fabric
     thread = threading.Thread(
-        target=AppManager.run_apps, args=(["controller.ofapp"],), name="os-ken", daemon=True
+        target=AppManager.run_apps, args=(["controller.openflow.app"],), name="os-ken", daemon=True
     )
     thread.start()
 
@@ -294,7 +294,7 @@ def main(
     )
     fabric_ref.append(fabric)
     if replicated:
-        # Masters spread over the replicas (controller/masters.py): the leader only
+        # Masters spread over the replicas (controller/cluster/masters.py): the leader only
         # assigns the switches; every member masters its share.
         elector = Replica(backend, record, ttl=lease_ttl, token=token)
         spread = Masters(
@@ -334,7 +334,7 @@ def main(
         replica=record,
     )
     app = create_app(
-        ctx, extra_routers=[routes.router, stream.router, leader_api.router, peers_api.router]
+        ctx, extra_routers=[live.router, stream.router, liveness_api.router, exports_api.router]
     )
     app.include_router(metrics.router)
 

@@ -17,8 +17,8 @@ import httpx
 import typer
 
 from controller.cliutil import run_app
-from hostnet.agent import DEFAULT_SOCKET, AgentConfig, run_agent
-from hostnet.dockerplugin import DEFAULT_DOCKER_HOST, DEFAULT_PLUGIN_SOCKET
+from hostnet.agent.agent import DEFAULT_SOCKET, AgentConfig, run_agent
+from hostnet.docker.plugin import DEFAULT_DOCKER_HOST, DEFAULT_PLUGIN_SOCKET
 
 PROG = "daolinet-hostnet"
 
@@ -198,8 +198,8 @@ def wg_up(
     other sites in the file's `hosts`; per-connection allowed-ips an agent holds are
     kept, so it can run again at any time (a host added later) without a restart.
     """
-    from hostnet.wireguard import WgConfig, WireGuardError, to_json
-    from hostnet.wireguard import wg_up as provision
+    from hostnet.host.wireguard import WgConfig, WireGuardError, to_json
+    from hostnet.host.wireguard import wg_up as provision
 
     try:
         typer.echo(to_json(provision(WgConfig.load(config))))

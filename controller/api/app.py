@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter, FastAPI
 
-from controller.api import (
+from controller.api.deps import ApiContext
+from controller.api.errors import install_error_handlers
+from controller.api.routes import (
     containers,
     firewalls,
     groups,
@@ -16,8 +18,6 @@ from controller.api import (
     replicas,
     trace,
 )
-from controller.api.deps import ApiContext
-from controller.api.errors import install_error_handlers
 
 API_PREFIX = "/api/v1"
 

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 from fastapi import Depends, Request
 
 if TYPE_CHECKING:
-    from controller.inventory import Inventory
+    from controller.desired.inventory import Inventory
 
 
 class Fabric(Protocol):
-    """What the API reads of controller.fabric.Fabric (tests give a fake)."""
+    """What the API reads of controller.datapath.runtime.Fabric (tests give a fake)."""
 
     @property
     def master(self) -> int | None:
@@ -64,10 +64,10 @@ class ApiContext:
     readonly_token: str = ""  # may only read ("" = no such token)
     agent_token: str = ""  # host agents: hosts, streams, containers ("" = none)
     # The OpenFlow targets for a switch of a site (replicated controllers: every
-    # replica's; controller/replica.py).  None, or no target for that site: ours,
+    # replica's; controller/cluster/leases.py).  None, or no target for that site: ours,
     # derived from the address the agent reached the API at (api/hosts.py).
     openflow_targets: Callable[[str], list[str]] | None = None
-    # This controller's replica record (controller/replica.py, `replica_record`): the
+    # This controller's replica record (controller/cluster/leases.py, `replica_record`): the
     # standalone controller's GET /replicas answers it; None: no record (a bare app)
     replica: dict[str, Any] | None = None
 

@@ -12,8 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from controller.inventory import InventoryError
-from controller.store import StoreUnavailable
+from controller.desired.inventory import InventoryError
+from controller.store.base import StoreUnavailable
 
 
 class ErrorResponse(JSONResponse):

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from controller.models import (
+from controller.desired.models import (
     Action,
     Endpoint,
     FirewallRule,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.replica import REPLICAS
+from controller.cluster.leases import REPLICAS
 from tests.unit.storebackends import Backend, open_backend
 from tests.unit.test_api_replicas import C0, C1, context, get
 

@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from pyroute2 import netns as pyr_netns
 
-from controller.models import KernelRoute
-from hostnet import netlink
-from hostnet.attach import Attacher, AttachError, AttachRequest, SystemHostOps
-from hostnet.ovs import Ovs, OvsError
-from hostnet.routes import KernelRouteTable
+from controller.desired.models import KernelRoute
+from hostnet.host import netlink
+from hostnet.host.attach import Attacher, AttachError, AttachRequest, SystemHostOps
+from hostnet.host.ovs import Ovs, OvsError
+from hostnet.host.routes import KernelRouteTable
 
 pytestmark = [
     pytest.mark.integration,

@@ -34,7 +34,7 @@ from testbed import (
     tail,
 )
 
-PRIO_DENY = 80  # table 2 (controller/tables.py PRIO_STATEFUL_DENY)
+PRIO_DENY = 80  # table 2 (controller/datapath/tables.py PRIO_STATEFUL_DENY)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -1,7 +1,7 @@
 """Checksum offload on the userspace datapath: the first packet of a connection goes
 through the controller (PacketIn, PacketOut) and must arrive with a valid TCP/UDP
 checksum even when the container's interface left only the partial sum in it
-(controller/checksum.py).
+(controller/openflow/checksum.py).
 
 OVS userspace TSO (`other_config:userspace-tso-enable`, read when ovs-vswitchd starts)
 is what makes ports keep checksum offload; the containers' interfaces get tx checksum

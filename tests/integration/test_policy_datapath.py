@@ -23,7 +23,7 @@ import pytest
 from conftest import make_testbed
 from testbed import PREFIX, Container, Testbed, _run
 
-from controller.corestate import CoreState
+from controller.datapath.state import CoreState
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.store import StoreEvent, StoreUnavailable
-from controller.store_etcd import EtcdStore
+from controller.store.base import StoreEvent, StoreUnavailable
+from controller.store.etcd import EtcdStore
 from tests.etcdcluster import EtcdCluster, unique_prefix
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.store import Store, StoreEvent, StoreUnavailable
-from controller.store_etcd import EtcdStore
+from controller.store.base import Store, StoreEvent, StoreUnavailable
+from controller.store.etcd import EtcdStore
 from tests.unit import test_store
 from tests.unit.storebackends import (
     INTEGRATION_BACKENDS,

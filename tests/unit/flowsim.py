@@ -14,18 +14,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.core import Core
-from controller.corestate import (
-    CoreState,
-    DumpedFlow,
-    Effects,
-    KernelRouteDelta,
-    PacketInfo,
-    PortInfo,
-)
-from controller.desired import DesiredIndex
-from controller.models import Endpoint, Host, KernelRoute, Network
-from controller.ofmsg import (
+from controller.datapath.core import Core
+from controller.datapath.messages import (
     CT,
     CT_EST,
     CT_NEW,
@@ -48,7 +38,17 @@ from controller.ofmsg import (
     PacketOut,
     SetField,
 )
-from controller.sharedneeds import NeedsExport
+from controller.datapath.needs import NeedsExport
+from controller.datapath.state import (
+    CoreState,
+    DumpedFlow,
+    Effects,
+    KernelRouteDelta,
+    PacketInfo,
+    PortInfo,
+)
+from controller.desired.index import DesiredIndex
+from controller.desired.models import Endpoint, Host, KernelRoute, Network
 
 Packet = dict[str, Any]
 

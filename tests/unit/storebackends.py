@@ -29,8 +29,8 @@ from typing import Any
 import requests
 from _pytest.fixtures import FixtureFunctionDefinition
 
-from controller.store import SqliteStore, Store
-from controller.store_etcd import EtcdStore
+from controller.store.base import SqliteStore, Store
+from controller.store.etcd import EtcdStore
 from tests.etcdcluster import EtcdCluster, shared_cluster, unique_prefix
 
 UNIT_BACKENDS = ("sqlite",)  # tests/unit

@@ -10,15 +10,15 @@ from fastapi import APIRouter, WebSocket
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from controller.api import stream
 from controller.api.app import create_app
 from controller.api.auth import RequireToken, check_token
 from controller.api.deps import ApiContext, Ctx
-from controller.events import Change, EndpointAdded
-from controller.inventory import Inventory
+from controller.api.routes import stream
+from controller.cluster.leases import REPLICAS, replica_record
+from controller.desired.events import Change, EndpointAdded
+from controller.desired.inventory import Inventory
 from controller.main import replica_targets, standalone_targets
-from controller.replica import REPLICAS, replica_record
-from controller.store import SqliteStore
+from controller.store.base import SqliteStore
 from tests.unit import fakes
 
 TOKEN = "s3cret-token"

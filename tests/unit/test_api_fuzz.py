@@ -17,8 +17,8 @@ from schemathesis import GenerationMode
 from controller.api.app import create_app
 from controller.api.auth import RequireToken
 from controller.api.deps import ApiContext, Ctx
-from controller.inventory import Inventory
-from controller.store import SqliteStore
+from controller.desired.inventory import Inventory
+from controller.store.base import SqliteStore
 from tests.unit.fakes import FakeFabric
 
 TOKEN = "fuzz-token"

@@ -13,7 +13,7 @@ from starlette.websockets import WebSocketDisconnect
 from controller.api.app import create_app
 from controller.api.auth import Role, check_token, role_of
 from controller.api.deps import ApiContext
-from controller.events import Change, GroupChanged, PairPolicyChanged, RulesChanged
+from controller.desired.events import Change, GroupChanged, PairPolicyChanged, RulesChanged
 from tests.unit.test_api import extra_routers, make_ctx
 
 ADMIN, AGENT, READONLY = "admin-token", "agent-token", "readonly-token"

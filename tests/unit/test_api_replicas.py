@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
-from controller.inventory import Inventory
-from controller.masters import REACH
-from controller.replica import REPLICAS, Replica, replica_record
-from controller.store import SqliteStore, Store, StoreUnavailable
+from controller.cluster.leases import REPLICAS, Replica, replica_record
+from controller.cluster.masters import REACH
+from controller.desired.inventory import Inventory
+from controller.store.base import SqliteStore, Store, StoreUnavailable
 from tests.unit.test_api import FakeFabric
 
 ADMIN, READONLY = "admin-token", "readonly-token"

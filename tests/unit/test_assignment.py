@@ -1,4 +1,4 @@
-"""Which replica masters which switch (controller/assignment.py): balanced within
+"""Which replica masters which switch (controller/cluster/assignment.py): balanced within
 one switch, and stable - only what must move moves."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.assignment import assign, moved
+from controller.cluster.assignment import assign, moved
 
 
 def loads(a: dict[int, str], members: list[str]) -> dict[str, int]:

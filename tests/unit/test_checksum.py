@@ -1,4 +1,4 @@
-"""controller/checksum.py against packets os-ken's packet library builds (and
+"""controller/openflow/checksum.py against packets os-ken's packet library builds (and
 checksums) itself."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from os_ken.lib.packet import arp, ethernet, ipv4, ipv6, packet, tcp, udp, vlan
 from os_ken.lib.packet.packet_utils import checksum
 
-from controller.checksum import complete_l4_checksum
+from controller.openflow.checksum import complete_l4_checksum
 
 MAC1, MAC2 = "02:00:00:00:00:01", "02:00:00:00:00:02"
 

@@ -17,10 +17,10 @@ from fastapi import APIRouter
 
 from controller.api.auth import RequireToken
 from controller.api.deps import ApiContext, Ctx
-from controller.cli import app as cli_app
-from controller.inventory import Inventory
-from controller.replica import REPLICAS, replica_record
-from controller.store import SqliteStore
+from controller.cluster.leases import REPLICAS, replica_record
+from controller.daolictl.commands import app as cli_app
+from controller.desired.inventory import Inventory
+from controller.store.base import SqliteStore
 from tests.unit import fakes
 from tests.unit.apiserver import serve
 from tests.unit.clirunner import CliRunner
@@ -375,7 +375,7 @@ def test_real_process_no_traceback(api: Api) -> None:
     env = dict(os.environ)
     url = f"http://127.0.0.1:{free_port()}"
     env.update(DAOLINET_URL=url, DAOLINET_TOKEN=TOKEN)
-    code = "from controller.cli import run; run()"
+    code = "from controller.daolictl.commands import run; run()"
     p = subprocess.run(
         [sys.executable, "-c", code, "host", "list"],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=60,

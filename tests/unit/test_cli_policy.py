@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from controller.api.deps import ApiContext
-from controller.cli import CliError, parse_port, parse_publish, parse_source
-from controller.cli import app as cli_app
-from controller.inventory import Inventory
-from controller.store import SqliteStore
+from controller.daolictl.commands import CliError, parse_port, parse_publish, parse_source
+from controller.daolictl.commands import app as cli_app
+from controller.desired.inventory import Inventory
+from controller.store.base import SqliteStore
 from tests.unit.apiserver import serve
 from tests.unit.clirunner import CliRunner
 from tests.unit.test_cli import FakeFabric, routes_router

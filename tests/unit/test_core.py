@@ -6,17 +6,17 @@ import ipaddress
 
 import pytest
 
-from controller.core import SETUP_TIMEOUT, Core
-from controller.corestate import CoreState, PacketInfo
-from controller.models import GATEWAY_MAC
-from controller.ofmsg import OFPP_IN_PORT, OFPP_LOCAL, Output, SetField
-from controller.tables import (
+from controller.datapath.core import SETUP_TIMEOUT, Core
+from controller.datapath.messages import OFPP_IN_PORT, OFPP_LOCAL, Output, SetField
+from controller.datapath.state import CoreState, PacketInfo
+from controller.datapath.tables import (
     PRIO_CONNECTION,
     PRIO_STATEFUL_DENY,
     T_ROUTE,
     T_STATEFUL,
     cookie_kind,
 )
+from controller.desired.models import GATEWAY_MAC
 from tests.unit.flowsim import Lab
 
 IP = ipaddress.IPv4Address
@@ -328,7 +328,7 @@ def test_live_routes_report_hosts_path_age_and_idle(lab: Lab) -> None:
 
 
 def test_arp_responder_swaps_addresses_through_a_register() -> None:
-    from controller.tables import arp_responder_actions
+    from controller.datapath.tables import arp_responder_actions
 
     actions = arp_responder_actions()
     assert actions[-1] == Output(OFPP_IN_PORT)

@@ -13,12 +13,11 @@ import pytest
 
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
-from controller.events import Change, EndpointAdded, EndpointRemoved
-from controller.inventory import Conflict, Inventory
-from controller.store import SqliteStore
-from hostnet.attach import peer_temp_name
-from hostnet.client import ControllerClient
-from hostnet.dockerplugin import (
+from controller.desired.events import Change, EndpointAdded, EndpointRemoved
+from controller.desired.inventory import Conflict, Inventory
+from controller.store.base import SqliteStore
+from hostnet.agent.client import ControllerClient
+from hostnet.docker.plugin import (
     CONTENT_TYPE,
     DOCKER_ENDPOINT_KEY,
     SYNCED_LABEL,
@@ -26,6 +25,7 @@ from hostnet.dockerplugin import (
     DockerPlugin,
     create_plugin_app,
 )
+from hostnet.host.attach import peer_temp_name
 from tests.unit.fakes import FakeFabric
 
 TOKEN = "t0ken"

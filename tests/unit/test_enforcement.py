@@ -8,16 +8,8 @@ import itertools
 
 import pytest
 
-from controller.models import (
-    FirewallRule,
-    Group,
-    Network,
-    PairPolicy,
-    PublishedPort,
-    RuleSource,
-)
-from controller.ofmsg import CT, OFPP_LOCAL, Output
-from controller.tables import (
+from controller.datapath.messages import CT, OFPP_LOCAL, Output
+from controller.datapath.tables import (
     PRIO_CONNECTION,
     PRIO_ESTABLISHED,
     PRIO_GRANT,
@@ -25,6 +17,14 @@ from controller.tables import (
     PRIO_STATEFUL_DENY,
     T_ROUTE,
     T_STATEFUL,
+)
+from controller.desired.models import (
+    FirewallRule,
+    Group,
+    Network,
+    PairPolicy,
+    PublishedPort,
+    RuleSource,
 )
 from tests.unit.flowsim import Lab, Packet
 
@@ -244,8 +244,8 @@ def test_external_network_reaches_outside_through_its_host(lab: Lab) -> None:
 
 
 def test_stateful_pair_survives_controller_restart(lab: Lab) -> None:
-    from controller.core import Core
-    from controller.corestate import CoreState
+    from controller.datapath.core import Core
+    from controller.datapath.state import CoreState
 
     c = lab.container("h1", "c", "db", "172.31.7.9")
     lab.container("h2", "b", "web", "10.1.0.6")

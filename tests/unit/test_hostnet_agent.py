@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hostnet import agent as agent_mod
-from hostnet.agent import (
+from hostnet.agent import agent as agent_mod
+from hostnet.agent.agent import (
     Agent,
     AgentConfig,
     AgentStartupError,
@@ -19,10 +19,10 @@ from hostnet.agent import (
     next_backoff,
     read_token,
 )
-from hostnet.client import stream_url
-from hostnet.netlink import NetlinkError, set_sysctls, sysctl_settings
-from hostnet.ovs import Ovs, _parse_ovs_value
-from hostnet.routes import SnapshotPlan
+from hostnet.agent.client import stream_url
+from hostnet.host.netlink import NetlinkError, set_sysctls, sysctl_settings
+from hostnet.host.ovs import Ovs, _parse_ovs_value
+from hostnet.host.routes import SnapshotPlan
 
 
 class FakeTable:
@@ -97,7 +97,7 @@ def test_registration_gives_up_after_connect_timeout(tmp_path):
                       host="h1", ovsdb="unix:/x", address="127.0.0.1", connect_timeout=0.6,
                       datapath_type="netdev")
     ag = Agent(cfg)
-    from hostnet.client import ControllerClient
+    from hostnet.agent.client import ControllerClient
 
     async def go():
         ag.client = ControllerClient(cfg.controller, "tok")
@@ -209,7 +209,7 @@ def test_parse_ovs_values():
 
 
 def test_ovs_errors_are_one_line(tmp_path):
-    from hostnet.ovs import OvsError
+    from hostnet.host.ovs import OvsError
     with pytest.raises(OvsError) as ei:
         Ovs(f"unix:{tmp_path}/none.sock", timeout=1).list_ports("br-dl")
     assert "\n" not in str(ei.value)

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from hostnet.attach import Attacher, AttachError, AttachRequest, peer_temp_name
-from hostnet.client import ControllerError
-from hostnet.localapi import create_app
-from hostnet.netlink import NetlinkError
-from hostnet.ovs import OvsError
+from hostnet.agent.client import ControllerError
+from hostnet.agent.localapi import create_app
+from hostnet.host.attach import Attacher, AttachError, AttachRequest, peer_temp_name
+from hostnet.host.netlink import NetlinkError
+from hostnet.host.ovs import OvsError
 
 HOST = "h1"
 

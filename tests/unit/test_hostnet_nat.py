@@ -1,11 +1,11 @@
-"""The agent's NAT set as an nft script (hostnet/nat.py)."""
+"""The agent's NAT set as an nft script (hostnet/host/nat.py)."""
 
 from __future__ import annotations
 
 import ipaddress
 
-from controller.models import NatRule
-from hostnet.nat import ruleset
+from controller.desired.models import NatRule
+from hostnet.host.nat import ruleset
 
 
 def test_ruleset_replaces_the_daolinet_table_atomically() -> None:

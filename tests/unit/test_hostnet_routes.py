@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from controller.models import KernelRoute
-from hostnet.routes import (
+from controller.desired.models import KernelRoute
+from hostnet.host.routes import (
     InstalledNeighbour,
     InstalledRoute,
     index_routes,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.events import (
+from controller.desired.events import (
     Change,
     EndpointAdded,
     EndpointRemoved,
@@ -16,8 +16,8 @@ from controller.events import (
     NetworkAdded,
     NetworkRemoved,
 )
-from controller.inventory import Conflict, Invalid, Inventory, InventoryError, NotFound
-from controller.models import mac_for_ip
+from controller.desired.inventory import Conflict, Invalid, Inventory, InventoryError, NotFound
+from controller.desired.models import mac_for_ip
 from tests.unit.storebackends import UNIT_BACKENDS, Backend, open_backend
 
 IP = ipaddress.IPv4Address

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.events import (
+from controller.desired.events import (
     Change,
     GroupChanged,
     NetworkChanged,
@@ -17,8 +17,8 @@ from controller.events import (
     PublishedPortRemoved,
     RulesChanged,
 )
-from controller.inventory import Conflict, Invalid, Inventory, NotFound
-from controller.models import RuleSource
+from controller.desired.inventory import Conflict, Invalid, Inventory, NotFound
+from controller.desired.models import RuleSource
 from tests.unit.storebackends import UNIT_BACKENDS, Backend, open_backend
 
 

@@ -1,13 +1,13 @@
-"""The leader's assignment of switches to the members (controller/masters.py), on the
+"""The leader's assignment of switches to the members (controller/cluster/masters.py), on the
 SQLite store standing in for etcd (memberships are leaderships of their own keys)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from controller.masters import ASSIGNMENT, ASSIGNMENT_KEY, REACH, Masters, parse_assignment
-from controller.replica import Replica
-from controller.store import SqliteStore
+from controller.cluster.leases import Replica
+from controller.cluster.masters import ASSIGNMENT, ASSIGNMENT_KEY, REACH, Masters, parse_assignment
+from controller.store.base import SqliteStore
 
 
 def test_the_leader_assigns_the_switches_to_the_members_and_again_when_one_goes(

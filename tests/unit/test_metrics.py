@@ -6,12 +6,12 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from controller.api import metrics
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
-from controller.fabric import Fabric
-from controller.inventory import Inventory
-from controller.store import SqliteStore
+from controller.api.routes import metrics
+from controller.datapath.runtime import Fabric
+from controller.desired.inventory import Inventory
+from controller.store.base import SqliteStore
 
 
 def test_metrics_reports_counters_and_setup_histogram(tmp_path: Path) -> None:

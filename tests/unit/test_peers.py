@@ -1,5 +1,5 @@
-"""Requests between replicas with masters spread over them (controller/api/peers.py)
-and the merge of their live routes (controller/api/routes.py)."""
+"""Requests between replicas with masters spread over them (controller/api/routes/exports.py)
+and the merge of their live routes (controller/api/routes/live.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from controller.api import peers, routes
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
-from controller.api.routes import merge_routes
-from controller.fabric import Fabric
-from controller.inventory import Inventory
-from controller.models import Host
-from controller.store import SqliteStore
+from controller.api.routes import exports as peers
+from controller.api.routes import live as routes
+from controller.api.routes.live import merge_routes
+from controller.datapath.runtime import Fabric
+from controller.desired.inventory import Inventory
+from controller.desired.models import Host
+from controller.store.base import SqliteStore
 
 ADMIN = "admin-token-for-the-peer-tests"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.inventory import Inventory
-from controller.models import Endpoint
-from controller.policy import (
+from controller.desired.inventory import Inventory
+from controller.desired.models import Endpoint
+from controller.desired.policy import (
     IP_PROTO_ICMP,
     IP_PROTO_TCP,
     IP_PROTO_UDP,
@@ -23,7 +23,7 @@ from controller.policy import (
     decide_pair,
     port_ranges,
 )
-from controller.store import SqliteStore
+from controller.store.base import SqliteStore
 
 IP = ipaddress.IPv4Address
 TCP, UDP, ICMP = IP_PROTO_TCP, IP_PROTO_UDP, IP_PROTO_ICMP

@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from controller.main import advertised
-from controller.replica import (
+from controller.cluster.leases import (
     Replica,
     openflow_targets,
     parse_openflow_target,
     replica_record,
     target_for,
 )
-from controller.store import StoreUnavailable
+from controller.main import advertised
+from controller.store.base import StoreUnavailable
 
 
 class FakeLeadership:
@@ -138,7 +138,7 @@ def test_stop_resigns_so_another_replica_takes_over_at_once() -> None:
 def test_a_standalone_controller_leads_until_it_stops(tmp_path) -> None:
     """With SQLite there is one controller: a refresh that never comes (a loaded host)
     must not depose it, since nobody could take the switches over."""
-    from controller.store import SqliteStore
+    from controller.store.base import SqliteStore
 
     store = SqliteStore(tmp_path / "s.db")
     calls: list[object] = []

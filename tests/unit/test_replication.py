@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from controller.desired import DesiredIndex
-from controller.events import (
+from controller.desired.events import (
     Change,
     EndpointAdded,
     EndpointRemoved,
@@ -26,9 +25,10 @@ from controller.events import (
     NetworkRemoved,
     RulesChanged,
 )
-from controller.inventory import Inventory
-from controller.replication import CorruptDocument, apply_document
-from controller.store import SqliteStore, StoreUnavailable
+from controller.desired.index import DesiredIndex
+from controller.desired.inventory import Inventory
+from controller.desired.replication import CorruptDocument, apply_document
+from controller.store.base import SqliteStore, StoreUnavailable
 
 KEY = "k" * 42 + "A="
 

@@ -1,4 +1,4 @@
-"""Sites: mesh peers (controller/sites.py), WireGuard planning (hostnet/wireguard.py)
+"""Sites: mesh peers (controller/datapath/sites.py), WireGuard planning (hostnet/host/wireguard.py)
 and the route kinds the core asks for across sites (docs/architecture.md, "Sites")."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.models import Host, KernelRoute
-from controller.sites import crosses, mesh_peers, relay_for
-from hostnet.routes import InstalledRoute, plan_snapshot
-from hostnet.wireguard import MeshHost, PeerState, WgConfig, WireGuard, parse_dump
+from controller.datapath.sites import crosses, mesh_peers, relay_for
+from controller.desired.models import Host, KernelRoute
+from hostnet.host.routes import InstalledRoute, plan_snapshot
+from hostnet.host.wireguard import MeshHost, PeerState, WgConfig, WireGuard, parse_dump
 from tests.unit.flowsim import Lab
 
 IP = ipaddress.IPv4Address

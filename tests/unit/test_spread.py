@@ -1,15 +1,15 @@
 """Masters spread over replicas: one core per replica, each writing only to the
 switches and agents of its own hosts (the Lab asserts that on every effect), and
-the route needs they export to each other (controller/sharedneeds.py)."""
+the route needs they export to each other (controller/datapath/needs.py)."""
 
 from __future__ import annotations
 
 import ipaddress
 
-from controller.models import Host, PairPolicy, RuleSource
-from controller.ofmsg import OFPP_LOCAL, Output, PacketOut
-from controller.sharedneeds import ImportDone
-from controller.tables import PRIO_CONNECTION, PRIO_GRANT, T_ROUTE, T_STATEFUL
+from controller.datapath.messages import OFPP_LOCAL, Output, PacketOut
+from controller.datapath.needs import ImportDone
+from controller.datapath.tables import PRIO_CONNECTION, PRIO_GRANT, T_ROUTE, T_STATEFUL
+from controller.desired.models import Host, PairPolicy, RuleSource
 from tests.unit.flowsim import Lab, Packet
 from tests.unit.test_enforcement import deliver, rule
 from tests.unit.test_sites import MESH

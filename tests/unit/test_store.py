@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.store import (
+from controller.store.base import (
     DEFAULT_STORE_URL,
     SqliteStore,
     Store,
@@ -23,7 +23,7 @@ from controller.store import (
     StoreUnavailable,
     open_store,
 )
-from controller.store_etcd import EtcdStore, parse_etcd_url
+from controller.store.etcd import EtcdStore, parse_etcd_url
 from tests.unit.storebackends import UNIT_BACKENDS, Backend, open_backend
 
 

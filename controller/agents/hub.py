@@ -1,0 +1,272 @@
+"""The agent stream hub: one live session per host agent, ordered, acknowledged.
+
+Each session owns an asyncio queue drained by its WebSocket; other threads hand
+it messages with call_soon_threadsafe.  Every message carries a sequence number;
+the agent acks it once applied, and the hub turns acks (or a lost session) into
+core events through the fabric.  A session's first message is always the full
+snapshot, sent once the host's switch has been synced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from controller.datapath.runtime import Fabric
+from controller.datapath.state import KernelRouteDelta
+from controller.desired.models import NatRule
+
+log = logging.getLogger(__name__)
+
+AGENT_COMMAND_PATH = "/api/v1/replicas/agent-command"
+
+
+@dataclass
+class Session:
+    host: str
+    queue: asyncio.Queue[dict[str, Any]]
+    seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    tokens: dict[int, int | None] = field(default_factory=dict)  # seq -> core token
+    ready: bool = False  # snapshot sent; deltas may follow
+    commands: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+
+
+# Queued to a session's stream to end it (not sent to the agent).
+CLOSE_MESSAGE: dict[str, Any] = {"type": "_close"}
+
+
+class CommandError(Exception):
+    """A command to an agent failed (the agent said why, or it is not connected)."""
+
+
+class AgentHub:
+    def __init__(self, fabric: Fabric, loop: asyncio.AbstractEventLoop) -> None:
+        self.fabric = fabric
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}
+        self.replica_token = ""  # the API token, for commands through other replicas
+        fabric.agents = self
+
+    # called from the WebSocket endpoint (event loop) ---------------------------------
+    def open(self, host: str) -> Session:
+        session = Session(host, asyncio.Queue())
+        with self._lock:
+            old = self._sessions.get(host)
+            self._sessions[host] = session
+        if old is not None:
+            self._fail_all(old)
+        self._offer_snapshot(session)
+        return session
+
+    def close(self, session: Session) -> None:
+        with self._lock:
+            if self._sessions.get(session.host) is session:
+                del self._sessions[session.host]
+        self._fail_all(session)
+
+    def answer(self, session: Session, message: dict[str, Any]) -> None:
+        seq = message.get("seq")
+        if not isinstance(seq, int):
+            log.warning("agent %s sent a message without seq: %s", session.host, message)
+            return
+        if message.get("type") == "result":
+            future = session.commands.pop(seq, None)
+            if future is not None and not future.done():
+                if message.get("ok"):
+                    data = message.get("data")
+                    future.set_result(data if isinstance(data, dict) else {})
+                else:
+                    future.set_exception(CommandError(str(message.get("error") or "failed")))
+            return
+        with self._lock:
+            token = session.tokens.pop(seq, None)
+        if token is None:
+            if message.get("type") == "nack":
+                log.error("agent %s could not apply message %d: %s", session.host, seq,
+                          message.get("error"))
+            return
+        if message.get("type") == "ack":
+            self.fabric.handle(self.fabric.core.routes_acked, session.host, token)
+        else:
+            log.error("agent %s could not apply routes: %s", session.host, message.get("error"))
+            self.fabric.handle(self.fabric.core.routes_failed, session.host, token)
+
+    async def command(
+        self, host: str, op: str, args: dict[str, Any], timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Ask the agent of `host` to run `op`; its result data (CommandError if not).
+        With masters spread over replicas, the agent of a host another replica
+        masters is asked through that replica (`remote_command`)."""
+        with self._lock:
+            session = self._sessions.get(host)
+        if session is None and self.fabric.me is not None and not self.fabric.serves(host):
+            return await self.remote_command(host, op, args, timeout)
+        with self._lock:
+            session = self._sessions.get(host)
+            if session is None or not session.ready:
+                raise CommandError(f"the agent of host {host} is not connected")
+            seq = next(session.seq)
+            future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+            session.commands[seq] = future
+            message = {"type": "command", "seq": seq, "op": op, "args": args}
+            self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise CommandError(f"the agent of host {host} did not finish {op} in {timeout:g}s") \
+                from None
+        finally:
+            session.commands.pop(seq, None)
+
+    async def remote_command(
+        self, host: str, op: str, args: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        url = self.fabric.owner_api(host)
+        if url is None:
+            raise CommandError(f"no controller replica masters host {host} now")
+        body = {"host": host, "op": op, "args": args, "timeout": timeout}
+        try:
+            async with httpx.AsyncClient(timeout=timeout + 5) as client:
+                answer = await client.post(
+                    url.rstrip("/") + AGENT_COMMAND_PATH, json=body,
+                    headers={"Authorization": f"Bearer {self.replica_token}"},
+                )
+        except httpx.HTTPError as exc:
+            raise CommandError(f"the replica {url} serving host {host} did not answer: "
+                               f"{exc}") from None
+        if answer.status_code != 200:
+            detail = answer.json().get("detail") if answer.headers.get(
+                "content-type", "").startswith("application/json") else answer.text
+            raise CommandError(str(detail))
+        data = answer.json()
+        return data if isinstance(data, dict) else {}
+
+    def drop_all(self) -> None:
+        """Close every agent stream (this replica stopped leading): each agent moves
+        on to another replica."""
+        self.drop_hosts(None)
+
+    def drop_hosts(self, hosts: set[str] | None) -> None:
+        """Close the agent streams of `hosts` (None: all): this replica no longer
+        masters their switches, and each agent moves on to another replica."""
+        with self._lock:
+            sessions = [s for h, s in self._sessions.items() if hosts is None or h in hosts]
+        for session in sessions:
+            self.loop.call_soon_threadsafe(session.queue.put_nowait, dict(CLOSE_MESSAGE))
+            self.close(session)
+
+    def connected(self) -> list[str]:
+        with self._lock:
+            return sorted(h for h, s in self._sessions.items() if s.ready)
+
+    # called from any thread (fabric effects) -----------------------------------------
+    def send_delta(self, delta: KernelRouteDelta) -> None:
+        with self._lock:
+            session = self._sessions.get(delta.host)
+            if session is not None and session.ready:
+                seq = next(session.seq)
+                session.tokens[seq] = delta.token
+                message = {
+                    "type": "delta",
+                    "seq": seq,
+                    "add": [r.model_dump(mode="json", exclude_none=True) for r in delta.add],
+                    "remove": [r.model_dump(mode="json", exclude_none=True) for r in delta.remove],
+                }
+                self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
+        # No agent now: the agent's snapshot carries the change when it connects, and
+        # answers what waits for this delta (Core.snapshot), so a setup waits for an
+        # agent that is moving to this replica (a takeover: about a second) and fails
+        # only at its timeout if none comes.
+
+    def send_nat(self, host: str, rules: list[NatRule]) -> None:
+        """The whole NAT set of `host` (level-triggered; nothing waits for the ack)."""
+        with self._lock:
+            session = self._sessions.get(host)
+            if session is None or not session.ready:
+                return  # sent after the snapshot when the agent connects
+            self._queue_nat(session, [r.model_dump(mode="json", exclude_none=True)
+                                      for r in rules])
+
+    def _queue_nat(self, session: Session, rules: list[dict[str, Any]]) -> None:
+        """Queue a nat message (caller holds the lock)."""
+        seq = next(session.seq)
+        session.tokens[seq] = None
+        message = {"type": "nat", "seq": seq, "rules": rules}
+        self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
+
+    def send_mesh(self, hosts: list[dict[str, Any]]) -> None:
+        """Every host's WireGuard facts to every agent (a host joined or rotated its
+        key): each derives its peers from them (controller/datapath/sites.py)."""
+        with self._lock:
+            for session in self._sessions.values():
+                if session.ready:
+                    self._queue_mesh(session, hosts)
+
+    def _queue_mesh(self, session: Session, hosts: list[dict[str, Any]]) -> None:
+        """Queue a mesh message (caller holds the lock; nothing waits for the ack)."""
+        seq = next(session.seq)
+        session.tokens[seq] = None
+        message = {"type": "mesh", "seq": seq, "hosts": hosts}
+        self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
+
+    def host_synced(self, host: str) -> None:
+        with self._lock:
+            session = self._sessions.get(host)
+        if session is not None and not session.ready:
+            self._offer_snapshot(session)
+
+    # internals ------------------------------------------------------------------------
+    def _offer_snapshot(self, session: Session) -> None:
+        delay = self.fabric.snapshot_delay(session.host)
+        if delay > 0:
+            # just taken over: the other replicas' exports for this host are on
+            # their way, and the snapshot must hold them
+            self.loop.call_soon_threadsafe(
+                self.loop.call_later, delay, self._offer_snapshot, session
+            )
+            return
+        snap = self.fabric.snapshot(session.host)
+        if snap is None:
+            log.info("agent %s waits for its switch to sync before its snapshot", session.host)
+            return
+        token, routes = snap
+        nat = self.fabric.nat_snapshot(session.host)
+        mesh = self.fabric.mesh_hosts()
+        with self._lock:
+            if session.ready:
+                return
+            seq = next(session.seq)
+            session.tokens[seq] = token
+            session.ready = True
+            message = {"type": "snapshot", "seq": seq, "routes": routes}
+            self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
+            self._queue_nat(session, nat)
+            self._queue_mesh(session, mesh)
+
+    def _fail_all(self, session: Session) -> None:
+        """The session ended: its commands fail.  Its route deltas in flight do not:
+        the agent's next snapshot (here or at the replica it moves to) answers what
+        waits for them (Core.snapshot), or the setup timeout does."""
+        with self._lock:
+            session.tokens.clear()
+            session.ready = False
+            commands = list(session.commands.values())
+            session.commands.clear()
+        for future in commands:
+            if not future.done():
+                self.loop.call_soon_threadsafe(
+                    _fail_future, future,
+                    CommandError(f"the agent of host {session.host} disconnected"),
+                )
+
+
+def _fail_future(future: asyncio.Future[dict[str, Any]], exc: Exception) -> None:
+    if not future.done():
+        future.set_exception(exc)

@@ -1,0 +1,109 @@
+"""/api/v1/hosts: host registration (by the agents) and listing."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from fastapi import APIRouter, HTTPException, Request
+
+from controller.agents.hub import AgentHub, CommandError
+from controller.api.auth import RequireToken
+from controller.api.deps import ApiContext, Ctx
+from controller.api.schemas import HostIn, HostOut
+from controller.desired.models import Host
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/hosts", tags=["hosts"], dependencies=[RequireToken])
+
+WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def openflow_host(ctx: ApiContext, request: Request) -> str:
+    """The address an agent should give OVS to reach the OpenFlow endpoint.
+
+    The configured listen address, unless it is a wildcard: then the address the
+    client used to reach the API (its Host header).  If that is a DNS name, the
+    local address of the connection is preferred, since OVS does not always
+    resolve names.
+    """
+    if ctx.openflow_host not in WILDCARDS:
+        return ctx.openflow_host
+    hostname = request.url.hostname or ""
+    if _is_ip(hostname):
+        return hostname
+    server = request.scope.get("server")
+    if server and isinstance(server[0], str) and _is_ip(server[0]):
+        address = ipaddress.ip_address(server[0])
+        if not address.is_unspecified:
+            return server[0]
+    return hostname or "127.0.0.1"
+
+
+def openflow_targets(ctx: ApiContext, request: Request, site: str) -> list[str]:
+    """The controller targets of a switch of `site`."""
+    if ctx.openflow_targets is not None:
+        targets = ctx.openflow_targets(site)
+        if targets:
+            return targets  # every replica (per site): each switch connects to all of them
+    host = openflow_host(ctx, request)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # OVS syntax for IPv6 targets
+    return [f"tcp:{host}:{ctx.openflow_port}"]
+
+
+def _out(ctx: ApiContext, request: Request, host: Host) -> HostOut:
+    return HostOut.of(host, openflow_targets(ctx, request, host.site))
+
+
+@router.post("", summary="Register (or re-register) a host")
+def register_host(body: HostIn, ctx: Ctx, request: Request) -> HostOut:
+    host = ctx.inventory.register_host(
+        body.name, body.address, body.site, wg_public_key=body.wg_public_key,
+        wg_endpoint=body.wg_endpoint, tunnel_address=body.tunnel_address, relay=body.relay,
+    )
+    return _out(ctx, request, host)
+
+
+@router.get("", summary="List hosts")
+def list_hosts(ctx: Ctx, request: Request) -> list[HostOut]:
+    return [_out(ctx, request, h) for h in ctx.inventory.hosts()]
+
+
+@router.get("/{name}", summary="Show one host")
+def get_host(name: str, ctx: Ctx, request: Request) -> HostOut:
+    return _out(ctx, request, ctx.inventory.host(name))
+
+
+@router.post("/{name}/rotate-key", summary="Replace a host's WireGuard key pair")
+async def rotate_key(name: str, ctx: Ctx, request: Request) -> HostOut:
+    """The host's agent generates a new key pair (the private key stays on the host),
+    the controller publishes the public key to every peer, and the host switches to
+    it half a second later: live connections pause briefly, none is reset."""
+    host = ctx.inventory.host(name)
+    if host.wg_public_key is None:
+        raise HTTPException(409, f"host {name} has no WireGuard interface")
+    hub: AgentHub | None = getattr(request.app.state, "hub", None)
+    if hub is None:
+        raise HTTPException(503, "no agent hub")
+    try:
+        new = await hub.command(name, "wg-keygen", {}, timeout=15)
+    except CommandError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    key = str(new.get("public_key", ""))
+    try:
+        await hub.command(name, "wg-commit", {}, timeout=15)
+    except CommandError as exc:
+        # The agent schedules the switch before it answers: a lost answer most
+        # likely means it switches anyway, so the peers must learn the new key.
+        log.warning("wg-commit of %s: %s; publishing the new key anyway", name, exc)
+    return _out(ctx, request, ctx.inventory.set_host_key(name, key))

@@ -1,0 +1,100 @@
+"""GET /metrics: controller counters in the Prometheus text format.
+
+Totals keep plain names (`daolinet_packet_ins_total`); per-host series are
+`daolinet_host_*{host="h1"}`, so summing a metric never counts twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+
+from controller.datapath.runtime import Fabric
+
+router = APIRouter()
+
+# Upper bounds (seconds) of the setup-latency histogram buckets.
+BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
+
+COUNTERS = (
+    ("packet_ins", "PacketIn messages handled"),
+    ("setups", "connections set up (flows installed)"),
+    ("denials", "first packets denied (drop flow installed)"),
+    ("failed_setups", "setups that failed (agent or switch missing)"),
+    ("denied_packets", "packets dropped by deny flows"),
+    ("spoofed_packets", "packets dropped at a container port for a source not its own"),
+)
+
+
+def _header(name: str, kind: str, help_: str) -> list[str]:
+    return [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+
+
+def _histogram(name: str, labels: str, latencies: Sequence[float]) -> list[str]:
+    """Bucket, sum and count lines; `labels` is "" or 'host="h1",'."""
+    lines = [
+        f'{name}_bucket{{{labels}le="{bound}"}} {sum(1 for x in latencies if x <= bound)}'
+        for bound in BUCKETS
+    ]
+    lines.append(f'{name}_bucket{{{labels}le="+Inf"}} {len(latencies)}')
+    tail = f"{{{labels.rstrip(',')}}}" if labels else ""
+    lines.append(f"{name}_sum{tail} {sum(latencies):.6f}")
+    lines.append(f"{name}_count{tail} {len(latencies)}")
+    return lines
+
+
+def render(fabric: Fabric, leader: bool | None = None) -> str:
+    """`leader`: whether this replica leads (default: whether it masters every switch,
+    the one-master model)."""
+    totals, live, latencies = fabric.counters()
+    per_host = fabric.host_counters()
+    lines: list[str] = []
+    for name, help_ in COUNTERS:
+        metric = f"daolinet_{name}_total"
+        lines += _header(metric, "counter", help_)
+        lines.append(f"{metric} {getattr(totals, name)}")
+    lines += _header("daolinet_replica_leader", "gauge",
+                     "1 while this controller replica leads (with masters spread over "
+                     "replicas: assigns the switches; else: masters them all)")
+    leads = fabric.master is not None if leader is None else leader
+    lines.append(f"daolinet_replica_leader {int(leads)}")
+    lines += _header("daolinet_switches_mastered", "gauge",
+                     "switches whose role reply says this replica is their master")
+    lines.append(f"daolinet_switches_mastered {len(fabric.mastered)}")
+    lines += _header("daolinet_switch_mastered", "gauge",
+                     "1 for each switch (by dpid) whose role reply says this replica is master")
+    lines += [f'daolinet_switch_mastered{{dpid="{d}"}} 1' for d in sorted(fabric.mastered)]
+    lines += _header("daolinet_switches_connected", "gauge",
+                     "switches with an OpenFlow connection to this replica, master or slave")
+    lines.append(f"daolinet_switches_connected {len(fabric.connected)}")
+    lines += _header("daolinet_openflow_refused_total", "counter",
+                     "messages a switch refused: role requests (a newer generation leads it) "
+                     "and writes as from a slave")
+    lines += [f'daolinet_openflow_refused_total{{kind="{k}"}} {n}'
+              for k, n in sorted(fabric.refusals.items())]
+    lines += _header("daolinet_live_routes", "gauge", "connections with installed flows")
+    lines.append(f"daolinet_live_routes {live}")
+    lines += _header("daolinet_setup_seconds", "histogram",
+                     "PacketIn to flows installed (last 1000 setups)")
+    lines += _histogram("daolinet_setup_seconds", "", latencies)
+    for name, help_ in COUNTERS:
+        metric = f"daolinet_host_{name}_total"
+        lines += _header(metric, "counter", f"{help_}, per host")
+        lines += [f'{metric}{{host="{h}"}} {getattr(hc, name)}' for h, (hc, _) in per_host.items()]
+    lines += _header("daolinet_host_live_routes", "gauge",
+                     "connections with installed flows, per host")
+    lines += [f'daolinet_host_live_routes{{host="{h}"}} {n}' for h, (_, n) in per_host.items()]
+    lines += _header("daolinet_host_setup_seconds", "histogram",
+                     "PacketIn to flows installed, per host")
+    for h, (hc, _) in per_host.items():
+        lines += _histogram("daolinet_host_setup_seconds", f'host="{h}",', hc.setup_latency)
+    return "\n".join(lines) + "\n"
+
+
+@router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+def metrics(request: Request) -> str:
+    masters = getattr(request.app.state, "masters", None)
+    leader = masters.elector.is_leader if masters is not None else None
+    return render(request.app.state.ctx.fabric, leader)

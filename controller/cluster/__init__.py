@@ -1,0 +1,3 @@
+"""Controller replicas: leases, memberships, the masters' assignment and exports between
+replicas. Imports store, desired and datapath.
+"""

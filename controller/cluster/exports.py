@@ -1,0 +1,98 @@
+"""What replicas send each other when masters are spread over them: exports of
+route needs (controller/datapath/needs.py), over HTTP to the replica that masters
+the host's switch (`/api/v1/replicas/needs`, controller/api/routes/exports.py).
+
+One sender thread per destination host keeps that host's exports in order (each
+is a whole set; the receiver orders them by generation and token anyway) and
+turns every answer - or its absence - into `Core.exports_acked`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from controller.datapath.needs import NeedsExport
+from controller.datapath.runtime import Fabric
+
+log = logging.getLogger(__name__)
+
+NEEDS_PATH = "/api/v1/replicas/needs"
+EXPORT_TIMEOUT = 3.0  # seconds: a setup waits no longer (core.SETUP_TIMEOUT)
+RETRIES, RETRY_EVERY = 10, 0.1  # while the host changes masters (Exporter._post)
+
+
+def export_body(sender: str, export: NeedsExport) -> dict[str, Any]:
+    return {
+        "sender": sender,
+        "host": export.host,
+        "generation": export.generation,
+        "token": export.token,
+        "needs": {str(d): {str(a): str(v) for a, v in sorted(n.items())}
+                  for d, n in sorted(export.needs.items())},
+    }
+
+
+class Exporter:
+    def __init__(self, fabric: Fabric, token: str) -> None:
+        self.fabric = fabric
+        self.token = token
+        self._lock = threading.Lock()
+        self._queues: dict[str, queue.SimpleQueue[tuple[str, NeedsExport]]] = {}
+        self.sent = 0
+        self.failed = 0
+        fabric.send_export = self.send
+
+    def send(self, sender: str, export: NeedsExport) -> None:
+        with self._lock:
+            q = self._queues.get(export.host)
+            if q is None:
+                q = self._queues[export.host] = queue.SimpleQueue()
+                threading.Thread(target=self._drain, args=(export.host, q), daemon=True,
+                                 name=f"daolinet-export-{export.host}").start()
+        q.put((sender, export))
+
+    def _drain(self, host: str, q: queue.SimpleQueue[tuple[str, NeedsExport]]) -> None:
+        with httpx.Client(timeout=EXPORT_TIMEOUT) as client:
+            while True:
+                sender, export = q.get()
+                ok = self._post(client, sender, export)
+                with self._lock:
+                    self.sent += 1
+                    self.failed += not ok
+                self.fabric.handle(self.fabric.core.exports_acked, host, export.token, ok)
+
+    def _post(self, client: httpx.Client, sender: str, export: NeedsExport) -> bool:
+        """Deliver one export; a host changing masters is tried again for a moment:
+        the new master may not have seen the assignment yet (409), and every setup
+        or takeover waiting for this is better served by a retry than by a failure."""
+        for attempt in range(RETRIES + 1):
+            if attempt:
+                time.sleep(RETRY_EVERY)
+            url = self.fabric.owner_api(export.host)
+            if url is None:
+                why = "no replica masters it now"
+                continue
+            try:
+                answer = client.post(url.rstrip("/") + NEEDS_PATH,
+                                     json=export_body(sender, export),
+                                     headers={"Authorization": f"Bearer {self.token}"})
+            except httpx.HTTPError as exc:
+                log.warning("export %d for %s to %s failed: %s", export.token, export.host,
+                            url, exc)
+                return False
+            if answer.status_code == 409:
+                why = f"{url}: {answer.text[:200]}"
+                continue
+            if answer.status_code != 200:
+                log.warning("export %d for %s: %s answered %d %s", export.token, export.host,
+                            url, answer.status_code, answer.text[:200])
+                return False
+            return bool(answer.json().get("ok"))
+        log.warning("export %d for %s: %s", export.token, export.host, why)
+        return False

@@ -1,0 +1,245 @@
+"""Masters spread over the replicas (docs/architecture.md, "Spread masters").
+
+Every replica holds a *membership*: the store key `member/NAME` on its own lease,
+kept alive like the leadership (controller/cluster/leases.py, same class, same watchdog).
+The leader *assigns* the switches to the members (controller/cluster/assignment.py) and
+writes the assignment as one store document, with a generation from the store's
+revision read inside its exclusive section, so every later assignment has a higher
+one.
+Every replica reads the assignment through the store watch and is OpenFlow master,
+with that generation, of the switches assigned to it while its membership lasts,
+and slave of the others.
+
+A member whose process dies is seen at once: the leader holds the liveness stream
+of every member (`/api/v1/replicas/member-alive`, served while the membership
+lasts) and ends the membership of one that broke without a close frame;
+its switches are assigned again at the next round.  A member cut off from the
+store loses its membership (its watchdog stops it `margin` before the lease could
+expire), and so only then can the leader hand its switches to another member.
+A dead leader's membership is ended by the follower that ends its leadership.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from controller.cluster.assignment import assign
+from controller.cluster.leases import MEMBER_ALIVE_PATH, Replica, stream_died
+from controller.store.base import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+ASSIGNMENT = "assignment"  # store kind; one document, ASSIGNMENT_KEY
+ASSIGNMENT_KEY = "switches"
+REACH = "reach"  # store kind; key: replica name; {"replica", "switches": [dpid...]}
+
+Assignment = dict[int, str]  # dpid -> replica name
+
+
+def parse_assignment(doc: dict[str, Any] | None) -> tuple[Assignment, int]:
+    """(dpid -> replica, generation) of an assignment document ({} and 0 for none)."""
+    if not doc:
+        return {}, 0
+    masters = doc.get("masters") or {}
+    return {int(d): str(n) for d, n in masters.items()}, int(doc.get("generation", 0))
+
+
+def assignment_document(masters: Assignment, generation: int) -> dict[str, Any]:
+    return {"generation": generation, "masters": {str(d): n for d, n in sorted(masters.items())}}
+
+
+class Masters:
+    def __init__(
+        self,
+        store: Store,
+        record: dict[str, Any],
+        elector: Replica,
+        *,
+        switches: Callable[[], set[int]],
+        on_assignment: Callable[[Assignment, int], None],
+        on_membership: Callable[[bool], None],
+        connected: Callable[[], set[int]] = set,
+        ttl: float = 2.0,
+        token: str | None = None,
+    ) -> None:
+        """`switches`: the dpids of the registered hosts; `on_assignment` gets every
+        newer assignment, `on_membership` our membership starting and ending;
+        `connected`: the switches with an OpenFlow connection to this replica, which
+        it reports to the store (kind REACH) for the leader's assignment."""
+        self.connected = connected
+        self._reach: dict[str, set[int]] = {}  # replica -> the switches it reported
+        self._reported: set[int] | None = None
+        self.store = store
+        self.name = str(record["name"])
+        self.elector = elector
+        self.switches = switches
+        self.on_assignment = on_assignment
+        self.token = token
+        self.membership = Replica(
+            store, record, ttl=ttl, key=f"member/{self.name}",
+            on_elected=lambda generation: on_membership(True),
+            on_deposed=lambda: on_membership(False),
+        )
+        elector.on_leader_died = self.end_membership
+        self.poll_every = min(0.2, ttl / 10)
+        self._lock = threading.Lock()
+        self._step_lock = threading.Lock()
+        self._members: dict[str, tuple[dict[str, Any], int]] = {}
+        self._generation = 0  # of the newest assignment applied
+        self._watched: set[str] = set()  # members whose liveness the leader holds
+        self._stop = threading.Event()
+        self.assignments = 0  # assignments this replica wrote (for /metrics)
+
+    # --- state ---------------------------------------------------------------------
+    @property
+    def is_member(self) -> bool:
+        return self.membership.is_leader
+
+    def peer_apis(self) -> list[str]:
+        """The API URLs of the other live members."""
+        with self._lock:
+            members = dict(self._members)
+        return sorted(str(v["api"]) for n, (v, _) in members.items()
+                      if n != self.name and v.get("api"))
+
+    def member_api(self, name: str) -> str | None:
+        with self._lock:
+            record = self._members.get(name, ({}, 0))[0]
+        api = record.get("api")
+        return str(api) if api else None
+
+    # --- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        self.apply(self.store.get(ASSIGNMENT, ASSIGNMENT_KEY))
+        for doc in self.store.list(REACH):
+            self.apply_reach(doc)
+        self.membership.start()
+        threading.Thread(target=self._run, name="daolinet-assigner", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.membership.stop()
+
+    def apply(self, doc: dict[str, Any] | None) -> None:
+        """An assignment document (from the store watch, or read at start)."""
+        masters, generation = parse_assignment(doc)
+        with self._lock:
+            if generation <= self._generation:
+                return  # ours came back, or an older one arrived late
+            self._generation = generation
+        self.on_assignment(masters, generation)
+
+    def apply_reach(self, doc: dict[str, Any] | None) -> None:
+        """A replica's report of the switches connected to it (store watch, or read at
+        start).  A deleted report changes nothing: its replica is gone anyway."""
+        if doc and doc.get("replica"):
+            with self._lock:
+                self._reach[str(doc["replica"])] = {int(d) for d in doc.get("switches", [])}
+
+    def report(self) -> None:
+        """Write the switches connected to us when they changed (StoreError: again at
+        the next round)."""
+        now = set(self.connected())
+        if now == self._reported:
+            return
+        self.store.put(REACH, self.name, {"replica": self.name, "switches": sorted(now)})
+        self._reported = now
+
+    def reach(self, members: Iterable[str]) -> dict[str, set[int]]:
+        """What each member reaches: as reported, ours as we see it now."""
+        with self._lock:
+            out = {m: set(self._reach.get(m, ())) for m in members}
+        out[self.name] = set(self.connected())
+        return out
+
+    # --- the leader assigns --------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_every):
+            try:
+                self.report()
+                self.step()
+            except StoreError as exc:
+                log.debug("assignment round: %s", exc)
+            except Exception:  # never let the assigner die
+                log.exception("assignment round failed")
+
+    def step(self) -> None:
+        # One round at a time: the assigner thread and a liveness watcher that saw a
+        # member die would otherwise both write the same assignment, the second one
+        # only bumping the generation (another round of role requests everywhere).
+        with self._step_lock:
+            self._step()
+
+    def _step(self) -> None:
+        members = self.store.members()
+        with self._lock:
+            self._members = members
+        if not self.elector.is_leader:
+            return
+        for name in set(members) - self._watched - {self.name}:
+            self._watch(name, members[name][1])
+        current, _ = parse_assignment(self.store.get(ASSIGNMENT, ASSIGNMENT_KEY))
+        reach = self.reach(members)
+        wanted = assign(self.switches(), members, current, reach)
+        if wanted == current:
+            return
+        with self.store.exclusive():
+            if not self.elector.is_leader:
+                return
+            # read again inside the exclusive section: a round of another leader
+            # (one that just lost its leadership) may have written it meanwhile
+            current, _ = parse_assignment(self.store.get(ASSIGNMENT, ASSIGNMENT_KEY))
+            wanted = assign(self.switches(), members, current, reach)
+            if wanted == current:
+                return
+            # > every earlier assignment's: each was written at or before this revision
+            generation = self.store.revision() + 1
+            self.store.put(ASSIGNMENT, ASSIGNMENT_KEY, assignment_document(wanted, generation))
+        self.assignments += 1
+        log.info("assigned %d switch(es) to %d replica(s) (generation %d)", len(wanted),
+                 len(members), generation)
+
+    def end_membership(self, name: str) -> None:
+        """End `name`'s membership now (its process died)."""
+        try:
+            current = self.store.leader(f"member/{name}")
+            if current is not None and self.store.end_leadership(current[1], f"member/{name}"):
+                log.warning("replica %s died: its membership ended", name)
+        except StoreError as exc:
+            log.warning("could not end the membership of %s: %s", name, exc)
+
+    def _watch(self, name: str, generation: int) -> None:
+        self._watched.add(name)
+        threading.Thread(
+            target=self._hold_liveness, args=(name, generation),
+            name=f"daolinet-liveness-{name}", daemon=True,
+        ).start()
+
+    def _hold_liveness(self, name: str, generation: int) -> None:
+        """While we lead: hold `name`'s liveness stream; end its membership if its
+        process died."""
+        try:
+            while not self._stop.wait(self.poll_every) and self.elector.is_leader:
+                with self._lock:
+                    member = self._members.get(name)
+                if member is None or member[1] != generation:
+                    return  # gone, or a new membership (its own watcher)
+                api = member[0].get("api")
+                if not api or not self.token:
+                    return
+                if stream_died(str(api), self.token, self._stop,
+                               lambda: self.elector.is_leader, MEMBER_ALIVE_PATH):
+                    try:
+                        ended = self.store.end_leadership(generation, f"member/{name}")
+                    except StoreError as exc:
+                        log.warning("could not end the membership of %s: %s", name, exc)
+                        continue
+                    if ended:
+                        log.warning("replica %s died: its membership ended", name)
+                        self.step()
+                    return
+        finally:
+            self._watched.discard(name)

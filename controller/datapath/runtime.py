@@ -1,0 +1,359 @@
+"""The runtime around the pure core: one lock, the clock, and where effects go.
+
+os-ken threads (OpenFlow events), the asyncio loop (agent streams, API) and the
+ticker all call `Fabric.handle(...)`: the core runs under the lock, then its
+effects are carried out outside it (OpenFlow messages to the switches, route
+deltas to the agent hub).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from controller.datapath.core import Core
+from controller.datapath.messages import OFMessage
+from controller.datapath.needs import ImportDone, Needs, NeedsExport
+from controller.datapath.state import CoreState, Counters, Effects, KernelRouteDelta
+from controller.desired.events import (
+    Change,
+    EndpointAdded,
+    EndpointRemoved,
+    GroupChanged,
+    HostRegistered,
+    NetworkAdded,
+    NetworkChanged,
+    NetworkRemoved,
+    PairPolicyChanged,
+    PublishedPortAdded,
+    PublishedPortRemoved,
+    RulesChanged,
+)
+from controller.desired.index import DesiredIndex
+from controller.desired.models import NatRule
+
+log = logging.getLogger(__name__)
+
+TAKEOVER_SETTLE = 0.3  # seconds (see Fabric.snapshot_delay)
+
+
+class AgentLink(Protocol):
+    """Where route deltas go: the hub of agent streams (controller/agents/hub.py)."""
+
+    def send_delta(self, delta: KernelRouteDelta) -> None: ...
+
+    def host_synced(self, host: str) -> None: ...
+
+    def send_nat(self, host: str, rules: list[NatRule]) -> None: ...
+
+    def send_mesh(self, hosts: list[dict[str, Any]]) -> None: ...
+
+    def drop_all(self) -> None: ...
+
+    def drop_hosts(self, hosts: set[str]) -> None: ...
+
+
+@dataclass
+class ImportWait:
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+
+
+class Fabric:
+    def __init__(self, index: DesiredIndex, state: CoreState | None = None) -> None:
+        self.lock = threading.RLock()
+        self.core = Core(state or CoreState(), index)
+        self.core.state.serial = time.time_ns() >> 12  # fresh cookies after a restart
+        # Sends one switch's messages, in order, in one write.
+        self.send_openflow: Callable[[int, list[OFMessage]], None] = _nowhere
+        self.agents: AgentLink | None = None
+        # The only controller (SQLite): our generation while we master every switch
+        # (None until then), who hears of a change (the OpenFlow app), and the
+        # generation of slave role requests.  Replicas use the assignment below.
+        self.master: int | None = None
+        self._role_listeners: list[Callable[[int | None], None]] = []
+        self.generation_hint: Callable[[], int] = lambda: self.master or 0
+        # Checked before every write to a switch: the leadership is still within its
+        # lease (a replica that was paused or cut off stops at once, not at the next
+        # election round).
+        self.lease_valid: Callable[[], bool] = lambda: self.master is not None
+        self.refusals: dict[str, int] = {"role": 0, "slave": 0}
+        self.mastered: set[int] = set()  # switches whose role reply said we are master
+        self.connected: set[int] = set()  # switches with an OpenFlow connection to us
+        # Masters spread over replicas (controller/cluster/masters.py), with an etcd store:
+        # our replica name (None: one master of every switch, the leader or the only
+        # controller), the assignment (dpid -> replica) and its generation, whether
+        # our membership lasts, and where exports to other replicas' hosts go.
+        self.me: str | None = None
+        self.assignment: dict[int, str] = {}
+        self.assignment_generation = 0
+        self.member = False
+        self.member_api: Callable[[str], str | None] = lambda name: None
+        self.send_export: Callable[[str, NeedsExport], None] | None = None
+        self._imports: dict[int, ImportWait] = {}
+        self._took_over: dict[str, float] = {}  # host -> when we took its switch over
+        self._served: set[str] = set()  # hosts whose switch we master (spread masters)
+        self._import_refs = itertools.count(1)
+
+    # replicas --------------------------------------------------------------------
+    def set_master(self, generation: int | None) -> None:
+        """This replica was elected (its generation) or deposed (None)."""
+        with self.lock:
+            self.master = generation
+            if generation is None:
+                self.mastered.clear()
+            listeners = list(self._role_listeners)
+        for listener in listeners:
+            listener(generation)
+        if generation is None and self.agents is not None:
+            self.agents.drop_all()  # the agents go to the new leader
+
+    def listen_role(self, listener: Callable[[int | None], None]) -> None:
+        """Call `listener` on every role change, and now with the current role."""
+        with self.lock:
+            self._role_listeners.append(listener)
+            current = self.master
+        if current is not None:
+            listener(current)
+
+    def set_assignment(self, masters: dict[int, str], generation: int) -> None:
+        """A newer assignment of switches to replicas (spread masters)."""
+        with self.lock:
+            if generation <= self.assignment_generation:
+                return
+            self.assignment = dict(masters)
+            self.assignment_generation = generation
+        self._spread_changed()
+
+    def set_membership(self, member: bool) -> None:
+        """Our membership started or ended (spread masters): without it we master
+        nothing."""
+        with self.lock:
+            if member == self.member:
+                return
+            self.member = member
+        self._spread_changed()
+
+    def _spread_changed(self) -> None:
+        with self.lock:
+            hosts = self.core.index.hosts()
+            foreign = {h.name for h in hosts if not self.member
+                       or self.assignment.get(h.dpid, self.me) != self.me}
+            gone = {h.name for h in hosts if not self.is_master(h.dpid)}
+            now = time.monotonic()
+            served = {h.name for h in hosts} - gone
+            for name in served - self._served:
+                self._took_over[name] = now
+            self._served = served
+            fx = self.core.set_foreign(foreign, self.assignment_generation, time.monotonic())
+            listeners = list(self._role_listeners)
+        self.execute(fx)
+        for listener in listeners:
+            listener(self.master)
+        if self.agents is not None:
+            self.agents.drop_hosts(gone)  # their agents go to their new masters
+
+    def is_master(self, dpid: int) -> bool:
+        """Whether this replica is (to be) OpenFlow master of switch `dpid`."""
+        if self.me is None:
+            return self.master is not None
+        return self.member and self.assignment.get(dpid) == self.me
+
+    def role_generation(self) -> int:
+        """The generation id of our role requests."""
+        if self.me is None:
+            return self.master if self.master is not None else self.generation_hint()
+        return self.assignment_generation
+
+    def serves(self, host: str) -> bool:
+        """Whether this replica holds `host`'s agent stream (it masters its switch)."""
+        if self.me is None:
+            return self.master is not None
+        h = self.core.index.host(host)
+        return h is not None and self.is_master(h.dpid)
+
+    def owner_api(self, host: str) -> str | None:
+        """The API URL of the replica that masters `host`'s switch (spread masters)."""
+        h = self.core.index.host(host)
+        name = self.assignment.get(h.dpid) if h is not None else None
+        return self.member_api(name) if name is not None else None
+
+    def confirm_master(self, dpid: int, master: bool) -> None:
+        """A switch's role reply (or its disconnection): are we its master?"""
+        with self.lock:
+            if master and self.is_master(dpid):
+                self.mastered.add(dpid)
+            else:
+                self.mastered.discard(dpid)
+
+    def switch_seen(self, dpid: int, up: bool) -> None:
+        """A switch connected to this replica (whatever its role) or went away."""
+        with self.lock:
+            if up:
+                self.connected.add(dpid)
+            else:
+                self.connected.discard(dpid)
+
+    def connected_now(self) -> set[int]:
+        """The switches with an OpenFlow connection to this replica now."""
+        with self.lock:
+            return set(self.connected)
+
+    def count_refusal(self, kind: str) -> None:
+        """A switch refused a role request ("role") or a write as from a slave."""
+        with self.lock:
+            self.refusals[kind] = self.refusals.get(kind, 0) + 1
+
+    def handle(self, handler: Callable[..., Effects], *args: Any) -> None:
+        """Run one core handler (its last argument, `now`, is supplied here)."""
+        with self.lock:
+            fx = handler(*args, time.monotonic())
+        self.execute(fx)
+
+    def execute(self, fx: Effects) -> None:
+        batches: dict[int, list[OFMessage]] = {}
+        for dpid, msg in fx.messages:
+            batches.setdefault(dpid, []).append(msg)
+        for dpid, msgs in batches.items():
+            try:
+                self.send_openflow(dpid, msgs)
+            except Exception:  # a switch that just went away must not stop the rest
+                log.exception("could not send %d messages to %016x", len(msgs), dpid)
+        for delta in fx.deltas:
+            if self.agents is not None:
+                self.agents.send_delta(delta)
+            elif delta.token is not None:
+                self.handle(self.core.routes_failed, delta.host, delta.token)
+        for host in fx.synced_hosts:
+            if self.agents is not None:
+                self.agents.host_synced(host)
+        for host, rules in fx.nat.items():
+            if self.agents is not None:
+                self.agents.send_nat(host, rules)
+        for export in fx.exports:
+            if self.send_export is not None:
+                self.send_export(self.me or "", export)
+            else:  # a core only exports once told of other replicas' hosts
+                log.error("no transport to the replica serving %s: export %d dropped",
+                          export.host, export.token)
+        for done in fx.imports_done:
+            self._imports_done(done)
+
+    # imports from other replicas (controller/datapath/needs.py) -----------------------
+    def import_needs(
+        self, host: str, generation: int, token: int, needs: dict[int, Needs]
+    ) -> ImportWait:
+        """Another replica's export for our `host`; `wait.done` is set once the host's
+        agent holds it (`wait.ok`) or it failed."""
+        wait = ImportWait()
+        with self.lock:
+            ref = next(self._import_refs)
+            self._imports[ref] = wait
+        self.handle(self.core.needs_imported, host, generation, token, needs, ref)
+        return wait
+
+    def _imports_done(self, done: ImportDone) -> None:
+        with self.lock:
+            wait = self._imports.pop(done.ref, None)
+        if wait is not None:
+            wait.ok = done.ok
+            wait.done.set()
+
+    def forget_import(self, wait: ImportWait) -> None:
+        """Its exporter gave up waiting (its setup timed out)."""
+        with self.lock:
+            for ref, w in list(self._imports.items()):
+                if w is wait:
+                    del self._imports[ref]
+
+    def on_change(self, change: Change) -> None:
+        """Inventory callback: desired state changed."""
+        if isinstance(change, EndpointAdded):
+            self.handle(self.core.endpoint_added, change.endpoint)
+        elif isinstance(change, EndpointRemoved):
+            self.handle(self.core.endpoint_removed, change.endpoint)
+        elif isinstance(change, HostRegistered):
+            # a host joined, moved or rotated its key: every agent updates its peers
+            if self.agents is not None:
+                self.agents.send_mesh(self.mesh_hosts())
+        elif isinstance(change, PolicyEvents):
+            # Revocation: every live pair is decided again (docs/architecture.md,
+            # "Policy enforcement"); NAT sets follow published ports and networks.
+            self.handle(self.core.policy_changed)
+
+    # views for the API -----------------------------------------------------------
+    def routes(self, host: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return self.core.live_routes(time.monotonic(), host)
+
+    def counters(self) -> tuple[Counters, int, list[float]]:
+        """A copy of the core's counters, the live connection count, setup latencies."""
+        with self.lock:
+            c = self.core.state.total_view()
+            live = len(self.core.live_routes(time.monotonic()))
+            return replace(c, setup_latency=[]), live, list(c.setup_latency)
+
+    def host_counters(self) -> dict[str, tuple[Counters, int]]:
+        """Per host: its counters (with setup latencies) and its live connections."""
+        with self.lock:
+            now = time.monotonic()
+            hosts = {h.name for h in self.core.index.hosts()}
+            hosts |= set(self.core.state.host_counters)
+            return {
+                h: (self.core.state.host_view(h), len(self.core.live_routes(now, h)))
+                for h in sorted(hosts)
+                if h
+            }
+
+    def mesh_hosts(self) -> list[dict[str, Any]]:
+        """The WireGuard facts of every host (the agents' `mesh` message)."""
+        keys = ("name", "site", "wg_public_key", "wg_endpoint", "tunnel_address", "relay")
+        return [
+            {k: v for k, v in h.model_dump(mode="json").items() if k in keys}
+            for h in self.core.index.hosts()
+        ]
+
+    def nat_snapshot(self, host: str) -> list[dict[str, Any]]:
+        """The NAT rules `host` must hold (sent after its route snapshot)."""
+        with self.lock:
+            rules = self.core.nat_rules(host)
+        return [r.model_dump(mode="json", exclude_none=True) for r in rules]
+
+    def snapshot_delay(self, host: str) -> float:
+        """Seconds to wait before `host`'s agent gets its snapshot: a host just taken
+        over from another replica waits TAKEOVER_SETTLE for the other replicas'
+        exports (each sends them again when it sees the new assignment)."""
+        with self.lock:
+            since = self._took_over.get(host)
+        if since is None:
+            return 0.0
+        return max(0.0, since + TAKEOVER_SETTLE - time.monotonic())
+
+    def snapshot(self, host: str) -> tuple[int, list[dict[str, Any]]] | None:
+        """The full route set for a connecting agent, or None until its switch synced."""
+        with self.lock:
+            if not self.core.is_synced(host):
+                return None
+            token, routes = self.core.snapshot(host)
+        return token, [r.model_dump(mode="json", exclude_none=True) for r in routes]
+
+
+PolicyEvents = (
+    PairPolicyChanged,
+    GroupChanged,
+    RulesChanged,
+    NetworkChanged,
+    NetworkAdded,
+    NetworkRemoved,
+    PublishedPortAdded,
+    PublishedPortRemoved,
+)
+
+
+def _nowhere(dpid: int, msgs: list[OFMessage]) -> None:
+    log.warning("no OpenFlow app yet; dropped %d messages for %016x", len(msgs), dpid)

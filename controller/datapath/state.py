@@ -1,0 +1,272 @@
+"""What the pure core (`controller/datapath/core.py`) takes and keeps: the events the shim
+parses for it, the effects it returns, and its per-switch and per-pair state (a
+cache of what the switches hold, rebuilt from their flow dumps after a restart)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from controller.datapath.messages import FlowAdd, Match, OFMessage, Output, SetField
+from controller.datapath.needs import Export, ImportDone, ImportTable, NeedsExport
+from controller.datapath.tables import T_STATEFUL, cookie
+from controller.desired.models import KernelRoute, NatRule
+
+IPv4 = ipaddress.IPv4Address
+
+
+# --- events ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PortInfo:
+    port_no: int
+    name: str
+    hw_addr: str
+
+
+@dataclass(frozen=True)
+class PacketInfo:
+    """The fields of a PacketIn the core decides on (parsed by the shim)."""
+
+    in_port: int
+    eth_src: str
+    ip_src: IPv4
+    ip_dst: IPv4
+    ip_proto: int
+    data: bytes
+    tp_src: int | None = None  # TCP/UDP ports (None for other protocols)
+    tp_dst: int | None = None
+    table: int = T_STATEFUL  # the table that sent it (table 2: after conntrack)
+    ct_state: int = 0  # conntrack state bits (ofmsg.CT_*) when it came from table 2
+
+
+@dataclass(frozen=True)
+class DumpedFlow:
+    cookie: int
+    table: int
+    priority: int
+    match: Match
+    out_port: int | None
+    packet_count: int
+    duration: float
+
+
+@dataclass(frozen=True)
+class KernelRouteDelta:
+    host: str
+    token: int | None
+    add: tuple[KernelRoute, ...] = ()
+    remove: tuple[KernelRoute, ...] = ()
+
+
+@dataclass
+class Effects:
+    messages: list[tuple[int, OFMessage]] = field(default_factory=list)
+    deltas: list[KernelRouteDelta] = field(default_factory=list)
+    synced_hosts: list[str] = field(default_factory=list)
+    nat: dict[str, list[NatRule]] = field(default_factory=dict)  # host -> its whole NAT set
+    exports: list[NeedsExport] = field(default_factory=list)  # to other replicas' hosts
+    imports_done: list[ImportDone] = field(default_factory=list)
+
+    def send(self, dpid: int, *msgs: OFMessage) -> None:
+        self.messages.extend((dpid, m) for m in msgs)
+
+    def extend(self, other: Effects) -> None:
+        self.messages.extend(other.messages)
+        self.deltas.extend(other.deltas)
+        self.synced_hosts.extend(other.synced_hosts)
+        self.nat.update(other.nat)
+        self.exports.extend(other.exports)
+        self.imports_done.extend(other.imports_done)
+
+
+# --- state -------------------------------------------------------------------------
+FlowKey = tuple[int, int, Match]  # (table, priority, match)
+Pair = frozenset[IPv4]
+Grant = tuple[IPv4, int | None, int | None]  # (source address, ip proto, dst port)
+
+
+@dataclass
+class FlowRecord:
+    flow: FlowAdd
+    installed_at: float
+    needs_route: tuple[IPv4, IPv4] | None  # (dst, via) this flow needs in the kernel
+    pending: bool = False
+    packet_count: int = 0
+    last_active: float = 0.0
+
+    @property
+    def key(self) -> FlowKey:
+        return (self.flow.table, self.flow.priority, self.flow.match)
+
+    @property
+    def src(self) -> IPv4:
+        return IPv4(str(self.flow.match_dict()["ipv4_src"]))
+
+    @property
+    def dst(self) -> IPv4:
+        return IPv4(str(self.flow.match_dict()["ipv4_dst"]))
+
+    @property
+    def in_port(self) -> int:
+        return int(str(self.flow.match_dict()["in_port"]))
+
+    @property
+    def pair(self) -> Pair:
+        return frozenset((self.src, self.dst))
+
+
+@dataclass
+class Switch:
+    dpid: int
+    host: str
+    ports: dict[str, PortInfo] = field(default_factory=dict)
+    local_mac: str | None = None
+    synced: bool = False
+    flows: dict[FlowKey, FlowRecord] = field(default_factory=dict)
+    cookies: dict[int, FlowKey] = field(default_factory=dict)  # cookie -> key
+
+    def port_no(self, name: str) -> int | None:
+        info = self.ports.get(name)
+        return info.port_no if info else None
+
+    def port_name(self, port_no: int) -> str | None:
+        for info in self.ports.values():
+            if info.port_no == port_no:
+                return info.name
+        return None
+
+    def put(self, rec: FlowRecord) -> None:
+        old = self.flows.get(rec.key)
+        if old is not None:
+            self.cookies.pop(old.flow.cookie, None)
+        self.flows[rec.key] = rec
+        self.cookies[rec.flow.cookie] = rec.key
+
+    def pop(self, key: FlowKey) -> FlowRecord:
+        rec = self.flows.pop(key)
+        self.cookies.pop(rec.flow.cookie, None)
+        return rec
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One direction of a connection through one switch."""
+
+    sw: Switch
+    src: IPv4
+    dst: IPv4
+    in_port: int
+    actions: tuple[SetField | Output, ...]
+    needs_route: tuple[IPv4, IPv4] | None
+
+
+@dataclass
+class PairState:
+    """How a pair is forwarded, and what its stateful flows were granted."""
+
+    mode: Literal["open", "stateful"]
+    mark: int  # ct_mark of its connections (stateful)
+    grants: set[Grant] = field(default_factory=set)
+
+
+@dataclass
+class HostRoutes:
+    announced: dict[IPv4, IPv4] = field(default_factory=dict)  # dst -> via
+    unacked: dict[IPv4, int] = field(default_factory=dict)  # dst -> token in flight
+
+
+@dataclass
+class PendingSetup:
+    pair: Pair
+    waiting: set[int]
+    flows: list[tuple[int, FlowKey]]  # (dpid, key) of the pending flow records
+    packets: list[tuple[int, OFMessage]]
+    started: float
+    resubmit: bool = False  # packets go through the tables: every flow first
+
+
+@dataclass
+class Counters:
+    packet_ins: int = 0
+    setups: int = 0
+    denials: int = 0
+    failed_setups: int = 0
+    denied_packets: int = 0  # packets dropped by deny flows (expired ones + live ones)
+    spoofed_packets: int = 0  # packets dropped at a container port (anti-spoofing)
+    setup_latency: list[float] = field(default_factory=list)
+
+
+@dataclass
+class CoreState:
+    idle_timeout: int = 10
+    deny_hold: int = 3
+    # PacketIn budget of each container port (its meter): sustained rate and burst.
+    packet_in_rate: int = 200
+    packet_in_burst: int = 8
+    switches: dict[int, Switch] = field(default_factory=dict)
+    routes: dict[str, HostRoutes] = field(default_factory=dict)
+    pending: dict[Pair, PendingSetup] = field(default_factory=dict)
+    pairs: dict[Pair, PairState] = field(default_factory=dict)
+    serial: int = 1
+    counters: Counters = field(default_factory=Counters)
+    host_counters: dict[str, Counters] = field(default_factory=dict)
+    # packets counted by the live deny / anti-spoofing flows of each host (last dump)
+    live_denied: dict[str, int] = field(default_factory=dict)
+    live_spoofed: dict[str, int] = field(default_factory=dict)
+    # deny flows sent and when they expire: a PacketIn that was already on its way
+    # when the drop flow went out does not send it again
+    denied: dict[tuple[int, Match], float] = field(default_factory=dict)
+    # Masters spread over replicas (controller/datapath/needs.py): the hosts whose
+    # switch another replica masters (empty with one controller, or one master of
+    # all), the generation of our mastership (orders our exports), what we exported
+    # to each foreign host, what other replicas' switches need on our hosts, and the
+    # imports waiting for their routes' acks (shim ref -> tokens).
+    foreign: set[str] = field(default_factory=set)
+    generation: int = 0
+    exports: dict[str, Export] = field(default_factory=dict)
+    imports: dict[str, ImportTable] = field(default_factory=dict)
+    import_waits: dict[int, set[int]] = field(default_factory=dict)
+
+    def next_cookie(self, kind: int) -> int:
+        self.serial += 1
+        return cookie(kind, self.serial)
+
+    def next_token(self) -> int:
+        self.serial += 1
+        return self.serial
+
+    def next_mark(self) -> int:
+        self.serial += 1
+        return (self.serial & 0x7FFFFFFF) or 1
+
+    def switch_of(self, host: str) -> Switch | None:
+        for sw in self.switches.values():
+            if sw.host == host:
+                return sw
+        return None
+
+    def host_routes(self, host: str) -> HostRoutes:
+        return self.routes.setdefault(host, HostRoutes())
+
+    def count(self, host: str, name: str, n: int = 1) -> None:
+        """Add to a counter, in total and for the host."""
+        for c in (self.counters, self.host_counters.setdefault(host, Counters())):
+            setattr(c, name, getattr(c, name) + n)
+
+    def host_view(self, host: str) -> Counters:
+        c = self.host_counters.get(host, Counters())
+        return replace(
+            c,
+            denied_packets=c.denied_packets + self.live_denied.get(host, 0),
+            spoofed_packets=self.live_spoofed.get(host, 0),
+            setup_latency=list(c.setup_latency),
+        )
+
+    def total_view(self) -> Counters:
+        return replace(
+            self.counters,
+            denied_packets=self.counters.denied_packets + sum(self.live_denied.values()),
+            spoofed_packets=sum(self.live_spoofed.values()),
+            setup_latency=list(self.counters.setup_latency),
+        )

@@ -1,0 +1,1 @@
+"""Persistence of the desired state: the interface, SQLite and etcd. Imports nothing of daolinet."""

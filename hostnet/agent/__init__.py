@@ -1,0 +1,1 @@
+"""The host agent: registration, the route stream from the controller and the local API."""

@@ -1,0 +1,1 @@
+"""Docker's remote network and IPAM drivers served by the agent."""

@@ -1,0 +1,3 @@
+"""Everything the agent changes on its host: netlink, kernel routes, NAT, OVS, WireGuard,
+container ports.
+"""
