@@ -39,7 +39,8 @@ from controller.datapath.runtime import Fabric
 from controller.datapath.state import CoreState
 from controller.desired.inventory import Inventory
 from controller.desired.models import Name
-from controller.store.base import DEFAULT_STORE_URL, Store, StoreError, open_store
+from controller.store.base import Store, StoreError
+from controller.store.url import DEFAULT_STORE_URL, open_store
 
 log = logging.getLogger("daolinet.controller")
 DEFAULT_TOKEN_FILE = "/etc/daolinet/controller.token"

@@ -1,1 +1,3 @@
-"""Persistence of the desired state: the interface, SQLite and etcd. Imports nothing of daolinet."""
+"""Persistence of the desired state: the interface (base), SQLite (sqlite), etcd (etcd/,
+split by mechanism) and the URL that picks one (url).  Imports nothing of daolinet
+outside controller.store."""

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from controller.store.base import StoreEvent, StoreUnavailable
-from controller.store.etcd import EtcdStore
+from controller.store.etcd.store import EtcdStore
 from tests.etcdcluster import EtcdCluster, unique_prefix
 
 

@@ -1,6 +1,6 @@
 """The etcd store on a real etcd (the session's shared 1-member cluster,
 tests/etcdcluster.py, a fresh prefix per test): first the backend-generic suite of
-tests/unit/test_store.py again (its tests that take `backend`, which the unit layer runs on
+tests/unit/store/test_store.py again (its tests that take `backend`, which the unit layer runs on
 SQLite), then what only etcd has: watch, fencing, election, paged snapshots.
 Availability with a 3-member cluster: test_store_etcd.py."""
 
@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from controller.store.base import Store, StoreEvent, StoreUnavailable
-from controller.store.etcd import EtcdStore
-from tests.unit import test_store
+from controller.store.etcd.store import EtcdStore
+from tests.unit.store import test_store
+from tests.unit.store.test_store import Collector
 from tests.unit.storebackends import (
     INTEGRATION_BACKENDS,
     Backend,
@@ -22,7 +23,6 @@ from tests.unit.storebackends import (
     etcd_raw,
     open_backend,
 )
-from tests.unit.test_store import Collector
 
 globals().update(backend_suite(test_store))
 
@@ -221,7 +221,7 @@ def test_revoked_lease_fences_writes_then_a_new_one_is_granted(
     endpoint = etcd_backend.cluster.endpoints[0]
     other = etcd_backend.open()
     with estore.exclusive():
-        lease = estore._session
+        lease = estore.session.current
         assert lease is not None
         etcd_raw(endpoint, "/kv/lease/revoke", {"ID": lease})
         with other.exclusive(timeout=1):  # the lock went with the lease
@@ -231,7 +231,7 @@ def test_revoked_lease_fences_writes_then_a_new_one_is_granted(
     assert estore.get("k", "mine") is None
     with estore.exclusive(timeout=2):
         estore.put("k", "mine", {})
-    assert estore._session not in (None, lease)
+    assert estore.session.current not in (None, lease)
     assert estore.get("k", "mine") == {}
 
 
@@ -315,12 +315,12 @@ def test_etcd_leader_key_replaced_is_lost(estore: EtcdStore, etcd_backend: Backe
 def test_etcd_snapshot_pages_are_read_at_one_revision(
     estore: EtcdStore, etcd_backend: Backend
 ) -> None:
-    estore.page_size = 4
+    estore.client.page_size = 4
     for i in range(10):
         estore.put("k", f"{i:02d}", {"i": i})
     rev0 = estore.revision()
     writer = etcd_backend.open()
-    real_call = estore._call
+    real_call = estore.client.call
     pages = []
 
     def call(path, payload, **kw):
@@ -332,10 +332,10 @@ def test_etcd_snapshot_pages_are_read_at_one_revision(
                 writer.delete("k", "09")
         return reply
 
-    estore._call = call  # type: ignore[method-assign]
+    estore.client.call = call  # type: ignore[method-assign]
     rev, docs = estore.snapshot()
     assert rev == rev0
     assert [d["i"] for d in docs["k"]] == list(range(10))
     assert pages == [None, rev0, rev0]
-    estore._call = real_call  # type: ignore[method-assign]
+    estore.client.call = real_call  # type: ignore[method-assign]
     assert [d["i"] for d in estore.list("k")] == [0, 1, 2, 3, 4, 5, "new", 6, 7, 8]

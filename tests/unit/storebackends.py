@@ -1,7 +1,7 @@
 """Both store backends for tests: a SQLite file, or a fresh prefix on the session's
 shared 1-member etcd cluster (tests/etcdcluster.py).
 
-The suites that hold for both backends (tests/unit/test_store.py, test_inventory.py,
+The suites that hold for both backends (tests/unit/store/test_store.py, test_inventory.py,
 test_inventory_policy.py) take a `backend` fixture.  The unit layer runs them on SQLite
 only (UNIT_BACKENDS: no process besides pytest); an integration module runs the same
 tests again on a real etcd (backend_suite):
@@ -29,8 +29,9 @@ from typing import Any
 import requests
 from _pytest.fixtures import FixtureFunctionDefinition
 
-from controller.store.base import SqliteStore, Store
-from controller.store.etcd import EtcdStore
+from controller.store.base import Store
+from controller.store.etcd.store import EtcdStore
+from controller.store.sqlite import SqliteStore
 from tests.etcdcluster import EtcdCluster, shared_cluster, unique_prefix
 
 UNIT_BACKENDS = ("sqlite",)  # tests/unit
@@ -90,7 +91,7 @@ def backend_suite(module: ModuleType) -> dict[str, Any]:
     fixture, directly or through the module's other fixtures), with every fixture of the
     module but `backend`: for an integration module to run them again on another backend.
 
-        from tests.unit import test_store
+        from tests.unit.store import test_store
         globals().update(backend_suite(test_store))
 
         @pytest.fixture(params=INTEGRATION_BACKENDS)

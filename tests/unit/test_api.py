@@ -18,7 +18,7 @@ from controller.cluster.leases import REPLICAS, replica_record
 from controller.desired.events import Change, EndpointAdded
 from controller.desired.inventory import Inventory
 from controller.main import replica_targets, standalone_targets
-from controller.store.base import SqliteStore
+from controller.store.sqlite import SqliteStore
 from tests.unit import fakes
 
 TOKEN = "s3cret-token"

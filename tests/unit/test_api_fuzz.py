@@ -18,7 +18,7 @@ from controller.api.app import create_app
 from controller.api.auth import RequireToken
 from controller.api.deps import ApiContext, Ctx
 from controller.desired.inventory import Inventory
-from controller.store.base import SqliteStore
+from controller.store.sqlite import SqliteStore
 from tests.unit.fakes import FakeFabric
 
 TOKEN = "fuzz-token"

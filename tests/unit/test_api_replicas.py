@@ -13,7 +13,8 @@ from controller.api.deps import ApiContext
 from controller.cluster.leases import REPLICAS, Replica, replica_record
 from controller.cluster.masters import REACH
 from controller.desired.inventory import Inventory
-from controller.store.base import SqliteStore, Store, StoreUnavailable
+from controller.store.base import Store, StoreUnavailable
+from controller.store.sqlite import SqliteStore
 from tests.unit.test_api import FakeFabric
 
 ADMIN, READONLY = "admin-token", "readonly-token"

@@ -20,7 +20,7 @@ from controller.api.deps import ApiContext, Ctx
 from controller.cluster.leases import REPLICAS, replica_record
 from controller.daolictl.commands import app as cli_app
 from controller.desired.inventory import Inventory
-from controller.store.base import SqliteStore
+from controller.store.sqlite import SqliteStore
 from tests.unit import fakes
 from tests.unit.apiserver import serve
 from tests.unit.clirunner import CliRunner

@@ -15,7 +15,7 @@ from controller.api.deps import ApiContext
 from controller.daolictl.commands import CliError, parse_port, parse_publish, parse_source
 from controller.daolictl.commands import app as cli_app
 from controller.desired.inventory import Inventory
-from controller.store.base import SqliteStore
+from controller.store.sqlite import SqliteStore
 from tests.unit.apiserver import serve
 from tests.unit.clirunner import CliRunner
 from tests.unit.test_cli import FakeFabric, routes_router

@@ -15,7 +15,7 @@ from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.desired.events import Change, EndpointAdded, EndpointRemoved
 from controller.desired.inventory import Conflict, Inventory
-from controller.store.base import SqliteStore
+from controller.store.sqlite import SqliteStore
 from hostnet.agent.client import ControllerClient
 from hostnet.docker.plugin import (
     CONTENT_TYPE,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from controller.cluster.leases import Replica
 from controller.cluster.masters import ASSIGNMENT, ASSIGNMENT_KEY, REACH, Masters, parse_assignment
-from controller.store.base import SqliteStore
+from controller.store.sqlite import SqliteStore
 
 
 def test_the_leader_assigns_the_switches_to_the_members_and_again_when_one_goes(

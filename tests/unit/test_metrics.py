@@ -11,7 +11,7 @@ from controller.api.deps import ApiContext
 from controller.api.routes import metrics
 from controller.datapath.runtime import Fabric
 from controller.desired.inventory import Inventory
-from controller.store.base import SqliteStore
+from controller.store.sqlite import SqliteStore
 
 
 def test_metrics_reports_counters_and_setup_histogram(tmp_path: Path) -> None:

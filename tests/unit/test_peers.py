@@ -16,7 +16,7 @@ from controller.api.routes.live import merge_routes
 from controller.datapath.runtime import Fabric
 from controller.desired.inventory import Inventory
 from controller.desired.models import Host
-from controller.store.base import SqliteStore
+from controller.store.sqlite import SqliteStore
 
 ADMIN = "admin-token-for-the-peer-tests"
 

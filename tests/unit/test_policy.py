@@ -23,7 +23,7 @@ from controller.desired.policy import (
     decide_pair,
     port_ranges,
 )
-from controller.store.base import SqliteStore
+from controller.store.sqlite import SqliteStore
 
 IP = ipaddress.IPv4Address
 TCP, UDP, ICMP = IP_PROTO_TCP, IP_PROTO_UDP, IP_PROTO_ICMP

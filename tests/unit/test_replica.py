@@ -138,7 +138,7 @@ def test_stop_resigns_so_another_replica_takes_over_at_once() -> None:
 def test_a_standalone_controller_leads_until_it_stops(tmp_path) -> None:
     """With SQLite there is one controller: a refresh that never comes (a loaded host)
     must not depose it, since nobody could take the switches over."""
-    from controller.store.base import SqliteStore
+    from controller.store.sqlite import SqliteStore
 
     store = SqliteStore(tmp_path / "s.db")
     calls: list[object] = []

@@ -28,7 +28,8 @@ from controller.desired.events import (
 from controller.desired.index import DesiredIndex
 from controller.desired.inventory import Inventory
 from controller.desired.replication import CorruptDocument, apply_document
-from controller.store.base import SqliteStore, StoreUnavailable
+from controller.store.base import StoreUnavailable
+from controller.store.sqlite import SqliteStore
 
 KEY = "k" * 42 + "A="
 

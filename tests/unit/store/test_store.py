@@ -1,12 +1,11 @@
 """The store: one suite for both backends, run here on SQLite (the tests that take the
 `backend` fixture; tests/integration/test_store_on_etcd.py runs them again on a real etcd,
-with what only etcd has: watch, fencing, election details), then what is SQLite's: files,
-the watch that is a no-op, election; and the parsing of store URLs.  Availability with a
-3-member cluster: tests/integration/test_store_etcd.py."""
+with what only etcd has: watch, fencing, election details).  What is SQLite's alone:
+test_sqlite.py; the parsing of store URLs: test_url.py.  Availability with a 3-member
+cluster: tests/integration/test_store_etcd.py."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -14,26 +13,27 @@ from pathlib import Path
 import pytest
 
 from controller.store.base import (
-    DEFAULT_STORE_URL,
-    SqliteStore,
     Store,
     StoreConflict,
     StoreError,
     StoreEvent,
     StoreUnavailable,
-    open_store,
 )
-from controller.store.etcd import EtcdStore, parse_etcd_url
+from controller.store.etcd.store import EtcdStore
 from tests.unit.storebackends import UNIT_BACKENDS, Backend, open_backend
 
 
 @pytest.fixture(params=UNIT_BACKENDS)
+
+
 def backend(request, tmp_path: Path):
     with open_backend(request, tmp_path) as b:
         yield b
 
 
 @pytest.fixture
+
+
 def store(backend: Backend) -> Store:
     return backend.open()
 
@@ -213,7 +213,7 @@ def test_snapshot_holds_every_document_by_kind(store: Store) -> None:
 
 def test_snapshot_of_many_documents_is_one_read(store: Store) -> None:
     if isinstance(store, EtcdStore):
-        store.page_size = 7  # several pages, all read at the revision of the first
+        store.client.page_size = 7  # several pages, all read at the revision of the first
     for i in range(30):
         store.put("b", f"{i:02d}", {"i": i})
     for i in range(3):
@@ -245,61 +245,6 @@ def test_revision_grows_with_every_write(store: Store) -> None:
         store.put("k", "c", {})
     grew()
     assert store.revision() == seen[-1]  # reads change nothing
-
-
-def test_sqlite_revision_and_generation_survive_reopen(tmp_path: Path) -> None:
-    s = SqliteStore(tmp_path / "r.db")
-    s.put("k", "a", {})
-    s.put("k", "b", {})
-    assert not s.delete("k", "missing")  # deleting nothing is not a change (as in etcd)
-    with pytest.raises(StoreConflict):
-        s.put("k", "a", {}, create=True)  # nor is a refused create
-    assert s.revision() == 2
-    lead = s.try_lead({"name": "c1"}, 10)
-    assert lead is not None
-    gen = lead.generation
-    s.close()
-    s = SqliteStore(tmp_path / "r.db")
-    try:
-        assert s.revision() == 2
-        assert s.leader() is None  # a leadership is of the process that won it
-        again = s.try_lead({"name": "c1"}, 10)
-        assert again is not None and again.generation == gen + 1
-    finally:
-        s.close()
-
-
-def test_sqlite_database_of_before_revisions_opens(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    db = sqlite3.connect(path)
-    db.execute(
-        "CREATE TABLE documents (kind TEXT NOT NULL, key TEXT NOT NULL,"
-        " value TEXT NOT NULL, PRIMARY KEY (kind, key))"
-    )
-    db.execute("""INSERT INTO documents VALUES ('host', 'h1', '{"name":"h1"}')""")
-    db.commit()
-    db.close()
-    s = SqliteStore(path)
-    try:
-        assert s.snapshot() == (0, {"host": [{"name": "h1"}]})
-        s.put("host", "h2", {"name": "h2"})
-        assert s.revision() == 1
-    finally:
-        s.close()
-
-
-# --- watch ---------------------------------------------------------------------------------
-
-
-def test_sqlite_watch_is_a_no_op(tmp_path: Path) -> None:
-    s = SqliteStore(tmp_path / "w.db")
-    got = Collector()
-    s.watch(0, got)
-    s.put("k", "a", {})
-    s.delete("k", "a")
-    time.sleep(0.05)
-    assert got.calls == []
-    s.close()
 
 
 # --- exclusive (both backends) ----------------------------------------------------------
@@ -416,18 +361,6 @@ def test_generation_grows_with_every_leadership(backend: Backend) -> None:
     assert gens == sorted(gens) and len(set(gens)) == len(gens)
 
 
-def test_sqlite_try_lead_always_succeeds(tmp_path: Path) -> None:
-    s = SqliteStore(tmp_path / "l.db")
-    first = s.try_lead({"name": "a"}, 5)
-    second = s.try_lead({"name": "b"}, 5)
-    assert first is not None and second is not None
-    assert second.generation == first.generation + 1
-    assert first.refresh() is False  # superseded
-    assert s.leader() == ({"name": "b"}, second.generation)
-    s.close()
-    assert second.refresh() is False
-
-
 def test_leadership_lives_by_refresh_and_expires_without(backend: Backend) -> None:
     a, b = backend.open(), backend.open()
     ttl = 2.0 if backend.kind == "etcd" else 0.4  # etcd's minimum lease is 2 s here
@@ -475,110 +408,3 @@ def test_memberships_are_leaderships_of_their_own_keys(backend: Backend) -> None
 def test_leadership_ttl_must_be_positive(store: Store) -> None:
     with pytest.raises(ValueError, match="ttl must be positive"):
         store.try_lead({}, 0)
-
-
-# --- SQLite files ---------------------------------------------------------------------------
-
-
-def test_sqlite_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "x.db"
-    s = SqliteStore(path)
-    for i in range(50):
-        s.put("endpoint", f"e{i:02d}", {"i": i})
-    s.delete("endpoint", "e07")
-    s.close()
-    s2 = SqliteStore(path)
-    try:
-        docs = s2.list("endpoint")
-        assert len(docs) == 49
-        assert {"i": 7} not in docs
-        assert s2.get("endpoint", "e49") == {"i": 49}
-    finally:
-        s2.close()
-
-
-def test_wal_mode_and_parent_created(tmp_path: Path) -> None:
-    path = tmp_path / "deep" / "er" / "d.db"
-    s = SqliteStore(path)
-    s.put("k", "v", {})
-    assert path.exists()
-    mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode.lower() == "wal"
-    s.close()
-
-
-def test_open_store_sqlite(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "o.db"
-    s = open_store(f"sqlite:///{path}")
-    assert isinstance(s, SqliteStore)
-    s.put("k", "v", {"ok": True})
-    s.close()
-    assert path.exists()
-
-
-def test_open_store_memory() -> None:
-    s = open_store("sqlite:///:memory:")
-    s.put("k", "v", {"ok": True})
-    assert s.get("k", "v") == {"ok": True}
-    with s.exclusive():
-        assert s.snapshot()[1] == {"k": [{"ok": True}]}
-    s.close()
-
-
-def test_default_url_is_absolute_sqlite() -> None:
-    assert DEFAULT_STORE_URL == "sqlite:////var/lib/daolinet/daolinet.db"
-
-
-# --- URLs -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("url", "members", "prefix"),
-    [
-        ("etcd://127.0.0.1:2379", [("127.0.0.1", 2379)], "daolinet"),
-        ("etcd://127.0.0.1:2379/", [("127.0.0.1", 2379)], "daolinet"),
-        (
-            "etcd://127.0.0.1:2379,127.0.0.1:22379/daolinet-test-1",
-            [("127.0.0.1", 2379), ("127.0.0.1", 22379)],
-            "daolinet-test-1",
-        ),
-        ("etcd://etcd-1.lab:2379,[::1]:2379/d_1.x", [("etcd-1.lab", 2379), ("::1", 2379)], "d_1.x"),
-    ],
-)
-def test_parse_etcd_url(url: str, members: list[tuple[str, int]], prefix: str) -> None:
-    assert parse_etcd_url(url) == (members, prefix)
-    s = open_store(url)  # opening does not connect
-    assert isinstance(s, EtcdStore)
-    assert s.prefix == prefix
-    s.close()
-
-
-@pytest.mark.parametrize(
-    ("url", "match"),
-    [
-        ("postgres://x/y", "unsupported store URL 'postgres://x/y': expected sqlite:"),
-        ("/var/lib/daolinet/x.db", "unsupported store URL"),
-        ("", "unsupported store URL"),
-        ("sqlite://host/x.db", "malformed store URL"),
-        ("sqlite:relative.db", "malformed store URL"),
-        ("sqlite:///relative.db", "absolute file path"),
-        ("sqlite:///", "absolute file path"),
-        ("sqlite:////", "absolute file path"),
-        ("etcd:127.0.0.1:2379", r"malformed store URL .*: expected etcd://HOST:PORT\[,HOST:PORT"),
-        ("etcd://", "names no etcd member"),
-        ("etcd:///daolinet", "names no etcd member"),
-        ("etcd://127.0.0.1", "'127.0.0.1' is not HOST:PORT"),
-        ("etcd://127.0.0.1:", "is not HOST:PORT"),
-        ("etcd://127.0.0.1:2379,", "'' is not HOST:PORT"),
-        ("etcd://127.0.0.1:99999", "port 99999 of '127.0.0.1:99999' is not in 1-65535"),
-        ("etcd://127.0.0.1:0", "port 0"),
-        ("etcd://a b:2379", "is not HOST:PORT"),
-        ("etcd://h:1,h:1", "lists 'h:1' twice"),
-        ("etcd://h:1/a/b", "the prefix 'a/b' must be one word"),
-        ("etcd://h:1/x?y=1", "the prefix 'x\\?y=1' must be one word"),
-    ],
-)
-def test_open_store_rejects(url: str, match: str) -> None:
-    with pytest.raises(ValueError, match=match) as err:
-        open_store(url)
-    assert "\n" not in str(err.value)
