@@ -134,11 +134,6 @@ class RequestFlowStats:
     cookie_mask: int = 0
 
 
-@dataclass(frozen=True)
-class Barrier:
-    pass
-
-
 OFPM_ALL = 0xFFFFFFFF
 
 
@@ -164,7 +159,6 @@ OFMessage = (
     | PacketOut
     | RequestPortDesc
     | RequestFlowStats
-    | Barrier
     | MeterAdd
     | MeterDelete
 )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from controller.datapath.messages import (
     CT,
-    CT_TRK,
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     OFPP_CONTROLLER,
@@ -164,8 +163,3 @@ def guard_flows(port_no: int, mac: str, ip: str, serial: int) -> list[FlowAdd]:
 def packet_in_meter(port_no: int, rate_pps: int, burst: int) -> MeterAdd:
     """The meter of a container port's PacketIns (see `guard_flows`)."""
     return MeterAdd(port_no, rate_pps, burst)
-
-
-def ct_tracked() -> tuple[int, int]:
-    """ct_state match of any tracked packet."""
-    return (CT_TRK, CT_TRK)

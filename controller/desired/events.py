@@ -100,9 +100,6 @@ class PublishedPortRemoved:
     port: PublishedPort
 
 
-# Changes after which a live connection's verdict may differ: re-run decide().
-PolicyChange = PairPolicyChanged | GroupChanged | RulesChanged
-
 Change = (
     HostRegistered
     | NetworkAdded

@@ -28,7 +28,6 @@ from controller.datapath.messages import (
     ETH_TYPE_IP,
     OFPP_CONTROLLER,
     Action,
-    Barrier,
     FlowAdd,
     FlowDelete,
     GotoTable,
@@ -114,8 +113,6 @@ def translate(dp: Any, msg: OFMessage) -> Any:
             msg.cookie_mask,
             parser.OFPMatch(),
         )
-    if isinstance(msg, Barrier):
-        return parser.OFPBarrierRequest(dp)
     if isinstance(msg, MeterAdd):
         # MODIFY would fail on a missing meter and ADD on an existing one; the core
         # deletes every meter when a switch connects, so ADD is the one that fits.
