@@ -1,14 +1,21 @@
 """In-memory index of the desired state, read by the core on every PacketIn.
 
 The inventory persists records in the store and mirrors them here; the core only
-reads.  Lookups on the hot path (endpoint by IP, endpoint by port) are dict hits.
-A lock makes each call atomic because os-ken threads read while API handlers write.
+reads.  The index publishes immutable versions (`DesiredView`): a write builds the
+next version (copying only the tables it touches) and swaps it in with one
+assignment, so a reader never waits and never sees half a change.  `batch()`
+groups several writes into one version.  The core reads one version per handler
+call (`view()`), so a handler decides on one state and can be replayed.
+Lookups on the hot path (endpoint by IP, endpoint by port) are dict hits.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
 from controller.desired.models import (
     Endpoint,
@@ -20,253 +27,327 @@ from controller.desired.models import (
     PublishedPort,
 )
 
+IPv4 = ipaddress.IPv4Address
+
 
 def pair_key(a: str, b: str) -> tuple[str, str]:
     """The one key of an unordered pair of container names."""
     return (a, b) if a <= b else (b, a)
 
 
-class DesiredIndex:
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._hosts: dict[str, Host] = {}
-        self._hosts_by_dpid: dict[int, Host] = {}
-        self._hosts_by_address: dict[ipaddress.IPv4Address, Host] = {}
-        self._hosts_by_tunnel: dict[ipaddress.IPv4Address, Host] = {}
-        self._networks: dict[str, Network] = {}
-        self._endpoints: dict[str, Endpoint] = {}  # by id
-        self._by_name: dict[str, Endpoint] = {}
-        self._by_ip: dict[ipaddress.IPv4Address, Endpoint] = {}
-        self._by_port: dict[tuple[str, str], Endpoint] = {}
-        # policy
-        self._groups: dict[str, Group] = {}
-        self._groups_of_network: dict[str, frozenset[str]] = {}
-        self._pairs: dict[tuple[str, str], PairPolicy] = {}
-        self._rules: dict[tuple[str, str], tuple[FirewallRule, ...]] = {}  # ordered
-        self._rules_by_id: dict[str, FirewallRule] = {}
-        self._published: dict[str, PublishedPort] = {}  # by id
-        self._published_by_port: dict[tuple[str, int], tuple[PublishedPort, ...]] = {}
+@dataclass
+class _Tables:
+    """One version's tables.  A published version's tables are never written again."""
 
-    # --- writes (inventory only) -------------------------------------------------
-    def put_host(self, host: Host) -> None:
-        with self._lock:
-            self.drop_host(host.name)
-            self._hosts[host.name] = host
-            self._hosts_by_dpid[host.dpid] = host
-            self._hosts_by_address[host.address] = host
-            if host.tunnel_address is not None:
-                self._hosts_by_tunnel[host.tunnel_address] = host
+    hosts: dict[str, Host] = field(default_factory=dict)
+    hosts_by_dpid: dict[int, Host] = field(default_factory=dict)
+    hosts_by_address: dict[IPv4, Host] = field(default_factory=dict)
+    hosts_by_tunnel: dict[IPv4, Host] = field(default_factory=dict)
+    networks: dict[str, Network] = field(default_factory=dict)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)  # by id
+    by_name: dict[str, Endpoint] = field(default_factory=dict)
+    by_ip: dict[IPv4, Endpoint] = field(default_factory=dict)
+    by_port: dict[tuple[str, str], Endpoint] = field(default_factory=dict)
+    # policy
+    groups: dict[str, Group] = field(default_factory=dict)
+    groups_of_network: dict[str, frozenset[str]] = field(default_factory=dict)
+    pairs: dict[tuple[str, str], PairPolicy] = field(default_factory=dict)
+    rules: dict[tuple[str, str], tuple[FirewallRule, ...]] = field(
+        default_factory=dict
+    )  # ordered
+    rules_by_id: dict[str, FirewallRule] = field(default_factory=dict)
+    published: dict[str, PublishedPort] = field(default_factory=dict)  # by id
+    published_by_port: dict[tuple[str, int], tuple[PublishedPort, ...]] = field(
+        default_factory=dict
+    )
 
-    def drop_host(self, name: str) -> None:
-        with self._lock:
-            old = self._hosts.pop(name, None)
-            if old is not None:
-                self._hosts_by_dpid.pop(old.dpid, None)
-                self._hosts_by_address.pop(old.address, None)
-                if old.tunnel_address is not None:
-                    self._hosts_by_tunnel.pop(old.tunnel_address, None)
 
-    def put_network(self, network: Network) -> None:
-        with self._lock:
-            self._networks[network.name] = network
+class DesiredReads:
+    """The reads of the desired state, over the tables `_tables()` gives (each read
+    takes them once, so it sees one version)."""
 
-    def drop_network(self, name: str) -> None:
-        with self._lock:
-            self._networks.pop(name, None)
+    def _tables(self) -> _Tables:
+        raise NotImplementedError
 
-    def put_endpoint(self, endpoint: Endpoint) -> None:
-        with self._lock:
-            self.drop_endpoint(endpoint.id)
-            self._endpoints[endpoint.id] = endpoint
-            self._by_name[endpoint.name] = endpoint
-            self._by_ip[endpoint.ip] = endpoint
-            self._by_port[(endpoint.host, endpoint.port)] = endpoint
-
-    def drop_endpoint(self, endpoint_id: str) -> None:
-        with self._lock:
-            old = self._endpoints.pop(endpoint_id, None)
-            if old is not None:
-                self._by_name.pop(old.name, None)
-                self._by_ip.pop(old.ip, None)
-                self._by_port.pop((old.host, old.port), None)
-
-    def put_group(self, group: Group) -> None:
-        with self._lock:
-            self.drop_group(group.name)
-            self._groups[group.name] = group
-            for net in group.networks:
-                self._groups_of_network[net] = self._groups_of_network.get(
-                    net, frozenset()
-                ) | {group.name}
-
-    def drop_group(self, name: str) -> None:
-        with self._lock:
-            old = self._groups.pop(name, None)
-            if old is None:
-                return
-            for net in old.networks:
-                left = self._groups_of_network.get(net, frozenset()) - {name}
-                if left:
-                    self._groups_of_network[net] = left
-                else:
-                    self._groups_of_network.pop(net, None)
-
-    def put_pair_policy(self, policy: PairPolicy) -> None:
-        with self._lock:
-            self._pairs[pair_key(policy.a, policy.b)] = policy
-
-    def drop_pair_policy(self, a: str, b: str) -> None:
-        with self._lock:
-            self._pairs.pop(pair_key(a, b), None)
-
-    def put_rule(self, rule: FirewallRule) -> None:
-        with self._lock:
-            self.drop_rule(rule.id)
-            self._rules_by_id[rule.id] = rule
-            key = (rule.target_kind, rule.target)
-            rules = [*self._rules.get(key, ()), rule]
-            rules.sort(key=lambda r: (r.position, r.created_at, r.id))
-            self._rules[key] = tuple(rules)
-
-    def drop_rule(self, rule_id: str) -> None:
-        with self._lock:
-            old = self._rules_by_id.pop(rule_id, None)
-            if old is None:
-                return
-            key = (old.target_kind, old.target)
-            left = tuple(r for r in self._rules.get(key, ()) if r.id != rule_id)
-            if left:
-                self._rules[key] = left
-            else:
-                self._rules.pop(key, None)
-
-    def put_published_port(self, port: PublishedPort) -> None:
-        with self._lock:
-            self.drop_published_port(port.id)
-            self._published[port.id] = port
-            key = (port.protocol, port.host_port)
-            self._published_by_port[key] = (*self._published_by_port.get(key, ()), port)
-
-    def drop_published_port(self, port_id: str) -> None:
-        with self._lock:
-            old = self._published.pop(port_id, None)
-            if old is None:
-                return
-            key = (old.protocol, old.host_port)
-            left = tuple(p for p in self._published_by_port.get(key, ()) if p.id != port_id)
-            if left:
-                self._published_by_port[key] = left
-            else:
-                self._published_by_port.pop(key, None)
-
-    # --- reads --------------------------------------------------------------------
     def host(self, name: str) -> Host | None:
-        with self._lock:
-            return self._hosts.get(name)
+        return self._tables().hosts.get(name)
 
     def host_by_dpid(self, dpid: int) -> Host | None:
-        with self._lock:
-            return self._hosts_by_dpid.get(dpid)
+        return self._tables().hosts_by_dpid.get(dpid)
 
-    def host_by_address(self, address: ipaddress.IPv4Address) -> Host | None:
-        with self._lock:
-            return self._hosts_by_address.get(address)
+    def host_by_address(self, address: IPv4) -> Host | None:
+        return self._tables().hosts_by_address.get(address)
 
-    def host_by_tunnel(self, address: ipaddress.IPv4Address) -> Host | None:
+    def host_by_tunnel(self, address: IPv4) -> Host | None:
         """The host whose WireGuard tunnel address this is (the core's hot path)."""
-        with self._lock:
-            return self._hosts_by_tunnel.get(address)
+        return self._tables().hosts_by_tunnel.get(address)
 
     def hosts(self) -> list[Host]:
-        with self._lock:
-            return sorted(self._hosts.values(), key=lambda h: h.name)
+        return sorted(self._tables().hosts.values(), key=lambda h: h.name)
 
     def network(self, name: str) -> Network | None:
-        with self._lock:
-            return self._networks.get(name)
+        return self._tables().networks.get(name)
 
     def networks(self) -> list[Network]:
-        with self._lock:
-            return sorted(self._networks.values(), key=lambda n: n.name)
+        return sorted(self._tables().networks.values(), key=lambda n: n.name)
 
     def endpoint(self, name_or_id: str) -> Endpoint | None:
-        with self._lock:
-            return self._endpoints.get(name_or_id) or self._by_name.get(name_or_id)
+        t = self._tables()
+        return t.endpoints.get(name_or_id) or t.by_name.get(name_or_id)
 
-    def endpoint_by_ip(self, ip: ipaddress.IPv4Address) -> Endpoint | None:
-        with self._lock:
-            return self._by_ip.get(ip)
+    def endpoint_by_ip(self, ip: IPv4) -> Endpoint | None:
+        return self._tables().by_ip.get(ip)
 
     def endpoint_by_port(self, host: str, port: str) -> Endpoint | None:
-        with self._lock:
-            return self._by_port.get((host, port))
+        return self._tables().by_port.get((host, port))
 
     def endpoints(self, host: str | None = None, network: str | None = None) -> list[Endpoint]:
-        with self._lock:
-            found = [
-                e
-                for e in self._endpoints.values()
-                if (host is None or e.host == host) and (network is None or e.network == network)
-            ]
+        found = [
+            e
+            for e in self._tables().endpoints.values()
+            if (host is None or e.host == host) and (network is None or e.network == network)
+        ]
         return sorted(found, key=lambda e: e.name)
 
     # --- policy reads ---------------------------------------------------------------
     def group(self, name: str) -> Group | None:
-        with self._lock:
-            return self._groups.get(name)
+        return self._tables().groups.get(name)
 
     def groups(self) -> list[Group]:
-        with self._lock:
-            return sorted(self._groups.values(), key=lambda g: g.name)
+        return sorted(self._tables().groups.values(), key=lambda g: g.name)
 
     def groups_of_network(self, name: str) -> frozenset[str]:
         """Names of the groups the network is a member of."""
-        with self._lock:
-            return self._groups_of_network.get(name, frozenset())
+        return self._tables().groups_of_network.get(name, frozenset())
 
     def pair_policy(self, a_name: str, b_name: str) -> PairPolicy | None:
         """The pair policy between two containers (by name, either order)."""
-        with self._lock:
-            return self._pairs.get(pair_key(a_name, b_name))
+        return self._tables().pairs.get(pair_key(a_name, b_name))
 
     def pair_policies(self, container: str | None = None) -> list[PairPolicy]:
-        with self._lock:
-            found = [
-                p for p in self._pairs.values() if container is None or container in (p.a, p.b)
-            ]
+        found = [
+            p
+            for p in self._tables().pairs.values()
+            if container is None or container in (p.a, p.b)
+        ]
         return sorted(found, key=lambda p: (p.a, p.b))
 
     def rules_for(self, target_kind: str, target: str) -> tuple[FirewallRule, ...]:
         """The rules of one network or group, in evaluation order (first match wins)."""
-        with self._lock:
-            return self._rules.get((target_kind, target), ())
+        return self._tables().rules.get((target_kind, target), ())
 
     def rule(self, rule_id: str) -> FirewallRule | None:
-        with self._lock:
-            return self._rules_by_id.get(rule_id)
+        return self._tables().rules_by_id.get(rule_id)
 
     def rules(self) -> list[FirewallRule]:
         """Every rule, by target then position."""
-        with self._lock:
-            return [r for key in sorted(self._rules) for r in self._rules[key]]
+        rules = self._tables().rules
+        return [r for key in sorted(rules) for r in rules[key]]
 
     def published_port_by_id(self, port_id: str) -> PublishedPort | None:
-        with self._lock:
-            return self._published.get(port_id)
+        return self._tables().published.get(port_id)
 
     def published_ports(self, container: str | None = None) -> list[PublishedPort]:
         """Published ports, of one container (by name) or all."""
-        with self._lock:
-            found = [
-                p for p in self._published.values() if container is None or p.container == container
-            ]
+        found = [
+            p
+            for p in self._tables().published.values()
+            if container is None or p.container == container
+        ]
         return sorted(found, key=lambda p: (p.container, p.protocol, p.host_port))
 
     def published_port(self, host_port: int, proto: str, host: str) -> PublishedPort | None:
         """The port published as `host_port/proto` on `host` (by the container there)."""
+        t = self._tables()
+        for port in t.published_by_port.get((proto, host_port), ()):
+            ep = t.by_name.get(port.container)
+            if ep is not None and ep.host == host:
+                return port
+        return None
+
+
+class DesiredView(DesiredReads):
+    """One published version of the desired state: it never changes."""
+
+    __slots__ = ("_version",)
+
+    def __init__(self, tables: _Tables | None = None) -> None:
+        self._version = tables if tables is not None else _Tables()
+
+    def _tables(self) -> _Tables:
+        return self._version
+
+
+class DesiredIndex(DesiredReads):
+    """The live desired state: reads see the latest published version (and a writer
+    its own batch in progress); `view()` pins one version."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # one writer at a time
+        self._published = DesiredView()
+        self._draft: _Tables | None = None  # the batch in progress (under the lock)
+        self._copied: set[str] = set()  # tables the draft owns already
+        self._writer: int | None = None  # the thread of the batch in progress
+        self._depth = 0
+
+    def view(self) -> DesiredView:
+        """The latest published version (one attribute read: never waits)."""
+        return self._published
+
+    def _tables(self) -> _Tables:
+        draft = self._draft
+        if draft is not None and self._writer == threading.get_ident():
+            return draft  # a writer reads what it wrote so far
+        return self._published._tables()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Writes inside are published together, as one version, when it ends."""
         with self._lock:
-            for port in self._published_by_port.get((proto, host_port), ()):
-                ep = self._by_name.get(port.container)
-                if ep is not None and ep.host == host:
-                    return port
-            return None
+            if self._depth == 0:
+                self._draft = replace(self._published._tables())
+                self._copied = set()
+                self._writer = threading.get_ident()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    draft, self._draft, self._writer = self._draft, None, None
+                    if draft is not None and self._copied:
+                        self._published = DesiredView(draft)
+
+    def _own(self, *names: str) -> _Tables:
+        """The draft, owning a copy of each named table (copy-on-write: once per
+        table and batch, so a published version is never written)."""
+        draft = self._draft
+        assert draft is not None, "index writes run inside batch()"
+        for name in names:
+            if name not in self._copied:
+                self._copied.add(name)
+                setattr(draft, name, dict(getattr(draft, name)))
+        return draft
+
+    # --- writes (inventory only) -------------------------------------------------
+    def put_host(self, host: Host) -> None:
+        with self.batch():
+            self.drop_host(host.name)
+            t = self._own("hosts", "hosts_by_dpid", "hosts_by_address", "hosts_by_tunnel")
+            t.hosts[host.name] = host
+            t.hosts_by_dpid[host.dpid] = host
+            t.hosts_by_address[host.address] = host
+            if host.tunnel_address is not None:
+                t.hosts_by_tunnel[host.tunnel_address] = host
+
+    def drop_host(self, name: str) -> None:
+        with self.batch():
+            t = self._own("hosts", "hosts_by_dpid", "hosts_by_address", "hosts_by_tunnel")
+            old = t.hosts.pop(name, None)
+            if old is not None:
+                t.hosts_by_dpid.pop(old.dpid, None)
+                t.hosts_by_address.pop(old.address, None)
+                if old.tunnel_address is not None:
+                    t.hosts_by_tunnel.pop(old.tunnel_address, None)
+
+    def put_network(self, network: Network) -> None:
+        with self.batch():
+            self._own("networks").networks[network.name] = network
+
+    def drop_network(self, name: str) -> None:
+        with self.batch():
+            self._own("networks").networks.pop(name, None)
+
+    def put_endpoint(self, endpoint: Endpoint) -> None:
+        with self.batch():
+            self.drop_endpoint(endpoint.id)
+            t = self._own("endpoints", "by_name", "by_ip", "by_port")
+            t.endpoints[endpoint.id] = endpoint
+            t.by_name[endpoint.name] = endpoint
+            t.by_ip[endpoint.ip] = endpoint
+            t.by_port[(endpoint.host, endpoint.port)] = endpoint
+
+    def drop_endpoint(self, endpoint_id: str) -> None:
+        with self.batch():
+            t = self._own("endpoints", "by_name", "by_ip", "by_port")
+            old = t.endpoints.pop(endpoint_id, None)
+            if old is not None:
+                t.by_name.pop(old.name, None)
+                t.by_ip.pop(old.ip, None)
+                t.by_port.pop((old.host, old.port), None)
+
+    def put_group(self, group: Group) -> None:
+        with self.batch():
+            self.drop_group(group.name)
+            t = self._own("groups", "groups_of_network")
+            t.groups[group.name] = group
+            for net in group.networks:
+                t.groups_of_network[net] = t.groups_of_network.get(net, frozenset()) | {
+                    group.name
+                }
+
+    def drop_group(self, name: str) -> None:
+        with self.batch():
+            t = self._own("groups", "groups_of_network")
+            old = t.groups.pop(name, None)
+            if old is None:
+                return
+            for net in old.networks:
+                left = t.groups_of_network.get(net, frozenset()) - {name}
+                if left:
+                    t.groups_of_network[net] = left
+                else:
+                    t.groups_of_network.pop(net, None)
+
+    def put_pair_policy(self, policy: PairPolicy) -> None:
+        with self.batch():
+            self._own("pairs").pairs[pair_key(policy.a, policy.b)] = policy
+
+    def drop_pair_policy(self, a: str, b: str) -> None:
+        with self.batch():
+            self._own("pairs").pairs.pop(pair_key(a, b), None)
+
+    def put_rule(self, rule: FirewallRule) -> None:
+        with self.batch():
+            self.drop_rule(rule.id)
+            t = self._own("rules", "rules_by_id")
+            t.rules_by_id[rule.id] = rule
+            key = (rule.target_kind, rule.target)
+            rules = [*t.rules.get(key, ()), rule]
+            rules.sort(key=lambda r: (r.position, r.created_at, r.id))
+            t.rules[key] = tuple(rules)
+
+    def drop_rule(self, rule_id: str) -> None:
+        with self.batch():
+            t = self._own("rules", "rules_by_id")
+            old = t.rules_by_id.pop(rule_id, None)
+            if old is None:
+                return
+            key = (old.target_kind, old.target)
+            left = tuple(r for r in t.rules.get(key, ()) if r.id != rule_id)
+            if left:
+                t.rules[key] = left
+            else:
+                t.rules.pop(key, None)
+
+    def put_published_port(self, port: PublishedPort) -> None:
+        with self.batch():
+            self.drop_published_port(port.id)
+            t = self._own("published", "published_by_port")
+            t.published[port.id] = port
+            key = (port.protocol, port.host_port)
+            t.published_by_port[key] = (*t.published_by_port.get(key, ()), port)
+
+    def drop_published_port(self, port_id: str) -> None:
+        with self.batch():
+            t = self._own("published", "published_by_port")
+            old = t.published.pop(port_id, None)
+            if old is None:
+                return
+            key = (old.protocol, old.host_port)
+            left = tuple(p for p in t.published_by_port.get(key, ()) if p.id != port_id)
+            if left:
+                t.published_by_port[key] = left
+            else:
+                t.published_by_port.pop(key, None)
+

@@ -25,7 +25,7 @@ import functools
 import ipaddress
 from dataclasses import dataclass
 
-from controller.desired.index import DesiredIndex
+from controller.desired.index import DesiredReads
 from controller.desired.models import Endpoint, FirewallRule
 
 IP_PROTO_ICMP = 1
@@ -57,7 +57,7 @@ class Decision:
         return self.verdict is Verdict.ALLOW
 
 
-def decide_pair(src: Endpoint, dst: Endpoint, index: DesiredIndex) -> Verdict:
+def decide_pair(src: Endpoint, dst: Endpoint, index: DesiredReads) -> Verdict:
     """The issue-2 rule: containers of one network reach each other, nothing else."""
     return Verdict.ALLOW if src.network == dst.network else Verdict.DENY
 
@@ -81,7 +81,7 @@ def _cidr(value: str) -> ipaddress.IPv4Network | None:
 
 
 def _source_matches(
-    index: DesiredIndex, rule: FirewallRule, src_ip: ipaddress.IPv4Address, src: Endpoint | None
+    index: DesiredReads, rule: FirewallRule, src_ip: ipaddress.IPv4Address, src: Endpoint | None
 ) -> bool:
     source = rule.source
     if source.kind == "any":
@@ -115,7 +115,7 @@ def rule_label(rule: FirewallRule) -> str:
 
 
 def _firewall(
-    index: DesiredIndex,
+    index: DesiredReads,
     src_ip: ipaddress.IPv4Address,
     dst: Endpoint,
     proto: int,
@@ -138,7 +138,7 @@ def _firewall(
 
 
 def decide(
-    index: DesiredIndex,
+    index: DesiredReads,
     src_ip: ipaddress.IPv4Address,
     dst: Endpoint,
     proto: int,
@@ -176,7 +176,7 @@ def decide(
     return Decision(Verdict.DENY, "default deny", "default", None, port_specific)
 
 
-def decide_egress(index: DesiredIndex, src: Endpoint) -> Decision:
+def decide_egress(index: DesiredReads, src: Endpoint) -> Decision:
     """May a container reach an address outside daolinet?  Its network's `external`."""
     network = index.network(src.network)
     if network is not None and network.external:
