@@ -93,10 +93,10 @@ class AgentHub:
                           message.get("error"))
             return
         if message.get("type") == "ack":
-            self.fabric.handle(self.fabric.core.routes_acked, session.host, token)
+            self.fabric.handle_timed(self.fabric.core.routes_acked, session.host, token)
         else:
             log.error("agent %s could not apply routes: %s", session.host, message.get("error"))
-            self.fabric.handle(self.fabric.core.routes_failed, session.host, token)
+            self.fabric.handle_timed(self.fabric.core.routes_failed, session.host, token)
 
     async def command(
         self, host: str, op: str, args: dict[str, Any], timeout: float = 60.0

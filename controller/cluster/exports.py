@@ -65,7 +65,7 @@ class Exporter:
                 with self._lock:
                     self.sent += 1
                     self.failed += not ok
-                self.fabric.handle(self.fabric.core.exports_acked, host, export.token, ok)
+                self.fabric.handle_timed(self.fabric.core.exports_acked, host, export.token, ok)
 
     def _post(self, client: httpx.Client, sender: str, export: NeedsExport) -> bool:
         """Deliver one export; a host changing masters is tried again for a moment:

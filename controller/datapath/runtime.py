@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from controller.datapath.core import Core
+from controller.datapath.core.facade import Core
 from controller.datapath.messages import OFMessage
 from controller.datapath.needs import ImportDone, Needs, NeedsExport
 from controller.datapath.state import CoreState, Counters, Effects, KernelRouteDelta
@@ -67,7 +67,8 @@ class ImportWait:
 class Fabric:
     def __init__(self, index: DesiredIndex, state: CoreState | None = None) -> None:
         self.lock = threading.RLock()
-        self.core = Core(state or CoreState(), index)
+        self.index = index
+        self.core = Core(state or CoreState())
         self.core.state.serial = time.time_ns() >> 12  # fresh cookies after a restart
         # Sends one switch's messages, in order, in one write.
         self.send_openflow: Callable[[int, list[OFMessage]], None] = _nowhere
@@ -141,7 +142,7 @@ class Fabric:
 
     def _spread_changed(self) -> None:
         with self.lock:
-            hosts = self.core.index.hosts()
+            hosts = self.index.hosts()
             foreign = {h.name for h in hosts if not self.member
                        or self.assignment.get(h.dpid, self.me) != self.me}
             gone = {h.name for h in hosts if not self.is_master(h.dpid)}
@@ -150,7 +151,7 @@ class Fabric:
             for name in served - self._served:
                 self._took_over[name] = now
             self._served = served
-            fx = self.core.set_foreign(foreign, self.assignment_generation, time.monotonic())
+            fx = self.core.set_foreign(self.index.view(), foreign, self.assignment_generation)
             listeners = list(self._role_listeners)
         self.execute(fx)
         for listener in listeners:
@@ -174,12 +175,12 @@ class Fabric:
         """Whether this replica holds `host`'s agent stream (it masters its switch)."""
         if self.me is None:
             return self.master is not None
-        h = self.core.index.host(host)
+        h = self.index.host(host)
         return h is not None and self.is_master(h.dpid)
 
     def owner_api(self, host: str) -> str | None:
         """The API URL of the replica that masters `host`'s switch (spread masters)."""
-        h = self.core.index.host(host)
+        h = self.index.host(host)
         name = self.assignment.get(h.dpid) if h is not None else None
         return self.member_api(name) if name is not None else None
 
@@ -210,9 +211,17 @@ class Fabric:
             self.refusals[kind] = self.refusals.get(kind, 0) + 1
 
     def handle(self, handler: Callable[..., Effects], *args: Any) -> None:
-        """Run one core handler (its last argument, `now`, is supplied here)."""
+        """Run one core handler on the desired state's latest version (its first
+        argument, supplied here: one version for the whole call)."""
         with self.lock:
-            fx = handler(*args, time.monotonic())
+            fx = handler(self.index.view(), *args)
+        self.execute(fx)
+
+    def handle_timed(self, handler: Callable[..., Effects], *args: Any) -> None:
+        """Run one core handler that reads the time (its last argument, `now`,
+        is supplied here, under the lock)."""
+        with self.lock:
+            fx = handler(self.index.view(), *args, time.monotonic())
         self.execute(fx)
 
     def execute(self, fx: Effects) -> None:
@@ -228,7 +237,7 @@ class Fabric:
             if self.agents is not None:
                 self.agents.send_delta(delta)
             elif delta.token is not None:
-                self.handle(self.core.routes_failed, delta.host, delta.token)
+                self.handle_timed(self.core.routes_failed, delta.host, delta.token)
         for host in fx.synced_hosts:
             if self.agents is not None:
                 self.agents.host_synced(host)
@@ -289,23 +298,24 @@ class Fabric:
     # views for the API -----------------------------------------------------------
     def routes(self, host: str | None = None) -> list[dict[str, Any]]:
         with self.lock:
-            return self.core.live_routes(time.monotonic(), host)
+            return self.core.live_routes(self.index.view(), time.monotonic(), host)
 
     def counters(self) -> tuple[Counters, int, list[float]]:
         """A copy of the core's counters, the live connection count, setup latencies."""
         with self.lock:
-            c = self.core.state.total_view()
-            live = len(self.core.live_routes(time.monotonic()))
+            c = self.core.total_counters()
+            live = len(self.core.live_routes(self.index.view(), time.monotonic()))
             return replace(c, setup_latency=[]), live, list(c.setup_latency)
 
     def host_counters(self) -> dict[str, tuple[Counters, int]]:
         """Per host: its counters (with setup latencies) and its live connections."""
         with self.lock:
             now = time.monotonic()
-            hosts = {h.name for h in self.core.index.hosts()}
+            hosts = {h.name for h in self.index.hosts()}
             hosts |= set(self.core.state.host_counters)
+            desired = self.index.view()
             return {
-                h: (self.core.state.host_view(h), len(self.core.live_routes(now, h)))
+                h: (self.core.host_counters(h), len(self.core.live_routes(desired, now, h)))
                 for h in sorted(hosts)
                 if h
             }
@@ -315,13 +325,13 @@ class Fabric:
         keys = ("name", "site", "wg_public_key", "wg_endpoint", "tunnel_address", "relay")
         return [
             {k: v for k, v in h.model_dump(mode="json").items() if k in keys}
-            for h in self.core.index.hosts()
+            for h in self.index.hosts()
         ]
 
     def nat_snapshot(self, host: str) -> list[dict[str, Any]]:
         """The NAT rules `host` must hold (sent after its route snapshot)."""
         with self.lock:
-            rules = self.core.nat_rules(host)
+            rules = self.core.nat_rules(self.index.view(), host)
         return [r.model_dump(mode="json", exclude_none=True) for r in rules]
 
     def snapshot_delay(self, host: str) -> float:
@@ -339,8 +349,10 @@ class Fabric:
         with self.lock:
             if not self.core.is_synced(host):
                 return None
-            token, routes = self.core.snapshot(host)
-        return token, [r.model_dump(mode="json", exclude_none=True) for r in routes]
+            fx = self.core.snapshot(self.index.view(), host)
+        self.execute(fx)
+        (snap,) = fx.snapshots
+        return snap.token, [r.model_dump(mode="json", exclude_none=True) for r in snap.routes]
 
 
 PolicyEvents = (

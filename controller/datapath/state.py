@@ -1,11 +1,11 @@
-"""What the pure core (`controller/datapath/core.py`) takes and keeps: the events the shim
+"""What the pure core (`controller/datapath/core/`) takes and keeps: the events the shim
 parses for it, the effects it returns, and its per-switch and per-pair state (a
 cache of what the switches hold, rebuilt from their flow dumps after a restart)."""
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from controller.datapath.messages import FlowAdd, Match, OFMessage, Output, SetField
@@ -59,6 +59,15 @@ class KernelRouteDelta:
     remove: tuple[KernelRoute, ...] = ()
 
 
+@dataclass(frozen=True)
+class RouteSnapshot:
+    """Everything a (re)connecting agent's host must hold; acked with `token`."""
+
+    host: str
+    token: int
+    routes: tuple[KernelRoute, ...]
+
+
 @dataclass
 class Effects:
     messages: list[tuple[int, OFMessage]] = field(default_factory=list)
@@ -67,6 +76,7 @@ class Effects:
     nat: dict[str, list[NatRule]] = field(default_factory=dict)  # host -> its whole NAT set
     exports: list[NeedsExport] = field(default_factory=list)  # to other replicas' hosts
     imports_done: list[ImportDone] = field(default_factory=list)
+    snapshots: list[RouteSnapshot] = field(default_factory=list)
 
     def send(self, dpid: int, *msgs: OFMessage) -> None:
         self.messages.extend((dpid, m) for m in msgs)
@@ -78,6 +88,7 @@ class Effects:
         self.nat.update(other.nat)
         self.exports.extend(other.exports)
         self.imports_done.extend(other.imports_done)
+        self.snapshots.extend(other.snapshots)
 
 
 # --- state -------------------------------------------------------------------------
@@ -249,24 +260,16 @@ class CoreState:
     def host_routes(self, host: str) -> HostRoutes:
         return self.routes.setdefault(host, HostRoutes())
 
+    def pair_has_flows(self, pair: Pair) -> bool:
+        return any(r.pair == pair for sw in self.switches.values() for r in sw.flows.values())
+
+    def forget_idle_pairs(self) -> None:
+        """Forget the pair state of pairs with no flow left and no setup under way."""
+        live = {r.pair for sw in self.switches.values() for r in sw.flows.values()}
+        for pair in [p for p in self.pairs if p not in live and p not in self.pending]:
+            del self.pairs[pair]
+
     def count(self, host: str, name: str, n: int = 1) -> None:
         """Add to a counter, in total and for the host."""
         for c in (self.counters, self.host_counters.setdefault(host, Counters())):
             setattr(c, name, getattr(c, name) + n)
-
-    def host_view(self, host: str) -> Counters:
-        c = self.host_counters.get(host, Counters())
-        return replace(
-            c,
-            denied_packets=c.denied_packets + self.live_denied.get(host, 0),
-            spoofed_packets=self.live_spoofed.get(host, 0),
-            setup_latency=list(c.setup_latency),
-        )
-
-    def total_view(self) -> Counters:
-        return replace(
-            self.counters,
-            denied_packets=self.counters.denied_packets + sum(self.live_denied.values()),
-            spoofed_packets=sum(self.live_spoofed.values()),
-            setup_latency=list(self.counters.setup_latency),
-        )

@@ -280,7 +280,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
             if not any(self._masters(d) for d in list(self.datapaths)):
                 continue
             try:
-                self.fabric.handle(self.fabric.core.tick)
+                self.fabric.handle_timed(self.fabric.core.tick)
             except Exception:
                 log.exception("tick failed")
 
@@ -348,7 +348,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
             ct_state = ct_state[0]
         info = parse_ipv4(m["in_port"], bytes(msg.data), msg.table_id, int(ct_state))
         if info is not None:
-            self.fabric.handle(self.fabric.core.packet_in, msg.datapath.id, info)
+            self.fabric.handle_timed(self.fabric.core.packet_in, msg.datapath.id, info)
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_flow_removed(self, ev: Any) -> None:
@@ -370,7 +370,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
             return
         body = self._parts.pop(key, [])
         flows = [f for f in (_dumped(s) for s in body) if f is not None]
-        self.fabric.handle(self.fabric.core.flows_dumped, msg.datapath.id, flows)
+        self.fabric.handle_timed(self.fabric.core.flows_dumped, msg.datapath.id, flows)
 
 
 def parse_ipv4(

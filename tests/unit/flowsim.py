@@ -14,7 +14,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.datapath.core import Core
+from controller.datapath.core.facade import Core
 from controller.datapath.messages import (
     CT,
     CT_EST,
@@ -47,7 +47,7 @@ from controller.datapath.state import (
     PacketInfo,
     PortInfo,
 )
-from controller.desired.index import DesiredIndex
+from controller.desired.index import DesiredIndex, DesiredView
 from controller.desired.models import Endpoint, Host, KernelRoute, Network
 
 Packet = dict[str, Any]
@@ -294,7 +294,7 @@ class Lab:
         self.index = DesiredIndex()
         self.owners = owners or dict.fromkeys(hosts, "c0")
         self.cores = {
-            name: Core(CoreState(idle_timeout=idle_timeout), self.index)
+            name: Core(CoreState(idle_timeout=idle_timeout))
             for name in sorted(set(self.owners.values()))
         }
         self.hold_exports = False
@@ -316,11 +316,15 @@ class Lab:
             self.next_port[name] = 1
         for name, core in self.cores.items():
             foreign = {h for h, o in self.owners.items() if o != name}
-            self.run(core.set_foreign(foreign, 1, self.now), core)
+            self.run(core.set_foreign(self.view(), foreign, 1), core)
         for name in hosts:
             self.connect(name)
 
     # wiring ------------------------------------------------------------------------
+    def view(self) -> DesiredView:
+        """The desired state's latest version: what the runtime pins for each call."""
+        return self.index.view()
+
     def host_of(self, dpid: int) -> str:
         return next(h for h, s in self.switches.items() if s.dpid == dpid)
 
@@ -361,7 +365,7 @@ class Lab:
             if agent.auto_ack:
                 agent.apply(delta)
                 if delta.token is not None:
-                    self.run(by.routes_acked(delta.host, delta.token, self.now), by)
+                    self.run(by.routes_acked(self.view(), delta.host, delta.token, self.now), by)
             else:
                 agent.held.append(delta)
         for export in fx.exports:
@@ -369,7 +373,8 @@ class Lab:
             self.exports.append((by, export))
         for done in fx.imports_done:
             sender, export = self._import_refs.pop(done.ref)
-            self.run(sender.exports_acked(export.host, export.token, done.ok, self.now), sender)
+            self.run(sender.exports_acked(self.view(), export.host, export.token, done.ok,
+                                          self.now), sender)
         if not self.hold_exports:
             self.deliver_exports()
 
@@ -379,8 +384,8 @@ class Lab:
             ref = len(self._import_refs) + 10 * export.token
             self._import_refs[ref] = (sender, export)
             owner = self.core_of(export.host)
-            self.run(owner.needs_imported(export.host, export.generation, export.token,
-                                          dict(export.needs), ref, self.now), owner)
+            self.run(owner.needs_imported(self.view(), export.host, export.generation,
+                                          export.token, dict(export.needs), ref), owner)
 
     def release(self, host: str, ok: bool = True) -> None:
         agent = self.agents[host]
@@ -391,32 +396,32 @@ class Lab:
                 agent.apply(delta)
             if delta.token is not None:
                 if ok:
-                    self.run(core.routes_acked(host, delta.token, self.now), core)
+                    self.run(core.routes_acked(self.view(), host, delta.token, self.now), core)
                 else:
-                    self.run(core.routes_failed(host, delta.token, self.now), core)
+                    self.run(core.routes_failed(self.view(), host, delta.token, self.now), core)
 
     def connect(self, host: str) -> None:
         sw = self.switches[host]
         core = self.core_of(host)
-        self.run(core.switch_connected(sw.dpid, self.now), core)
+        self.run(core.switch_connected(self.view(), sw.dpid), core)
         ports = [PortInfo(OFPP_LOCAL, "br-dl", f"aa:00:00:00:00:{sw.dpid:02x}")]
         ports += [
             PortInfo(ep_port, ep.port, "fe:00:00:00:00:01")
             for ep_port, ep in self._ports(host)
         ]
-        self.run(core.ports_described(sw.dpid, ports, self.now), core)
-        self.run(core.flows_dumped(sw.dpid, sw.dump(), self.now), core)
-        token, routes = core.snapshot(host)
+        self.run(core.ports_described(self.view(), sw.dpid, ports), core)
+        self.run(core.flows_dumped(self.view(), sw.dpid, sw.dump(), self.now), core)
+        (snap,) = core.snapshot(self.view(), host).snapshots
         agent = self.agents[host]
-        agent.routes = {r.dst: r for r in routes}
-        self.run(core.routes_acked(host, token, self.now), core)
+        agent.routes = {r.dst: r for r in snap.routes}
+        self.run(core.routes_acked(self.view(), host, snap.token, self.now), core)
 
     def hand_over(self, host: str, to: str, generation: int) -> None:
         """Another replica becomes master of `host`'s switch (and holds its agent)."""
         self.owners[host] = to
         for name, core in self.cores.items():
             foreign = {h for h, o in self.owners.items() if o != name}
-            self.run(core.set_foreign(foreign, generation, self.now), core)
+            self.run(core.set_foreign(self.view(), foreign, generation), core)
         self.connect(host)
 
     def _ports(self, host: str) -> list[tuple[int, Endpoint]]:
@@ -448,19 +453,19 @@ class Lab:
         self.index.put_endpoint(ep)
         sw = self.switches[host]
         port = PortInfo(port_no, ep.port, "fe:00:00:00:00:01")
-        self.run(self.core_of(host).port_added(sw.dpid, port, self.now), self.core_of(host))
+        self.run(self.core_of(host).port_added(self.view(), sw.dpid, port), self.core_of(host))
         for core in self.cores.values():
-            self.run(core.endpoint_added(ep, self.now), core)
+            self.run(core.endpoint_added(self.view(), ep), core)
         return ep
 
     def remove(self, ep: Endpoint) -> None:
         self.index.drop_endpoint(ep.id)
         for core in self.cores.values():
-            self.run(core.endpoint_removed(ep, self.now), core)
+            self.run(core.endpoint_removed(self.view(), ep), core)
 
     def policy_changed(self) -> None:
         for core in self.cores.values():
-            self.run(core.policy_changed(self.now), core)
+            self.run(core.policy_changed(self.view()), core)
 
     # traffic -------------------------------------------------------------------------
     def ip_packet(self, src: Endpoint, dst_ip: str, proto: int = 1) -> Packet:
@@ -510,7 +515,7 @@ class Lab:
                 ct_state=int(seen.get("ct_state", 0)),
             )
             core = self.core_of(host)
-            self.run(core.packet_in(sw.dpid, info, self.now), core)
+            self.run(core.packet_in(self.view(), sw.dpid, info, self.now), core)
         return verdict
 
     def through_kernels(self, src: str, dst: str, pkt: Packet) -> Verdict:
@@ -532,5 +537,6 @@ class Lab:
             core = self.core_of(host)
             for entry in sw.expire(self.now):
                 self.run(
-                    core.flow_removed(sw.dpid, entry.flow.cookie, entry.packets, self.now), core
+                    core.flow_removed(self.view(), sw.dpid, entry.flow.cookie, entry.packets),
+                    core,
                 )

@@ -10,9 +10,9 @@ from controller.datapath.messages import OFPP_LOCAL, Output, PacketOut
 from controller.datapath.needs import ImportDone
 from controller.datapath.tables import PRIO_CONNECTION, PRIO_GRANT, T_ROUTE, T_STATEFUL
 from controller.desired.models import Host, PairPolicy, RuleSource
+from tests.unit.datapath.test_enforcement import deliver, rule
+from tests.unit.datapath.test_sites import MESH
 from tests.unit.flowsim import Lab, Packet
-from tests.unit.test_enforcement import deliver, rule
-from tests.unit.test_sites import MESH
 
 IP = ipaddress.IPv4Address
 
@@ -91,8 +91,8 @@ def test_same_site_pair_is_set_up_in_halves_by_each_switchs_master() -> None:
     assert lab.send("h2", answer).port == OFPP_LOCAL
     assert lab.through_kernels("h2", "h1", answer).port == lab.port_of(a)
     # each core lists its half; idle, everything goes on both sides
-    assert [r["path"] for r in c0.live_routes(lab.now)] == ["underlay"]
-    assert [r["path"] for r in c1.live_routes(lab.now)] == ["underlay"]
+    assert [r["path"] for r in c0.live_routes(lab.view(), lab.now)] == ["underlay"]
+    assert [r["path"] for r in c1.live_routes(lab.view(), lab.now)] == ["underlay"]
     lab.advance(11)
     assert flows(lab, "h1") == flows(lab, "h2") == []
     assert routes(lab, "h1") == routes(lab, "h2") == {}
@@ -178,16 +178,16 @@ def test_handing_a_switch_over_keeps_flows_routes_and_the_receivers_needs() -> N
     del lab.cores["c1"]
     lab.owners["h1"] = "c2"
     c0, c2 = lab.cores["c0"], lab.cores["c2"]
-    lab.run(c0.set_foreign({"h1", "h5"}, 2, lab.now), c0)
+    lab.run(c0.set_foreign(lab.view(), {"h1", "h5"}, 2), c0)
     assert routes(lab, "h3") == before["h3"][1]  # still the import of c1's generation
-    lab.run(c2.set_foreign({"h2", "h3", "h4"}, 2, lab.now), c2)
+    lab.run(c2.set_foreign(lab.view(), {"h2", "h3", "h4"}, 2), c2)
     lab.connect("h1")
     assert {h: (list(flows(lab, h)), routes(lab, h)) for h in ("h1", "h3")} == before
     # c2 adopted h1's flows and re-exported its needs with generation 2
     table = c0.state.imports["h3"].sets[1]
     assert table.generation == 2 and table.needs == {a.ip: IP("198.19.0.1")}
     # a late export of the dead c1 (generation 1) changes nothing
-    late = c0.needs_imported("h3", 1, 10**9, {1: {}}, 777, lab.now)
+    late = c0.needs_imported(lab.view(), "h3", 1, 10**9, {1: {}}, 777)
     assert late.imports_done == [ImportDone(777, True)] and late.deltas == []
     assert c0.state.imports["h3"].sets[1].generation == 2
     # traffic goes on, and the new master retracts when it idles
@@ -208,7 +208,7 @@ def test_an_export_to_a_replica_not_ready_fails_the_setup_and_is_sent_again() ->
     assert c0.state.counters.failed_setups == 1 and not c0.state.pending
     assert flows(lab, "h1") == [] and routes(lab, "h1") == {}
     c1.state.switches[3].synced = True
-    lab.run(c0.tick(lab.now), c0)  # the failed export goes again
+    lab.run(c0.tick(lab.view(), lab.now), c0)  # the failed export goes again
     assert c0.state.exports["h3"].sent is not None
     sent = len(lab.packet_outs)
     lab.send("h1", lab.ip_packet(a, "10.1.0.7"))
@@ -266,7 +266,7 @@ def test_a_dead_masters_needs_go_when_its_switch_has_none_under_the_new_master()
     lab.owners["h1"] = "c2"
     for name, core in lab.cores.items():
         foreign = {h for h, o in lab.owners.items() if o != name}
-        lab.run(core.set_foreign(foreign, 2, lab.now), core)
+        lab.run(core.set_foreign(lab.view(), foreign, 2), core)
     lab.connect("h1")
     # the new master found no flows on h1: its (empty) sets replace c1's on h3
     assert routes(lab, "h3") == {}
@@ -288,12 +288,12 @@ def test_rebalancing_a_live_replicas_switch_keeps_what_it_needed_on_its_hosts() 
     assert flows(lab, "h3") == [] and flows(lab, "h1")
     c0 = lab.cores["c0"]
     lab.owners["h1"] = "c2"
-    lab.run(c0.set_foreign({"h1", "h5"}, 2, lab.now), c0)
-    lab.run(c0.tick(lab.now), c0)  # any later sync of h3 at c0
-    lab.run(c0.flows_dumped(3, lab.switches["h3"].dump(), lab.now), c0)
+    lab.run(c0.set_foreign(lab.view(), {"h1", "h5"}, 2), c0)
+    lab.run(c0.tick(lab.view(), lab.now), c0)  # any later sync of h3 at c0
+    lab.run(c0.flows_dumped(lab.view(), 3, lab.switches["h3"].dump(), lab.now), c0)
     assert routes(lab, "h3") == {"10.1.0.5": ("wg", "198.19.0.1")}
     c2 = lab.cores["c2"]
-    lab.run(c2.set_foreign({"h2", "h3", "h4"}, 2, lab.now), c2)
+    lab.run(c2.set_foreign(lab.view(), {"h2", "h3", "h4"}, 2), c2)
     lab.connect("h1")
     assert c0.state.imports["h3"].sets[1].generation == 2
     assert routes(lab, "h3") == {"10.1.0.5": ("wg", "198.19.0.1")}

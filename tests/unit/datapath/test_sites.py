@@ -135,7 +135,7 @@ def test_same_site_uses_underlay_and_cross_site_uses_tunnel(lab: Lab) -> None:
     }
     assert routes(lab, "h3") == {"10.1.0.5": ("wg", "198.19.0.1")}
     assert routes(lab, "h2") == {"10.1.0.5": ("via", "198.18.0.11")}
-    paths = {(r["src"], r["dst"]): r["path"] for r in lab.core.live_routes(lab.now)}
+    paths = {(r["src"], r["dst"]): r["path"] for r in lab.core.live_routes(lab.view(), lab.now)}
     assert paths == {("a", "b"): "underlay", ("a", "c"): "wireguard"}
 
 
@@ -151,7 +151,7 @@ def test_nated_pair_goes_through_relay_which_holds_routes_only_while_needed(lab:
     assert routes(lab, "h5") == {"10.1.0.5": ("wg", "198.19.0.4")}
     assert routes(lab, "h3") == {"10.1.0.5": ("wg", "198.19.0.4"),
                                  "10.1.0.6": ("wg", "198.19.0.5")}
-    assert lab.core.live_routes(lab.now)[0]["path"] == "relay:h3"
+    assert lab.core.live_routes(lab.view(), lab.now)[0]["path"] == "relay:h3"
     lab.agents["h3"].auto_ack = True
     lab.advance(11)
     for h in ("h3", "h4", "h5"):

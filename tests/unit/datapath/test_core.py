@@ -6,7 +6,8 @@ import ipaddress
 
 import pytest
 
-from controller.datapath.core import SETUP_TIMEOUT, Core
+from controller.datapath.core.facade import Core
+from controller.datapath.core.setup import SETUP_TIMEOUT
 from controller.datapath.messages import OFPP_IN_PORT, OFPP_LOCAL, Output, SetField
 from controller.datapath.state import CoreState, PacketInfo
 from controller.datapath.tables import (
@@ -144,7 +145,7 @@ def test_idle_connection_expires_everywhere_and_comes_back(lab: Lab) -> None:
     for host in ("h1", "h2"):
         assert conn_flows(lab, host) == []
         assert lab.agents[host].via() == {}
-    assert lab.core.live_routes(lab.now) == []
+    assert lab.core.live_routes(lab.view(), lab.now) == []
     assert lab.send("h1", lab.ip_packet(a, "10.1.0.6")).kind == "controller"
     assert len(conn_flows(lab, "h1")) == 2 and lab.agents["h1"].via()
 
@@ -165,7 +166,7 @@ def test_different_networks_are_denied_and_the_flood_stays_in_the_switch(lab: La
     assert lab.switches["h1"].flows(T_STATEFUL, PRIO_STATEFUL_DENY) == []
     # The drop is counted: the packets of the expired deny flow.
     assert lab.core.state.counters.denied_packets == 1000
-    assert lab.core.state.host_view("h1").denials == 1
+    assert lab.core.host_counters("h1").denials == 1
 
 
 def test_spoofed_source_is_dropped_at_its_port_and_counted(lab: Lab) -> None:
@@ -177,8 +178,8 @@ def test_spoofed_source_is_dropped_at_its_port_and_counted(lab: Lab) -> None:
         assert lab.send("h1", pkt).kind == "drop"
     assert lab.core.state.counters.packet_ins == 0
     assert conn_flows(lab, "h1") == []
-    lab.run(lab.core.flows_dumped(1, lab.switches["h1"].dump(), lab.now))
-    assert lab.core.state.host_view("h1").spoofed_packets == 2
+    lab.run(lab.core.flows_dumped(lab.view(), 1, lab.switches["h1"].dump(), lab.now))
+    assert lab.core.host_counters("h1").spoofed_packets == 2
     # its own addresses pass
     assert lab.send("h1", lab.ip_packet(a, "10.1.0.6")).kind == "controller"
 
@@ -196,13 +197,13 @@ def test_stale_flow_removed_of_an_older_incarnation_is_ignored(lab: Lab) -> None
     old = conn_flows(lab, "h1")[0]
     # The pair is set up again (e.g. the reverse flow expired and a packet came).
     lab.core.state.pending.clear()
-    lab.run(lab.core._setup(  # drive a re-install directly
+    lab.run(lab.core._setups._setup(  # drive a re-install directly
         lab.core.state.switches[1], a, lab.index.endpoint("b"),
         PacketInfo(lab.port_of(a), a.mac, a.ip, IP("10.1.0.6"), 1, b"x"), "open",
         (a.ip, None, None), lab.now,
     ))
     assert old not in conn_flows(lab, "h1")
-    fx = lab.core.flow_removed(1, old.cookie, 0, lab.now)
+    fx = lab.core.flow_removed(lab.view(), 1, old.cookie, 0)
     assert fx.deltas == [] and lab.agents["h1"].via()
 
 
@@ -212,7 +213,7 @@ def test_setup_fails_cleanly_when_an_agent_does_not_answer(lab: Lab) -> None:
     lab.agents["h2"].auto_ack = False
     lab.send("h1", lab.ip_packet(a, "10.1.0.6"))
     lab.advance(SETUP_TIMEOUT + 0.1)
-    lab.run(lab.core.tick(lab.now))
+    lab.run(lab.core.tick(lab.view(), lab.now))
     assert lab.core.state.pending == {}
     assert conn_flows(lab, "h1") == [] and lab.packet_outs == []
     assert lab.agents["h1"].via() == {}, "the route asked for is retracted"
@@ -230,9 +231,9 @@ def test_a_reconnecting_agents_snapshot_answers_the_setups_waiting_for_it(lab: L
     assert lab.core.state.pending and lab.packet_outs == []
     lab.agents["h2"].held = []  # lost with the old stream
     lab.advance(1.0)
-    token, routes = lab.core.snapshot("h2")
-    assert IP("10.1.0.5") in {r.dst for r in routes}
-    lab.run(lab.core.routes_acked("h2", token, lab.now))
+    (snap,) = lab.core.snapshot(lab.view(), "h2").snapshots
+    assert IP("10.1.0.5") in {r.dst for r in snap.routes}
+    lab.run(lab.core.routes_acked(lab.view(), "h2", snap.token, lab.now))
     assert lab.core.state.pending == {}
     assert [h for h, _ in lab.packet_outs] == ["h1"]
     assert lab.core.state.counters.failed_setups == 0
@@ -285,12 +286,12 @@ def test_controller_restart_rebuilds_state_without_disturbing_flows(lab: Lab) ->
     before = {h: list(conn_flows(lab, h)) for h in ("h1", "h2")}
     routes_before = {h: lab.agents[h].via() for h in ("h1", "h2")}
     # A new controller process: fresh core state, same desired state.
-    lab.core = Core(CoreState(idle_timeout=10), lab.index)
+    lab.core = Core(CoreState(idle_timeout=10))
     for host in ("h1", "h2", "h3"):
         lab.connect(host)
     assert {h: list(conn_flows(lab, h)) for h in ("h1", "h2")} == before
     assert {h: lab.agents[h].via() for h in ("h1", "h2")} == routes_before
-    rows = lab.core.live_routes(lab.now)
+    rows = lab.core.live_routes(lab.view(), lab.now)
     assert [(r["src"], r["dst"], r["path"]) for r in rows] == [("a", "b", "underlay")]
     # New connections get cookies that do not collide with the adopted ones.
     lab.container("h1", "c", "web", "10.1.0.7")
@@ -308,7 +309,7 @@ def test_lost_flow_removed_is_caught_by_the_periodic_dump(lab: Lab) -> None:
     lab.switches["h1"].entries = [e for e in lab.switches["h1"].entries if e.flow.table != 1
                                   or e.flow.priority != PRIO_CONNECTION]
     lab.advance(3)
-    lab.run(lab.core.flows_dumped(1, lab.switches["h1"].dump(1), lab.now))
+    lab.run(lab.core.flows_dumped(lab.view(), 1, lab.switches["h1"].dump(1), lab.now))
     assert lab.agents["h1"].via() == {}
 
 
@@ -319,12 +320,12 @@ def test_live_routes_report_hosts_path_age_and_idle(lab: Lab) -> None:
     lab.send("h1", lab.ip_packet(a, "10.1.0.6"))
     lab.send("h1", lab.ip_packet(a, "10.1.0.7"))
     lab.now += 4
-    rows = lab.core.live_routes(lab.now)
+    rows = lab.core.live_routes(lab.view(), lab.now)
     assert [(r["src"], r["dst"], r["path"], r["age"]) for r in rows] == [
         ("a", "b", "local", 4.0),
         ("a", "c", "underlay", 4.0),
     ]
-    assert lab.core.live_routes(lab.now, host="h2")[0]["dst_host"] == "h2"
+    assert lab.core.live_routes(lab.view(), lab.now, host="h2")[0]["dst_host"] == "h2"
 
 
 def test_arp_responder_swaps_addresses_through_a_register() -> None:

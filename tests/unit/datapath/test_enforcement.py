@@ -47,7 +47,7 @@ def rule(target: str, action: str, source: RuleSource, protocol: str = "any",
 
 
 def changed(lab: Lab) -> None:
-    lab.run(lab.core.policy_changed(lab.now))
+    lab.run(lab.core.policy_changed(lab.view()))
 
 
 def open_flows(lab: Lab, host: str) -> list:
@@ -144,7 +144,7 @@ def test_disconnect_revokes_flows_and_routes_on_every_host_at_once(lab: Lab) -> 
     for host in ("h1", "h2"):
         assert open_flows(lab, host) == [] and stateful(lab, host) == []
         assert lab.agents[host].via() == {}
-    assert lab.core.live_routes(lab.now) == []
+    assert lab.core.live_routes(lab.view(), lab.now) == []
     assert deliver(lab, "h1", lab.ip_packet(a, "10.1.0.6")) == "drop"
     # connect again: the cached denial goes at once, the next packet passes
     lab.index.put_pair_policy(PairPolicy(a="a", b="b", action="allow"))
@@ -244,7 +244,7 @@ def test_external_network_reaches_outside_through_its_host(lab: Lab) -> None:
 
 
 def test_stateful_pair_survives_controller_restart(lab: Lab) -> None:
-    from controller.datapath.core import Core
+    from controller.datapath.core.facade import Core
     from controller.datapath.state import CoreState
 
     c = lab.container("h1", "c", "db", "172.31.7.9")
@@ -254,7 +254,7 @@ def test_stateful_pair_survives_controller_restart(lab: Lab) -> None:
     deliver(lab, "h1", lab.tcp_packet(c, "10.1.0.6", 80))
     pair = frozenset((c.ip, ipaddress.IPv4Address("10.1.0.6")))
     before = lab.core.state.pairs[pair]
-    lab.core = Core(CoreState(idle_timeout=10), lab.index)
+    lab.core = Core(CoreState(idle_timeout=10))
     for host in ("h1", "h2"):
         lab.connect(host)
     after = lab.core.state.pairs[pair]

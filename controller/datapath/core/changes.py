@@ -1,0 +1,84 @@
+"""Desired-state changes the core follows at once: an endpoint added or removed
+(its local route, guard flows and NAT set; every connection of a removed one goes),
+and a policy change (every live pair decided again; what is no longer allowed is
+revoked)."""
+
+from __future__ import annotations
+
+from controller.datapath.core.announce import Announcer
+from controller.datapath.core.context import CoreContext, Part
+from controller.datapath.core.decisions import still_allowed
+from controller.datapath.core.flows import delete_guard, delete_strict, guard
+from controller.datapath.core.routing import local_route
+from controller.datapath.core.setup import Setups
+from controller.datapath.messages import FlowDelete, match
+from controller.datapath.state import Effects, KernelRouteDelta
+from controller.datapath.tables import COOKIE_KIND_MASK, COOKIE_KIND_SHIFT, KIND_DENY, T_STATEFUL
+from controller.desired.models import Endpoint
+
+
+class DesiredChanges(Part):
+    def __init__(self, ctx: CoreContext, announcer: Announcer, setups: Setups) -> None:
+        super().__init__(ctx)
+        self.announcer = announcer
+        self.setups = setups
+
+    def endpoint_added(self, ep: Endpoint) -> Effects:
+        fx = Effects()
+        if ep.host in self.state.foreign:
+            return fx  # its host's replica announces it there
+        fx.deltas.append(KernelRouteDelta(ep.host, None, add=(local_route(ep),)))
+        sw = self.state.switch_of(ep.host)
+        port = sw.port_no(ep.port) if sw else None
+        if sw is not None and port is not None:
+            fx.send(sw.dpid, *guard(self.state, ep, port))
+        fx.nat[ep.host] = self.announcer.nat_rules(ep.host)
+        return fx
+
+    def endpoint_removed(self, ep: Endpoint) -> Effects:
+        """Tear down every connection of a removed (or moved) endpoint at once."""
+        fx = Effects()
+        for pair in [p for p in self.state.pending if ep.ip in p]:
+            fx.extend(self.setups.fail(pair))
+        for pair in [p for p in self.state.pairs if ep.ip in p]:
+            fx.extend(self.setups.teardown(pair))
+        for sw in self.state.switches.values():
+            gone = [k for k, r in sw.flows.items() if ep.ip in (r.src, r.dst)]
+            for key in gone:
+                fx.send(sw.dpid, delete_strict(sw.pop(key).flow))
+            if gone:
+                fx.extend(self.announcer.sync_routes(sw.host))
+        home = self.state.switch_of(ep.host)
+        port = home.port_no(ep.port) if home else None
+        if home is not None and port is not None:
+            fx.send(home.dpid, *delete_guard(port))
+        if ep.host in self.state.foreign:
+            return fx
+        fx.deltas.append(KernelRouteDelta(ep.host, None, remove=(local_route(ep),)))
+        fx.nat[ep.host] = self.announcer.nat_rules(ep.host)
+        return fx
+
+    def policy_changed(self) -> Effects:
+        """Desired policy changed: revoke what is no longer allowed, at once.
+
+        Every live pair is decided again; a pair whose forwarding or one of whose
+        grants the policy no longer allows loses all its flows on every switch (and
+        so its routes).  Its packets then meet the controller again, which decides
+        them under the new policy; conntrack entries of revoked connections carry
+        the old pair's ct_mark, which no flow passes any more.  Cached denials are
+        dropped so a grant takes effect at the next packet.  NAT sets are resent.
+        """
+        fx = Effects()
+        self.state.denied.clear()
+        for sw in self.state.switches.values():
+            fx.send(sw.dpid, FlowDelete(
+                T_STATEFUL, match(), cookie=KIND_DENY << COOKIE_KIND_SHIFT,
+                cookie_mask=COOKIE_KIND_MASK,
+            ))
+        for pair, ps in list(self.state.pairs.items()):
+            if not still_allowed(self.desired, pair, ps):
+                fx.extend(self.setups.teardown(pair))
+        for host in self.desired.hosts():
+            if host.name not in self.state.foreign:
+                fx.nat[host.name] = self.announcer.nat_rules(host.name)
+        return fx

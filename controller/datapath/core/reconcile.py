@@ -1,0 +1,243 @@
+"""Reconciliation with the switches: their connections and ports, their flow dumps
+(level-triggered: adopt what we do not know, forget what is gone) and flow
+removals, and the periodic tick that asks for dumps and retries what failed."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Literal
+
+from controller.datapath.core.announce import Announcer
+from controller.datapath.core.context import CoreContext, Part
+from controller.datapath.core.flows import delete_guard, delete_strict, guard, out_port
+from controller.datapath.core.routing import Routing
+from controller.datapath.core.setup import Setups
+from controller.datapath.messages import (
+    CT_RPL,
+    OFPM_ALL,
+    OFPP_LOCAL,
+    FlowAdd,
+    FlowDelete,
+    MeterDelete,
+    Output,
+    RequestFlowStats,
+    RequestPortDesc,
+)
+from controller.datapath.needs import Export
+from controller.datapath.state import (
+    DumpedFlow,
+    Effects,
+    FlowKey,
+    FlowRecord,
+    PairState,
+    PortInfo,
+    Switch,
+)
+from controller.datapath.tables import (
+    KIND_CONNECTION,
+    KIND_DENY,
+    KIND_GUARD,
+    PRIO_GRANT,
+    PRIO_SPOOF,
+    T_ALL,
+    T_ROUTE,
+    T_STATEFUL,
+    base_flows,
+    cookie_kind,
+)
+
+IPv4 = ipaddress.IPv4Address
+
+# A FlowRemoved notice can race a re-install; a flow missing from a dump is only
+# believed gone when it was installed longer ago than this.
+DUMP_GRACE = 2.0
+
+
+class Reconciler(Part):
+    def __init__(
+        self, ctx: CoreContext, routing: Routing, announcer: Announcer, setups: Setups
+    ) -> None:
+        super().__init__(ctx)
+        self.routing = routing
+        self.announcer = announcer
+        self.setups = setups
+
+    # switch lifecycle ------------------------------------------------------------
+    def switch_connected(self, dpid: int) -> Effects:
+        fx = Effects()
+        host = self.desired.host_by_dpid(dpid)
+        if host is None:
+            return fx  # an unknown bridge gets nothing: secure mode drops its traffic
+        if host.name in self.state.foreign:
+            return fx  # another replica masters it
+        self.state.switches[dpid] = Switch(dpid=dpid, host=host.name)
+        self.state.denied = {k: t for k, t in self.state.denied.items() if k[0] != dpid}
+        # Base flows are added, never flushed: after a controller restart the
+        # switch still forwards live connections with what it has.
+        # Meters are re-made with the ports' fixed flows (port description below);
+        # the metered flows leave with them, the unmetered miss serves meanwhile.
+        fx.send(dpid, MeterDelete(OFPM_ALL))
+        fx.send(dpid, *base_flows())
+        fx.send(dpid, RequestPortDesc(), RequestFlowStats(T_ALL))
+        return fx
+
+    def switch_disconnected(self, dpid: int) -> Effects:
+        if self.state.switches.pop(dpid, None) is None:
+            return Effects()
+        return self.setups.fail_on_switch(dpid)
+
+    def ports_described(self, dpid: int, ports: Iterable[PortInfo]) -> Effects:
+        fx = Effects()
+        sw = self.state.switches.get(dpid)
+        if sw is None:
+            return fx
+        sw.ports = {}
+        for p in ports:
+            fx.extend(self._learn_port(sw, p))
+        return fx
+
+    def port_added(self, dpid: int, port: PortInfo) -> Effects:
+        sw = self.state.switches.get(dpid)
+        if sw is None:
+            return Effects()
+        return self._learn_port(sw, port)
+
+    def port_removed(self, dpid: int, port: PortInfo) -> Effects:
+        fx = Effects()
+        sw = self.state.switches.get(dpid)
+        if sw is None:
+            return fx
+        sw.ports.pop(port.name, None)
+        fx.send(dpid, *delete_guard(port.port_no))
+        # Flows of a vanished port can never match again; forget them now so the
+        # routes they needed are retracted without waiting for the idle timeout.
+        gone = [
+            k for k, r in sw.flows.items()
+            if r.in_port == port.port_no or out_port(r) == port.port_no
+        ]
+        for key in gone:
+            fx.send(dpid, delete_strict(sw.pop(key).flow))
+        fx.extend(self.announcer.sync_routes(sw.host))
+        return fx
+
+    def _learn_port(self, sw: Switch, port: PortInfo) -> Effects:
+        fx = Effects()
+        if port.port_no == OFPP_LOCAL:
+            sw.local_mac = port.hw_addr
+        sw.ports[port.name] = port
+        ep = self.desired.endpoint_by_port(sw.host, port.name)
+        if ep is not None and port.port_no != OFPP_LOCAL:
+            fx.send(sw.dpid, *guard(self.state, ep, port.port_no))
+        return fx
+
+    # flows -----------------------------------------------------------------------
+    def flows_dumped(self, dpid: int, flows: Iterable[DumpedFlow], now: float) -> Effects:
+        """Reconcile our flow cache with the switch's tables (level-triggered).
+
+        Called once after connecting (rebuilds state after a controller restart)
+        and periodically (catches lost FlowRemoved notices, updates idle times,
+        reads the packet counts of the deny and anti-spoofing flows).
+        """
+        fx = Effects()
+        sw = self.state.switches.get(dpid)
+        if sw is None:
+            return fx
+        seen: set[FlowKey] = set()
+        denied = spoofed = 0
+        for f in flows:
+            kind = cookie_kind(f.cookie)
+            if kind == KIND_DENY:
+                denied += f.packet_count
+                continue
+            if kind == KIND_GUARD and f.priority == PRIO_SPOOF:
+                spoofed += f.packet_count
+                continue
+            if kind != KIND_CONNECTION or f.table not in (T_ROUTE, T_STATEFUL):
+                continue
+            key = sw.cookies.get(f.cookie)
+            rec = sw.flows.get(key) if key is not None else None
+            if rec is None:
+                rec = self._adopt(sw, f, now)
+                if rec is None:
+                    # A flow for endpoints we no longer know: remove it.
+                    fx.send(dpid, FlowDelete(f.table, f.match, True, f.priority))
+                    continue
+                sw.put(rec)
+            seen.add(rec.key)
+            if f.packet_count != rec.packet_count:
+                rec.packet_count = f.packet_count
+                rec.last_active = now
+        self.state.live_denied[sw.host] = denied
+        self.state.live_spoofed[sw.host] = spoofed
+        for key, rec in list(sw.flows.items()):
+            if key not in seen and not rec.pending and now - rec.installed_at > DUMP_GRACE:
+                sw.pop(key)
+        self.state.forget_idle_pairs()
+        first = not sw.synced
+        sw.synced = True  # before the sync below, so that our exports include it
+        fx.extend(self.announcer.sync_routes(sw.host))
+        if first:
+            fx.synced_hosts.append(sw.host)
+            # Its sets replace its previous master's on every host served elsewhere
+            # (empty ones too: that master may have exported needs that are gone).
+            for other in sorted(self.state.foreign):
+                fx.extend(self.announcer.export(other))
+        return fx
+
+    def _adopt(self, sw: Switch, f: DumpedFlow, now: float) -> FlowRecord | None:
+        m = dict(f.match)
+        if "ipv4_src" not in m or "ipv4_dst" not in m or "in_port" not in m:
+            return None
+        ip_src, ip_dst = IPv4(str(m["ipv4_src"])), IPv4(str(m["ipv4_dst"]))
+        src = self.desired.endpoint_by_ip(ip_src)
+        dst = self.desired.endpoint_by_ip(ip_dst)
+        if (src is None and dst is None) or f.out_port is None:
+            return None
+        needs = self.routing.route_need(sw.host, f.out_port, dst) if dst is not None else None
+        flow = FlowAdd(f.table, f.priority, f.match, (Output(f.out_port),), cookie=f.cookie)
+        self.state.serial = max(self.state.serial, f.cookie & ((1 << 56) - 1))
+        pair = frozenset((ip_src, ip_dst))
+        mode: Literal["open", "stateful"] = "open" if f.table == T_ROUTE else "stateful"
+        mark = m.get("ct_mark")
+        ps = self.state.pairs.get(pair)
+        if ps is None or ps.mode != mode:
+            ps = self.state.pairs[pair] = PairState(mode, mark if isinstance(mark, int) else 0)
+        if isinstance(mark, int):
+            ps.mark = mark
+        ct_state = m.get("ct_state")
+        if f.priority == PRIO_GRANT and isinstance(ct_state, tuple) and not ct_state[1] & CT_RPL:
+            proto = m.get("ip_proto")
+            port = m.get("tcp_dst", m.get("udp_dst"))
+            ps.grants.add((
+                ip_src,
+                proto if isinstance(proto, int) else None,
+                port if isinstance(port, int) else None,
+            ))
+        return FlowRecord(
+            flow, now - f.duration, needs, packet_count=f.packet_count, last_active=now
+        )
+
+    def flow_removed(self, dpid: int, flow_cookie: int, packet_count: int) -> Effects:
+        sw = self.state.switches.get(dpid)
+        if sw is None:
+            return Effects()
+        if cookie_kind(flow_cookie) == KIND_DENY:
+            self.state.count(sw.host, "denied_packets", packet_count)
+            return Effects()
+        key = sw.cookies.get(flow_cookie)
+        if key is None:
+            return Effects()  # stale notice of an older incarnation
+        sw.pop(key)
+        self.state.forget_idle_pairs()
+        return self.announcer.sync_routes(sw.host)
+
+    # periodic -------------------------------------------------------------------------
+    def tick(self, now: float) -> Effects:
+        fx = self.setups.fail_expired(now)
+        for sw in self.state.switches.values():
+            fx.send(sw.dpid, RequestFlowStats(T_ALL))
+        for host in sorted(self.state.foreign):
+            if self.state.exports.get(host, Export()).sent is None:
+                fx.extend(self.announcer.export(host))  # the last one failed: again
+        return fx

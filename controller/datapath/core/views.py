@@ -1,0 +1,81 @@
+"""Read-only views of the core for the API: live connections (GET /routes) and
+counters (GET /metrics).  They change nothing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from controller.datapath.core.context import CoreContext, Part
+from controller.datapath.core.routing import Routing
+from controller.datapath.state import Counters, Pair
+
+
+class Views(Part):
+    def __init__(self, ctx: CoreContext, routing: Routing) -> None:
+        super().__init__(ctx)
+        self.routing = routing
+
+    def live_routes(self, now: float, host: str | None = None) -> list[dict[str, object]]:
+        """Connections with at least one installed flow, as GET /routes shows them."""
+        seen: dict[Pair, dict[str, object]] = {}
+        for sw in self.state.switches.values():
+            for rec in sw.flows.values():
+                if rec.pending:
+                    continue
+                pair = rec.pair
+                row = seen.get(pair)
+                if row is None:
+                    a, b = sorted(pair)
+                    ea, eb = self.desired.endpoint_by_ip(a), self.desired.endpoint_by_ip(b)
+                    if ea is None and eb is None:
+                        continue
+                    ps = self.state.pairs.get(pair)
+                    row = {
+                        "src": ea.name if ea else str(a),
+                        "src_ip": str(a),
+                        "dst": eb.name if eb else str(b),
+                        "dst_ip": str(b),
+                        "src_host": ea.host if ea else "",
+                        "dst_host": eb.host if eb else "",
+                        "path": "external" if ea is None or eb is None
+                        else "local" if ea.host == eb.host
+                        else self.routing.path(ea.host, eb.host),
+                        "mode": ps.mode if ps else "open",
+                        "created": rec.installed_at,
+                        "active": rec.last_active,
+                        "flows": 0,
+                    }
+                    seen[pair] = row
+                row["flows"] = int(str(row["flows"])) + 1
+                row["created"] = min(float(str(row["created"])), rec.installed_at)
+                row["active"] = max(float(str(row["active"])), rec.last_active)
+        out = []
+        for row in seen.values():
+            if host is not None and host not in (row["src_host"], row["dst_host"]):
+                continue
+            created, active = float(str(row.pop("created"))), float(str(row.pop("active")))
+            row["age"] = round(max(0.0, now - created), 3)
+            row["idle"] = round(max(0.0, now - active), 3)
+            out.append(row)
+        return sorted(out, key=lambda r: (str(r["src"]), str(r["dst"])))
+
+    def host_counters(self, host: str) -> Counters:
+        """A copy of `host`'s counters, with what its live deny/guard flows counted."""
+        st = self.state
+        c = st.host_counters.get(host, Counters())
+        return replace(
+            c,
+            denied_packets=c.denied_packets + st.live_denied.get(host, 0),
+            spoofed_packets=st.live_spoofed.get(host, 0),
+            setup_latency=list(c.setup_latency),
+        )
+
+    def total_counters(self) -> Counters:
+        """A copy of the counters of every host, with what live flows counted."""
+        st = self.state
+        return replace(
+            st.counters,
+            denied_packets=st.counters.denied_packets + sum(st.live_denied.values()),
+            spoofed_packets=sum(st.live_spoofed.values()),
+            setup_latency=list(st.counters.setup_latency),
+        )
