@@ -11,6 +11,7 @@ FlowRemoved for OFPFF_SEND_FLOW_REM flows, PacketOut to OFPP_TABLE.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -284,17 +285,21 @@ class Lab:
     same desired state, masters the switches of its hosts only and holds their
     agents (masters spread over replicas); their exports are delivered to the core
     of the host they are for, and its answers back (`hold_exports`: queued until
-    `deliver_exports()`).
+    `deliver_exports()`).  `make_core` makes each core (a recording one, say).
     """
 
     def __init__(
-        self, hosts: list[str], idle_timeout: int = 10, owners: dict[str, str] | None = None
+        self,
+        hosts: list[str],
+        idle_timeout: int = 10,
+        owners: dict[str, str] | None = None,
+        make_core: Callable[[CoreState], Core] = Core,
     ) -> None:
         self.now = 0.0
         self.index = DesiredIndex()
         self.owners = owners or dict.fromkeys(hosts, "c0")
         self.cores = {
-            name: Core(CoreState(idle_timeout=idle_timeout))
+            name: make_core(CoreState(idle_timeout=idle_timeout))
             for name in sorted(set(self.owners.values()))
         }
         self.hold_exports = False
