@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
+from controller.datapath.effects import KernelRouteDelta
 from controller.datapath.runtime import Fabric
-from controller.datapath.state import KernelRouteDelta
 from controller.desired.models import NatRule
 
 log = logging.getLogger(__name__)

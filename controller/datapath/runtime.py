@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from controller.datapath.core.facade import Core
+from controller.datapath.effects import Effects, KernelRouteDelta
 from controller.datapath.messages import OFMessage
 from controller.datapath.needs import ImportDone, Needs, NeedsExport
-from controller.datapath.state import CoreState, Counters, Effects, KernelRouteDelta
+from controller.datapath.state import CoreState, Counters
 from controller.desired.events import (
     Change,
     EndpointAdded,

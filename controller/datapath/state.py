@@ -1,6 +1,7 @@
-"""What the pure core (`controller/datapath/core/`) takes and keeps: the events the shim
-parses for it, the effects it returns, and its per-switch and per-pair state (a
-cache of what the switches hold, rebuilt from their flow dumps after a restart)."""
+"""What the pure core (`controller/datapath/core/`) keeps: its per-switch and
+per-pair state, a cache of what the switches hold (rebuilt from their flow dumps
+after a restart), the routes announced to agents, setups under way, counters, and
+what it exchanges with other replicas."""
 
 from __future__ import annotations
 
@@ -8,90 +9,13 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from controller.datapath.events import PortInfo
 from controller.datapath.messages import FlowAdd, Match, OFMessage, Output, SetField
-from controller.datapath.needs import Export, ImportDone, ImportTable, NeedsExport
-from controller.datapath.tables import T_STATEFUL, cookie
-from controller.desired.models import KernelRoute, NatRule
+from controller.datapath.needs import Export, ImportTable
+from controller.datapath.tables import cookie
 
 IPv4 = ipaddress.IPv4Address
 
-
-# --- events ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PortInfo:
-    port_no: int
-    name: str
-    hw_addr: str
-
-
-@dataclass(frozen=True)
-class PacketInfo:
-    """The fields of a PacketIn the core decides on (parsed by the shim)."""
-
-    in_port: int
-    eth_src: str
-    ip_src: IPv4
-    ip_dst: IPv4
-    ip_proto: int
-    data: bytes
-    tp_src: int | None = None  # TCP/UDP ports (None for other protocols)
-    tp_dst: int | None = None
-    table: int = T_STATEFUL  # the table that sent it (table 2: after conntrack)
-    ct_state: int = 0  # conntrack state bits (ofmsg.CT_*) when it came from table 2
-
-
-@dataclass(frozen=True)
-class DumpedFlow:
-    cookie: int
-    table: int
-    priority: int
-    match: Match
-    out_port: int | None
-    packet_count: int
-    duration: float
-
-
-@dataclass(frozen=True)
-class KernelRouteDelta:
-    host: str
-    token: int | None
-    add: tuple[KernelRoute, ...] = ()
-    remove: tuple[KernelRoute, ...] = ()
-
-
-@dataclass(frozen=True)
-class RouteSnapshot:
-    """Everything a (re)connecting agent's host must hold; acked with `token`."""
-
-    host: str
-    token: int
-    routes: tuple[KernelRoute, ...]
-
-
-@dataclass
-class Effects:
-    messages: list[tuple[int, OFMessage]] = field(default_factory=list)
-    deltas: list[KernelRouteDelta] = field(default_factory=list)
-    synced_hosts: list[str] = field(default_factory=list)
-    nat: dict[str, list[NatRule]] = field(default_factory=dict)  # host -> its whole NAT set
-    exports: list[NeedsExport] = field(default_factory=list)  # to other replicas' hosts
-    imports_done: list[ImportDone] = field(default_factory=list)
-    snapshots: list[RouteSnapshot] = field(default_factory=list)
-
-    def send(self, dpid: int, *msgs: OFMessage) -> None:
-        self.messages.extend((dpid, m) for m in msgs)
-
-    def extend(self, other: Effects) -> None:
-        self.messages.extend(other.messages)
-        self.deltas.extend(other.deltas)
-        self.synced_hosts.extend(other.synced_hosts)
-        self.nat.update(other.nat)
-        self.exports.extend(other.exports)
-        self.imports_done.extend(other.imports_done)
-        self.snapshots.extend(other.snapshots)
-
-
-# --- state -------------------------------------------------------------------------
 FlowKey = tuple[int, int, Match]  # (table, priority, match)
 Pair = frozenset[IPv4]
 Grant = tuple[IPv4, int | None, int | None]  # (source address, ip proto, dst port)

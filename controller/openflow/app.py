@@ -23,6 +23,7 @@ from os_ken.controller.handler import (
 from os_ken.ofproto import ofproto_v1_3
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
+from controller.datapath.events import DumpedFlow, PacketInfo, PortInfo
 from controller.datapath.messages import (
     CT,
     ETH_TYPE_IP,
@@ -44,7 +45,6 @@ from controller.datapath.messages import (
     match,
 )
 from controller.datapath.runtime import Fabric
-from controller.datapath.state import DumpedFlow, PacketInfo, PortInfo
 from controller.openflow.checksum import complete_l4_checksum
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.datapath.core.facade import Core
+from controller.datapath.effects import Effects, KernelRouteDelta
+from controller.datapath.events import DumpedFlow, PacketInfo, PortInfo
 from controller.datapath.messages import (
     CT,
     CT_EST,
@@ -40,14 +42,7 @@ from controller.datapath.messages import (
     SetField,
 )
 from controller.datapath.needs import NeedsExport
-from controller.datapath.state import (
-    CoreState,
-    DumpedFlow,
-    Effects,
-    KernelRouteDelta,
-    PacketInfo,
-    PortInfo,
-)
+from controller.datapath.state import CoreState
 from controller.desired.index import DesiredIndex, DesiredView
 from controller.desired.models import Endpoint, Host, KernelRoute, Network
 

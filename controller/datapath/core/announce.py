@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from controller.datapath.core.context import CoreContext, Part
 from controller.datapath.core.routing import Routing, local_route
+from controller.datapath.effects import Effects, KernelRouteDelta, RouteSnapshot
 from controller.datapath.needs import Export, NeedsExport, adds
-from controller.datapath.state import Effects, KernelRouteDelta, RouteSnapshot
 from controller.desired.models import NatRule
 
 

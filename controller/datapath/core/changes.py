@@ -11,8 +11,8 @@ from controller.datapath.core.decisions import still_allowed
 from controller.datapath.core.flows import delete_guard, delete_strict, guard
 from controller.datapath.core.routing import local_route
 from controller.datapath.core.setup import Setups
+from controller.datapath.effects import Effects, KernelRouteDelta
 from controller.datapath.messages import FlowDelete, match
-from controller.datapath.state import Effects, KernelRouteDelta
 from controller.datapath.tables import COOKIE_KIND_MASK, COOKIE_KIND_SHIFT, KIND_DENY, T_STATEFUL
 from controller.desired.models import Endpoint
 

@@ -22,15 +22,10 @@ from controller.datapath.core.replicas import Replicas
 from controller.datapath.core.routing import Routing
 from controller.datapath.core.setup import Setups
 from controller.datapath.core.views import Views
+from controller.datapath.effects import Effects
+from controller.datapath.events import DumpedFlow, PacketInfo, PortInfo
 from controller.datapath.needs import Needs
-from controller.datapath.state import (
-    CoreState,
-    Counters,
-    DumpedFlow,
-    Effects,
-    PacketInfo,
-    PortInfo,
-)
+from controller.datapath.state import CoreState, Counters
 from controller.desired.index import DesiredView
 from controller.desired.models import Endpoint, NatRule
 

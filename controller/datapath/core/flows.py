@@ -9,6 +9,7 @@ import ipaddress
 
 from controller.datapath.core.context import CoreContext, Part
 from controller.datapath.core.routing import Routing
+from controller.datapath.events import PacketInfo
 from controller.datapath.messages import (
     CT,
     CT_INV,
@@ -30,15 +31,7 @@ from controller.datapath.messages import (
     SetField,
     match,
 )
-from controller.datapath.state import (
-    CoreState,
-    FlowRecord,
-    Grant,
-    Leg,
-    PacketInfo,
-    PairState,
-    Switch,
-)
+from controller.datapath.state import CoreState, FlowRecord, Grant, Leg, PairState, Switch
 from controller.datapath.tables import (
     COOKIE_KIND_MASK,
     COOKIE_KIND_SHIFT,

@@ -13,6 +13,8 @@ from controller.datapath.core.context import CoreContext, Part
 from controller.datapath.core.flows import delete_guard, delete_strict, guard, out_port
 from controller.datapath.core.routing import Routing
 from controller.datapath.core.setup import Setups
+from controller.datapath.effects import Effects
+from controller.datapath.events import DumpedFlow, PortInfo
 from controller.datapath.messages import (
     CT_RPL,
     OFPM_ALL,
@@ -25,15 +27,7 @@ from controller.datapath.messages import (
     RequestPortDesc,
 )
 from controller.datapath.needs import Export
-from controller.datapath.state import (
-    DumpedFlow,
-    Effects,
-    FlowKey,
-    FlowRecord,
-    PairState,
-    PortInfo,
-    Switch,
-)
+from controller.datapath.state import FlowKey, FlowRecord, PairState, Switch
 from controller.datapath.tables import (
     KIND_CONNECTION,
     KIND_DENY,

@@ -10,8 +10,9 @@ from controller.datapath.core.announce import Announcer
 from controller.datapath.core.context import CoreContext, Part
 from controller.datapath.core.routing import Routing
 from controller.datapath.core.setup import Setups
+from controller.datapath.effects import Effects
 from controller.datapath.needs import ImportDone, ImportTable, Needs
-from controller.datapath.state import Effects, Switch
+from controller.datapath.state import Switch
 
 
 class Replicas(Part):

@@ -24,6 +24,8 @@ from controller.datapath.core.flows import (
     l4,
 )
 from controller.datapath.core.routing import Routing
+from controller.datapath.effects import Effects
+from controller.datapath.events import PacketInfo
 from controller.datapath.messages import (
     CT_INV,
     CT_NEW,
@@ -43,11 +45,9 @@ from controller.datapath.messages import (
 from controller.datapath.needs import Export, ImportDone
 from controller.datapath.state import (
     Counters,
-    Effects,
     FlowKey,
     FlowRecord,
     Grant,
-    PacketInfo,
     Pair,
     PairState,
     PendingSetup,

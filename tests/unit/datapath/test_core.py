@@ -8,8 +8,9 @@ import pytest
 
 from controller.datapath.core.facade import Core
 from controller.datapath.core.setup import SETUP_TIMEOUT
+from controller.datapath.events import PacketInfo
 from controller.datapath.messages import OFPP_IN_PORT, OFPP_LOCAL, Output, SetField
-from controller.datapath.state import CoreState, PacketInfo
+from controller.datapath.state import CoreState
 from controller.datapath.tables import (
     PRIO_CONNECTION,
     PRIO_STATEFUL_DENY,

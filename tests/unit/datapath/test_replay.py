@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.datapath.core.facade import Core
-from controller.datapath.state import CoreState, Effects
+from controller.datapath.effects import Effects
+from controller.datapath.state import CoreState
 from controller.desired.index import DesiredView
 from controller.desired.models import RuleSource
 from tests.unit.datapath.test_enforcement import deliver, rule
