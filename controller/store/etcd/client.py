@@ -177,7 +177,7 @@ class Member:
         )
 
 
-def connect_failed(exc: BaseException | None) -> bool:
+def _connect_failed(exc: BaseException | None) -> bool:
     """True if a requests ConnectionError is a failure to connect (nothing was sent)."""
     if not isinstance(exc, requests.exceptions.ConnectionError):
         return False
@@ -187,6 +187,20 @@ def connect_failed(exc: BaseException | None) -> bool:
     return isinstance(inner, urllib3.exceptions.NewConnectionError | ConnectionRefusedError)
 
 
+def transport_failure(exc: requests.exceptions.RequestException) -> Failure:
+    """What a requests exception says of one member: whether the request was sent (a
+    write may have been applied) and whether the member was reached."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return Failure("connect timed out", sent=False, connected=False)
+    if isinstance(exc, requests.exceptions.Timeout):
+        return Failure("request timed out", sent=True, connected=True)
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        if _connect_failed(exc):
+            return Failure("connection refused", sent=False, connected=False)
+        return Failure("connection lost", sent=True, connected=False)
+    return Failure(type(exc).__name__, sent=True, connected=False)
+
+
 def _classify(member: Member, exc: Exception) -> Exception:
     """A Failure (try another member) or an EtcdRequestError (give up) for what an
     etcd3gw call raised (its own exceptions are raised from the requests ones, which
@@ -194,16 +208,8 @@ def _classify(member: Member, exc: Exception) -> Exception:
     if isinstance(exc, ValueError):  # a 200 whose body is not JSON
         return Failure("bad answer", sent=True, connected=True)
     cause = exc if isinstance(exc, requests.exceptions.RequestException) else exc.__context__
-    if isinstance(cause, requests.exceptions.ConnectTimeout):
-        return Failure("connect timed out", sent=False, connected=False)
-    if isinstance(cause, requests.exceptions.Timeout):
-        return Failure("request timed out", sent=True, connected=True)
-    if isinstance(cause, requests.exceptions.ConnectionError):
-        if connect_failed(cause):
-            return Failure("connection refused", sent=False, connected=False)
-        return Failure("connection lost", sent=True, connected=False)
     if isinstance(cause, requests.exceptions.RequestException):
-        return Failure(type(cause).__name__, sent=True, connected=False)
+        return transport_failure(cause)
     detail = exc.detail_text if isinstance(exc, etcd_exceptions.Etcd3Exception) else str(exc)
     code, message = error_text(detail)
     if isinstance(

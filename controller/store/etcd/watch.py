@@ -22,10 +22,10 @@ from controller.store.etcd.client import (
     Failure,
     Member,
     b64,
-    connect_failed,
     error_text,
     kv_document,
     range_end,
+    transport_failure,
     unb64,
 )
 from controller.store.etcd.keys import Keyspace
@@ -219,13 +219,13 @@ class _Idle(Exception):
 
 
 def _classify_stream(exc: requests.exceptions.RequestException) -> str:
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return "connect timed out"
-    if isinstance(exc, requests.exceptions.ReadTimeout) or "timed out" in str(exc):
+    """The reason a watch stream failed, or "silent" if it only said nothing for a while
+    (a read timeout, which iter_content raises as a ConnectionError saying so)."""
+    timed_out = isinstance(exc, requests.exceptions.ReadTimeout) or "timed out" in str(exc)
+    if timed_out and not isinstance(exc, requests.exceptions.ConnectTimeout):
         return "silent"
-    if connect_failed(exc):
-        return "connection refused"
-    return "connection lost"
+    reason = transport_failure(exc).reason
+    return reason if reason in ("connect timed out", "connection refused") else "connection lost"
 
 
 def _shutdown(response: requests.Response) -> None:
