@@ -18,7 +18,8 @@ import typer
 
 from controller.cliutil import run_app
 from hostnet.agent.agent import DEFAULT_SOCKET, AgentConfig, run_agent
-from hostnet.docker.plugin import DEFAULT_DOCKER_HOST, DEFAULT_PLUGIN_SOCKET
+from hostnet.docker.engine import DEFAULT_DOCKER_HOST
+from hostnet.docker.plugin import DEFAULT_PLUGIN_SOCKET
 
 PROG = "daolinet-hostnet"
 

@@ -40,15 +40,10 @@ from hostnet.agent.client import (
     stream_url,
 )
 from hostnet.agent.localapi import create_app
-from hostnet.docker.plugin import (
-    DEFAULT_DOCKER_HOST,
-    DockerClient,
-    DockerError,
-    DockerHostOps,
-    DockerPlugin,
-    PluginError,
-    create_plugin_app,
-)
+from hostnet.docker.common import PluginError
+from hostnet.docker.driver import SystemDockerPortOps
+from hostnet.docker.engine import DEFAULT_DOCKER_HOST, DockerClient, DockerError
+from hostnet.docker.plugin import DockerPlugin, create_plugin_app
 from hostnet.host import netlink
 from hostnet.host.attach import Attacher, SystemHostOps
 from hostnet.host.nat import NatError, NatTable
@@ -579,9 +574,9 @@ class Agent:
         if self._plugin_sock is None:
             return None
         assert self.client is not None
-        ops = DockerHostOps(SystemHostOps(
+        ops = SystemDockerPortOps(
             self.ovs, self.cfg.bridge, tx_offload_off=self.datapath_type == "netdev"
-        ))
+        )
         self.plugin = DockerPlugin(
             self.cfg.host, self.client, DockerClient(self.cfg.docker_host), ops,
             executor=self._host_exec,

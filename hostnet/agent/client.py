@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -87,6 +87,35 @@ def controller_urls(value: str) -> list[str]:
     if not all(urls):
         raise ValueError(f"controller URL list {value!r} has an empty entry")
     return urls
+
+
+class ControllerAPI(Protocol):
+    """What the attacher and the Docker plugin ask of the controller
+    (ControllerClient; a fake in the unit tests)."""
+
+    async def create_container(
+        self, *, name: str, network: str, host: str, ip: str | None, mac: str | None
+    ) -> dict[str, Any]: ...
+
+    async def get_container(self, name_or_id: str) -> dict[str, Any]: ...
+
+    async def delete_container(self, name_or_id: str) -> None: ...
+
+    async def list_containers(self, host: str) -> list[dict[str, Any]]: ...
+
+    async def list_networks(self) -> list[dict[str, Any]]: ...
+
+    async def create_network(
+        self, name: str, subnet: str, gateway: str | None = None
+    ) -> dict[str, Any]: ...
+
+    async def delete_network(self, name: str) -> None: ...
+
+    async def update_container(
+        self, name_or_id: str, *, name: str | None = None, docker_id: str | None = None
+    ) -> dict[str, Any]: ...
+
+    async def relocate_container(self, name_or_id: str, host: str) -> dict[str, Any]: ...
 
 
 class ControllerClient:

@@ -174,16 +174,21 @@ def configure_container_side(
                 ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=idx)
 
 
-def disable_tx_offload(netns: str, ifname: str, timeout: float = 10.0) -> None:
-    """`ethtool -K IF tx off` inside `netns` (TCP stalls on OVS netdev otherwise)."""
-    cmd = ["ip", "netns", "exec", netns, "ethtool", "-K", ifname, "tx", "off"]
+def disable_tx_offload(netns: str | None, ifname: str, timeout: float = 10.0) -> None:
+    """`ethtool -K IF tx off` inside `netns` (None: the host namespace); TCP stalls
+    on the OVS netdev datapath otherwise.  Set on a veth end in the host namespace,
+    the setting survives its move into a container."""
+    where = f" in netns {netns}" if netns is not None else ""
+    cmd = ["ethtool", "-K", ifname, "tx", "off"]
+    if netns is not None:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise NetlinkError(f"ethtool -K {ifname} tx off in netns {netns}: {exc}") from exc
+        raise NetlinkError(f"ethtool -K {ifname} tx off{where}: {exc}") from exc
     if proc.returncode != 0:
         msg = " ".join(proc.stderr.split()) or f"exit code {proc.returncode}"
-        raise NetlinkError(f"ethtool -K {ifname} tx off in netns {netns}: {msg}")
+        raise NetlinkError(f"ethtool -K {ifname} tx off{where}: {msg}")
 
 
 def set_link_up(name: str, mtu: int | None = None, netns: str | None = None) -> None:

@@ -158,6 +158,10 @@ class Ovs:
 
     def list_ports_with_endpoint(self, bridge: str) -> dict[str, str]:
         """{port name: endpoint id} for the bridge's ports that daolinet attached."""
+        return {port: ids[ENDPOINT_KEY] for port, ids in self.endpoint_ports(bridge).items()}
+
+    def endpoint_ports(self, bridge: str) -> dict[str, dict[str, str]]:
+        """{port name: external_ids} for the bridge's ports that daolinet attached."""
         ports = set(self.list_ports(bridge))
         if not ports:
             return {}
@@ -166,14 +170,14 @@ class Ovs:
             table = json.loads(out)
         except json.JSONDecodeError as exc:
             raise OvsError(f"ovs-vsctl list Interface: bad JSON output: {exc}") from exc
-        result: dict[str, str] = {}
+        result: dict[str, dict[str, str]] = {}
         for row in table.get("data", []):
             name = _parse_ovs_value(row[0])
             ids = _parse_ovs_value(row[1])
             if isinstance(name, str) and name in ports and isinstance(ids, dict):
                 endpoint = ids.get(ENDPOINT_KEY)
                 if isinstance(endpoint, str) and endpoint:
-                    result[name] = endpoint
+                    result[name] = {str(k): str(v) for k, v in ids.items()}
         return result
 
 

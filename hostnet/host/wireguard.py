@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.datapath.sites import DEFAULT_KEEPALIVE, PeerSpec, mesh_peers
 from controller.desired.models import KernelRoute
+from hostnet.host.netlink import link_exists
 
 log = logging.getLogger("hostnet.host.wireguard")
 
@@ -120,10 +121,6 @@ def _run(cmd: Sequence[str], *, input: str | None = None, timeout: float = 10.0)
         err = " ".join((proc.stderr or proc.stdout).split())
         raise WireGuardError(f"`{' '.join(cmd)}` failed: {err}")
     return proc.stdout
-
-
-def link_exists(name: str) -> bool:
-    return Path(f"/sys/class/net/{name}").exists()
 
 
 def implementation_of(name: str) -> str:

@@ -17,15 +17,10 @@ from controller.desired.events import Change, EndpointAdded, EndpointRemoved
 from controller.desired.inventory import Conflict, Inventory
 from controller.store.sqlite import SqliteStore
 from hostnet.agent.client import ControllerClient
-from hostnet.docker.plugin import (
-    CONTENT_TYPE,
-    DOCKER_ENDPOINT_KEY,
-    SYNCED_LABEL,
-    DockerError,
-    DockerPlugin,
-    create_plugin_app,
-)
-from hostnet.host.attach import peer_temp_name
+from hostnet.docker.common import DOCKER_ENDPOINT_KEY
+from hostnet.docker.engine import SYNCED_LABEL, DockerError
+from hostnet.docker.plugin import CONTENT_TYPE, DockerPlugin, create_plugin_app
+from hostnet.host.ports import peer_temp_name
 from tests.unit.fakes import FakeFabric
 
 TOKEN = "t0ken"

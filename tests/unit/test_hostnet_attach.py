@@ -10,9 +10,10 @@ from fastapi.testclient import TestClient
 
 from hostnet.agent.client import ControllerError
 from hostnet.agent.localapi import create_app
-from hostnet.host.attach import Attacher, AttachError, AttachRequest, peer_temp_name
+from hostnet.host.attach import Attacher, AttachError, AttachRequest
 from hostnet.host.netlink import NetlinkError
 from hostnet.host.ovs import OvsError
+from hostnet.host.ports import peer_temp_name
 
 HOST = "h1"
 

@@ -1,0 +1,57 @@
+"""What the plugin's parts (IPAM, driver, reconcile, move) share: the refusal Docker
+shows, the translation of the controller's and Docker's errors into it, address
+parsing, and the names daolinet gives things in Docker."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from hostnet.agent.client import ControllerError
+from hostnet.docker.engine import DockerError
+
+T = TypeVar("T")
+
+ADDRESS_SPACE = "daolinet"
+# external_ids key of an OVS port: the Docker endpoint it serves
+DOCKER_ENDPOINT_KEY = "daolinet-docker-endpoint"
+# A container's endpoint is named so until Docker tells its name (after the join).
+PROVISIONAL_PREFIX = "docker-"
+RESOLVE_TIMEOUT = 30.0
+
+
+class PluginError(Exception):
+    """A refusal; Docker shows `daolinet: <message>` to the user."""
+
+
+async def from_controller(call: Awaitable[T]) -> T:
+    """The result of a controller call; its error as a refusal."""
+    try:
+        return await call
+    except ControllerError as exc:
+        raise PluginError(exc.detail) from exc
+
+
+async def from_docker(call: Awaitable[T]) -> T:
+    """The result of a Docker API call; its error as a refusal."""
+    try:
+        return await call
+    except DockerError as exc:
+        raise PluginError(exc.message) from exc
+
+
+def subnet_of(value: Any) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(str(value), strict=False)
+    except ValueError:
+        raise PluginError(f"subnet {value!r} is not an IPv4 CIDR") from None
+
+
+def ipv4_of(value: Any) -> str:
+    """The address of `value` ("A.B.C.D" or "A.B.C.D/N")."""
+    text = str(value or "").split("/")[0]
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise PluginError(f"{value!r} is not an IPv4 address") from None

@@ -1,0 +1,259 @@
+"""Docker's remote network driver (libnetwork `docs/remote.md`): networks, endpoints, joins.
+
+The driver keeps no state that a restart could lose: the controller holds networks
+and endpoints, Docker its networks and containers, and the OVS port of an endpoint
+carries the Docker endpoint id in its external_ids.  A container's port is plugged
+as the local attach plugs one (hostnet/host/ports.py); Docker moves the container
+end into the container itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from concurrent.futures import Executor
+from typing import Any, Protocol
+
+from hostnet.agent.client import ControllerAPI, ControllerError
+from hostnet.docker.common import (
+    ADDRESS_SPACE,
+    DOCKER_ENDPOINT_KEY,
+    RESOLVE_TIMEOUT,
+    PluginError,
+    from_controller,
+    ipv4_of,
+    subnet_of,
+)
+from hostnet.docker.engine import DockerAPI, DockerError, docker_subnets
+from hostnet.docker.ipam import Ipam
+from hostnet.host import netlink
+from hostnet.host.netlink import NetlinkError
+from hostnet.host.ovs import CONTAINER_KEY, ENDPOINT_KEY, OvsError
+from hostnet.host.ports import PortOps, SystemPortOps, peer_temp_name, plug, unplug
+from hostnet.host.worker import in_thread
+
+log = logging.getLogger(__name__)
+
+
+class DockerPortOps(PortOps, Protocol):
+    """Host-side steps of a Docker endpoint (synchronous, run in a worker thread)."""
+
+    def ports(self) -> dict[str, dict[str, str]]: ...
+
+    def tx_offload_off(self, name: str) -> None: ...
+
+
+class SystemDockerPortOps(SystemPortOps):
+    """DockerPortOps on the real host."""
+
+    def ports(self) -> dict[str, dict[str, str]]:
+        """{port: external_ids} of the bridge's daolinet ports."""
+        return self.ovs.endpoint_ports(self.bridge)
+
+    def tx_offload_off(self, name: str) -> None:
+        """In the host namespace, before Docker moves the veth end into the container."""
+        if self.disable_offload:
+            netlink.disable_tx_offload(None, name)
+
+
+class NetworkDriver:
+    def __init__(
+        self,
+        host: str,
+        controller: ControllerAPI,
+        docker: DockerAPI,
+        ops: DockerPortOps,
+        ipam: Ipam,
+        pending_moves: dict[str, str],
+        *,
+        executor: Executor | None = None,
+        resolve_timeout: float = RESOLVE_TIMEOUT,
+    ) -> None:
+        self.host = host
+        self.controller = controller
+        self.docker = docker
+        self.ops = ops
+        self.ipam = ipam
+        self.pending_moves = pending_moves  # ip -> endpoint id moving in here
+        self.executor = executor
+        self.resolve_timeout = resolve_timeout
+        self._subnets: dict[str, str] = {}  # Docker network id -> subnet (cache)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def port_of(self, docker_endpoint: str) -> tuple[str, dict[str, str]] | None:
+        """The OVS port (and its external_ids) of a Docker endpoint."""
+        ports = await in_thread(self.executor, self.ops.ports)
+        for port, ids in sorted(ports.items()):
+            if ids.get(DOCKER_ENDPOINT_KEY) == docker_endpoint:
+                return port, ids
+        return None
+
+    async def capabilities(self, _: dict[str, Any]) -> dict[str, Any]:
+        # Data scope "local": each Docker engine keeps its own record of the network
+        # (there is no Docker cluster store); connectivity is global, and the
+        # controller is what makes the network one network on every host.
+        return {"Scope": "local", "ConnectivityScope": "global"}
+
+    # -- networks -----------------------------------------------------------------
+
+    async def create_network(self, req: dict[str, Any]) -> dict[str, Any]:
+        data = [d for d in req.get("IPv4Data") or [] if isinstance(d, dict)]
+        if not data or data[0].get("AddressSpace") != ADDRESS_SPACE:
+            raise PluginError(
+                "daolinet networks need the daolinet IPAM driver: add --ipam-driver daolinet"
+            )
+        if req.get("IPv6Data"):
+            raise PluginError("IPv6 is not supported")
+        network_id = str(req.get("NetworkID", ""))
+        subnet = str(subnet_of(data[0].get("Pool")))
+        self._subnets[network_id] = subnet
+        self._spawn(self._bind_network(network_id, subnet))
+        return {}
+
+    async def _bind_network(self, network_id: str, subnet: str) -> None:
+        """Once Docker lists the new network, create it at the controller by name."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.resolve_timeout
+        while loop.time() < deadline:
+            try:
+                if await self.docker.network(network_id) is not None:
+                    await self.ipam.network_for_subnet(subnet_of(subnet))
+                    return
+            except (DockerError, PluginError) as exc:
+                log.warning("network %s (%s): %s", network_id[:12], subnet, exc)
+                return
+            await asyncio.sleep(0.1)
+        log.warning("network %s did not show up in Docker", network_id[:12])
+
+    async def delete_network(self, req: dict[str, Any]) -> dict[str, Any]:
+        network_id = str(req.get("NetworkID", ""))
+        subnet = self._subnets.pop(network_id, None)
+        if subnet is None:
+            with contextlib.suppress(DockerError):
+                found = await self.docker.network(network_id)
+                subs = docker_subnets(found) if found else []
+                subnet = str(subs[0][0]) if subs else None
+        if subnet is None:
+            return {}
+        net = subnet_of(subnet)
+        for other in await from_controller(self.controller.list_networks()):
+            if subnet_of(other.get("subnet")) == net:
+                try:
+                    await self.controller.delete_network(str(other["name"]))
+                    log.info("network %s (%s) deleted", other["name"], net)
+                except ControllerError as exc:
+                    # 409: containers of other hosts still use it; it stays.
+                    if exc.status not in (404, 409):
+                        raise PluginError(exc.detail) from exc
+                    log.info("network %s kept: %s", other["name"], exc.detail)
+        return {}
+
+    # -- endpoints ----------------------------------------------------------------
+
+    async def create_endpoint(self, req: dict[str, Any]) -> dict[str, Any]:
+        iface = req.get("Interface") or {}
+        docker_ep = str(req.get("EndpointID", ""))
+        if not iface.get("Address"):
+            raise PluginError("no IPv4 address: create the network with --ipam-driver daolinet")
+        ip = ipv4_of(iface["Address"])
+        if ip in self.pending_moves:
+            ep = await from_controller(self.controller.get_container(self.pending_moves[ip]))
+        else:
+            found = await self.ipam.endpoint_by_ip(ip)
+            if found is None:
+                raise PluginError(f"address {ip} is not reserved on host {self.host}")
+            ep = found
+        mac = str(iface.get("MacAddress") or "").lower()
+        if mac and mac != ep["mac"]:
+            raise PluginError(f"MAC {mac} differs from the endpoint's MAC {ep['mac']}")
+        port, mtu, epid = str(ep["port"]), int(ep.get("mtu", 1500)), str(ep["id"])
+        peer = peer_temp_name(epid)
+        external_ids = {
+            ENDPOINT_KEY: epid, CONTAINER_KEY: str(ep["name"]), DOCKER_ENDPOINT_KEY: docker_ep,
+        }
+        try:
+            await in_thread(
+                self.executor, plug, self.ops, port, peer, mtu, external_ids,
+                lambda: self.ops.tx_offload_off(peer),
+            )
+        except (NetlinkError, OvsError) as exc:
+            raise PluginError(f"endpoint {ip}: {exc}") from exc
+        log.info("endpoint %s ip=%s port=%s", docker_ep[:12], ip, port)
+        return {"Interface": {} if mac else {"MacAddress": ep["mac"]}}
+
+    async def join(self, req: dict[str, Any]) -> dict[str, Any]:
+        docker_ep = str(req.get("EndpointID", ""))
+        found = await self.port_of(docker_ep)
+        if found is None:
+            raise PluginError(f"endpoint {docker_ep[:12]} is unknown on host {self.host}")
+        _, ids = found
+        epid = ids[ENDPOINT_KEY]
+        ep = await from_controller(self.controller.get_container(epid))
+        if str(ep["ip"]) in self.pending_moves:
+            ep = await from_controller(self.controller.relocate_container(epid, self.host))
+            self.pending_moves.pop(str(ep["ip"]), None)
+            log.info("endpoint %s (%s) moved in", ep["name"], ep["ip"])
+        self._spawn(self._resolve_container(str(req.get("NetworkID", "")), docker_ep, epid))
+        return {
+            "InterfaceName": {"SrcName": peer_temp_name(epid), "DstPrefix": "eth"},
+            "Gateway": str(ep["gateway"]),
+            "StaticRoutes": [],
+            "DisableGatewayService": True,
+        }
+
+    async def _resolve_container(self, network_id: str, docker_ep: str, epid: str) -> None:
+        """Give the endpoint the container's Docker name and id once Docker knows them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.resolve_timeout
+        while loop.time() < deadline:
+            try:
+                for c in await self.docker.containers(network_id):
+                    nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
+                    if any((n or {}).get("EndpointID") == docker_ep for n in nets.values()):
+                        name = str((c.get("Names") or ["/"])[0]).lstrip("/")
+                        await self._name_endpoint(epid, name, str(c["Id"]))
+                        return
+            except DockerError as exc:
+                log.debug("resolving endpoint %s: %s", docker_ep[:12], exc)
+            except ControllerError as exc:
+                log.warning("cannot name endpoint %s: %s", epid, exc.detail)
+                return
+            await asyncio.sleep(0.1)
+        log.warning("container of endpoint %s not found in Docker", docker_ep[:12])
+
+    async def _name_endpoint(self, epid: str, name: str, docker_id: str) -> None:
+        try:
+            await self.controller.update_container(epid, name=name, docker_id=docker_id)
+        except ControllerError as exc:
+            if exc.status != 409:
+                raise
+            log.warning("container %s keeps its daolinet name: %s", name, exc.detail)
+            await self.controller.update_container(epid, docker_id=docker_id)
+        log.info("endpoint %s is container %s (%s)", epid, name, docker_id[:12])
+
+    async def delete_endpoint(self, req: dict[str, Any]) -> dict[str, Any]:
+        docker_ep = str(req.get("EndpointID", ""))
+        found = await self.port_of(docker_ep)
+        if found is None:
+            return {}
+        port, _ = found
+        try:
+            await in_thread(self.executor, unplug, self.ops, port)
+        except (NetlinkError, OvsError) as exc:
+            raise PluginError(f"endpoint {docker_ep[:12]}: {exc}") from exc
+        log.info("endpoint %s removed (port %s)", docker_ep[:12], port)
+        return {}

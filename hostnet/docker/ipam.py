@@ -1,0 +1,152 @@
+"""Docker's remote IPAM driver (libnetwork `docs/ipam.md`): pools and addresses.
+
+A pool is identified by its CIDR (daolinet subnets never overlap), so a pool id is
+meaningful after any restart.  A container's address is reserved at the controller
+by `RequestAddress` under a provisional name (`docker-XXXXXXXXXXXX`); the network
+driver renames the endpoint once the container has joined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import uuid
+from typing import Any
+
+from hostnet.agent.client import ControllerAPI, ControllerError
+from hostnet.docker.common import (
+    ADDRESS_SPACE,
+    PROVISIONAL_PREFIX,
+    PluginError,
+    from_controller,
+    from_docker,
+    ipv4_of,
+    subnet_of,
+)
+from hostnet.docker.engine import DockerAPI, docker_subnets
+
+log = logging.getLogger(__name__)
+
+GATEWAY_REQUEST = "com.docker.network.gateway"
+
+
+class Ipam:
+    """Pools and addresses; `pending_moves` (ip -> endpoint id) are addresses of
+    containers moving in here, which keep their endpoint (hostnet/docker/move.py)."""
+
+    def __init__(
+        self, host: str, controller: ControllerAPI, docker: DockerAPI,
+        pending_moves: dict[str, str],
+    ) -> None:
+        self.host = host
+        self.controller = controller
+        self.docker = docker
+        self.pending_moves = pending_moves
+        self._lock = asyncio.Lock()  # network creation at the controller
+
+    async def capabilities(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {"RequiresMACAddress": False}
+
+    async def address_spaces(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {"LocalDefaultAddressSpace": ADDRESS_SPACE,
+                "GlobalDefaultAddressSpace": ADDRESS_SPACE}
+
+    async def endpoint_by_ip(self, ip: str) -> dict[str, Any] | None:
+        """This host's endpoint at the controller with address `ip`."""
+        for ep in await from_controller(self.controller.list_containers(self.host)):
+            if str(ep.get("ip")) == ip:
+                return ep
+        return None
+
+    async def request_pool(self, req: dict[str, Any]) -> dict[str, Any]:
+        if req.get("V6"):
+            raise PluginError("IPv6 is not supported")
+        if not req.get("Pool"):
+            raise PluginError(
+                "give the network a subnet: docker network create -d daolinet "
+                "--ipam-driver daolinet --subnet CIDR NAME"
+            )
+        if req.get("SubPool"):
+            raise PluginError("--ip-range is not supported: the whole subnet is the pool")
+        text = str(req["Pool"])
+        try:
+            net = ipaddress.IPv4Network(text, strict=True)
+        except ValueError as exc:
+            raise PluginError(f"subnet {text} is not a valid IPv4 CIDR: {exc}") from None
+        local = [
+            (n, sub) for n in await from_docker(self.docker.networks())
+            for sub, _ in docker_subnets(n)
+        ]
+        for other in await from_controller(self.controller.list_networks()):
+            sub = subnet_of(other.get("subnet"))
+            if not net.overlaps(sub):
+                continue
+            # The same subnet is the same daolinet network, joined from this engine,
+            # unless this engine already has a network on it.
+            if sub == net and not any(s == net for _, s in local):
+                continue
+            raise PluginError(f"subnet {net} overlaps network {other.get('name')} ({sub})")
+        for docker_net, sub in local:
+            if net.overlaps(sub):
+                raise PluginError(
+                    f"subnet {net} overlaps network {docker_net.get('Name')} ({sub})"
+                )
+        return {"PoolID": str(net), "Pool": str(net), "Data": {}}
+
+    async def network_for_subnet(self, net: ipaddress.IPv4Network) -> dict[str, Any]:
+        """The controller's network of `net`, created from the Docker network if new.
+
+        Docker passes network ids, never names: the daolinet network is created under
+        the Docker name, read from the Docker API once `docker network create` has
+        finished (in the background, and at the latest when the first address of the
+        network is requested)."""
+        async with self._lock:
+            for other in await from_controller(self.controller.list_networks()):
+                if subnet_of(other.get("subnet")) == net:
+                    return other
+            for docker_net in await from_docker(self.docker.networks()):
+                for sub, gateway in docker_subnets(docker_net):
+                    if sub == net:
+                        name = str(docker_net.get("Name"))
+                        created = await from_controller(
+                            self.controller.create_network(name, str(net), gateway)
+                        )
+                        log.info("network %s (%s) created for Docker", name, net)
+                        return created
+        raise PluginError(f"no daolinet network has subnet {net}")
+
+    async def request_address(self, req: dict[str, Any]) -> dict[str, Any]:
+        net = subnet_of(req.get("PoolID"))
+        options = req.get("Options") or {}
+        wanted = ipv4_of(req["Address"]) if req.get("Address") else None
+        if options.get("RequestAddressType") == GATEWAY_REQUEST:
+            if wanted is None:
+                wanted = str(net.network_address + 1)
+                for other in await from_controller(self.controller.list_networks()):
+                    if subnet_of(other.get("subnet")) == net:
+                        wanted = str(other.get("gateway"))
+            return {"Address": f"{wanted}/{net.prefixlen}", "Data": {}}
+        network = await self.network_for_subnet(net)
+        if wanted is not None and wanted in self.pending_moves:
+            return {"Address": f"{wanted}/{net.prefixlen}", "Data": {}}
+        ep = await from_controller(self.controller.create_container(
+            name=PROVISIONAL_PREFIX + uuid.uuid4().hex[:12], network=str(network["name"]),
+            host=self.host, ip=wanted, mac=None,
+        ))
+        log.info("address %s reserved (endpoint %s)", ep["ip"], ep["id"])
+        return {"Address": f"{ep['ip']}/{net.prefixlen}", "Data": {}}
+
+    async def release_address(self, req: dict[str, Any]) -> dict[str, Any]:
+        ip = ipv4_of(req.get("Address"))
+        if ip in self.pending_moves:
+            return {}
+        ep = await self.endpoint_by_ip(ip)
+        if ep is not None:
+            try:
+                await self.controller.delete_container(str(ep["id"]))
+            except ControllerError as exc:
+                if exc.status != 404:
+                    raise PluginError(exc.detail) from exc
+            log.info("address %s released (endpoint %s)", ip, ep["name"])
+        return {}

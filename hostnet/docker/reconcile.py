@@ -1,0 +1,133 @@
+"""Bring this host's Docker engine and endpoints in line with the controller.
+
+After a restart, endpoints whose container is gone are forgotten (`reconcile`);
+every few seconds, the engine gets every daolinet network (`sync_networks`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from concurrent.futures import Executor
+from typing import Any
+
+from hostnet.agent.client import ControllerAPI, ControllerError
+from hostnet.docker.common import (
+    DOCKER_ENDPOINT_KEY,
+    PROVISIONAL_PREFIX,
+    PluginError,
+    from_controller,
+    from_docker,
+)
+from hostnet.docker.driver import DockerPortOps
+from hostnet.docker.engine import SYNCED_LABEL, DockerAPI
+from hostnet.host.ovs import ENDPOINT_KEY
+from hostnet.host.ports import unplug
+from hostnet.host.worker import in_thread
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        host: str,
+        controller: ControllerAPI,
+        docker: DockerAPI,
+        ops: DockerPortOps,
+        *,
+        executor: Executor | None = None,
+    ) -> None:
+        self.host = host
+        self.controller = controller
+        self.docker = docker
+        self.ops = ops
+        self.executor = executor
+        self._known_networks: set[str] = set()  # the controller's, at the last sync
+
+    async def reconcile(self) -> None:
+        """Forget endpoints whose Docker container is gone; name unnamed ones."""
+        endpoints = await self.controller.list_containers(self.host)
+        ports = await in_thread(self.executor, self.ops.ports)
+        by_endpoint = {ids[ENDPOINT_KEY]: (port, ids) for port, ids in ports.items()}
+        for ep in endpoints:
+            epid = str(ep["id"])
+            docker_id = ep.get("docker_id")
+            port_ids = by_endpoint.get(epid)
+            if docker_id:
+                if await self.docker.inspect(str(docker_id)) is not None:
+                    continue
+            elif not str(ep.get("name", "")).startswith(PROVISIONAL_PREFIX):
+                continue  # not a Docker container
+            elif port_ids is not None and DOCKER_ENDPOINT_KEY in port_ids[1]:
+                continue  # a live Docker endpoint still waiting for its name
+            if port_ids is not None:
+                await in_thread(self.executor, unplug, self.ops, port_ids[0])
+            with contextlib.suppress(ControllerError):
+                await self.controller.delete_container(epid)
+            log.info("removed stale Docker endpoint %s (%s)", ep.get("name"), ep.get("ip"))
+
+    # -- networks are global: every engine has every daolinet network --------------
+
+    async def sync_networks(self) -> None:
+        """Make this engine's daolinet networks those the controller has.
+
+        Docker 20.10 has no global scope without a cluster store, so the agent does
+        it: a network made on any engine (or with daolictl) is created in every
+        other engine, and `docker run --network NAME` works on every host. A local
+        network whose daolinet network went away (seen there before, gone now) is
+        removed once no local container uses it; one just created here and not yet
+        at the controller is left alone.
+        """
+        networks = await from_controller(self.controller.list_networks())
+        wanted = {str(n["name"]): n for n in networks}
+        local = await self._drop_duplicate_networks(await from_docker(self.docker.networks()))
+        for name, net in wanted.items():
+            if name in local:
+                continue
+            try:
+                await from_docker(self.docker.create_network(
+                    name, str(net["subnet"]), str(net.get("gateway") or "") or None
+                ))
+                log.info("network %s (%s) created in the local Docker engine", name, net["subnet"])
+            except PluginError as exc:
+                log.warning("network %s not created in the local Docker engine: %s", name, exc)
+        for name, docker_net in local.items():
+            if name in wanted or name not in self._known_networks:
+                continue
+            docker_id = str(docker_net.get("Id"))
+            if await from_docker(self.docker.containers(docker_id)):
+                continue
+            await from_docker(self.docker.remove_network(docker_id))
+            log.info("network %s removed from the local Docker engine (gone at the controller)",
+                     name)
+        self._known_networks = set(wanted)
+
+    async def _drop_duplicate_networks(
+        self, networks: list[dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """This engine's daolinet networks by name, one each.
+
+        Docker 20.10's CheckDuplicate is best effort: a `docker network create` racing
+        the agent's own (a user making on this host a network that another host made a
+        moment before) can leave two networks of one name, and then `--network NAME`
+        is ambiguous. The copies the agent made go, unless a container uses them.
+        """
+        by_name: dict[str, list[dict[str, Any]]] = {}
+        for net in networks:
+            by_name.setdefault(str(net.get("Name")), []).append(net)
+        local: dict[str, dict[str, Any]] = {}
+        for name, nets in by_name.items():
+            kept = [n for n in nets if SYNCED_LABEL not in (n.get("Labels") or {})]
+            for net in (n for n in nets if SYNCED_LABEL in (n.get("Labels") or {})):
+                docker_id = str(net.get("Id"))
+                if not kept:
+                    kept.append(net)  # no user's network of that name: this one stays
+                    continue
+                if await from_docker(self.docker.containers(docker_id)):
+                    kept.append(net)  # in use: it stays
+                    continue
+                await from_docker(self.docker.remove_network(docker_id))
+                log.info("network %s: removed the agent's duplicate %s", name, docker_id[:12])
+            local[name] = kept[0]
+        return local
