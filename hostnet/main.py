@@ -17,7 +17,8 @@ import httpx
 import typer
 
 from controller.cliutil import run_app
-from hostnet.agent.agent import DEFAULT_SOCKET, AgentConfig, run_agent
+from hostnet.agent.agent import run_agent
+from hostnet.agent.config import DEFAULT_SOCKET, AgentConfig
 from hostnet.docker.engine import DEFAULT_DOCKER_HOST
 from hostnet.docker.plugin import DEFAULT_PLUGIN_SOCKET
 

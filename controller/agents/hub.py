@@ -18,6 +18,17 @@ from typing import Any
 
 import httpx
 
+from controller.agents.messages import (
+    Ack,
+    CommandMessage,
+    DeltaMessage,
+    MeshMessage,
+    Nack,
+    NatMessage,
+    Result,
+    SnapshotMessage,
+    parse_reply,
+)
 from controller.datapath.effects import KernelRouteDelta
 from controller.datapath.runtime import Fabric
 from controller.desired.models import NatRule
@@ -72,30 +83,30 @@ class AgentHub:
         self._fail_all(session)
 
     def answer(self, session: Session, message: dict[str, Any]) -> None:
-        seq = message.get("seq")
-        if not isinstance(seq, int):
+        reply = parse_reply(message)
+        if reply is None:
             log.warning("agent %s sent a message without seq: %s", session.host, message)
             return
-        if message.get("type") == "result":
+        seq = reply.seq
+        if isinstance(reply, Result):
             future = session.commands.pop(seq, None)
             if future is not None and not future.done():
-                if message.get("ok"):
-                    data = message.get("data")
-                    future.set_result(data if isinstance(data, dict) else {})
+                if reply.ok:
+                    future.set_result(reply.data or {})
                 else:
-                    future.set_exception(CommandError(str(message.get("error") or "failed")))
+                    future.set_exception(CommandError(reply.error or "failed"))
             return
         with self._lock:
             token = session.tokens.pop(seq, None)
         if token is None:
-            if message.get("type") == "nack":
+            if isinstance(reply, Nack) and reply.type == "nack":
                 log.error("agent %s could not apply message %d: %s", session.host, seq,
-                          message.get("error"))
+                          reply.error)
             return
-        if message.get("type") == "ack":
+        if isinstance(reply, Ack):
             self.fabric.handle_timed(self.fabric.core.routes_acked, session.host, token)
         else:
-            log.error("agent %s could not apply routes: %s", session.host, message.get("error"))
+            log.error("agent %s could not apply routes: %s", session.host, reply.error)
             self.fabric.handle_timed(self.fabric.core.routes_failed, session.host, token)
 
     async def command(
@@ -115,7 +126,7 @@ class AgentHub:
             seq = next(session.seq)
             future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
             session.commands[seq] = future
-            message = {"type": "command", "seq": seq, "op": op, "args": args}
+            message = CommandMessage(seq=seq, op=op, args=args).wire()
             self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
         try:
             return await asyncio.wait_for(future, timeout)
@@ -173,12 +184,9 @@ class AgentHub:
             if session is not None and session.ready:
                 seq = next(session.seq)
                 session.tokens[seq] = delta.token
-                message = {
-                    "type": "delta",
-                    "seq": seq,
-                    "add": [r.model_dump(mode="json", exclude_none=True) for r in delta.add],
-                    "remove": [r.model_dump(mode="json", exclude_none=True) for r in delta.remove],
-                }
+                message = DeltaMessage(
+                    seq=seq, add=list(delta.add), remove=list(delta.remove)
+                ).wire()
                 self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
         # No agent now: the agent's snapshot carries the change when it connects, and
         # answers what waits for this delta (Core.snapshot), so a setup waits for an
@@ -191,14 +199,13 @@ class AgentHub:
             session = self._sessions.get(host)
             if session is None or not session.ready:
                 return  # sent after the snapshot when the agent connects
-            self._queue_nat(session, [r.model_dump(mode="json", exclude_none=True)
-                                      for r in rules])
+            self._queue_nat(session, rules)
 
-    def _queue_nat(self, session: Session, rules: list[dict[str, Any]]) -> None:
+    def _queue_nat(self, session: Session, rules: list[NatRule] | list[dict[str, Any]]) -> None:
         """Queue a nat message (caller holds the lock)."""
         seq = next(session.seq)
         session.tokens[seq] = None
-        message = {"type": "nat", "seq": seq, "rules": rules}
+        message = NatMessage.model_validate({"seq": seq, "rules": rules}).wire()
         self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
 
     def send_mesh(self, hosts: list[dict[str, Any]]) -> None:
@@ -213,7 +220,7 @@ class AgentHub:
         """Queue a mesh message (caller holds the lock; nothing waits for the ack)."""
         seq = next(session.seq)
         session.tokens[seq] = None
-        message = {"type": "mesh", "seq": seq, "hosts": hosts}
+        message = MeshMessage.model_validate({"seq": seq, "hosts": hosts}).wire()
         self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
 
     def host_synced(self, host: str) -> None:
@@ -245,7 +252,7 @@ class AgentHub:
             seq = next(session.seq)
             session.tokens[seq] = token
             session.ready = True
-            message = {"type": "snapshot", "seq": seq, "routes": routes}
+            message = SnapshotMessage.model_validate({"seq": seq, "routes": routes}).wire()
             self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
             self._queue_nat(session, nat)
             self._queue_mesh(session, mesh)

@@ -35,6 +35,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from controller.agents.messages import MeshHost
 from controller.datapath.sites import DEFAULT_KEEPALIVE, PeerSpec, mesh_peers
 from controller.desired.models import KernelRoute
 from hostnet.host.netlink import link_exists
@@ -50,19 +51,6 @@ NFT_TABLE = "daolinet_wg"
 
 class WireGuardError(Exception):
     """A WireGuard operation failed; the message says which and why."""
-
-
-class MeshHost(BaseModel):
-    """A host as the mesh sees it (the WireGuard fields of controller.desired.models.Host)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    name: str
-    site: str = "default"
-    wg_public_key: str | None = None
-    wg_endpoint: str | None = None
-    tunnel_address: IPv4 | None = None
-    relay: bool = False
 
 
 class WgConfig(BaseModel):

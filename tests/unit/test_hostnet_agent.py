@@ -6,20 +6,18 @@ import asyncio
 import os
 import socket
 import stat
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from hostnet.agent import agent as agent_mod
-from hostnet.agent.agent import (
-    Agent,
-    AgentConfig,
-    AgentStartupError,
-    bind_unix_socket,
-    next_backoff,
-    read_token,
-)
-from hostnet.agent.client import stream_url
+from hostnet.agent import config as config_mod
+from hostnet.agent.client import ControllerClient, stream_url
+from hostnet.agent.config import AgentConfig, AgentStartupError, read_token
+from hostnet.agent.registration import Registrar, next_backoff
+from hostnet.agent.servers import bind_unix_socket
+from hostnet.agent.stream import StateApplier
+from hostnet.agent.tunnel import Tunnel
+from hostnet.host.nat import NatTable
 from hostnet.host.netlink import NetlinkError, set_sysctls, sysctl_settings
 from hostnet.host.ovs import Ovs, _parse_ovs_value
 from hostnet.host.routes import SnapshotPlan
@@ -45,43 +43,44 @@ class FakeTable:
         pass
 
 
-def make_agent(tmp_path: Path, **kw) -> Agent:
-    cfg = AgentConfig(controller="http://127.0.0.1:1", token_file=tmp_path / "token",
-                      host="h1", ovsdb="unix:/nonexistent", datapath_type="netdev", **kw)
-    return Agent(cfg)
+def no_tunnel() -> Tunnel:
+    pool = ThreadPoolExecutor(1)
+    return Tunnel("h1", None, host_exec=pool, route_exec=pool, key_switch_delay=0.5)
 
 
-def test_handle_messages_ack_in_order(tmp_path):
-    ag = make_agent(tmp_path)
-    ag.table = FakeTable()  # type: ignore[assignment]
+def make_applier(table: FakeTable) -> StateApplier:
+    return StateApplier(table, NatTable(), no_tunnel())  # type: ignore[arg-type]
 
-    async def go():
+
+def test_handle_messages_ack_in_order():
+    table = FakeTable()
+    ag = make_applier(table)
+
+    def go():
         snap = {"type": "snapshot", "seq": 1, "routes": [
             {"kind": "via", "dst": "10.1.0.6", "via": "198.18.0.12"},
             {"kind": "local", "dst": "10.1.0.5", "lladdr": "02:da:0a:01:00:05"}]}
         delta = {"type": "delta", "seq": 2, "add": [
             {"kind": "via", "dst": "10.1.0.7", "via": "198.18.0.12"}],
             "remove": [{"kind": "via", "dst": "10.1.0.6", "via": "198.18.0.12"}]}
-        return [await ag.handle_message(snap), await ag.handle_message(delta)]
+        return [ag.apply(snap), ag.apply(delta)]
 
-    assert asyncio.run(go()) == [{"type": "ack", "seq": 1}, {"type": "ack", "seq": 2}]
-    assert ag.table.calls == [("snapshot", ["10.1.0.6", "10.1.0.5"]),  # type: ignore[attr-defined]
-                              ("delta", (["10.1.0.7"], ["10.1.0.6"]))]
-    assert ag.last_seq == 2
+    assert go() == [{"type": "ack", "seq": 1}, {"type": "ack", "seq": 2}]
+    assert table.calls == [("snapshot", ["10.1.0.6", "10.1.0.5"]),
+                           ("delta", (["10.1.0.7"], ["10.1.0.6"]))]
 
 
-def test_handle_message_nacks_errors(tmp_path):
-    ag = make_agent(tmp_path)
+def test_handle_message_nacks_errors():
     err = NetlinkError("route replace 10.1.0.6/32 via x: Network is unreachable")
-    ag.table = FakeTable(fail=err)  # type: ignore[assignment]
+    ag = make_applier(FakeTable(fail=err))
 
-    async def go():
-        bad = await ag.handle_message({"type": "delta", "seq": 3, "add": [{"kind": "via"}]})
-        failing = await ag.handle_message({"type": "snapshot", "seq": 4, "routes": []})
-        ignored = await ag.handle_message({"type": "hello"})
+    def go():
+        bad = ag.apply({"type": "delta", "seq": 3, "add": [{"kind": "via"}]})
+        failing = ag.apply({"type": "snapshot", "seq": 4, "routes": []})
+        ignored = ag.apply({"type": "hello"})
         return bad, failing, ignored
 
-    bad, failing, ignored = asyncio.run(go())
+    bad, failing, ignored = go()
     assert bad is not None and bad["type"] == "nack" and bad["seq"] == 3
     assert failing == {"type": "nack", "seq": 4,
                        "error": "route replace 10.1.0.6/32 via x: Network is unreachable"}
@@ -96,15 +95,16 @@ def test_registration_gives_up_after_connect_timeout(tmp_path):
     cfg = AgentConfig(controller=f"http://127.0.0.1:{port}", token_file=tmp_path / "t",
                       host="h1", ovsdb="unix:/x", address="127.0.0.1", connect_timeout=0.6,
                       datapath_type="netdev")
-    ag = Agent(cfg)
-    from hostnet.agent.client import ControllerClient
 
     async def go():
-        ag.client = ControllerClient(cfg.controller, "tok")
-        try:
-            await ag._register_with_retry()
-        finally:
-            await ag.client.aclose()
+        client = ControllerClient(cfg.controller, "tok")
+        with ThreadPoolExecutor(1) as pool:
+            tunnel = Tunnel("h1", None, host_exec=pool, route_exec=pool, key_switch_delay=0.5)
+            registrar = Registrar(cfg, client, Ovs(cfg.ovsdb), "netdev", tunnel, host_exec=pool)
+            try:
+                await registrar.register_with_retry()
+            finally:
+                await client.aclose()
 
     loop_start = asyncio.new_event_loop()
     t0 = loop_start.time()
@@ -218,4 +218,4 @@ def test_ovs_errors_are_one_line(tmp_path):
 
 
 def test_module_default_socket():
-    assert agent_mod.DEFAULT_SOCKET == "/run/daolinet/hostnet.sock"
+    assert config_mod.DEFAULT_SOCKET == "/run/daolinet/hostnet.sock"

@@ -1,0 +1,156 @@
+"""The messages of the agent stream, declared once for both ends (the hub and the host
+agent); protocol: docs/architecture.md.
+
+Controller -> agent: `snapshot` (the full route set, always first), `delta`, `nat`
+(the whole NAT set), `mesh` (every host's WireGuard facts), `command` (a request
+answered by a `result`).  Agent -> controller: `ack` / `nack` of a numbered message,
+`result` of a command.  `wire()` is the JSON object sent: routes and NAT rules
+without their null fields, as they always were.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    field_validator,
+)
+
+from controller.desired.models import KernelRoute, NatRule
+
+
+def _without_nulls(record: BaseModel) -> dict[str, Any]:
+    return record.model_dump(mode="json", exclude_none=True)
+
+
+WireRoute = Annotated[KernelRoute, PlainSerializer(_without_nulls, return_type=dict)]
+WireNatRule = Annotated[NatRule, PlainSerializer(_without_nulls, return_type=dict)]
+
+
+class MeshHost(BaseModel):
+    """A host as the mesh sees it (the WireGuard fields of controller.desired.models.Host)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    site: str = "default"
+    wg_public_key: str | None = None
+    wg_endpoint: str | None = None
+    tunnel_address: ipaddress.IPv4Address | None = None
+    relay: bool = False
+
+
+class _Message(BaseModel):
+    def wire(self) -> dict[str, Any]:
+        """The JSON object sent on the stream."""
+        return self.model_dump(mode="json")
+
+
+# --- controller -> agent ---------------------------------------------------------------
+
+
+class SnapshotMessage(_Message):
+    type: Literal["snapshot"] = "snapshot"
+    seq: int
+    routes: list[WireRoute] = Field(default_factory=list)
+
+
+class DeltaMessage(_Message):
+    type: Literal["delta"] = "delta"
+    seq: int
+    add: list[WireRoute] = Field(default_factory=list)
+    remove: list[WireRoute] = Field(default_factory=list)
+
+
+class NatMessage(_Message):
+    type: Literal["nat"] = "nat"
+    seq: int
+    rules: list[WireNatRule] = Field(default_factory=list)
+
+
+class MeshMessage(_Message):
+    type: Literal["mesh"] = "mesh"
+    seq: int
+    hosts: list[MeshHost] = Field(default_factory=list)
+
+
+class CommandMessage(_Message):
+    type: Literal["command"] = "command"
+    seq: int
+    op: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("op", mode="before")
+    @classmethod
+    def _op_text(cls, value: Any) -> str:
+        return str(value)
+
+    @field_validator("args", mode="before")
+    @classmethod
+    def _args_object(cls, value: Any) -> Any:
+        return value if isinstance(value, dict) else {}
+
+
+# The numbered messages an agent applies and acknowledges.
+StateMessage = Annotated[
+    SnapshotMessage | DeltaMessage | NatMessage | MeshMessage, Field(discriminator="type")
+]
+STATE_MESSAGE: TypeAdapter[SnapshotMessage | DeltaMessage | NatMessage | MeshMessage] = (
+    TypeAdapter(StateMessage)
+)
+STATE_KINDS = ("snapshot", "delta", "nat", "mesh")
+
+
+# --- agent -> controller ---------------------------------------------------------------
+
+
+class Ack(_Message):
+    type: Literal["ack"] = "ack"
+    seq: int
+
+
+class Nack(_Message):
+    """A numbered message the agent could not apply (any reply but an ack or a
+    result counts as one)."""
+
+    type: str = "nack"
+    seq: int
+    error: str | None = None
+
+
+class Result(_Message):
+    """The answer to a command: `data` when ok, else `error`."""
+
+    type: Literal["result"] = "result"
+    seq: int
+    ok: bool
+    data: dict[str, Any] | None = None
+    error: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def parse_reply(message: Any) -> Ack | Nack | Result | None:
+    """An agent's reply; None when it carries no sequence number."""
+    if not isinstance(message, dict) or not isinstance(message.get("seq"), int):
+        return None
+    kind = message.get("type")
+    if kind == "ack":
+        return Ack(seq=message["seq"])
+    if kind == "result":
+        data = message.get("data")
+        error = message.get("error")
+        return Result(
+            seq=message["seq"], ok=bool(message.get("ok")),
+            data=data if isinstance(data, dict) else {},
+            error=str(error) if error else None,
+        )
+    error = message.get("error")
+    return Nack(type=str(kind), seq=message["seq"], error=None if error is None else str(error))

@@ -1,0 +1,75 @@
+"""Serving the Docker plugin (hostnet/docker/): its server on the plugin socket, the
+endpoint check after a restart, and the loop that keeps the local engine's networks
+those of the controller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+from hostnet.agent.client import ControllerError
+from hostnet.agent.servers import UnixServer
+from hostnet.docker.common import PluginError
+from hostnet.docker.engine import DockerClient, DockerError
+from hostnet.docker.plugin import DockerPlugin, create_plugin_app
+from hostnet.host.netlink import NetlinkError
+from hostnet.host.ovs import OvsError
+
+log = logging.getLogger(__name__)
+
+# How often the local Docker engine is brought in line with the daolinet networks.
+NETWORK_SYNC_SECONDS = 2.0
+
+
+class PluginService:
+    def __init__(
+        self, plugin: DockerPlugin, docker: DockerClient, sock: socket.socket,
+        stop: asyncio.Event,
+    ) -> None:
+        self.plugin = plugin
+        self.docker = docker
+        self.sock = sock
+        self.stop = stop
+        self.server = UnixServer(create_plugin_app(plugin))
+        self._serving: asyncio.Future[None] | None = None
+        self._syncing: asyncio.Future[None] | None = None
+        self._checking: asyncio.Future[None] | None = None  # a one-off: ends by itself
+
+    def start(self) -> None:
+        self._serving = asyncio.ensure_future(self.server.serve(sockets=[self.sock]))
+        self._checking = asyncio.ensure_future(self._reconcile())
+        self._syncing = asyncio.ensure_future(self._sync_networks())
+
+    async def close(self) -> None:
+        """Stop serving, then the background work; close the Docker client."""
+        if self._serving is not None:
+            self.server.should_exit = True
+            await self._serving
+        if self._syncing is not None:
+            self._syncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._syncing
+        await self.plugin.close()
+        await self.docker.aclose()
+
+    async def _sync_networks(self) -> None:
+        """Every NETWORK_SYNC_SECONDS: the local engine gets every daolinet network."""
+        while not self.stop.is_set():
+            try:
+                await self.plugin.sync_networks()
+            except (DockerError, ControllerError, PluginError) as exc:
+                log.warning("Docker network sync skipped: %s", exc)
+            except Exception:
+                log.exception("Docker network sync failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=NETWORK_SYNC_SECONDS)
+
+    async def _reconcile(self) -> None:
+        try:
+            await self.plugin.reconcile()
+        except (DockerError, ControllerError, OvsError, NetlinkError) as exc:
+            log.warning("Docker endpoint check skipped: %s", exc)
+        except Exception:
+            log.exception("Docker endpoint check failed")

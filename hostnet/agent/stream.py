@@ -1,0 +1,235 @@
+"""The route stream from the controller (protocol: docs/architecture.md; messages:
+controller/agents/messages.py).
+
+The connection lives on the route thread, which also owns the kernel route table:
+a delta is read, applied and acknowledged with no thread hand-off, because every
+hop here adds to the first packet of a new connection.  Commands are handed to the
+event loop and answered from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+from concurrent.futures import Executor
+from typing import Any
+
+from pydantic import ValidationError
+from websockets.exceptions import ConnectionClosedError, InvalidStatus, WebSocketException
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as sync_connect
+
+from controller.agents.messages import (
+    STATE_KINDS,
+    STATE_MESSAGE,
+    Ack,
+    CommandMessage,
+    DeltaMessage,
+    MeshMessage,
+    Nack,
+    NatMessage,
+)
+from hostnet.agent.client import ControllerClient, ControllerError, stream_url
+from hostnet.agent.commands import Commands
+from hostnet.agent.registration import BACKOFF_MIN, Registrar, next_backoff
+from hostnet.agent.tunnel import Tunnel
+from hostnet.host.nat import NatError, NatTable
+from hostnet.host.netlink import NetlinkError
+from hostnet.host.ovs import OvsError
+from hostnet.host.routes import KernelRouteTable
+from hostnet.host.wireguard import WireGuardError
+from hostnet.host.worker import in_thread
+
+log = logging.getLogger(__name__)
+
+REPLICA_BACKOFF_MAX = 0.5  # with several controller replicas, during an election
+
+
+class StateApplier:
+    """Applies the numbered messages (snapshot, delta, nat, mesh) on the route thread."""
+
+    def __init__(self, table: KernelRouteTable, nat: NatTable, tunnel: Tunnel) -> None:
+        self.table = table
+        self.nat = nat
+        self.tunnel = tunnel
+
+    def apply(self, msg: Any) -> dict[str, Any] | None:
+        """Apply one stream message (route thread only); the ack/nack to send."""
+        if not isinstance(msg, dict):
+            log.warning("ignoring stream message that is not an object")
+            return None
+        kind, seq = msg.get("type"), msg.get("seq")
+        if kind not in STATE_KINDS or not isinstance(seq, int):
+            log.warning("ignoring stream message type=%r seq=%r", kind, seq)
+            return None
+        try:
+            self._apply(STATE_MESSAGE.validate_python(msg))
+        except ValidationError as exc:
+            err = " ".join(str(exc).split())
+            log.error("%s %d rejected: %s", kind, seq, err)
+            return Nack(seq=seq, error=f"invalid {kind}: {err}").wire()
+        except (NetlinkError, NatError, WireGuardError, ValueError) as exc:
+            log.error("%s %d failed: %s", kind, seq, exc)
+            return Nack(seq=seq, error=str(exc)).wire()
+        except Exception as exc:  # a bug: say so to the controller, keep the stream
+            log.exception("%s %d failed unexpectedly", kind, seq)
+            return Nack(seq=seq, error=f"{type(exc).__name__}: {exc}").wire()
+        return Ack(seq=seq).wire()
+
+    def _apply(self, msg: Any) -> None:
+        wg = self.tunnel.wg
+        if isinstance(msg, MeshMessage):
+            self.tunnel.apply_mesh(msg.hosts)
+            log.info("mesh %d: %d peers", msg.seq, self.tunnel.peer_count())
+        elif isinstance(msg, NatMessage):
+            self.nat.apply(msg.rules)
+            log.info("nat %d: %d rules", msg.seq, len(msg.rules))
+        elif isinstance(msg, DeltaMessage):
+            if wg is not None:
+                wg.change_routes(msg.add, ())
+            self.table.apply_delta(msg.add, msg.remove)
+            if wg is not None:
+                wg.change_routes((), msg.remove)  # after the routes are gone
+            log.debug("delta %d: +%d -%d", msg.seq, len(msg.add), len(msg.remove))
+        else:
+            if wg is not None:
+                wg.set_routes(msg.routes)  # allowed-ips before the routes use them
+            plan = self.table.apply_snapshot(msg.routes)
+            log.info(
+                "snapshot %d: %d routes (+%d, -%d routes, -%d neighbours)", msg.seq,
+                len(msg.routes), len(plan.install), len(plan.delete_routes),
+                len(plan.delete_neighbours),
+            )
+
+
+class Stream:
+    """Keeps the stream to a controller replica up until `stop` is set."""
+
+    def __init__(
+        self,
+        host: str,
+        client: ControllerClient,
+        registrar: Registrar,
+        applier: StateApplier,
+        commands: Commands,
+        stop: asyncio.Event,
+        *,
+        route_exec: Executor,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.host = host
+        self.client = client
+        self.registrar = registrar
+        self.applier = applier
+        self.commands = commands
+        self.stop = stop
+        self.route_exec = route_exec
+        self.loop = loop
+        self._ws: ClientConnection | None = None
+        self._running: set[concurrent.futures.Future[None]] = set()
+
+    def close(self) -> None:
+        """End the blocking connection on the route thread (at stop)."""
+        ws = self._ws
+        if ws is not None:
+            ws.close()
+
+    def cancel_commands(self) -> None:
+        for future in list(self._running):
+            future.cancel()
+
+    async def run(self) -> None:
+        """Keep the stream up, moving on to the next controller replica when one
+        refuses it (it does not master this host's switch) or goes away; the backoff
+        grows only once every replica has been tried."""
+        delay = BACKOFF_MIN
+        first = True
+        tried = 0
+        while not self.stop.is_set():
+            try:
+                if not first:
+                    await self.registrar.register()  # the controller may have restarted
+                first = False
+                if await in_thread(self.route_exec, self._connect, self.client.token):
+                    delay = BACKOFF_MIN
+                    tried = 0
+                log.warning("stream closed by the controller %s", self.client.base_url)
+            except asyncio.CancelledError:
+                raise
+            except InvalidStatus as exc:
+                log.warning("stream refused: HTTP %s", exc.response.status_code)
+            except ConnectionClosedError as exc:
+                reason = exc.rcvd.reason if exc.rcvd is not None else ""
+                log.warning("stream of %s ended: %s", self.client.base_url,
+                            reason or " ".join(str(exc).split()))
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                log.warning("stream lost: %s", " ".join(str(exc).split()) or type(exc).__name__)
+            except ControllerError as exc:
+                log.warning("re-registration failed: %s", exc.detail)
+            except (OvsError, NetlinkError) as exc:
+                log.error("bridge update after re-registration failed: %s", exc)
+            except Exception:  # never let the stream die: log and reconnect
+                log.exception("stream failed unexpectedly")
+            tried += 1
+            self.client.rotate()
+            pause = BACKOFF_MIN / 2
+            if tried >= len(self.client.urls):
+                pause, delay, tried = delay, next_backoff(delay), 0
+                if len(self.client.urls) > 1:
+                    # replicas: one of them is being elected; look again soon
+                    pause = min(pause, REPLICA_BACKOFF_MAX)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=pause)
+
+    def _connect(self, token: str) -> bool:
+        """One stream connection (route thread); True once a message was received."""
+        url = stream_url(self.client.base_url, self.host)
+        got = False
+        with sync_connect(
+            url,
+            additional_headers={"Authorization": f"Bearer {token}"},
+            open_timeout=10,
+            ping_interval=20,
+            ping_timeout=20,
+            max_size=64 * 1024 * 1024,
+        ) as ws:
+            self._ws = ws
+            try:
+                if self.stop.is_set():
+                    return got
+                log.info("stream connected to %s", url)
+                for raw in ws:
+                    got = True
+                    try:
+                        msg = json.loads(raw)
+                    except ValueError:
+                        log.warning("ignoring stream message that is not JSON")
+                        continue
+                    if isinstance(msg, dict) and msg.get("type") == "command":
+                        self._dispatch_command(ws, msg)
+                        continue
+                    reply = self.applier.apply(msg)
+                    if reply is not None:
+                        ws.send(json.dumps(reply))
+            finally:
+                self._ws = None
+        return got
+
+    def _dispatch_command(self, ws: ClientConnection, msg: dict[str, Any]) -> None:
+        """Run a command on the event loop (route thread: never wait for it here)."""
+        try:
+            cmd = CommandMessage.model_validate(msg)
+        except ValidationError as exc:
+            log.warning("ignoring command: %s", " ".join(str(exc).split()))
+            return
+        future = asyncio.run_coroutine_threadsafe(self._command(ws, cmd), self.loop)
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)
+
+    async def _command(self, ws: ClientConnection, cmd: CommandMessage) -> None:
+        reply = await self.commands.run(cmd)
+        with contextlib.suppress(WebSocketException, OSError):
+            await in_thread(None, ws.send, json.dumps(reply.wire()))
