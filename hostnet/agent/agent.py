@@ -28,7 +28,7 @@ from hostnet.agent.registration import Registrar
 from hostnet.agent.servers import UnixServer, bind_unix_socket
 from hostnet.agent.stream import StateApplier, Stream
 from hostnet.agent.tunnel import Tunnel
-from hostnet.docker.driver import SystemDockerPortOps
+from hostnet.docker.common import SystemDockerPortOps
 from hostnet.docker.engine import DockerClient
 from hostnet.docker.plugin import DockerPlugin
 from hostnet.host import netlink

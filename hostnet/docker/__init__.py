@@ -1,1 +1,4 @@
-"""Docker's remote network and IPAM drivers served by the agent."""
+"""Docker's remote network and IPAM drivers served by the agent: the Docker Engine
+client (engine.py), IPAM, the network driver, reconciliation, container moves, put
+together in plugin.py.  Imports hostnet.host and hostnet.agent.client.
+"""

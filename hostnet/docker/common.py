@@ -1,15 +1,20 @@
-"""What the plugin's parts (IPAM, driver, reconcile, move) share: the refusal Docker
-shows, the translation of the controller's and Docker's errors into it, address
-parsing, and the names daolinet gives things in Docker."""
+"""What the plugin's parts (IPAM, driver, reconcile, move) share: what they talk to,
+the host steps of a Docker endpoint, the refusal Docker shows, the translation of
+the controller's and Docker's errors into it, address parsing, and the names
+daolinet gives things in Docker."""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
-from hostnet.agent.client import ControllerError
-from hostnet.docker.engine import DockerError
+from hostnet.agent.client import ControllerAPI, ControllerError
+from hostnet.docker.engine import DockerAPI, DockerError
+from hostnet.host import netlink
+from hostnet.host.ports import PortOps, SystemPortOps
 
 T = TypeVar("T")
 
@@ -19,6 +24,39 @@ DOCKER_ENDPOINT_KEY = "daolinet-docker-endpoint"
 # A container's endpoint is named so until Docker tells its name (after the join).
 PROVISIONAL_PREFIX = "docker-"
 RESOLVE_TIMEOUT = 30.0
+
+
+class DockerPortOps(PortOps, Protocol):
+    """Host-side steps of a Docker endpoint (synchronous, run in a worker thread)."""
+
+    def ports(self) -> dict[str, dict[str, str]]: ...
+
+    def tx_offload_off(self, name: str) -> None: ...
+
+
+class SystemDockerPortOps(SystemPortOps):
+    """DockerPortOps on the real host."""
+
+    def ports(self) -> dict[str, dict[str, str]]:
+        """{port: external_ids} of the bridge's daolinet ports."""
+        return self.ovs.endpoint_ports(self.bridge)
+
+    def tx_offload_off(self, name: str) -> None:
+        """In the host namespace, before Docker moves the veth end into the container."""
+        if self.disable_offload:
+            netlink.disable_tx_offload(None, name)
+
+
+@dataclass(frozen=True)
+class PluginDeps:
+    """What the plugin's parts talk to: this host's name, the controller, the Docker
+    engine, the host's ports (through `executor`, a worker thread)."""
+
+    host: str
+    controller: ControllerAPI
+    docker: DockerAPI
+    ops: DockerPortOps
+    executor: Executor | None = None
 
 
 class PluginError(Exception):

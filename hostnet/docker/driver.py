@@ -13,71 +13,37 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from concurrent.futures import Executor
-from typing import Any, Protocol
+from typing import Any
 
-from hostnet.agent.client import ControllerAPI, ControllerError
+from hostnet.agent.client import ControllerError
 from hostnet.docker.common import (
     ADDRESS_SPACE,
     DOCKER_ENDPOINT_KEY,
     RESOLVE_TIMEOUT,
+    PluginDeps,
     PluginError,
     from_controller,
     ipv4_of,
     subnet_of,
 )
-from hostnet.docker.engine import DockerAPI, DockerError, docker_subnets
+from hostnet.docker.engine import DockerError, docker_subnets
 from hostnet.docker.ipam import Ipam
-from hostnet.host import netlink
 from hostnet.host.netlink import NetlinkError
 from hostnet.host.ovs import CONTAINER_KEY, ENDPOINT_KEY, OvsError
-from hostnet.host.ports import PortOps, SystemPortOps, peer_temp_name, plug, unplug
+from hostnet.host.ports import peer_temp_name, plug, unplug
 from hostnet.host.worker import in_thread
 
 log = logging.getLogger(__name__)
 
 
-class DockerPortOps(PortOps, Protocol):
-    """Host-side steps of a Docker endpoint (synchronous, run in a worker thread)."""
-
-    def ports(self) -> dict[str, dict[str, str]]: ...
-
-    def tx_offload_off(self, name: str) -> None: ...
-
-
-class SystemDockerPortOps(SystemPortOps):
-    """DockerPortOps on the real host."""
-
-    def ports(self) -> dict[str, dict[str, str]]:
-        """{port: external_ids} of the bridge's daolinet ports."""
-        return self.ovs.endpoint_ports(self.bridge)
-
-    def tx_offload_off(self, name: str) -> None:
-        """In the host namespace, before Docker moves the veth end into the container."""
-        if self.disable_offload:
-            netlink.disable_tx_offload(None, name)
-
-
 class NetworkDriver:
     def __init__(
-        self,
-        host: str,
-        controller: ControllerAPI,
-        docker: DockerAPI,
-        ops: DockerPortOps,
-        ipam: Ipam,
-        pending_moves: dict[str, str],
-        *,
-        executor: Executor | None = None,
-        resolve_timeout: float = RESOLVE_TIMEOUT,
+        self, deps: PluginDeps, ipam: Ipam, pending_moves: dict[str, str],
+        *, resolve_timeout: float = RESOLVE_TIMEOUT,
     ) -> None:
-        self.host = host
-        self.controller = controller
-        self.docker = docker
-        self.ops = ops
+        self.deps = deps
         self.ipam = ipam
         self.pending_moves = pending_moves  # ip -> endpoint id moving in here
-        self.executor = executor
         self.resolve_timeout = resolve_timeout
         self._subnets: dict[str, str] = {}  # Docker network id -> subnet (cache)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -96,7 +62,7 @@ class NetworkDriver:
 
     async def port_of(self, docker_endpoint: str) -> tuple[str, dict[str, str]] | None:
         """The OVS port (and its external_ids) of a Docker endpoint."""
-        ports = await in_thread(self.executor, self.ops.ports)
+        ports = await in_thread(self.deps.executor, self.deps.ops.ports)
         for port, ids in sorted(ports.items()):
             if ids.get(DOCKER_ENDPOINT_KEY) == docker_endpoint:
                 return port, ids
@@ -130,7 +96,7 @@ class NetworkDriver:
         deadline = loop.time() + self.resolve_timeout
         while loop.time() < deadline:
             try:
-                if await self.docker.network(network_id) is not None:
+                if await self.deps.docker.network(network_id) is not None:
                     await self.ipam.network_for_subnet(subnet_of(subnet))
                     return
             except (DockerError, PluginError) as exc:
@@ -144,16 +110,16 @@ class NetworkDriver:
         subnet = self._subnets.pop(network_id, None)
         if subnet is None:
             with contextlib.suppress(DockerError):
-                found = await self.docker.network(network_id)
+                found = await self.deps.docker.network(network_id)
                 subs = docker_subnets(found) if found else []
                 subnet = str(subs[0][0]) if subs else None
         if subnet is None:
             return {}
         net = subnet_of(subnet)
-        for other in await from_controller(self.controller.list_networks()):
+        for other in await from_controller(self.deps.controller.list_networks()):
             if subnet_of(other.get("subnet")) == net:
                 try:
-                    await self.controller.delete_network(str(other["name"]))
+                    await self.deps.controller.delete_network(str(other["name"]))
                     log.info("network %s (%s) deleted", other["name"], net)
                 except ControllerError as exc:
                     # 409: containers of other hosts still use it; it stays.
@@ -171,11 +137,11 @@ class NetworkDriver:
             raise PluginError("no IPv4 address: create the network with --ipam-driver daolinet")
         ip = ipv4_of(iface["Address"])
         if ip in self.pending_moves:
-            ep = await from_controller(self.controller.get_container(self.pending_moves[ip]))
+            ep = await from_controller(self.deps.controller.get_container(self.pending_moves[ip]))
         else:
             found = await self.ipam.endpoint_by_ip(ip)
             if found is None:
-                raise PluginError(f"address {ip} is not reserved on host {self.host}")
+                raise PluginError(f"address {ip} is not reserved on host {self.deps.host}")
             ep = found
         mac = str(iface.get("MacAddress") or "").lower()
         if mac and mac != ep["mac"]:
@@ -187,8 +153,8 @@ class NetworkDriver:
         }
         try:
             await in_thread(
-                self.executor, plug, self.ops, port, peer, mtu, external_ids,
-                lambda: self.ops.tx_offload_off(peer),
+                self.deps.executor, plug, self.deps.ops, port, peer, mtu, external_ids,
+                lambda: self.deps.ops.tx_offload_off(peer),
             )
         except (NetlinkError, OvsError) as exc:
             raise PluginError(f"endpoint {ip}: {exc}") from exc
@@ -199,12 +165,14 @@ class NetworkDriver:
         docker_ep = str(req.get("EndpointID", ""))
         found = await self.port_of(docker_ep)
         if found is None:
-            raise PluginError(f"endpoint {docker_ep[:12]} is unknown on host {self.host}")
+            raise PluginError(f"endpoint {docker_ep[:12]} is unknown on host {self.deps.host}")
         _, ids = found
         epid = ids[ENDPOINT_KEY]
-        ep = await from_controller(self.controller.get_container(epid))
+        ep = await from_controller(self.deps.controller.get_container(epid))
         if str(ep["ip"]) in self.pending_moves:
-            ep = await from_controller(self.controller.relocate_container(epid, self.host))
+            ep = await from_controller(
+                self.deps.controller.relocate_container(epid, self.deps.host)
+            )
             self.pending_moves.pop(str(ep["ip"]), None)
             log.info("endpoint %s (%s) moved in", ep["name"], ep["ip"])
         self._spawn(self._resolve_container(str(req.get("NetworkID", "")), docker_ep, epid))
@@ -221,7 +189,7 @@ class NetworkDriver:
         deadline = loop.time() + self.resolve_timeout
         while loop.time() < deadline:
             try:
-                for c in await self.docker.containers(network_id):
+                for c in await self.deps.docker.containers(network_id):
                     nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
                     if any((n or {}).get("EndpointID") == docker_ep for n in nets.values()):
                         name = str((c.get("Names") or ["/"])[0]).lstrip("/")
@@ -237,12 +205,12 @@ class NetworkDriver:
 
     async def _name_endpoint(self, epid: str, name: str, docker_id: str) -> None:
         try:
-            await self.controller.update_container(epid, name=name, docker_id=docker_id)
+            await self.deps.controller.update_container(epid, name=name, docker_id=docker_id)
         except ControllerError as exc:
             if exc.status != 409:
                 raise
             log.warning("container %s keeps its daolinet name: %s", name, exc.detail)
-            await self.controller.update_container(epid, docker_id=docker_id)
+            await self.deps.controller.update_container(epid, docker_id=docker_id)
         log.info("endpoint %s is container %s (%s)", epid, name, docker_id[:12])
 
     async def delete_endpoint(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -252,7 +220,7 @@ class NetworkDriver:
             return {}
         port, _ = found
         try:
-            await in_thread(self.executor, unplug, self.ops, port)
+            await in_thread(self.deps.executor, unplug, self.deps.ops, port)
         except (NetlinkError, OvsError) as exc:
             raise PluginError(f"endpoint {docker_ep[:12]}: {exc}") from exc
         log.info("endpoint %s removed (port %s)", docker_ep[:12], port)

@@ -66,14 +66,26 @@ class DockerClient:
         body = await self._call("GET", "/networks", params={"filters": filters})
         return [n for n in body or [] if isinstance(n, dict)]
 
-    async def network(self, network_id: str) -> dict[str, Any] | None:
+    async def _get_object(self, path: str) -> dict[str, Any] | None:
+        """The JSON object at `path`; None if Docker has no such thing (404)."""
         try:
-            body = await self._call("GET", f"/networks/{quote(network_id, safe='')}")
+            body = await self._call("GET", path)
         except DockerError as exc:
             if exc.status == 404:
                 return None
             raise
         return body if isinstance(body, dict) else None
+
+    async def _delete(self, path: str, **kwargs: Any) -> None:
+        """DELETE `path`; a thing already gone (404) is not an error."""
+        try:
+            await self._call("DELETE", path, **kwargs)
+        except DockerError as exc:
+            if exc.status != 404:
+                raise
+
+    async def network(self, network_id: str) -> dict[str, Any] | None:
+        return await self._get_object(f"/networks/{quote(network_id, safe='')}")
 
     async def create_network(self, name: str, subnet: str, gateway: str | None) -> str:
         config: dict[str, Any] = {"Subnet": subnet}
@@ -87,11 +99,7 @@ class DockerClient:
         return str(body.get("Id", ""))
 
     async def remove_network(self, network_id: str) -> None:
-        try:
-            await self._call("DELETE", f"/networks/{quote(network_id, safe='')}")
-        except DockerError as exc:
-            if exc.status != 404:
-                raise
+        await self._delete(f"/networks/{quote(network_id, safe='')}")
 
     async def containers(self, network_id: str) -> list[dict[str, Any]]:
         filters = json.dumps({"network": [network_id]})
@@ -101,13 +109,7 @@ class DockerClient:
         return [c for c in body or [] if isinstance(c, dict)]
 
     async def inspect(self, container: str) -> dict[str, Any] | None:
-        try:
-            body = await self._call("GET", f"/containers/{quote(container, safe='')}/json")
-        except DockerError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return body if isinstance(body, dict) else None
+        return await self._get_object(f"/containers/{quote(container, safe='')}/json")
 
     async def run(self, name: str, config: dict[str, Any]) -> str:
         """Create and start a container; remove it again if it does not start."""
@@ -124,13 +126,7 @@ class DockerClient:
         return cid
 
     async def remove(self, container: str) -> None:
-        try:
-            await self._call(
-                "DELETE", f"/containers/{quote(container, safe='')}", params={"force": "1"}
-            )
-        except DockerError as exc:
-            if exc.status != 404:
-                raise
+        await self._delete(f"/containers/{quote(container, safe='')}", params={"force": "1"})
 
 
 class DockerAPI(Protocol):

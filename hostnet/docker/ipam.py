@@ -14,17 +14,18 @@ import logging
 import uuid
 from typing import Any
 
-from hostnet.agent.client import ControllerAPI, ControllerError
+from hostnet.agent.client import ControllerError
 from hostnet.docker.common import (
     ADDRESS_SPACE,
     PROVISIONAL_PREFIX,
+    PluginDeps,
     PluginError,
     from_controller,
     from_docker,
     ipv4_of,
     subnet_of,
 )
-from hostnet.docker.engine import DockerAPI, docker_subnets
+from hostnet.docker.engine import docker_subnets
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,8 @@ class Ipam:
     """Pools and addresses; `pending_moves` (ip -> endpoint id) are addresses of
     containers moving in here, which keep their endpoint (hostnet/docker/move.py)."""
 
-    def __init__(
-        self, host: str, controller: ControllerAPI, docker: DockerAPI,
-        pending_moves: dict[str, str],
-    ) -> None:
-        self.host = host
-        self.controller = controller
-        self.docker = docker
+    def __init__(self, deps: PluginDeps, pending_moves: dict[str, str]) -> None:
+        self.deps = deps
         self.pending_moves = pending_moves
         self._lock = asyncio.Lock()  # network creation at the controller
 
@@ -54,7 +50,7 @@ class Ipam:
 
     async def endpoint_by_ip(self, ip: str) -> dict[str, Any] | None:
         """This host's endpoint at the controller with address `ip`."""
-        for ep in await from_controller(self.controller.list_containers(self.host)):
+        for ep in await from_controller(self.deps.controller.list_containers(self.deps.host)):
             if str(ep.get("ip")) == ip:
                 return ep
         return None
@@ -75,10 +71,10 @@ class Ipam:
         except ValueError as exc:
             raise PluginError(f"subnet {text} is not a valid IPv4 CIDR: {exc}") from None
         local = [
-            (n, sub) for n in await from_docker(self.docker.networks())
+            (n, sub) for n in await from_docker(self.deps.docker.networks())
             for sub, _ in docker_subnets(n)
         ]
-        for other in await from_controller(self.controller.list_networks()):
+        for other in await from_controller(self.deps.controller.list_networks()):
             sub = subnet_of(other.get("subnet"))
             if not net.overlaps(sub):
                 continue
@@ -102,15 +98,15 @@ class Ipam:
         finished (in the background, and at the latest when the first address of the
         network is requested)."""
         async with self._lock:
-            for other in await from_controller(self.controller.list_networks()):
+            for other in await from_controller(self.deps.controller.list_networks()):
                 if subnet_of(other.get("subnet")) == net:
                     return other
-            for docker_net in await from_docker(self.docker.networks()):
+            for docker_net in await from_docker(self.deps.docker.networks()):
                 for sub, gateway in docker_subnets(docker_net):
                     if sub == net:
                         name = str(docker_net.get("Name"))
                         created = await from_controller(
-                            self.controller.create_network(name, str(net), gateway)
+                            self.deps.controller.create_network(name, str(net), gateway)
                         )
                         log.info("network %s (%s) created for Docker", name, net)
                         return created
@@ -123,16 +119,16 @@ class Ipam:
         if options.get("RequestAddressType") == GATEWAY_REQUEST:
             if wanted is None:
                 wanted = str(net.network_address + 1)
-                for other in await from_controller(self.controller.list_networks()):
+                for other in await from_controller(self.deps.controller.list_networks()):
                     if subnet_of(other.get("subnet")) == net:
                         wanted = str(other.get("gateway"))
             return {"Address": f"{wanted}/{net.prefixlen}", "Data": {}}
         network = await self.network_for_subnet(net)
         if wanted is not None and wanted in self.pending_moves:
             return {"Address": f"{wanted}/{net.prefixlen}", "Data": {}}
-        ep = await from_controller(self.controller.create_container(
+        ep = await from_controller(self.deps.controller.create_container(
             name=PROVISIONAL_PREFIX + uuid.uuid4().hex[:12], network=str(network["name"]),
-            host=self.host, ip=wanted, mac=None,
+            host=self.deps.host, ip=wanted, mac=None,
         ))
         log.info("address %s reserved (endpoint %s)", ep["ip"], ep["id"])
         return {"Address": f"{ep['ip']}/{net.prefixlen}", "Data": {}}
@@ -144,7 +140,7 @@ class Ipam:
         ep = await self.endpoint_by_ip(ip)
         if ep is not None:
             try:
-                await self.controller.delete_container(str(ep["id"]))
+                await self.deps.controller.delete_container(str(ep["id"]))
             except ControllerError as exc:
                 if exc.status != 404:
                     raise PluginError(exc.detail) from exc

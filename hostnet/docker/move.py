@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from hostnet.docker.common import PluginError, from_docker
-from hostnet.docker.engine import DockerAPI, docker_subnets
+from hostnet.docker.common import PluginDeps, PluginError, from_docker
+from hostnet.docker.engine import docker_subnets
 
 
 class Mover:
-    def __init__(self, host: str, docker: DockerAPI, pending_moves: dict[str, str]) -> None:
-        self.host = host
-        self.docker = docker
+    def __init__(self, deps: PluginDeps, pending_moves: dict[str, str]) -> None:
+        self.deps = deps
         self.pending_moves = pending_moves  # ip -> endpoint id moving in here
 
     async def command(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -26,15 +25,15 @@ class Mover:
         if op == "docker-run":
             return await self._run_moved(args)
         if op == "docker-remove":
-            await from_docker(self.docker.remove(str(args["docker_id"])))
+            await from_docker(self.deps.docker.remove(str(args["docker_id"])))
             return {}
         raise PluginError(f"unknown command {op!r}")
 
     async def _inspect_for_move(self, docker_id: str) -> dict[str, Any]:
-        info = await from_docker(self.docker.inspect(docker_id))
+        info = await from_docker(self.deps.docker.inspect(docker_id))
         if info is None:
-            raise PluginError(f"container {docker_id[:12]} not found on host {self.host}")
-        ours = {str(n.get("Id")): n for n in await from_docker(self.docker.networks())}
+            raise PluginError(f"container {docker_id[:12]} not found on host {self.deps.host}")
+        ours = {str(n.get("Id")): n for n in await from_docker(self.deps.docker.networks())}
         nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
         network = next(
             ((name, ours[str(n.get("NetworkID"))]) for name, n in nets.items()
@@ -62,12 +61,12 @@ class Mover:
         spec = dict(args["spec"])
         ip, mac, epid = str(args["ip"]), str(args["mac"]), str(args["endpoint"])
         name = str(spec["network"])
-        local = {str(n.get("Name")) for n in await from_docker(self.docker.networks())}
+        local = {str(n.get("Name")) for n in await from_docker(self.deps.docker.networks())}
         if name not in local:
             if not spec.get("subnet"):
                 raise PluginError(f"network {name} has no subnet to re-create it with")
             await from_docker(
-                self.docker.create_network(name, str(spec["subnet"]), spec.get("gateway"))
+                self.deps.docker.create_network(name, str(spec["subnet"]), spec.get("gateway"))
             )
         config: dict[str, Any] = {
             "Image": spec["image"], "Cmd": spec.get("cmd"), "Entrypoint": spec.get("entrypoint"),
@@ -80,7 +79,7 @@ class Mover:
         }
         self.pending_moves[ip] = epid
         try:
-            cid = await from_docker(self.docker.run(str(spec["name"]), config))
+            cid = await from_docker(self.deps.docker.run(str(spec["name"]), config))
         finally:
             self.pending_moves.pop(ip, None)
         return {"docker_id": cid}

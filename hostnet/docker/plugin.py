@@ -21,8 +21,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from hostnet.agent.client import ControllerAPI
-from hostnet.docker.common import RESOLVE_TIMEOUT, PluginError
-from hostnet.docker.driver import DockerPortOps, NetworkDriver
+from hostnet.docker.common import RESOLVE_TIMEOUT, DockerPortOps, PluginDeps, PluginError
+from hostnet.docker.driver import NetworkDriver
 from hostnet.docker.engine import PLUGIN_NAME, DockerAPI
 from hostnet.docker.ipam import Ipam
 from hostnet.docker.move import Mover
@@ -47,16 +47,14 @@ class DockerPlugin:
         executor: Executor | None = None,
         resolve_timeout: float = RESOLVE_TIMEOUT,
     ) -> None:
-        self.host = host
-        self.docker = docker
+        deps = PluginDeps(host, controller, docker, ops, executor)
         self.pending_moves: dict[str, str] = {}  # ip -> endpoint id moving in here
-        self.ipam = Ipam(host, controller, docker, self.pending_moves)
+        self.ipam = Ipam(deps, self.pending_moves)
         self.driver = NetworkDriver(
-            host, controller, docker, ops, self.ipam, self.pending_moves,
-            executor=executor, resolve_timeout=resolve_timeout,
+            deps, self.ipam, self.pending_moves, resolve_timeout=resolve_timeout
         )
-        self.reconciler = Reconciler(host, controller, docker, ops, executor=executor)
-        self.mover = Mover(host, docker, self.pending_moves)
+        self.reconciler = Reconciler(deps)
+        self.mover = Mover(deps, self.pending_moves)
         self.handlers: dict[str, Handler] = {
             "Plugin.Activate": self.activate,
             "NetworkDriver.GetCapabilities": self.driver.capabilities,

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from concurrent.futures import Executor
 from typing import Any
 
-from hostnet.agent.client import ControllerAPI, ControllerError
+from hostnet.agent.client import ControllerError
 from hostnet.docker.common import (
     DOCKER_ENDPOINT_KEY,
     PROVISIONAL_PREFIX,
+    PluginDeps,
     PluginError,
     from_controller,
     from_docker,
 )
-from hostnet.docker.driver import DockerPortOps
-from hostnet.docker.engine import SYNCED_LABEL, DockerAPI
+from hostnet.docker.engine import SYNCED_LABEL
 from hostnet.host.ovs import ENDPOINT_KEY
 from hostnet.host.ports import unplug
 from hostnet.host.worker import in_thread
@@ -29,42 +28,30 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(
-        self,
-        host: str,
-        controller: ControllerAPI,
-        docker: DockerAPI,
-        ops: DockerPortOps,
-        *,
-        executor: Executor | None = None,
-    ) -> None:
-        self.host = host
-        self.controller = controller
-        self.docker = docker
-        self.ops = ops
-        self.executor = executor
+    def __init__(self, deps: PluginDeps) -> None:
+        self.deps = deps
         self._known_networks: set[str] = set()  # the controller's, at the last sync
 
     async def reconcile(self) -> None:
         """Forget endpoints whose Docker container is gone; name unnamed ones."""
-        endpoints = await self.controller.list_containers(self.host)
-        ports = await in_thread(self.executor, self.ops.ports)
+        endpoints = await self.deps.controller.list_containers(self.deps.host)
+        ports = await in_thread(self.deps.executor, self.deps.ops.ports)
         by_endpoint = {ids[ENDPOINT_KEY]: (port, ids) for port, ids in ports.items()}
         for ep in endpoints:
             epid = str(ep["id"])
             docker_id = ep.get("docker_id")
             port_ids = by_endpoint.get(epid)
             if docker_id:
-                if await self.docker.inspect(str(docker_id)) is not None:
+                if await self.deps.docker.inspect(str(docker_id)) is not None:
                     continue
             elif not str(ep.get("name", "")).startswith(PROVISIONAL_PREFIX):
                 continue  # not a Docker container
             elif port_ids is not None and DOCKER_ENDPOINT_KEY in port_ids[1]:
                 continue  # a live Docker endpoint still waiting for its name
             if port_ids is not None:
-                await in_thread(self.executor, unplug, self.ops, port_ids[0])
+                await in_thread(self.deps.executor, unplug, self.deps.ops, port_ids[0])
             with contextlib.suppress(ControllerError):
-                await self.controller.delete_container(epid)
+                await self.deps.controller.delete_container(epid)
             log.info("removed stale Docker endpoint %s (%s)", ep.get("name"), ep.get("ip"))
 
     # -- networks are global: every engine has every daolinet network --------------
@@ -79,14 +66,14 @@ class Reconciler:
         removed once no local container uses it; one just created here and not yet
         at the controller is left alone.
         """
-        networks = await from_controller(self.controller.list_networks())
+        networks = await from_controller(self.deps.controller.list_networks())
         wanted = {str(n["name"]): n for n in networks}
-        local = await self._drop_duplicate_networks(await from_docker(self.docker.networks()))
+        local = await self._drop_duplicate_networks(await from_docker(self.deps.docker.networks()))
         for name, net in wanted.items():
             if name in local:
                 continue
             try:
-                await from_docker(self.docker.create_network(
+                await from_docker(self.deps.docker.create_network(
                     name, str(net["subnet"]), str(net.get("gateway") or "") or None
                 ))
                 log.info("network %s (%s) created in the local Docker engine", name, net["subnet"])
@@ -96,9 +83,9 @@ class Reconciler:
             if name in wanted or name not in self._known_networks:
                 continue
             docker_id = str(docker_net.get("Id"))
-            if await from_docker(self.docker.containers(docker_id)):
+            if await from_docker(self.deps.docker.containers(docker_id)):
                 continue
-            await from_docker(self.docker.remove_network(docker_id))
+            await from_docker(self.deps.docker.remove_network(docker_id))
             log.info("network %s removed from the local Docker engine (gone at the controller)",
                      name)
         self._known_networks = set(wanted)
@@ -124,10 +111,10 @@ class Reconciler:
                 if not kept:
                     kept.append(net)  # no user's network of that name: this one stays
                     continue
-                if await from_docker(self.docker.containers(docker_id)):
+                if await from_docker(self.deps.docker.containers(docker_id)):
                     kept.append(net)  # in use: it stays
                     continue
-                await from_docker(self.docker.remove_network(docker_id))
+                await from_docker(self.deps.docker.remove_network(docker_id))
                 log.info("network %s: removed the agent's duplicate %s", name, docker_id[:12])
             local[name] = kept[0]
         return local
