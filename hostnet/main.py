@@ -1,7 +1,10 @@
 """`daolinet-hostnet`: the host agent and its attach/detach client.
 
-Every failure (bad flag, unreachable agent, an error answer) is one line on
-stderr and exit code 1.
+Each command's options are one pydantic-settings model (the agent's is
+hostnet.agent.config.AgentConfig); every option is also settable from the
+environment as DAOLINET_<OPTION> (`--token-file`: DAOLINET_TOKEN_FILE), which
+`--help` shows.  Every failure (bad flag, unreachable agent, an error answer) is one
+line on stderr and exit code 1.
 """
 
 from __future__ import annotations
@@ -11,18 +14,19 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controller.cliutil import run_app
 from hostnet.agent.agent import run_agent
-from hostnet.agent.config import DEFAULT_SOCKET, AgentConfig
-from hostnet.docker.engine import DEFAULT_DOCKER_HOST
-from hostnet.docker.plugin import DEFAULT_PLUGIN_SOCKET
+from hostnet.agent.config import DEFAULT_SOCKET, ENV_PREFIX, AgentConfig
 
 PROG = "daolinet-hostnet"
+S = TypeVar("S", bound=BaseSettings)
 
 app = typer.Typer(
     name=PROG,
@@ -44,76 +48,97 @@ class DatapathType(StrEnum):
     netdev = "netdev"
 
 
-SocketOpt = Annotated[
-    Path, typer.Option("--socket", help="Unix socket of the local agent.")
-]
+class AttachOptions(BaseSettings):
+    """The options of `daolinet-hostnet attach`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    netns: str = Field(description="Named network namespace of the container.")
+    network: str = Field(description="daolinet network to join.")
+    ip: str | None = Field(None, description="Address (default: the next free one).")
+    mac: str | None = Field(None, description="MAC (default: derived from the IP).")
+    name: str | None = Field(None, description="Container name (default: the netns name).")
+    socket: Path = Field(Path(DEFAULT_SOCKET), description="Unix socket of the local agent.")
+    as_json: bool = Field(
+        False, description="Print the endpoint as JSON.",
+        validation_alias=AliasChoices("as_json", ENV_PREFIX + "JSON"),
+    )
+
+
+class DetachOptions(BaseSettings):
+    """The options of `daolinet-hostnet detach`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    name: str | None = Field(None, description="Same as NAME.")
+    socket: Path = Field(Path(DEFAULT_SOCKET), description="Unix socket of the local agent.")
+
+
+class WgUpOptions(BaseSettings):
+    """The options of `daolinet-hostnet wg-up`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    config: Path = Field(description="WireGuard provisioning file (JSON).")
+
+
+def option(model: type[BaseSettings], field: str, *flags: str) -> Any:
+    """The typer option of `model.field`: its help, and its environment variable."""
+    info = model.model_fields[field]
+    flag = flags[0] if flags else "--" + field.replace("_", "-")
+    envvar = ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
+    return typer.Option(*flags, help=info.description, envvar=envvar, show_envvar=True)
+
+
+def default(model: type[BaseSettings], field: str) -> Any:
+    return model.model_fields[field].default
+
+
+def validated(model: type[S], **values: Any) -> S:
+    """`model` of the parsed options (the parser read the environment for those on
+    the command line; the model reads it for the others, such as
+    DAOLINET_KEY_SWITCH_DELAY)."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        msg = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise CliError(msg) from None
 
 
 @app.command()
 def agent(
-    controller: Annotated[
-        str,
-        typer.Option(
-            help="Controller base URL, e.g. http://10.0.0.1:8080; replicas comma-separated "
-            "(http://10.0.0.1:8080,http://10.0.0.2:8080): the agent uses the leader."
-        ),
-    ],
-    token_file: Annotated[
-        Path, typer.Option("--token-file", help="File holding the API bearer token.")
-    ],
-    host: Annotated[str, typer.Option("--host", help="This host's name in daolinet.")],
-    ovsdb: Annotated[str, typer.Option(help="OVSDB target, e.g. unix:/run/openvswitch/db.sock.")],
-    bridge: Annotated[str, typer.Option(help="OVS bridge name.")] = "br-dl",
-    address: Annotated[
-        str | None,
-        typer.Option(help="Underlay address (default: source address towards the controller)."),
-    ] = None,
-    socket: SocketOpt = Path(DEFAULT_SOCKET),
-    site: Annotated[str, typer.Option(help="Site of this host.")] = "default",
+    controller: Annotated[str, option(AgentConfig, "controller")],
+    token_file: Annotated[Path, option(AgentConfig, "token_file", "--token-file")],
+    host: Annotated[str, option(AgentConfig, "host", "--host")],
+    ovsdb: Annotated[str, option(AgentConfig, "ovsdb")],
+    bridge: Annotated[str, option(AgentConfig, "bridge")] = default(AgentConfig, "bridge"),
+    address: Annotated[str | None, option(AgentConfig, "address")] = None,
+    socket: Annotated[Path, option(AgentConfig, "socket", "--socket")] = Path(DEFAULT_SOCKET),
+    site: Annotated[str, option(AgentConfig, "site")] = default(AgentConfig, "site"),
     datapath_type: Annotated[
-        DatapathType, typer.Option("--datapath-type", help="OVS datapath (auto detects).")
+        DatapathType, option(AgentConfig, "datapath_type", "--datapath-type")
     ] = DatapathType.auto,
     connect_timeout: Annotated[
-        float,
-        typer.Option("--connect-timeout", help="Seconds to wait for the controller at startup."),
-    ] = 30.0,
+        float, option(AgentConfig, "connect_timeout", "--connect-timeout")
+    ] = default(AgentConfig, "connect_timeout"),
     plugin_socket: Annotated[
-        str,
-        typer.Option(
-            "--plugin-socket",
-            help="Socket of the Docker network/IPAM plugin (empty: no Docker plugin).",
-        ),
-    ] = DEFAULT_PLUGIN_SOCKET,
+        str, option(AgentConfig, "plugin_socket", "--plugin-socket")
+    ] = default(AgentConfig, "plugin_socket"),
     docker_host: Annotated[
-        str, typer.Option("--docker-host", help="Docker API of this host (unix:///PATH).")
-    ] = DEFAULT_DOCKER_HOST,
-    wireguard: Annotated[
-        Path | None,
-        typer.Option(
-            "--wireguard",
-            help="WireGuard provisioning file (see `wg-up`): tunnel to other sites.",
-        ),
-    ] = None,
+        str, option(AgentConfig, "docker_host", "--docker-host")
+    ] = default(AgentConfig, "docker_host"),
+    wireguard: Annotated[Path | None, option(AgentConfig, "wireguard", "--wireguard")] = None,
 ) -> None:
     """Run the host agent (until SIGTERM/SIGINT)."""
-    if plugin_socket and not docker_host.startswith("unix://"):
-        raise CliError(f"--docker-host: {docker_host!r} is not unix:///PATH")
-    if address is not None:
-        import ipaddress
-
-        try:
-            ipaddress.IPv4Address(address)
-        except ValueError as exc:
-            raise CliError(f"--address: {address!r} is not an IPv4 address") from exc
+    cfg = validated(
+        AgentConfig, controller=controller, token_file=token_file, host=host, ovsdb=ovsdb,
+        bridge=bridge, address=address, socket=socket, site=site,
+        datapath_type=datapath_type.value, connect_timeout=connect_timeout,
+        plugin_socket=plugin_socket, docker_host=docker_host, wireguard=wireguard,
+    )
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    cfg = AgentConfig(
-        controller=controller, token_file=token_file, host=host, ovsdb=ovsdb, bridge=bridge,
-        address=address, socket_path=socket, site=site, datapath_type=datapath_type.value,
-        connect_timeout=connect_timeout, plugin_socket=plugin_socket, docker_host=docker_host,
-        wireguard=wireguard,
     )
     code = run_agent(cfg)
     if code:
@@ -144,23 +169,23 @@ def _call_agent(socket: Path, path: str, payload: dict[str, Any]) -> dict[str, A
 
 @app.command()
 def attach(
-    netns: Annotated[str, typer.Option(help="Named network namespace of the container.")],
-    network: Annotated[str, typer.Option(help="daolinet network to join.")],
-    ip: Annotated[str | None, typer.Option(help="Address (default: the next free one).")] = None,
-    mac: Annotated[str | None, typer.Option(help="MAC (default: derived from the IP).")] = None,
-    name: Annotated[
-        str | None, typer.Option(help="Container name (default: the netns name).")
-    ] = None,
-    socket: SocketOpt = Path(DEFAULT_SOCKET),
-    as_json: Annotated[bool, typer.Option("--json", help="Print the endpoint as JSON.")] = False,
+    netns: Annotated[str, option(AttachOptions, "netns")],
+    network: Annotated[str, option(AttachOptions, "network")],
+    ip: Annotated[str | None, option(AttachOptions, "ip")] = None,
+    mac: Annotated[str | None, option(AttachOptions, "mac")] = None,
+    name: Annotated[str | None, option(AttachOptions, "name")] = None,
+    socket: Annotated[Path, option(AttachOptions, "socket", "--socket")] = Path(DEFAULT_SOCKET),
+    as_json: Annotated[bool, option(AttachOptions, "as_json", "--json")] = False,
 ) -> None:
     """Attach a network namespace to a daolinet network."""
-    payload: dict[str, Any] = {"netns": netns, "network": network}
-    for key, value in (("ip", ip), ("mac", mac), ("name", name)):
+    opts = validated(AttachOptions, netns=netns, network=network, ip=ip, mac=mac, name=name,
+                     socket=socket, as_json=as_json)
+    payload: dict[str, Any] = {"netns": opts.netns, "network": opts.network}
+    for key, value in (("ip", opts.ip), ("mac", opts.mac), ("name", opts.name)):
         if value is not None:
             payload[key] = value
-    ep = _call_agent(socket, "/v1/attach", payload)
-    if as_json:
+    ep = _call_agent(opts.socket, "/v1/attach", payload)
+    if opts.as_json:
         typer.echo(json.dumps(ep, sort_keys=True))
     else:
         typer.echo(
@@ -174,25 +199,22 @@ def detach(
     container: Annotated[
         str | None, typer.Argument(metavar="NAME", help="Container name or endpoint id.")
     ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Same as NAME.")] = None,
-    socket: SocketOpt = Path(DEFAULT_SOCKET),
+    name: Annotated[str | None, option(DetachOptions, "name", "--name")] = None,
+    socket: Annotated[Path, option(DetachOptions, "socket", "--socket")] = Path(DEFAULT_SOCKET),
 ) -> None:
     """Detach a container from daolinet."""
-    if container and name and container != name:
+    opts = validated(DetachOptions, name=name, socket=socket)
+    if container and opts.name and container != opts.name:
         raise CliError("give the container name once (NAME or --name)")
-    target = container or name
+    target = container or opts.name
     if not target:
         raise CliError("missing container name (NAME or --name)")
-    body = _call_agent(socket, "/v1/detach", {"name": target})
+    body = _call_agent(opts.socket, "/v1/detach", {"name": target})
     typer.echo(f"detached {body.get('detached', target)}")
 
 
 @app.command("wg-up")
-def wg_up(
-    config: Annotated[
-        Path, typer.Option("--config", help="WireGuard provisioning file (JSON).")
-    ],
-) -> None:
+def wg_up(config: Annotated[Path, option(WgUpOptions, "config", "--config")]) -> None:
     """Create or update this host's WireGuard interface and mesh peers (idempotent).
 
     Generates the private key on first use (mode 0600; it never leaves the host) and
@@ -203,8 +225,9 @@ def wg_up(
     from hostnet.host.wireguard import WgConfig, WireGuardError, to_json
     from hostnet.host.wireguard import wg_up as provision
 
+    opts = validated(WgUpOptions, config=config)
     try:
-        typer.echo(to_json(provision(WgConfig.load(config))))
+        typer.echo(to_json(provision(WgConfig.load(opts.config))))
     except WireGuardError as exc:
         raise CliError(str(exc)) from exc
 

@@ -135,7 +135,7 @@ class Agent:
             self.datapath_type,
         )
         await self.remove_orphans(client)
-        sock = bind_unix_socket(self.cfg.socket_path)
+        sock = bind_unix_socket(self.cfg.socket)
         if self.cfg.plugin_socket:
             try:
                 self._plugin_sock = bind_unix_socket(Path(self.cfg.plugin_socket))
@@ -192,7 +192,7 @@ class Agent:
                 route_exec=self._route_exec, loop=loop,
             )
             stream_task = asyncio.ensure_future(self.stream.run())
-            log.info("serving the local API on %s", self.cfg.socket_path)
+            log.info("serving the local API on %s", self.cfg.socket)
             await self._stop.wait()
             stream_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -218,7 +218,7 @@ class Agent:
         if sock is not None:
             sock.close()
             with contextlib.suppress(OSError):
-                self.cfg.socket_path.unlink()
+                self.cfg.socket.unlink()
         if self.client is not None:
             await self.client.aclose()
         await in_thread(self._route_exec, self.table.close)

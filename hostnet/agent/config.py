@@ -1,13 +1,19 @@
-"""The agent's configuration and the startup checks of its inputs."""
+"""The agent's configuration (a pydantic-settings model: command line or environment)
+and the startup checks of its inputs."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from hostnet.docker.engine import DEFAULT_DOCKER_HOST
+from hostnet.docker.plugin import DEFAULT_PLUGIN_SOCKET
 
 DEFAULT_SOCKET = "/run/daolinet/hostnet.sock"
 
@@ -16,25 +22,64 @@ class AgentStartupError(Exception):
     """The agent cannot start; the message is the one line shown to the operator."""
 
 
-@dataclass
-class AgentConfig:
-    controller: str
-    token_file: Path
-    host: str
-    ovsdb: str
-    bridge: str = "br-dl"
-    address: str | None = None
-    socket_path: Path = field(default_factory=lambda: Path(DEFAULT_SOCKET))
-    site: str = "default"
-    datapath_type: str = "auto"
-    connect_timeout: float = 30.0
-    # Docker plugin socket ("" = no Docker plugin; the CLI defaults to
-    # /run/docker/plugins/daolinet.sock) and the Docker API it resolves names with.
-    plugin_socket: str = ""
-    docker_host: str = DEFAULT_DOCKER_HOST
-    # WireGuard provisioning file (hostnet/host/wireguard.py); None: no tunnel, one site only
-    wireguard: Path | None = None
-    key_switch_delay: float = 0.5  # after wg-commit, so peers learn the new key first
+ENV_PREFIX = "DAOLINET_"
+
+
+class AgentConfig(BaseSettings):
+    """The options of `daolinet-hostnet agent`; each is also DAOLINET_<NAME> in the
+    environment (`--token-file`: DAOLINET_TOKEN_FILE)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    controller: str = Field(
+        description="Controller base URL, e.g. http://10.0.0.1:8080; replicas comma-separated "
+        "(http://10.0.0.1:8080,http://10.0.0.2:8080): the agent uses the leader."
+    )
+    token_file: Path = Field(description="File holding the API bearer token.")
+    host: str = Field(description="This host's name in daolinet.")
+    ovsdb: str = Field(description="OVSDB target, e.g. unix:/run/openvswitch/db.sock.")
+    bridge: str = Field("br-dl", description="OVS bridge name.")
+    address: str | None = Field(
+        None, description="Underlay address (default: source address towards the controller)."
+    )
+    socket: Path = Field(Path(DEFAULT_SOCKET), description="Unix socket of the local agent.")
+    site: str = Field("default", description="Site of this host.")
+    datapath_type: Literal["auto", "system", "netdev"] = Field(
+        "auto", description="OVS datapath (auto detects)."
+    )
+    connect_timeout: float = Field(
+        30.0, description="Seconds to wait for the controller at startup."
+    )
+    plugin_socket: str = Field(
+        DEFAULT_PLUGIN_SOCKET,
+        description="Socket of the Docker network/IPAM plugin (empty: no Docker plugin).",
+    )
+    docker_host: str = Field(
+        DEFAULT_DOCKER_HOST, description="Docker API of this host (unix:///PATH)."
+    )
+    wireguard: Path | None = Field(
+        None, description="WireGuard provisioning file (see `wg-up`): tunnel to other sites."
+    )
+    key_switch_delay: float = Field(
+        0.5, description="Seconds after wg-commit before the key switches, so peers learn "
+        "the new key first."
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _ipv4(cls, address: str | None) -> str | None:
+        if address is not None:
+            try:
+                ipaddress.IPv4Address(address)
+            except ValueError:
+                raise ValueError(f"--address: {address!r} is not an IPv4 address") from None
+        return address
+
+    @model_validator(mode="after")
+    def _docker_api_on_unix_socket(self) -> AgentConfig:
+        if self.plugin_socket and not self.docker_host.startswith("unix://"):
+            raise ValueError(f"--docker-host: {self.docker_host!r} is not unix:///PATH")
+        return self
 
 
 def read_token(path: Path) -> str:
