@@ -1,0 +1,53 @@
+"""The host agent's packages import as their __init__ docstrings say: hostnet.host
+changes the host and uses only the controller client of hostnet.agent; hostnet.docker
+builds on hostnet.host and the same client; only hostnet.agent wires them; of the
+controller, hostnet uses the desired-state models, the site mesh and the stream's
+messages."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import hostnet
+
+HOSTNET = Path(hostnet.__file__).parent
+CONTROLLER_ALLOWED = ("controller.desired.models", "controller.datapath.sites",
+                      "controller.agents.messages", "controller.cliutil")
+
+
+def _daolinet_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return {n for n in names if n.split(".")[0] in ("controller", "hostnet")}
+
+
+def _imports_of(package: str) -> set[tuple[str, str]]:
+    return {
+        (str(path.relative_to(HOSTNET)), name)
+        for path in sorted((HOSTNET / package).rglob("*.py"))
+        for name in _daolinet_imports(path)
+    }
+
+
+def test_host_and_docker_use_only_the_client_of_the_agent() -> None:
+    for package in ("host", "docker"):
+        wrong = {(f, n) for f, n in _imports_of(package)
+                 if n.startswith("hostnet.agent") and n != "hostnet.agent.client"}
+        assert wrong == set(), package
+
+
+def test_host_does_not_import_docker() -> None:
+    assert {(f, n) for f, n in _imports_of("host") if n.startswith("hostnet.docker")} == set()
+
+
+def test_controller_imports_are_the_shared_models_only() -> None:
+    wrong = {
+        (f, n) for package in ("agent", "host", "docker") for f, n in _imports_of(package)
+        if n.startswith("controller") and n not in CONTROLLER_ALLOWED
+    }
+    assert wrong == set()
