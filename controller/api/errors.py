@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from controller.desired.inventory import InventoryError
+from controller.desired.errors import InventoryError
 from controller.store.base import StoreUnavailable
 
 

@@ -52,15 +52,6 @@ class Decision:
     # datapath must then match the protocol and port, not only the addresses.
     port_specific: bool = False
 
-    @property
-    def allowed(self) -> bool:
-        return self.verdict is Verdict.ALLOW
-
-
-def decide_pair(src: Endpoint, dst: Endpoint, index: DesiredReads) -> Verdict:
-    """The issue-2 rule: containers of one network reach each other, nothing else."""
-    return Verdict.ALLOW if src.network == dst.network else Verdict.DENY
-
 
 @functools.lru_cache(maxsize=4096)
 def port_ranges(ports: tuple[str, ...]) -> tuple[tuple[int, int], ...]:

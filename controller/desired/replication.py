@@ -1,4 +1,5 @@
-"""Changes another controller replica wrote: store documents in, index updates and events out.
+"""The index from the store's documents: all of them at start (`load_index`), then one
+at a time as other controller replicas write them (`apply_document`).
 
 Every replica keeps the whole desired state in its `DesiredIndex`.  Its own changes
 go through `Inventory`, which derives the events it announces from the operation.
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from controller.desired.errors import CorruptDocument
 from controller.desired.events import (
     Change,
     EndpointAdded,
@@ -42,8 +44,9 @@ from controller.desired.models import (
     PairPolicy,
     PublishedPort,
 )
+from controller.store.base import Store
 
-# Store kinds (controller/desired/inventory.py writes them).
+# Store kinds (the inventory writes them: topology.py, policy_changes.py).
 HOSTS = "host"  # key: host name
 NETWORKS = "network"  # key: network name
 ENDPOINTS = "endpoint"  # key: endpoint id
@@ -51,13 +54,11 @@ GROUPS = "group"  # key: group name
 PAIRS = "pair"  # key: "a|b" (container names, a < b)
 RULES = "rule"  # key: firewall rule id
 PUBLISHED = "published"  # key: published port id
+META = "meta"  # key: counter name (or the replicas' catch-up mark, sync.py)
+DPID_COUNTER = "next_dpid"
 
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class CorruptDocument(Exception):
-    """A document of a known kind that does not decode; the message names it."""
 
 
 def _same(old: BaseModel | None, doc: dict[str, Any] | None) -> bool:
@@ -66,11 +67,41 @@ def _same(old: BaseModel | None, doc: dict[str, Any] | None) -> bool:
     return bool(old.model_dump(mode="json") == doc)
 
 
-def _decode(model: type[M], kind: str, key: str, doc: dict[str, Any]) -> M:
+def decode(model: type[M], kind: str, doc: dict[str, Any], key: str | None = None) -> M:
+    """A store document as its record; `CorruptDocument` names it (by key if known)."""
     try:
         return model.model_validate(doc)
     except ValidationError as exc:
-        raise CorruptDocument(f"corrupt {kind} record {key!r} in the store: {exc}") from None
+        named = repr(key) if key is not None else repr(doc)
+        raise CorruptDocument(f"corrupt {kind} record {named} in the store: {exc}") from exc
+
+
+def load_index(store: Store, index: DesiredIndex) -> int:
+    """Fill `index` from one consistent read of the store; the revision it is as of."""
+    revision, docs = store.snapshot()
+    max_dpid = 0
+    for doc in docs.get(HOSTS, []):
+        host = decode(Host, HOSTS, doc)
+        index.put_host(host)
+        max_dpid = max(max_dpid, host.dpid)
+    for doc in docs.get(NETWORKS, []):
+        index.put_network(decode(Network, NETWORKS, doc))
+    for doc in docs.get(ENDPOINTS, []):
+        index.put_endpoint(decode(Endpoint, ENDPOINTS, doc))
+    for doc in docs.get(GROUPS, []):
+        index.put_group(decode(Group, GROUPS, doc))
+    for doc in docs.get(PAIRS, []):
+        index.put_pair_policy(decode(PairPolicy, PAIRS, doc))
+    for doc in docs.get(RULES, []):
+        index.put_rule(decode(FirewallRule, RULES, doc))
+    for doc in docs.get(PUBLISHED, []):
+        index.put_published_port(decode(PublishedPort, PUBLISHED, doc))
+    # Never hand out a dpid again, even if the counter record was lost.
+    with store.exclusive():
+        counter = store.get(META, DPID_COUNTER)
+        if counter is None or int(counter.get("value", 1)) <= max_dpid:
+            store.put(META, DPID_COUNTER, {"value": max_dpid + 1})
+    return revision
 
 
 def apply_document(
@@ -90,7 +121,7 @@ def _host(index: DesiredIndex, key: str, doc: dict[str, Any] | None) -> list[Cha
     if doc is None:
         index.drop_host(key)
         return []  # hosts are never deleted through the API; nothing listens for it
-    host = _decode(Host, HOSTS, key, doc)
+    host = decode(Host, HOSTS, doc, key)
     index.put_host(host)
     return [HostRegistered(host)]
 
@@ -103,7 +134,7 @@ def _network(index: DesiredIndex, key: str, doc: dict[str, Any] | None) -> list[
         assert old is not None
         index.drop_network(key)
         return [NetworkRemoved(old)]
-    new = _decode(Network, NETWORKS, key, doc)
+    new = decode(Network, NETWORKS, doc, key)
     index.put_network(new)
     if old is None:
         return [NetworkAdded(new)]
@@ -122,7 +153,7 @@ def _endpoint(index: DesiredIndex, key: str, doc: dict[str, Any] | None) -> list
         assert old is not None
         index.drop_endpoint(key)
         return [EndpointRemoved(old)]
-    new = _decode(Endpoint, ENDPOINTS, key, doc)
+    new = decode(Endpoint, ENDPOINTS, doc, key)
     index.put_endpoint(new)
     if old is None:
         return [EndpointAdded(new)]
@@ -141,7 +172,7 @@ def _group(index: DesiredIndex, key: str, doc: dict[str, Any] | None) -> list[Ch
     if doc is None:
         index.drop_group(key)
         return [GroupChanged(key, before, ())]
-    new = _decode(Group, GROUPS, key, doc)
+    new = decode(Group, GROUPS, doc, key)
     index.put_group(new)
     return [GroupChanged(key, before, new.networks)]
 
@@ -155,7 +186,7 @@ def _pair(index: DesiredIndex, key: str, doc: dict[str, Any] | None) -> list[Cha
     if doc is None:
         index.drop_pair_policy(a, b)
         return [PairPolicyChanged(a, b, before, None)]
-    new = _decode(PairPolicy, PAIRS, key, doc)
+    new = decode(PairPolicy, PAIRS, doc, key)
     index.put_pair_policy(new)
     return [PairPolicyChanged(new.a, new.b, before, new.action)]
 
@@ -176,7 +207,7 @@ def _rule(index: DesiredIndex, key: str, doc: dict[str, Any] | None) -> list[Cha
         index.drop_rule(key)
         events.append(RulesChanged(old.target_kind, old.target, _rule_networks(index, old)))
     if doc is not None:
-        new = _decode(FirewallRule, RULES, key, doc)
+        new = decode(FirewallRule, RULES, doc, key)
         index.put_rule(new)
         change = RulesChanged(new.target_kind, new.target, _rule_networks(index, new))
         if change not in events:
@@ -193,7 +224,7 @@ def _published(index: DesiredIndex, key: str, doc: dict[str, Any] | None) -> lis
         index.drop_published_port(key)
         events.append(PublishedPortRemoved(old))
     if doc is not None:
-        new = _decode(PublishedPort, PUBLISHED, key, doc)
+        new = decode(PublishedPort, PUBLISHED, doc, key)
         index.put_published_port(new)
         events.append(PublishedPortAdded(new))
     return events

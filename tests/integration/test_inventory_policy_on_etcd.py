@@ -1,7 +1,7 @@
-"""The inventory's policy suite of tests/unit/test_inventory_policy.py again, on a real
-etcd (a fresh prefix of the session's shared 1-member cluster, tests/etcdcluster.py): every
-test there that takes `backend`, directly or through its fixtures; the unit layer runs them
-on SQLite."""
+"""The inventory's policy suite of tests/unit/desired/test_inventory_policy.py again, on
+a real etcd (a fresh prefix of the session's shared 1-member cluster, tests/etcdcluster.py):
+every test there that takes `backend`, directly or through its fixtures; the unit layer runs
+them on SQLite."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit import test_inventory_policy
+from tests.unit.desired import test_inventory_policy
 from tests.unit.storebackends import INTEGRATION_BACKENDS, backend_suite, open_backend
 
 globals().update(backend_suite(test_inventory_policy))

@@ -1,10 +1,10 @@
 """Both store backends for tests: a SQLite file, or a fresh prefix on the session's
 shared 1-member etcd cluster (tests/etcdcluster.py).
 
-The suites that hold for both backends (tests/unit/store/test_store.py, test_inventory.py,
-test_inventory_policy.py) take a `backend` fixture.  The unit layer runs them on SQLite
-only (UNIT_BACKENDS: no process besides pytest); an integration module runs the same
-tests again on a real etcd (backend_suite):
+The suites that hold for both backends (tests/unit/store/test_store.py,
+desired/test_inventory.py, desired/test_inventory_policy.py) take a `backend` fixture.
+The unit layer runs them on SQLite only (UNIT_BACKENDS: no process besides pytest); an
+integration module runs the same tests again on a real etcd (backend_suite):
 
     @pytest.fixture(params=UNIT_BACKENDS)  # tests/integration: INTEGRATION_BACKENDS
     def backend(request, tmp_path):

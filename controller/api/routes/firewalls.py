@@ -13,7 +13,7 @@ from controller.api.schemas import (
     PublishedPortIn,
     PublishedPortOut,
 )
-from controller.desired.inventory import NotFound
+from controller.desired.errors import NotFound
 from controller.desired.models import PublishedPort
 
 router = APIRouter(prefix="/firewalls", tags=["firewalls"], dependencies=[RequireAdmin])

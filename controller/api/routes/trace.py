@@ -10,8 +10,8 @@ from fastapi import APIRouter, Query
 from controller.api.auth import RequireToken
 from controller.api.deps import Ctx
 from controller.api.schemas import TraceEnd, TraceOut
+from controller.desired.errors import Invalid, NotFound
 from controller.desired.index import DesiredIndex
-from controller.desired.inventory import Invalid, NotFound
 from controller.desired.models import Endpoint
 from controller.desired.policy import PROTO_NUMBERS, Verdict, decide
 

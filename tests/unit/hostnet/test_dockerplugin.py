@@ -13,8 +13,9 @@ import pytest
 
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
+from controller.desired.errors import Conflict
 from controller.desired.events import Change, EndpointAdded, EndpointRemoved
-from controller.desired.inventory import Conflict, Inventory
+from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
 from hostnet.agent.client import ControllerClient
 from hostnet.docker.common import DOCKER_ENDPOINT_KEY

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.desired.errors import Conflict, Invalid, InventoryError, NotFound
 from controller.desired.events import (
     Change,
     EndpointAdded,
@@ -16,7 +17,7 @@ from controller.desired.events import (
     NetworkAdded,
     NetworkRemoved,
 )
-from controller.desired.inventory import Conflict, Invalid, Inventory, InventoryError, NotFound
+from controller.desired.inventory import Inventory
 from controller.desired.models import mac_for_ip
 from tests.unit.storebackends import UNIT_BACKENDS, Backend, open_backend
 
@@ -432,11 +433,13 @@ def test_store_written_before_announce(backend: Backend) -> None:
     store.close()
 
 
-def test_failing_callback_does_not_undo_change(lab: Inventory) -> None:
+def test_failing_callback_does_not_undo_change(backend: Backend) -> None:
     def boom(_change: Change) -> None:
         raise RuntimeError("boom")
 
-    lab.on_change = boom
+    lab = Inventory(backend.open(), boom)  # closed by the backend fixture
+    lab.register_host("h1", "198.18.0.11")
+    lab.create_network("web", "10.1.0.0/24")
     ep = lab.add_endpoint("c1", "web", "h1")
     assert lab.endpoint("c1") == ep
 

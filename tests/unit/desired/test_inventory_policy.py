@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.desired.errors import Conflict, Invalid, NotFound
 from controller.desired.events import (
     Change,
     GroupChanged,
@@ -17,7 +18,7 @@ from controller.desired.events import (
     PublishedPortRemoved,
     RulesChanged,
 )
-from controller.desired.inventory import Conflict, Invalid, Inventory, NotFound
+from controller.desired.inventory import Inventory
 from controller.desired.models import RuleSource
 from tests.unit.storebackends import UNIT_BACKENDS, Backend, open_backend
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from controller.desired.errors import CorruptDocument
 from controller.desired.events import (
     Change,
     EndpointAdded,
@@ -27,7 +28,7 @@ from controller.desired.events import (
 )
 from controller.desired.index import DesiredIndex
 from controller.desired.inventory import Inventory
-from controller.desired.replication import CorruptDocument, apply_document
+from controller.desired.replication import apply_document
 from controller.store.base import StoreUnavailable
 from controller.store.sqlite import SqliteStore
 
@@ -221,7 +222,7 @@ def test_a_replica_that_lost_its_watch_refuses_changes(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "x.db")
     try:
         inv = Inventory(store, lambda change: None, replicated=True)
-        inv._on_watch_error(StoreUnavailable("etcd: watch: required revision compacted"))
+        inv._sync.watch_lost(StoreUnavailable("etcd: watch: required revision compacted"))
         with pytest.raises(StoreUnavailable, match=r"lost the store watch .*compacted"):
             inv.create_network("web", "10.1.0.0/24")
         assert inv.index.network("web") is None and store.get("network", "web") is None

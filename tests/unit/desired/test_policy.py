@@ -20,7 +20,6 @@ from controller.desired.policy import (
     Verdict,
     decide,
     decide_egress,
-    decide_pair,
     port_ranges,
 )
 from controller.store.sqlite import SqliteStore
@@ -224,39 +223,31 @@ def test_decide(inv: Inventory, case: Case) -> None:
         assert d.verdict.value == r.action
     else:
         assert d.rule_id is None
-    assert d.allowed is (d.verdict is Verdict.ALLOW)
 
 
 def test_changes_apply_at_once(inv: Inventory) -> None:
     """The index the core reads changes with the inventory: no caching in between."""
     w1, w2 = inv.endpoint("w1"), inv.endpoint("w2")
-    assert decide(inv.index, w1.ip, w2, TCP, 80, w1).allowed
+    assert decide(inv.index, w1.ip, w2, TCP, 80, w1).verdict is Verdict.ALLOW
     inv.set_pair_policy("w1", "w2", "deny")
-    assert not decide(inv.index, w1.ip, w2, TCP, 80, w1).allowed
+    assert decide(inv.index, w1.ip, w2, TCP, 80, w1).verdict is Verdict.DENY
     inv.set_pair_policy("w1", "w2", "allow")
     assert decide(inv.index, w1.ip, w2, TCP, 80, w1).kind == "pair"
     inv.clear_pair_policy("w2", "w1")
     assert decide(inv.index, w1.ip, w2, TCP, 80, w1).kind == "network"
     r = inv.add_rule("network", "web", "deny")
-    assert not decide(inv.index, w1.ip, w2, TCP, 80, w1).allowed
+    assert decide(inv.index, w1.ip, w2, TCP, 80, w1).verdict is Verdict.DENY
     inv.delete_rule(r.id)
-    assert decide(inv.index, w1.ip, w2, TCP, 80, w1).allowed
+    assert decide(inv.index, w1.ip, w2, TCP, 80, w1).verdict is Verdict.ALLOW
 
 
 def test_deleted_group_source_matches_nothing(inv: Inventory) -> None:
     inv.create_group("ops-only", ["ops"])
     inv.add_rule("network", "db", "allow", "group", "ops-only")
     o1, d1 = inv.endpoint("o1"), inv.endpoint("d1")
-    assert decide(inv.index, o1.ip, d1, TCP, 80, o1).allowed
+    assert decide(inv.index, o1.ip, d1, TCP, 80, o1).verdict is Verdict.ALLOW
     inv.delete_group("ops-only")
     assert decide(inv.index, o1.ip, d1, TCP, 80, o1).kind == "default"
-
-
-def test_decide_pair_is_the_issue2_rule(inv: Inventory) -> None:
-    w1, w2, d1 = inv.endpoint("w1"), inv.endpoint("w2"), inv.endpoint("d1")
-    inv.set_pair_policy("w1", "w2", "deny")  # decide_pair ignores policy
-    assert decide_pair(w1, w2, inv.index) is Verdict.ALLOW
-    assert decide_pair(w1, d1, inv.index) is Verdict.DENY
 
 
 def test_decide_egress(inv: Inventory) -> None:

@@ -1,0 +1,148 @@
+"""The store and the index in step: how every change of the inventory is made.
+
+Every change is checked against the current state, written to the store, mirrored
+into the in-memory `DesiredIndex` the core reads, and then announced through
+`on_change`.  The store is written first, so a crash never leaves the index (and
+the switches) ahead of what a restart would load.
+
+Changes are serialised by one lock.  The announcement happens after that lock is
+released (the callback may read the inventory or take its own locks), but a second,
+re-entrant lock keeps announcements in the order the changes were made.
+
+With replicas (docs/architecture.md, "Replicas") the store's watch brings the changes
+of the others, which go through the same locks and announcements.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from controller.desired.errors import CorruptDocument
+from controller.desired.events import Change
+from controller.desired.index import DesiredIndex
+from controller.desired.replication import META, apply_document, load_index
+from controller.store.base import Store, StoreEvent, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+SYNC_MARK = "sync"  # key of kind META: a replica's catch-up mark (see StoreSync._catch_up)
+# How long a replica waits for its store watch to catch up before a change.
+CATCH_UP_TIMEOUT = 5.0
+
+
+class StoreSync:
+    """The index loaded from `store` and kept in step with it; `change()` runs one change."""
+
+    def __init__(
+        self, store: Store, on_change: Callable[[Change], None], *, replicated: bool = False
+    ) -> None:
+        """`replicated`: other controller replicas write the same store (etcd); their
+        changes arrive through the store's watch (docs/architecture.md, "Replicas")."""
+        self.store = store
+        self.on_change = on_change
+        self.index = DesiredIndex()
+        self.replicated = replicated
+        self._lock = threading.Lock()  # serialises changes
+        self._announce = threading.RLock()  # keeps announcements in change order
+        # Replication: the newest store revision this replica wrote (its own writes
+        # come back through the watch and are skipped), and the catch-up marks seen.
+        self._own_high = 0
+        self._marks = threading.Condition()
+        self._mark_seen: object = None
+        self._mark_serial = 0
+        self._replica_id = uuid.uuid4().hex
+        self._watch_error: str | None = None
+        # Documents that are no desired state but which replicas share through the
+        # store (the switch assignment, controller/cluster/masters.py): kind -> callback,
+        # for every write, this replica's own included.
+        self.watchers: dict[str, Callable[[dict[str, Any] | None], None]] = {}
+        revision = load_index(store, self.index)
+        if replicated:
+            store.watch(revision, self._on_store_events, self.watch_lost)
+
+    # --- replication (docs/architecture.md, "Replicas") -------------------------------
+    def _on_store_events(self, events: list[StoreEvent]) -> None:
+        """The store watch: another replica's changes, in revision order."""
+        for ev in events:
+            watcher = self.watchers.get(ev.kind)
+            if watcher is not None:
+                try:
+                    watcher(ev.value)
+                except Exception:  # the watch must go on
+                    log.exception("handling a %s document failed", ev.kind)
+                continue
+            if ev.kind == META:
+                if ev.key == SYNC_MARK and ev.value is not None:
+                    with self._marks:
+                        self._mark_seen = ev.value.get("mark")
+                        self._marks.notify_all()
+                continue
+            with self._announce:
+                with self._lock:
+                    if ev.revision <= self._own_high:
+                        continue  # this replica's own write, already in the index
+                    try:
+                        changes = apply_document(self.index, ev.kind, ev.key, ev.value)
+                    except CorruptDocument as exc:
+                        log.error("%s", exc)
+                        continue
+                for change in changes:
+                    self._announce_one(change)
+
+    def watch_lost(self, exc: Exception) -> None:
+        """The watch cannot go on without a gap (etcd compacted the history it needs):
+        this replica's index can no longer be trusted for changes."""
+        self._watch_error = str(exc)
+        log.error("the store watch stopped (%s): changes through this replica are refused "
+                  "until it restarts", exc)
+
+    def _catch_up(self) -> None:
+        """Make sure the index holds every change made before this one (inside the
+        store's exclusive section): write a mark and wait until the watch, which
+        delivers in revision order, has brought it back."""
+        if self._watch_error is not None:
+            raise StoreUnavailable(
+                f"this replica lost the store watch ({self._watch_error}); restart it"
+            )
+        self._mark_serial += 1
+        mark = f"{self._replica_id}/{self._mark_serial}"
+        self.store.put(META, SYNC_MARK, {"mark": mark})
+        with self._marks:
+            if not self._marks.wait_for(lambda: self._mark_seen == mark, CATCH_UP_TIMEOUT):
+                raise StoreUnavailable(
+                    f"the store watch did not catch up within {CATCH_UP_TIMEOUT:g}s"
+                )
+
+    # --- changes ---------------------------------------------------------------------
+    @contextmanager
+    def change(self) -> Iterator[list[Change]]:
+        """Run one change under the locks; announce what it appended, in order.
+
+        The store's exclusive section serialises it with every other replica; with
+        replicas, the index first catches up with what they wrote, so the change is
+        validated against the latest state (writes are linearizable).
+        """
+        events: list[Change] = []
+        with self.store.exclusive():
+            if self.replicated:
+                self._catch_up()
+            with self._announce:
+                with self._lock:
+                    try:
+                        yield events
+                    finally:
+                        if self.replicated:
+                            self._own_high = self.store.revision()
+                for event in events:
+                    self._announce_one(event)
+
+    def _announce_one(self, event: Change) -> None:
+        try:
+            self.on_change(event)
+        except Exception:
+            log.exception("on_change failed for %s", type(event).__name__)
