@@ -35,7 +35,7 @@ from controller.cluster.leases import (
     replica_record,
 )
 from controller.cluster.masters import ASSIGNMENT, REACH, Masters
-from controller.datapath.runtime import Fabric
+from controller.datapath.runtime import DatapathRuntime
 from controller.datapath.state import CoreState
 from controller.desired.inventory import Inventory
 from controller.desired.models import Name
@@ -144,7 +144,7 @@ def standalone_targets(
     return lambda host_site: [] if host_site == site else [remote]
 
 
-def start_openflow(fabric: Fabric, host: str, port: int) -> None:
+def start_openflow(runtime: DatapathRuntime, host: str, port: int) -> None:
     """Launch os-ken in-process (os-ken 4 has no osken-manager), on its own thread."""
     # app_manager must be imported before os_ken.controller.controller (import cycle);
     # importing the latter registers the --ofp-* options.
@@ -158,7 +158,7 @@ def start_openflow(fabric: Fabric, host: str, port: int) -> None:
         args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)],
         project="os_ken",
     )
-    DaolinetApp.fabric = fabric
+    DaolinetApp.runtime = runtime
     thread = threading.Thread(
         target=AppManager.run_apps, args=(["controller.openflow.app"],), name="os-ken", daemon=True
     )
@@ -273,10 +273,10 @@ def main(
 
     record = replica_record(name, api_url, of_target, site=own_site,
                             openflow_remote=remote_target)
-    fabric_ref: list[Fabric] = []
+    runtime_ref: list[DatapathRuntime] = []
     try:
         inventory = Inventory(
-            backend, lambda change: fabric_ref[0].on_change(change), replicated=replicated
+            backend, lambda change: runtime_ref[0].on_change(change), replicated=replicated
         )
         if replicated:
             with backend.exclusive():
@@ -284,7 +284,7 @@ def main(
     except StoreError as exc:
         typer.echo(f"daolinet-controller: {exc}", err=True)
         raise typer.Exit(1) from None
-    fabric = Fabric(
+    runtime = DatapathRuntime(
         inventory.index,
         CoreState(
             idle_timeout=idle_timeout,
@@ -293,7 +293,7 @@ def main(
             packet_in_burst=packet_in_burst,
         ),
     )
-    fabric_ref.append(fabric)
+    runtime_ref.append(runtime)
     if replicated:
         # Masters spread over the replicas (controller/cluster/masters.py): the leader only
         # assigns the switches; every member masters its share.
@@ -301,29 +301,29 @@ def main(
         spread = Masters(
             backend, record, elector, ttl=lease_ttl, token=token,
             switches=lambda: {h.dpid for h in inventory.index.hosts()},
-            on_assignment=fabric.set_assignment, on_membership=fabric.set_membership,
-            connected=fabric.connected_now,
+            on_assignment=runtime.set_assignment, on_membership=runtime.set_membership,
+            connected=runtime.connected_now,
         )
         masters: Masters | None = spread
-        fabric.me = name
-        fabric.member_api = spread.member_api
-        fabric.lease_valid = lambda: spread.is_member
+        runtime.me = name
+        runtime.member_api = spread.member_api
+        runtime.lease_valid = lambda: spread.is_member
         inventory.watchers[ASSIGNMENT] = spread.apply
         inventory.watchers[REACH] = spread.apply_reach
-        Exporter(fabric, token)
+        Exporter(runtime, token)
     else:
         masters = None
         elector = Replica(
             backend, record, ttl=lease_ttl,
-            on_elected=fabric.set_master, on_deposed=lambda: fabric.set_master(None),
+            on_elected=runtime.set_master, on_deposed=lambda: runtime.set_master(None),
             standalone=True,
         )
-        fabric.generation_hint = lambda: elector.generation
-        fabric.lease_valid = lambda: elector.is_leader
+        runtime.generation_hint = lambda: elector.generation
+        runtime.lease_valid = lambda: elector.is_leader
     ctx = ApiContext(
         inventory=inventory,
         token=token,
-        fabric=fabric,
+        runtime=runtime,
         openflow_host=of_host,
         openflow_port=of_port,
         readonly_token=readonly_token,
@@ -351,9 +351,9 @@ def main(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        hub = app.state.hub = AgentHub(fabric, asyncio.get_running_loop())
+        hub = app.state.hub = AgentHub(runtime, asyncio.get_running_loop())
         hub.replica_token = token
-        start_openflow(fabric, of_host, of_port)
+        start_openflow(runtime, of_host, of_port)
         elector.start()
         if masters is not None:
             masters.start()

@@ -3,7 +3,7 @@
 Each session owns an asyncio queue drained by its WebSocket; other threads hand
 it messages with call_soon_threadsafe.  Every message carries a sequence number;
 the agent acks it once applied, and the hub turns acks (or a lost session) into
-core events through the fabric.  A session's first message is always the full
+core events through the runtime.  A session's first message is always the full
 snapshot, sent once the host's switch has been synced.
 """
 
@@ -30,7 +30,7 @@ from controller.agents.messages import (
     parse_reply,
 )
 from controller.datapath.effects import KernelRouteDelta
-from controller.datapath.runtime import Fabric
+from controller.datapath.runtime import DatapathRuntime
 from controller.desired.models import NatRule
 
 log = logging.getLogger(__name__)
@@ -57,13 +57,13 @@ class CommandError(Exception):
 
 
 class AgentHub:
-    def __init__(self, fabric: Fabric, loop: asyncio.AbstractEventLoop) -> None:
-        self.fabric = fabric
+    def __init__(self, runtime: DatapathRuntime, loop: asyncio.AbstractEventLoop) -> None:
+        self.runtime = runtime
         self.loop = loop
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self.replica_token = ""  # the API token, for commands through other replicas
-        fabric.agents = self
+        runtime.agents = self
 
     # called from the WebSocket endpoint (event loop) ---------------------------------
     def open(self, host: str) -> Session:
@@ -104,10 +104,10 @@ class AgentHub:
                           reply.error)
             return
         if isinstance(reply, Ack):
-            self.fabric.handle_timed(self.fabric.core.routes_acked, session.host, token)
+            self.runtime.handle_timed(self.runtime.core.routes_acked, session.host, token)
         else:
             log.error("agent %s could not apply routes: %s", session.host, reply.error)
-            self.fabric.handle_timed(self.fabric.core.routes_failed, session.host, token)
+            self.runtime.handle_timed(self.runtime.core.routes_failed, session.host, token)
 
     async def command(
         self, host: str, op: str, args: dict[str, Any], timeout: float = 60.0
@@ -117,7 +117,7 @@ class AgentHub:
         masters is asked through that replica (`remote_command`)."""
         with self._lock:
             session = self._sessions.get(host)
-        if session is None and self.fabric.me is not None and not self.fabric.serves(host):
+        if session is None and self.runtime.me is not None and not self.runtime.serves(host):
             return await self.remote_command(host, op, args, timeout)
         with self._lock:
             session = self._sessions.get(host)
@@ -139,7 +139,7 @@ class AgentHub:
     async def remote_command(
         self, host: str, op: str, args: dict[str, Any], timeout: float
     ) -> dict[str, Any]:
-        url = self.fabric.owner_api(host)
+        url = self.runtime.owner_api(host)
         if url is None:
             raise CommandError(f"no controller replica masters host {host} now")
         body = {"host": host, "op": op, "args": args, "timeout": timeout}
@@ -177,7 +177,7 @@ class AgentHub:
         with self._lock:
             return sorted(h for h, s in self._sessions.items() if s.ready)
 
-    # called from any thread (fabric effects) -----------------------------------------
+    # called from any thread (runtime effects) -----------------------------------------
     def send_delta(self, delta: KernelRouteDelta) -> None:
         with self._lock:
             session = self._sessions.get(delta.host)
@@ -231,7 +231,7 @@ class AgentHub:
 
     # internals ------------------------------------------------------------------------
     def _offer_snapshot(self, session: Session) -> None:
-        delay = self.fabric.snapshot_delay(session.host)
+        delay = self.runtime.snapshot_delay(session.host)
         if delay > 0:
             # just taken over: the other replicas' exports for this host are on
             # their way, and the snapshot must hold them
@@ -239,13 +239,13 @@ class AgentHub:
                 self.loop.call_later, delay, self._offer_snapshot, session
             )
             return
-        snap = self.fabric.snapshot(session.host)
+        snap = self.runtime.snapshot(session.host)
         if snap is None:
             log.info("agent %s waits for its switch to sync before its snapshot", session.host)
             return
         token, routes = snap
-        nat = self.fabric.nat_snapshot(session.host)
-        mesh = self.fabric.mesh_hosts()
+        nat = self.runtime.nat_snapshot(session.host)
+        mesh = self.runtime.mesh_hosts()
         with self._lock:
             if session.ready:
                 return

@@ -1,7 +1,7 @@
 """What the API routers need from the rest of the controller, as one context object.
 
 create_app() stores an ApiContext on app.state.ctx; routers take it with the
-`Ctx` dependency.  The fabric (live hot-plug state and the agent stream hub) is a
+`Ctx` dependency.  The runtime (live hot-plug state and the agent stream hub) is a
 Protocol here so the API can be tested without a running OpenFlow app.
 """
 
@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from controller.desired.inventory import Inventory
 
 
-class Fabric(Protocol):
-    """What the API reads of controller.datapath.runtime.Fabric (tests give a fake)."""
+class RuntimeView(Protocol):
+    """What the API reads of controller.datapath.runtime.DatapathRuntime (tests give a fake)."""
 
     @property
     def master(self) -> int | None:
@@ -58,7 +58,7 @@ class Fabric(Protocol):
 class ApiContext:
     inventory: Inventory
     token: str
-    fabric: Fabric
+    runtime: RuntimeView
     openflow_host: str  # listen address of the OpenFlow endpoint ("0.0.0.0" = any)
     openflow_port: int
     readonly_token: str = ""  # may only read ("" = no such token)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from controller.datapath.needs import NeedsExport
-from controller.datapath.runtime import Fabric
+from controller.datapath.runtime import DatapathRuntime
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,14 @@ def export_body(sender: str, export: NeedsExport) -> dict[str, Any]:
 
 
 class Exporter:
-    def __init__(self, fabric: Fabric, token: str) -> None:
-        self.fabric = fabric
+    def __init__(self, runtime: DatapathRuntime, token: str) -> None:
+        self.runtime = runtime
         self.token = token
         self._lock = threading.Lock()
         self._queues: dict[str, queue.SimpleQueue[tuple[str, NeedsExport]]] = {}
         self.sent = 0
         self.failed = 0
-        fabric.send_export = self.send
+        runtime.send_export = self.send
 
     def send(self, sender: str, export: NeedsExport) -> None:
         with self._lock:
@@ -65,7 +65,7 @@ class Exporter:
                 with self._lock:
                     self.sent += 1
                     self.failed += not ok
-                self.fabric.handle_timed(self.fabric.core.exports_acked, host, export.token, ok)
+                self.runtime.handle_timed(self.runtime.core.exports_acked, host, export.token, ok)
 
     def _post(self, client: httpx.Client, sender: str, export: NeedsExport) -> bool:
         """Deliver one export; a host changing masters is tried again for a moment:
@@ -74,7 +74,7 @@ class Exporter:
         for attempt in range(RETRIES + 1):
             if attempt:
                 time.sleep(RETRY_EVERY)
-            url = self.fabric.owner_api(export.host)
+            url = self.runtime.owner_api(export.host)
             if url is None:
                 why = "no replica masters it now"
                 continue

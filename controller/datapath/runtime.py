@@ -1,7 +1,7 @@
 """The runtime around the pure core: one lock, the clock, and where effects go.
 
 os-ken threads (OpenFlow events), the asyncio loop (agent streams, API) and the
-ticker all call `Fabric.handle(...)`: the core runs under the lock, then its
+ticker all call `DatapathRuntime.handle(...)`: the core runs under the lock, then its
 effects are carried out outside it (OpenFlow messages to the switches, route
 deltas to the agent hub).
 """
@@ -40,7 +40,7 @@ from controller.desired.models import NatRule
 
 log = logging.getLogger(__name__)
 
-TAKEOVER_SETTLE = 0.3  # seconds (see Fabric.snapshot_delay)
+TAKEOVER_SETTLE = 0.3  # seconds (see DatapathRuntime.snapshot_delay)
 
 
 class AgentLink(Protocol):
@@ -65,7 +65,7 @@ class ImportWait:
     ok: bool = False
 
 
-class Fabric:
+class DatapathRuntime:
     def __init__(self, index: DesiredIndex, state: CoreState | None = None) -> None:
         self.lock = threading.RLock()
         self.index = index

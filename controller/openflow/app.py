@@ -44,7 +44,7 @@ from controller.datapath.messages import (
     SetField,
     match,
 )
-from controller.datapath.runtime import Fabric
+from controller.datapath.runtime import DatapathRuntime
 from controller.openflow.checksum import complete_l4_checksum
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     OFP_VERSIONS: ClassVar[list[int]] = [ofp.OFP_VERSION]
     # Set by controller.main before os-ken instantiates the app.
-    fabric: ClassVar[Fabric]
+    runtime: ClassVar[DatapathRuntime]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -181,18 +181,18 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         self._ports: dict[int, list[PortInfo]] = {}
         self._role_lock = threading.Lock()
         self._roles: dict[int, tuple[bool, int]] = {}  # dpid -> (master?, generation) sent
-        self.fabric.send_openflow = self._send
+        self.runtime.send_openflow = self._send
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="daolinet-tick", daemon=True)
         self._ticker.start()
-        self.fabric.listen_role(self._role_changed)
+        self.runtime.listen_role(self._role_changed)
 
     def close(self) -> None:
         self._stop.set()
 
     # roles (docs/architecture.md, "Replicas") -----------------------------------------
     def _masters(self, dpid: int) -> bool:
-        return self.fabric.is_master(dpid)
+        return self.runtime.is_master(dpid)
 
     def _role_changed(self, generation: int | None = None) -> None:
         """Roles changed (elected, deposed, a new assignment): ask every switch for
@@ -208,17 +208,17 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         lost = [d for d, was, now in changes if was and not now]
         if gained:
             log.info("master of %d more switch(es), generation %d", len(gained),
-                     self.fabric.role_generation())
+                     self.runtime.role_generation())
         if lost:
             log.warning("no longer master of %d switch(es)", len(lost))
         for dpid in gained:
-            self.fabric.handle(self.fabric.core.switch_connected, dpid)
+            self.runtime.handle(self.runtime.core.switch_connected, dpid)
         for dpid in lost:
-            self.fabric.handle(self.fabric.core.switch_disconnected, dpid)
+            self.runtime.handle(self.runtime.core.switch_disconnected, dpid)
 
     def _request_role(self, dp: Any) -> tuple[bool, int]:
         """Send the role we want of `dp` if it changed (caller holds _role_lock)."""
-        want = (self._masters(dp.id), self.fabric.role_generation())
+        want = (self._masters(dp.id), self.runtime.role_generation())
         if self._roles.get(dp.id) != want:
             self._roles[dp.id] = want
             role = ofp.OFPCR_ROLE_MASTER if want[0] else ofp.OFPCR_ROLE_SLAVE
@@ -233,9 +233,9 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         msg = ev.msg
         mastered = (
             msg.role == ofp.OFPCR_ROLE_MASTER
-            and msg.generation_id == self.fabric.role_generation()
+            and msg.generation_id == self.runtime.role_generation()
         )
-        self.fabric.confirm_master(msg.datapath.id, mastered)
+        self.runtime.confirm_master(msg.datapath.id, mastered)
         if mastered:
             log.info("switch %016x: master (generation %d)", msg.datapath.id,
                      msg.generation_id)
@@ -247,11 +247,11 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         msg = ev.msg
         dpid = msg.datapath.id
         if msg.type == ofp.OFPET_ROLE_REQUEST_FAILED:
-            self.fabric.count_refusal("role")
+            self.runtime.count_refusal("role")
             log.error("switch %016x refused our role request (code %d: a newer generation "
                       "leads it)", dpid, msg.code)
         elif msg.type == ofp.OFPET_BAD_REQUEST and msg.code == ofp.OFPBRC_IS_SLAVE:
-            self.fabric.count_refusal("slave")
+            self.runtime.count_refusal("slave")
             log.warning("switch %016x refused a message: this replica is not its master",
                         dpid)
         else:
@@ -265,7 +265,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         the first-packet path.  Nothing is sent unless this replica is master.
         """
         dp = self.datapaths.get(dpid)
-        if dp is None or not self._masters(dpid) or not self.fabric.lease_valid():
+        if dp is None or not self._masters(dpid) or not self.runtime.lease_valid():
             return
         bufs = []
         for msg in msgs:
@@ -280,7 +280,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
             if not any(self._masters(d) for d in list(self.datapaths)):
                 continue
             try:
-                self.fabric.handle_timed(self.fabric.core.tick)
+                self.runtime.handle_timed(self.runtime.core.tick)
             except Exception:
                 log.exception("tick failed")
 
@@ -290,14 +290,14 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         dp = ev.msg.datapath
         with self._role_lock:
             self.datapaths[dp.id] = dp
-            self.fabric.switch_seen(dp.id, True)
+            self.runtime.switch_seen(dp.id, True)
             self._roles.pop(dp.id, None)  # a new connection: ask again
             # Under the lock: a role change either sees this switch or is seen here.
             master, _ = self._request_role(dp)
         log.info("switch %016x connected from %s (%s)", dp.id, dp.address,
                  "master" if master else "slave")
         if master:
-            self.fabric.handle(self.fabric.core.switch_connected, dp.id)
+            self.runtime.handle(self.runtime.core.switch_connected, dp.id)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_dead(self, ev: Any) -> None:
@@ -308,11 +308,11 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
                 return
             del self.datapaths[dpid]
             was_master = self._roles.pop(dpid, (False, 0))[0]
-        self.fabric.switch_seen(dpid, False)
-        self.fabric.confirm_master(dpid, False)
+        self.runtime.switch_seen(dpid, False)
+        self.runtime.confirm_master(dpid, False)
         log.info("switch %016x disconnected", dpid)
         if was_master:
-            self.fabric.handle(self.fabric.core.switch_disconnected, dpid)
+            self.runtime.handle(self.runtime.core.switch_disconnected, dpid)
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_port_desc(self, ev: Any) -> None:
@@ -323,7 +323,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         if ev.msg.flags & ofp.OFPMPF_REPLY_MORE:
             return
         ports = self._ports.pop(dpid, [])
-        self.fabric.handle(self.fabric.core.ports_described, dpid, ports)
+        self.runtime.handle(self.runtime.core.ports_described, dpid, ports)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_port_status(self, ev: Any) -> None:
@@ -332,9 +332,9 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
             return
         port = _port(msg.desc)
         if msg.reason == ofp.OFPPR_DELETE:
-            self.fabric.handle(self.fabric.core.port_removed, msg.datapath.id, port)
+            self.runtime.handle(self.runtime.core.port_removed, msg.datapath.id, port)
         else:
-            self.fabric.handle(self.fabric.core.port_added, msg.datapath.id, port)
+            self.runtime.handle(self.runtime.core.port_added, msg.datapath.id, port)
 
     # traffic ---------------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
@@ -348,15 +348,15 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
             ct_state = ct_state[0]
         info = parse_ipv4(m["in_port"], bytes(msg.data), msg.table_id, int(ct_state))
         if info is not None:
-            self.fabric.handle_timed(self.fabric.core.packet_in, msg.datapath.id, info)
+            self.runtime.handle_timed(self.runtime.core.packet_in, msg.datapath.id, info)
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_flow_removed(self, ev: Any) -> None:
         msg = ev.msg
         if not self._masters(msg.datapath.id):
             return
-        self.fabric.handle(
-            self.fabric.core.flow_removed, msg.datapath.id, msg.cookie, msg.packet_count
+        self.runtime.handle(
+            self.runtime.core.flow_removed, msg.datapath.id, msg.cookie, msg.packet_count
         )
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
@@ -370,7 +370,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
             return
         body = self._parts.pop(key, [])
         flows = [f for f in (_dumped(s) for s in body) if f is not None]
-        self.fabric.handle_timed(self.fabric.core.flows_dumped, msg.datapath.id, flows)
+        self.runtime.handle_timed(self.runtime.core.flows_dumped, msg.datapath.id, flows)
 
 
 def parse_ipv4(

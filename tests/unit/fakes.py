@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 
-class FakeFabric:
-    """The API's view of the fabric (controller/api/deps.py, Fabric): leading by
+class FakeRuntime:
+    """The API's view of the runtime (controller/api/deps.py, RuntimeView): leading by
     default (`master` is the leadership's generation; None: a follower), with the
     live connections `routes` (GET /routes filters them by host)."""
 

@@ -1,4 +1,4 @@
-"""REST API against an in-process app (FastAPI TestClient), with a fake fabric."""
+"""REST API against an in-process app (FastAPI TestClient), with a fake runtime."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ ROUTES = [
 ]
 
 
-class FakeFabric(fakes.FakeFabric):
+class FakeRuntime(fakes.FakeRuntime):
     """Leading by default, with the ROUTES of this module."""
 
     def __init__(self, master: int | None = 1) -> None:
@@ -59,7 +59,7 @@ def extra_routers() -> list[APIRouter]:
 
     @routes.get("/routes")
     def list_routes(ctx: Ctx, host: str | None = None) -> list[dict[str, Any]]:
-        return ctx.fabric.routes(host)
+        return ctx.runtime.routes(host)
 
     stream = APIRouter()
 
@@ -81,7 +81,7 @@ def make_ctx(db: Path, events: list[Change], openflow_host: str = "0.0.0.0") -> 
     return ApiContext(
         inventory=inventory,
         token=TOKEN,
-        fabric=FakeFabric(),
+        runtime=FakeRuntime(),
         openflow_host=openflow_host,
         openflow_port=6653,
     )
@@ -197,10 +197,10 @@ def test_websocket_check_token(ctx: ApiContext) -> None:
 
 
 def test_a_follower_refuses_agent_streams(ctx: ApiContext) -> None:
-    """The real stream endpoint: a replica that is not master (fabric.master None)
+    """The real stream endpoint: a replica that is not master (runtime.master None)
     closes with 4503, naming the leader."""
     ctx.inventory.register_host("h1", "198.18.0.11")
-    ctx.fabric = FakeFabric(master=None)
+    ctx.runtime = FakeRuntime(master=None)
     app = create_app(ctx, [stream.router])
     app.state.hub = None  # never reached
     for leader, reason in ((None, "not the leader; no leader now"),
@@ -543,7 +543,7 @@ def test_host_errors(client: TestClient) -> None:
 # --- routes (extra router) -----------------------------------------------------------
 
 
-def test_routes_from_fabric(client: TestClient) -> None:
+def test_routes_from_runtime(client: TestClient) -> None:
     assert client.get("/api/v1/routes").json() == ROUTES
     assert client.get("/api/v1/routes", params={"host": "h1"}).json() == ROUTES[:1]
 

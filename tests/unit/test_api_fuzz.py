@@ -19,7 +19,7 @@ from controller.api.auth import RequireToken
 from controller.api.deps import ApiContext, Ctx
 from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
-from tests.unit.fakes import FakeFabric
+from tests.unit.fakes import FakeRuntime
 
 TOKEN = "fuzz-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -35,7 +35,7 @@ def _routes_router() -> APIRouter:
 
     @router.get("/routes")
     def list_routes(ctx: Ctx, host: str | None = None) -> list[dict[str, Any]]:
-        return ctx.fabric.routes(host)
+        return ctx.runtime.routes(host)
 
     return router
 
@@ -56,7 +56,7 @@ def _app() -> Any:
     ctx = ApiContext(
         inventory=inventory,
         token=TOKEN,
-        fabric=FakeFabric(),
+        runtime=FakeRuntime(),
         openflow_host="0.0.0.0",
         openflow_port=6653,
         readonly_token="fuzz-ro",

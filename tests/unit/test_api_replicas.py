@@ -15,7 +15,7 @@ from controller.cluster.masters import REACH
 from controller.desired.inventory import Inventory
 from controller.store.base import Store, StoreUnavailable
 from controller.store.sqlite import SqliteStore
-from tests.unit.test_api import FakeFabric
+from tests.unit.test_api import FakeRuntime
 
 ADMIN, READONLY = "admin-token", "readonly-token"
 
@@ -27,7 +27,7 @@ C1 = replica_record("c1", "http://198.18.0.2:8080", "tcp:198.18.0.2:6653")
 def context(store: Store, *, replicated: bool, replica: dict[str, Any] | None) -> ApiContext:
     return ApiContext(
         inventory=Inventory(store, lambda change: None, replicated=replicated), token=ADMIN,
-        fabric=FakeFabric(),
+        runtime=FakeRuntime(),
         openflow_host="0.0.0.0", openflow_port=6653, readonly_token=READONLY,
         replica=replica,
     )

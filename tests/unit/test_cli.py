@@ -41,7 +41,7 @@ ROUTES = [
 ]
 
 
-class FakeFabric(fakes.FakeFabric):
+class FakeRuntime(fakes.FakeRuntime):
     """Leading by default, with the ROUTES of this module."""
 
     def __init__(self, master: int | None = 1) -> None:
@@ -53,7 +53,7 @@ def routes_router() -> APIRouter:
 
     @router.get("/routes")
     def list_routes(ctx: Ctx, host: str | None = None) -> list[dict[str, Any]]:
-        return ctx.fabric.routes(host)
+        return ctx.runtime.routes(host)
 
     return router
 
@@ -76,7 +76,7 @@ def api(tmp_dir: Callable[[str], Path]) -> Iterator[Api]:
     ctx = ApiContext(
         inventory=Inventory(store, lambda _c: None),
         token=TOKEN,
-        fabric=FakeFabric(),
+        runtime=FakeRuntime(),
         openflow_host="0.0.0.0",
         openflow_port=6653,
     )
@@ -284,7 +284,7 @@ def test_replicas_of_a_standalone_controller(run, api: Api) -> None:
 def replicated_context(store: SqliteStore) -> ApiContext:
     """An API on `store` as replicated controllers see it (SQLite standing in for etcd)."""
     return ApiContext(inventory=Inventory(store, lambda _c: None, replicated=True), token=TOKEN,
-                      fabric=FakeFabric(), openflow_host="0.0.0.0", openflow_port=6653)
+                      runtime=FakeRuntime(), openflow_host="0.0.0.0", openflow_port=6653)
 
 
 def test_replicas_of_replicated_controllers(tmp_path: Path) -> None:

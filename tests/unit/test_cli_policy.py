@@ -18,7 +18,7 @@ from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
 from tests.unit.apiserver import serve
 from tests.unit.clirunner import CliRunner
-from tests.unit.test_cli import FakeFabric, routes_router
+from tests.unit.test_cli import FakeRuntime, routes_router
 
 TOKEN, READONLY = "cli-admin", "cli-readonly"
 
@@ -35,7 +35,7 @@ def api(tmp_dir: Callable[[str], Path]) -> Iterator[Api]:
     ctx = ApiContext(
         inventory=Inventory(store, lambda _c: None),
         token=TOKEN,
-        fabric=FakeFabric(),
+        runtime=FakeRuntime(),
         openflow_host="0.0.0.0",
         openflow_port=6653,
         readonly_token=READONLY,

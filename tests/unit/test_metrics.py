@@ -9,18 +9,18 @@ from fastapi.testclient import TestClient
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.routes import metrics
-from controller.datapath.runtime import Fabric
+from controller.datapath.runtime import DatapathRuntime
 from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
 
 
 def test_metrics_reports_counters_and_setup_histogram(tmp_path: Path) -> None:
     inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
-    fabric = Fabric(inventory.index)
-    counters = fabric.core.state.counters
+    runtime = DatapathRuntime(inventory.index)
+    counters = runtime.core.state.counters
     counters.packet_ins, counters.setups, counters.denials = 7, 3, 2
     counters.setup_latency = [0.0004, 0.0015, 0.03]
-    ctx = ApiContext(inventory=inventory, token="t", fabric=fabric, openflow_host="0.0.0.0",
+    ctx = ApiContext(inventory=inventory, token="t", runtime=runtime, openflow_host="0.0.0.0",
                      openflow_port=6653)
     app = create_app(ctx)
     app.include_router(metrics.router)
@@ -38,14 +38,14 @@ def test_metrics_reports_counters_and_setup_histogram(tmp_path: Path) -> None:
 
 def test_metrics_per_host_and_drop_counters(tmp_path: Path) -> None:
     inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
-    fabric = Fabric(inventory.index)
-    state = fabric.core.state
+    runtime = DatapathRuntime(inventory.index)
+    state = runtime.core.state
     state.count("h1", "packet_ins", 5)
     state.count("h2", "packet_ins", 2)
     state.count("h1", "denied_packets", 40)
     state.live_denied["h1"] = 2
     state.live_spoofed["h2"] = 9
-    ctx = ApiContext(inventory=inventory, token="t", fabric=fabric, openflow_host="0.0.0.0",
+    ctx = ApiContext(inventory=inventory, token="t", runtime=runtime, openflow_host="0.0.0.0",
                      openflow_port=6653)
     app = create_app(ctx)
     app.include_router(metrics.router)
@@ -59,19 +59,19 @@ def test_metrics_per_host_and_drop_counters(tmp_path: Path) -> None:
     assert 'daolinet_host_setup_seconds_count{host="h1"} 0' in lines
 
 
-def metrics_of_a_fabric(tmp_path: Path) -> tuple[Fabric, TestClient]:
-    """A real Fabric and a client of the app serving its /metrics."""
+def metrics_of_a_runtime(tmp_path: Path) -> tuple[DatapathRuntime, TestClient]:
+    """A real DatapathRuntime and a client of the app serving its /metrics."""
     inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
-    fabric = Fabric(inventory.index)
-    ctx = ApiContext(inventory=inventory, token="t", fabric=fabric, openflow_host="0.0.0.0",
+    runtime = DatapathRuntime(inventory.index)
+    ctx = ApiContext(inventory=inventory, token="t", runtime=runtime, openflow_host="0.0.0.0",
                      openflow_port=6653)
     app = create_app(ctx)
     app.include_router(metrics.router)
-    return fabric, TestClient(app)
+    return runtime, TestClient(app)
 
 
 def test_metrics_replica_role_switches_and_refusals(tmp_path: Path) -> None:
-    fabric, client = metrics_of_a_fabric(tmp_path)
+    runtime, client = metrics_of_a_runtime(tmp_path)
 
     def lines() -> set[str]:
         return set(client.get("/metrics").text.splitlines())
@@ -79,30 +79,30 @@ def test_metrics_replica_role_switches_and_refusals(tmp_path: Path) -> None:
     assert {"daolinet_replica_leader 0", "daolinet_switches_mastered 0",
             'daolinet_openflow_refused_total{kind="role"} 0',
             'daolinet_openflow_refused_total{kind="slave"} 0'} <= lines()
-    fabric.set_master(7)
-    fabric.confirm_master(1, True)
-    fabric.confirm_master(2, True)
-    fabric.count_refusal("slave")
+    runtime.set_master(7)
+    runtime.confirm_master(1, True)
+    runtime.confirm_master(2, True)
+    runtime.count_refusal("slave")
     assert {"daolinet_replica_leader 1", "daolinet_switches_mastered 2",
             'daolinet_openflow_refused_total{kind="slave"} 1'} <= lines()
-    fabric.set_master(None)  # deposed: no switch is ours any more
+    runtime.set_master(None)  # deposed: no switch is ours any more
     assert {"daolinet_replica_leader 0", "daolinet_switches_mastered 0"} <= lines()
 
 
 def test_metrics_switches_connected_whatever_their_role(tmp_path: Path) -> None:
-    fabric, client = metrics_of_a_fabric(tmp_path)
+    runtime, client = metrics_of_a_runtime(tmp_path)
 
     def connected() -> set[str]:
         return {line for line in client.get("/metrics").text.splitlines()
                 if line.startswith("daolinet_switches_connected ")}
 
     assert connected() == {"daolinet_switches_connected 0"}
-    fabric.switch_seen(1, True)
-    fabric.switch_seen(2, True)
-    fabric.switch_seen(2, True)  # a reconnection
+    runtime.switch_seen(1, True)
+    runtime.switch_seen(2, True)
+    runtime.switch_seen(2, True)  # a reconnection
     assert connected() == {"daolinet_switches_connected 2"}  # as a follower (no master)
-    fabric.set_master(3)
-    fabric.set_master(None)
+    runtime.set_master(3)
+    runtime.set_master(None)
     assert connected() == {"daolinet_switches_connected 2"}  # roles do not change it
-    fabric.switch_seen(1, False)
+    runtime.switch_seen(1, False)
     assert connected() == {"daolinet_switches_connected 1"}

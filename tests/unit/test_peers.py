@@ -13,7 +13,7 @@ from controller.api.deps import ApiContext
 from controller.api.routes import exports as peers
 from controller.api.routes import live as routes
 from controller.api.routes.live import merge_routes
-from controller.datapath.runtime import Fabric
+from controller.datapath.runtime import DatapathRuntime
 from controller.desired.inventory import Inventory
 from controller.desired.models import Host
 from controller.store.sqlite import SqliteStore
@@ -33,34 +33,34 @@ def test_the_two_halves_of_a_connection_are_one_row() -> None:
     assert merged == [half(4, 5.0, 0.2), other]
 
 
-def spread_app(tmp_path: Path, me: str | None) -> tuple[TestClient, Fabric]:
+def spread_app(tmp_path: Path, me: str | None) -> tuple[TestClient, DatapathRuntime]:
     inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
     for name, dpid in (("h1", 1), ("h2", 2)):
         inventory.index.put_host(Host(name=name, address=ipaddress.IPv4Address(
             f"198.18.0.{dpid}"), dpid=dpid))
-    fabric = Fabric(inventory.index)
-    fabric.me = me
-    fabric.set_membership(True)
-    fabric.set_assignment({1: "c0", 2: "c1"}, 7)
-    ctx = ApiContext(inventory=inventory, token=ADMIN, fabric=fabric,
+    runtime = DatapathRuntime(inventory.index)
+    runtime.me = me
+    runtime.set_membership(True)
+    runtime.set_assignment({1: "c0", 2: "c1"}, 7)
+    ctx = ApiContext(inventory=inventory, token=ADMIN, runtime=runtime,
                      openflow_host="0.0.0.0", openflow_port=6653)
     app = create_app(ctx, [peers.router, routes.router])
-    return TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}), fabric
+    return TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}), runtime
 
 
 NEEDS = {"sender": "c1", "generation": 7, "token": 3, "needs": {"2": {"10.1.0.6": "198.19.0.2"}}}
 
 
 def test_needs_for_a_host_we_do_not_master_are_refused(tmp_path: Path) -> None:
-    client, fabric = spread_app(tmp_path, "c0")
-    assert fabric.serves("h1") and not fabric.serves("h2")
-    assert fabric.core.state.foreign == {"h2"}
+    client, runtime = spread_app(tmp_path, "c0")
+    assert runtime.serves("h1") and not runtime.serves("h2")
+    assert runtime.core.state.foreign == {"h2"}
     r = client.post("/api/v1/replicas/needs", json=dict(NEEDS, host="h2"))
     assert r.status_code == 409 and "does not master host h2" in r.json()["detail"]
     # ours, but its switch has not connected (no dump yet): kept, answered not ok
     r = client.post("/api/v1/replicas/needs", json=dict(NEEDS, host="h1"))
     assert r.status_code == 200 and r.json() == {"ok": False}
-    table = fabric.core.state.imports["h1"].sets[2]
+    table = runtime.core.state.imports["h1"].sets[2]
     assert (table.generation, table.token) == (7, 3)
     assert table.needs == {ipaddress.IPv4Address("10.1.0.6"): ipaddress.IPv4Address("198.19.0.2")}
     r = client.post("/api/v1/replicas/needs", json=dict(NEEDS, host="h1", needs={"x": {}}))
@@ -68,9 +68,9 @@ def test_needs_for_a_host_we_do_not_master_are_refused(tmp_path: Path) -> None:
 
 
 def test_without_membership_nothing_is_ours(tmp_path: Path) -> None:
-    client, fabric = spread_app(tmp_path, "c0")
-    fabric.set_membership(False)
-    assert not fabric.serves("h1") and fabric.core.state.foreign == {"h1", "h2"}
+    client, runtime = spread_app(tmp_path, "c0")
+    runtime.set_membership(False)
+    assert not runtime.serves("h1") and runtime.core.state.foreign == {"h1", "h2"}
     r = client.post("/api/v1/replicas/agent-command",
                     json={"host": "h1", "op": "wg-keygen"})
     assert r.status_code == 409

@@ -44,31 +44,31 @@ class AgentCommandIn(BaseModel):
     timeout: Annotated[float, Field(gt=0, le=300)] = 60.0
 
 
-def _fabric(ctx: Ctx) -> Any:
-    fabric = ctx.fabric
-    if getattr(fabric, "me", None) is None:
+def _spread_runtime(ctx: Ctx) -> Any:
+    runtime = ctx.runtime
+    if getattr(runtime, "me", None) is None:
         raise HTTPException(404, "masters are not spread over replicas here")
-    return fabric
+    return runtime
 
 
 @router.post("/replicas/needs", summary="Another replica's route needs on our host")
 async def import_needs(ctx: Ctx, body: NeedsIn) -> dict[str, bool]:
-    fabric = _fabric(ctx)
-    if not fabric.serves(body.host):
+    runtime = _spread_runtime(ctx)
+    if not runtime.serves(body.host):
         raise HTTPException(409, f"this replica does not master host {body.host}")
-    wait = fabric.import_needs(body.host, body.generation, body.token,
+    wait = runtime.import_needs(body.host, body.generation, body.token,
                                {d: dict(n) for d, n in body.needs.items()})
     done = await asyncio.to_thread(wait.done.wait, EXPORT_TIMEOUT)
     if not done:
-        fabric.forget_import(wait)
+        runtime.forget_import(wait)
     return {"ok": bool(done and wait.ok)}
 
 
 @router.post("/replicas/agent-command", summary="A command for the agent of our host")
 async def agent_command(ctx: Ctx, request: Request, body: AgentCommandIn) -> dict[str, Any]:
-    fabric = _fabric(ctx)
+    runtime = _spread_runtime(ctx)
     hub: AgentHub | None = getattr(request.app.state, "hub", None)
-    if hub is None or not fabric.serves(body.host):
+    if hub is None or not runtime.serves(body.host):
         raise HTTPException(409, f"this replica does not master host {body.host}")
     try:
         return await hub.command(body.host, body.op, body.args, timeout=body.timeout)
@@ -78,4 +78,4 @@ async def agent_command(ctx: Ctx, request: Request, body: AgentCommandIn) -> dic
 
 @router.get("/replicas/routes", summary="Live connections through our switches only")
 def local_routes(ctx: Ctx, host: str | None = None) -> list[dict[str, Any]]:
-    return list(_fabric(ctx).routes(host))
+    return list(_spread_runtime(ctx).routes(host))

@@ -1,4 +1,4 @@
-"""GET /routes: the live hot-plug connections, read from the fabric.
+"""GET /routes: the live hot-plug connections, read from the runtime.
 
 With masters spread over replicas each replica knows the connections through the
 switches it masters: the answer merges every member's (`/replicas/routes`), one
@@ -26,7 +26,7 @@ PEER_TIMEOUT = 3.0
 async def list_routes(
     ctx: Ctx, request: Request, host: str | None = None
 ) -> list[dict[str, Any]] | JSONResponse:
-    rows = ctx.fabric.routes(host)
+    rows = ctx.runtime.routes(host)
     peers: Callable[[], list[str]] | None = getattr(request.app.state, "peer_apis", None)
     if peers is None:
         return rows

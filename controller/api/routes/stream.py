@@ -31,7 +31,7 @@ async def agent_stream(websocket: WebSocket, name: str) -> None:
     if ctx.inventory.index.host(name) is None:
         await websocket.close(code=CLOSE_UNKNOWN_HOST, reason=f"host {name} is not registered")
         return
-    if not ctx.fabric.serves(name):
+    if not ctx.runtime.serves(name):
         await websocket.close(code=CLOSE_NOT_LEADER, reason=not_serving_reason(websocket, name))
         return
     await websocket.accept()
@@ -55,7 +55,7 @@ def not_serving_reason(websocket: WebSocket, host: str) -> str:
     """Why this replica refuses `host`'s stream, and where to go instead."""
     ctx: ApiContext = websocket.app.state.ctx
     if getattr(websocket.app.state, "masters", None) is not None:  # spread masters
-        url = ctx.fabric.owner_api(host)
+        url = ctx.runtime.owner_api(host)
         return (f"not the master of {host}; {url} is" if url
                 else f"not the master of {host}; no replica is now")
     leader = getattr(websocket.app.state, "leader", None)

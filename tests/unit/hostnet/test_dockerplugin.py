@@ -22,7 +22,7 @@ from hostnet.docker.common import DOCKER_ENDPOINT_KEY
 from hostnet.docker.engine import SYNCED_LABEL, DockerError
 from hostnet.docker.plugin import CONTENT_TYPE, DockerPlugin, create_plugin_app
 from hostnet.host.ports import peer_temp_name
-from tests.unit.fakes import FakeFabric
+from tests.unit.fakes import FakeRuntime
 
 TOKEN = "t0ken"
 
@@ -127,7 +127,7 @@ class World:
         self.inventory = Inventory(SqliteStore(str(tmp / "s.db")), self.changes.append)
         for i, host in enumerate(("h1", "h2"), start=1):
             self.inventory.register_host(host, f"198.18.0.{10 + i}")
-        ctx = ApiContext(inventory=self.inventory, token=TOKEN, fabric=FakeFabric(),
+        ctx = ApiContext(inventory=self.inventory, token=TOKEN, runtime=FakeRuntime(),
                          openflow_host="127.0.0.1", openflow_port=6653)
         self.app = create_app(ctx)
         self.docker = {h: FakeDocker() for h in ("h1", "h2")}
