@@ -57,16 +57,26 @@ class CommandError(Exception):
 
 
 class AgentHub:
-    def __init__(self, runtime: DatapathRuntime, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, runtime: DatapathRuntime, *, token: str = "") -> None:
+        """`token`: the API token, for commands through other replicas.  Made with
+        the runtime (its `agents` factory); the event loop of the streams is the
+        API server's, known once the first stream opens (`open`)."""
         self.runtime = runtime
-        self.loop = loop
+        self.replica_token = token
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
-        self.replica_token = ""  # the API token, for commands through other replicas
-        runtime.agents = self
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The API server's event loop, which runs every stream (set by `open`)."""
+        if self._loop is None:
+            raise RuntimeError("no agent stream has opened yet")
+        return self._loop
 
     # called from the WebSocket endpoint (event loop) ---------------------------------
     def open(self, host: str) -> Session:
+        self._loop = asyncio.get_running_loop()
         session = Session(host, asyncio.Queue())
         with self._lock:
             old = self._sessions.get(host)
@@ -117,7 +127,7 @@ class AgentHub:
         masters is asked through that replica (`remote_command`)."""
         with self._lock:
             session = self._sessions.get(host)
-        if session is None and self.runtime.me is not None and not self.runtime.serves(host):
+        if session is None and self.runtime.roles.me is not None and not self.runtime.serves(host):
             return await self.remote_command(host, op, args, timeout)
         with self._lock:
             session = self._sessions.get(host)

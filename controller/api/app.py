@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 
 from fastapi import APIRouter, FastAPI
 
-from controller.api.deps import ApiContext
+from controller.api.deps import ApiApp, ApiContext
 from controller.api.errors import install_error_handlers
 from controller.api.routes import (
     containers,
@@ -22,7 +23,14 @@ from controller.api.routes import (
 API_PREFIX = "/api/v1"
 
 
-def create_app(ctx: ApiContext, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    ctx: ApiContext,
+    extra_routers: Sequence[APIRouter] = (),
+    lifespan: Lifespan | None = None,
+) -> ApiApp:
     """The API app: hosts, networks, containers, groups, policies, firewalls, trace and
     replicas plus `extra_routers`, under /api/v1.
 
@@ -30,12 +38,13 @@ def create_app(ctx: ApiContext, extra_routers: Sequence[APIRouter] = ()) -> Fast
     agent stream WebSocket) bring their own check: `dependencies=[RequireToken]`
     for HTTP, `check_token()` for a WebSocket that wants its own close codes.
     """
-    app = FastAPI(
+    app = ApiApp(
+        ctx,
         title="daolinet",
         summary="Policy API of the daolinet SDN controller",
         version="0.1.0",
+        lifespan=lifespan,
     )
-    app.state.ctx = ctx
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["health"], summary="Liveness (no auth)")

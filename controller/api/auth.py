@@ -14,18 +14,14 @@ work for HTTP routes and WebSocket routes alike and show up as the `HTTPBearer`
 scheme in /docs.
 """
 
-from __future__ import annotations
-
 import enum
 import hmac
-from typing import TYPE_CHECKING
 
 from fastapi import Depends, HTTPException, WebSocketException, status
 from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
-if TYPE_CHECKING:
-    from controller.api.deps import ApiContext
+from controller.api.deps import ApiContext, Ctx
 
 MISSING = "missing bearer token"
 INVALID = "invalid token"
@@ -97,8 +93,9 @@ class BearerToken(HTTPBearer):
         self.writers = writers
         self.what = what  # what the writers may change, for the 403 message
 
-    async def __call__(self, conn: HTTPConnection) -> None:
-        ctx: ApiContext = conn.app.state.ctx
+    # No `from __future__ import annotations` in this module: FastAPI reads the
+    # dependencies of a callable object from its real annotations (`ctx: Ctx`).
+    async def __call__(self, conn: HTTPConnection, ctx: Ctx) -> None:  # type: ignore[override]
         token = parse_bearer(conn.headers.get("authorization"))
         if token is None:
             self._deny(conn, status.HTTP_401_UNAUTHORIZED, MISSING)

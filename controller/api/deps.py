@@ -1,17 +1,28 @@
-"""What the API routers need from the rest of the controller, as one context object.
+"""What the API routers need from the rest of the controller, as one typed context.
 
-create_app() stores an ApiContext on app.state.ctx; routers take it with the
-`Ctx` dependency.  The runtime (live hot-plug state and the agent stream hub) is a
-Protocol here so the API can be tested without a running OpenFlow app.
+controller/main.py makes the ApiContext and gives it to create_app(), which makes
+an `ApiApp` holding it; routers take it, or one of its parts, through the typed
+dependencies at the end (`Ctx`, `RuntimeDep`, `HubDep`, `RolesDep`), never from
+app.state.  The runtime is a Protocol here so the API can be tested without a
+running OpenFlow app.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI
+from starlette.requests import HTTPConnection
+
+from controller.agents.hub import AgentHub
+from controller.cluster.leases import Lease
+from controller.cluster.masters import Masters
+from controller.cluster.roles import Roles
+from controller.datapath.needs import Needs
+from controller.datapath.runtime import ImportWait
+from controller.datapath.state import Counters
 
 if TYPE_CHECKING:
     from controller.desired.inventory import Inventory
@@ -19,27 +30,6 @@ if TYPE_CHECKING:
 
 class RuntimeView(Protocol):
     """What the API reads of controller.datapath.runtime.DatapathRuntime (tests give a fake)."""
-
-    @property
-    def master(self) -> int | None:
-        """The leadership's generation while this replica leads (OpenFlow master of
-        the switches), else None."""
-        ...
-
-    @property
-    def mastered(self) -> set[int]:
-        """The dpids of the switches whose role reply says this replica is master."""
-        ...
-
-    @property
-    def connected(self) -> set[int]:
-        """The dpids of the switches connected to this replica, whatever their role."""
-        ...
-
-    @property
-    def refusals(self) -> dict[str, int]:
-        """Messages the switches refused, by kind ("role", "slave")."""
-        ...
 
     def serves(self, host: str) -> bool:
         """Whether this replica holds `host`'s agent stream (masters its switch)."""
@@ -51,6 +41,24 @@ class RuntimeView(Protocol):
 
     def routes(self, host: str | None = None) -> list[dict[str, Any]]:
         """The live hot-plug connections (see docs/architecture.md, GET /routes)."""
+        ...
+
+    def counters(self) -> tuple[Counters, int, list[float]]:
+        """The core's counters, the live connection count, setup latencies."""
+        ...
+
+    def host_counters(self) -> dict[str, tuple[Counters, int]]:
+        """Per host: its counters and its live connections."""
+        ...
+
+    def import_needs(
+        self, host: str, generation: int, token: int, needs: dict[int, Needs]
+    ) -> ImportWait:
+        """Another replica's export for our `host` (spread masters)."""
+        ...
+
+    def forget_import(self, wait: ImportWait) -> None:
+        """Its exporter gave up waiting."""
         ...
 
 
@@ -70,11 +78,53 @@ class ApiContext:
     # This controller's replica record (controller/cluster/leases.py, `replica_record`): the
     # standalone controller's GET /replicas answers it; None: no record (a bare app)
     replica: dict[str, Any] | None = None
+    # This replica's roles (controller/cluster/roles.py): the switches it masters.
+    roles: Roles = field(default_factory=Roles)
+    # The hub of the agent streams (None: a bare app, no agent is served).
+    hub: AgentHub | None = None
+    # The leadership lease (None: a bare app) and, with masters spread over
+    # replicas, the memberships and the assignment (controller/cluster/masters.py).
+    leadership: Lease | None = None
+    masters: Masters | None = None
+
+    def peer_apis(self) -> list[str] | None:
+        """The API URLs of the other live members (None: masters are not spread)."""
+        return self.masters.peer_apis() if self.masters is not None else None
+
+    def leads(self) -> bool:
+        """Whether this replica leads: assigns the switches (spread masters), or
+        masters them all (the one-master model)."""
+        if self.masters is not None:
+            return self.masters.leadership.held
+        return self.roles.master is not None
 
 
-def get_ctx(request: Request) -> ApiContext:
-    ctx: ApiContext = request.app.state.ctx
-    return ctx
+class ApiApp(FastAPI):
+    """The API app, holding its context (typed, given to its constructor)."""
+
+    def __init__(self, ctx: ApiContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ctx = ctx
+
+
+def get_ctx(conn: HTTPConnection) -> ApiContext:
+    app: ApiApp = conn.app
+    return app.ctx
+
+
+def get_runtime(conn: HTTPConnection) -> RuntimeView:
+    return get_ctx(conn).runtime
+
+
+def get_hub(conn: HTTPConnection) -> AgentHub | None:
+    return get_ctx(conn).hub
+
+
+def get_roles(conn: HTTPConnection) -> Roles:
+    return get_ctx(conn).roles
 
 
 Ctx = Annotated[ApiContext, Depends(get_ctx)]
+RuntimeDep = Annotated[RuntimeView, Depends(get_runtime)]
+HubDep = Annotated[AgentHub | None, Depends(get_hub)]
+RolesDep = Annotated[Roles, Depends(get_roles)]

@@ -75,8 +75,3 @@ def _one_move(
             if movable:
                 return movable[-1], most, least
     return None
-
-
-def moved(before: Mapping[int, str], after: Mapping[int, str]) -> set[int]:
-    """The switches whose master changes."""
-    return {d for d, n in after.items() if before.get(d) != n}

@@ -39,6 +39,8 @@ def export_body(sender: str, export: NeedsExport) -> dict[str, Any]:
 
 
 class Exporter:
+    """The runtime's way to other replicas (made by its `exports` factory)."""
+
     def __init__(self, runtime: DatapathRuntime, token: str) -> None:
         self.runtime = runtime
         self.token = token
@@ -46,7 +48,6 @@ class Exporter:
         self._queues: dict[str, queue.SimpleQueue[tuple[str, NeedsExport]]] = {}
         self.sent = 0
         self.failed = 0
-        runtime.send_export = self.send
 
     def send(self, sender: str, export: NeedsExport) -> None:
         with self._lock:

@@ -1,5 +1,6 @@
-"""This controller's role among the replicas: the leader, or a follower; and (the
-same class on another key) a replica's membership (controller/cluster/masters.py).
+"""Leases in the store: the leadership (key "leader": the leader of the replicas,
+or a follower) and, the same class on another key, a replica's membership
+(controller/cluster/masters.py).
 
 The replicas of one deployment share a store (etcd) and elect one leader through
 it (`Store.try_lead`); the leader assigns the switches to the members, each member
@@ -67,6 +68,23 @@ def openflow_targets(records: Iterable[Mapping[str, Any]], site: str) -> list[st
     return sorted({t for r in records if (t := target_for(r, site)) is not None})
 
 
+def replica_targets(store: Store, site: str) -> list[str]:
+    """Replicated controllers: the OpenFlow targets of every replica for a switch of
+    `site` (each switch connects to all of them, `target_for`)."""
+    return openflow_targets(store.list(REPLICAS), site)
+
+
+def standalone_targets(
+    site: str | None, remote: str | None
+) -> Callable[[str], list[str]] | None:
+    """The one controller (SQLite): a switch of another site than its own gets
+    --advertise-openflow-remote when it was given; every other switch the target
+    derived from the address its agent reached the API at (controller/api/routes/hosts.py)."""
+    if site is None or remote is None:
+        return None
+    return lambda host_site: [] if host_site == site else [remote]
+
+
 def parse_openflow_target(value: str) -> str:
     """`tcp:IP:PORT` (IPv4, or IPv6 in brackets), as OVS takes it; ValueError else."""
     scheme, _, rest = value.partition(":")
@@ -90,7 +108,10 @@ def _ip_version(text: str) -> int | None:
         return None
 
 
-class Replica:
+class Lease:
+    """A lease on one store key (the leadership or a membership), kept alive while
+    this process takes part; `held` says whether it holds it now."""
+
     def __init__(
         self,
         store: Store,
@@ -102,6 +123,7 @@ class Replica:
         token: str | None = None,
         standalone: bool = False,
         key: str = "leader",
+        on_leader_died: Callable[[str], None] = lambda name: None,
     ) -> None:
         """`token`: the API token; with it, a follower holds the leader's liveness
         stream and ends the leadership of a leader whose process died.
@@ -109,7 +131,9 @@ class Replica:
         generation, and no refresh or watchdog can depose it (there is nobody to hand
         the switches to: a slow refresh on a loaded host must not cost a resync).
         `key`: the store key held ("leader"; "member/NAME" for a replica's membership,
-        controller/cluster/masters.py)."""
+        controller/cluster/masters.py).  `on_leader_died`: called with the name of a
+        leader whose process died, once its leadership ended (with spread masters,
+        its membership ends too: controller/cluster/masters.py, `end_membership`)."""
         self.store = store
         self.key = key
         self.what = "leadership" if key == "leader" else "membership"
@@ -130,13 +154,12 @@ class Replica:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.elections = 0  # how often this replica became leader (for /metrics)
-        # Called with the name of a leader whose process died, once its leadership
-        # ended (controller/cluster/masters.py ends its membership too).
-        self.on_leader_died: Callable[[str], None] = lambda name: None
+        self.on_leader_died = on_leader_died
 
     # --- state -----------------------------------------------------------------------
     @property
-    def is_leader(self) -> bool:
+    def held(self) -> bool:
+        """Whether this process holds the lease now (the leadership, or the membership)."""
         with self._lock:
             if self.standalone:
                 return self._lease is not None

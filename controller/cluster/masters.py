@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from controller.cluster.assignment import assign
-from controller.cluster.leases import MEMBER_ALIVE_PATH, Replica, stream_died
+from controller.cluster.leases import MEMBER_ALIVE_PATH, Lease, stream_died
+from controller.cluster.roles import Roles
 from controller.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -56,34 +57,31 @@ class Masters:
         self,
         store: Store,
         record: dict[str, Any],
-        elector: Replica,
+        leadership: Lease,
         *,
         switches: Callable[[], set[int]],
-        on_assignment: Callable[[Assignment, int], None],
-        on_membership: Callable[[bool], None],
-        connected: Callable[[], set[int]] = set,
         ttl: float = 2.0,
         token: str | None = None,
     ) -> None:
-        """`switches`: the dpids of the registered hosts; `on_assignment` gets every
-        newer assignment, `on_membership` our membership starting and ending;
-        `connected`: the switches with an OpenFlow connection to this replica, which
-        it reports to the store (kind REACH) for the leader's assignment."""
-        self.connected = connected
+        """`leadership`: the lease of the leader key (the leader assigns);
+        `switches`: the dpids of the registered hosts.  Our roles (`roles`) follow
+        every newer assignment and our membership; the switches connected to us,
+        as the roles count them, are reported to the store (kind REACH) for the
+        leader's assignment."""
         self._reach: dict[str, set[int]] = {}  # replica -> the switches it reported
         self._reported: set[int] | None = None
         self.store = store
         self.name = str(record["name"])
-        self.elector = elector
+        self.leadership = leadership
         self.switches = switches
-        self.on_assignment = on_assignment
         self.token = token
-        self.membership = Replica(
+        self.roles = Roles(self.name, lease_valid=lambda: self.is_member,
+                           member_api=self.member_api)
+        self.membership = Lease(
             store, record, ttl=ttl, key=f"member/{self.name}",
-            on_elected=lambda generation: on_membership(True),
-            on_deposed=lambda: on_membership(False),
+            on_elected=lambda generation: self.roles.set_membership(True),
+            on_deposed=lambda: self.roles.set_membership(False),
         )
-        elector.on_leader_died = self.end_membership
         self.poll_every = min(0.2, ttl / 10)
         self._lock = threading.Lock()
         self._step_lock = threading.Lock()
@@ -96,7 +94,7 @@ class Masters:
     # --- state ---------------------------------------------------------------------
     @property
     def is_member(self) -> bool:
-        return self.membership.is_leader
+        return self.membership.held
 
     def peer_apis(self) -> list[str]:
         """The API URLs of the other live members."""
@@ -130,7 +128,7 @@ class Masters:
             if generation <= self._generation:
                 return  # ours came back, or an older one arrived late
             self._generation = generation
-        self.on_assignment(masters, generation)
+        self.roles.set_assignment(masters, generation)
 
     def apply_reach(self, doc: dict[str, Any] | None) -> None:
         """A replica's report of the switches connected to it (store watch, or read at
@@ -142,7 +140,7 @@ class Masters:
     def report(self) -> None:
         """Write the switches connected to us when they changed (StoreError: again at
         the next round)."""
-        now = set(self.connected())
+        now = self.roles.connected_now()
         if now == self._reported:
             return
         self.store.put(REACH, self.name, {"replica": self.name, "switches": sorted(now)})
@@ -152,7 +150,7 @@ class Masters:
         """What each member reaches: as reported, ours as we see it now."""
         with self._lock:
             out = {m: set(self._reach.get(m, ())) for m in members}
-        out[self.name] = set(self.connected())
+        out[self.name] = self.roles.connected_now()
         return out
 
     # --- the leader assigns --------------------------------------------------------
@@ -177,7 +175,7 @@ class Masters:
         members = self.store.members()
         with self._lock:
             self._members = members
-        if not self.elector.is_leader:
+        if not self.leadership.held:
             return
         for name in set(members) - self._watched - {self.name}:
             self._watch(name, members[name][1])
@@ -187,7 +185,7 @@ class Masters:
         if wanted == current:
             return
         with self.store.exclusive():
-            if not self.elector.is_leader:
+            if not self.leadership.held:
                 return
             # read again inside the exclusive section: a round of another leader
             # (one that just lost its leadership) may have written it meanwhile
@@ -202,15 +200,6 @@ class Masters:
         log.info("assigned %d switch(es) to %d replica(s) (generation %d)", len(wanted),
                  len(members), generation)
 
-    def end_membership(self, name: str) -> None:
-        """End `name`'s membership now (its process died)."""
-        try:
-            current = self.store.leader(f"member/{name}")
-            if current is not None and self.store.end_leadership(current[1], f"member/{name}"):
-                log.warning("replica %s died: its membership ended", name)
-        except StoreError as exc:
-            log.warning("could not end the membership of %s: %s", name, exc)
-
     def _watch(self, name: str, generation: int) -> None:
         self._watched.add(name)
         threading.Thread(
@@ -222,7 +211,7 @@ class Masters:
         """While we lead: hold `name`'s liveness stream; end its membership if its
         process died."""
         try:
-            while not self._stop.wait(self.poll_every) and self.elector.is_leader:
+            while not self._stop.wait(self.poll_every) and self.leadership.held:
                 with self._lock:
                     member = self._members.get(name)
                 if member is None or member[1] != generation:
@@ -231,7 +220,7 @@ class Masters:
                 if not api or not self.token:
                     return
                 if stream_died(str(api), self.token, self._stop,
-                               lambda: self.elector.is_leader, MEMBER_ALIVE_PATH):
+                               lambda: self.leadership.held, MEMBER_ALIVE_PATH):
                     try:
                         ended = self.store.end_leadership(generation, f"member/{name}")
                     except StoreError as exc:
@@ -243,3 +232,14 @@ class Masters:
                     return
         finally:
             self._watched.discard(name)
+
+
+def end_membership(store: Store, name: str) -> None:
+    """End `name`'s membership now (its process died: the follower that ended its
+    leadership calls this, controller/cluster/leases.py)."""
+    try:
+        current = store.leader(f"member/{name}")
+        if current is not None and store.end_leadership(current[1], f"member/{name}"):
+            log.warning("replica %s died: its membership ended", name)
+    except StoreError as exc:
+        log.warning("could not end the membership of %s: %s", name, exc)

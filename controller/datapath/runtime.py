@@ -59,6 +59,46 @@ class AgentLink(Protocol):
     def drop_hosts(self, hosts: set[str]) -> None: ...
 
 
+class SwitchLink(Protocol):
+    """Where OpenFlow messages go: the switches' connections
+    (controller/openflow/switches.py)."""
+
+    def send(self, dpid: int, msgs: list[OFMessage]) -> None:
+        """Send one switch's messages, in order, in one write."""
+        ...
+
+
+class ExportLink(Protocol):
+    """Where exports to other replicas go (controller/cluster/exports.py)."""
+
+    def send(self, sender: str, export: NeedsExport) -> None: ...
+
+
+class RoleState(Protocol):
+    """This replica's roles (controller/cluster/roles.py, `Roles`): the runtime
+    follows them and decides none."""
+
+    @property
+    def me(self) -> str | None: ...
+
+    @property
+    def master(self) -> int | None: ...
+
+    @property
+    def member(self) -> bool: ...
+
+    @property
+    def assignment_generation(self) -> int: ...
+
+    def is_master(self, dpid: int) -> bool: ...
+
+    def owner(self, dpid: int) -> str | None: ...
+
+    def owner_api(self, dpid: int) -> str | None: ...
+
+    def listen(self, listener: Callable[[], None]) -> None: ...
+
+
 @dataclass
 class ImportWait:
     done: threading.Event = field(default_factory=threading.Event)
@@ -66,150 +106,72 @@ class ImportWait:
 
 
 class DatapathRuntime:
-    def __init__(self, index: DesiredIndex, state: CoreState | None = None) -> None:
+    def __init__(
+        self,
+        index: DesiredIndex,
+        roles: RoleState,
+        *,
+        state: CoreState | None = None,
+        switches: SwitchLink | None = None,
+        agents: Callable[[DatapathRuntime], AgentLink] | None = None,
+        exports: Callable[[DatapathRuntime], ExportLink] | None = None,
+    ) -> None:
+        """`switches`: where OpenFlow messages go; `agents` and `exports`: factories
+        of the agent hub and the exporter to other replicas, which are given this
+        runtime (each calls back into it: acks, snapshots, export answers)."""
         self.lock = threading.RLock()
         self.index = index
         self.core = Core(state or CoreState())
         self.core.state.serial = time.time_ns() >> 12  # fresh cookies after a restart
-        # Sends one switch's messages, in order, in one write.
-        self.send_openflow: Callable[[int, list[OFMessage]], None] = _nowhere
-        self.agents: AgentLink | None = None
-        # The only controller (SQLite): our generation while we master every switch
-        # (None until then), who hears of a change (the OpenFlow app), and the
-        # generation of slave role requests.  Replicas use the assignment below.
-        self.master: int | None = None
-        self._role_listeners: list[Callable[[int | None], None]] = []
-        self.generation_hint: Callable[[], int] = lambda: self.master or 0
-        # Checked before every write to a switch: the leadership is still within its
-        # lease (a replica that was paused or cut off stops at once, not at the next
-        # election round).
-        self.lease_valid: Callable[[], bool] = lambda: self.master is not None
-        self.refusals: dict[str, int] = {"role": 0, "slave": 0}
-        self.mastered: set[int] = set()  # switches whose role reply said we are master
-        self.connected: set[int] = set()  # switches with an OpenFlow connection to us
-        # Masters spread over replicas (controller/cluster/masters.py), with an etcd store:
-        # our replica name (None: one master of every switch, the leader or the only
-        # controller), the assignment (dpid -> replica) and its generation, whether
-        # our membership lasts, and where exports to other replicas' hosts go.
-        self.me: str | None = None
-        self.assignment: dict[int, str] = {}
-        self.assignment_generation = 0
-        self.member = False
-        self.member_api: Callable[[str], str | None] = lambda name: None
-        self.send_export: Callable[[str, NeedsExport], None] | None = None
+        self.roles = roles
+        self.switches = switches
         self._imports: dict[int, ImportWait] = {}
         self._took_over: dict[str, float] = {}  # host -> when we took its switch over
         self._served: set[str] = set()  # hosts whose switch we master (spread masters)
         self._import_refs = itertools.count(1)
+        self.agents = agents(self) if agents is not None else None
+        self.exports = exports(self) if exports is not None else None
+        roles.listen(self._roles_changed)
 
     # replicas --------------------------------------------------------------------
-    def set_master(self, generation: int | None) -> None:
-        """This replica was elected (its generation) or deposed (None)."""
+    def _roles_changed(self) -> None:
+        """Follow a role change: with spread masters, the hosts of other replicas'
+        switches become foreign to the core; the agents of hosts no longer ours
+        (all, when the only controller was deposed) go to their new masters."""
+        if self.roles.me is None:
+            if self.roles.master is None and self.agents is not None:
+                self.agents.drop_all()  # the agents go to the new leader
+            return
         with self.lock:
-            self.master = generation
-            if generation is None:
-                self.mastered.clear()
-            listeners = list(self._role_listeners)
-        for listener in listeners:
-            listener(generation)
-        if generation is None and self.agents is not None:
-            self.agents.drop_all()  # the agents go to the new leader
-
-    def listen_role(self, listener: Callable[[int | None], None]) -> None:
-        """Call `listener` on every role change, and now with the current role."""
-        with self.lock:
-            self._role_listeners.append(listener)
-            current = self.master
-        if current is not None:
-            listener(current)
-
-    def set_assignment(self, masters: dict[int, str], generation: int) -> None:
-        """A newer assignment of switches to replicas (spread masters)."""
-        with self.lock:
-            if generation <= self.assignment_generation:
-                return
-            self.assignment = dict(masters)
-            self.assignment_generation = generation
-        self._spread_changed()
-
-    def set_membership(self, member: bool) -> None:
-        """Our membership started or ended (spread masters): without it we master
-        nothing."""
-        with self.lock:
-            if member == self.member:
-                return
-            self.member = member
-        self._spread_changed()
-
-    def _spread_changed(self) -> None:
-        with self.lock:
+            me = self.roles.me
             hosts = self.index.hosts()
-            foreign = {h.name for h in hosts if not self.member
-                       or self.assignment.get(h.dpid, self.me) != self.me}
-            gone = {h.name for h in hosts if not self.is_master(h.dpid)}
+            member = self.roles.member
+            foreign = {h.name for h in hosts
+                       if not member or (self.roles.owner(h.dpid) or me) != me}
+            gone = {h.name for h in hosts if not self.roles.is_master(h.dpid)}
             now = time.monotonic()
             served = {h.name for h in hosts} - gone
             for name in served - self._served:
                 self._took_over[name] = now
             self._served = served
-            fx = self.core.set_foreign(self.index.view(), foreign, self.assignment_generation)
-            listeners = list(self._role_listeners)
+            fx = self.core.set_foreign(
+                self.index.view(), foreign, self.roles.assignment_generation
+            )
         self.execute(fx)
-        for listener in listeners:
-            listener(self.master)
         if self.agents is not None:
             self.agents.drop_hosts(gone)  # their agents go to their new masters
 
-    def is_master(self, dpid: int) -> bool:
-        """Whether this replica is (to be) OpenFlow master of switch `dpid`."""
-        if self.me is None:
-            return self.master is not None
-        return self.member and self.assignment.get(dpid) == self.me
-
-    def role_generation(self) -> int:
-        """The generation id of our role requests."""
-        if self.me is None:
-            return self.master if self.master is not None else self.generation_hint()
-        return self.assignment_generation
-
     def serves(self, host: str) -> bool:
         """Whether this replica holds `host`'s agent stream (it masters its switch)."""
-        if self.me is None:
-            return self.master is not None
+        if self.roles.me is None:
+            return self.roles.master is not None
         h = self.index.host(host)
-        return h is not None and self.is_master(h.dpid)
+        return h is not None and self.roles.is_master(h.dpid)
 
     def owner_api(self, host: str) -> str | None:
         """The API URL of the replica that masters `host`'s switch (spread masters)."""
         h = self.index.host(host)
-        name = self.assignment.get(h.dpid) if h is not None else None
-        return self.member_api(name) if name is not None else None
-
-    def confirm_master(self, dpid: int, master: bool) -> None:
-        """A switch's role reply (or its disconnection): are we its master?"""
-        with self.lock:
-            if master and self.is_master(dpid):
-                self.mastered.add(dpid)
-            else:
-                self.mastered.discard(dpid)
-
-    def switch_seen(self, dpid: int, up: bool) -> None:
-        """A switch connected to this replica (whatever its role) or went away."""
-        with self.lock:
-            if up:
-                self.connected.add(dpid)
-            else:
-                self.connected.discard(dpid)
-
-    def connected_now(self) -> set[int]:
-        """The switches with an OpenFlow connection to this replica now."""
-        with self.lock:
-            return set(self.connected)
-
-    def count_refusal(self, kind: str) -> None:
-        """A switch refused a role request ("role") or a write as from a slave."""
-        with self.lock:
-            self.refusals[kind] = self.refusals.get(kind, 0) + 1
+        return self.roles.owner_api(h.dpid) if h is not None else None
 
     def handle(self, handler: Callable[..., Effects], *args: Any) -> None:
         """Run one core handler on the desired state's latest version (its first
@@ -231,7 +193,11 @@ class DatapathRuntime:
             batches.setdefault(dpid, []).append(msg)
         for dpid, msgs in batches.items():
             try:
-                self.send_openflow(dpid, msgs)
+                if self.switches is None:
+                    log.warning("no OpenFlow switches yet; dropped %d messages for %016x",
+                                len(msgs), dpid)
+                    continue
+                self.switches.send(dpid, msgs)
             except Exception:  # a switch that just went away must not stop the rest
                 log.exception("could not send %d messages to %016x", len(msgs), dpid)
         for delta in fx.deltas:
@@ -246,8 +212,8 @@ class DatapathRuntime:
             if self.agents is not None:
                 self.agents.send_nat(host, rules)
         for export in fx.exports:
-            if self.send_export is not None:
-                self.send_export(self.me or "", export)
+            if self.exports is not None:
+                self.exports.send(self.roles.me or "", export)
             else:  # a core only exports once told of other replicas' hosts
                 log.error("no transport to the replica serving %s: export %d dropped",
                           export.host, export.token)
@@ -367,6 +333,3 @@ PolicyEvents = (
     PublishedPortRemoved,
 )
 
-
-def _nowhere(dpid: int, msgs: list[OFMessage]) -> None:
-    log.warning("no OpenFlow app yet; dropped %d messages for %016x", len(msgs), dpid)

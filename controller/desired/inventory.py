@@ -15,9 +15,11 @@ go with it), so it is composed here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from controller.desired.events import Change, NetworkRemoved
+from controller.desired.index import DesiredIndex
 from controller.desired.models import Network
 from controller.desired.policy_changes import PolicyChanges
 from controller.desired.sync import StoreSync
@@ -29,11 +31,19 @@ class Inventory:
     """Validated desired state, persisted in a `Store`, mirrored in `index`."""
 
     def __init__(
-        self, store: Store, on_change: Callable[[Change], None], *, replicated: bool = False
+        self,
+        store: Store,
+        on_change: Callable[[Change], None],
+        *,
+        replicated: bool = False,
+        index: DesiredIndex | None = None,
+        watchers: Mapping[str, Callable[[dict[str, Any] | None], None]] | None = None,
     ) -> None:
         """`replicated`: other controller replicas write the same store (etcd); their
-        changes arrive through the store's watch (docs/architecture.md, "Replicas")."""
-        self._sync = StoreSync(store, on_change, replicated=replicated)
+        changes arrive through the store's watch (docs/architecture.md, "Replicas").
+        `index`, `watchers`: given to StoreSync (controller/desired/sync.py)."""
+        self._sync = StoreSync(store, on_change, replicated=replicated, index=index,
+                               watchers=watchers)
         self.store = store
         self.index = self._sync.index
         self.replicated = replicated

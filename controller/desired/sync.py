@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -39,13 +39,24 @@ class StoreSync:
     """The index loaded from `store` and kept in step with it; `change()` runs one change."""
 
     def __init__(
-        self, store: Store, on_change: Callable[[Change], None], *, replicated: bool = False
+        self,
+        store: Store,
+        on_change: Callable[[Change], None],
+        *,
+        replicated: bool = False,
+        index: DesiredIndex | None = None,
+        watchers: Mapping[str, Callable[[dict[str, Any] | None], None]] | None = None,
     ) -> None:
         """`replicated`: other controller replicas write the same store (etcd); their
-        changes arrive through the store's watch (docs/architecture.md, "Replicas")."""
+        changes arrive through the store's watch (docs/architecture.md, "Replicas").
+        `index`: the index to fill (made first by controller/main.py, so that the
+        runtime reading it exists before the inventory that tells it of changes).
+        `watchers`: documents that are no desired state but which replicas share
+        through the store (the switch assignment, controller/cluster/masters.py):
+        kind -> callback, for every write, this replica's own included."""
         self.store = store
         self.on_change = on_change
-        self.index = DesiredIndex()
+        self.index = index if index is not None else DesiredIndex()
         self.replicated = replicated
         self._lock = threading.Lock()  # serialises changes
         self._announce = threading.RLock()  # keeps announcements in change order
@@ -57,10 +68,7 @@ class StoreSync:
         self._mark_serial = 0
         self._replica_id = uuid.uuid4().hex
         self._watch_error: str | None = None
-        # Documents that are no desired state but which replicas share through the
-        # store (the switch assignment, controller/cluster/masters.py): kind -> callback,
-        # for every write, this replica's own included.
-        self.watchers: dict[str, Callable[[dict[str, Any] | None], None]] = {}
+        self.watchers = dict(watchers or {})
         revision = load_index(store, self.index)
         if replicated:
             store.watch(revision, self._on_store_events, self.watch_lost)

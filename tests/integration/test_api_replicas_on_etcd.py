@@ -1,5 +1,5 @@
 """GET /api/v1/replicas on two replicas of one real etcd (a fresh prefix of the session's
-shared 1-member cluster, tests/etcdcluster.py); the rest is tests/unit/test_api_replicas.py."""
+shared 1-member cluster, tests/etcdcluster.py); the rest is tests/unit/api/test_replicas.py."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from controller.cluster.leases import REPLICAS
+from tests.unit.api.test_replicas import C0, C1, context, get
 from tests.unit.storebackends import Backend, open_backend
-from tests.unit.test_api_replicas import C0, C1, context, get
 
 
 @pytest.fixture

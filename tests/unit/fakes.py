@@ -7,15 +7,13 @@ from typing import Any
 
 
 class FakeRuntime:
-    """The API's view of the runtime (controller/api/deps.py, RuntimeView): leading by
-    default (`master` is the leadership's generation; None: a follower), with the
-    live connections `routes` (GET /routes filters them by host)."""
+    """The API's view of the runtime (controller/api/deps.py, RuntimeView): serving
+    every host while `master` is set (the only controller's generation while it
+    leads; None: before it leads), with the live connections `routes` (GET /routes
+    filters them by host)."""
 
     def __init__(self, master: int | None = 1, routes: Sequence[dict[str, Any]] = ()) -> None:
         self.master = master
-        self.mastered: set[int] = set()
-        self.connected: set[int] = set()
-        self.refusals = {"role": 0, "slave": 0}
         self._routes = list(routes)
 
     def serves(self, host: str) -> bool:

@@ -14,10 +14,14 @@ from controller.api.app import create_app
 from controller.api.auth import RequireToken, check_token
 from controller.api.deps import ApiContext, Ctx
 from controller.api.routes import stream
-from controller.cluster.leases import REPLICAS, replica_record
+from controller.cluster.leases import (
+    REPLICAS,
+    replica_record,
+    replica_targets,
+    standalone_targets,
+)
 from controller.desired.events import Change, EndpointAdded
 from controller.desired.inventory import Inventory
-from controller.main import replica_targets, standalone_targets
 from controller.store.sqlite import SqliteStore
 from tests.unit import fakes
 
@@ -64,8 +68,7 @@ def extra_routers() -> list[APIRouter]:
     stream = APIRouter()
 
     @stream.websocket("/hosts/{name}/stream")
-    async def host_stream(websocket: WebSocket, name: str) -> None:
-        ctx = websocket.app.state.ctx
+    async def host_stream(websocket: WebSocket, name: str, ctx: Ctx) -> None:
         if not check_token(ctx, websocket.headers.get("authorization")):
             await websocket.close(code=4401, reason="invalid or missing bearer token")
             return
@@ -197,21 +200,17 @@ def test_websocket_check_token(ctx: ApiContext) -> None:
 
 
 def test_a_follower_refuses_agent_streams(ctx: ApiContext) -> None:
-    """The real stream endpoint: a replica that is not master (runtime.master None)
-    closes with 4503, naming the leader."""
+    """The real stream endpoint: the only controller before it leads (runtime.master
+    None) closes with 4503."""
     ctx.inventory.register_host("h1", "198.18.0.11")
     ctx.runtime = FakeRuntime(master=None)
     app = create_app(ctx, [stream.router])
-    app.state.hub = None  # never reached
-    for leader, reason in ((None, "not the leader; no leader now"),
-                           ("http://c1:8080", "not the leader; the leader is http://c1:8080")):
-        app.state.leader = lambda url=leader: url
-        with (
-            TestClient(app) as anon, pytest.raises(WebSocketDisconnect) as exc,
-            anon.websocket_connect("/api/v1/hosts/h1/stream", headers=AUTH) as ws,
-        ):
-            ws.receive_json()
-        assert (exc.value.code, exc.value.reason) == (4503, reason)
+    with (
+        TestClient(app) as anon, pytest.raises(WebSocketDisconnect) as exc,
+        anon.websocket_connect("/api/v1/hosts/h1/stream", headers=AUTH) as ws,
+    ):
+        ws.receive_json()
+    assert (exc.value.code, exc.value.reason) == (4503, "not the leader; no leader now")
 
 
 def test_require_token_works_on_websocket_routes(ctx: ApiContext) -> None:

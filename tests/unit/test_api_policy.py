@@ -549,7 +549,7 @@ def test_error_with_a_lone_surrogate_is_still_a_4xx(lab: TestClient) -> None:
 
 
 def test_read_role_token(tmp_path: Path) -> None:
-    from controller.main import read_role_token
+    from controller.settings import read_role_token
 
     assert read_role_token(None, "agent", ADMIN) == ""
     f = tmp_path / "agent.token"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, status
 
-from controller.agents.hub import AgentHub, CommandError
+from controller.agents.hub import CommandError
 from controller.api.auth import RequireToken
-from controller.api.deps import ApiContext, Ctx
+from controller.api.deps import ApiContext, Ctx, HubDep
 from controller.api.schemas import EndpointIn, EndpointOut, EndpointPatch, HostTarget
 from controller.desired.models import Endpoint
 
@@ -58,7 +58,7 @@ def relocate_container(name_or_id: str, body: HostTarget, ctx: Ctx) -> EndpointO
     summary="Re-create a Docker container on another host, keeping its IP and MAC",
 )
 async def move_container(
-    name_or_id: str, body: HostTarget, ctx: Ctx, request: Request
+    name_or_id: str, body: HostTarget, ctx: Ctx, hub: HubDep
 ) -> EndpointOut:
     """Inspect on the old host, run on the new one (the endpoint is relocated when
     the new container joins), then remove the old container."""
@@ -68,7 +68,6 @@ async def move_container(
         raise HTTPException(409, f"container {endpoint.name} was not started by Docker")
     if endpoint.host == body.host:
         raise HTTPException(409, f"container {endpoint.name} is already on host {body.host}")
-    hub: AgentHub | None = getattr(request.app.state, "hub", None)
     if hub is None:
         raise HTTPException(503, "no agent hub")
     source = endpoint.host

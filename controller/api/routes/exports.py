@@ -16,13 +16,14 @@ import asyncio
 import ipaddress
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from controller.agents.hub import AgentHub, CommandError
+from controller.agents.hub import CommandError
 from controller.api.auth import RequireAdmin
-from controller.api.deps import Ctx
+from controller.api.deps import HubDep, RolesDep, RuntimeDep
 from controller.cluster.exports import EXPORT_TIMEOUT
+from controller.cluster.roles import Roles
 
 router = APIRouter(dependencies=[RequireAdmin])
 
@@ -44,16 +45,14 @@ class AgentCommandIn(BaseModel):
     timeout: Annotated[float, Field(gt=0, le=300)] = 60.0
 
 
-def _spread_runtime(ctx: Ctx) -> Any:
-    runtime = ctx.runtime
-    if getattr(runtime, "me", None) is None:
+def _require_spread(roles: Roles) -> None:
+    if not roles.spread:
         raise HTTPException(404, "masters are not spread over replicas here")
-    return runtime
 
 
 @router.post("/replicas/needs", summary="Another replica's route needs on our host")
-async def import_needs(ctx: Ctx, body: NeedsIn) -> dict[str, bool]:
-    runtime = _spread_runtime(ctx)
+async def import_needs(runtime: RuntimeDep, roles: RolesDep, body: NeedsIn) -> dict[str, bool]:
+    _require_spread(roles)
     if not runtime.serves(body.host):
         raise HTTPException(409, f"this replica does not master host {body.host}")
     wait = runtime.import_needs(body.host, body.generation, body.token,
@@ -65,9 +64,10 @@ async def import_needs(ctx: Ctx, body: NeedsIn) -> dict[str, bool]:
 
 
 @router.post("/replicas/agent-command", summary="A command for the agent of our host")
-async def agent_command(ctx: Ctx, request: Request, body: AgentCommandIn) -> dict[str, Any]:
-    runtime = _spread_runtime(ctx)
-    hub: AgentHub | None = getattr(request.app.state, "hub", None)
+async def agent_command(
+    runtime: RuntimeDep, roles: RolesDep, hub: HubDep, body: AgentCommandIn
+) -> dict[str, Any]:
+    _require_spread(roles)
     if hub is None or not runtime.serves(body.host):
         raise HTTPException(409, f"this replica does not master host {body.host}")
     try:
@@ -77,5 +77,8 @@ async def agent_command(ctx: Ctx, request: Request, body: AgentCommandIn) -> dic
 
 
 @router.get("/replicas/routes", summary="Live connections through our switches only")
-def local_routes(ctx: Ctx, host: str | None = None) -> list[dict[str, Any]]:
-    return list(_spread_runtime(ctx).routes(host))
+def local_routes(
+    runtime: RuntimeDep, roles: RolesDep, host: str | None = None
+) -> list[dict[str, Any]]:
+    _require_spread(roles)
+    return list(runtime.routes(host))

@@ -7,9 +7,9 @@ import logging
 
 from fastapi import APIRouter, HTTPException, Request
 
-from controller.agents.hub import AgentHub, CommandError
+from controller.agents.hub import CommandError
 from controller.api.auth import RequireToken
-from controller.api.deps import ApiContext, Ctx
+from controller.api.deps import ApiContext, Ctx, HubDep
 from controller.api.schemas import HostIn, HostOut
 from controller.desired.models import Host
 
@@ -85,14 +85,13 @@ def get_host(name: str, ctx: Ctx, request: Request) -> HostOut:
 
 
 @router.post("/{name}/rotate-key", summary="Replace a host's WireGuard key pair")
-async def rotate_key(name: str, ctx: Ctx, request: Request) -> HostOut:
+async def rotate_key(name: str, ctx: Ctx, hub: HubDep, request: Request) -> HostOut:
     """The host's agent generates a new key pair (the private key stays on the host),
     the controller publishes the public key to every peer, and the host switches to
     it half a second later: live connections pause briefly, none is reset."""
     host = ctx.inventory.host(name)
     if host.wg_public_key is None:
         raise HTTPException(409, f"host {name} has no WireGuard interface")
-    hub: AgentHub | None = getattr(request.app.state, "hub", None)
     if hub is None:
         raise HTTPException(503, "no agent hub")
     try:

@@ -8,32 +8,31 @@ row per pair, its flows counted over both halves.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import JSONResponse
 
 from controller.api.auth import RequireToken
 from controller.api.deps import Ctx
 
 router = APIRouter(dependencies=[RequireToken])
-PEER_TIMEOUT = 3.0
+MEMBER_TIMEOUT = 3.0
 
 
 @router.get("/routes", summary="Live hot-plug routes between containers", response_model=None)
 async def list_routes(
-    ctx: Ctx, request: Request, host: str | None = None
+    ctx: Ctx, host: str | None = None
 ) -> list[dict[str, Any]] | JSONResponse:
     rows = ctx.runtime.routes(host)
-    peers: Callable[[], list[str]] | None = getattr(request.app.state, "peer_apis", None)
-    if peers is None:
+    urls = ctx.peer_apis()
+    if urls is None:
         return rows
-    urls = peers()
     params = {"host": host} if host else {}
     headers = {"Authorization": f"Bearer {ctx.token}"}
-    async with httpx.AsyncClient(timeout=PEER_TIMEOUT) as client:
+    async with httpx.AsyncClient(timeout=MEMBER_TIMEOUT) as client:
         answers = await asyncio.gather(
             *(client.get(u.rstrip("/") + "/api/v1/replicas/routes", params=params,
                          headers=headers) for u in urls),

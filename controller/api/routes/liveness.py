@@ -17,41 +17,43 @@ from collections.abc import Callable
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from controller.api.auth import check_token
+from controller.api.deps import ApiContext, Ctx
+from controller.api.routes.stream import CLOSE_NOT_SERVED_HERE, CLOSE_UNAUTHORIZED
 
 ALIVE_EVERY = 0.5  # seconds between the leader's "alive" messages
-CLOSE_NOT_LEADER = 4503
 
 router = APIRouter()
 
 
 @router.websocket("/replicas/alive")
-async def leader_alive(websocket: WebSocket) -> None:
+async def leader_alive(websocket: WebSocket, ctx: Ctx) -> None:
     """Held open by the other members while this replica leads (controller/cluster/leases.py):
     if it breaks without a close frame, this process died, and a member ends its
     leadership at once instead of waiting for the lease to expire."""
-    replica = getattr(websocket.app.state, "replica", None)
-    await _alive(websocket, lambda: replica is not None and replica.is_leader, "the leader")
+    lease = ctx.leadership
+    await _alive(websocket, ctx, lambda: lease is not None and lease.held, "the leader")
 
 
 @router.websocket("/replicas/member-alive")
-async def member_alive(websocket: WebSocket) -> None:
+async def member_alive(websocket: WebSocket, ctx: Ctx) -> None:
     """Held open by the leader while this replica is a member (controller/cluster/masters.py),
     for the same reason: a member whose process died loses its switches at once."""
-    masters = getattr(websocket.app.state, "masters", None)
-    await _alive(websocket, lambda: masters is not None and masters.is_member, "a member")
+    masters = ctx.masters
+    await _alive(websocket, ctx, lambda: masters is not None and masters.is_member, "a member")
 
 
-async def _alive(websocket: WebSocket, lasting: Callable[[], bool], what: str) -> None:
-    ctx = websocket.app.state.ctx
+async def _alive(
+    websocket: WebSocket, ctx: ApiContext, lasting: Callable[[], bool], what: str
+) -> None:
     if not check_token(ctx, websocket.headers.get("authorization")):
-        await websocket.close(code=4401, reason="invalid or missing bearer token")
+        await websocket.close(code=CLOSE_UNAUTHORIZED, reason="invalid or missing bearer token")
         return
     if not lasting():
-        await websocket.close(code=CLOSE_NOT_LEADER, reason=f"not {what}")
+        await websocket.close(code=CLOSE_NOT_SERVED_HERE, reason=f"not {what}")
         return
     await websocket.accept()
     with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
         while lasting():
             await websocket.send_text("alive")
             await asyncio.sleep(ALIVE_EVERY)
-        await websocket.close(code=CLOSE_NOT_LEADER, reason=f"no longer {what}")
+        await websocket.close(code=CLOSE_NOT_SERVED_HERE, reason=f"no longer {what}")

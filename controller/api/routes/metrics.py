@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
-from controller.datapath.runtime import DatapathRuntime
+from controller.api.deps import Ctx, RuntimeView
+from controller.cluster.roles import Roles
 
 router = APIRouter()
 
@@ -45,9 +46,8 @@ def _histogram(name: str, labels: str, latencies: Sequence[float]) -> list[str]:
     return lines
 
 
-def render(runtime: DatapathRuntime, leader: bool | None = None) -> str:
-    """`leader`: whether this replica leads (default: whether it masters every switch,
-    the one-master model)."""
+def render(runtime: RuntimeView, roles: Roles, leader: bool) -> str:
+    """`leader`: whether this replica leads (ApiContext.leads)."""
     totals, live, latencies = runtime.counters()
     per_host = runtime.host_counters()
     lines: list[str] = []
@@ -58,22 +58,21 @@ def render(runtime: DatapathRuntime, leader: bool | None = None) -> str:
     lines += _header("daolinet_replica_leader", "gauge",
                      "1 while this controller replica leads (with masters spread over "
                      "replicas: assigns the switches; else: masters them all)")
-    leads = runtime.master is not None if leader is None else leader
-    lines.append(f"daolinet_replica_leader {int(leads)}")
+    lines.append(f"daolinet_replica_leader {int(leader)}")
     lines += _header("daolinet_switches_mastered", "gauge",
                      "switches whose role reply says this replica is their master")
-    lines.append(f"daolinet_switches_mastered {len(runtime.mastered)}")
+    lines.append(f"daolinet_switches_mastered {len(roles.mastered)}")
     lines += _header("daolinet_switch_mastered", "gauge",
                      "1 for each switch (by dpid) whose role reply says this replica is master")
-    lines += [f'daolinet_switch_mastered{{dpid="{d}"}} 1' for d in sorted(runtime.mastered)]
+    lines += [f'daolinet_switch_mastered{{dpid="{d}"}} 1' for d in sorted(roles.mastered)]
     lines += _header("daolinet_switches_connected", "gauge",
                      "switches with an OpenFlow connection to this replica, master or slave")
-    lines.append(f"daolinet_switches_connected {len(runtime.connected)}")
+    lines.append(f"daolinet_switches_connected {len(roles.connected)}")
     lines += _header("daolinet_openflow_refused_total", "counter",
                      "messages a switch refused: role requests (a newer generation leads it) "
                      "and writes as from a slave")
     lines += [f'daolinet_openflow_refused_total{{kind="{k}"}} {n}'
-              for k, n in sorted(runtime.refusals.items())]
+              for k, n in sorted(roles.refusals.items())]
     lines += _header("daolinet_live_routes", "gauge", "connections with installed flows")
     lines.append(f"daolinet_live_routes {live}")
     lines += _header("daolinet_setup_seconds", "histogram",
@@ -94,7 +93,5 @@ def render(runtime: DatapathRuntime, leader: bool | None = None) -> str:
 
 
 @router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
-def metrics(request: Request) -> str:
-    masters = getattr(request.app.state, "masters", None)
-    leader = masters.elector.is_leader if masters is not None else None
-    return render(request.app.state.ctx.runtime, leader)
+def metrics(ctx: Ctx) -> str:
+    return render(ctx.runtime, ctx.roles, ctx.leads())

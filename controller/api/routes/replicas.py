@@ -14,12 +14,12 @@ only a replica that is neither leading nor answering on its API may be removed.
 from __future__ import annotations
 
 import httpx
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Response, status
 
 from controller.api.auth import BearerToken, RequireToken, Role
 from controller.api.deps import Ctx
 from controller.api.schemas import ReplicaOut, ReplicasOut
-from controller.cluster.leases import REPLICAS, Replica
+from controller.cluster.leases import REPLICAS
 from controller.cluster.masters import ASSIGNMENT, ASSIGNMENT_KEY, REACH, parse_assignment
 
 router = APIRouter(prefix="/replicas", tags=["replicas"], dependencies=[RequireToken])
@@ -29,7 +29,7 @@ LIVENESS_TIMEOUT = 1.0
 
 
 @router.get("", summary="List the controller replicas and the leader")
-def list_replicas(ctx: Ctx, request: Request) -> ReplicasOut:
+def list_replicas(ctx: Ctx) -> ReplicasOut:
     store = ctx.inventory.store
     hosts = ctx.inventory.index.hosts()
     if ctx.inventory.replicated:
@@ -55,8 +55,7 @@ def list_replicas(ctx: Ctx, request: Request) -> ReplicasOut:
     # the only controller leads from start to stop (controller/cluster/leases.py)
     records = [ctx.replica] if ctx.replica else []
     name = str(ctx.replica["name"]) if ctx.replica else None
-    elector: Replica | None = getattr(request.app.state, "replica", None)
-    generation = elector.generation if elector is not None else None
+    generation = ctx.leadership.generation if ctx.leadership is not None else None
     return ReplicasOut(
         leader=name, generation=generation,
         replicas=[ReplicaOut.of(r, name, True, [h.name for h in hosts]) for r in records],

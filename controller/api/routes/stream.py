@@ -8,36 +8,38 @@ import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from controller.agents.hub import CLOSE_MESSAGE, AgentHub, Session
+from controller.agents.hub import CLOSE_MESSAGE, Session
 from controller.api.auth import check_token
-from controller.api.deps import ApiContext
+from controller.api.deps import ApiContext, Ctx
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-# WebSocket close codes in the private range, so an agent can tell them apart.
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_UNKNOWN_HOST = 4404
-CLOSE_NOT_LEADER = 4503  # this replica does not serve the host: the agent tries another
+# WebSocket close codes in the private range (4000-4999), after the HTTP statuses
+# they mirror, so an agent (or a replica holding a liveness stream) can tell them apart.
+CLOSE_UNAUTHORIZED = 4401  # no valid bearer token
+CLOSE_UNKNOWN_HOST = 4404  # the host is not registered
+# This replica does not serve it (not the master of the host's switch, or not / no
+# longer the leader or a member): the agent tries another replica.
+CLOSE_NOT_SERVED_HERE = 4503
 
 
 @router.websocket("/hosts/{name}/stream")
-async def agent_stream(websocket: WebSocket, name: str) -> None:
-    ctx: ApiContext = websocket.app.state.ctx
-    hub: AgentHub = websocket.app.state.hub
+async def agent_stream(websocket: WebSocket, name: str, ctx: Ctx) -> None:
     if not check_token(ctx, websocket.headers.get("authorization")):
         await websocket.close(code=CLOSE_UNAUTHORIZED, reason="invalid or missing bearer token")
         return
     if ctx.inventory.index.host(name) is None:
         await websocket.close(code=CLOSE_UNKNOWN_HOST, reason=f"host {name} is not registered")
         return
-    if not ctx.runtime.serves(name):
-        await websocket.close(code=CLOSE_NOT_LEADER, reason=not_serving_reason(websocket, name))
+    hub = ctx.hub
+    if hub is None or not ctx.runtime.serves(name):
+        await websocket.close(code=CLOSE_NOT_SERVED_HERE, reason=not_serving_reason(ctx, name))
         return
     await websocket.accept()
     session = hub.open(name)
     log.info("agent %s connected", name)
-    sender = asyncio.create_task(_send_loop(websocket, session))
+    sender = asyncio.create_task(_send_loop(websocket, ctx, session))
     try:
         while True:
             hub.answer(session, await websocket.receive_json())
@@ -51,23 +53,20 @@ async def agent_stream(websocket: WebSocket, name: str) -> None:
         log.info("agent %s disconnected", name)
 
 
-def not_serving_reason(websocket: WebSocket, host: str) -> str:
+def not_serving_reason(ctx: ApiContext, host: str) -> str:
     """Why this replica refuses `host`'s stream, and where to go instead."""
-    ctx: ApiContext = websocket.app.state.ctx
-    if getattr(websocket.app.state, "masters", None) is not None:  # spread masters
+    if ctx.roles.spread:
         url = ctx.runtime.owner_api(host)
         return (f"not the master of {host}; {url} is" if url
                 else f"not the master of {host}; no replica is now")
-    leader = getattr(websocket.app.state, "leader", None)
-    url = leader() if callable(leader) else None
-    return f"not the leader; the leader is {url}" if url else "not the leader; no leader now"
+    return "not the leader; no leader now"  # the only controller, before it leads
 
 
-async def _send_loop(websocket: WebSocket, session: Session) -> None:
+async def _send_loop(websocket: WebSocket, ctx: ApiContext, session: Session) -> None:
     while True:
         message = await session.queue.get()
         if message == CLOSE_MESSAGE:
-            await websocket.close(code=CLOSE_NOT_LEADER,
-                                  reason=not_serving_reason(websocket, session.host))
+            await websocket.close(code=CLOSE_NOT_SERVED_HERE,
+                                  reason=not_serving_reason(ctx, session.host))
             return
         await websocket.send_json(message)

@@ -10,15 +10,16 @@ from fastapi.testclient import TestClient
 
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
-from controller.api.routes import exports as peers
+from controller.api.routes import exports
 from controller.api.routes import live as routes
 from controller.api.routes.live import merge_routes
+from controller.cluster.roles import Roles
 from controller.datapath.runtime import DatapathRuntime
 from controller.desired.inventory import Inventory
 from controller.desired.models import Host
 from controller.store.sqlite import SqliteStore
 
-ADMIN = "admin-token-for-the-peer-tests"
+ADMIN = "admin-token-for-the-export-tests"
 
 
 def half(flows: int, age: float, idle: float) -> dict[str, object]:
@@ -34,17 +35,19 @@ def test_the_two_halves_of_a_connection_are_one_row() -> None:
 
 
 def spread_app(tmp_path: Path, me: str | None) -> tuple[TestClient, DatapathRuntime]:
+    """An app of replica `me` (None: the one master of all), member, h1 assigned to c0
+    and h2 to c1."""
     inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
     for name, dpid in (("h1", 1), ("h2", 2)):
         inventory.index.put_host(Host(name=name, address=ipaddress.IPv4Address(
             f"198.18.0.{dpid}"), dpid=dpid))
-    runtime = DatapathRuntime(inventory.index)
-    runtime.me = me
-    runtime.set_membership(True)
-    runtime.set_assignment({1: "c0", 2: "c1"}, 7)
+    roles = Roles(me)
+    runtime = DatapathRuntime(inventory.index, roles)
+    roles.set_membership(True)
+    roles.set_assignment({1: "c0", 2: "c1"}, 7)
     ctx = ApiContext(inventory=inventory, token=ADMIN, runtime=runtime,
-                     openflow_host="0.0.0.0", openflow_port=6653)
-    app = create_app(ctx, [peers.router, routes.router])
+                     openflow_host="0.0.0.0", openflow_port=6653, roles=roles)
+    app = create_app(ctx, [exports.router, routes.router])
     return TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}), runtime
 
 
@@ -69,14 +72,14 @@ def test_needs_for_a_host_we_do_not_master_are_refused(tmp_path: Path) -> None:
 
 def test_without_membership_nothing_is_ours(tmp_path: Path) -> None:
     client, runtime = spread_app(tmp_path, "c0")
-    runtime.set_membership(False)
+    runtime.roles.set_membership(False)
     assert not runtime.serves("h1") and runtime.core.state.foreign == {"h1", "h2"}
     r = client.post("/api/v1/replicas/agent-command",
                     json={"host": "h1", "op": "wg-keygen"})
     assert r.status_code == 409
 
 
-def test_the_one_master_of_all_has_no_peer_requests(tmp_path: Path) -> None:
+def test_the_one_master_of_all_has_no_export_requests(tmp_path: Path) -> None:
     client, _ = spread_app(tmp_path, None)
     for method, path, body in (("POST", "/api/v1/replicas/needs", dict(NEEDS, host="h1")),
                                ("POST", "/api/v1/replicas/agent-command",

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
-from controller.cluster.leases import REPLICAS, Replica, replica_record
+from controller.cluster.leases import REPLICAS, Lease, replica_record
 from controller.cluster.masters import REACH
 from controller.desired.inventory import Inventory
 from controller.store.base import Store, StoreUnavailable
@@ -33,17 +33,16 @@ def context(store: Store, *, replicated: bool, replica: dict[str, Any] | None) -
     )
 
 
-def get(ctx: ApiContext, elector: Replica | None = None, token: str = READONLY) -> Any:
-    app = create_app(ctx)
+def get(ctx: ApiContext, elector: Lease | None = None, token: str = READONLY) -> Any:
     if elector is not None:
-        app.state.replica = elector
-    with TestClient(app) as client:
+        ctx.leadership = elector
+    with TestClient(create_app(ctx)) as client:
         return client.get("/api/v1/replicas", headers={"Authorization": f"Bearer {token}"})
 
 
 def test_the_standalone_controller_answers_itself_as_the_leader(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "db")
-    elector = Replica(store, C0, standalone=True)
+    elector = Lease(store, C0, standalone=True)
     elector.start()
     ctx = context(store, replicated=False, replica=C0)
     try:

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.routes import metrics
+from controller.cluster.roles import Roles
 from controller.datapath.runtime import DatapathRuntime
 from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
@@ -16,12 +17,13 @@ from controller.store.sqlite import SqliteStore
 
 def test_metrics_reports_counters_and_setup_histogram(tmp_path: Path) -> None:
     inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
-    runtime = DatapathRuntime(inventory.index)
+    roles = Roles()
+    runtime = DatapathRuntime(inventory.index, roles)
     counters = runtime.core.state.counters
     counters.packet_ins, counters.setups, counters.denials = 7, 3, 2
     counters.setup_latency = [0.0004, 0.0015, 0.03]
     ctx = ApiContext(inventory=inventory, token="t", runtime=runtime, openflow_host="0.0.0.0",
-                     openflow_port=6653)
+                     openflow_port=6653, roles=roles)
     app = create_app(ctx)
     app.include_router(metrics.router)
     text = TestClient(app).get("/metrics").text
@@ -38,7 +40,8 @@ def test_metrics_reports_counters_and_setup_histogram(tmp_path: Path) -> None:
 
 def test_metrics_per_host_and_drop_counters(tmp_path: Path) -> None:
     inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
-    runtime = DatapathRuntime(inventory.index)
+    roles = Roles()
+    runtime = DatapathRuntime(inventory.index, roles)
     state = runtime.core.state
     state.count("h1", "packet_ins", 5)
     state.count("h2", "packet_ins", 2)
@@ -46,7 +49,7 @@ def test_metrics_per_host_and_drop_counters(tmp_path: Path) -> None:
     state.live_denied["h1"] = 2
     state.live_spoofed["h2"] = 9
     ctx = ApiContext(inventory=inventory, token="t", runtime=runtime, openflow_host="0.0.0.0",
-                     openflow_port=6653)
+                     openflow_port=6653, roles=roles)
     app = create_app(ctx)
     app.include_router(metrics.router)
     lines = set(TestClient(app).get("/metrics").text.splitlines())
@@ -59,19 +62,20 @@ def test_metrics_per_host_and_drop_counters(tmp_path: Path) -> None:
     assert 'daolinet_host_setup_seconds_count{host="h1"} 0' in lines
 
 
-def metrics_of_a_runtime(tmp_path: Path) -> tuple[DatapathRuntime, TestClient]:
-    """A real DatapathRuntime and a client of the app serving its /metrics."""
+def metrics_of_a_runtime(tmp_path: Path) -> tuple[Roles, TestClient]:
+    """The roles of a real DatapathRuntime and a client of the app serving its /metrics."""
     inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
-    runtime = DatapathRuntime(inventory.index)
+    roles = Roles()
+    runtime = DatapathRuntime(inventory.index, roles)
     ctx = ApiContext(inventory=inventory, token="t", runtime=runtime, openflow_host="0.0.0.0",
-                     openflow_port=6653)
+                     openflow_port=6653, roles=roles)
     app = create_app(ctx)
     app.include_router(metrics.router)
-    return runtime, TestClient(app)
+    return roles, TestClient(app)
 
 
 def test_metrics_replica_role_switches_and_refusals(tmp_path: Path) -> None:
-    runtime, client = metrics_of_a_runtime(tmp_path)
+    roles, client = metrics_of_a_runtime(tmp_path)
 
     def lines() -> set[str]:
         return set(client.get("/metrics").text.splitlines())
@@ -79,30 +83,30 @@ def test_metrics_replica_role_switches_and_refusals(tmp_path: Path) -> None:
     assert {"daolinet_replica_leader 0", "daolinet_switches_mastered 0",
             'daolinet_openflow_refused_total{kind="role"} 0',
             'daolinet_openflow_refused_total{kind="slave"} 0'} <= lines()
-    runtime.set_master(7)
-    runtime.confirm_master(1, True)
-    runtime.confirm_master(2, True)
-    runtime.count_refusal("slave")
+    roles.set_master(7)
+    roles.confirm_master(1, True)
+    roles.confirm_master(2, True)
+    roles.count_refusal("slave")
     assert {"daolinet_replica_leader 1", "daolinet_switches_mastered 2",
             'daolinet_openflow_refused_total{kind="slave"} 1'} <= lines()
-    runtime.set_master(None)  # deposed: no switch is ours any more
+    roles.set_master(None)  # deposed: no switch is ours any more
     assert {"daolinet_replica_leader 0", "daolinet_switches_mastered 0"} <= lines()
 
 
 def test_metrics_switches_connected_whatever_their_role(tmp_path: Path) -> None:
-    runtime, client = metrics_of_a_runtime(tmp_path)
+    roles, client = metrics_of_a_runtime(tmp_path)
 
     def connected() -> set[str]:
         return {line for line in client.get("/metrics").text.splitlines()
                 if line.startswith("daolinet_switches_connected ")}
 
     assert connected() == {"daolinet_switches_connected 0"}
-    runtime.switch_seen(1, True)
-    runtime.switch_seen(2, True)
-    runtime.switch_seen(2, True)  # a reconnection
+    roles.switch_seen(1, True)
+    roles.switch_seen(2, True)
+    roles.switch_seen(2, True)  # a reconnection
     assert connected() == {"daolinet_switches_connected 2"}  # as a follower (no master)
-    runtime.set_master(3)
-    runtime.set_master(None)
+    roles.set_master(3)
+    roles.set_master(None)
     assert connected() == {"daolinet_switches_connected 2"}  # roles do not change it
-    runtime.switch_seen(1, False)
+    roles.switch_seen(1, False)
     assert connected() == {"daolinet_switches_connected 1"}

@@ -1,4 +1,4 @@
-"""Replica: election rounds, stepping down, and the lease watchdog (a fake store)."""
+"""Lease: election rounds, stepping down, and the lease watchdog (a fake store)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from controller.cluster.leases import (
-    Replica,
+    Lease,
     openflow_targets,
     parse_openflow_target,
     replica_record,
     target_for,
 )
-from controller.main import advertised
+from controller.settings import advertised
 from controller.store.base import StoreUnavailable
 
 
@@ -61,9 +61,9 @@ class FakeStore:
         return False
 
 
-def make(store: FakeStore, ttl: float = 2.0) -> tuple[Replica, list[object]]:
+def make(store: FakeStore, ttl: float = 2.0) -> tuple[Lease, list[object]]:
     calls: list[object] = []
-    replica = Replica(store, {"name": "c1", "api": "http://c1"}, ttl=ttl,  # type: ignore[arg-type]
+    replica = Lease(store, {"name": "c1", "api": "http://c1"}, ttl=ttl,  # type: ignore[arg-type]
                       on_elected=calls.append, on_deposed=lambda: calls.append("deposed"))
     return replica, calls
 
@@ -74,12 +74,12 @@ def test_a_follower_leads_once_the_store_lets_it() -> None:
     store.current = ({"name": "c0", "api": "http://c0"}, 7)
     replica, calls = make(store)
     replica.step()
-    assert not replica.is_leader and calls == []
+    assert not replica.held and calls == []
     assert replica.leader() == {"name": "c0", "api": "http://c0"}
     assert replica.generation == 7  # slave role requests carry the leader's generation
     store.free = True
     replica.step()
-    assert replica.is_leader and calls == [10] and replica.generation == 10
+    assert replica.held and calls == [10] and replica.generation == 10
     assert replica.leader() == {"name": "c1", "api": "http://c1"}
 
 
@@ -89,7 +89,7 @@ def test_a_lost_leadership_steps_down_and_resigns() -> None:
     replica.step()
     store.issued[0].ok = False
     replica.step()
-    assert not replica.is_leader and calls == [10, "deposed"]
+    assert not replica.held and calls == [10, "deposed"]
     assert store.issued[0].resigned
 
 
@@ -98,7 +98,7 @@ def test_an_unreachable_store_is_no_election() -> None:
     store.down = True
     replica, calls = make(store)
     replica.step()
-    assert not replica.is_leader and calls == []
+    assert not replica.held and calls == []
 
 
 def test_the_watchdog_steps_down_before_the_lease_can_expire() -> None:
@@ -109,16 +109,16 @@ def test_the_watchdog_steps_down_before_the_lease_can_expire() -> None:
     replica.start()
     try:
         deadline = time.monotonic() + 2
-        while not replica.is_leader and time.monotonic() < deadline:
+        while not replica.held and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert replica.is_leader
+        assert replica.held
         store.free = False  # nobody else gets it: only the watchdog can end it
         store.issued[0].block.set()
         stuck = time.monotonic()
-        while replica.is_leader and time.monotonic() - stuck < 3:
+        while replica.held and time.monotonic() - stuck < 3:
             time.sleep(0.01)
         stepped = time.monotonic() - stuck
-        assert not replica.is_leader
+        assert not replica.held
         # valid until last refresh + ttl - margin: at most ttl - margin after it stuck
         assert stepped <= replica.ttl - replica.margin + 0.1, stepped
         time.sleep(0.2)
@@ -132,7 +132,7 @@ def test_stop_resigns_so_another_replica_takes_over_at_once() -> None:
     replica, calls = make(store)
     replica.step()
     replica.stop()
-    assert store.issued[0].resigned and calls == [10, "deposed"] and not replica.is_leader
+    assert store.issued[0].resigned and calls == [10, "deposed"] and not replica.held
 
 
 def test_a_standalone_controller_leads_until_it_stops(tmp_path) -> None:
@@ -142,17 +142,17 @@ def test_a_standalone_controller_leads_until_it_stops(tmp_path) -> None:
 
     store = SqliteStore(tmp_path / "s.db")
     calls: list[object] = []
-    replica = Replica(store, {"name": "c"}, ttl=0.3, standalone=True,
+    replica = Lease(store, {"name": "c"}, ttl=0.3, standalone=True,
                       on_elected=calls.append, on_deposed=lambda: calls.append("deposed"))
     try:
         replica.start()
         first = replica.generation
-        assert replica.is_leader and calls == [first]
+        assert replica.held and calls == [first]
         time.sleep(0.45)  # past ttl without a single refresh
-        assert replica.is_leader and calls == [first]
+        assert replica.held and calls == [first]
         replica.stop()
-        assert not replica.is_leader and calls == [first, "deposed"]
-        again = Replica(store, {"name": "c"}, standalone=True, on_elected=calls.append)
+        assert not replica.held and calls == [first, "deposed"]
+        again = Lease(store, {"name": "c"}, standalone=True, on_elected=calls.append)
         again.start()
         assert again.generation > first  # a restarted controller claims the switches anew
     finally:

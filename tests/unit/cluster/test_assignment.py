@@ -6,7 +6,12 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.cluster.assignment import assign, moved
+from controller.cluster.assignment import assign
+
+
+def moved(before: dict[int, str], after: dict[int, str]) -> set[int]:
+    """The switches whose master changes."""
+    return {d for d, n in after.items() if before.get(d) != n}
 
 
 def loads(a: dict[int, str], members: list[str]) -> dict[str, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.cluster.leases import Replica
+from controller.cluster.leases import Lease
 from controller.cluster.masters import ASSIGNMENT, ASSIGNMENT_KEY, REACH, Masters, parse_assignment
 from controller.store.sqlite import SqliteStore
 
@@ -14,14 +14,14 @@ def test_the_leader_assigns_the_switches_to_the_members_and_again_when_one_goes(
     tmp_path: Path,
 ) -> None:
     store = SqliteStore(tmp_path / "db")
-    elector = Replica(store, {"name": "c0"}, standalone=True)
+    elector = Lease(store, {"name": "c0"}, standalone=True)
     elector.start()  # leads
     seen: list[tuple[dict[int, str], int]] = []
     switches = {1, 2, 3, 4}
     masters = Masters(store, {"name": "c0", "api": "http://c0"}, elector,
-                      switches=lambda: switches,
-                      on_assignment=lambda m, g: seen.append((m, g)),
-                      on_membership=lambda member: None)
+                      switches=lambda: switches)
+    roles = masters.roles
+    roles.listen(lambda: seen.append((roles.assignment, roles.assignment_generation)))
     c0 = store.try_lead({"name": "c0", "api": "http://c0"}, 5, key="member/c0")
     c1 = store.try_lead({"name": "c1", "api": "http://c1"}, 5, key="member/c1")
     assert c0 is not None and c1 is not None
@@ -53,12 +53,13 @@ def test_a_member_gets_only_switches_connected_to_it(tmp_path: Path) -> None:
     """A replica that just came back is a member before its switches reconnect to
     it: it gets its share once it reported them (kind REACH), not before."""
     store = SqliteStore(tmp_path / "db")
-    elector = Replica(store, {"name": "c0"}, standalone=True)
+    elector = Lease(store, {"name": "c0"}, standalone=True)
     elector.start()
     connected = {1, 2, 3, 4}
     masters = Masters(store, {"name": "c0", "api": "http://c0"}, elector,
-                      switches=lambda: {1, 2, 3, 4}, connected=lambda: connected,
-                      on_assignment=lambda m, g: None, on_membership=lambda member: None)
+                      switches=lambda: {1, 2, 3, 4})
+    for dpid in connected:
+        masters.roles.switch_seen(dpid, True)
     assert store.try_lead({"name": "c0"}, 5, key="member/c0") is not None
     assert store.try_lead({"name": "c1"}, 5, key="member/c1") is not None
     masters.report()
