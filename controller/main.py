@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import sys
-import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -45,6 +44,7 @@ from controller.datapath.runtime import DatapathRuntime, ExportLink
 from controller.datapath.state import CoreState
 from controller.desired.index import DesiredIndex
 from controller.desired.inventory import Inventory
+from controller.openflow.app import OpenFlowDeps, start_openflow
 from controller.openflow.switches import Switches
 from controller.settings import ENV_PREFIX, ControllerSettings, load_settings, read_tokens
 from controller.store.base import StoreError
@@ -194,7 +194,8 @@ def serve(settings: ControllerSettings) -> None:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        start_openflow(runtime, roles, switches, of_host, of_port)
+        start_openflow(OpenFlowDeps(runtime=runtime, roles=roles, switches=switches),
+                       of_host, of_port)
         leadership.start()
         if masters is not None:
             masters.start()
@@ -219,27 +220,6 @@ def serve(settings: ControllerSettings) -> None:
     # os-ken's threads do not stop on request; the process is done once the API is.
     sys.stdout.flush()
     os._exit(0 if server.started else 1)
-
-
-def start_openflow(
-    runtime: DatapathRuntime, roles: Roles, switches: Switches, host: str, port: int
-) -> None:
-    """Launch os-ken in-process (os-ken 4 has no osken-manager), on its own thread."""
-    # app_manager must be imported before os_ken.controller.controller (import cycle);
-    # importing the latter registers the --ofp-* options.
-    from os_ken.base import app_manager  # noqa: F401  # isort: skip
-    from os_ken import cfg  # isort: skip
-    from os_ken.controller import controller as _ofp_options  # noqa: F401  # isort: skip
-
-    from controller.openflow.app import OpenFlowDeps, run_openflow
-
-    cfg.CONF(
-        args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)],
-        project="os_ken",
-    )
-    deps = OpenFlowDeps(runtime=runtime, roles=roles, switches=switches)
-    thread = threading.Thread(target=run_openflow, args=(deps,), name="os-ken", daemon=True)
-    thread.start()
 
 
 def run() -> None:

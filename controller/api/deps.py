@@ -87,9 +87,9 @@ class ApiContext:
     leadership: Lease | None = None
     masters: Masters | None = None
 
-    def peer_apis(self) -> list[str] | None:
+    def member_apis(self) -> list[str] | None:
         """The API URLs of the other live members (None: masters are not spread)."""
-        return self.masters.peer_apis() if self.masters is not None else None
+        return self.masters.member_apis() if self.masters is not None else None
 
     def leads(self) -> bool:
         """Whether this replica leads: assigns the switches (spread masters), or

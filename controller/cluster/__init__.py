@@ -1,3 +1,4 @@
-"""Controller replicas: leases, memberships, the masters' assignment and exports between
+"""Controller replicas: leases (the leadership, memberships), this replica's roles
+(master or slave of each switch), the masters' assignment and exports between
 replicas. Imports store, desired and datapath.
 """

@@ -96,7 +96,7 @@ class Masters:
     def is_member(self) -> bool:
         return self.membership.held
 
-    def peer_apis(self) -> list[str]:
+    def member_apis(self) -> list[str]:
         """The API URLs of the other live members."""
         with self._lock:
             members = dict(self._members)

@@ -1,3 +1,5 @@
-"""The os-ken app: decodes OpenFlow events for the datapath runtime and encodes its message
-values as os-ken objects. The only package that imports os-ken.
+"""The os-ken app (app.py), the codec between the core's message values and os-ken
+objects (codec.py), and the registry of connected switches the runtime writes to
+(switches.py). The only package that imports os-ken; imports datapath and cluster
+(the roles).
 """

@@ -46,6 +46,21 @@ class OpenFlowDeps:
     switches: Switches
 
 
+def start_openflow(deps: OpenFlowDeps, host: str, port: int) -> None:
+    """Launch os-ken in-process (os-ken 4 has no osken-manager), on its own thread."""
+    # Importing os_ken.controller.controller (after app_manager, above: an import
+    # cycle) registers the --ofp-* options.
+    from os_ken import cfg
+    from os_ken.controller import controller as _ofp_options  # noqa: F401
+
+    cfg.CONF(
+        args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)],
+        project="os_ken",
+    )
+    thread = threading.Thread(target=run_openflow, args=(deps,), name="os-ken", daemon=True)
+    thread.start()
+
+
 def run_openflow(deps: OpenFlowDeps) -> None:
     """Load, make and run the app (os-ken's `AppManager.run_apps`, with our
     collaborators as a keyword of every app's constructor); blocks."""

@@ -27,7 +27,7 @@ async def list_routes(
     ctx: Ctx, host: str | None = None
 ) -> list[dict[str, Any]] | JSONResponse:
     rows = ctx.runtime.routes(host)
-    urls = ctx.peer_apis()
+    urls = ctx.member_apis()
     if urls is None:
         return rows
     params = {"host": host} if host else {}

@@ -29,7 +29,7 @@ def test_the_leader_assigns_the_switches_to_the_members_and_again_when_one_goes(
     first = store.get(ASSIGNMENT, ASSIGNMENT_KEY)
     wanted, generation = parse_assignment(first)
     assert sorted(wanted.values()) == ["c0", "c0", "c1", "c1"] and generation > 0
-    assert masters.peer_apis() == ["http://c1"] and masters.member_api("c1") == "http://c1"
+    assert masters.member_apis() == ["http://c1"] and masters.member_api("c1") == "http://c1"
     masters.step()  # nothing changed: nothing written
     assert store.get(ASSIGNMENT, ASSIGNMENT_KEY) == first
     masters.apply(first)
