@@ -5,8 +5,10 @@ into the in-memory `DesiredIndex` the core reads, and then announced through
 `on_change`.  The store is written first, so a crash never leaves the index (and
 the switches) ahead of what a restart would load.
 
-Changes are serialised by one lock.  The announcement happens after that lock is
-released (the callback may read the inventory or take its own locks), but a second,
+Changes are serialised by one lock, and each is published in the index as one
+version (`DesiredIndex.batch()`): the core never sees half a change, such as a rule
+added but the rules after it not yet shifted.  The announcement happens after that
+lock is released (the callback may read the inventory or take its own locks), but a second,
 re-entrant lock keeps announcements in the order the changes were made.
 
 With replicas (docs/architecture.md, "Replicas") the store's watch brings the changes
@@ -95,7 +97,8 @@ class StoreSync:
                     if ev.revision <= self._own_high:
                         continue  # this replica's own write, already in the index
                     try:
-                        changes = apply_document(self.index, ev.kind, ev.key, ev.value)
+                        with self.index.batch():  # one document, one published version
+                            changes = apply_document(self.index, ev.kind, ev.key, ev.value)
                     except CorruptDocument as exc:
                         log.error("%s", exc)
                         continue
@@ -142,7 +145,8 @@ class StoreSync:
             with self._announce:
                 with self._lock:
                     try:
-                        yield events
+                        with self.index.batch():  # one change, one published version
+                            yield events
                     finally:
                         if self.replicated:
                             self._own_high = self.store.revision()

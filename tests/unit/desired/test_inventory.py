@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -409,6 +410,29 @@ def test_corrupt_record_is_loud(backend: Backend) -> None:
     with pytest.raises(RuntimeError, match="corrupt network record"):
         Inventory(store, lambda _c: None)
     store.close()
+
+
+def test_a_change_is_published_as_one_version(
+    lab: Inventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core reads one index version per handler: it never sees a change half made
+    (here a rule inserted first while the rules after it are shifted one by one)."""
+    lab.add_rule("network", "web", "allow", "cidr", "192.0.2.0/24")
+    lab.add_rule("network", "web", "deny")
+    before = lab.index.view()
+    seen = []
+    put = lab.store.put
+
+    def spy(kind: str, key: str, value: dict[str, Any], *, create: bool = False) -> None:
+        put(kind, key, value, create=create)
+        seen.append(lab.index.view())
+
+    monkeypatch.setattr(lab.store, "put", spy)
+    lab.add_rule("network", "web", "allow", position=0)
+    assert len(seen) == 3 and all(view is before for view in seen)
+    after = lab.index.view()
+    assert [r.position for r in after.rules_for("network", "web")] == [0, 1, 2]
+    assert [r.action for r in after.rules_for("network", "web")] == ["allow", "allow", "deny"]
 
 
 # --- announcements -------------------------------------------------------------------
