@@ -12,14 +12,20 @@ import typer
 from typer.exceptions import TyperException
 
 
+class CliError(Exception):
+    """A failure to report as one line on stderr, exit code 1 (no traceback): what
+    every console script raises for a bad option value or an unreachable service."""
+
+
 def run_app(
     app: typer.Typer,
     prog: str,
     argv: list[str] | None = None,
     known: tuple[type[Exception], ...] = (),
 ) -> int:
-    """Run `app`; `known` errors print their message as it is."""
+    """Run `app`; a CliError, and the `known` errors, print their message as it is."""
     command = typer.main.get_command(app)
+    reported: tuple[type[Exception], ...] = (CliError, *known)
     try:
         result = command.main(
             args=sys.argv[1:] if argv is None else argv, prog_name=prog, standalone_mode=False
@@ -38,7 +44,7 @@ def run_app(
         return 1
     except KeyboardInterrupt:
         return 130
-    except known as exc:
+    except reported as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # never a traceback

@@ -21,7 +21,7 @@ import typer
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from controller.cliutil import run_app
+from controller.cliutil import CliError, run_app
 from hostnet.agent.agent import run_agent
 from hostnet.agent.config import DEFAULT_SOCKET, ENV_PREFIX, AgentConfig
 
@@ -36,10 +36,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-
-class CliError(Exception):
-    """An error shown as one line on stderr, exit code 1."""
 
 
 class DatapathType(StrEnum):
