@@ -26,7 +26,7 @@ from tests.unit.apiserver import serve
 from tests.unit.clirunner import CliRunner
 
 TOKEN = "cli-token"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 ROUTES = [
     {

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from controller.api.deps import ApiContext
-from controller.daolictl.commands import CliError, parse_port, parse_publish, parse_source
+from controller.cliutil import CliError
+from controller.daolictl.args import parse_port, parse_publish, parse_source
 from controller.daolictl.commands import app as cli_app
 from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
 from tests.unit.apiserver import serve
 from tests.unit.clirunner import CliRunner
-from tests.unit.test_cli import FakeRuntime, routes_router
+from tests.unit.daolictl.test_cli import FakeRuntime, routes_router
 
 TOKEN, READONLY = "cli-admin", "cli-readonly"
 
