@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from controller.datapath import sites
+from controller.datapath import paths, sites
 from controller.datapath.core.context import Part
 from controller.datapath.messages import OFPP_LOCAL
 from controller.datapath.needs import Needs
@@ -29,9 +29,7 @@ class Routing(Part):
     def next_hop(self, src: str, dst: Host) -> IPv4:
         """Where host `src` routes `dst`'s containers: across sites, its tunnel address."""
         h = self.desired.host(src)
-        if h is not None and dst.tunnel_address is not None and sites.crosses(h, dst):
-            return dst.tunnel_address
-        return dst.address
+        return paths.next_hop(h, dst) if h is not None else dst.address
 
     def kernel_route(self, dst: IPv4, via: IPv4) -> KernelRoute:
         """A `wg` route when `via` is a tunnel address, else a plain `via` route."""
@@ -48,11 +46,10 @@ class Routing(Part):
 
     def relay_of(self, src: str, via: IPv4) -> str | None:
         """The relay host between `src` and the host of tunnel address `via`, if any."""
-        h = self.desired.host(src)
-        if h is None or h.wg_endpoint is not None or h.tunnel_address is None:
+        h, dst = self.desired.host(src), self.desired.host_by_tunnel(via)
+        if h is None or dst is None:
             return None
-        dst = self.desired.host_by_tunnel(via)
-        relay = sites.relay_for(h, dst, self.desired.hosts()) if dst is not None else None
+        relay = paths.host_path(h, dst, self.desired.hosts).relay
         return relay.name if relay is not None else None
 
     def relays_of(self, host: str) -> set[str]:
@@ -68,10 +65,9 @@ class Routing(Part):
     def path(self, a: str, b: str) -> str:
         """"underlay" inside a site, "wireguard" across sites, "relay:R" through R."""
         ha, hb = self.desired.host(a), self.desired.host(b)
-        if ha is None or hb is None or not sites.crosses(ha, hb):
+        if ha is None or hb is None:
             return "underlay"
-        relay = sites.relay_for(ha, hb, self.desired.hosts())
-        return f"relay:{relay.name}" if relay is not None else "wireguard"
+        return paths.host_path(ha, hb, self.desired.hosts).label
 
     # what a host needs -----------------------------------------------------------------
     def needed(self, host: str) -> dict[IPv4, IPv4]:
