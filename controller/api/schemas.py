@@ -287,6 +287,15 @@ class TraceEnd(_Out):
     host: str | None
 
 
+class TraceHop(_Out):
+    address: ipaddress.IPv4Address
+    host: str | None = Field(description="Host the address is on (None: the destination)")
+    kind: Literal["underlay", "tunnel", "relay", "container"] = Field(
+        description="A host's underlay or WireGuard tunnel address, a relay's tunnel "
+        "address, or the destination container's"
+    )
+
+
 class TraceOut(_Out):
     verdict: Action
     reason: str
@@ -297,7 +306,18 @@ class TraceOut(_Out):
     dst: TraceEnd
     proto: Literal["tcp", "udp", "icmp"]
     port: int | None
-    path: list[str] = Field(description="Hops the traffic takes; empty when denied")
+    path: list[str] = Field(
+        description="Addresses the traffic passes (tunnel addresses across sites, the relay's "
+        "too), the container last; empty when denied"
+    )
+    path_kind: str | None = Field(
+        default=None,
+        description="As GET /routes' path: local, underlay, wireguard, relay:R, or external "
+        "(from outside daolinet); None when denied",
+    )
+    hops: list[TraceHop] = Field(
+        default_factory=list, description="The path's addresses and what each is"
+    )
 
 
 # --- replicas -----------------------------------------------------------------------

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query
 
 from controller.api.auth import RequireToken
 from controller.api.deps import Ctx
-from controller.api.schemas import TraceEnd, TraceOut
+from controller.api.schemas import TraceEnd, TraceHop, TraceOut
+from controller.datapath import paths
 from controller.desired.errors import Invalid, NotFound
 from controller.desired.index import DesiredIndex
 from controller.desired.models import Endpoint
@@ -42,23 +43,23 @@ def _end(endpoint: Endpoint | None, ip: ipaddress.IPv4Address) -> TraceEnd:
                     host=endpoint.host)
 
 
-def trace_path(index: DesiredIndex, src: Endpoint | None, dst: Endpoint) -> list[str]:
-    """The hops an allowed connection takes (docs/architecture.md, "Datapath").
+def trace_path(
+    index: DesiredIndex, src: Endpoint | None, dst: Endpoint
+) -> tuple[str | None, list[TraceHop]]:
+    """The kind and hops of the path an allowed connection takes, from the derivation
+    the core routes by (controller.datapath.paths; docs/architecture.md, "Sites").
 
-    Same host: straight to the container (one hop, TTL is not decremented).  Other
-    host: the source host's kernel, the destination host, the container.  From
+    Same host: straight to the container.  Same site: the source host's underlay
+    address, the destination host's, the container.  Across sites: the hosts' tunnel
+    addresses (and the relay's between two hosts behind NAT), the container.  From
     outside daolinet: the destination host, the container.
     """
     dst_host = index.host(dst.host)
-    if src is not None and src.host == dst.host:
-        return [str(dst.ip)]
-    hops: list[str] = []
-    if src is not None:
-        src_host = index.host(src.host)
-        hops.append(str(src_host.address) if src_host is not None else src.host)
-    hops.append(str(dst_host.address) if dst_host is not None else dst.host)
-    hops.append(str(dst.ip))
-    return hops
+    src_host = index.host(src.host) if src is not None else None
+    if dst_host is None or (src is not None and src_host is None):
+        return None, []  # a host not registered (endpoints are added on registered hosts)
+    kind, hops = paths.trace_hops(src_host, dst_host, dst.ip, index.hosts)
+    return kind, [TraceHop(address=h.address, host=h.host, kind=h.kind) for h in hops]
 
 
 @router.get("/trace", summary="Would src reach dst? The verdict, its reason and the path")
@@ -85,7 +86,9 @@ def trace(
     src_ep = source if isinstance(source, Endpoint) else None
     src_ip = source.ip if isinstance(source, Endpoint) else source
     decision = decide(index, src_ip, target, PROTO_NUMBERS[proto], port, src_ep)
-    allowed = decision.verdict is Verdict.ALLOW
+    path_kind, hops = (
+        trace_path(index, src_ep, target) if decision.verdict is Verdict.ALLOW else (None, [])
+    )
     return TraceOut(
         verdict=decision.verdict.value,
         reason=decision.reason,
@@ -96,5 +99,7 @@ def trace(
         dst=_end(target, target.ip),
         proto=proto,
         port=port,
-        path=trace_path(index, src_ep, target) if allowed else [],
+        path=[str(hop.address) for hop in hops],
+        path_kind=path_kind,
+        hops=hops,
     )

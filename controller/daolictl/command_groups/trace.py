@@ -21,6 +21,23 @@ def _end_text(end: Any) -> str:
     return f"{end.get('name')} {end.get('ip')} ({where})"
 
 
+HOP_NOTES = {"tunnel": "wireguard", "relay": "relay"}  # underlay and container: no note
+
+
+def path_text(answer: dict[str, Any]) -> list[str]:
+    """The path's addresses, a tunnel address marked `(wireguard HOST)` and a relay's
+    `(relay HOST)`; a plain address is a host's underlay address or the container's."""
+    hops = answer.get("hops")
+    if not isinstance(hops, list) or not hops:
+        return list(answer.get("path") or [])
+    out = []
+    for hop in hops:
+        note = HOP_NOTES.get(str(hop.get("kind")))
+        address = str(hop.get("address"))
+        out.append(f"{address} ({note} {hop.get('host')})" if note else address)
+    return out
+
+
 def trace(
     ctx: typer.Context,
     src: Annotated[str, typer.Argument(metavar="A", help="Source container (or an IPv4 address).")],
@@ -56,7 +73,7 @@ def trace(
             "from": _end_text(answer.get("src")),
             "to": _end_text(answer.get("dst")),
             "service": service,
-            "path": answer.get("path"),
+            "path": path_text(answer),
         },
         ["verdict", "reason", "rule", "from", "to", "service", "path"],
     )

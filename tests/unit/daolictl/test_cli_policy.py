@@ -14,6 +14,7 @@ import pytest
 from controller.api.deps import ApiContext
 from controller.cliutil import CliError
 from controller.daolictl.args import parse_port, parse_publish, parse_source
+from controller.daolictl.command_groups.trace import path_text
 from controller.daolictl.commands import app as cli_app
 from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
@@ -262,6 +263,20 @@ def test_trace(run) -> None:
     out = ok(run("trace", "192.0.2.1", "w1"))
     assert ["from", "192.0.2.1", "(outside", "daolinet)"] in rows(out)
     assert ["verdict", "deny"] in rows(out)
+
+
+def test_trace_path_marks_tunnel_and_relay_addresses() -> None:
+    hops = [
+        {"address": "198.19.0.4", "host": "h4", "kind": "tunnel"},
+        {"address": "198.19.0.3", "host": "h3", "kind": "relay"},
+        {"address": "198.19.0.5", "host": "h5", "kind": "tunnel"},
+        {"address": "10.1.0.7", "host": None, "kind": "container"},
+    ]
+    assert path_text({"path": [h["address"] for h in hops], "hops": hops}) == [
+        "198.19.0.4 (wireguard h4)", "198.19.0.3 (relay h3)", "198.19.0.5 (wireguard h5)",
+        "10.1.0.7",
+    ]
+    assert path_text({"path": ["10.1.0.4"]}) == ["10.1.0.4"]  # a server without hops
 
 
 @pytest.mark.parametrize(
