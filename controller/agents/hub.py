@@ -22,6 +22,7 @@ from controller.agents.messages import (
     Ack,
     CommandMessage,
     DeltaMessage,
+    MeshHost,
     MeshMessage,
     Nack,
     NatMessage,
@@ -31,7 +32,7 @@ from controller.agents.messages import (
 )
 from controller.datapath.effects import KernelRouteDelta
 from controller.datapath.runtime import DatapathRuntime
-from controller.desired.models import NatRule
+from controller.desired.models import Host, NatRule
 
 log = logging.getLogger(__name__)
 
@@ -211,14 +212,14 @@ class AgentHub:
                 return  # sent after the snapshot when the agent connects
             self._queue_nat(session, rules)
 
-    def _queue_nat(self, session: Session, rules: list[NatRule] | list[dict[str, Any]]) -> None:
+    def _queue_nat(self, session: Session, rules: list[NatRule]) -> None:
         """Queue a nat message (caller holds the lock)."""
         seq = next(session.seq)
         session.tokens[seq] = None
-        message = NatMessage.model_validate({"seq": seq, "rules": rules}).wire()
+        message = NatMessage(seq=seq, rules=rules).wire()
         self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
 
-    def send_mesh(self, hosts: list[dict[str, Any]]) -> None:
+    def send_mesh(self, hosts: list[Host]) -> None:
         """Every host's WireGuard facts to every agent (a host joined or rotated its
         key): each derives its peers from them (controller/datapath/sites.py)."""
         with self._lock:
@@ -226,11 +227,11 @@ class AgentHub:
                 if session.ready:
                     self._queue_mesh(session, hosts)
 
-    def _queue_mesh(self, session: Session, hosts: list[dict[str, Any]]) -> None:
+    def _queue_mesh(self, session: Session, hosts: list[Host]) -> None:
         """Queue a mesh message (caller holds the lock; nothing waits for the ack)."""
         seq = next(session.seq)
         session.tokens[seq] = None
-        message = MeshMessage.model_validate({"seq": seq, "hosts": hosts}).wire()
+        message = MeshMessage(seq=seq, hosts=[MeshHost.of(h) for h in hosts]).wire()
         self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
 
     def host_synced(self, host: str) -> None:
@@ -262,7 +263,7 @@ class AgentHub:
             seq = next(session.seq)
             session.tokens[seq] = token
             session.ready = True
-            message = SnapshotMessage.model_validate({"seq": seq, "routes": routes}).wire()
+            message = SnapshotMessage(seq=seq, routes=routes).wire()
             self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
             self._queue_nat(session, nat)
             self._queue_mesh(session, mesh)

@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
 )
 
-from controller.desired.models import KernelRoute, NatRule
+from controller.desired.models import Host, KernelRoute, NatRule
 
 
 def _without_nulls(record: BaseModel) -> dict[str, Any]:
@@ -44,6 +44,11 @@ class MeshHost(BaseModel):
     wg_endpoint: str | None = None
     tunnel_address: ipaddress.IPv4Address | None = None
     relay: bool = False
+
+    @classmethod
+    def of(cls, host: Host) -> MeshHost:
+        """The mesh's view of a registered host."""
+        return cls.model_validate(host.model_dump())
 
 
 class _Message(BaseModel):

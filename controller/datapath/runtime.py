@@ -36,7 +36,7 @@ from controller.desired.events import (
     RulesChanged,
 )
 from controller.desired.index import DesiredIndex
-from controller.desired.models import NatRule
+from controller.desired.models import Host, KernelRoute, NatRule
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class AgentLink(Protocol):
 
     def send_nat(self, host: str, rules: list[NatRule]) -> None: ...
 
-    def send_mesh(self, hosts: list[dict[str, Any]]) -> None: ...
+    def send_mesh(self, hosts: list[Host]) -> None: ...
 
     def drop_all(self) -> None: ...
 
@@ -287,19 +287,14 @@ class DatapathRuntime:
                 if h
             }
 
-    def mesh_hosts(self) -> list[dict[str, Any]]:
-        """The WireGuard facts of every host (the agents' `mesh` message)."""
-        keys = ("name", "site", "wg_public_key", "wg_endpoint", "tunnel_address", "relay")
-        return [
-            {k: v for k, v in h.model_dump(mode="json").items() if k in keys}
-            for h in self.index.hosts()
-        ]
+    def mesh_hosts(self) -> list[Host]:
+        """Every host, for its WireGuard facts (the agents' `mesh` message)."""
+        return list(self.index.hosts())
 
-    def nat_snapshot(self, host: str) -> list[dict[str, Any]]:
+    def nat_snapshot(self, host: str) -> list[NatRule]:
         """The NAT rules `host` must hold (sent after its route snapshot)."""
         with self.lock:
-            rules = self.core.nat_rules(self.index.view(), host)
-        return [r.model_dump(mode="json", exclude_none=True) for r in rules]
+            return list(self.core.nat_rules(self.index.view(), host))
 
     def snapshot_delay(self, host: str) -> float:
         """Seconds to wait before `host`'s agent gets its snapshot: a host just taken
@@ -311,7 +306,7 @@ class DatapathRuntime:
             return 0.0
         return max(0.0, since + TAKEOVER_SETTLE - time.monotonic())
 
-    def snapshot(self, host: str) -> tuple[int, list[dict[str, Any]]] | None:
+    def snapshot(self, host: str) -> tuple[int, list[KernelRoute]] | None:
         """The full route set for a connecting agent, or None until its switch synced."""
         with self.lock:
             if not self.core.is_synced(host):
@@ -319,7 +314,7 @@ class DatapathRuntime:
             fx = self.core.snapshot(self.index.view(), host)
         self.execute(fx)
         (snap,) = fx.snapshots
-        return snap.token, [r.model_dump(mode="json", exclude_none=True) for r in snap.routes]
+        return snap.token, list(snap.routes)
 
 
 PolicyEvents = (

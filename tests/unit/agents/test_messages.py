@@ -7,6 +7,7 @@ from controller.agents.messages import (
     Ack,
     CommandMessage,
     DeltaMessage,
+    MeshHost,
     MeshMessage,
     Nack,
     NatMessage,
@@ -14,7 +15,7 @@ from controller.agents.messages import (
     SnapshotMessage,
     parse_reply,
 )
-from controller.desired.models import KernelRoute, NatRule
+from controller.desired.models import Host, KernelRoute, NatRule
 
 VIA = {"kind": "via", "dst": "10.1.0.6", "via": "198.18.0.12"}
 LOCAL = {"kind": "local", "dst": "10.1.0.5", "lladdr": "02:da:0a:01:00:05"}
@@ -39,7 +40,9 @@ def test_nat_mesh_and_command():
                                                       "rules": [as_sent]}
     host = {"name": "h1", "site": "s1", "wg_public_key": None, "wg_endpoint": None,
             "tunnel_address": "10.99.0.1", "relay": False}
-    assert MeshMessage.model_validate({"seq": 4, "hosts": [host]}).wire() == {
+    registered = Host.model_validate(
+        host | {"address": "198.18.0.11", "dpid": 1, "registered_at": 1.0})
+    assert MeshMessage(seq=4, hosts=[MeshHost.of(registered)]).wire() == {
         "type": "mesh", "seq": 4, "hosts": [host]}
     assert CommandMessage(seq=5, op="docker-run", args={"ip": None}).wire() == {
         "type": "command", "seq": 5, "op": "docker-run", "args": {"ip": None}}
