@@ -6,31 +6,21 @@ messages."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import hostnet
+from tests.unit.layering import daolinet_imports
 
 HOSTNET = Path(hostnet.__file__).parent
 CONTROLLER_ALLOWED = ("controller.desired.models", "controller.datapath.sites",
                       "controller.agents.messages", "controller.cliutil")
 
 
-def _daolinet_imports(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return {n for n in names if n.split(".")[0] in ("controller", "hostnet")}
-
-
 def _imports_of(package: str) -> set[tuple[str, str]]:
     return {
         (str(path.relative_to(HOSTNET)), name)
         for path in sorted((HOSTNET / package).rglob("*.py"))
-        for name in _daolinet_imports(path)
+        for name in daolinet_imports(path)
     }
 
 
