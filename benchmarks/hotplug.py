@@ -150,7 +150,7 @@ def setup_rate(tb: Testbed, n: int) -> dict[str, dict[str, float]]:
     daolinet = probe_all(tb, [cs], {c.ip: "02:da:00:00:00:01" for c in cs}, fanout)
     # Baseline: the same bridge and containers under a plain learning switch.
     h = tb.host("h1")
-    port = tb._free_port()
+    port = tb.free_port()
     log = open(tb.dir / "simple_switch.log", "w")  # noqa: SIM115
     launcher = (
         "from os_ken.base.app_manager import AppManager\n"

@@ -130,9 +130,8 @@ def static_packets(tb: Testbed, c: Container) -> list[int]:
 
 def cross_site(seconds: float, reps: int, tso: bool = False) -> tuple[float, float, float]:
     tb = Testbed(["h1", "h2"], sites={"h1": "a", "h2": "b"}, wireguard=True,
-                 container_tx_off=not tso, idle_timeout=30)
-    if tso:
-        tb.ovs_other_config = TSO_CONFIG
+                 container_tx_off=not tso, idle_timeout=30,
+                 ovs_other_config=TSO_CONFIG if tso else None)
     with tb:
         tb.create_network("bench", "10.62.0.0/24")
         c1 = tb.container("h1", "c1", "bench")
@@ -173,9 +172,8 @@ def cross_site(seconds: float, reps: int, tso: bool = False) -> tuple[float, flo
 
 
 def same_site(seconds: float, reps: int, tso: bool = False) -> tuple[float, float]:
-    tb = Testbed(["h1"], container_tx_off=not tso, idle_timeout=30)
-    if tso:
-        tb.ovs_other_config = TSO_CONFIG
+    tb = Testbed(["h1"], container_tx_off=not tso, idle_timeout=30,
+                 ovs_other_config=TSO_CONFIG if tso else None)
     with tb:
         tb.create_network("bench", "10.63.0.0/24")
         c1 = tb.container("h1", "c1", "bench")

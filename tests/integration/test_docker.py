@@ -1,7 +1,7 @@
 """The Docker network + IPAM plugin against real dockerd instances.
 
 Lab: three testbed hosts; h1 and h2 each run their own dockerd (own data root,
-exec root, socket, pidfile, inside the host's network namespace, see dockerbed.py)
+exec root, socket, pidfile, inside the host's network namespace, see testbed/docker.py)
 and an agent serving the plugin; h3 has plain namespace containers.  The tests of
 this module share the lab and run in order.
 """
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import pytest
 from conftest import require_testbed
-from dockerbed import Dockerd, missing_docker
 from testbed import BIN_DIR, Testbed, TestbedError, tail
+from testbed.docker import Dockerd, missing_docker
 
 NET = ["-d", "daolinet", "--ipam-driver", "daolinet"]
 

@@ -38,8 +38,8 @@ socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"first " + b"x" * 900,
 @pytest.fixture(scope="module")
 def tb() -> Iterator[Testbed]:
     require_testbed(daolinet=True)
-    bed = Testbed(["h1", "h2"], idle_timeout=10)
-    bed.ovs_other_config = {"userspace-tso-enable": "true"}
+    bed = Testbed(["h1", "h2"], idle_timeout=10,
+                  ovs_other_config={"userspace-tso-enable": "true"})
     try:
         bed.start()
         for h in bed.hosts.values():

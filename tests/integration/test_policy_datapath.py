@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import make_testbed
-from testbed import PREFIX, Container, Testbed, _run
+from testbed import Container, Testbed
 
 from controller.datapath.state import CoreState
 
@@ -44,18 +44,8 @@ class Lab:
 
 def _add_outside(tb: Testbed) -> tuple[str, str]:
     """A namespace on the underlay that is no daolinet host (root end recorded)."""
-    ns = f"{PREFIX}{tb.id}out"
-    veth = f"{PREFIX}{tb.id}ou"
-    tb._add_netns(ns)
-    tb._links.append(veth)
-    tb._save_registry()
     ip = f"198.18.{tb.octet}.200"
-    _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns],
-         check=True)
-    _run(["ip", "link", "set", veth, "master", tb.bridge, "up"], check=True)
-    tb.exec(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0", check=True)
-    tb.exec(ns, "ip", "link", "set", "eth0", "up", check=True)
-    return ns, ip
+    return tb.add_namespace("out", ip), ip
 
 
 @pytest.fixture(scope="module")
@@ -333,7 +323,7 @@ def _outside_tcp(tb: Testbed, lab: Lab, address: str, port: int, dst: Container,
     import secrets
 
     token = secrets.token_hex(8)
-    server, out = tb._listen(dst, dst_port, udp=False)
+    server, out = tb.listen(dst, dst_port, udp=False)
     try:
         tb.exec(lab.outside, "nc", "-4", "-N", "-w", str(int(timeout)), address, str(port),
                 input=token + "\n", timeout=timeout + 5)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,11 +28,10 @@ import httpx
 import pytest
 from conftest import make_testbed
 from os_ken.ofproto import ofproto_parser, ofproto_v1_3, ofproto_v1_3_parser
-from tcpproxy import TcpProxy
 from testbed import BRIDGE, Container, Pinger, Testbed, tail
+from testbed.tcpproxy import TcpProxy
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from etcdcluster import EtcdCluster
+from tests.etcdcluster import EtcdCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -18,7 +18,6 @@ the source's master exported before releasing it.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +27,7 @@ import pytest
 from conftest import make_testbed
 from testbed import Container, Pinger, Testbed, skip_reason
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from etcdcluster import EtcdCluster
+from tests.etcdcluster import EtcdCluster
 
 REASON = skip_reason() or (
     None if Path("/usr/bin/wireguard-go").exists() and Path("/usr/bin/wg").exists()

@@ -16,11 +16,11 @@ from testbed import (
     BRIDGE,
     Flow,
     Testbed,
-    _netns_list,
-    _netns_pids,
-    _root_links,
     cleanup_leftovers,
+    netns_list,
+    netns_pids,
     parse_traceroute,
+    root_links,
     wait_until,
 )
 
@@ -69,7 +69,7 @@ def test_two_hosts_underlay_and_teardown(testbed_factory) -> None:
     # OVS daemons run inside each host's netns, each with its own db and rundir
     for h in (h1, h2):
         assert h.ovsdb is not None and h.vswitchd is not None
-        pids = _netns_pids(h.ns)
+        pids = netns_pids(h.ns)
         assert h.vswitchd.pid in pids, f"ovs-vswitchd of {h.name} not in {h.ns}"
         assert h.ovsdb.pid in pids, f"ovsdb-server of {h.name} not in {h.ns}"
         assert (h.dir / "ovs-vswitchd.pid").read_text().strip() == str(h.vswitchd.pid)
@@ -108,8 +108,8 @@ def test_two_hosts_underlay_and_teardown(testbed_factory) -> None:
     tb.close()
     left = tb.resources()
     assert left == {"netns": [], "links": [], "processes": []}, left
-    assert not [n for n in _netns_list() if n.startswith(f"dlt{tb.id}")]
-    assert not [n for n in _root_links() if n.startswith(f"dlt{tb.id}")]
+    assert not [n for n in netns_list() if n.startswith(f"dlt{tb.id}")]
+    assert not [n for n in root_links() if n.startswith(f"dlt{tb.id}")]
     for pid in procs:
         assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"process {pid} survived"
     assert not workdir.exists()
@@ -143,14 +143,14 @@ def test_leftovers_of_a_crashed_run_are_removed() -> None:
     finally:
         os.killpg(child.pid, signal.SIGKILL)  # a crash: no teardown runs
         child.wait()
-    assert any(n.startswith(f"dlt{ident}") for n in _netns_list())
+    assert any(n.startswith(f"dlt{ident}") for n in netns_list())
     assert Path(f"/proc/{vswitchd}").exists()
 
     removed = cleanup_leftovers()
 
     assert removed
-    assert not [n for n in _netns_list() if n.startswith(f"dlt{ident}")]
-    assert not [n for n in _root_links() if n.startswith(f"dlt{ident}")]
+    assert not [n for n in netns_list() if n.startswith(f"dlt{ident}")]
+    assert not [n for n in root_links() if n.startswith(f"dlt{ident}")]
     wait_until(lambda: not Path(f"/proc/{vswitchd}").exists() or _zombie(vswitchd), 5,
                "ovs-vswitchd of the crashed testbed survived cleanup")
     assert not workdir.exists()
@@ -160,7 +160,7 @@ def test_live_testbed_survives_leftover_cleanup(testbed_factory) -> None:
     tb: Testbed = testbed_factory(hosts=1, daolinet=False)
     cleanup_leftovers()
     assert tb.resources()["netns"] == [tb.hosts["h1"].ns]
-    assert tb.bridge in _root_links()
+    assert tb.bridge in root_links()
     assert tb.hosts["h1"].vswitchd is not None and tb.hosts["h1"].vswitchd.alive()
 
 

@@ -10,6 +10,8 @@ port as the target's by default) and connects from this one: a process in the
 namespace reaches a server on this namespace's loopback at the address it would use
 here (the controllers of a WireGuard testbed, in a host's namespace, reach the
 test's etcd cluster that way).
+
+Imports nothing of the testbed package.
 """
 
 from __future__ import annotations

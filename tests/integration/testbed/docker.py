@@ -10,6 +10,8 @@ where Docker discovers plugins, machine-wide otherwise) and to mount the cgroup
 hierarchies again under the fresh /sys that `ip netns exec` mounts.  Nothing of
 that is visible outside.  The image is built from busybox-static with
 `docker import` (no registry).
+
+Imports `procs`, `hosts`, `testbed` (a Dockerd belongs to a host of a Testbed).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testbed import Container, Host, Proc, Testbed, TestbedError, _run, tail, wait_until
+from .hosts import Container, Host
+from .procs import Proc, TestbedError, mark_log, run, tail
+from .testbed import Testbed
 
 IMAGE = "dltest-busybox"
 BUSYBOX = Path("/bin/busybox")
@@ -43,7 +47,7 @@ def missing_docker() -> list[str]:
         missing.append("`dockerd` not on PATH (apt-get install docker.io)")
     if docker_cli() is None:
         missing.append("`docker` client not on PATH")
-    if not BUSYBOX.exists() or "static" not in _run(["file", "-L", str(BUSYBOX)]).stdout:
+    if not BUSYBOX.exists() or "static" not in run(["file", "-L", str(BUSYBOX)]).stdout:
         missing.append(f"static {BUSYBOX} (apt-get install busybox-static)")
     if shutil.which("nsenter") is None:
         missing.append("`nsenter`")
@@ -90,8 +94,7 @@ class Dockerd:
             cgroups=cgroups, plugins=self.host.plugin_socket.parent, data=self.dir / "data",
             exec_root=self.dir / "exec", sock=self.sock, pidfile=self.dir / "dockerd.pid",
         ))
-        with open(self.log, "a") as fh:
-            fh.write(f"\n===== testbed: dockerd start at {time.time():.3f} =====\n")
+        mark_log(self.log, "dockerd start")
         self.proc = self.tb.spawn(self.host, "sh", str(script), what=f"dockerd {self.host.name}",
                                   log=self.log)
         deadline = time.monotonic() + timeout
@@ -107,13 +110,17 @@ class Dockerd:
             self.tb.stop(self.proc, sig=sig, timeout=20)
             self.proc = None
 
-    def cli(self, *args: str, timeout: float = 60.0, input: str | None = None,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
+    def _docker(self) -> list[str]:
+        """The client command for this dockerd."""
         cli = docker_cli()
         assert cli is not None
+        return [cli, "-H", f"unix://{self.sock}"]
+
+    def cli(self, *args: str, timeout: float = 60.0, input: str | None = None,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        return _run([cli, "-H", f"unix://{self.sock}", *args], timeout=timeout, input=input,
-                    check=check, env=env)
+        return run([*self._docker(), *args], timeout=timeout, input=input, check=check,
+                   env=env)
 
     def ok(self, *args: str, timeout: float = 60.0) -> str:
         res = self.cli(*args, timeout=timeout)
@@ -131,16 +138,15 @@ class Dockerd:
         (root / "etc").mkdir()
         (root / "tmp").mkdir()
         shutil.copy2(BUSYBOX, root / "bin" / "busybox")
-        applets = _run([str(BUSYBOX), "--list"], check=True).stdout.split()
+        applets = run([str(BUSYBOX), "--list"], check=True).stdout.split()
         for applet in applets:
             if applet != "busybox":
                 (root / "bin" / applet).symlink_to("busybox")
         (root / "etc" / "passwd").write_text("root:x:0:0:root:/:/bin/sh\n")
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        cli = docker_cli()
-        assert cli is not None and tar.stdout is not None
+        assert tar.stdout is not None
         res = subprocess.run(
-            [cli, "-H", f"unix://{self.sock}", "import", "-c", 'CMD ["/bin/sh"]', "-", IMAGE],
+            [*self._docker(), "import", "-c", 'CMD ["/bin/sh"]', "-", IMAGE],
             stdin=tar.stdout, capture_output=True, text=True, timeout=60, check=False,
         )
         tar.wait()
@@ -163,13 +169,10 @@ class Dockerd:
     def attach_netns(self, name: str, network: str = "web") -> Container:
         """Name the container's network namespace (`ip netns attach`) and return it as a
         testbed Container, so the testbed helpers (ping, tcp_ok, ...) work on it."""
-        ns = f"{self.tb.ns_of(self.host)}d{name}"[:40]
-        if ns in self.tb._netns:
-            _run(["ip", "netns", "delete", ns])
-        else:
-            self.tb._netns.append(ns)
-            self.tb._save_registry()
-        _run(["ip", "netns", "attach", ns, str(self.pid(name))], check=True)
+        ns = f"{self.host.ns}d{name}"[:40]
+        run(["ip", "netns", "delete", ns])  # attached before (the container restarted)
+        self.tb.adopt_netns(ns)
+        run(["ip", "netns", "attach", ns, str(self.pid(name))], check=True)
         net = self.inspect(name)["NetworkSettings"]["Networks"][network]
         c = Container(name=f"docker-{self.host.name}-{name}", ns=ns, ip=net["IPAddress"],
                       mac=net["MacAddress"], host=self.host.name, network=network,
@@ -200,6 +203,3 @@ def _pids_of_container(cid: str) -> list[int]:
                 pids.append(int(entry.name))
     return pids
 
-
-def wait_docker(predicate: Any, timeout: float, message: str) -> Any:
-    return wait_until(predicate, timeout, message, interval=0.1)
