@@ -66,25 +66,8 @@ def _remove_leftovers() -> None:
 def testbed_factory() -> Iterator[Callable[..., Testbed]]:
     """`testbed_factory(hosts=2, idle_timeout=3, daolinet=True, ...)` → a started
     Testbed, torn down after the test whatever happens."""
-    beds: list[Testbed] = []
-
-    def factory(**kwargs: Any) -> Testbed:
-        require_testbed(daolinet=kwargs.get("daolinet", True))
-        tb = Testbed(**kwargs)
-        beds.append(tb)
-        return tb.start()
-
-    try:
-        yield factory
-    finally:
-        errors = []
-        for tb in reversed(beds):
-            try:
-                tb.close()
-            except Exception as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+    with contextlib.ExitStack() as beds:
+        yield lambda **kwargs: beds.enter_context(make_testbed(**kwargs))
 
 
 @pytest.hookimpl(wrapper=True)

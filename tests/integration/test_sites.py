@@ -27,10 +27,7 @@ from typing import Any
 import pytest
 from testbed import BIN_DIR, Container, Proc, Testbed, skip_reason
 
-REASON = skip_reason() or (
-    None if Path("/usr/bin/wireguard-go").exists() and Path("/usr/bin/wg").exists()
-    else "needs wireguard-go and wg (apt-get install wireguard-tools wireguard-go)"
-)
+REASON = skip_reason(wireguard=True)
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(REASON is not None, reason=REASON or ""),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,10 +28,7 @@ from testbed import Container, Pinger, Testbed, skip_reason
 
 from tests.etcdcluster import EtcdCluster
 
-REASON = skip_reason() or (
-    None if Path("/usr/bin/wireguard-go").exists() and Path("/usr/bin/wg").exists()
-    else "needs wireguard-go and wg (apt-get install wireguard-tools wireguard-go)"
-)
+REASON = skip_reason(wireguard=True)
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(240),

@@ -28,7 +28,7 @@ from .hosts import (
     vsctl,
 )
 from .layout import Layout
-from .procs import BIN_DIR, Processes, TestbedError, mark_log, run, tail
+from .procs import BIN_DIR, Processes, TestbedError, in_netns, mark_log, run, tail
 from .registry import link_names
 
 
@@ -141,7 +141,7 @@ class Agents:
             cmd += ["--ip", ip]
         if mac:
             cmd += ["--mac", mac]
-        res = run(["ip", "netns", "exec", host.ns, *cmd, "--json"], timeout=30)
+        res = run(in_netns(host.ns, [*cmd, "--json"]), timeout=30)
         if res.returncode != 0:
             raise TestbedError(
                 f"attach of {name} on {host.name} failed (rc={res.returncode}):\n"
@@ -156,7 +156,7 @@ class Agents:
             raise TestbedError(f"attach of {name} left no interface in {ns}")
         if self._container_tx_off:
             for ifname in ifnames:
-                run(["ip", "netns", "exec", ns, "ethtool", "-K", ifname, "tx", "off"])
+                run(in_netns(ns, ["ethtool", "-K", ifname, "tx", "off"]))
         c = Container(
             name=name, ns=ns, ip=str(endpoint["ip"]).split("/")[0], mac=str(endpoint["mac"]),
             host=host.name, network=network, endpoint=endpoint, ifnames=ifnames,
@@ -165,8 +165,9 @@ class Agents:
         return c
 
     def detach(self, host: Host, container: Container) -> subprocess.CompletedProcess[str]:
-        res = run(["ip", "netns", "exec", host.ns, str(BIN_DIR / "daolinet-hostnet"), "detach",
-                   "--socket", str(host.socket), container.name], timeout=30)
+        cmd = [str(BIN_DIR / "daolinet-hostnet"), "detach", "--socket", str(host.socket),
+               container.name]
+        res = run(in_netns(host.ns, cmd), timeout=30)
         if res.returncode == 0:
             self._containers.pop(container.name, None)
         return res

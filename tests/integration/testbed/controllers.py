@@ -62,17 +62,11 @@ class Controllers:
         self._idle_timeout = idle_timeout
         self._ready_timeout = ready_timeout
         self._args = list(controller_args)
-        if layout.wireguard and self.replicas > 1:
-            # Replicas of the first host's site; switches of other sites reach them
-            # through WireGuard, at the first host's tunnel address.
-            first = hosts[layout.host_names[0]]
-            replica_site = replica_site or first.site
-            replica_remote_ip = replica_remote_ip or first.tunnel
         self._site = replica_site
         self._remote_ip = replica_remote_ip
-        self.token = secrets.token_urlsafe(24)
+        self.token = ""
         self.token_file = workdir / "token"
-        self.procs: list[Proc | None] = [None] * self.replicas
+        self.procs: list[Proc | None] = []
         self.api_ports: list[int] = []
         self.of_ports: list[int] = []
         self._store_bridges: list[TcpProxy] = []
@@ -125,7 +119,16 @@ class Controllers:
     # ------------------------------------------------------------------ processes
 
     def start(self) -> None:
+        """Start every replica (the hosts are built)."""
+        if self._layout.wireguard and self.replicas > 1:
+            # Replicas of the first host's site; switches of other sites reach them
+            # through WireGuard, at the first host's tunnel address.
+            first = self._hosts[self._layout.host_names[0]]
+            self._site = self._site or first.site
+            self._remote_ip = self._remote_ip or first.tunnel
         self._bridge_store()
+        self.token = secrets.token_urlsafe(24)
+        self.procs = [None] * self.replicas
         self.token_file.write_text(self.token + "\n")
         self.token_file.chmod(0o600)
         taken: set[int] = set()
@@ -319,7 +322,7 @@ class Controllers:
         """Call the controller API with the bearer token; `path` is relative to /api/v1
         unless it starts with /api/ or is /healthz."""
         if self._http is None:
-            raise TestbedError("the controller has not started")
+            raise TestbedError("this testbed has no controller (daolinet=False)")
         if not (path.startswith("/api/") or path.startswith("/healthz")):
             path = "/api/v1" + (path if path.startswith("/") else "/" + path)
         try:

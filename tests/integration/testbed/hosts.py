@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .layout import Layout
-from .procs import OVS_SCHEMA, Proc, Processes, TestbedError, run
+from .procs import OVS_SCHEMA, Proc, Processes, TestbedError, in_netns, run
 from .registry import Registry
 
 BRIDGE = "br-dl"
@@ -214,8 +214,8 @@ def base_flows_installed(host: Host) -> bool:
 
 def kernel_routes(host: Host) -> list[str]:
     """`ip -4 route show proto 211` in the host namespace."""
-    res = run(["ip", "netns", "exec", host.ns, "ip", "-4", "route", "show", "proto",
-               str(ROUTE_PROTO)], check=True)
+    cmd = ["ip", "-4", "route", "show", "proto", str(ROUTE_PROTO)]
+    res = run(in_netns(host.ns, cmd), check=True)
     return [line.strip() for line in res.stdout.splitlines() if line.strip()]
 
 
@@ -292,7 +292,7 @@ class HostBuilder:
             with_no_ipv6(name)
 
     def exec(self, ns: str, *cmd: str, input: str | None = None) -> None:
-        run(["ip", "netns", "exec", ns, *cmd], check=True, input=input)
+        run(in_netns(ns, cmd), check=True, input=input)
 
     def plug(self, ns: str, veth: str, address: str, bridge: str, *,
              ipv4_only: bool = False) -> None:

@@ -325,8 +325,12 @@ DAOLINET_BINARIES = ("daolinet-controller", "daolinet-hostnet")
 DAOLINET_MODULES = ("controller.main", "hostnet.main")
 
 
-def missing_requirements(*, daolinet: bool = True) -> list[str]:
-    """What this machine lacks to run a testbed; empty when everything is there."""
+WIREGUARD_TOOLS = (Path("/usr/bin/wireguard-go"), Path("/usr/bin/wg"))
+
+
+def missing_requirements(*, daolinet: bool = True, wireguard: bool = False) -> list[str]:
+    """What this machine lacks to run a testbed (`wireguard`: one with sites); empty
+    when everything is there."""
     missing: list[str] = []
     if os.geteuid() != 0:
         missing.append(f"root (running as euid {os.geteuid()}; needs euid 0)")
@@ -345,9 +349,11 @@ def missing_requirements(*, daolinet: bool = True) -> list[str]:
                 spec = None
             if spec is None:
                 missing.append(f"module `{module}` (entry point not written yet)")
+    if wireguard and not all(tool.exists() for tool in WIREGUARD_TOOLS):
+        missing.append("wireguard-go and wg (apt-get install wireguard-tools wireguard-go)")
     return missing
 
 
-def skip_reason(*, daolinet: bool = True) -> str | None:
-    missing = missing_requirements(daolinet=daolinet)
+def skip_reason(*, daolinet: bool = True, wireguard: bool = False) -> str | None:
+    missing = missing_requirements(daolinet=daolinet, wireguard=wireguard)
     return "integration testbed needs: " + "; ".join(missing) if missing else None

@@ -20,11 +20,12 @@ import random
 import re
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .procs import Proc, TestbedError, alive, kill_group, proc_starttime, run
+from .procs import Proc, TestbedError, alive, in_netns, kill_group, proc_starttime, run
 
 PREFIX = "dlt"
 ID_LEN = 4
@@ -47,8 +48,7 @@ def netns_pids(ns: str) -> list[int]:
 
 def link_names(netns: str | None = None) -> list[str]:
     """The interfaces of `netns` (None: the root namespace), `ip -o link show`."""
-    cmd = ["ip", "-o", "link", "show"]
-    out = run(["ip", "netns", "exec", netns, *cmd] if netns else cmd).stdout
+    out = run(in_netns(netns, ["ip", "-o", "link", "show"])).stdout
     names = []
     for line in out.splitlines():
         parts = line.split(":", 2)
@@ -187,7 +187,7 @@ def _used_underlay_octets() -> set[int]:
     return {int(m.group(1)) for m in re.finditer(r"198\.18\.(\d+)\.", text)}
 
 
-def allocate(subnets: int) -> tuple[str, list[int]]:
+def _allocate(subnets: int) -> tuple[str, list[int]]:
     """A fresh testbed id and `subnets` free 198.18.X.0/24 octets (call under
     :func:`registry_lock`, and register the id before letting go of it)."""
     live = _live_ids()
@@ -213,6 +213,16 @@ class Registry:
         self.netns: list[str] = []
         self.links: list[str] = []
         self._procs: list[Proc] = []
+
+    @classmethod
+    def create(cls, subnets: int, keep_dir: bool) -> tuple[Registry, list[int]]:
+        """The registry of a new testbed (saved: its id is taken) with its work directory,
+        and `subnets` free 198.18.X.0/24 octets."""
+        with registry_lock():
+            ident, octets = _allocate(subnets)
+            registry = cls(ident, Path(tempfile.mkdtemp(prefix=f"{PREFIX}{ident}-")), keep_dir)
+            registry.save()
+        return registry, octets
 
     @property
     def file(self) -> Path:

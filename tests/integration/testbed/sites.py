@@ -16,7 +16,7 @@ from typing import Any
 
 from .hosts import Host, HostBuilder
 from .layout import Layout
-from .procs import BIN_DIR, TestbedError, run
+from .procs import BIN_DIR, TestbedError, in_netns, run
 
 _NO_ICMP = ("table inet dlt { chain noicmp { type filter hook forward priority 0; "
             "policy accept; meta l4proto icmp drop; }; }")
@@ -138,8 +138,8 @@ class WireGuard:
     def wg_up(self, host: Host, mesh: bool = True) -> dict[str, Any]:
         """Run `daolinet-hostnet wg-up` on a host (what Ansible does in a deployment)."""
         host.wg_config.write_text(json.dumps(self._config(host, mesh), indent=1))
-        res = run(["ip", "netns", "exec", host.ns, str(BIN_DIR / "daolinet-hostnet"), "wg-up",
-                   "--config", str(host.wg_config)], timeout=30)
+        cmd = [str(BIN_DIR / "daolinet-hostnet"), "wg-up", "--config", str(host.wg_config)]
+        res = run(in_netns(host.ns, cmd), timeout=30)
         if res.returncode != 0:
             raise TestbedError(f"wg-up on {host.name} failed: {res.stdout}{res.stderr}")
         out = dict(json.loads(res.stdout))
@@ -158,7 +158,7 @@ class WireGuard:
     def dump(self, host: Host) -> list[dict[str, Any]]:
         """The peers of a host's WireGuard interface (`wg show IF dump`)."""
         assert host.wg_if is not None
-        res = run(["ip", "netns", "exec", host.ns, "wg", "show", host.wg_if, "dump"],
+        res = run(in_netns(host.ns, ["wg", "show", host.wg_if, "dump"]),
                   check=True)
         peers = []
         for line in res.stdout.splitlines()[1:]:

@@ -14,7 +14,6 @@ import ipaddress
 import os
 import signal
 import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from .controllers import Controllers, items
 from .hosts import Container, Flow, Host, HostBuilder, KernelRoute, Target
 from .layout import Layout
 from .procs import Proc, Processes, TestbedError, exit_on_sigterm, in_netns, run, tail, wait_until
-from .registry import PREFIX, Registry, allocate, registry_lock
+from .registry import PREFIX, Registry
 from .sites import Underlay, WireGuard
 from .traffic import Targets, Traffic
 
@@ -46,6 +45,8 @@ class _Parts:
     underlay: Underlay
     wireguard: WireGuard
     traffic: Traffic
+    controllers: Controllers
+    agents: Agents
 
 
 class Testbed:
@@ -110,8 +111,6 @@ class Testbed:
         self.containers: dict[str, Container] = {}
         self._targets = Targets(self.hosts, self.containers)
         self._parts: _Parts | None = None
-        self._controllers: Controllers | None = None
-        self._agents: Agents | None = None
         self._started = False
         self._closed = False
 
@@ -122,18 +121,6 @@ class Testbed:
         if self._parts is None:
             raise TestbedError("the testbed has not started")
         return self._parts
-
-    @property
-    def _ctl(self) -> Controllers:
-        if self._controllers is None:
-            raise TestbedError("this testbed has no controller (daolinet=False)")
-        return self._controllers
-
-    @property
-    def _agt(self) -> Agents:
-        if self._agents is None:
-            raise TestbedError("this testbed has no agents (daolinet=False)")
-        return self._agents
 
     # ------------------------------------------------------------------ names/addresses
 
@@ -209,29 +196,43 @@ class Testbed:
             if self._wireguard:
                 p.wireguard.provision()
             if self.daolinet:
-                self._start_daolinet(p)
+                p.controllers.start()
+                for host in self.hosts.values():
+                    p.agents.start(host)
+                for host in self.hosts.values():
+                    p.agents.wait_ready(host)
         except BaseException:
             self.close()
             raise
         return self
 
     def _allocate(self) -> _Parts:
-        """The id and the subnets (registered before the lock is let go) and the parts."""
-        with registry_lock():
-            ident, octets = allocate(
-                Layout.subnets_needed(self._host_names, self._sites, self._wireguard))
-            workdir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{ident}-"))
-            registry = Registry(ident, workdir, self._keep_dir)
-            registry.save()
-        layout = Layout(ident, octets, self._host_names, self._sites,
+        """Take an id and subnets, and make the parts (nothing runs yet)."""
+        registry, octets = Registry.create(
+            Layout.subnets_needed(self._host_names, self._sites, self._wireguard),
+            self._keep_dir)
+        workdir = registry.dir
+        layout = Layout(registry.id, octets, self._host_names, self._sites,
                         wireguard=self._wireguard, nat_sites=self._nat_sites)
         processes = Processes(workdir, registry)
         builder = HostBuilder(layout, registry, processes, self._ovs_other_config)
+        controllers = Controllers(
+            layout, processes, self.hosts, workdir, store_urls=self._store_urls,
+            idle_timeout=self.idle_timeout, ready_timeout=self._ready_timeout,
+            controller_args=self._controller_args, replica_site=self._replica_site,
+            replica_remote_ip=self._replica_remote_ip,
+        )
         self._parts = _Parts(
             registry=registry, layout=layout, processes=processes, builder=builder,
             underlay=Underlay(layout, builder),
             wireguard=WireGuard(layout, self.hosts, self._relays),
             traffic=Traffic(self._targets, processes, workdir),
+            controllers=controllers,
+            agents=Agents(
+                layout, processes, controllers, builder, self.containers,
+                ready_timeout=self._ready_timeout, agent_args=self._agent_args,
+                docker_hosts=self._docker_hosts, container_tx_off=self._container_tx_off,
+            ),
         )
         return self._parts
 
@@ -240,35 +241,16 @@ class Testbed:
         self.hosts[name] = host
         return host
 
-    def _start_daolinet(self, p: _Parts) -> None:
-        self._controllers = Controllers(
-            p.layout, p.processes, self.hosts, self.dir, store_urls=self._store_urls,
-            idle_timeout=self.idle_timeout, ready_timeout=self._ready_timeout,
-            controller_args=self._controller_args, replica_site=self._replica_site,
-            replica_remote_ip=self._replica_remote_ip,
-        )
-        self._agents = Agents(
-            p.layout, p.processes, self._controllers, p.builder, self.containers,
-            ready_timeout=self._ready_timeout, agent_args=self._agent_args,
-            docker_hosts=self._docker_hosts, container_tx_off=self._container_tx_off,
-        )
-        self._controllers.start()
-        for host in self.hosts.values():
-            self._agents.start(host)
-        for host in self.hosts.values():
-            self._agents.wait_ready(host)
-
     def add_host(self, name: str, site: str) -> Host:
-        """A host joining later: its interface and key, a peer of the controller's host
-        (the one peer it needs to register), then its agent.  Other hosts learn it from
-        the controller, with no restart of anything."""
+        """A host joining later: its WireGuard peer on the controller's host (the one it
+        needs to register), then its agent; other hosts learn it from the controller."""
         p = self._p
         h = self._build_host(p.layout.add_host(name, site), name)
         if self._wireguard:
             p.wireguard.provision([h])
             p.wireguard.wg_up(self.hosts[p.layout.host_names[0]])  # Ansible: every host
-        self._agt.start(h)
-        self._agt.wait_ready(h)
+        p.agents.start(h)
+        p.agents.wait_ready(h)
         return h
 
     def add_namespace(self, suffix: str, address: str) -> str:
@@ -279,8 +261,7 @@ class Testbed:
         return ns
 
     def adopt_netns(self, ns: str) -> None:
-        """Record a namespace made outside the testbed (a Docker container's, named
-        with `ip netns attach`) so teardown and leftover cleanup remove it."""
+        """Record a namespace made elsewhere (`ip netns attach`) for teardown/cleanup."""
         self._p.registry.add_netns(ns)
 
     def resources(self) -> dict[str, list[Any]]:
@@ -296,9 +277,7 @@ class Testbed:
             # containers first (their processes), then agents, controller, OVS
             errors += self._parts.processes.stop_all()
             self._parts.underlay.remove_rules()
-        if self._controllers is not None:
-            self._controllers.close()
-        if self._parts is not None:
+            self._parts.controllers.close()
             errors += self._parts.registry.remove()
         with contextlib.suppress(Exception):
             atexit.unregister(self.close)
@@ -335,45 +314,45 @@ class Testbed:
 
     @property
     def replica_procs(self) -> list[Proc | None]:
-        return self._controllers.procs if self._controllers else []
+        return self._parts.controllers.procs if self._parts else []
 
     @property
     def token(self) -> str:
-        return self._controllers.token if self._controllers else ""
+        return self._parts.controllers.token if self._parts else ""
 
     @property
     def api_url(self) -> str:
-        return self._ctl.api_url
+        return self._p.controllers.api_url
 
     def replica_url(self, i: int) -> str:
-        return self._ctl.replica_url(i)
+        return self._p.controllers.replica_url(i)
 
     def replica_log(self, i: int) -> Path:
-        return self._ctl.replica_log(i)
+        return self._p.controllers.replica_log(i)
 
     def openflow_target(self, i: int, *, remote: bool = False) -> str:
-        return self._ctl.openflow_target(i, remote=remote)
+        return self._p.controllers.openflow_target(i, remote=remote)
 
     def free_port(self) -> int:
         """A TCP port free on the controller's address (for another OpenFlow listener)."""
-        return self._ctl.free_port()
+        return self._p.controllers.free_port()
 
     def kill_replica(self, i: int, sig: int = signal.SIGKILL) -> None:
         """Stop controller replica `i` (SIGKILL: a crash)."""
-        self._ctl.kill_replica(i, sig)
+        self._p.controllers.kill_replica(i, sig)
 
     def start_replica(self, i: int) -> None:
         """Start controller replica `i` again (same store, token, ports)."""
-        self._ctl.start_replica(i)
+        self._p.controllers.start_replica(i)
 
     def restart_controller(self, *, sig: int = signal.SIGTERM, wait: bool = True) -> None:
         """Stop the controller (SIGKILL: a crash) and start it again (see Controllers)."""
-        self._ctl.restart(sig=sig, wait=wait)
+        self._p.controllers.restart(sig=sig, wait=wait)
 
     def restart_agent(self, host: Host | str, *, sig: int = signal.SIGTERM,
                       wait: bool = True) -> None:
         """Stop the agent of `host` and start it again; with `wait`, until it is ready."""
-        self._agt.restart(self.host(host), sig=sig, wait=wait)
+        self._p.agents.restart(self.host(host), sig=sig, wait=wait)
 
     def controller_roles(self, host: Host | str) -> dict[str, str]:
         """OVS's view of the bridge's controllers: target -> role, of the connected ones."""
@@ -381,37 +360,37 @@ class Testbed:
 
     def replica_gauge(self, i: int, name: str) -> int:
         """A gauge of replica `i`'s /metrics (0 when it does not answer)."""
-        return self._ctl.replica_gauge(i, name)
+        return self._p.controllers.replica_gauge(i, name)
 
     def master_of(self, host: Host | str) -> list[int]:
         """The replicas that are OpenFlow master of the host's bridge, as OVS says."""
-        return self._ctl.master_of(self.host(host))
+        return self._p.controllers.master_of(self.host(host))
 
     def confirmed_masters(self, without: int | None = None) -> dict[str, int] | None:
         """host -> the one replica that confirmed it masters the host's switch."""
-        return self._ctl.confirmed_masters(without)
+        return self._p.controllers.confirmed_masters(without)
 
     def wait_masters(self, timeout: float = 10.0, *, without: int | None = None,
                      interval: float = 0.05) -> dict[str, int]:
         """Wait until every switch has exactly one confirmed master (not `without`)."""
-        return self._ctl.wait_masters(timeout, without=without, interval=interval)
+        return self._p.controllers.wait_masters(timeout, without=without, interval=interval)
 
     def kill_master(self, host: str, timeout: float = 10.0
                     ) -> tuple[int, dict[str, int], dict[str, int], float]:
         """SIGKILL the replica that masters `host`'s switch (see Controllers)."""
-        return self._ctl.kill_master(host, timeout)
+        return self._p.controllers.kill_master(host, timeout)
 
     def roles_dump(self) -> str:
-        return self._ctl.roles_dump()
+        return self._p.controllers.roles_dump()
 
     # ------------------------------------------------------------------ API
 
     def api(self, method: str, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
         """Call the controller API (see Controllers.api)."""
-        return self._ctl.api(method, path, json, **kwargs)
+        return self._p.controllers.api(method, path, json, **kwargs)
 
     def api_json(self, method: str, path: str, json: Any = None) -> Any:
-        return self._ctl.api_json(method, path, json)
+        return self._p.controllers.api_json(method, path, json)
 
     def create_network(self, name: str, subnet: str, gateway: str | None = None) -> Any:
         body = {"name": name, "subnet": subnet} | ({"gateway": gateway} if gateway else {})
@@ -426,11 +405,11 @@ class Testbed:
     def container(self, host: Host | str, name: str, network: str, ip: str | None = None,
                   mac: str | None = None) -> Container:
         """Create netns ``dlt<id>c<name>`` and attach it to `network` on `host`."""
-        return self._agt.attach(self.host(host), name, network, ip, mac)
+        return self._p.agents.attach(self.host(host), name, network, ip, mac)
 
     def detach(self, container: Container | str) -> subprocess.CompletedProcess[str]:
         c = container if isinstance(container, Container) else self.containers[container]
-        return self._agt.detach(self.host(c.host), c)
+        return self._p.agents.detach(self.host(c.host), c)
 
     def interfaces(self, ns: Target) -> list[str]:
         """Non-loopback interfaces of a namespace."""
@@ -440,8 +419,7 @@ class Testbed:
 
     def ping(self, src: Target, dst_ip: Target, count: int = 1, timeout: float = 2.0,
              interval: float = 0.2, all_replies: bool = False) -> bool:
-        """`ping -c count -W timeout` from `src`; True if a reply came back (every
-        reply with `all_replies`)."""
+        """A reply (every reply with `all_replies`) to `ping -c count` from `src`."""
         return self._p.traffic.ping(src, dst_ip, count, timeout, interval, all_replies)
 
     def listen(self, dst: Target, port: int, udp: bool) -> tuple[Proc, Path]:
@@ -512,7 +490,7 @@ class Testbed:
     def log_tails(self, lines: int = 30) -> str:
         logs: list[Path] = []
         if self.daolinet:
-            logs.append(self.dir / "controller.log")
+            logs.append(self._p.controllers.log)
         for h in self.hosts.values():
             logs += [h.agent_log, h.vswitchd_log] if self.daolinet else [h.vswitchd_log]
         return "\n".join(f"--- {p} ---\n{tail(p, lines)}" for p in logs)
