@@ -24,10 +24,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from controller.agents.hub import AgentHub
+from controller.api import metrics
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.routes import exports as exports_api
-from controller.api.routes import live, metrics, stream
+from controller.api.routes import live, stream
 from controller.api.routes import liveness as liveness_api
 from controller.cliutil import run_app
 from controller.cluster.exports import Exporter

@@ -1,7 +1,7 @@
 """Which replica masters which switch, when masters are spread over replicas.
 
 Pure: the leader computes it from the switches it knows of and the replicas that
-are members now (docs/architecture.md, "Spread masters").  Two properties matter:
+are members now (docs/architecture.md, "Replicas").  Two properties matter:
 
 * **balanced**: loads differ by at most one switch, so a setup rate that one
   replica cannot carry is shared;

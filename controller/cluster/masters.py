@@ -1,4 +1,4 @@
-"""Masters spread over the replicas (docs/architecture.md, "Spread masters").
+"""Masters spread over the replicas (docs/architecture.md, "Replicas").
 
 Every replica holds a *membership*: the store key `member/NAME` on its own lease,
 kept alive like the leadership (controller/cluster/leases.py, same class, same watchdog).

@@ -1,6 +1,6 @@
 """Route needs that one replica's switches create on hosts another replica serves.
 
-With masters spread over replicas (docs/architecture.md, "Spread masters"), each
+With masters spread over replicas (docs/architecture.md, "Replicas"), each
 replica's core knows only the flows of the switches it masters, and holds the
 agent streams of their hosts only.  Most kernel routes a flow needs are on its
 own host; two kinds are not:

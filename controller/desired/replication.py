@@ -6,7 +6,7 @@ go through `Inventory`, which derives the events it announces from the operation
 Changes made by another replica reach it only as store documents (etcd watch):
 `apply_document()` puts such a document into the index and derives the same events
 the writing replica announced, from the difference between the old and the new
-record.  So the leader's core reacts to a policy change made through any replica
+record.  So every replica's core reacts to a policy change made through any replica
 exactly as if it had been made through its own API.
 
 A document equal to what the index holds changes nothing and announces nothing

@@ -1,5 +1,5 @@
 """Requests between controller replicas when masters are spread over them
-(docs/architecture.md, "Spread masters"); admin token only.
+(docs/architecture.md, "Replicas"); admin token only.
 
 * `POST /replicas/needs`: another replica's switches' route needs on a host whose
   switch we master (controller/cluster/exports.py sends them); answered once the host's

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from controller.api import metrics
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
-from controller.api.routes import metrics
 from controller.cluster.roles import Roles
 from controller.datapath.runtime import DatapathRuntime
 from controller.desired.inventory import Inventory
