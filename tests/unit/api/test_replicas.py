@@ -15,7 +15,7 @@ from controller.cluster.masters import REACH
 from controller.desired.inventory import Inventory
 from controller.store.base import Store, StoreUnavailable
 from controller.store.sqlite import SqliteStore
-from tests.unit.test_api import FakeRuntime
+from tests.unit.api.support import FakeRuntime
 
 ADMIN, READONLY = "admin-token", "readonly-token"
 

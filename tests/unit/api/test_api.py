@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi import APIRouter, WebSocket
@@ -12,7 +11,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from controller.api.app import create_app
 from controller.api.auth import RequireToken, check_token
-from controller.api.deps import ApiContext, Ctx
+from controller.api.deps import ApiContext
 from controller.api.routes import stream
 from controller.cluster.leases import (
     REPLICAS,
@@ -21,73 +20,7 @@ from controller.cluster.leases import (
     standalone_targets,
 )
 from controller.desired.events import Change, EndpointAdded
-from controller.desired.inventory import Inventory
-from controller.store.sqlite import SqliteStore
-from tests.unit import fakes
-
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-ROUTES = [
-    {
-        "src": "10.1.0.2",
-        "dst": "10.1.0.3",
-        "src_host": "h1",
-        "dst_host": "h2",
-        "path": ["h1", "h2"],
-        "age": 12.5,
-        "idle": 0.5,
-    },
-    {
-        "src": "10.1.0.4",
-        "dst": "10.1.0.5",
-        "src_host": "h2",
-        "dst_host": "h2",
-        "path": ["h2"],
-        "age": 3.0,
-        "idle": 1.0,
-    },
-]
-
-
-class FakeRuntime(fakes.FakeRuntime):
-    """Leading by default, with the ROUTES of this module."""
-
-    def __init__(self, master: int | None = 1) -> None:
-        super().__init__(master, ROUTES)
-
-
-def extra_routers() -> list[APIRouter]:
-    """Stand-ins for the routes and stream routers other modules provide."""
-    routes = APIRouter(dependencies=[RequireToken])
-
-    @routes.get("/routes")
-    def list_routes(ctx: Ctx, host: str | None = None) -> list[dict[str, Any]]:
-        return ctx.runtime.routes(host)
-
-    stream = APIRouter()
-
-    @stream.websocket("/hosts/{name}/stream")
-    async def host_stream(websocket: WebSocket, name: str, ctx: Ctx) -> None:
-        if not check_token(ctx, websocket.headers.get("authorization")):
-            await websocket.close(code=4401, reason="invalid or missing bearer token")
-            return
-        await websocket.accept()
-        await websocket.send_json({"type": "snapshot", "seq": 0, "routes": [], "host": name})
-        await websocket.close()
-
-    return [routes, stream]
-
-
-def make_ctx(db: Path, events: list[Change], openflow_host: str = "0.0.0.0") -> ApiContext:
-    inventory = Inventory(SqliteStore(db), events.append)
-    return ApiContext(
-        inventory=inventory,
-        token=TOKEN,
-        runtime=FakeRuntime(),
-        openflow_host=openflow_host,
-        openflow_port=6653,
-    )
+from tests.unit.api.support import AUTH, ROUTES, TOKEN, FakeRuntime, extra_routers, make_ctx
 
 
 @pytest.fixture
