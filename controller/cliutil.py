@@ -1,4 +1,5 @@
-"""Run a typer app so that every failure is one line on stderr and exit code 1.
+"""Run a typer app so that every failure is one line on stderr and exit code 1, and
+read the secret files the commands are given.
 
 Shared by daolinet-controller, daolinet-hostnet and daolictl: a bad flag, a domain
 error or an unexpected exception never shows a traceback or a usage box.
@@ -7,6 +8,7 @@ error or an unexpected exception never shows a traceback or a usage box.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from typer.exceptions import TyperException
@@ -15,6 +17,19 @@ from typer.exceptions import TyperException
 class CliError(Exception):
     """A failure to report as one line on stderr, exit code 1 (no traceback): what
     every console script raises for a bad option value or an unreachable service."""
+
+
+def read_secret(path: Path, what: str) -> str:
+    """The content of a secret file (a token), stripped; a ValueError naming `what` and
+    the path when it cannot be read or is empty (an empty token would let no one in, or
+    anyone)."""
+    try:
+        secret = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if not secret:
+        raise ValueError(f"{what} {path} is empty")
+    return secret
 
 
 def run_app(

@@ -18,6 +18,7 @@ from typing import Any, Self
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller.cliutil import read_secret
 from controller.cluster.leases import parse_openflow_target
 from controller.desired.models import Name
 from controller.store.url import DEFAULT_STORE_URL
@@ -224,10 +225,7 @@ def check_site(value: str | None) -> str | None:
 def read_or_create_token(path: Path) -> str:
     """The API token; a new random one is written (mode 0600) when the file is absent."""
     if path.exists():
-        token = path.read_text().strip()
-        if not token:
-            raise ValueError(f"token file {path} is empty")
-        return token
+        return read_secret(path, "token file")
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -245,12 +243,7 @@ def read_role_token(path: Path | None, role: str, admin: str) -> str:
     """
     if path is None:
         return ""
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise ValueError(f"{role} token file {path}: {exc.strerror or exc}") from None
-    if not token:
-        raise ValueError(f"{role} token file {path} is empty")
+    token = read_secret(path, f"{role} token file")
     if token == admin:
         raise ValueError(f"{role} token file {path} holds the admin token")
     return token

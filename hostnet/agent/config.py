@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller.cliutil import read_secret
 from hostnet.docker.engine import DEFAULT_DOCKER_HOST
 from hostnet.docker.plugin import DEFAULT_PLUGIN_SOCKET
 
@@ -84,12 +85,9 @@ class AgentConfig(BaseSettings):
 
 def read_token(path: Path) -> str:
     try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise AgentStartupError(f"cannot read token file {path}: {exc.strerror}") from exc
-    if not token:
-        raise AgentStartupError(f"token file {path} is empty")
-    return token
+        return read_secret(path, "token file")
+    except ValueError as exc:
+        raise AgentStartupError(str(exc)) from None
 
 
 def controller_ipv4(controller: str) -> str:
