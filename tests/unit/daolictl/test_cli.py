@@ -8,55 +8,22 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import APIRouter
 
-from controller.api.auth import RequireToken
-from controller.api.deps import ApiContext, Ctx
+from controller.api.deps import ApiContext
 from controller.cluster.leases import REPLICAS, replica_record
 from controller.daolictl.commands import app as cli_app
 from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
-from tests.unit import fakes
 from tests.unit.apiserver import serve
 from tests.unit.clirunner import CliRunner
+from tests.unit.daolictl.support import ROUTES, Api, FakeRuntime, served_api
 
 TOKEN = "cli-token"
 REPO = Path(__file__).resolve().parents[3]
-
-ROUTES = [
-    {
-        "src": "10.1.0.2",
-        "dst": "10.1.0.3",
-        "src_host": "h1",
-        "dst_host": "h2",
-        "path": ["h1", "h2"],
-        "age": 125.0,
-        "idle": 2.25,
-    }
-]
-
-
-class FakeRuntime(fakes.FakeRuntime):
-    """Leading by default, with the ROUTES of this module."""
-
-    def __init__(self, master: int | None = 1) -> None:
-        super().__init__(master, ROUTES)
-
-
-def routes_router() -> APIRouter:
-    router = APIRouter(dependencies=[RequireToken])
-
-    @router.get("/routes")
-    def list_routes(ctx: Ctx, host: str | None = None) -> list[dict[str, Any]]:
-        return ctx.runtime.routes(host)
-
-    return router
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -64,25 +31,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@dataclass
-class Api:
-    url: str
-    ctx: ApiContext
-
-
 @pytest.fixture(scope="module")
 def api(tmp_dir: Callable[[str], Path]) -> Iterator[Api]:
-    store = SqliteStore(tmp_dir("cli") / "cli.db")
-    ctx = ApiContext(
-        inventory=Inventory(store, lambda _c: None),
-        token=TOKEN,
-        runtime=FakeRuntime(),
-        openflow_host="0.0.0.0",
-        openflow_port=6653,
-    )
-    with serve(ctx, [routes_router()]) as url:
-        yield Api(url=url, ctx=ctx)
-    store.close()
+    with served_api(tmp_dir("cli") / "cli.db", TOKEN) as served:
+        yield served
 
 
 @pytest.fixture

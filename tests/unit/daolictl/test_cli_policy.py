@@ -5,46 +5,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from controller.api.deps import ApiContext
 from controller.cliutil import CliError
 from controller.daolictl.args import parse_port, parse_publish, parse_source
 from controller.daolictl.command_groups.trace import path_text
 from controller.daolictl.commands import app as cli_app
-from controller.desired.inventory import Inventory
-from controller.store.sqlite import SqliteStore
-from tests.unit.apiserver import serve
 from tests.unit.clirunner import CliRunner
-from tests.unit.daolictl.test_cli import FakeRuntime, routes_router
+from tests.unit.daolictl.support import Api, served_api
 
 TOKEN, READONLY = "cli-admin", "cli-readonly"
 
 
-@dataclass
-class Api:
-    url: str
-    ctx: ApiContext
-
-
 @pytest.fixture(scope="module")
 def api(tmp_dir: Callable[[str], Path]) -> Iterator[Api]:
-    store = SqliteStore(tmp_dir("clipol") / "cli.db")
-    ctx = ApiContext(
-        inventory=Inventory(store, lambda _c: None),
-        token=TOKEN,
-        runtime=FakeRuntime(),
-        openflow_host="0.0.0.0",
-        openflow_port=6653,
-        readonly_token=READONLY,
-    )
-    with serve(ctx, [routes_router()]) as url:
-        yield Api(url=url, ctx=ctx)
-    store.close()
+    with served_api(tmp_dir("clipol") / "cli.db", TOKEN, readonly_token=READONLY) as served:
+        yield served
 
 
 @pytest.fixture
