@@ -66,9 +66,13 @@ class Reconciler:
         removed once no local container uses it; one just created here and not yet
         at the controller is left alone.
         """
+        # This engine first, the controller second: a `docker network rm` deletes the
+        # network at the controller (the driver's DeleteNetwork) before Docker drops it
+        # from its list, so a network missing here is already gone there, and is not
+        # made again (read the other way round, a rm between the reads re-made it).
+        local = await self._drop_duplicate_networks(await from_docker(self.deps.docker.networks()))
         networks = await from_controller(self.deps.controller.list_networks())
         wanted = {str(n["name"]): n for n in networks}
-        local = await self._drop_duplicate_networks(await from_docker(self.deps.docker.networks()))
         for name, net in wanted.items():
             if name in local:
                 continue

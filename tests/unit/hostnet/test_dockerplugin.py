@@ -423,3 +423,26 @@ def test_a_duplicate_the_agent_made_goes(world: World):
         await world.plugins["h2"].sync_networks()  # nothing more to do, nothing re-made
         assert sorted(h2.nets) == ["net-ops", "user-ops", "user-web"]
     run(go())
+
+
+def test_a_network_removed_during_a_sync_is_not_made_again(world: World):
+    """`docker network rm` finishing between the sync's two reads (Docker calls the
+    driver, which deletes the network at the controller, before it drops it from its
+    own list): the sync must not create the network again in this engine."""
+    async def go():
+        world.inventory.create_network("scratch", "10.23.0.0/24")
+        h1 = world.docker["h1"]
+        await world.plugins["h1"].sync_networks()
+        assert [n["Name"] for n in h1.nets.values()] == ["scratch"]
+
+        async def networks_after_rm() -> list[dict[str, Any]]:
+            # the user's rm completes just before this read: the driver deleted the
+            # network at the controller, then Docker dropped it from its list
+            world.inventory.delete_network("scratch")
+            h1.nets.clear()
+            return []
+
+        h1.networks = networks_after_rm  # type: ignore[method-assign]
+        await world.plugins["h1"].sync_networks()
+        assert h1.nets == {}
+    run(go())
