@@ -66,10 +66,12 @@ class Reconciler:
         removed once no local container uses it; one just created here and not yet
         at the controller is left alone.
         """
-        # This engine first, the controller second: a `docker network rm` deletes the
-        # network at the controller (the driver's DeleteNetwork) before Docker drops it
-        # from its list, so a network missing here is already gone there, and is not
-        # made again (read the other way round, a rm between the reads re-made it).
+        # This engine first, the controller second: a `docker network rm` that ends
+        # between the two reads has deleted the network at the controller too (the
+        # driver's DeleteNetwork), so it is not made again here (read the other way
+        # round, it was).  A rm still inside the driver call when this engine is read
+        # (Docker hides a network it is deleting before calling the driver) can still
+        # have it made again: that window is the driver call's few milliseconds.
         local = await self._drop_duplicate_networks(await from_docker(self.deps.docker.networks()))
         networks = await from_controller(self.deps.controller.list_networks())
         wanted = {str(n["name"]): n for n in networks}

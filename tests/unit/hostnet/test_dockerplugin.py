@@ -426,9 +426,9 @@ def test_a_duplicate_the_agent_made_goes(world: World):
 
 
 def test_a_network_removed_during_a_sync_is_not_made_again(world: World):
-    """`docker network rm` finishing between the sync's two reads (Docker calls the
-    driver, which deletes the network at the controller, before it drops it from its
-    own list): the sync must not create the network again in this engine."""
+    """A `docker network rm` that ends while the sync runs (the driver deleted the
+    network at the controller, Docker dropped it from its list): the sync must not
+    create the network again in this engine."""
     async def go():
         world.inventory.create_network("scratch", "10.23.0.0/24")
         h1 = world.docker["h1"]
