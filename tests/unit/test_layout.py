@@ -46,6 +46,11 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "controller.agents": ("controller.api", "controller.openflow", "controller.cluster",
                           "controller.store", "controller.main", "os_ken", "hostnet"),
     "controller.openflow": ("controller.api", "controller.main", "hostnet"),
+    "controller.trust": (
+        "controller.datapath", "controller.desired", "controller.cluster",
+        "controller.openflow", "controller.api", "controller.agents", "controller.daolictl",
+        "controller.main", "controller.settings", "os_ken", "fastapi", "hostnet",
+    ),
     "controller.api": ("controller.openflow", "controller.main", "os_ken", "hostnet"),
 }
 
