@@ -1,5 +1,11 @@
 """A throw-away etcd cluster on loopback for tests: N members (1 or 3) of /usr/bin/etcd.
 
+By default it runs as a deployment does (docs/security.md, "etcd"): client and peer
+TLS with client-certificate authentication, certificates from a TestCA of its own
+(tests/pki.py); `cluster.client_tls` are a controller's files to reach it
+(`EtcdStore.from_url(cluster.url(), tls=cluster.client_tls)`).  `tls=False` runs it
+in plain http (for controllers started with --insecure-plaintext).
+
 Every member listens on 127.0.0.1 only, on free ports chosen at start (never 2379/2380,
 so a system etcd does not matter), with its data directory and log file under one
 temporary directory (in /dev/shm when it exists: fsync on tmpfs is cheap).  Timings are
@@ -28,6 +34,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -36,6 +43,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
+
+from controller.store.etcd.client import EtcdTLS
+from tests.pki import TestCA
 
 ETCD = "/usr/bin/etcd"
 HOST = "127.0.0.1"
@@ -62,12 +72,16 @@ class EtcdError(RuntimeError):
 
 
 class _Member:
-    def __init__(self, name: str, client_port: int, peer_port: int, data_dir: Path, log: Path):
+    def __init__(
+        self, name: str, client_port: int, peer_port: int, data_dir: Path, log: Path,
+        scheme: str,
+    ) -> None:
         self.name = name
         self.client_port = client_port
         self.peer_port = peer_port
         self.data_dir = data_dir
         self.log = log
+        self.scheme = scheme
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,8 +89,12 @@ class _Member:
         return f"{HOST}:{self.client_port}"
 
     @property
+    def client_url(self) -> str:
+        return f"{self.scheme}://{self.endpoint}"
+
+    @property
     def peer_url(self) -> str:
-        return f"http://{HOST}:{self.peer_port}"
+        return f"{self.scheme}://{HOST}:{self.peer_port}"
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -91,6 +109,7 @@ class EtcdCluster:
         *,
         base_dir: str | Path | None = None,
         startup_timeout: float = 20.0,
+        tls: bool = True,
     ) -> None:
         if size < 1:
             raise ValueError("an etcd cluster needs at least one member")
@@ -114,9 +133,21 @@ class EtcdCluster:
                 _free_port(),
                 self.dir / f"m{i}.data",
                 self.dir / f"m{i}.log",
+                "https" if tls else "http",
             )
             for i in range(size)
         ]
+        self.ca: TestCA | None = None
+        self.client_tls: EtcdTLS | None = None
+        self._ssl: ssl.SSLContext | None = None
+        if tls:
+            self.ca = TestCA(self.dir / "pki")
+            for m in self.members:
+                self.ca.issue(m.name, "etcd", ips=[HOST])
+            client = self.ca.issue("etcd-test-client", "controller", ips=[HOST])
+            self.client_tls = EtcdTLS(self.ca.cert_file, client.cert_file, client.key_file)
+            self._ssl = ssl.create_default_context(cafile=str(self.ca.cert_file))
+            self._ssl.load_cert_chain(client.cert_file, client.key_file)
         self._lock = threading.RLock()
         self._closed = False
         _live.add(self)
@@ -167,7 +198,7 @@ class EtcdCluster:
         m = self.members[i]
         if not m.running():
             return False
-        conn = http.client.HTTPConnection(HOST, m.client_port, timeout=timeout)
+        conn = self._connection(m, timeout)
         try:
             conn.request("GET", "/health")
             resp = conn.getresponse()
@@ -211,7 +242,7 @@ class EtcdCluster:
         for i, m in enumerate(self.members):
             if not m.running():
                 continue
-            conn = http.client.HTTPConnection(HOST, m.client_port, timeout=1.0)
+            conn = self._connection(m, 1.0)
             try:
                 conn.request("POST", "/v3/maintenance/status", body="{}")
                 status = json.loads(conn.getresponse().read())
@@ -257,6 +288,28 @@ class EtcdCluster:
 
     # --- internals --------------------------------------------------------------------
 
+    def _connection(self, m: _Member, timeout: float) -> http.client.HTTPConnection:
+        """A connection to member m's client port, with the test client's certificate
+        when the cluster runs TLS."""
+        if self._ssl is None:
+            return http.client.HTTPConnection(HOST, m.client_port, timeout=timeout)
+        return http.client.HTTPSConnection(
+            HOST, m.client_port, timeout=timeout, context=self._ssl
+        )
+
+    def _tls_args(self, m: _Member) -> list[str]:
+        """Client and peer TLS, each requiring a certificate from the cluster's CA."""
+        if self.ca is None:
+            return []
+        pki = self.ca.directory
+        ca, cert, key = self.ca.cert_file, pki / f"{m.name}.crt", pki / f"{m.name}.key"
+        return [
+            f"--cert-file={cert}", f"--key-file={key}", f"--trusted-ca-file={ca}",
+            "--client-cert-auth",
+            f"--peer-cert-file={cert}", f"--peer-key-file={key}",
+            f"--peer-trusted-ca-file={ca}", "--peer-client-cert-auth",
+        ]
+
     def _spawn(self, i: int) -> None:
         m = self.members[i]
         initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
@@ -265,8 +318,8 @@ class EtcdCluster:
             ETCD,
             f"--name={m.name}",
             f"--data-dir={m.data_dir}",
-            f"--listen-client-urls=http://{m.endpoint}",
-            f"--advertise-client-urls=http://{m.endpoint}",
+            f"--listen-client-urls={m.client_url}",
+            f"--advertise-client-urls={m.client_url}",
             f"--listen-peer-urls={m.peer_url}",
             f"--initial-advertise-peer-urls={m.peer_url}",
             f"--initial-cluster={initial}",
@@ -277,6 +330,7 @@ class EtcdCluster:
             "--logger=zap",
             "--log-level=warn",
             "--log-outputs=stderr",
+            *self._tls_args(m),
         ]
         with open(m.log, "ab") as log:
             log.write(f"--- start {time.strftime('%H:%M:%S')} {' '.join(args)}\n".encode())

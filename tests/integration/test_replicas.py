@@ -58,7 +58,7 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    etcd = EtcdCluster(3)
+    etcd = EtcdCluster(3, tls=False)
     proxies: list[list[TcpProxy]] = []
     try:
         for _ in range(REPLICAS):

@@ -28,7 +28,8 @@ def cluster() -> Iterator[EtcdCluster]:
 def stores(cluster: EtcdCluster) -> Iterator[list[EtcdStore]]:
     """Two store objects (two replicas) on a fresh prefix; every member running after."""
     url = cluster.url(unique_prefix())
-    opened = [EtcdStore.from_url(url), EtcdStore.from_url(url)]
+    tls = cluster.client_tls
+    opened = [EtcdStore.from_url(url, tls=tls), EtcdStore.from_url(url, tls=tls)]
     try:
         yield opened
     finally:
@@ -106,7 +107,7 @@ def test_two_members_down_is_unavailable_within_seconds(
 ) -> None:
     a, _ = stores
     a.put("k", "before", {"v": 1})
-    quick = EtcdStore.from_url(a.url, retry_for=0.2, timeout=0.5)
+    quick = EtcdStore.from_url(a.url, retry_for=0.2, timeout=0.5, tls=cluster.client_tls)
     lead = quick.try_lead({"name": "a"}, 5)
     assert lead is not None
     raft_leader = cluster.leader()

@@ -122,7 +122,7 @@ def test_watch_hands_one_transaction_in_one_call(estore: EtcdStore, etcd_backend
     docs = f"{etcd_backend.prefix}/docs"
     assert etcd_backend.cluster is not None
     body = etcd_raw(
-        etcd_backend.cluster.endpoints[0],
+        etcd_backend.cluster,
         "/kv/txn",
         {
             "compare": [],
@@ -171,7 +171,8 @@ def test_watch_outlives_a_failing_callback_and_stops_at_close(etcd_backend: Back
 
 def test_watch_only_sees_its_own_prefix(etcd_backend: Backend, estore: EtcdStore) -> None:
     assert etcd_backend.cluster is not None
-    neighbour = EtcdStore.from_url(etcd_backend.cluster.url(etcd_backend.prefix + "x"))
+    neighbour = EtcdStore.from_url(etcd_backend.cluster.url(etcd_backend.prefix + "x"),
+                                   tls=etcd_backend.cluster.client_tls)
     try:
         got = Collector()
         estore.watch(estore.revision(), got)
@@ -188,13 +189,13 @@ def test_watch_only_sees_its_own_prefix(etcd_backend: Backend, estore: EtcdStore
 
 def test_lost_lock_fences_writes(estore: EtcdStore, etcd_backend: Backend) -> None:
     assert etcd_backend.cluster is not None
-    endpoint = etcd_backend.cluster.endpoints[0]
     estore.put("k", "kept", {"v": 1})
     rev_before = None
     with estore.exclusive():
         estore.put("k", "a", {"v": 1})
         # another client deletes the lock (as its lease expiring in a partition would)
-        etcd_raw(endpoint, "/kv/deleterange", {"key": b64(f"{etcd_backend.prefix}/lock")})
+        etcd_raw(etcd_backend.cluster, "/kv/deleterange",
+                 {"key": b64(f"{etcd_backend.prefix}/lock")})
         rev_before = estore.revision()
         with pytest.raises(StoreUnavailable, match="lost exclusive access to the store"):
             estore.put("k", "b", {"v": 2})
@@ -218,12 +219,11 @@ def test_revoked_lease_fences_writes_then_a_new_one_is_granted(
     estore: EtcdStore, etcd_backend: Backend
 ) -> None:
     assert etcd_backend.cluster is not None
-    endpoint = etcd_backend.cluster.endpoints[0]
     other = etcd_backend.open()
     with estore.exclusive():
         lease = estore.session.current
         assert lease is not None
-        etcd_raw(endpoint, "/kv/lease/revoke", {"ID": lease})
+        etcd_raw(etcd_backend.cluster, "/kv/lease/revoke", {"ID": lease})
         with other.exclusive(timeout=1):  # the lock went with the lease
             other.put("k", "theirs", {})
         with pytest.raises(StoreUnavailable, match="lost exclusive access"):
@@ -237,11 +237,10 @@ def test_revoked_lease_fences_writes_then_a_new_one_is_granted(
 
 def test_lock_of_a_dead_replica_expires(estore: EtcdStore, etcd_backend: Backend) -> None:
     assert etcd_backend.cluster is not None
-    endpoint = etcd_backend.cluster.endpoints[0]
     # a replica took the lock with a 2 s lease (etcd's minimum here), then died
-    lease = etcd_raw(endpoint, "/lease/grant", {"TTL": 2})["ID"]
+    lease = etcd_raw(etcd_backend.cluster, "/lease/grant", {"TTL": 2})["ID"]
     etcd_raw(
-        endpoint,
+        etcd_backend.cluster,
         "/kv/put",
         {
             "key": b64(f"{etcd_backend.prefix}/lock"),
@@ -283,7 +282,7 @@ def test_etcd_revoked_leadership_is_lost(estore: EtcdStore, etcd_backend: Backen
     assert etcd_backend.cluster is not None
     lead = estore.try_lead({"name": "a"}, 5)
     assert lead is not None
-    etcd_raw(etcd_backend.cluster.endpoints[0], "/kv/lease/revoke", {"ID": lead.lease})
+    etcd_raw(etcd_backend.cluster, "/kv/lease/revoke", {"ID": lead.lease})
     assert lead.refresh() is False
     assert estore.leader() is None
     again = estore.try_lead({"name": "a"}, 5)
@@ -297,7 +296,7 @@ def test_etcd_leader_key_replaced_is_lost(estore: EtcdStore, etcd_backend: Backe
     assert lead is not None
     # someone deletes the key and another replica wins: the lease alone is not enough
     etcd_raw(
-        etcd_backend.cluster.endpoints[0],
+        etcd_backend.cluster,
         "/kv/deleterange",
         {"key": b64(f"{etcd_backend.prefix}/leader")},
     )

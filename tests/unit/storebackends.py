@@ -52,6 +52,8 @@ class Backend:
         if self.kind == "sqlite":
             store = SqliteStore(self.path)
         else:
+            assert self.cluster is not None
+            options.setdefault("tls", self.cluster.client_tls)
             store = EtcdStore.from_url(self.url, **options)
         self._opened.append(store)
         return store
@@ -77,10 +79,17 @@ def open_backend(request: Any, tmp_path: Path, kind: str | None = None) -> Itera
         backend.close()
 
 
-def etcd_raw(endpoint: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """One request to etcd's JSON gateway, bypassing the store (to play another
-    client: delete a key, revoke a lease, write a multi-key transaction)."""
-    resp = requests.post(f"http://{endpoint}/v3{path}", json=payload, timeout=5)
+def etcd_raw(cluster: EtcdCluster, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """One request to etcd's JSON gateway (its first member), bypassing the store (to
+    play another client: delete a key, revoke a lease, write a multi-key
+    transaction), with the cluster's client certificate when it runs TLS."""
+    tls = cluster.client_tls
+    url = f"{'https' if tls else 'http'}://{cluster.endpoints[0]}/v3{path}"
+    if tls is None:
+        resp = requests.post(url, json=payload, timeout=5)
+    else:
+        resp = requests.post(url, json=payload, timeout=5, verify=str(tls.ca),
+                             cert=(str(tls.cert), str(tls.key)))
     resp.raise_for_status()
     body: dict[str, Any] = resp.json()
     return body

@@ -23,6 +23,12 @@ it raises StoreUnavailable with one line naming what each member said.  Every re
 carries the gRPC metadata `hasleader=true`, so a member cut off from its quorum says
 "no leader" at once instead of waiting.
 
+With `EtcdTLS` files the gateway is reached over https: the members are verified
+against the deployment's CA and the controller presents its own certificate (etcd runs
+with --client-cert-auth, docs/security.md "etcd").  The files are read again for each
+new connection (requests loads them per connection), so renewed ones are used without
+a restart.
+
 A write whose attempt failed after it may have reached etcd (read timeout, lost
 connection, "request timed out") is tried again too: a plain put is idempotent; a
 create whose retry finds the key holding exactly its own value counts as done (the
@@ -35,11 +41,13 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -153,14 +161,27 @@ def endpoint(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@dataclass(frozen=True)
+class EtcdTLS:
+    """The files of a TLS client of etcd: the CA that signed the members'
+    certificates, and this client's certificate and key (PEM)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
 class Member:
     """One etcd member: its endpoint and the gateway client that talks to it."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float, tls: EtcdTLS | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.endpoint = endpoint(host, port)
         self.timeout = timeout
+        self.tls = tls
         self.client = self.new_client()
 
     def new_client(self) -> Etcd3Client:
@@ -169,11 +190,19 @@ class Member:
         # environment lookup would cost more than the request itself).
         session.trust_env = False
         # Enough pooled connections for every thread of the controller.
-        session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=32)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         session.headers["Grpc-Metadata-hasleader"] = "true"
+        protocol = "http"
+        if self.tls is not None:
+            protocol = "https"
+            session.verify = str(self.tls.ca)
+            session.cert = (str(self.tls.cert), str(self.tls.key))
         # api_path given: no /version round trip (etcd >= 3.4 serves /v3/).
         return Etcd3Client(
-            host=self.host, port=self.port, timeout=self.timeout, api_path="/v3/", session=session
+            host=self.host, port=self.port, protocol=protocol, timeout=self.timeout,
+            api_path="/v3/", session=session,
         )
 
 
@@ -194,11 +223,27 @@ def transport_failure(exc: requests.exceptions.RequestException) -> Failure:
         return Failure("connect timed out", sent=False, connected=False)
     if isinstance(exc, requests.exceptions.Timeout):
         return Failure("request timed out", sent=True, connected=True)
+    if isinstance(exc, requests.exceptions.SSLError):
+        # The handshake failed (a member's certificate not from our CA, ours refused,
+        # plain http on the port): nothing was sent.
+        return Failure(f"TLS handshake failed ({_tls_reason(exc)})", sent=False,
+                       connected=False)
     if isinstance(exc, requests.exceptions.ConnectionError):
         if _connect_failed(exc):
             return Failure("connection refused", sent=False, connected=False)
         return Failure("connection lost", sent=True, connected=False)
     return Failure(type(exc).__name__, sent=True, connected=False)
+
+
+def _tls_reason(exc: requests.exceptions.SSLError) -> str:
+    """What the TLS failure says, e.g. CERTIFICATE_VERIFY_FAILED or "unknown ca"."""
+    m = re.search(
+        r"\[SSL: ([A-Z_]+)\]|(certificate required|unknown ca|bad certificate|"
+        r"wrong version number)",
+        str(exc),
+        re.IGNORECASE,
+    )
+    return (m.group(1) or m.group(2)) if m else "handshake"
 
 
 def _classify(member: Member, exc: Exception) -> Exception:
@@ -244,10 +289,11 @@ class EtcdClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         retry_for: float = DEFAULT_RETRY_FOR,
+        tls: EtcdTLS | None = None,
     ) -> None:
         if not members:
             raise ValueError("an etcd store needs at least one member")
-        self.members = [Member(host, port, timeout) for host, port in members]
+        self.members = [Member(host, port, timeout, tls) for host, port in members]
         self.name = name
         self.retry_for = retry_for
         self.page_size = PAGE_SIZE

@@ -27,6 +27,7 @@ from controller.store.etcd.client import (
     DEFAULT_RETRY_FOR,
     DEFAULT_TIMEOUT,
     EtcdClient,
+    EtcdTLS,
     absent,
     b64,
     endpoint,
@@ -89,9 +90,12 @@ class EtcdStore:
         timeout: float = DEFAULT_TIMEOUT,
         retry_for: float = DEFAULT_RETRY_FOR,
         lock_ttl: int = DEFAULT_LOCK_TTL,
+        tls: EtcdTLS | None = None,
     ) -> None:
         self.url = "etcd://" + ",".join(endpoint(h, p) for h, p in members) + "/" + prefix
-        self.client = EtcdClient(members, self.url, timeout=timeout, retry_for=retry_for)
+        self.client = EtcdClient(
+            members, self.url, timeout=timeout, retry_for=retry_for, tls=tls
+        )
         self.keys = Keyspace(prefix)
         self.session = SessionLease(self.client, lock_ttl, prefix)
         self.lock = EtcdLock(self.client, self.keys, self.session)
