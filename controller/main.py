@@ -45,10 +45,13 @@ from controller.datapath.runtime import DatapathRuntime, ExportLink
 from controller.datapath.state import CoreState
 from controller.desired.index import DesiredIndex
 from controller.desired.inventory import Inventory
+from controller.openflow.admission import Admission
 from controller.openflow.app import OpenFlowDeps, start_openflow
+from controller.openflow.listener import server_context
 from controller.openflow.switches import Switches
 from controller.settings import ENV_PREFIX, ControllerSettings, load_settings, read_tokens
 from controller.store.base import StoreError
+from controller.store.etcd.client import EtcdTLS
 from controller.store.url import open_store
 
 log = logging.getLogger("daolinet.controller")
@@ -99,6 +102,9 @@ def main(
     packet_in_burst: Annotated[int, option("packet_in_burst")] = DEFAULTS["packet_in_burst"],
     deny_hold: Annotated[int, option("deny_hold")] = DEFAULTS["deny_hold"],
     log_level: Annotated[str, option("log_level")] = DEFAULTS["log_level"],
+    tls_ca: Annotated[Path | None, option("tls_ca")] = DEFAULTS["tls_ca"],
+    tls_cert: Annotated[Path | None, option("tls_cert")] = DEFAULTS["tls_cert"],
+    tls_key: Annotated[Path | None, option("tls_key")] = DEFAULTS["tls_key"],
 ) -> None:
     """Run the daolinet controller."""
     options = dict(locals())
@@ -121,7 +127,18 @@ def serve(settings: ControllerSettings) -> None:
     """Wire the parts and run until the API server stops."""
     try:
         token, readonly_token, agent_token = read_tokens(settings)
-        backend = open_store(settings.store)
+        etcd_tls = None
+        openflow_tls = None
+        if settings.tls_ca and settings.tls_cert and settings.tls_key:
+            etcd_tls = EtcdTLS(settings.tls_ca, settings.tls_cert, settings.tls_key)
+            # Refuse to start with files that do not load.
+            server_context(settings.tls_ca, settings.tls_cert, settings.tls_key)
+            # A context per switch connection, from the files as they are then: a
+            # renewed certificate is used without a restart (connections are rare).
+            openflow_tls = partial(
+                server_context, settings.tls_ca, settings.tls_cert, settings.tls_key
+            )
+        backend = open_store(settings.store, etcd_tls)
     except (ValueError, OSError, StoreError) as exc:
         fail(exc)
     replicated = settings.replicated
@@ -149,6 +166,10 @@ def serve(settings: ControllerSettings) -> None:
                            on_deposed=lambda: roles.set_master(None))
         watchers = {}
     switches = Switches(roles)
+    admission = Admission(
+        lambda name: (host.dpid if (host := index.host(name)) is not None else None),
+        tls=settings.tls,
+    )
     runtime = DatapathRuntime(
         index,
         roles,
@@ -180,6 +201,8 @@ def serve(settings: ControllerSettings) -> None:
         runtime=runtime,
         openflow_host=of_host,
         openflow_port=of_port,
+        openflow_scheme=settings.openflow_scheme,
+        switch_refusals=admission.refusals,
         readonly_token=readonly_token,
         agent_token=agent_token,
         openflow_targets=(
@@ -195,8 +218,9 @@ def serve(settings: ControllerSettings) -> None:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        start_openflow(OpenFlowDeps(runtime=runtime, roles=roles, switches=switches),
-                       of_host, of_port)
+        start_openflow(OpenFlowDeps(runtime=runtime, roles=roles, switches=switches,
+                                    admission=admission),
+                       of_host, of_port, openflow_tls)
         leadership.start()
         if masters is not None:
             masters.start()

@@ -48,8 +48,9 @@ class ControllerSettings(BaseSettings):
     )
     advertise_openflow: str | None = Field(
         None,
-        description="OpenFlow target switches reach this replica at, tcp:IP:PORT "
-        "(default: from --openflow; needed with etcd and a wildcard --openflow)",
+        description="OpenFlow target switches reach this replica at, ssl:IP:PORT (with "
+        "--tls-*) or tcp:IP:PORT (default: from --openflow; needed with etcd and a "
+        "wildcard --openflow)",
     )
     site: str | None = Field(
         None,
@@ -60,8 +61,8 @@ class ControllerSettings(BaseSettings):
     advertise_openflow_remote: str | None = Field(
         None,
         description="OpenFlow target switches of other sites reach this replica at, "
-        "tcp:IP:PORT, e.g. its WireGuard address (default: --advertise-openflow; "
-        "needs --site)",
+        "ssl:IP:PORT or tcp:IP:PORT, e.g. its WireGuard address (default: "
+        "--advertise-openflow; needs --site)",
     )
     lease_ttl: float = Field(
         2.0, ge=1.0, le=60.0,
@@ -93,6 +94,15 @@ class ControllerSettings(BaseSettings):
         3, ge=1, le=3600, description="seconds a denied pair stays dropped after its last packet"
     )
     log_level: str = Field("info", description="debug, info, warning, error")
+    tls_ca: Path | None = Field(
+        None, description="the deployment's CA certificate (PEM); with --tls-cert and "
+        "--tls-key: switches connect over TLS with their host's certificate and etcd is "
+        "reached over https (docs/security.md)"
+    )
+    tls_cert: Path | None = Field(
+        None, description="this replica's certificate (PEM, OU=controller)"
+    )
+    tls_key: Path | None = Field(None, description="this replica's private key (PEM)")
 
     # --- checks (in the order of the messages a user sees first) ------------------
     @field_validator("api")
@@ -124,6 +134,18 @@ class ControllerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_together(self) -> Self:
+        given = [f for f in ("tls_ca", "tls_cert", "tls_key") if getattr(self, f) is not None]
+        if given and len(given) != 3:
+            raise ValueError("--tls-ca, --tls-cert and --tls-key go together (given: "
+                             + ", ".join("--" + f.replace("_", "-") for f in given) + ")")
+        for option, target in (("--advertise-openflow", self.advertise_openflow),
+                               ("--advertise-openflow-remote", self.advertise_openflow_remote)):
+            if target and not target.startswith(self.openflow_scheme + ":"):
+                raise ValueError(
+                    f"{option} {target}: the OpenFlow listener speaks "
+                    + ("TLS (--tls-* given): give ssl:IP:PORT" if self.tls
+                       else "plain TCP (no --tls-*): give tcp:IP:PORT")
+                )
         if self.advertise_openflow_remote and self.site is None:
             raise ValueError(
                 "--advertise-openflow-remote needs --site: the switches of the other sites "
@@ -132,7 +154,7 @@ class ControllerSettings(BaseSettings):
         if self.replicated and (self.api_url is None or self.openflow_target is None):
             raise ValueError(
                 "with an etcd store, replicas must be reachable by each other and by the "
-                "switches: give --advertise URL and --advertise-openflow tcp:IP:PORT "
+                "switches: give --advertise URL and --advertise-openflow ssl:IP:PORT "
                 "(or listen on a specific address)"
             )
         return self
@@ -158,10 +180,20 @@ class ControllerSettings(BaseSettings):
         return advertised(self.advertise, host, port, "http://")
 
     @property
+    def tls(self) -> bool:
+        """Whether TLS files are given (all three, `_check_together`)."""
+        return self.tls_ca is not None
+
+    @property
+    def openflow_scheme(self) -> str:
+        """The scheme of our OpenFlow targets: ssl with TLS files, else tcp."""
+        return "ssl" if self.tls else "tcp"
+
+    @property
     def openflow_target(self) -> str | None:
         """The OpenFlow target switches reach this replica at (None: unknown)."""
         host, port = self.openflow_address
-        return advertised(self.advertise_openflow, host, port, "tcp:")
+        return advertised(self.advertise_openflow, host, port, f"{self.openflow_scheme}:")
 
 
 def load_settings(values: dict[str, Any]) -> ControllerSettings:
@@ -200,7 +232,7 @@ def advertised(value: str | None, host: str, port: int, scheme: str) -> str | No
 
 
 def check_target(option: str, value: str | None) -> str | None:
-    """An --advertise-openflow* value: None when not given, else tcp:IP:PORT."""
+    """An --advertise-openflow* value: None when not given, else ssl: or tcp:IP:PORT."""
     if not value:
         return None
     try:

@@ -69,6 +69,7 @@ class ApiContext:
     runtime: RuntimeView
     openflow_host: str  # listen address of the OpenFlow endpoint ("0.0.0.0" = any)
     openflow_port: int
+    openflow_scheme: str = "tcp"  # of our targets: "ssl" with TLS (switches' certificates)
     readonly_token: str = ""  # may only read ("" = no such token)
     agent_token: str = ""  # host agents: hosts, streams, containers ("" = none)
     # The OpenFlow targets for a switch of a site (replicated controllers: every
@@ -86,6 +87,8 @@ class ApiContext:
     # replicas, the memberships and the assignment (controller/cluster/masters.py).
     leadership: Lease | None = None
     masters: Masters | None = None
+    # Switch connections refused, by reason (controller/openflow/admission.py).
+    switch_refusals: Callable[[], dict[str, int]] = dict
 
     def member_apis(self) -> list[str] | None:
         """The API URLs of the other live members (None: masters are not spread)."""

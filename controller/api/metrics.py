@@ -6,7 +6,7 @@ Totals keep plain names (`daolinet_packet_ins_total`); per-host series are
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
@@ -46,8 +46,12 @@ def _histogram(name: str, labels: str, latencies: Sequence[float]) -> list[str]:
     return lines
 
 
-def render(runtime: RuntimeView, roles: Roles, leader: bool) -> str:
-    """`leader`: whether this replica leads (ApiContext.leads)."""
+def render(
+    runtime: RuntimeView, roles: Roles, leader: bool,
+    switch_refusals: Mapping[str, int] | None = None,
+) -> str:
+    """`leader`: whether this replica leads (ApiContext.leads); `switch_refusals`:
+    switch connections this replica refused, by reason."""
     totals, live, latencies = runtime.counters()
     per_host = runtime.host_counters()
     lines: list[str] = []
@@ -73,6 +77,12 @@ def render(runtime: RuntimeView, roles: Roles, leader: bool) -> str:
                      "and writes as from a slave")
     lines += [f'daolinet_openflow_refused_total{{kind="{k}"}} {n}'
               for k, n in sorted(roles.refusals.items())]
+    lines += _header("daolinet_switch_connections_refused_total", "counter",
+                     "switch connections this replica refused: TLS handshake failed, "
+                     "certificate not a registered host's, datapath id of another host, "
+                     "certificate revoked")
+    lines += [f'daolinet_switch_connections_refused_total{{reason="{k}"}} {n}'
+              for k, n in sorted((switch_refusals or {}).items())]
     lines += _header("daolinet_live_routes", "gauge", "connections with installed flows")
     lines.append(f"daolinet_live_routes {live}")
     lines += _header("daolinet_setup_seconds", "histogram",
@@ -94,4 +104,4 @@ def render(runtime: RuntimeView, roles: Roles, leader: bool) -> str:
 
 @router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
 def metrics(ctx: Ctx) -> str:
-    return render(ctx.runtime, ctx.roles, ctx.leads())
+    return render(ctx.runtime, ctx.roles, ctx.leads(), ctx.switch_refusals())

@@ -85,18 +85,23 @@ def standalone_targets(
     return lambda host_site: [] if host_site == site else [remote]
 
 
+OPENFLOW_SCHEMES = ("ssl", "tcp")  # TLS with the host's certificate; plain (insecure)
+
+
 def parse_openflow_target(value: str) -> str:
-    """`tcp:IP:PORT` (IPv4, or IPv6 in brackets), as OVS takes it; ValueError else."""
+    """`ssl:IP:PORT` or `tcp:IP:PORT` (IPv4, or IPv6 in brackets), as OVS takes it;
+    ValueError else."""
     scheme, _, rest = value.partition(":")
     host, sep, port = rest.rpartition(":")
-    ok = scheme == "tcp" and sep and port.isdigit() and 0 < int(port) < 65536
+    ok = scheme in OPENFLOW_SCHEMES and sep and port.isdigit() and 0 < int(port) < 65536
     if ok and host.startswith("[") and host.endswith("]"):
         ok = _ip_version(host[1:-1]) == 6
     elif ok:
         ok = _ip_version(host) == 4
     if not ok:
         raise ValueError(
-            f"{value!r} is not tcp:IP:PORT (an IPv4 address or [IPv6], port 1-65535)"
+            f"{value!r} is not ssl:IP:PORT or tcp:IP:PORT (an IPv4 address or [IPv6], "
+            "port 1-65535)"
         )
     return value
 

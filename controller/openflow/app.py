@@ -10,7 +10,10 @@ arrive as the `daolinet` keyword (`OpenFlowDeps`, see `run_openflow`).
 from __future__ import annotations
 
 import logging
+import ssl
+import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,13 +31,16 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller.cluster.roles import Roles
 from controller.datapath.runtime import DatapathRuntime
+from controller.openflow.admission import REVOKED, Admission, Refused, peer_certificate
 from controller.openflow.codec import dumped_flow, parse_ipv4, port_info
+from controller.openflow.listener import TLSListener
 from controller.openflow.switches import Switches
 
 log = logging.getLogger(__name__)
 ofp = ofproto_v1_3
 
 TICK_SECONDS = 2.0
+REVOCATION_SECONDS = 1.0  # how often the open connections' serials are checked
 
 
 @dataclass(frozen=True)
@@ -44,21 +50,42 @@ class OpenFlowDeps:
     runtime: DatapathRuntime
     roles: Roles
     switches: Switches
+    admission: Admission
 
 
-def start_openflow(deps: OpenFlowDeps, host: str, port: int) -> None:
-    """Launch os-ken in-process (os-ken 4 has no osken-manager), on its own thread."""
+def start_openflow(
+    deps: OpenFlowDeps,
+    host: str,
+    port: int,
+    tls: Callable[[], ssl.SSLContext] | None = None,
+) -> TLSListener | None:
+    """Launch os-ken in-process (os-ken 4 has no osken-manager), on its own thread.
+
+    With `tls` (a server context requiring client certificates) the switches connect
+    to our TLSListener (controller/openflow/listener.py), which hands established
+    connections to os-ken; os-ken's own listener is then put on a Unix socket in a
+    private directory, where no switch can reach it."""
     # Importing os_ken.controller.controller (after app_manager, above: an import
     # cycle) registers the --ofp-* options.
     from os_ken import cfg
-    from os_ken.controller import controller as _ofp_options  # noqa: F401
+    from os_ken.controller import controller as ofp_controller
 
+    listener = None
+    if tls is not None:
+        listener = TLSListener(
+            (host, port), tls, deps.admission, ofp_controller.datapath_connection_factory
+        )
+        private = tempfile.mkdtemp(prefix="daolinet-openflow-")  # mode 0700
+        host, port = f"{private}/os-ken.sock", 1  # a Unix socket (the port is unused)
     cfg.CONF(
         args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)],
         project="os_ken",
     )
     thread = threading.Thread(target=run_openflow, args=(deps,), name="os-ken", daemon=True)
     thread.start()
+    if listener is not None:
+        listener.start()
+    return listener
 
 
 def run_openflow(deps: OpenFlowDeps) -> None:
@@ -94,6 +121,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.runtime = daolinet.runtime
         self.roles = daolinet.roles
         self.switches = daolinet.switches
+        self.admission = daolinet.admission
         self._parts: dict[tuple[int, int], list[Any]] = {}
         self._ports: dict[int, list[Any]] = {}
         self._role_lock = threading.Lock()
@@ -101,6 +129,10 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="daolinet-tick", daemon=True)
         self._ticker.start()
+        if self.admission.tls:
+            threading.Thread(
+                target=self._close_revoked, name="daolinet-revoked", daemon=True
+            ).start()
         self.roles.listen(self._role_changed)
 
     def close(self) -> None:
@@ -109,6 +141,11 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
     # roles (docs/architecture.md, "Replicas") -----------------------------------------
     def _masters(self, dpid: int) -> bool:
         return self.roles.is_master(dpid)
+
+    def _serving(self, dp: Any) -> bool:
+        """Whether messages from connection `dp` are heard: it serves its datapath
+        (not a refused connection, nor an older one) and we are its master."""
+        return self.switches.serves(dp) and self._masters(dp.id)
 
     def _role_changed(self) -> None:
         """Roles changed (elected, deposed, a new assignment): ask every switch for
@@ -147,6 +184,8 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
     def on_role_reply(self, ev: Any) -> None:
         """The switch confirmed a role: the switches this replica masters, as they say."""
         msg = ev.msg
+        if not self.switches.serves(msg.datapath):
+            return
         mastered = (
             msg.role == ofp.OFPCR_ROLE_MASTER
             and msg.generation_id == self.roles.role_generation()
@@ -162,6 +201,8 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
     def on_error(self, ev: Any) -> None:
         msg = ev.msg
         dpid = msg.datapath.id
+        if not self.switches.serves(msg.datapath):
+            return
         if msg.type == ofp.OFPET_ROLE_REQUEST_FAILED:
             self.roles.count_refusal("role")
             log.error("switch %016x refused our role request (code %d: a newer generation "
@@ -183,12 +224,37 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
             except Exception:
                 log.exception("tick failed")
 
+    def _close_revoked(self) -> None:
+        """Close the connections whose certificate was revoked since they were
+        admitted (docs/security.md, "Revocation")."""
+        while not self._stop.wait(REVOCATION_SECONDS):
+            for dp, peer in self.switches.peers():
+                try:
+                    revoked = self.admission.revoked(peer.serial)
+                except Exception:
+                    log.exception("revocation check failed")
+                    break
+                if revoked:
+                    self.admission.count(REVOKED)
+                    log.warning("switch %016x: certificate of host %s (serial %x) revoked: "
+                                "connection from %s closed", dp.id, peer.host, peer.serial,
+                                dp.address[0])
+                    dp.close()
+
     # switch lifecycle ----------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_features(self, ev: Any) -> None:
         dp = ev.msg.datapath
+        try:
+            # Before anything else: a refused connection never replaces the
+            # datapath's connection, its role or its flows.
+            peer = self.admission.admit(dp.id, peer_certificate(dp.socket))
+        except Refused as refused:
+            log.warning("switch connection from %s refused: %s", dp.address[0], refused)
+            dp.close()
+            return
         with self._role_lock:
-            self.switches.add(dp)
+            self.switches.add(dp, peer)
             self.roles.switch_seen(dp.id, True)
             self._roles.pop(dp.id, None)  # a new connection: ask again
             # Under the lock: a role change either sees this switch or is seen here.
@@ -206,6 +272,17 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
             if dpid is None or not self.switches.remove(dp):
                 return
             was_master = self._roles.pop(dpid, (False, 0))[0]
+            earlier, master = self.switches.get(dpid), False
+            if earlier is not None:
+                # Its earlier connection is still open: it serves again, with the
+                # role we want of it (the switch keeps roles per connection).
+                master, _ = self._request_role(earlier)
+        if earlier is not None:
+            log.warning("switch %016x: connection from %s closed, the one from %s serves "
+                        "it again", dpid, dp.address[0], earlier.address[0])
+            if master:  # flows and ports again, whatever the closed one did
+                self.runtime.handle(self.runtime.core.switch_connected, dpid)
+            return
         self.roles.switch_seen(dpid, False)
         self.roles.confirm_master(dpid, False)
         log.info("switch %016x disconnected", dpid)
@@ -215,7 +292,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_port_desc(self, ev: Any) -> None:
         dpid = ev.msg.datapath.id
-        if not self._masters(dpid):
+        if not self._serving(ev.msg.datapath):
             return
         self._ports.setdefault(dpid, []).extend(port_info(p) for p in ev.msg.body)
         if ev.msg.flags & ofp.OFPMPF_REPLY_MORE:
@@ -226,7 +303,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_port_status(self, ev: Any) -> None:
         msg = ev.msg
-        if not self._masters(msg.datapath.id):
+        if not self._serving(msg.datapath):
             return
         port = port_info(msg.desc)
         if msg.reason == ofp.OFPPR_DELETE:
@@ -238,7 +315,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_packet_in(self, ev: Any) -> None:
         msg = ev.msg
-        if not self._masters(msg.datapath.id):
+        if not self._serving(msg.datapath):
             return
         m = msg.match
         ct_state = m.get("ct_state", 0)
@@ -251,7 +328,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_flow_removed(self, ev: Any) -> None:
         msg = ev.msg
-        if not self._masters(msg.datapath.id):
+        if not self._serving(msg.datapath):
             return
         self.runtime.handle(
             self.runtime.core.flow_removed, msg.datapath.id, msg.cookie, msg.packet_count
@@ -260,7 +337,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_flow_stats(self, ev: Any) -> None:
         msg = ev.msg
-        if not self._masters(msg.datapath.id):
+        if not self._serving(msg.datapath):
             return
         key = (msg.datapath.id, msg.xid)
         self._parts.setdefault(key, []).extend(msg.body)

@@ -58,7 +58,7 @@ def openflow_targets(ctx: ApiContext, request: Request, site: str) -> list[str]:
     host = openflow_host(ctx, request)
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # OVS syntax for IPv6 targets
-    return [f"tcp:{host}:{ctx.openflow_port}"]
+    return [f"{ctx.openflow_scheme}:{host}:{ctx.openflow_port}"]
 
 
 def _out(ctx: ApiContext, request: Request, host: Host) -> HostOut:

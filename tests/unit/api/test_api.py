@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -207,6 +208,14 @@ def test_openflow_targets(tmp_path, base_url, openflow_host, target) -> None:
     with TestClient(create_app(ctx), base_url=base_url, headers=AUTH) as c:
         r = c.post("/api/v1/hosts", json={"name": "h1", "address": "198.18.0.11"})
     assert r.json()["openflow_targets"] == [target]
+    ctx.inventory.store.close()
+
+
+def test_openflow_targets_with_tls_are_ssl(tmp_path: Path) -> None:
+    ctx = dataclasses.replace(make_ctx(tmp_path / "t.db", []), openflow_scheme="ssl")
+    with TestClient(create_app(ctx), base_url="http://198.18.0.1:8080", headers=AUTH) as c:
+        r = c.post("/api/v1/hosts", json={"name": "h1", "address": "198.18.0.11"})
+    assert r.json()["openflow_targets"] == ["ssl:198.18.0.1:6653"]
     ctx.inventory.store.close()
 
 

@@ -110,3 +110,18 @@ def test_metrics_switches_connected_whatever_their_role(tmp_path: Path) -> None:
     assert connected() == {"daolinet_switches_connected 2"}  # roles do not change it
     roles.switch_seen(1, False)
     assert connected() == {"daolinet_switches_connected 1"}
+
+
+def test_metrics_switch_connections_refused_by_reason(tmp_path: Path) -> None:
+    inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
+    roles = Roles()
+    refused = {"tls_handshake": 2, "foreign_dpid": 1}
+    ctx = ApiContext(inventory=inventory, token="t",
+                     runtime=DatapathRuntime(inventory.index, roles),
+                     openflow_host="0.0.0.0", openflow_port=6653, roles=roles,
+                     switch_refusals=lambda: refused)
+    app = create_app(ctx)
+    app.include_router(metrics.router)
+    lines = set(TestClient(app).get("/metrics").text.splitlines())
+    assert {'daolinet_switch_connections_refused_total{reason="tls_handshake"} 2',
+            'daolinet_switch_connections_refused_total{reason="foreign_dpid"} 1'} <= lines

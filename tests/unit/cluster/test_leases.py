@@ -190,18 +190,19 @@ def test_targets_per_site() -> None:
 
 
 @pytest.mark.parametrize("value", ["tcp:10.0.0.1:6653", "tcp:[fd00::1]:6653",
-                                   "tcp:198.18.0.1:1", "tcp:198.18.0.1:65535"])
+                                   "tcp:198.18.0.1:1", "tcp:198.18.0.1:65535",
+                                   "ssl:10.0.0.1:6653", "ssl:[fd00::1]:6653"])
 def test_good_openflow_targets(value: str) -> None:
     assert parse_openflow_target(value) == value
 
 
 @pytest.mark.parametrize("value", [
-    "10.0.0.1:6653", "ssl:10.0.0.1:6653", "tcp:10.0.0.1", "tcp:10.0.0.1:0",
+    "10.0.0.1:6653", "unix:10.0.0.1:6653", "tcp:10.0.0.1", "tcp:10.0.0.1:0",
     "tcp:10.0.0.1:65536", "tcp:10.0.0.1:x", "tcp:controller:6653", "tcp:fd00::1:6653",
-    "tcp:[10.0.0.1]:6653", "tcp::6653", "tcp:10.0.0.256:6653",
+    "tcp:[10.0.0.1]:6653", "tcp::6653", "tcp:10.0.0.256:6653", "ssl:controller:6653",
 ])
 def test_bad_openflow_targets(value: str) -> None:
-    with pytest.raises(ValueError, match="is not tcp:IP:PORT"):
+    with pytest.raises(ValueError, match="is not ssl:IP:PORT or tcp:IP:PORT"):
         parse_openflow_target(value)
 
 
