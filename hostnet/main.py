@@ -124,6 +124,9 @@ def agent(
         str, option(AgentConfig, "docker_host", "--docker-host")
     ] = default(AgentConfig, "docker_host"),
     wireguard: Annotated[Path | None, option(AgentConfig, "wireguard", "--wireguard")] = None,
+    tls_ca: Annotated[Path | None, option(AgentConfig, "tls_ca", "--tls-ca")] = None,
+    tls_cert: Annotated[Path | None, option(AgentConfig, "tls_cert", "--tls-cert")] = None,
+    tls_key: Annotated[Path | None, option(AgentConfig, "tls_key", "--tls-key")] = None,
 ) -> None:
     """Run the host agent (until SIGTERM/SIGINT)."""
     cfg = validated(
@@ -131,6 +134,7 @@ def agent(
         bridge=bridge, address=address, socket=socket, site=site,
         datapath_type=datapath_type.value, connect_timeout=connect_timeout,
         plugin_socket=plugin_socket, docker_host=docker_host, wireguard=wireguard,
+        tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
     )
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr,

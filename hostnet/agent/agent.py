@@ -121,6 +121,10 @@ class Agent:
             host_exec=self._host_exec,
         )
         try:
+            if self.cfg.tls_ca and self.cfg.tls_cert and self.cfg.tls_key:
+                # Before any ssl: target: the switch connects with this host's certificate.
+                await in_thread(self._host_exec, self.ovs.set_ssl, self.cfg.tls_key,
+                                self.cfg.tls_cert, self.cfg.tls_ca)
             await in_thread(
                 self._host_exec, self.ovs.ensure_bridge, self.cfg.bridge, self.datapath_type
             )

@@ -65,6 +65,13 @@ class AgentConfig(BaseSettings):
         0.5, description="Seconds after wg-commit before the key switches, so peers learn "
         "the new key first."
     )
+    tls_ca: Path | None = Field(
+        None, description="The deployment's CA certificate (PEM); with --tls-cert and "
+        "--tls-key: the switch connects to the controller over TLS (ssl: targets) with "
+        "this host's certificate."
+    )
+    tls_cert: Path | None = Field(None, description="This host's certificate (PEM, OU=host).")
+    tls_key: Path | None = Field(None, description="This host's private key (PEM).")
 
     @field_validator("address")
     @classmethod
@@ -81,6 +88,19 @@ class AgentConfig(BaseSettings):
         if self.plugin_socket and not self.docker_host.startswith("unix://"):
             raise ValueError(f"--docker-host: {self.docker_host!r} is not unix:///PATH")
         return self
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> AgentConfig:
+        given = [f for f in ("tls_ca", "tls_cert", "tls_key") if getattr(self, f) is not None]
+        if given and len(given) != 3:
+            raise ValueError("--tls-ca, --tls-cert and --tls-key go together (given: "
+                             + ", ".join("--" + f.replace("_", "-") for f in given) + ")")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the host's TLS files are given (all three)."""
+        return self.tls_ca is not None
 
 
 def read_token(path: Path) -> str:

@@ -29,6 +29,20 @@ def next_backoff(current: float) -> float:
     return min(BACKOFF_MAX, max(BACKOFF_MIN, current * 2))
 
 
+def usable_targets(targets: list[str], *, tls: bool) -> list[str]:
+    """The controller's OpenFlow targets this switch may use: with TLS files only
+    ssl: ones (a plain tcp: target would carry the switch's traffic in clear to
+    whoever answers), without them only tcp: ones (OVS has no certificate)."""
+    scheme = "ssl:" if tls else "tcp:"
+    usable = [t for t in targets if t.startswith(scheme)]
+    dropped = [t for t in targets if not t.startswith(scheme)]
+    if dropped:
+        log.error("ignoring OpenFlow target(s) %s: this agent %s", ", ".join(dropped),
+                  "has TLS files: it uses ssl: targets only" if tls
+                  else "has no TLS files (--tls-*): it cannot use ssl: targets")
+    return usable
+
+
 class Registrar:
     """POST /hosts, then the bridge's datapath id and OpenFlow targets from the answer.
 
@@ -54,7 +68,7 @@ class Registrar:
         reg = await self.client.register(self.cfg.host, self.address, self.cfg.site, fields)
         await in_thread(
             self.host_exec, self.ovs.ensure_bridge, self.cfg.bridge, self.datapath_type,
-            reg.dpid, reg.openflow_targets,
+            reg.dpid, usable_targets(reg.openflow_targets, tls=self.cfg.tls),
         )
         self.registration = reg
         return reg

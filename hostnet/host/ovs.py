@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 ENDPOINT_KEY = "daolinet-endpoint"
 CONTAINER_KEY = "daolinet-container"
@@ -131,6 +132,28 @@ class Ovs:
             self.run(*args, "--", "set", "Bridge", bridge, f"controller=[{refs}]")
         else:
             self.run("del-controller", bridge)
+        return True
+
+    # -- TLS of the OpenFlow connections (docs/security.md, "OpenFlow") ---------------
+
+    def get_ssl(self) -> tuple[str, str, str] | None:
+        """(private key, certificate, CA certificate) of the SSL table, None if unset."""
+        found: dict[str, str] = {}
+        for line in self.run("get-ssl").splitlines():
+            label, sep, value = line.partition(":")
+            if sep:
+                found[label.strip()] = value.strip()
+        key, cert, ca = (found.get(k) for k in ("Private key", "Certificate", "CA Certificate"))
+        return (key, cert, ca) if key and cert and ca else None
+
+    def set_ssl(self, key: Path, cert: Path, ca: Path) -> bool:
+        """Make ovs-vswitchd use this host's key and certificate, and trust `ca`, on its
+        ssl: controller connections, unless it already does; True if changed.  OVS
+        reads the files again when they change (a renewed certificate needs nothing)."""
+        wanted = (str(key), str(cert), str(ca))
+        if self.get_ssl() == wanted:
+            return False
+        self.run("set-ssl", *wanted)
         return True
 
     def bridge_exists(self, name: str) -> bool:

@@ -7,6 +7,7 @@ import os
 import socket
 import stat
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -219,3 +220,41 @@ def test_ovs_errors_are_one_line(tmp_path):
 
 def test_module_default_socket():
     assert config_mod.DEFAULT_SOCKET == "/run/daolinet/hostnet.sock"
+
+
+class SslOvs(Ovs):
+    """ovs-vsctl's get-ssl / set-ssl, recorded."""
+
+    def __init__(self, ssl: tuple[str, str, str] | None) -> None:
+        super().__init__("unix:/x")
+        self.ssl = ssl
+        self.cmds: list[tuple[str, ...]] = []
+
+    def run(self, *args: str) -> str:
+        self.cmds.append(args)
+        if args[0] == "get-ssl" and self.ssl is not None:
+            key, cert, ca = self.ssl
+            return (f"Private key: {key}\nCertificate: {cert}\nCA Certificate: {ca}\n"
+                    "Bootstrap: false\n")
+        return ""
+
+
+def test_set_ssl_only_when_it_differs():
+    files = (Path("/pki/host.key"), Path("/pki/host.crt"), Path("/pki/ca.crt"))
+    unset = SslOvs(None)
+    assert unset.set_ssl(*files) is True
+    assert unset.cmds[-1] == ("set-ssl", "/pki/host.key", "/pki/host.crt", "/pki/ca.crt")
+    same = SslOvs(("/pki/host.key", "/pki/host.crt", "/pki/ca.crt"))
+    assert same.set_ssl(*files) is False  # an agent restart does not drop the connection
+    assert same.cmds == [("get-ssl",)]
+    other = SslOvs(("/old/host.key", "/pki/host.crt", "/pki/ca.crt"))
+    assert other.set_ssl(*files) is True
+
+
+def test_usable_targets_follow_the_agents_tls(caplog):
+    from hostnet.agent.registration import usable_targets
+    both = ["ssl:10.0.0.1:6653", "tcp:10.0.0.2:6653"]
+    assert usable_targets(both, tls=True) == ["ssl:10.0.0.1:6653"]
+    assert "ignoring OpenFlow target(s) tcp:10.0.0.2:6653" in caplog.text
+    assert usable_targets(both, tls=False) == ["tcp:10.0.0.2:6653"]
+    assert usable_targets(["tcp:10.0.0.2:6653"], tls=False) == ["tcp:10.0.0.2:6653"]

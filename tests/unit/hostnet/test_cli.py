@@ -85,6 +85,14 @@ def test_usage_errors_are_one_line_exit_1(argv, capsys):
     assert one_error_line(capsys).startswith("daolinet-hostnet: error: ")
 
 
+def test_agent_tls_files_go_together(tmp_path, capsys):
+    argv = ["agent", "--controller", "http://127.0.0.1:9", "--token-file", "t", "--host", "h",
+            "--ovsdb", "unix:/nonexistent", "--tls-ca", "/pki/ca.crt", "--tls-key", "/k"]
+    assert main(argv) == 1
+    assert one_error_line(capsys).endswith(
+        "--tls-ca, --tls-cert and --tls-key go together (given: --tls-ca, --tls-key)")
+
+
 def test_unreachable_agent_is_one_line(tmp_path, capsys):
     sock = tmp_path / "none.sock"
     assert main(["attach", "--netns", "x", "--network", "n", "--socket", str(sock)]) == 1
