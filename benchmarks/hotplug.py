@@ -143,10 +143,21 @@ def probe_all(tb: Testbed, groups: list[list], neigh_mac: dict[str, str],
             "seconds": round(elapsed, 3), "pairs_per_s": round(len(answers) / elapsed, 1)}
 
 
-def setup_rate(tb: Testbed, n: int) -> dict[str, dict[str, float]]:
+def rate_containers(tb: Testbed, n: int) -> tuple[list, int]:
+    """n containers on h1 and the new peers each one probes: half a PacketIn burst
+    (each one is also the peer that answers others)."""
     cs = [tb.container("h1", f"r{i}", "bench") for i in range(n)]
-    # Half a burst per container: each one is also the peer that answers others.
-    fanout = min(n - 1, CoreState().packet_in_burst // 2)
+    return cs, min(n - 1, CoreState().packet_in_burst // 2)
+
+
+def daolinet_rate(tb: Testbed, n: int) -> dict[str, float]:
+    """Setup rate of n containers under daolinet alone (no baseline)."""
+    cs, fanout = rate_containers(tb, n)
+    return probe_all(tb, [cs], {c.ip: "02:da:00:00:00:01" for c in cs}, fanout)
+
+
+def setup_rate(tb: Testbed, n: int) -> dict[str, dict[str, float]]:
+    cs, fanout = rate_containers(tb, n)
     daolinet = probe_all(tb, [cs], {c.ip: "02:da:00:00:00:01" for c in cs}, fanout)
     # Baseline: the same bridge and containers under a plain learning switch.
     h = tb.host("h1")

@@ -53,6 +53,7 @@ from controller.settings import ENV_PREFIX, ControllerSettings, load_settings, r
 from controller.store.base import StoreError
 from controller.store.etcd.client import EtcdTLS
 from controller.store.url import open_store
+from controller.trust.revocation import REVOKED, Revocations
 
 log = logging.getLogger("daolinet.controller")
 
@@ -139,6 +140,7 @@ def serve(settings: ControllerSettings) -> None:
                 server_context, settings.tls_ca, settings.tls_cert, settings.tls_key
             )
         backend = open_store(settings.store, etcd_tls)
+        revocations = Revocations(backend) if settings.tls else None
     except (ValueError, OSError, StoreError) as exc:
         fail(exc)
     replicated = settings.replicated
@@ -159,6 +161,8 @@ def serve(settings: ControllerSettings) -> None:
         roles = masters.roles
         exports = partial(Exporter, token=token)
         watchers = {ASSIGNMENT: masters.apply, REACH: masters.apply_reach}
+        if revocations is not None:  # another replica's revocations, within the watch's delay
+            watchers[REVOKED] = revocations.apply
     else:
         roles = Roles()
         leadership = Lease(backend, record, ttl=settings.lease_ttl, standalone=True,
@@ -169,6 +173,9 @@ def serve(settings: ControllerSettings) -> None:
     admission = Admission(
         lambda name: (host.dpid if (host := index.host(name)) is not None else None),
         tls=settings.tls,
+        revoked=lambda identity: (
+            revocations is not None and revocations.refused(identity) is not None
+        ),
     )
     runtime = DatapathRuntime(
         index,

@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+from controller.trust.identity import CertRole, Identity, identity_of_der
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,6 @@ REVOKED = "revoked"
 REASONS = (TLS_HANDSHAKE, NO_CERTIFICATE, NOT_A_HOST, UNKNOWN_HOST, FOREIGN_DPID, REVOKED)
 
 
-@dataclass(frozen=True)
-class Peer:
-    """The holder of an admitted connection's certificate."""
-
-    host: str
-    serial: int
-
-
 class Refused(Exception):
     """A connection the controller does not serve; `reason` is one of REASONS."""
 
@@ -50,35 +43,22 @@ class Refused(Exception):
         self.reason = reason
 
 
-def certificate_subject(cert: dict[str, Any]) -> dict[str, str]:
-    """The subject of a verified peer certificate (`SSLSocket.getpeercert()`), as
-    {"organizationalUnitName": "host", "commonName": "h1", ...}; an attribute given
-    twice is refused (which one would name the holder?)."""
-    subject: dict[str, str] = {}
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key in subject:
-                raise Refused(NOT_A_HOST, f"certificate subject has {key} twice")
-            subject[key] = value
-    return subject
-
-
-def peer_certificate(socket: Any) -> dict[str, Any] | None:
-    """The verified certificate of a connection's peer, None on a plain socket or
-    when the peer sent none."""
+def peer_certificate(socket: Any) -> bytes | None:
+    """The verified certificate (DER) of a connection's peer; None on a plain socket
+    or when the peer sent none."""
     getpeercert = getattr(socket, "getpeercert", None)
     if getpeercert is None:
         return None
-    cert: dict[str, Any] | None = getpeercert()
-    return cert or None
+    der: bytes | None = getpeercert(binary_form=True)
+    return der or None
 
 
 class Admission:
     """Decides whether a switch connection with datapath id `dpid` and peer
-    certificate `cert` is served; see the module docstring.
+    certificate `cert` (DER) is served; see the module docstring.
 
     `owner_of(host)` is the datapath id host registered (None: no such host);
-    `revoked(serial)` whether a certificate serial is revoked (controller/trust).
+    `revoked(identity)` whether that certificate is revoked (controller/trust).
     """
 
     def __init__(
@@ -86,7 +66,7 @@ class Admission:
         owner_of: Callable[[str], int | None],
         *,
         tls: bool,
-        revoked: Callable[[int], bool] = lambda serial: False,
+        revoked: Callable[[Identity], bool] = lambda identity: False,
     ) -> None:
         self.tls = tls
         self._owner_of = owner_of
@@ -94,8 +74,8 @@ class Admission:
         self._lock = threading.Lock()
         self._refused: dict[str, int] = dict.fromkeys(REASONS, 0)
 
-    def admit(self, dpid: int, cert: dict[str, Any] | None) -> Peer | None:
-        """The connection's peer (None without TLS); raises Refused (counted)."""
+    def admit(self, dpid: int, cert: bytes | None) -> Identity | None:
+        """The connection's host (None without TLS); raises Refused (counted)."""
         if not self.tls:
             return None
         try:
@@ -104,27 +84,27 @@ class Admission:
             self.count(refused.reason)
             raise
 
-    def _check(self, dpid: int, cert: dict[str, Any] | None) -> Peer:
+    def _check(self, dpid: int, cert: bytes | None) -> Identity:
         if cert is None:
             raise Refused(NO_CERTIFICATE, "no client certificate")
-        subject = certificate_subject(cert)
-        role, name = subject.get("organizationalUnitName"), subject.get("commonName")
-        if role != "host" or not name:
-            raise Refused(
-                NOT_A_HOST, f"certificate OU={role} CN={name} is not a host's (OU=host)"
-            )
-        serial = int(str(cert.get("serialNumber", "0")), 16)
-        if self.revoked(serial):
-            raise Refused(REVOKED, f"certificate of host {name} (serial {serial:x}) is revoked")
-        owned = self._owner_of(name)
+        identity = identity_of_der(cert)
+        if identity is None:
+            raise Refused(NOT_A_HOST, "the certificate names no daolinet host "
+                          "(O=daolinet, OU=host, CN=<host>)")
+        if identity.role is not CertRole.HOST:
+            raise Refused(NOT_A_HOST, f"the certificate of {identity} is not a host's")
+        if self.revoked(identity):
+            raise Refused(REVOKED, f"the certificate of {identity} is revoked")
+        owned = self._owner_of(identity.name)
         if owned is None:
-            raise Refused(UNKNOWN_HOST, f"certificate CN={name} names no registered host")
+            raise Refused(UNKNOWN_HOST, f"{identity}: no such host is registered")
         if owned != dpid:
             raise Refused(
                 FOREIGN_DPID,
-                f"datapath {dpid:016x} is not host {name}'s (it registered {owned:016x})",
+                f"datapath {dpid:016x} is not host {identity.name}'s (it registered "
+                f"{owned:016x})",
             )
-        return Peer(name, serial)
+        return identity
 
     def count(self, reason: str) -> None:
         with self._lock:

@@ -229,16 +229,17 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         admitted (docs/security.md, "Revocation")."""
         while not self._stop.wait(REVOCATION_SECONDS):
             for dp, peer in self.switches.peers():
+                if dp.state == DEAD_DISPATCHER:
+                    continue  # closed already, its end not handled yet
                 try:
-                    revoked = self.admission.revoked(peer.serial)
+                    revoked = self.admission.revoked(peer)
                 except Exception:
                     log.exception("revocation check failed")
                     break
                 if revoked:
                     self.admission.count(REVOKED)
-                    log.warning("switch %016x: certificate of host %s (serial %x) revoked: "
-                                "connection from %s closed", dp.id, peer.host, peer.serial,
-                                dp.address[0])
+                    log.warning("switch %016x: the certificate of %s is revoked: connection "
+                                "from %s closed", dp.id, peer, dp.address[0])
                     dp.close()
 
     # switch lifecycle ----------------------------------------------------------------

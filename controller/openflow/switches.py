@@ -19,8 +19,8 @@ from typing import Any
 
 from controller.cluster.roles import Roles
 from controller.datapath.messages import OFMessage
-from controller.openflow.admission import Peer
 from controller.openflow.codec import translate
+from controller.trust.identity import Identity
 
 
 class Switches:
@@ -28,9 +28,9 @@ class Switches:
         self.roles = roles
         self._datapaths: dict[int, Any] = {}  # dpid -> os-ken Datapath serving it
         self._open: dict[int, list[Any]] = {}  # dpid -> its open connections, oldest first
-        self._peers: dict[Any, Peer] = {}  # connection -> its certificate's holder
+        self._peers: dict[Any, Identity] = {}  # connection -> its certificate's holder
 
-    def add(self, dp: Any, peer: Peer | None = None) -> None:
+    def add(self, dp: Any, peer: Identity | None = None) -> None:
         """`dp` serves its datapath from now on (the older connections wait)."""
         self._open.setdefault(dp.id, []).append(dp)
         self._datapaths[dp.id] = dp
@@ -68,7 +68,7 @@ class Switches:
     def all(self) -> list[Any]:
         return list(self._datapaths.values())
 
-    def peers(self) -> list[tuple[Any, Peer]]:
+    def peers(self) -> list[tuple[Any, Identity]]:
         """Every open connection with a certificate, and its holder."""
         return list(self._peers.items())
 

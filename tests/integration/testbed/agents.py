@@ -86,6 +86,7 @@ class Agents:
             cmd += ["--plugin-socket", ""]  # never the machine-wide default
         if self._layout.wireguard:
             cmd += ["--wireguard", str(host.wg_config)]
+        cmd += self._controllers.tls_args(host.name, "host", [host.address])
         return [*cmd, *self._args]
 
     def start(self, host: Host) -> None:

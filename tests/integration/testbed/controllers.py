@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from tests.pki import TestCA
+
 from .hosts import BRIDGE, Host, base_flows_installed, controller_connected, controller_roles
 from .layout import Layout
 from .procs import BIN_DIR, Proc, Processes, TestbedError, mark_log, num, wait_until
@@ -48,11 +50,15 @@ class Controllers:
         controller_args: Sequence[str] = (),
         replica_site: str | None = None,
         replica_remote_ip: str | None = None,
+        tls: bool = False,
     ) -> None:
         # `store_urls`: one per replica (None: a SQLite file of the testbed)
         # `replica_site`, `replica_remote_ip`: every replica runs with --site SITE
         # --advertise-openflow-remote tcp:IP:ITS_PORT (the target of other sites'
         # switches; nothing needs to listen there)
+        # `tls`: a test CA (tests/pki.py) in the testbed's directory issues the
+        # replicas' certificate and each host's; the replicas run with --tls-* and the
+        # switches connect over TLS (ssl: targets) with their host's certificate
         self._layout = layout
         self._processes = processes
         self._hosts = hosts
@@ -71,6 +77,7 @@ class Controllers:
         self.of_ports: list[int] = []
         self._store_bridges: list[TcpProxy] = []
         self._http: httpx.Client | None = None
+        self.ca: TestCA | None = TestCA(workdir / "pki") if tls else None
 
     # ------------------------------------------------------------------ names
 
@@ -98,7 +105,16 @@ class Controllers:
         """Replica `i`'s OpenFlow target, for the switches of its site or (`remote`) of
         the other sites."""
         ip = self._remote_ip if remote and self._remote_ip else self._layout.controller_ip
-        return f"tcp:{ip}:{self.of_ports[i]}"
+        return f"{'ssl' if self.ca else 'tcp'}:{ip}:{self.of_ports[i]}"
+
+    def tls_args(self, name: str, role: str, ips: Sequence[str]) -> list[str]:
+        """--tls-ca/--tls-cert/--tls-key of a certificate issued now for `name` in
+        `role` (none without TLS)."""
+        if self.ca is None:
+            return []
+        issued = self.ca.issue(name, role, ips=ips, file_stem=f"{role}-{name}")
+        return ["--tls-ca", str(self.ca.cert_file), "--tls-cert", str(issued.cert_file),
+                "--tls-key", str(issued.key_file)]
 
     def agent_urls(self, host: Host) -> str:
         """The `--controller` of an agent: every replica, through WireGuard from the
@@ -177,6 +193,7 @@ class Controllers:
             cmd += ["--site", self._site]
         if self._remote_ip is not None:
             cmd += ["--advertise-openflow-remote", self.openflow_target(i, remote=True)]
+        cmd += self.tls_args(f"c{i}", "controller", [self._layout.controller_ip, "127.0.0.1"])
         return [*cmd, *self._args]
 
     def launch(self, i: int) -> Proc:
@@ -262,8 +279,8 @@ class Controllers:
         """The replicas (indexes) that are OpenFlow master of the host's bridge, as
         OVS's database says (it writes roles only every few seconds)."""
         roles = controller_roles(host)
-        return [i for i, port in enumerate(self.of_ports)
-                if roles.get(f"tcp:{self._layout.controller_ip}:{port}") == "master"]
+        return [i for i in range(len(self.of_ports))
+                if roles.get(self.openflow_target(i)) == "master"]
 
     def confirmed_masters(self, without: int | None = None) -> dict[str, int] | None:
         """host -> the one replica whose role reply made it master of the host's

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from tests.pki import TestCA
+
 from . import hosts as hostview
 from .agents import Agents, interfaces
 from .controllers import Controllers, items
@@ -76,7 +78,9 @@ class Testbed:
         replica_site: str | None = None,
         replica_remote_ip: str | None = None,
         ovs_other_config: dict[str, str] | None = None,
+        tls: bool = False,
     ) -> None:
+        # `tls`: certificates from a test CA, switches over TLS (see Controllers)
         # `store`: one URL for every replica, or one per replica (e.g. a replica that
         # reaches etcd through a proxy a test can cut); see Controllers for
         # `replica_site`, `replica_remote_ip`; HostBuilder for `ovs_other_config`
@@ -105,6 +109,7 @@ class Testbed:
         self._replica_site = replica_site
         self._replica_remote_ip = replica_remote_ip
         self._ovs_other_config = dict(ovs_other_config or {})
+        self._tls = tls
         self._keep_dir = bool(os.environ.get("DLT_KEEP")) if keep_dir is None else keep_dir
 
         self.hosts: dict[str, Host] = {}
@@ -220,7 +225,7 @@ class Testbed:
             layout, processes, self.hosts, workdir, store_urls=self._store_urls,
             idle_timeout=self.idle_timeout, ready_timeout=self._ready_timeout,
             controller_args=self._controller_args, replica_site=self._replica_site,
-            replica_remote_ip=self._replica_remote_ip,
+            replica_remote_ip=self._replica_remote_ip, tls=self._tls,
         )
         self._parts = _Parts(
             registry=registry, layout=layout, processes=processes, builder=builder,
@@ -329,6 +334,11 @@ class Testbed:
 
     def replica_log(self, i: int) -> Path:
         return self._p.controllers.replica_log(i)
+
+    @property
+    def ca(self) -> TestCA | None:
+        """The test CA of a testbed with `tls` (None without)."""
+        return self._p.controllers.ca
 
     def openflow_target(self, i: int, *, remote: bool = False) -> str:
         return self._p.controllers.openflow_target(i, remote=remote)

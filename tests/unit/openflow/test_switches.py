@@ -5,8 +5,10 @@ impostor left, the real switch stayed unserved although still connected)."""
 from __future__ import annotations
 
 from controller.cluster.roles import Roles
-from controller.openflow.admission import Peer
 from controller.openflow.switches import Switches
+from controller.trust.identity import CertRole, Identity
+
+H1 = Identity(CertRole.HOST, "h1", 1)
 
 
 class Conn:
@@ -18,12 +20,12 @@ class Conn:
 def test_the_newest_connection_serves_and_the_earlier_one_serves_again() -> None:
     switches = Switches(Roles())
     real, other = Conn(7), Conn(7)
-    switches.add(real, Peer("h1", 1))
+    switches.add(real, H1)
     switches.add(other)
     assert switches.get(7) is other and switches.serves(other) and not switches.serves(real)
     assert switches.remove(other) is True  # it was serving
     assert switches.get(7) is real and switches.serves(real)
-    assert switches.peers() == [(real, Peer("h1", 1))]
+    assert switches.peers() == [(real, H1)]
     assert switches.remove(real) is True
     assert switches.get(7) is None and switches.all() == [] and switches.peers() == []
 
