@@ -9,12 +9,15 @@ arrive as the `daolinet` keyword (`OpenFlowDeps`, see `run_openflow`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from os_ken.base import app_manager
@@ -84,8 +87,21 @@ def start_openflow(
     thread = threading.Thread(target=run_openflow, args=(deps,), name="os-ken", daemon=True)
     thread.start()
     if listener is not None:
+        threading.Thread(target=_unlink_when_bound, args=(Path(host),), daemon=True).start()
         listener.start()
     return listener
+
+
+def _unlink_when_bound(path: Path, timeout: float = 30.0) -> None:
+    """Remove os-ken's Unix socket (and its private directory) once it is bound: the
+    listening socket works on, nothing can connect to it any more, nothing is left
+    behind when the process ends."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(OSError):
+        path.unlink()
+        path.parent.rmdir()
 
 
 def run_openflow(deps: OpenFlowDeps) -> None:
