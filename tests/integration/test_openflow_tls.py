@@ -157,8 +157,12 @@ def test_no_certificate_another_ca_or_plain_tcp_is_refused(tb: Testbed,
             wait_refused(tb, "tls_handshake", before)
             continue
         try:
-            switch.send(HELLO, 1)
-            assert switch.closed_by_controller(), "a connection without a valid certificate"
+            try:
+                switch.send(HELLO, 1)
+                closed = switch.closed_by_controller()
+            except (ssl.SSLError, ConnectionError):  # closed before our hello went out
+                closed = True
+            assert closed, "a connection without a valid certificate was kept"
             assert FEATURES_REPLY not in switch.seen
         finally:
             switch.close()
