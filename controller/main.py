@@ -27,6 +27,7 @@ from controller.agents.hub import AgentHub
 from controller.api import metrics
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
+from controller.api.limits import BodyLimits
 from controller.api.routes import exports as exports_api
 from controller.api.routes import live, stream
 from controller.api.routes import liveness as liveness_api
@@ -241,6 +242,7 @@ def serve(settings: ControllerSettings) -> None:
     app = create_app(
         ctx, extra_routers=[live.router, stream.router, liveness_api.router, exports_api.router],
         lifespan=lifespan,
+        body_limits=BodyLimits.of(settings.api_max_body, settings.api_max_bulk_body),
     )
     app.include_router(metrics.router)
     config = uvicorn.Config(

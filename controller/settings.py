@@ -18,6 +18,7 @@ from typing import Any, Self
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller.api.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_BULK_BODY, MIB
 from controller.cliutil import read_secret
 from controller.cluster.leases import parse_openflow_target
 from controller.desired.models import Name
@@ -92,6 +93,16 @@ class ControllerSettings(BaseSettings):
     )
     deny_hold: int = Field(
         3, ge=1, le=3600, description="seconds a denied pair stays dropped after its last packet"
+    )
+    api_max_body: int = Field(
+        DEFAULT_MAX_BODY, ge=1024, le=64 * MIB,
+        description="bytes an API request body may have (refused with 413 before it is "
+        "parsed; docs/architecture.md, \"Limits\")",
+    )
+    api_max_bulk_body: int = Field(
+        DEFAULT_MAX_BULK_BODY, ge=1024, le=256 * MIB,
+        description="bytes the body of a bulk request between replicas (POST "
+        "/api/v1/replicas/needs) may have",
     )
     log_level: str = Field("info", description="debug, info, warning, error")
     tls_ca: Path | None = Field(

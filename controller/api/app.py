@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 
 from fastapi import APIRouter, FastAPI
 
+from controller.api.auth import unauthenticated
 from controller.api.deps import ApiApp, ApiContext
 from controller.api.errors import install_error_handlers
+from controller.api.limits import BodyLimits, LimitBodies
 from controller.api.routes import (
     containers,
     firewalls,
@@ -30,6 +33,7 @@ def create_app(
     ctx: ApiContext,
     extra_routers: Sequence[APIRouter] = (),
     lifespan: Lifespan | None = None,
+    body_limits: BodyLimits | None = None,
 ) -> ApiApp:
     """The API app: hosts, networks, containers, groups, policies, firewalls, trace and
     replicas plus `extra_routers`, under /api/v1.
@@ -46,6 +50,9 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # before any route: no body is read without a credential, none past its cap
+    app.add_middleware(LimitBodies, limits=body_limits or BodyLimits(),
+                       unauthenticated=partial(unauthenticated, ctx))
 
     @app.get("/healthz", tags=["health"], summary="Liveness (no auth)")
     def healthz() -> dict[str, str]:

@@ -19,6 +19,7 @@ import hmac
 
 from fastapi import Depends, HTTPException, WebSocketException, status
 from fastapi.security import HTTPBearer
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
 from controller.api.deps import ApiContext, Ctx
@@ -64,6 +65,15 @@ def parse_bearer(header_value: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token:
         return None
     return token
+
+
+def unauthenticated(ctx: ApiContext, headers: Headers) -> str | None:
+    """Why the headers carry none of the configured tokens (None: they carry one; the
+    routes check its role): asked before a request body is read (controller/api/limits.py)."""
+    token = parse_bearer(headers.get("authorization"))
+    if token is None:
+        return MISSING
+    return INVALID if role_of(ctx, token) is None else None
 
 
 def check_token(ctx: ApiContext, header_value: str | None) -> bool:

@@ -24,24 +24,34 @@ from controller.api.auth import RequireAdmin
 from controller.api.deps import HubDep, RolesDep, RuntimeDep
 from controller.cluster.exports import EXPORT_TIMEOUT
 from controller.cluster.roles import Roles
+from controller.desired.models import Name
 
 router = APIRouter(dependencies=[RequireAdmin])
 
 IPv4 = ipaddress.IPv4Address
 
+# Bounds of what another replica sends (the body cap, --api-max-bulk-body, bounds the
+# bytes; these the counts, so a refusal names the field).
+MAX_SWITCHES = 4096  # switches in one export (every host of the deployment at most)
+MAX_NEEDS = 1 << 18  # route needs of one switch
+MAX_ARGS = 64  # arguments of one agent command
+
+ReplicaName = Annotated[str, Field(min_length=1, max_length=253)]
+SwitchNeeds = Annotated[dict[IPv4, IPv4], Field(max_length=MAX_NEEDS)]
+
 
 class NeedsIn(BaseModel):
-    sender: str
-    host: str
+    sender: ReplicaName
+    host: Name
     generation: int = Field(ge=0)
     token: int = Field(ge=0)
-    needs: dict[int, dict[IPv4, IPv4]]
+    needs: dict[int, SwitchNeeds] = Field(max_length=MAX_SWITCHES)
 
 
 class AgentCommandIn(BaseModel):
-    host: str
-    op: str
-    args: dict[str, Any] = Field(default_factory=dict)
+    host: Name
+    op: str = Field(min_length=1, max_length=64)
+    args: dict[str, Any] = Field(default_factory=dict, max_length=MAX_ARGS)
     timeout: Annotated[float, Field(gt=0, le=300)] = 60.0
 
 

@@ -70,6 +70,22 @@ def test_needs_for_a_host_we_do_not_master_are_refused(tmp_path: Path) -> None:
     assert r.status_code == 422
 
 
+def test_export_sizes_are_bounded_naming_the_field(tmp_path: Path) -> None:
+    client, runtime = spread_app(tmp_path, "c0")
+    many = {str(d): {} for d in range(exports.MAX_SWITCHES + 1)}
+    r = client.post("/api/v1/replicas/needs", json=dict(NEEDS, host="h1", needs=many))
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("needs: Dictionary should have at most 4096 items")
+    assert "h1" not in runtime.core.state.imports
+    args = {f"a{i}": i for i in range(exports.MAX_ARGS + 1)}
+    r = client.post("/api/v1/replicas/agent-command", json={"host": "h1", "op": "x", "args": args})
+    assert r.status_code == 422 and r.json()["detail"].startswith("args: Dictionary should have")
+    # at the bound: taken (refused only because h1's agent is not connected here)
+    r = client.post("/api/v1/replicas/agent-command",
+                    json={"host": "h1", "op": "x", "args": dict(list(args.items())[:-1])})
+    assert r.status_code == 409, r.text
+
+
 def test_without_membership_nothing_is_ours(tmp_path: Path) -> None:
     client, runtime = spread_app(tmp_path, "c0")
     runtime.roles.set_membership(False)
