@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from controller.agents.messages import (
+    CLOSE_REPLACED,
     Ack,
     CommandMessage,
     DeltaMessage,
@@ -47,10 +48,17 @@ class Session:
     tokens: dict[int, int | None] = field(default_factory=dict)  # seq -> core token
     ready: bool = False  # snapshot sent; deltas may follow
     commands: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    peer: str = ""  # the agent's address and port, for the logs
 
 
-# Queued to a session's stream to end it (not sent to the agent).
-CLOSE_MESSAGE: dict[str, Any] = {"type": "_close"}
+# Queued to a session's stream to end it (not sent to the agent): `close_message()`.
+CLOSE_TYPE = "_close"
+
+
+def close_message(code: int | None = None, reason: str = "") -> dict[str, Any]:
+    """The queue item that ends a session's stream with `code` and `reason` (None:
+    the route's "not served here")."""
+    return {"type": CLOSE_TYPE, "code": code, "reason": reason}
 
 
 class CommandError(Exception):
@@ -76,13 +84,21 @@ class AgentHub:
         return self._loop
 
     # called from the WebSocket endpoint (event loop) ---------------------------------
-    def open(self, host: str) -> Session:
+    def open(self, host: str, peer: str = "") -> Session:
+        """The session of a new stream of `host`.  The newer stream wins: an older one
+        is closed with CLOSE_REPLACED and a reason naming the newer one's peer, so its
+        agent (if it still listens: in a reconnect race it is gone) knows why."""
         self._loop = asyncio.get_running_loop()
-        session = Session(host, asyncio.Queue())
+        session = Session(host, asyncio.Queue(), peer=peer)
         with self._lock:
             old = self._sessions.get(host)
             self._sessions[host] = session
         if old is not None:
+            log.warning("agent %s: a newer stream (from %s) replaces the one from %s, "
+                        "which is closed", host, peer or "?", old.peer or "?")
+            old.queue.put_nowait(close_message(
+                CLOSE_REPLACED, f"replaced by a newer stream of host {host} from {peer or '?'}"
+            ))
             self._fail_all(old)
         self._offer_snapshot(session)
         return session
@@ -181,7 +197,7 @@ class AgentHub:
         with self._lock:
             sessions = [s for h, s in self._sessions.items() if hosts is None or h in hosts]
         for session in sessions:
-            self.loop.call_soon_threadsafe(session.queue.put_nowait, dict(CLOSE_MESSAGE))
+            self.loop.call_soon_threadsafe(session.queue.put_nowait, close_message())
             self.close(session)
 
     def connected(self) -> list[str]:

@@ -51,6 +51,13 @@ class MeshHost(BaseModel):
         return cls.model_validate(host.model_dump())
 
 
+# Close code of a stream another stream of the same host replaced (the newer one wins:
+# the older is most often a connection its agent already gave up, in a reconnect race).
+# In the private range beside the route's codes (controller/api/routes/stream.py);
+# declared here because the agent acts on it (hostnet/agent/stream.py).
+CLOSE_REPLACED = 4409
+
+
 class _Message(BaseModel):
     def wire(self) -> dict[str, Any]:
         """The JSON object sent on the stream."""

@@ -23,6 +23,7 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as sync_connect
 
 from controller.agents.messages import (
+    CLOSE_REPLACED,
     STATE_KINDS,
     STATE_MESSAGE,
     Ack,
@@ -46,6 +47,17 @@ from hostnet.host.worker import in_thread
 log = logging.getLogger(__name__)
 
 REPLICA_BACKOFF_MAX = 0.5  # with several controller replicas, during an election
+# After a newer stream of this host replaced ours (CLOSE_REPLACED): another agent of
+# this host runs (or ran: a reconnect race ends the older stream, which this agent
+# no longer listens to).  The newer wins; this agent waits before it takes the stream
+# back, longer after each loss, so two agents of one host never fight in a loop.
+TAKEOVER_BACKOFF_MIN = 5.0
+TAKEOVER_BACKOFF_MAX = 300.0
+
+
+def takeover_pause(losses: int) -> float:
+    """Seconds to wait after the `losses`-th replacement in a row (1, 2, ...)."""
+    return min(TAKEOVER_BACKOFF_MAX, TAKEOVER_BACKOFF_MIN * 2.0 ** min(losses - 1, 16))
 
 
 class StateApplier:
@@ -144,11 +156,14 @@ class Stream:
     async def run(self) -> None:
         """Keep the stream up, moving on to the next controller replica when one
         refuses it (it does not master this host's switch) or goes away; the backoff
-        grows only once every replica has been tried."""
+        grows only once every replica has been tried.  A stream replaced by a newer one
+        of this host waits longer (`takeover_pause`) before it connects again."""
         delay = BACKOFF_MIN
         first = True
         tried = 0
+        losses = 0  # replacements in a row (reset by any other end of a stream)
         while not self.stop.is_set():
+            replaced = False
             try:
                 if not first:
                     await self.registrar.register()  # the controller may have restarted
@@ -163,8 +178,10 @@ class Stream:
                 log.warning("stream refused: HTTP %s", exc.response.status_code)
             except ConnectionClosedError as exc:
                 reason = exc.rcvd.reason if exc.rcvd is not None else ""
-                log.warning("stream of %s ended: %s", self.client.base_url,
-                            reason or " ".join(str(exc).split()))
+                replaced = exc.rcvd is not None and exc.rcvd.code == CLOSE_REPLACED
+                if not replaced:
+                    log.warning("stream of %s ended: %s", self.client.base_url,
+                                reason or " ".join(str(exc).split()))
             except (OSError, TimeoutError, WebSocketException) as exc:
                 log.warning("stream lost: %s", " ".join(str(exc).split()) or type(exc).__name__)
             except ControllerError as exc:
@@ -173,14 +190,23 @@ class Stream:
                 log.error("bridge update after re-registration failed: %s", exc)
             except Exception:  # never let the stream die: log and reconnect
                 log.exception("stream failed unexpectedly")
-            tried += 1
-            self.client.rotate()
-            pause = BACKOFF_MIN / 2
-            if tried >= len(self.client.urls):
-                pause, delay, tried = delay, next_backoff(delay), 0
-                if len(self.client.urls) > 1:
-                    # replicas: one of them is being elected; look again soon
-                    pause = min(pause, REPLICA_BACKOFF_MAX)
+            if replaced:
+                losses += 1
+                pause = takeover_pause(losses)
+                log.warning(
+                    "stream of host %s taken over at %s: %s; another agent of this host is "
+                    "connected (the newer stream wins); connecting again in %gs",
+                    self.host, self.client.base_url, reason, pause)
+            else:
+                losses = 0
+                tried += 1
+                self.client.rotate()
+                pause = BACKOFF_MIN / 2
+                if tried >= len(self.client.urls):
+                    pause, delay, tried = delay, next_backoff(delay), 0
+                    if len(self.client.urls) > 1:
+                        # replicas: one of them is being elected; look again soon
+                        pause = min(pause, REPLICA_BACKOFF_MAX)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=pause)
 

@@ -1,13 +1,16 @@
 """Limits of a real controller process (docs/architecture.md, "Limits"): an
 unauthenticated 100 MB body is refused at once without the controller's memory
-growing, while the API keeps answering.
+growing, while the API keeps answering; a second stream of a host closes the first,
+whose agent says why and does not fight back at once.
 
-The controller runs on loopback with a SQLite store in the test's directory; no
-switch or agent is needed for the API's limits.
+For the API's limits the controller runs alone on loopback with a SQLite store in
+the test's directory; the stream takeover runs on a testbed with real agents.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import socket
@@ -17,9 +20,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from testbed import Testbed
+from testbed.procs import wait_until
+from websockets.exceptions import ConnectionClosedError
+from websockets.sync.client import connect as ws_connect
+
+from controller.agents.messages import CLOSE_REPLACED
+from hostnet.agent.stream import TAKEOVER_BACKOFF_MIN
 
 BIN_DIR = Path(sys.executable).parent
 MB = 1_000_000
@@ -166,3 +177,37 @@ def test_a_chunked_body_past_the_cap_is_cut_with_413(controller: Controller) -> 
     assert controller.rss() - before < 50 * MB
     r = httpx.get(f"{controller.url}/api/v1/networks", headers=auth, timeout=10)
     assert r.status_code == 200 and r.json() == []
+
+
+def test_a_newer_stream_of_a_host_closes_the_older(testbed_factory: Any) -> None:
+    """A second stream for h1 (here a client with the agents' token) replaces the real
+    agent's, which is closed with a reason; the agent logs why and waits before it takes
+    the stream back (closing ours the same way), then serves its host as before."""
+    tb: Testbed = testbed_factory(hosts=2)
+    h1, h2 = tb.hosts["h1"], tb.hosts["h2"]
+    url = tb.api_url.replace("http://", "ws://") + "/api/v1/hosts/h1/stream"
+    logged = h1.agent_log.stat().st_size
+    with ws_connect(url, additional_headers={"Authorization": f"Bearer {tb.token}"},
+                    open_timeout=10) as newer:
+        assert json.loads(newer.recv(timeout=10))["type"] == "snapshot"
+        wait_until(lambda: "taken over" in h1.agent_log.read_text()[logged:], 10,
+                   "the agent of h1 did not log that its stream was taken over")
+        line = next(x for x in h1.agent_log.read_text()[logged:].splitlines()
+                    if "taken over" in x)
+        assert "WARNING" in line and "replaced by a newer stream of host h1 from" in line
+        # no fight: ours stays for the agent's takeover backoff ...
+        held_until = time.monotonic() + TAKEOVER_BACKOFF_MIN - 1.5
+        while time.monotonic() < held_until:
+            with contextlib.suppress(TimeoutError):
+                newer.recv(timeout=max(0.01, held_until - time.monotonic()))
+        # ... then the agent connects again, and the newer stream (its own) wins
+        with pytest.raises(ConnectionClosedError) as closed:
+            while True:
+                newer.recv(timeout=15)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == CLOSE_REPLACED
+    assert f"replaced by a newer stream of host h1 from {h1.address}:" in closed.value.rcvd.reason
+    assert "replaces the one from" in tb.replica_log(0).read_text()
+    # the agent serves its host again: a new connection across the hosts is set up
+    tb.create_network("web", "10.1.0.0/24")
+    a, b = tb.container(h1, "a", "web"), tb.container(h2, "b", "web")
+    assert wait_until(lambda: tb.ping(a, b), 10, "a cannot reach b after the takeover")

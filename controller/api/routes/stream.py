@@ -8,7 +8,7 @@ import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from controller.agents.hub import CLOSE_MESSAGE, Session
+from controller.agents.hub import CLOSE_TYPE, Session
 from controller.api.auth import check_token
 from controller.api.deps import ApiContext, Ctx
 
@@ -37,7 +37,8 @@ async def agent_stream(websocket: WebSocket, name: str, ctx: Ctx) -> None:
         await websocket.close(code=CLOSE_NOT_SERVED_HERE, reason=not_serving_reason(ctx, name))
         return
     await websocket.accept()
-    session = hub.open(name)
+    client = websocket.client
+    session = hub.open(name, f"{client.host}:{client.port}" if client else "")
     log.info("agent %s connected", name)
     sender = asyncio.create_task(_send_loop(websocket, ctx, session))
     try:
@@ -65,8 +66,10 @@ def not_serving_reason(ctx: ApiContext, host: str) -> str:
 async def _send_loop(websocket: WebSocket, ctx: ApiContext, session: Session) -> None:
     while True:
         message = await session.queue.get()
-        if message == CLOSE_MESSAGE:
-            await websocket.close(code=CLOSE_NOT_SERVED_HERE,
-                                  reason=not_serving_reason(ctx, session.host))
+        if message.get("type") == CLOSE_TYPE:
+            # replaced by a newer stream of the host (CLOSE_REPLACED), or not served here
+            await websocket.close(code=message.get("code") or CLOSE_NOT_SERVED_HERE,
+                                  reason=message.get("reason")
+                                  or not_serving_reason(ctx, session.host))
             return
         await websocket.send_json(message)
