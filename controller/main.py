@@ -102,7 +102,17 @@ def main(
     idle_timeout: Annotated[int, option("idle_timeout")] = DEFAULTS["idle_timeout"],
     packet_in_rate: Annotated[int, option("packet_in_rate")] = DEFAULTS["packet_in_rate"],
     packet_in_burst: Annotated[int, option("packet_in_burst")] = DEFAULTS["packet_in_burst"],
+    switch_packet_in_rate: Annotated[
+        int, option("switch_packet_in_rate")
+    ] = DEFAULTS["switch_packet_in_rate"],
+    switch_packet_in_burst: Annotated[
+        int, option("switch_packet_in_burst")
+    ] = DEFAULTS["switch_packet_in_burst"],
     deny_hold: Annotated[int, option("deny_hold")] = DEFAULTS["deny_hold"],
+    api_max_body: Annotated[int, option("api_max_body")] = DEFAULTS["api_max_body"],
+    api_max_bulk_body: Annotated[
+        int, option("api_max_bulk_body")
+    ] = DEFAULTS["api_max_bulk_body"],
     log_level: Annotated[str, option("log_level")] = DEFAULTS["log_level"],
     tls_ca: Annotated[Path | None, option("tls_ca")] = DEFAULTS["tls_ca"],
     tls_cert: Annotated[Path | None, option("tls_cert")] = DEFAULTS["tls_cert"],
@@ -186,6 +196,8 @@ def serve(settings: ControllerSettings) -> None:
             deny_hold=settings.deny_hold,
             packet_in_rate=settings.packet_in_rate,
             packet_in_burst=settings.packet_in_burst,
+            switch_packet_in_rate=settings.switch_packet_in_rate,
+            switch_packet_in_burst=settings.switch_packet_in_burst,
         ),
         switches=switches,
         agents=partial(AgentHub, token=token),

@@ -91,6 +91,15 @@ class ControllerSettings(BaseSettings):
     packet_in_burst: int = Field(
         8, ge=1, le=100_000, description="PacketIns a container may cause at once"
     )
+    switch_packet_in_rate: int = Field(
+        1000, ge=1, le=1_000_000,
+        description="PacketIns per second the controller takes from one switch, whatever "
+        "its meters do; more are dropped before any decision (counted in /metrics)",
+    )
+    switch_packet_in_burst: int = Field(
+        500, ge=1, le=1_000_000,
+        description="PacketIns the controller takes from one switch at once",
+    )
     deny_hold: int = Field(
         3, ge=1, le=3600, description="seconds a denied pair stays dropped after its last packet"
     )

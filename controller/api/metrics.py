@@ -13,11 +13,14 @@ from fastapi.responses import PlainTextResponse
 
 from controller.api.deps import Ctx, RuntimeView
 from controller.cluster.roles import Roles
+from controller.datapath.state import DROP_SWITCH_BUDGET, DROP_UNKNOWN_PORT
 
 router = APIRouter()
 
 # Upper bounds (seconds) of the setup-latency histogram buckets.
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
+
+DROP_REASONS = (DROP_SWITCH_BUDGET, DROP_UNKNOWN_PORT)
 
 COUNTERS = (
     ("packet_ins", "PacketIn messages handled"),
@@ -46,6 +49,12 @@ def _histogram(name: str, labels: str, latencies: Sequence[float]) -> list[str]:
     return lines
 
 
+def _dropped(name: str, labels: str, dropped: dict[str, int]) -> list[str]:
+    """One line per reason (every reason, 0 when none); `labels` is "" or 'host="h1",'."""
+    return [f'{name}{{{labels}reason="{reason}"}} {dropped.get(reason, 0)}'
+            for reason in DROP_REASONS]
+
+
 def render(
     runtime: RuntimeView, roles: Roles, leader: bool,
     switch_refusals: Mapping[str, int] | None = None,
@@ -59,6 +68,10 @@ def render(
         metric = f"daolinet_{name}_total"
         lines += _header(metric, "counter", help_)
         lines.append(f"{metric} {getattr(totals, name)}")
+    lines += _header("daolinet_packet_ins_dropped_total", "counter",
+                     "PacketIns dropped before any decision, by reason (switch_budget: over "
+                     "its switch's budget; unknown_port: from a port that is no endpoint)")
+    lines += _dropped("daolinet_packet_ins_dropped_total", "", totals.packet_ins_dropped)
     lines += _header("daolinet_replica_leader", "gauge",
                      "1 while this controller replica leads (with masters spread over "
                      "replicas: assigns the switches; else: masters them all)")
@@ -92,6 +105,11 @@ def render(
         metric = f"daolinet_host_{name}_total"
         lines += _header(metric, "counter", f"{help_}, per host")
         lines += [f'{metric}{{host="{h}"}} {getattr(hc, name)}' for h, (hc, _) in per_host.items()]
+    lines += _header("daolinet_host_packet_ins_dropped_total", "counter",
+                     "PacketIns dropped before any decision, by reason, per host")
+    for h, (hc, _) in per_host.items():
+        lines += _dropped("daolinet_host_packet_ins_dropped_total", f'host="{h}",',
+                          hc.packet_ins_dropped)
     lines += _header("daolinet_host_live_routes", "gauge",
                      "connections with installed flows, per host")
     lines += [f'daolinet_host_live_routes{{host="{h}"}} {n}' for h, (_, n) in per_host.items()]

@@ -122,6 +122,33 @@ class PendingSetup:
 
 
 @dataclass
+class TokenBucket:
+    """`rate` tokens a second up to `burst`, one taken per event; O(1), time given."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0  # full at the first event (-1: none yet)
+    last: float = 0.0
+
+    def take(self, now: float) -> bool:
+        """Whether an event at `now` is within the budget (then it is counted)."""
+        if self.tokens < 0:
+            self.tokens = self.burst
+        else:
+            self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+# Why a PacketIn was dropped without a decision (daolinet_packet_ins_dropped_total).
+DROP_SWITCH_BUDGET = "switch_budget"  # over its switch's budget (CoreState.switch_packet_in_*)
+DROP_UNKNOWN_PORT = "unknown_port"  # from a port that is no endpoint (or no longer)
+
+
+@dataclass
 class Counters:
     packet_ins: int = 0
     setups: int = 0
@@ -130,6 +157,7 @@ class Counters:
     denied_packets: int = 0  # packets dropped by deny flows (expired ones + live ones)
     spoofed_packets: int = 0  # packets dropped at a container port (anti-spoofing)
     setup_latency: list[float] = field(default_factory=list)
+    packet_ins_dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
 
 
 @dataclass
@@ -139,6 +167,11 @@ class CoreState:
     # PacketIn budget of each container port (its meter): sustained rate and burst.
     packet_in_rate: int = 200
     packet_in_burst: int = 8
+    # PacketIn budget of each switch, whatever its meters do (a switch without them, or
+    # a rogue one): over it, PacketIns are dropped before any decision.
+    switch_packet_in_rate: int = 1000
+    switch_packet_in_burst: int = 500
+    budgets: dict[int, TokenBucket] = field(default_factory=dict)  # dpid -> bucket
     switches: dict[int, Switch] = field(default_factory=dict)
     routes: dict[str, HostRoutes] = field(default_factory=dict)
     pending: dict[Pair, PendingSetup] = field(default_factory=dict)
@@ -192,6 +225,20 @@ class CoreState:
         live = {r.pair for sw in self.switches.values() for r in sw.flows.values()}
         for pair in [p for p in self.pairs if p not in live and p not in self.pending]:
             del self.pairs[pair]
+
+    def within_budget(self, dpid: int, now: float) -> bool:
+        """Whether a PacketIn of switch `dpid` at `now` is within its budget (a known
+        switch's: the caller looked it up, so buckets are few)."""
+        bucket = self.budgets.get(dpid)
+        if bucket is None:
+            bucket = self.budgets[dpid] = TokenBucket(self.switch_packet_in_rate,
+                                                      self.switch_packet_in_burst)
+        return bucket.take(now)
+
+    def drop(self, host: str, reason: str) -> None:
+        """Count a PacketIn dropped for `reason`, in total and for the host."""
+        for c in (self.counters, self.host_counters.setdefault(host, Counters())):
+            c.packet_ins_dropped[reason] = c.packet_ins_dropped.get(reason, 0) + 1
 
     def count(self, host: str, name: str, n: int = 1) -> None:
         """Add to a counter, in total and for the host."""

@@ -497,26 +497,36 @@ class Lab:
         sw = self.switches[host]
         verdict = sw.process(pkt)
         if verdict.kind == "controller":
-            seen = verdict.packet or pkt
-            proto = pkt.get("ip_proto", 0)
-            name = {6: "tcp", 17: "udp"}.get(proto, "")
-            data = f"pkt{len(self._sent)}".encode()
-            self._sent[data] = dict(pkt)
-            info = PacketInfo(
-                in_port=pkt["in_port"],
-                eth_src=pkt["eth_src"],
-                ip_src=ipaddress.IPv4Address(pkt["ipv4_src"]),
-                ip_dst=ipaddress.IPv4Address(pkt["ipv4_dst"]),
-                ip_proto=proto,
-                data=data,
-                tp_src=pkt.get(f"{name}_src"),
-                tp_dst=pkt.get(f"{name}_dst"),
-                table=verdict.table,
-                ct_state=int(seen.get("ct_state", 0)),
-            )
-            core = self.core_of(host)
-            self.run(core.packet_in(self.view(), sw.dpid, info, self.now), core)
+            self.packet_in(host, pkt, verdict.table, verdict.packet or pkt)
         return verdict
+
+    def packet_in(self, host: str, pkt: Packet, table: int = 1,
+                  seen: Packet | None = None) -> Effects:
+        """`host`'s switch sends `pkt` to the controller as a PacketIn from `table`,
+        whatever its flows and meters say (as a switch without meters, or a rogue
+        one, may); what the core answered, carried out.  `seen`: the packet as the
+        switch saw it then (its ct_state)."""
+        sw = self.switches[host]
+        proto = pkt.get("ip_proto", 0)
+        name = {6: "tcp", 17: "udp"}.get(proto, "")
+        data = f"pkt{len(self._sent)}".encode()
+        self._sent[data] = dict(pkt)
+        info = PacketInfo(
+            in_port=pkt["in_port"],
+            eth_src=pkt["eth_src"],
+            ip_src=ipaddress.IPv4Address(pkt["ipv4_src"]),
+            ip_dst=ipaddress.IPv4Address(pkt["ipv4_dst"]),
+            ip_proto=proto,
+            data=data,
+            tp_src=pkt.get(f"{name}_src"),
+            tp_dst=pkt.get(f"{name}_dst"),
+            table=table,
+            ct_state=int((seen or pkt).get("ct_state", 0)),
+        )
+        core = self.core_of(host)
+        fx = core.packet_in(self.view(), sw.dpid, info, self.now)
+        self.run(fx, core)
+        return fx
 
     def through_kernels(self, src: str, dst: str, pkt: Packet) -> Verdict:
         """A packet `src`'s switch sent to its LOCAL port, routed by the two hosts'

@@ -44,6 +44,8 @@ from controller.datapath.messages import (
 )
 from controller.datapath.needs import Export, ImportDone
 from controller.datapath.state import (
+    DROP_SWITCH_BUDGET,
+    DROP_UNKNOWN_PORT,
     Counters,
     FlowKey,
     FlowRecord,
@@ -78,6 +80,9 @@ class Setups(Part):
         sw = self.state.switches.get(dpid)
         if sw is None:
             return Effects()
+        if not self.state.within_budget(dpid, now):
+            self.state.drop(sw.host, DROP_SWITCH_BUDGET)  # no decision, nothing sent
+            return Effects()
         self.state.count(sw.host, "packet_ins")
         if pkt.table != T_STATEFUL and self._has_stateful(sw, pkt):
             # A packet that met no flow in table 1 although its pair is stateful
@@ -91,6 +96,7 @@ class Setups(Part):
         name = sw.port_name(pkt.in_port)
         src = self.desired.endpoint_by_port(sw.host, name) if name else None
         if src is None:
+            self.state.drop(sw.host, DROP_UNKNOWN_PORT)
             return Effects()  # a port that is not (or no longer) an endpoint
         if pkt.ip_src != src.ip or pkt.eth_src != src.mac:
             return self._deny(sw, pkt, now)  # spoofed source

@@ -68,6 +68,7 @@ class Views(Part):
             denied_packets=c.denied_packets + st.live_denied.get(host, 0),
             spoofed_packets=st.live_spoofed.get(host, 0),
             setup_latency=list(c.setup_latency),
+            packet_ins_dropped=dict(c.packet_ins_dropped),
         )
 
     def total_counters(self) -> Counters:
@@ -78,4 +79,5 @@ class Views(Part):
             denied_packets=st.counters.denied_packets + sum(st.live_denied.values()),
             spoofed_packets=sum(st.live_spoofed.values()),
             setup_latency=list(st.counters.setup_latency),
+            packet_ins_dropped=dict(st.counters.packet_ins_dropped),
         )

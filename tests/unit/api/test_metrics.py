@@ -11,6 +11,7 @@ from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.cluster.roles import Roles
 from controller.datapath.runtime import DatapathRuntime
+from controller.datapath.state import DROP_SWITCH_BUDGET, DROP_UNKNOWN_PORT
 from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
 
@@ -125,3 +126,23 @@ def test_metrics_switch_connections_refused_by_reason(tmp_path: Path) -> None:
     lines = set(TestClient(app).get("/metrics").text.splitlines())
     assert {'daolinet_switch_connections_refused_total{reason="tls_handshake"} 2',
             'daolinet_switch_connections_refused_total{reason="foreign_dpid"} 1'} <= lines
+
+
+def test_metrics_count_packet_ins_dropped_by_reason(tmp_path: Path) -> None:
+    inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
+    roles = Roles()
+    runtime = DatapathRuntime(inventory.index, roles)
+    state = runtime.core.state
+    for _ in range(3):
+        state.drop("h1", DROP_SWITCH_BUDGET)
+    state.drop("h2", DROP_UNKNOWN_PORT)
+    ctx = ApiContext(inventory=inventory, token="t", runtime=runtime, openflow_host="0.0.0.0",
+                     openflow_port=6653, roles=roles)
+    app = create_app(ctx)
+    app.include_router(metrics.router)
+    lines = set(TestClient(app).get("/metrics").text.splitlines())
+    assert 'daolinet_packet_ins_dropped_total{reason="switch_budget"} 3' in lines
+    assert 'daolinet_packet_ins_dropped_total{reason="unknown_port"} 1' in lines
+    assert 'daolinet_host_packet_ins_dropped_total{host="h1",reason="switch_budget"} 3' in lines
+    assert 'daolinet_host_packet_ins_dropped_total{host="h1",reason="unknown_port"} 0' in lines
+    assert 'daolinet_host_packet_ins_dropped_total{host="h2",reason="unknown_port"} 1' in lines
