@@ -106,7 +106,7 @@ class ControllerSettings(BaseSettings):
     api_max_body: int = Field(
         DEFAULT_MAX_BODY, ge=1024, le=64 * MIB,
         description="bytes an API request body may have (refused with 413 before it is "
-        "parsed; docs/architecture.md, \"Limits\")",
+        "parsed; docs/security.md, \"Limits\")",
     )
     api_max_bulk_body: int = Field(
         DEFAULT_MAX_BULK_BODY, ge=1024, le=256 * MIB,

@@ -1,5 +1,5 @@
 """Request-body limits at the edge of the API, before any route runs
-(docs/architecture.md, "Limits").
+(docs/security.md, "Limits").
 
 A pure ASGI middleware, so nothing is read that it did not allow:
 

@@ -1,4 +1,4 @@
-"""Limits of a real controller process (docs/architecture.md, "Limits"): an
+"""Limits of a real controller process (docs/security.md, "Limits"): an
 unauthenticated 100 MB body is refused at once without the controller's memory
 growing, while the API keeps answering; a second stream of a host closes the first,
 whose agent says why and does not fight back at once.
