@@ -37,6 +37,7 @@ import os
 import resource
 import shutil
 import signal
+import ssl
 import sys
 import tempfile
 import time
@@ -59,6 +60,7 @@ from benchmarks.simnet.workload import (
     daolinet_expect,
 )
 from tests.etcdcluster import EtcdCluster
+from tests.pki import TestCA
 
 NETWORK = "scale"
 LOCAL_PORT = 0xFFFFFFFE
@@ -129,6 +131,17 @@ async def wait_for(what: str, check: Any, timeout: float) -> float:
     return time.monotonic() - t0
 
 
+def switch_tls(ca: TestCA | None, host: str) -> ssl.SSLContext | None:
+    """A switch's TLS client context: its host's certificate (OU=host, CN=host), as
+    the agent gives OVS; None: plain TCP."""
+    if ca is None:
+        return None
+    own = ca.issue(host, "host", ips=["127.0.0.1"])
+    context = ssl.create_default_context(cafile=str(ca.cert_file))
+    context.load_cert_chain(own.cert_file, own.key_file)
+    return context
+
+
 def sim_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -153,11 +166,13 @@ async def daolinet_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any
     out: dict[str, Any] = {}
     profile = workdir / "profile.txt" if args.profile else None
     etcd = None
+    ca = TestCA(workdir / "pki") if args.tls else None
     if args.replicas > 1 or args.etcd:
-        etcd = EtcdCluster(1)
+        etcd = EtcdCluster(1, tls=args.tls)
+        ca = etcd.ca  # one CA for etcd, the controllers and the switches
     ctls = Controllers(workdir, args.replicas, args.idle_timeout,
                        etcd.url("daolinet-scale") if etcd else None,
-                       etcd.dir if etcd else None, profile)
+                       etcd.dir if etcd else None, ca, profile)
     ctl = ctls.first
     ctls.start()
     switches: list[SimSwitch] = []
@@ -174,8 +189,8 @@ async def daolinet_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any
             by_dpid[dpid].packet_in(LOCAL_PORT, T_STATEFUL, frame)
 
         tracker = Tracker(args.setup_timeout, underlay if args.replicas > 1 else None)
-        switches = [SimSwitch(d, p, tracker, ctls.targets)
-                    for d, p in zip(fabric.dpids, ports, strict=True)]
+        switches = [SimSwitch(d, p, tracker, ctls.targets, switch_tls(ca, h))
+                    for d, p, h in zip(fabric.dpids, ports, fabric.hosts, strict=True)]
         by_dpid.update((s.dpid, s) for s in switches)
         agents = [SimAgent(h, [c.url for c in ctls.all], ctl.token, args.ack_delay)
                   for h in fabric.hosts]
@@ -215,6 +230,11 @@ async def daolinet_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         out["cold_start_s"] = round(await asyncio.to_thread(ctls.wait_ready), 2)
         first = await work.resync(min(c.started for c in ctls.all), args.resync_timeout)
         out["resynced"] = len(first)
+        out["resync_missing"] = [
+            f"{fabric.hosts[h]} (switch {'synced' if sw.stats.synced_at else 'not synced'}, "
+            f"agent {'has' if agents[h].stats.snapshot_at else 'lacks'} its snapshot)"
+            for h, sw in enumerate(switches) if h not in first][:5]
+        out["agent_errors"] = [a.stats.last_error for a in agents if a.stats.errors][:3]
         out["resync_s"] = round(max(first.values()), 2) if len(first) == len(switches) \
             else float("nan")
         out["resync_median_s"] = round(sorted(first.values())[len(first) // 2], 2) \
@@ -227,21 +247,21 @@ async def daolinet_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         ctls.stop()
         if etcd is not None:
             etcd.close()
-    return out | {"_fabric": fabric, "_ports": ports}
+    return out | {"_fabric": fabric, "_ports": ports, "_ca": ca}
 
 
 async def baseline_run(args: argparse.Namespace, workdir: Path, fabric: Fabric,
-                       ports: list[list[PortDesc]]) -> dict[str, Any]:
+                       ports: list[list[PortDesc]], ca: TestCA | None) -> dict[str, Any]:
     progress("baseline")
-    base = Baseline(workdir, args.idle_timeout)
+    base = Baseline(workdir, args.idle_timeout, ca)
     base.start()
     switches: list[SimSwitch] = []
     try:
         await asyncio.to_thread(base.wait_ready)
         tracker = Tracker(args.setup_timeout)
         target = ("127.0.0.1", base.of_port)
-        switches = [SimSwitch(d, p, tracker, [target])
-                    for d, p in zip(fabric.dpids, ports, strict=True)]
+        switches = [SimSwitch(d, p, tracker, [target], switch_tls(ca, h))
+                    for d, p, h in zip(fabric.dpids, ports, fabric.hosts, strict=True)]
         await asyncio.gather(*(s.connect() for s in switches))
         await asyncio.sleep(1 + len(switches) / 500)  # os-ken's handshake of each switch
         work = Workload(fabric, switches, tracker, baseline_expect, fresh=False)
@@ -259,6 +279,7 @@ def report(args: argparse.Namespace, d: dict[str, Any], b: dict[str, Any]) -> di
     reg = d["register"]
     store = f"{args.replicas} replica(s) on etcd" if args.replicas > 1 or args.etcd \
         else "1 controller on SQLite"
+    store += ", OpenFlow over TLS" if args.tls else ", OpenFlow over TCP"
     print(f"{args.hosts} hosts, {args.containers} containers, {args.sites} site(s), {store}; "
           f"ack delay {args.ack_delay} s, idle timeout {args.idle_timeout} s, "
           + (f"rate {args.rate}/s" if args.rate > 0 else
@@ -279,14 +300,17 @@ def report(args: argparse.Namespace, d: dict[str, Any], b: dict[str, Any]) -> di
           f"ratio {ratio:.2f}")
     print(f"restart: cold start {d['cold_start_s']} s; every switch set up a connection "
           f"again {d['resync_s']} s after the restart (median {d['resync_median_s']} s, "
-          f"{d['resynced']} of {args.hosts})")
-    print(f"simulator: {load['sim_cpu_pct']}% of a core under daolinet, "
-          f"{b['sim_cpu_pct']}% under the baseline; its capacity (setups per second of "
-          f"its own CPU) {load['sim_capacity_per_s']:.0f}/s with daolinet's messages, "
-          f"{b['sim_capacity_per_s']:.0f}/s with the baseline's")
+          f"{d['resynced']} of {args.hosts})"
+          + (f"; not resynced: {', '.join(d['resync_missing'])}" if d["resync_missing"] else ""))
+    if d["agent_errors"]:
+        print(f"simulated agents failed: {d['agent_errors']}")
+    print(f"simulator (must not be the bottleneck): {load['sim_cpu_pct']}% of a core under "
+          f"daolinet, {b['sim_cpu_pct']}% under the baseline; setups per second of its own "
+          f"CPU: {load['sim_capacity_per_s']:.0f} with daolinet's messages, "
+          f"{b['sim_capacity_per_s']:.0f} with the baseline's")
     return {
         "hosts": args.hosts, "containers": args.containers, "sites": args.sites,
-        "replicas": args.replicas, "etcd": args.replicas > 1 or args.etcd,
+        "replicas": args.replicas, "etcd": args.replicas > 1 or args.etcd, "tls": args.tls,
         "setups_per_s": load["per_s"], "baseline_per_s": b["per_s"],
         "ratio": round(ratio, 3), "p50_ms": load["p50_ms"], "p99_ms": load["p99_ms"],
         "baseline_p50_ms": b["p50_ms"], "baseline_p99_ms": b["p99_ms"],
@@ -297,6 +321,7 @@ def report(args: argparse.Namespace, d: dict[str, Any], b: dict[str, Any]) -> di
         "idle_cpu_pct": d["idle_cpu_pct"], "load_cpu_pct": load["controller_cpu_pct"],
         "store_mb": d["store_mb"], "register_s": d["register"]["containers_s"],
         "cold_start_s": d["cold_start_s"], "resync_s": d["resync_s"],
+        "sim_cpu_pct": load["sim_cpu_pct"], "sim_baseline_cpu_pct": b["sim_cpu_pct"],
         "sim_capacity_per_s": load["sim_capacity_per_s"],
         "sim_baseline_capacity_per_s": b["sim_capacity_per_s"],
     }
@@ -306,7 +331,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="daolinet-scale-"))
     try:
         d = await daolinet_run(args, workdir)
-        b = await baseline_run(args, workdir, d.pop("_fabric"), d.pop("_ports"))
+        b = await baseline_run(args, workdir, d.pop("_fabric"), d.pop("_ports"), d.pop("_ca"))
         return report(args, d, b)
     finally:
         if not args.keep:
@@ -323,6 +348,9 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--replicas", type=int, default=1, choices=[1, 2, 3],
                     help="controller replicas on one etcd member (tests/etcdcluster.py); "
                          "every switch connects to each, every agent finds its master")
+    ap.add_argument("--tls", action="store_true",
+                    help="OpenFlow (and etcd) over TLS with certificates of a test CA "
+                         "(tests/pki.py), the baseline's too; default: plain TCP")
     ap.add_argument("--etcd", action="store_true",
                     help="one controller on etcd instead of SQLite (the base of --replicas)")
     ap.add_argument("--rate", type=float, default=0,
@@ -362,7 +390,10 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> int:
     args = options()
-    print(json.dumps(asyncio.run(run(args))))
+    figures = asyncio.run(run(args))
+    # JSON has no NaN (a figure that could not be measured): null
+    print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v
+                      for k, v in figures.items()}))
     return 0
 
 

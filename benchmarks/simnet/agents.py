@@ -29,6 +29,8 @@ class AgentStats:
     connects: int = 0
     acks: int = 0
     snapshot_at: float | None = None  # first snapshot after the last connect
+    errors: int = 0
+    last_error: str = ""
 
 
 class SimAgent:
@@ -65,6 +67,9 @@ class SimAgent:
                     await self._serve(ws)
             except (OSError, WebSocketException, TimeoutError):
                 pass
+            except Exception as exc:  # a message it did not expect: say so, go on
+                self.stats.errors += 1
+                self.stats.last_error = repr(exc)
             await asyncio.sleep(RECONNECT_S)
 
     async def _serve(self, ws: ClientConnection) -> None:

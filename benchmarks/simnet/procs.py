@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from tests.pki import TestCA
+
 ROOT = Path(__file__).resolve().parents[2]
 TICKS = os.sysconf("SC_CLK_TCK")
 IDLE_ENV = "DAOLINET_SCALE_IDLE_TIMEOUT"  # the baseline app's flows' idle timeout
@@ -96,8 +98,10 @@ class Controller(Proc):
     replica `name` of several on an etcd store (`store_url`)."""
 
     def __init__(self, workdir: Path, name: str, token: str, idle_timeout: int,
-                 store_url: str | None = None, profile: Path | None = None) -> None:
-        """`profile`: run it under benchmarks/simnet/sampler.py, reporting there."""
+                 store_url: str | None = None, ca: TestCA | None = None,
+                 profile: Path | None = None) -> None:
+        """`ca`: OpenFlow (and etcd) over TLS with a certificate of this CA;
+        `profile`: run it under benchmarks/simnet/sampler.py, reporting there."""
         self.workdir = workdir
         self.api_port, self.of_port = free_port(), free_port()
         self.token = token
@@ -109,15 +113,20 @@ class Controller(Proc):
         self.url = f"http://127.0.0.1:{self.api_port}"
         launch = (["-m", "benchmarks.simnet.sampler", str(profile), "--"] if profile
                   else ["-c", "from controller.main import run; run()"])
+        tls: list[str] = []
+        if ca is not None:
+            own = ca.issue(name, "controller", ips=["127.0.0.1"])
+            tls = ["--tls-ca", str(ca.cert_file), "--tls-cert", str(own.cert_file),
+                   "--tls-key", str(own.key_file)]
         replica = [] if store_url is None else [
             "--replica", name, "--advertise", self.url,
-            "--advertise-openflow", f"tcp:127.0.0.1:{self.of_port}",
+            "--advertise-openflow", f"{'ssl' if ca else 'tcp'}:127.0.0.1:{self.of_port}",
         ]
         argv = [
             sys.executable, *launch,
             "--store", store_url or f"sqlite:///{self.store}", "--token-file", str(token_file),
             "--api", f"127.0.0.1:{self.api_port}", "--openflow", f"127.0.0.1:{self.of_port}",
-            "--idle-timeout", str(idle_timeout), "--log-level", "warning", *replica,
+            "--idle-timeout", str(idle_timeout), "--log-level", "warning", *replica, *tls,
         ]
         super().__init__(argv, workdir / f"{name}.log")
         self.headers = {"Authorization": f"Bearer {self.token}"}
@@ -171,10 +180,10 @@ class Controllers:
     """The controller, or its replicas: started, stopped and measured together."""
 
     def __init__(self, workdir: Path, replicas: int, idle_timeout: int,
-                 store_url: str | None, etcd_dir: Path | None,
+                 store_url: str | None, etcd_dir: Path | None, ca: TestCA | None = None,
                  profile: Path | None = None) -> None:
         token = secrets.token_urlsafe(24)
-        self.all = [Controller(workdir, f"c{i}", token, idle_timeout, store_url,
+        self.all = [Controller(workdir, f"c{i}", token, idle_timeout, store_url, ca,
                                profile if i == 0 else None) for i in range(replicas)]
         self.first = self.all[0]
         self.etcd_dir = etcd_dir
@@ -226,14 +235,22 @@ class Controllers:
 class Baseline(Proc):
     """The minimal os-ken app (baseline_app.py) on its own OpenFlow port."""
 
-    def __init__(self, workdir: Path, idle_timeout: int) -> None:
+    def __init__(self, workdir: Path, idle_timeout: int, ca: TestCA | None = None) -> None:
+        """`ca`: os-ken's TLS listener (a client certificate of this CA required)."""
         self.of_port = free_port()
+        listen = ["--ofp-listen-host", "127.0.0.1"]
+        if ca is None:
+            listen += ["--ofp-tcp-listen-port", str(self.of_port)]
+        else:
+            own = ca.issue("baseline", "controller", ips=["127.0.0.1"])
+            listen += ["--ofp-ssl-listen-port", str(self.of_port), "--ctl-privkey",
+                       str(own.key_file), "--ctl-cert", str(own.cert_file), "--ca-certs",
+                       str(ca.cert_file)]
         launcher = (
             "from os_ken.base.app_manager import AppManager\n"
             "from os_ken import cfg\n"
             "from os_ken.controller import controller\n"
-            "cfg.CONF(args=['--ofp-listen-host','127.0.0.1',"
-            f"'--ofp-tcp-listen-port','{self.of_port}'], project='os_ken')\n"
+            f"cfg.CONF(args={listen!r}, project='os_ken')\n"
             "AppManager.run_apps(['benchmarks.simnet.baseline_app'])\n"
         )
         super().__init__([sys.executable, "-c", launcher], workdir / "baseline.log",

@@ -40,6 +40,12 @@ def stack(frame: FrameType | None) -> tuple[str, ...]:
     return tuple(out)
 
 
+def thread_kind(name: str) -> str:
+    """'Thread-61 (datapath_connection_factory)' -> 'datapath_connection_factory': os-ken's
+    one thread per switch connection are counted together."""
+    return name.partition(" (")[2].rstrip(")") or name
+
+
 RESET = threading.Event()
 WRITE = threading.Event()
 
@@ -56,7 +62,7 @@ def sample(report: Path) -> None:
             RESET.clear()
             stacks.clear()
             total = 0
-        names = {t.ident: t.name for t in threading.enumerate()}
+        names = {t.ident: thread_kind(t.name) for t in threading.enumerate()}
         for ident, frame in sys._current_frames().items():
             if ident == me:
                 continue

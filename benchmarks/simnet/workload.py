@@ -20,6 +20,7 @@ from benchmarks.simnet.tracker import Pending, Tally, Tracker, pair_key
 
 T_STATEFUL = 2  # the table the controller's miss flows send PacketIns from
 KINDS = ("same-host", "cross-host", "cross-site")
+PROBE_S = 2.0  # a resync probe unanswered for this long is sent again (a new pair)
 Expect = Callable[[int, int], dict[int, int]]  # (src dpid, dst dpid) -> flows per dpid
 
 
@@ -106,11 +107,11 @@ class Workload:
         others = [s for s in self.by_site if s != site]
         return self.rng.choice(self.by_site[self.rng.choice(others)]) if others else h
 
-    def pick(self, h: int) -> tuple[Container, Container, str] | None:
+    def pick(self, h: int, kind: str | None = None) -> tuple[Container, Container, str] | None:
         """A fresh pair from host `h` (no flows, not being set up), or None."""
         mine = self.fabric.containers[h]
         for _ in range(20):
-            kind = self.rng.choice(self.kinds)
+            kind = kind or self.rng.choice(self.kinds)
             peers = self.fabric.containers[self._peer_host(h, kind)]
             a, b = self.rng.choice(mine), self.rng.choice(peers)
             key = pair_key(a.ip, b.ip)
@@ -119,9 +120,9 @@ class Workload:
                 return a, b, kind
         return None
 
-    def start_one(self, h: int) -> bool:
+    def start_one(self, h: int, kind: str | None = None) -> bool:
         sw = self.switches[h]
-        picked = self.pick(h)
+        picked = self.pick(h, kind)
         if picked is None or not sw.connected:
             return False
         a, b, kind = picked
@@ -175,9 +176,11 @@ class Workload:
         )
 
     async def resync(self, since: float, timeout: float) -> dict[int, float]:
-        """Probe every switch with one setup at a time, once the controller asked it
-        for its flows after it reconnected, until each completed one: the seconds
-        from `since` to each host's first setup (hosts missing: none in time)."""
+        """Probe every switch with one same-host setup at a time (a new one after
+        PROBE_S without an answer: the controller drops PacketIns of a switch it has
+        not synced yet), once the controller asked it for its flows after it
+        reconnected, until each completed one: the seconds from `since` to each
+        host's first setup (hosts missing: none in time)."""
         first: dict[int, float] = {}
         # Setups still in flight were sent to the controller that is gone.
         self.tracker.pending.clear()
@@ -189,10 +192,14 @@ class Workload:
                 first[p.host] = time.monotonic() - since
 
         self.tracker.reset(finished)
-        while len(first) < len(self.switches) and time.monotonic() - since < timeout:
-            for h, sw in enumerate(self.switches):
-                if h not in first and self.in_flight[h] == 0 and sw.stats.synced_at:
-                    self.start_one(h)
-            self.tracker.expire()
-            await asyncio.sleep(0.05)
+        old_timeout, self.tracker.timeout = self.tracker.timeout, PROBE_S
+        try:
+            while len(first) < len(self.switches) and time.monotonic() - since < timeout:
+                for h, sw in enumerate(self.switches):
+                    if h not in first and self.in_flight[h] == 0 and sw.stats.synced_at:
+                        self.start_one(h, "same-host")
+                self.tracker.expire()
+                await asyncio.sleep(0.05)
+        finally:
+            self.tracker.timeout = old_timeout
         return first
