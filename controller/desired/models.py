@@ -1,7 +1,9 @@
 """Desired state of daolinet: the records the store keeps and the API shows.
 
 These are plain pydantic models shared by the store, the API, the core and the
-host agent (which receives endpoint records when it attaches a container).
+host agent (which receives endpoint records when it attaches a container).  Their
+addresses obey the rules of addresses.py, checked here too: a stored record that
+breaks one does not decode (`decode` in replication.py raises `CorruptDocument`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,23 @@ import ipaddress
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from controller.desired.addresses import (
+    check_container_address,
+    check_endpoint,
+    check_gateway,
+    check_host_address,
+    check_subnet,
+    field_check,
+)
 
 # The virtual gateway answers ARP for every address a container asks about and is
 # the first hop of every container.  Its MAC is the same on every host so that a
@@ -49,26 +67,39 @@ class Record(BaseModel):
 
 class Host(Record):
     name: Name
-    address: ipaddress.IPv4Address  # underlay address other hosts route to
+    # underlay address other hosts route to
+    address: Annotated[
+        ipaddress.IPv4Address, AfterValidator(field_check(check_host_address, "address"))
+    ]
     site: Name = "default"
     dpid: int = Field(ge=1, lt=2**64)
     registered_at: datetime = Field(default_factory=utcnow)
     # WireGuard between sites (docs/architecture.md, "Sites"); all None on a host
     # without a tunnel, which then only reaches hosts of its own site.
     wg_public_key: str | None = None
-    wg_endpoint: str | None = None  # "IP:PORT" others reach it at; None: behind NAT
-    tunnel_address: ipaddress.IPv4Address | None = None
+    # "IP:PORT" others reach it at; None: behind NAT
+    wg_endpoint: Annotated[
+        str, AfterValidator(field_check(check_endpoint, "wg_endpoint"))
+    ] | None = None
+    tunnel_address: Annotated[
+        ipaddress.IPv4Address, AfterValidator(field_check(check_host_address, "tunnel_address"))
+    ] | None = None
     relay: bool = False  # forwards between hosts behind NAT of two other sites
 
 
 class Network(Record):
     id: str
     name: Name
-    subnet: ipaddress.IPv4Network
+    subnet: Annotated[ipaddress.IPv4Network, AfterValidator(field_check(check_subnet, "subnet"))]
     gateway: ipaddress.IPv4Address
     mtu: int = Field(default=1500, ge=576, le=9000)
     external: bool = False  # containers may reach addresses outside daolinet (masquerade)
     created_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _gateway_in_subnet(self) -> Network:
+        field_check(lambda f, gw: check_gateway(f, gw, self.subnet), "gateway")(self.gateway)
+        return self
 
 
 class Endpoint(Record):
@@ -78,7 +109,7 @@ class Endpoint(Record):
     name: Name
     network: Name
     host: Name
-    ip: ipaddress.IPv4Address
+    ip: Annotated[ipaddress.IPv4Address, AfterValidator(field_check(check_container_address, "ip"))]
     mac: MacAddress
     port: str  # OVS port name (host side of the veth), at most 15 characters
     created_at: datetime = Field(default_factory=utcnow)

@@ -2,7 +2,10 @@
 
 Each change runs inside `StoreSync.change()` (sync.py): checked against the index,
 written to the store, put into the index, its events appended for announcement.
-Lookups raise `NotFound`; a taken name or address is a `Conflict`.
+Lookups raise `NotFound`; a taken name or address is a `Conflict`, and so is an
+address that would clash with another kind: a subnet holding a host's underlay or
+tunnel address, a host address inside a subnet, a container on a host's address
+(docs/architecture.md, "Validation").
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from controller.desired.validation import (
 from controller.store.base import StoreConflict
 
 PORT_PREFIX = "dl"
+IPv4 = ipaddress.IPv4Address
 
 
 class Topology:
@@ -71,6 +75,7 @@ class Topology:
                 if h.name != name and h.tunnel_address == tunnel:
                     raise Conflict(f"tunnel address {tunnel} is already used by host {h.name}")
             old = self._index.host(name)
+            self._check_host_addresses(name, old, addr, tunnel)
             if old is not None:
                 host = Host(name=name, address=addr, site=site, dpid=old.dpid, **wg)
             else:
@@ -79,6 +84,33 @@ class Topology:
             self._index.put_host(host)
             events.append(HostRegistered(host))
         return host
+
+    def _check_host_addresses(
+        self, name: str, old: Host | None, addr: IPv4, tunnel: IPv4 | None
+    ) -> None:
+        """A host's addresses clash with no other host's and lie in no network.
+
+        An address the host already had passes the network check: a store written
+        before the check may hold such a clash, and refusing the host's re-registration
+        would stop its agent without mending anything.
+        """
+        other = self._index.host_by_tunnel(addr)
+        if other is not None and other.name != name:
+            raise Conflict(f"address {addr} is the tunnel address of host {other.name}")
+        other = self._index.host_by_address(tunnel) if tunnel is not None else None
+        if other is not None and other.name != name:
+            raise Conflict(f"tunnel_address {tunnel} is the address of host {other.name}")
+        fields = [("address", addr, old.address if old else None)]
+        if tunnel is not None:
+            fields.append(("tunnel_address", tunnel, old.tunnel_address if old else None))
+        for field, value, had in fields:
+            if value == had:
+                continue
+            for net in self._index.networks():
+                if value in net.subnet:
+                    raise Conflict(
+                        f"{field} {value} is inside subnet {net.subnet} of network {net.name}"
+                    )
 
     def set_host_key(self, name: str, public_key: str) -> Host:
         """Record a host's new WireGuard public key (after `rotate-key`)."""
@@ -127,6 +159,10 @@ class Topology:
             for other in self._index.networks():
                 if net.overlaps(other.subnet):
                     raise Conflict(f"subnet {net} overlaps network {other.name} ({other.subnet})")
+            for host in self._index.hosts():
+                for value in (host.address, host.tunnel_address):
+                    if value is not None and value in net:
+                        raise Conflict(f"subnet {net} holds {value}, {self._host_of(value)}")
             network = Network(
                 id=uuid.uuid4().hex, name=name, subnet=net, gateway=gw, mtu=mtu,
                 external=bool(external),
@@ -196,6 +232,7 @@ class Topology:
             else:
                 addr = want_ip
                 check_container_ip(net, addr)
+                self._check_not_a_host(addr)
             holder = self._index.endpoint_by_ip(addr)
             if holder is not None:
                 raise Conflict(f"ip {addr} is already used by container {holder.name}")
@@ -222,14 +259,27 @@ class Topology:
             events.append(EndpointAdded(endpoint))
         return endpoint
 
-    def _free_address(self, net: Network) -> ipaddress.IPv4Address:
+    def _host_of(self, addr: IPv4) -> str | None:
+        """'the address of host h1' if a host has `addr` as underlay or tunnel address."""
+        host = self._index.host_by_address(addr)
+        if host is not None:
+            return f"the address of host {host.name}"
+        host = self._index.host_by_tunnel(addr)
+        return f"the tunnel address of host {host.name}" if host is not None else None
+
+    def _check_not_a_host(self, addr: IPv4) -> None:
+        holder = self._host_of(addr)
+        if holder is not None:
+            raise Conflict(f"ip {addr} is {holder}")
+
+    def _free_address(self, net: Network) -> IPv4:
         used = {e.ip for e in self._index.endpoints(network=net.name)}
         used.add(net.gateway)
         first = int(net.subnet.network_address) + 1
         last = int(net.subnet.broadcast_address) - 1
         for value in range(first, last + 1):
-            candidate = ipaddress.IPv4Address(value)
-            if candidate not in used:
+            candidate = IPv4(value)
+            if candidate not in used and self._host_of(candidate) is None:
                 return candidate
         raise Conflict(f"network {net.name} ({net.subnet}) has no free address left")
 

@@ -2,8 +2,11 @@
 
 Pure functions of their arguments (no store, no index): each returns the value in
 its normal form or raises `Invalid` with a message naming the field and the value,
-so a client learns what to fix.  The checks that need the current state (is the
-name free, is the address used) stay with the changes (topology.py, policy_changes.py).
+so a client learns what to fix.  The rules of addresses themselves live in
+addresses.py (the records check them too); here a client's text becomes a value that
+obeys them.  The checks that need the current state (is the name free, is the address
+used, does a subnet hold a host's address) stay with the changes (topology.py,
+policy_changes.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,13 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from controller.desired.addresses import (
+    check_container_address,
+    check_endpoint,
+    check_gateway,
+    check_host_address,
+    check_subnet,
+)
 from controller.desired.errors import Invalid
 from controller.desired.models import GATEWAY_MAC, MacAddress, Name, Network
 
@@ -56,17 +66,10 @@ def check_wireguard(
             raise Invalid(f"wg_public_key {public_key!r} is not a WireGuard public key")
         out["wg_public_key"] = public_key
     if endpoint is not None:
-        ip, sep, port = endpoint.rpartition(":")
-        try:
-            ipaddress.IPv4Address(ip)
-            ok = bool(sep) and 1 <= int(port) <= 65535
-        except ValueError:
-            ok = False
-        if not ok:
-            raise Invalid(f"wg_endpoint {endpoint!r} is not IPv4:PORT")
-        out["wg_endpoint"] = endpoint
+        out["wg_endpoint"] = check_endpoint("wg_endpoint", endpoint)
     if tunnel is not None:
-        out["tunnel_address"] = parse_address("tunnel_address", tunnel)
+        tunnel = parse_address("tunnel_address", tunnel)
+        out["tunnel_address"] = check_host_address("tunnel_address", tunnel)
     return out
 
 
@@ -81,14 +84,7 @@ def parse_address(field: str, value: str | ipaddress.IPv4Address) -> ipaddress.I
 
 def parse_underlay_address(value: str | ipaddress.IPv4Address) -> ipaddress.IPv4Address:
     """A host's underlay address: one a tunnel can be sent to."""
-    addr = parse_address("address", value)
-    if (
-        addr.is_unspecified
-        or addr.is_multicast
-        or addr == ipaddress.IPv4Address("255.255.255.255")
-    ):
-        raise Invalid(f"address {addr} cannot be a host's underlay address")
-    return addr
+    return check_host_address("address", parse_address("address", value))
 
 
 def parse_subnet(value: str | ipaddress.IPv4Network) -> ipaddress.IPv4Network:
@@ -111,11 +107,7 @@ def parse_subnet(value: str | ipaddress.IPv4Network) -> ipaddress.IPv4Network:
             raise Invalid(
                 f"subnet {value!r} is not an IPv4 CIDR (expected e.g. 10.1.0.0/24)"
             ) from None
-    if subnet.prefixlen > 30:
-        raise Invalid(
-            f"subnet {subnet} leaves no room for a gateway and containers: use /30 or larger"
-        )
-    return subnet
+    return check_subnet("subnet", subnet)
 
 
 def parse_gateway(
@@ -124,14 +116,7 @@ def parse_gateway(
     """A network's gateway: the first address of its subnet unless one is given."""
     if gateway is None or gateway == "":
         return subnet.network_address + 1
-    gw = parse_address("gateway", gateway)
-    if gw not in subnet:
-        raise Invalid(f"gateway {gw} is outside subnet {subnet}")
-    if gw == subnet.network_address:
-        raise Invalid(f"gateway {gw} is the network address of subnet {subnet}")
-    if gw == subnet.broadcast_address:
-        raise Invalid(f"gateway {gw} is the broadcast address of subnet {subnet}")
-    return gw
+    return check_gateway("gateway", parse_address("gateway", gateway), subnet)
 
 
 def check_mtu(mtu: int | None) -> int:
@@ -144,7 +129,9 @@ def check_mtu(mtu: int | None) -> int:
 
 
 def check_container_ip(net: Network, addr: ipaddress.IPv4Address) -> None:
-    """An address a container of `net` may have (not its network, broadcast or gateway)."""
+    """An address a container of `net` may have (not its network, broadcast or gateway;
+    the subnet's rules keep it clear of loopback, multicast and the like)."""
+    check_container_address("ip", addr)
     if addr not in net.subnet:
         raise Invalid(f"ip {addr} is outside subnet {net.subnet} of network {net.name}")
     if addr == net.subnet.network_address:
@@ -206,7 +193,7 @@ def parse_ports(ports: Sequence[str | int]) -> tuple[str, ...]:
                 raise ValueError
             lo = int(lo_text, 10)
             hi = int(hi_text, 10) if dash else lo
-            if not (lo_text.isdigit() and (not dash or hi_text.isdigit())):
+            if not _ascii_digits(lo_text) or (dash and not _ascii_digits(hi_text)):
                 raise ValueError
         except ValueError:
             raise Invalid(
@@ -220,3 +207,8 @@ def parse_ports(ports: Sequence[str | int]) -> tuple[str, ...]:
         if norm not in found:
             found.append(norm)
     return tuple(found)
+
+
+def _ascii_digits(text: str) -> bool:
+    """Digits 0-9 only: str.isdigit() and int() also take '٨٠' and other scripts."""
+    return text.isascii() and text.isdigit()

@@ -31,12 +31,18 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from controller.agents.messages import MeshHost
 from controller.datapath.sites import DEFAULT_KEEPALIVE, PeerSpec, mesh_peers
+from controller.desired.addresses import (
+    check_endpoint,
+    check_host_address,
+    field_check,
+    usable_endpoint,
+)
 from controller.desired.models import KernelRoute
 from hostnet.host.netlink import link_exists
 
@@ -64,8 +70,8 @@ class WgConfig(BaseModel):
     private_key_file: Path
     address: ipaddress.IPv4Interface = Field(description="tunnel address with prefix")
     listen_port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
-    endpoint: str | None = Field(
-        default=None, description="IP:PORT other sites reach this host at; null: behind NAT"
+    endpoint: Annotated[str, AfterValidator(field_check(check_endpoint, "endpoint"))] | None = (
+        Field(default=None, description="IP:PORT other sites reach this host at; null: behind NAT")
     )
     relay: bool = False
     mtu: int = Field(default=DEFAULT_MTU, ge=576, le=9000)
@@ -73,6 +79,12 @@ class WgConfig(BaseModel):
     implementation: Literal["auto", "kernel", "userspace"] = "auto"
     mss_clamp: bool = True
     hosts: list[MeshHost] = Field(default_factory=list, description="the mesh (every host)")
+
+    @field_validator("address")
+    @classmethod
+    def _tunnel_address(cls, address: ipaddress.IPv4Interface) -> ipaddress.IPv4Interface:
+        field_check(check_host_address, "address")(address.ip)
+        return address
 
     @classmethod
     def load(cls, path: Path) -> WgConfig:
@@ -308,8 +320,9 @@ class WireGuard:
             ):
                 continue
             args += ["peer", spec.public_key]
-            if spec.endpoint is not None:
-                args += ["endpoint", spec.endpoint]
+            endpoint = usable_endpoint(spec.endpoint)  # never a value `wg set` would resolve
+            if endpoint is not None:
+                args += ["endpoint", endpoint]
             args += ["persistent-keepalive", str(spec.keepalive) if spec.keepalive else "off"]
             args += ["allowed-ips", ",".join(sorted(allowed))]
         return args
@@ -382,7 +395,19 @@ def _same_endpoint(have: str | None, want: str) -> bool:
 def peers_for(cfg: WgConfig, public_key: str, hosts: Iterable[MeshHost]) -> list[PeerSpec]:
     """The mesh peers of this host from a host list (the file's, or the controller's)."""
     me = cfg.me(public_key)
-    return mesh_peers(me, [*(h for h in hosts if h.name != cfg.name), me], cfg.keepalive)
+    others = [_reachable(h) for h in hosts if h.name != cfg.name]
+    return mesh_peers(me, [*others, me], cfg.keepalive)
+
+
+def _reachable(host: MeshHost) -> MeshHost:
+    """`host`, as behind NAT if its endpoint is not IPv4:PORT: it may still reach this
+    host, and `wg set` never sees a value it would try to resolve as a name (on the
+    route thread, for a minute: docs/architecture.md, "Validation")."""
+    if host.wg_endpoint is None or usable_endpoint(host.wg_endpoint) is not None:
+        return host
+    log.error("host %s: wg_endpoint %r is not IPv4:PORT; treated as behind NAT",
+              host.name, host.wg_endpoint)
+    return host.model_copy(update={"wg_endpoint": None})
 
 
 def merge_hosts(*lists: Iterable[MeshHost]) -> list[MeshHost]:

@@ -110,6 +110,14 @@ def test_network_lifecycle(run) -> None:
         ),
         (["network", "create", "x", "10.1.0.0/31"], "error: subnet 10.1.0.0/31 leaves no room"),
         (
+            ["network", "create", "x", "0.0.0.0/0"],
+            "error: subnet 0.0.0.0/0 is too large: use /8 or smaller (HTTP 422)",
+        ),
+        (
+            ["network", "create", "x", "127.0.0.0/8"],
+            "error: subnet 127.0.0.0/8 overlaps the loopback range 127.0.0.0/8 (HTTP 422)",
+        ),
+        (
             ["network", "create", "x", "10.9.0.0/24", "--mtu", "100"],
             "error: mtu: Input should be greater than or equal to 576 (HTTP 422)",
         ),

@@ -93,8 +93,8 @@ def test_reregister_keeps_dpid_updates_address(inv: Inventory, rec: Recorder) ->
     [
         ("h1", "198.18.0", "default", Invalid, "address '198.18.0' is not an IPv4 address"),
         ("h1", "fe80::1", "default", Invalid, "address 'fe80::1' is not an IPv4 address"),
-        ("h1", "0.0.0.0", "default", Invalid, "address 0.0.0.0 cannot be"),
-        ("h1", "224.0.0.1", "default", Invalid, "address 224.0.0.1 cannot be"),
+        ("h1", "0.0.0.0", "default", Invalid, "address 0.0.0.0 is in the 'this network' range"),
+        ("h1", "224.0.0.1", "default", Invalid, "address 224.0.0.1 is in the multicast range"),
         ("-bad", "198.18.0.1", "default", Invalid, "host name '-bad' is invalid"),
         ("", "198.18.0.1", "default", Invalid, "host name '' is invalid"),
         ("h1", "198.18.0.1", "a b", Invalid, "site 'a b' is invalid"),
@@ -140,7 +140,7 @@ def test_create_network_defaults(inv: Inventory, rec: Recorder) -> None:
         ("10.1.0.0/16", "10.1.255.254", 9000, "10.1.255.254", 9000),
         ("192.168.7.0/24", "192.168.7.100", 576, "192.168.7.100", 576),
         (" 172.16.0.0/12 ", "", None, "172.16.0.1", 1500),
-        ("0.0.0.0/1", None, None, "0.0.0.1", 1500),
+        ("10.0.0.0/8", None, None, "10.0.0.1", 1500),
     ],
 )
 def test_create_network_ok(inv, subnet, gateway, mtu, want_gw, want_mtu) -> None:
@@ -197,7 +197,7 @@ def test_create_network_ok(inv, subnet, gateway, mtu, want_gw, want_mtu) -> None
         ),
         ("10.1.0.128/25", None, None, Conflict, "subnet 10.1.0.128/25 overlaps network web"),
         ("10.1.0.4/30", None, None, Conflict, "overlaps network web"),
-        ("0.0.0.0/0", None, None, Conflict, "overlaps network web"),
+        ("0.0.0.0/0", None, None, Invalid, "subnet 0.0.0.0/0 is too large: use /8 or smaller"),
     ],
 )
 def test_create_network_errors(lab, subnet, gateway, mtu, error, match) -> None:

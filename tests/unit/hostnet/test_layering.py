@@ -1,8 +1,8 @@
 """The host agent's packages import as their __init__ docstrings say: hostnet.host
 changes the host and uses only the controller client of hostnet.agent; hostnet.docker
 builds on hostnet.host and the same client; only hostnet.agent wires them; of the
-controller, hostnet uses the desired-state models, the site mesh and the stream's
-messages."""
+controller, hostnet uses the desired-state models, the rules of addresses, the site
+mesh and the stream's messages."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import hostnet
 from tests.unit.layering import daolinet_imports
 
 HOSTNET = Path(hostnet.__file__).parent
-CONTROLLER_ALLOWED = ("controller.desired.models", "controller.datapath.sites",
+CONTROLLER_ALLOWED = ("controller.desired.models", "controller.desired.addresses",
+                      "controller.datapath.sites",
                       "controller.agents.messages", "controller.cliutil")
 
 
