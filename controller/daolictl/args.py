@@ -36,13 +36,21 @@ def parse_source(text: str) -> dict[str, Any]:
     )
 
 
+def _number(text: str) -> int:
+    """A port as typed: ASCII digits only (int() also takes '8_080', '+80', '٨٠').
+    Its range is the API's to check."""
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(text)
+    return int(text)
+
+
 def parse_publish(text: str) -> dict[str, Any]:
     """`HOST_PORT[:CONTAINER_PORT][/PROTO]` -> the published port's fields."""
     spec, _, proto = text.strip().partition("/")
     host_text, _, container_text = spec.partition(":")
     try:
-        host_port = int(host_text)
-        container_port = int(container_text) if container_text else host_port
+        host_port = _number(host_text)
+        container_port = _number(container_text) if container_text else host_port
     except ValueError:
         raise CliError(
             f"--publish {text!r}: expected HOST_PORT[:CONTAINER_PORT][/tcp|udp], e.g. 8080:80"
@@ -57,7 +65,7 @@ def parse_port(text: str) -> tuple[str, int | None]:
     if port_text in ("tcp", "udp", "icmp") and not proto:
         return port_text, None
     try:
-        port = int(port_text)
+        port = _number(port_text)
     except ValueError:
         raise CliError(f"--port {text!r}: expected PORT[/tcp|udp] or icmp, e.g. 80/tcp") from None
     return proto or "tcp", port

@@ -315,6 +315,13 @@ def test_parsers() -> None:
     assert parse_port("53/UDP") == ("udp", 53)
     assert parse_port("icmp") == ("icmp", None)
     assert parse_port("udp") == ("udp", None)
+    # ASCII digits only: int() would take these as 8080 and 80
+    for bad in ("8_080", "+8080", "\u0668\u0660\u0668\u0660", "8080:+80", "80:8_0/udp"):
+        with pytest.raises(CliError, match="--publish"):
+            parse_publish(bad)
+    for bad in ("8_0", "+80", "\u0668\u0660/tcp"):
+        with pytest.raises(CliError, match="--port"):
+            parse_port(bad)
 
 
 def _commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
