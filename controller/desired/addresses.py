@@ -1,5 +1,5 @@
 """The rules every IPv4 value of daolinet obeys, as pure checks (the standard library
-and `Invalid` only; docs/architecture.md, "Validation").
+and `Invalid` only; docs/security.md, "Validation").
 
 One home for them, shared by the records (models.py: a stored record that breaks a
 rule does not decode, so the load sees the same rule as the API), the changes

@@ -5,7 +5,7 @@ written to the store, put into the index, its events appended for announcement.
 Lookups raise `NotFound`; a taken name or address is a `Conflict`, and so is an
 address that would clash with another kind: a subnet holding a host's underlay or
 tunnel address, a host address inside a subnet, a container on a host's address
-(docs/architecture.md, "Validation").
+(docs/security.md, "Validation").
 """
 
 from __future__ import annotations

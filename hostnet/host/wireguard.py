@@ -402,7 +402,7 @@ def peers_for(cfg: WgConfig, public_key: str, hosts: Iterable[MeshHost]) -> list
 def _reachable(host: MeshHost) -> MeshHost:
     """`host`, as behind NAT if its endpoint is not IPv4:PORT: it may still reach this
     host, and `wg set` never sees a value it would try to resolve as a name (on the
-    route thread, for a minute: docs/architecture.md, "Validation")."""
+    route thread, for a minute: docs/security.md, "Validation")."""
     if host.wg_endpoint is None or usable_endpoint(host.wg_endpoint) is not None:
         return host
     log.error("host %s: wg_endpoint %r is not IPv4:PORT; treated as behind NAT",

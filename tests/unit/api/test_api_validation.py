@@ -1,6 +1,6 @@
 """Each bad input of issue 17 through the REST API: a 4xx whose detail names the
 field, nothing written; the ordinary values beside them still accepted
-(docs/architecture.md, "Validation")."""
+(docs/security.md, "Validation")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The rules of addresses (controller/desired/addresses.py; docs/architecture.md,
+"""The rules of addresses (controller/desired/addresses.py; docs/security.md,
 "Validation"): every value the issue named is refused with a message naming the field,
 and the values users really use still pass; properties over generated values."""
 

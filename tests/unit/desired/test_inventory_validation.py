@@ -1,4 +1,4 @@
-"""The inventory applies the rules of addresses (docs/architecture.md, "Validation"):
+"""The inventory applies the rules of addresses (docs/security.md, "Validation"):
 the bad inputs of issue 17 are refused naming the field, the checks that need the
 state (host addresses against subnets, containers on host addresses) hold in both
 orders, and a stored record that breaks a rule fails to decode with a clear error."""

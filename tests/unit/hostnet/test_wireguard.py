@@ -1,4 +1,4 @@
-"""The agent's WireGuard inputs (docs/architecture.md, "Validation"): a bad endpoint in
+"""The agent's WireGuard inputs (docs/security.md, "Validation"): a bad endpoint in
 the provisioning file stops the start with the field named; a bad endpoint from the
 controller's mesh or the file's host list never reaches `wg set` (it would resolve it as
 a name on the route thread), while good peers are set as before."""
