@@ -327,6 +327,7 @@ class EtcdCluster:
             f"--initial-cluster-token={self.token}",
             "--heartbeat-interval=100",
             "--election-timeout=1000",
+            "--max-txn-ops=1024",  # one change is one txn (docs/architecture.md)
             "--logger=zap",
             "--log-level=warn",
             "--log-outputs=stderr",

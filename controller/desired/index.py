@@ -202,20 +202,26 @@ class DesiredIndex(DesiredReads):
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        """Writes inside are published together, as one version, when it ends."""
+        """Writes inside are published together, as one version, when it ends; if the
+        outermost batch ends by an exception they are dropped (a change whose store
+        transaction failed leaves the index as it was)."""
         with self._lock:
             if self._depth == 0:
                 self._draft = replace(self._published._tables())
                 self._copied = set()
                 self._writer = threading.get_ident()
             self._depth += 1
+            failed = False
             try:
                 yield
+            except BaseException:
+                failed = True
+                raise
             finally:
                 self._depth -= 1
                 if self._depth == 0:
                     draft, self._draft, self._writer = self._draft, None, None
-                    if draft is not None and self._copied:
+                    if draft is not None and self._copied and not failed:
                         self._published = DesiredView(draft)
 
     def _own(self, *names: str) -> _Tables:

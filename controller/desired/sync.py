@@ -2,8 +2,10 @@
 
 Every change is checked against the current state, written to the store, mirrored
 into the in-memory `DesiredIndex` the core reads, and then announced through
-`on_change`.  The store is written first, so a crash never leaves the index (and
-the switches) ahead of what a restart would load.
+`on_change`.  Its store writes are one `Store.transaction()`, committed before the
+index publishes the change: a crash never leaves the index (and the switches) ahead
+of what a restart would load, nor the store with half a change (docs/architecture.md,
+"Atomic changes"); if the commit fails, the index drops the change too.
 
 Changes are serialised by one lock, and each is published in the index as one
 version (`DesiredIndex.batch()`): the core never sees half a change, such as a rule
@@ -77,7 +79,9 @@ class StoreSync:
 
     # --- replication (docs/architecture.md, "Replicas") -------------------------------
     def _on_store_events(self, events: list[StoreEvent]) -> None:
-        """The store watch: another replica's changes, in revision order."""
+        """The store watch: another replica's changes, in revision order (the events
+        of one revision - one change, one store transaction - in one call)."""
+        documents: list[StoreEvent] = []
         for ev in events:
             watcher = self.watchers.get(ev.kind)
             if watcher is not None:
@@ -85,25 +89,28 @@ class StoreSync:
                     watcher(ev.value)
                 except Exception:  # the watch must go on
                     log.exception("handling a %s document failed", ev.kind)
-                continue
-            if ev.kind == META:
+            elif ev.kind == META:
                 if ev.key == SYNC_MARK and ev.value is not None:
                     with self._marks:
                         self._mark_seen = ev.value.get("mark")
                         self._marks.notify_all()
-                continue
-            with self._announce:
-                with self._lock:
-                    if ev.revision <= self._own_high:
-                        continue  # this replica's own write, already in the index
-                    try:
-                        with self.index.batch():  # one document, one published version
-                            changes = apply_document(self.index, ev.kind, ev.key, ev.value)
-                    except CorruptDocument as exc:
-                        log.error("%s", exc)
-                        continue
-                for change in changes:
-                    self._announce_one(change)
+            else:
+                documents.append(ev)
+        if not documents:
+            return
+        with self._announce:
+            changes: list[Change] = []
+            with self._lock:
+                if documents[-1].revision <= self._own_high:
+                    return  # this replica's own change, already in the index
+                with self.index.batch():  # one change, one published version
+                    for ev in documents:
+                        try:
+                            changes += apply_document(self.index, ev.kind, ev.key, ev.value)
+                        except CorruptDocument as exc:
+                            log.error("%s", exc)
+            for change in changes:
+                self._announce_one(change)
 
     def watch_lost(self, exc: Exception) -> None:
         """The watch cannot go on without a gap (etcd compacted the history it needs):
@@ -145,7 +152,10 @@ class StoreSync:
             with self._announce:
                 with self._lock:
                     try:
-                        with self.index.batch():  # one change, one published version
+                        # One change: one published version of the index, one store
+                        # transaction (committed before the version is published; if it
+                        # fails, neither changes).
+                        with self.index.batch(), self.store.transaction():
                             yield events
                     finally:
                         if self.replicated:

@@ -120,6 +120,16 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    def transaction(self) -> AbstractContextManager[None]:
+        """The put/delete calls of this thread inside are buffered and committed
+        together when the outermost transaction ends - one SQLite transaction, one
+        etcd txn (fenced like any write inside exclusive()) - or not at all if the body
+        raises (controller/store/batch.py).  get() inside sees them; put(create=True)
+        raises StoreConflict at once if the key is taken; delete() says whether the
+        document exists now.  The commit may raise StoreConflict or StoreUnavailable:
+        then nothing was written."""
+        ...
+
     def snapshot(self) -> tuple[int, Documents]:
         """Every document, by kind (each list ordered by key), and the revision they
         are as of (one consistent read).  Kinds without documents are absent."""

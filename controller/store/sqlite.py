@@ -1,8 +1,9 @@
 """The SQLite backend of the store (`sqlite:////path.db`, one controller).
 
 One table `(kind, key, value)` in WAL mode plus a `store_meta` table (the revision and
-the leadership generation); every write is committed before it returns, so a restart
-loses nothing acknowledged.  `watch` is a no-op, `exclusive` a process-local lock,
+the leadership generation); every write is committed before it returns (the writes of
+a `transaction()` together, in one SQLite transaction), so a restart loses nothing
+acknowledged and finds no half change.  `watch` is a no-op, `exclusive` a process-local lock,
 `try_lead` always succeeds.
 """
 
@@ -13,7 +14,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from controller.store.base import (
     copy_document,
     dump_document,
 )
+from controller.store.batch import Batches, Write
 
 _SCHEMA = (
     """
@@ -143,6 +145,7 @@ class SqliteStore:
         for statement in _SCHEMA:
             self._db.execute(statement)
         self._state = _file_state(str(path))
+        self._batches = Batches(self._commit)
 
     def _is_open(self) -> bool:
         return self._db is not None
@@ -153,6 +156,9 @@ class SqliteStore:
         return self._db
 
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        return self._batches.get(kind, key, lambda: self._get(kind, key))[1]
+
+    def _get(self, kind: str, key: str) -> dict[str, Any] | None:
         with self._lock:
             row = (
                 self._conn()
@@ -193,31 +199,51 @@ class SqliteStore:
         return _meta(db, name)
 
     def put(self, kind: str, key: str, value: dict[str, Any], *, create: bool = False) -> None:
-        text = dump_document(value)
-        with self._transaction() as db:
-            if create:
-                try:
-                    db.execute(
-                        "INSERT INTO documents (kind, key, value) VALUES (?, ?, ?)",
-                        (kind, key, text),
-                    )
-                except sqlite3.IntegrityError as exc:
-                    raise StoreConflict(kind, key) from exc
-            else:
-                db.execute(
-                    "INSERT INTO documents (kind, key, value) VALUES (?, ?, ?) "
-                    "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
-                    (kind, key, text),
-                )
-            self._bump(db, "revision")
+        self._conn()
+        if self._batches.put(kind, key, value, create, lambda: self._get(kind, key)):
+            return
+        self._commit([Write(kind, key, value, create)])
 
     def delete(self, kind: str, key: str) -> bool:
+        self._conn()
+        existed = self._batches.delete(kind, key, lambda: self._get(kind, key))
+        if existed is not None:
+            return existed
         with self._transaction() as db:
             cur = db.execute("DELETE FROM documents WHERE kind = ? AND key = ?", (kind, key))
             deleted = cur.rowcount > 0
             if deleted:  # like etcd: deleting nothing is not a change
                 self._bump(db, "revision")
         return deleted
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        return self._batches.transaction()
+
+    def _commit(self, writes: Sequence[Write]) -> None:
+        """Apply `writes` in one SQLite transaction, one revision (all or nothing)."""
+        with self._transaction() as db:
+            for w in writes:
+                if w.value is None:
+                    db.execute(
+                        "DELETE FROM documents WHERE kind = ? AND key = ?", (w.kind, w.key)
+                    )
+                    continue
+                text = dump_document(w.value)
+                if w.create:
+                    try:
+                        db.execute(
+                            "INSERT INTO documents (kind, key, value) VALUES (?, ?, ?)",
+                            (w.kind, w.key, text),
+                        )
+                    except sqlite3.IntegrityError as exc:
+                        raise StoreConflict(w.kind, w.key) from exc
+                else:
+                    db.execute(
+                        "INSERT INTO documents (kind, key, value) VALUES (?, ?, ?) "
+                        "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
+                        (w.kind, w.key, text),
+                    )
+            self._bump(db, "revision")
 
     def snapshot(self) -> tuple[int, Documents]:
         with self._lock:

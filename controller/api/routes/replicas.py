@@ -93,7 +93,8 @@ def remove_replica(name: str, ctx: Ctx) -> Response:
             raise HTTPException(
                 409, f"replica {name} leads (generation {current[1]}): stop it first, "
                 "another replica then leads")
-        if not store.delete(REPLICAS, name):
-            raise HTTPException(404, f"no replica {name}")
-        store.delete(REACH, name)  # its last report of the switches connected to it
+        with store.transaction():  # the record and its reach go together
+            if not store.delete(REPLICAS, name):
+                raise HTTPException(404, f"no replica {name}")
+            store.delete(REACH, name)  # its last report of the switches connected to it
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -23,6 +23,7 @@ from controller.store.base import (
     WatchCallback,
     dump_document,
 )
+from controller.store.batch import Batches, Write
 from controller.store.etcd.client import (
     DEFAULT_RETRY_FOR,
     DEFAULT_TIMEOUT,
@@ -102,6 +103,7 @@ class EtcdStore:
         self.election = Election(self.client, self.keys)
         self._watches: list[Watch] = []
         self._watches_guard = threading.Lock()
+        self._batches = Batches(self._commit)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> EtcdStore:
@@ -114,6 +116,9 @@ class EtcdStore:
     # --- documents --------------------------------------------------------------------
 
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        return self._batches.get(kind, key, lambda: self._get(kind, key))[1]
+
+    def _get(self, kind: str, key: str) -> dict[str, Any] | None:
         kv = self.client.get_kv(self.keys.doc(kind, key))
         return None if kv is None else kv_document(kv)
 
@@ -136,32 +141,20 @@ class EtcdStore:
         return self.client.call("/kv/range", payload).revision
 
     def put(self, kind: str, key: str, value: dict[str, Any], *, create: bool = False) -> None:
-        doc_key = self.keys.doc(kind, key)
-        text = dump_document(value).encode()
-        held = self.lock.held()
-        put = {"request_put": {"key": b64(doc_key), "value": b64(text)}}
-        if held is None and not create:
-            self.client.call("/kv/put", put["request_put"])
+        self.client.check_open()
+        if self._batches.put(kind, key, value, create, lambda: self._get(kind, key)):
             return
-        compare: list[dict[str, Any]] = []
-        failure: list[dict[str, Any]] = []
-        if held is not None:
-            compare.append(self.lock.compare(held))
-            failure.append(read(self.keys.lock))
-        if create:
-            compare.append(absent(doc_key))
-            failure.append(read(doc_key))
-        reply = self.client.txn(compare, [put], failure)
-        if reply.body.get("succeeded"):
+        if self.lock.held() is None and not create:
+            text = dump_document(value).encode()
+            self.client.call("/kv/put", {"key": b64(self.keys.doc(kind, key)), "value": b64(text)})
             return
-        if held is not None:
-            self.lock.check(held, reply.ranged(0))
-        doc_kv = reply.ranged(len(failure) - 1) if create else None
-        if reply.ambiguous and doc_kv is not None and unb64(doc_kv.get("value", "")) == text:
-            return  # an earlier attempt of this very request created it
-        raise StoreConflict(kind, key)
+        self._commit([Write(kind, key, value, create)])
 
     def delete(self, kind: str, key: str) -> bool:
+        self.client.check_open()
+        existed = self._batches.delete(kind, key, lambda: self._get(kind, key))
+        if existed is not None:
+            return existed
         doc_key = self.keys.doc(kind, key)
         held = self.lock.held()
         if held is None:
@@ -176,6 +169,49 @@ class EtcdStore:
             raise self.lock.lost(held)
         deleted = reply.body["responses"][0].get("response_delete_range", {}).get("deleted", 0)
         return int(deleted) > 0
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self._batches.transaction()
+
+    def _commit(self, writes: Sequence[Write]) -> None:
+        """Apply `writes` in one etcd txn (one revision, all or nothing): compared on the
+        lock if this thread holds it (fencing) and on the absence of every created key;
+        if it fails, what it read says why (lock lost, or which key was taken)."""
+        held = self.lock.held()
+        compare: list[dict[str, Any]] = []
+        failure: list[dict[str, Any]] = []
+        if held is not None:
+            compare.append(self.lock.compare(held))
+            failure.append(read(self.keys.lock))
+        success: list[dict[str, Any]] = []
+        created: list[tuple[Write, bytes]] = []  # (a put create=True, its stored text)
+        for w in writes:
+            doc_key = self.keys.doc(w.kind, w.key)
+            text = b"" if w.value is None else dump_document(w.value).encode()
+            if w.value is None:
+                success.append({"request_delete_range": {"key": b64(doc_key)}})
+            else:
+                success.append({"request_put": {"key": b64(doc_key), "value": b64(text)}})
+            if w.create:
+                compare.append(absent(doc_key))
+                failure.append(read(doc_key))
+                created.append((w, text))
+        reply = self.client.txn(compare, success, failure)
+        if reply.body.get("succeeded"):
+            return
+        if held is not None:
+            self.lock.check(held, reply.ranged(0))
+        first = 1 if held is not None else 0
+        found = [reply.ranged(first + i) for i in range(len(created))]
+        if reply.ambiguous and all(
+            kv is not None and unb64(kv.get("value", "")) == text
+            for (_, text), kv in zip(created, found, strict=True)
+        ):
+            return  # an earlier attempt of this very request applied it
+        for (w, _), kv in zip(created, found, strict=True):
+            if kv is not None:
+                raise StoreConflict(w.kind, w.key)
+        raise StoreConflict(writes[0].kind, writes[0].key)  # pragma: no cover
 
     # --- watch, exclusive, leadership: the mechanisms of this package -----------------
 

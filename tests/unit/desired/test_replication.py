@@ -67,6 +67,9 @@ class RecordingStore:
     def exclusive(self, timeout: float = 5.0) -> AbstractContextManager[None]:
         return self.inner.exclusive(timeout)
 
+    def transaction(self) -> AbstractContextManager[None]:
+        return self.inner.transaction()
+
     def take(self) -> list[tuple[str, str, dict[str, Any] | None]]:
         out, self.writes = self.writes, []
         return out
