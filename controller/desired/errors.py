@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from controller.store.base import StoreError
+
 
 class InventoryError(Exception):
     """A refused change; the message names the offending field and value."""
@@ -29,6 +31,11 @@ class Invalid(InventoryError):
 class CorruptDocument(RuntimeError):
     """A document of a known kind that does not decode; the message names it.
 
-    A RuntimeError: at start it stops the controller (a corrupt store is loud); a
-    replica's store watch logs it and goes on (controller/desired/sync.py).
+    A replica's store watch logs it and goes on (controller/desired/sync.py); at start
+    the record is set aside instead (controller/desired/load.py).
     """
+
+
+class StoreSchemaTooNew(StoreError):
+    """The store's schema version is newer than this controller's (or unreadable): it
+    would misread the records, so it refuses to start (controller/desired/load.py)."""

@@ -1,5 +1,5 @@
-"""The index from the store's documents: all of them at start (`load_index`), then one
-at a time as other controller replicas write them (`apply_document`).
+"""The index from the store's documents as other controller replicas write them
+(`apply_document`; all of them at start: load.py), and the store's kinds.
 
 Every replica keeps the whole desired state in its `DesiredIndex`.  Its own changes
 go through `Inventory`, which derives the events it announces from the operation.
@@ -44,7 +44,6 @@ from controller.desired.models import (
     PairPolicy,
     PublishedPort,
 )
-from controller.store.base import Store
 
 # Store kinds (the inventory writes them: topology.py, policy_changes.py).
 HOSTS = "host"  # key: host name
@@ -74,35 +73,6 @@ def decode(model: type[M], kind: str, doc: dict[str, Any], key: str | None = Non
     except ValidationError as exc:
         named = repr(key) if key is not None else repr(doc)
         raise CorruptDocument(f"corrupt {kind} record {named} in the store: {exc}") from exc
-
-
-def load_index(store: Store, index: DesiredIndex) -> int:
-    """Fill `index` from one consistent read of the store; the revision it is as of."""
-    revision, docs = store.snapshot()
-    max_dpid = 0
-    with index.batch():  # one version (and each table copied once, not per record)
-        for doc in docs.get(HOSTS, []):
-            host = decode(Host, HOSTS, doc)
-            index.put_host(host)
-            max_dpid = max(max_dpid, host.dpid)
-        for doc in docs.get(NETWORKS, []):
-            index.put_network(decode(Network, NETWORKS, doc))
-        for doc in docs.get(ENDPOINTS, []):
-            index.put_endpoint(decode(Endpoint, ENDPOINTS, doc))
-        for doc in docs.get(GROUPS, []):
-            index.put_group(decode(Group, GROUPS, doc))
-        for doc in docs.get(PAIRS, []):
-            index.put_pair_policy(decode(PairPolicy, PAIRS, doc))
-        for doc in docs.get(RULES, []):
-            index.put_rule(decode(FirewallRule, RULES, doc))
-        for doc in docs.get(PUBLISHED, []):
-            index.put_published_port(decode(PublishedPort, PUBLISHED, doc))
-    # Never hand out a dpid again, even if the counter record was lost.
-    with store.exclusive():
-        counter = store.get(META, DPID_COUNTER)
-        if counter is None or int(counter.get("value", 1)) <= max_dpid:
-            store.put(META, DPID_COUNTER, {"value": max_dpid + 1})
-    return revision
 
 
 def apply_document(

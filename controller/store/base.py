@@ -52,6 +52,8 @@ class StoreEvent:
 
 # Documents by kind, each list ordered by key (what snapshot() returns with its revision).
 Documents = dict[str, list[dict[str, Any]]]
+# (key, document) of every document of one kind, ordered by key (what items() returns).
+Items = list[tuple[str, dict[str, Any]]]
 # What watch() calls: the events of one revision.
 WatchCallback = Callable[[list[StoreEvent]], None]
 
@@ -95,6 +97,24 @@ def dump_document(value: dict[str, Any]) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+# The one field of what get/list/snapshot hand back for stored text that is no JSON
+# object (written by hand, or cut short): the text itself, at most 1000 characters, so
+# the reader can set it aside (controller/desired/load.py) instead of failing on it.
+UNREADABLE = "__unreadable__"
+
+
+def load_document(text: str | bytes) -> dict[str, Any]:
+    """A document from its stored text; {UNREADABLE: text} if that is no JSON object."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return value
+    shown = text.decode(errors="replace") if isinstance(text, bytes) else text
+    return {UNREADABLE: shown[:1000]}
+
+
 def copy_document(value: dict[str, Any]) -> dict[str, Any]:
     """A copy of a document through its stored text, as a store hands it back."""
     copy: dict[str, Any] = json.loads(dump_document(value))
@@ -108,6 +128,10 @@ class Store(Protocol):
 
     def list(self, kind: str) -> list[dict[str, Any]]:
         """Every document of one kind, ordered by key."""
+        ...
+
+    def items(self, kind: str) -> Items:
+        """(key, document) of every document of one kind, ordered by key."""
         ...
 
     def put(self, kind: str, key: str, value: dict[str, Any], *, create: bool = False) -> None:

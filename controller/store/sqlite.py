@@ -10,7 +10,6 @@ acknowledged and finds no half change.  `watch` is a no-op, `exclusive` a proces
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 from controller.store.base import (
     Documents,
+    Items,
     Leadership,
     StoreConflict,
     StoreError,
@@ -28,6 +28,7 @@ from controller.store.base import (
     check_lead,
     copy_document,
     dump_document,
+    load_document,
 )
 from controller.store.batch import Batches, Write
 
@@ -165,10 +166,7 @@ class SqliteStore:
                 .execute("SELECT value FROM documents WHERE kind = ? AND key = ?", (kind, key))
                 .fetchone()
             )
-        if row is None:
-            return None
-        value: dict[str, Any] = json.loads(row[0])
-        return value
+        return None if row is None else load_document(row[0])
 
     def list(self, kind: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -177,7 +175,16 @@ class SqliteStore:
                 .execute("SELECT value FROM documents WHERE kind = ? ORDER BY key", (kind,))
                 .fetchall()
             )
-        return [json.loads(r[0]) for r in rows]
+        return [load_document(r[0]) for r in rows]
+
+    def items(self, kind: str) -> Items:
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute("SELECT key, value FROM documents WHERE kind = ? ORDER BY key", (kind,))
+                .fetchall()
+            )
+        return [(key, load_document(text)) for key, text in rows]
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -253,7 +260,7 @@ class SqliteStore:
             rows = db.execute("SELECT kind, value FROM documents ORDER BY kind, key").fetchall()
         docs: Documents = {}
         for kind, text in rows:
-            docs.setdefault(kind, []).append(json.loads(text))
+            docs.setdefault(kind, []).append(load_document(text))
         return revision, docs
 
     def revision(self) -> int:

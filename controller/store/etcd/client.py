@@ -54,7 +54,7 @@ import requests
 import requests.adapters
 import urllib3.exceptions
 
-from controller.store.base import StoreError, StoreUnavailable
+from controller.store.base import StoreError, StoreUnavailable, load_document
 
 with warnings.catch_warnings():
     # etcd3gw imports futurist, which imports eventlet (installed for os-ken) only to
@@ -89,8 +89,7 @@ def range_end(prefix: bytes) -> bytes:
 
 def kv_document(kv: dict[str, Any]) -> dict[str, Any]:
     """The JSON document stored in one key-value of a gateway answer."""
-    value: dict[str, Any] = json.loads(unb64(kv.get("value", "")))
-    return value
+    return load_document(unb64(kv.get("value", "")))
 
 
 def absent(key: bytes) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from controller.store.base import (
     Documents,
+    Items,
     Leadership,
     StoreConflict,
     StoreError,
@@ -125,6 +126,10 @@ class EtcdStore:
     def list(self, kind: str) -> list[dict[str, Any]]:
         _, kvs = self.client.range(self.keys.doc(kind, ""))
         return [kv_document(kv) for kv in kvs]
+
+    def items(self, kind: str) -> Items:
+        _, kvs = self.client.range(self.keys.doc(kind, ""))
+        return [(self.keys.split_doc(unb64(kv["key"]))[1], kv_document(kv)) for kv in kvs]
 
     def snapshot(self) -> tuple[int, Documents]:
         revision, kvs = self.client.range(self.keys.docs)

@@ -4,6 +4,9 @@ tests on a real etcd, and kills real controllers during such changes)."""
 
 from __future__ import annotations
 
+import base64
+import logging
+import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -11,10 +14,12 @@ from typing import Any
 
 import pytest
 
+from controller.desired.errors import StoreSchemaTooNew
 from controller.desired.events import Change
 from controller.desired.inventory import Inventory
+from controller.desired.load import SCHEMA_VERSION
 from controller.store.base import Documents, Store, StoreUnavailable
-from tests.unit.storebackends import UNIT_BACKENDS, Backend, open_backend
+from tests.unit.storebackends import UNIT_BACKENDS, Backend, etcd_raw, open_backend
 
 
 @pytest.fixture(params=UNIT_BACKENDS)
@@ -62,6 +67,9 @@ class FailingStore:
 
     def transaction(self) -> AbstractContextManager[None]:
         return self.inner.transaction()
+
+    def items(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
+        return self.inner.items(kind)
 
     def watch(self, after: int, callback: Callable[..., None], on_error: Any = None) -> None:
         self.inner.watch(after, callback, on_error)
@@ -143,3 +151,141 @@ def test_deleting_a_network_leaves_no_group_listing_it(backend: Backend) -> None
     restarted = Inventory(backend.open(), lambda _: None)
     assert [g.networks for g in restarted.groups()] == [(), ("db",)]
     assert restarted.rules("network", "web") == []
+
+
+# --- at load: bad records repaired or set aside, the schema version ------------------
+
+def put_raw(backend: Backend, kind: str, key: str, text: str) -> None:
+    """Store `text` as is under (kind, key), bypassing the store's JSON encoding (a
+    record written by hand, or by a broken tool)."""
+    if backend.kind == "sqlite":
+        db = sqlite3.connect(backend.path)
+        try:
+            with db:
+                db.execute("INSERT OR REPLACE INTO documents (kind, key, value) VALUES (?, ?, ?)",
+                           (kind, key, text))
+        finally:
+            db.close()
+        return
+    assert backend.cluster is not None
+    raw = f"{backend.prefix}/docs/{kind}/{key}".encode()
+    value = base64.b64encode(text.encode()).decode()
+    etcd_raw(backend.cluster.endpoints[0], "/kv/put",
+             {"key": base64.b64encode(raw).decode(), "value": value})
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_record_that_does_not_decode_is_set_aside(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    inv = Inventory(backend.open(), lambda _: None)
+    _lab(inv)
+    store = backend.open()
+    store.put("network", "bad", {"name": "bad", "subnet": "nope"})
+    put_raw(backend, "group", "cut", '{"name": "cut", "netw')
+    caplog.set_level(logging.WARNING)
+    restarted = Inventory(backend.open(), lambda _: None)  # starts, without them
+    assert [n.name for n in restarted.networks()] == ["db", "web"]
+    assert [g.name for g in restarted.groups()] == ["front", "tier"]
+    lines = _warnings(caplog)
+    assert len(lines) == 2, lines
+    assert "store record group 'cut' set aside as quarantine 'group/cut': its stored text " \
+        "is not a JSON object" in lines
+    assert any(line.startswith("store record network 'bad' set aside as quarantine "
+                               "'network/bad': field ") for line in lines), lines
+    aside = store.get("quarantine", "network/bad")
+    assert aside is not None
+    assert aside["document"] == {"name": "bad", "subnet": "nope"}
+    assert aside["kind"] == "network" and aside["key"] == "bad" and aside["reason"]
+    cut = store.get("quarantine", "group/cut")
+    assert cut is not None and cut["document"] == {"__unreadable__": '{"name": "cut", "netw'}
+    assert store.get("network", "bad") is None
+    # Set aside once: the next start is clean, and the name is free again.
+    caplog.clear()
+    again = Inventory(backend.open(), lambda _: None)
+    assert _warnings(caplog) == []
+    again.create_network("bad", "10.7.0.0/24")
+    again.create_group("cut")
+
+
+def test_a_group_listing_a_missing_network_is_repaired(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a controller killed between two writes of a network delete left behind
+    before atomic changes: the group must not let a new network of the name join."""
+    inv = Inventory(backend.open(), lambda _: None)
+    _lab(inv)
+    store = backend.open()
+    store.delete("network", "web")  # the network gone, its groups and rules not
+    caplog.set_level(logging.WARNING)
+    restarted = Inventory(backend.open(), lambda _: None)
+    assert restarted.group("tier").networks == ("db",)
+    assert restarted.group("front").networks == ()
+    assert restarted.rules("network", "web") == []
+    lines = _warnings(caplog)
+    assert "store record group 'front' repaired: dropped its member network(s) web, " \
+        "which do not exist" in lines
+    assert sum("set aside" in line and "target network 'web' does not exist" in line
+               for line in lines) == 3
+    restarted.create_network("web", "10.9.0.0/24")
+    assert "web" not in restarted.group("tier").networks
+    assert store.get("group", "tier") == restarted.group("tier").model_dump(mode="json")
+    assert len(store.items("quarantine")) == 3
+
+
+def test_a_container_on_a_missing_network_is_set_aside(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    inv = Inventory(backend.open(), lambda _: None)
+    _lab(inv)
+    keep = inv.add_endpoint("c1", "db", "h1")
+    gone = inv.add_endpoint("c2", "web", "h1")
+    store = backend.open()
+    for rule in inv.rules("network", "web"):
+        store.delete("rule", rule.id)
+    store.delete("network", "web")
+    caplog.set_level(logging.WARNING)
+    restarted = Inventory(backend.open(), lambda _: None)
+    assert [e.name for e in restarted.endpoints()] == [keep.name]
+    assert f"store record endpoint {gone.id!r} set aside as quarantine " \
+        f"'endpoint/{gone.id}': it names the missing network 'web'" in _warnings(caplog)
+
+
+def test_rule_positions_with_a_gap_are_renumbered(backend: Backend) -> None:
+    inv = Inventory(backend.open(), lambda _: None)
+    _lab(inv)
+    first, second, third = inv.rules("network", "web")
+    backend.open().delete("rule", second.id)  # a half delete_rule: the shift not written
+    restarted = Inventory(backend.open(), lambda _: None)
+    assert [(r.id, r.position) for r in restarted.rules("network", "web")] == [
+        (first.id, 0), (third.id, 1)
+    ]
+    restarted.add_rule("network", "web", "deny")
+    assert [r.position for r in restarted.rules("network", "web")] == [0, 1, 2]
+
+
+def test_the_store_carries_its_schema_version(backend: Backend) -> None:
+    store = backend.open()
+    Inventory(store, lambda _: None)
+    assert store.get("meta", "schema") == {"version": SCHEMA_VERSION}
+
+
+@pytest.mark.parametrize("version", [SCHEMA_VERSION + 1, "2", None, 0])
+def test_a_store_of_a_newer_or_unknown_schema_is_refused(backend: Backend, version: Any) -> None:
+    store = backend.open()
+    Inventory(store, lambda _: None).create_network("web", "10.1.0.0/24")
+    store.put("meta", "schema", {"version": version})
+    with pytest.raises(StoreSchemaTooNew) as refused:
+        Inventory(backend.open(), lambda _: None)
+    if version == SCHEMA_VERSION + 1:
+        assert str(refused.value) == (
+            f"the store has schema version {version}, newer than this controller's "
+            f"{SCHEMA_VERSION}: run a controller of version {version} or newer "
+            '(docs/architecture.md, "Store schema and repair at load")'
+        )
+    else:
+        assert f"the store's schema version {version!r} (record meta/schema)" in str(refused.value)
+    assert store.get("network", "web") is not None  # refused, not touched

@@ -404,14 +404,6 @@ def test_dpid_never_reused_even_without_counter(backend: Backend) -> None:
         store.close()
 
 
-def test_corrupt_record_is_loud(backend: Backend) -> None:
-    store = backend.open()
-    store.put("network", "bad", {"name": "bad", "subnet": "nope"})
-    with pytest.raises(RuntimeError, match="corrupt network record"):
-        Inventory(store, lambda _c: None)
-    store.close()
-
-
 def test_a_change_is_published_as_one_version(
     lab: Inventory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
