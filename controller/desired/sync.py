@@ -26,12 +26,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from controller.desired.errors import CorruptDocument
+from controller.desired.errors import Conflict, CorruptDocument
 from controller.desired.events import Change
 from controller.desired.index import DesiredIndex
 from controller.desired.load import load_index
 from controller.desired.replication import META, apply_document
-from controller.store.base import Store, StoreEvent, StoreUnavailable
+from controller.store.base import Store, StoreConflict, StoreEvent, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,8 @@ class StoreSync:
                         # fails, neither changes).
                         with self.index.batch(), self.store.transaction():
                             yield events
+                    except StoreConflict as exc:  # a key created meanwhile, outside
+                        raise Conflict(str(exc)) from exc  # the exclusive section
                     finally:
                         if self.replicated:
                             self._own_high = self.store.revision()

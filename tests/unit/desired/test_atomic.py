@@ -7,18 +7,18 @@ from __future__ import annotations
 import base64
 import logging
 import sqlite3
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from controller.desired.errors import StoreSchemaTooNew
+from controller.desired.errors import Conflict, StoreSchemaTooNew
 from controller.desired.events import Change
 from controller.desired.inventory import Inventory
 from controller.desired.load import SCHEMA_VERSION
-from controller.store.base import Documents, Store, StoreUnavailable
+from controller.store.base import Documents, Store, StoreConflict, StoreUnavailable
 from tests.unit.storebackends import UNIT_BACKENDS, Backend, etcd_raw, open_backend
 
 
@@ -153,6 +153,31 @@ def test_deleting_a_network_leaves_no_group_listing_it(backend: Backend) -> None
     assert restarted.rules("network", "web") == []
 
 
+class ConflictAtCommit(FailingStore):
+    """A store whose transactions fail at their commit: a key was created meanwhile."""
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.inner.transaction():
+            yield
+            if self.fail_at is not None:
+                raise StoreConflict("network", "taken")
+
+
+def test_a_commit_refused_is_a_conflict_and_changes_nothing(backend: Backend) -> None:
+    store = ConflictAtCommit(backend.open())
+    announced: list[Change] = []
+    inv = Inventory(store, announced.append)  # type: ignore[arg-type]
+    _lab(inv)
+    before_docs, before_view = _documents(store.inner), inv.index.view()
+    announced.clear()
+    store.arm(fail_at=10**6)
+    with pytest.raises(Conflict, match="network 'taken' already exists"):
+        inv.delete_network("web")
+    assert _documents(store.inner) == before_docs
+    assert inv.index.view() is before_view and announced == []
+
+
 # --- at load: bad records repaired or set aside, the schema version ------------------
 
 def put_raw(backend: Backend, kind: str, key: str, text: str) -> None:
@@ -170,7 +195,7 @@ def put_raw(backend: Backend, kind: str, key: str, text: str) -> None:
     assert backend.cluster is not None
     raw = f"{backend.prefix}/docs/{kind}/{key}".encode()
     value = base64.b64encode(text.encode()).decode()
-    etcd_raw(backend.cluster.endpoints[0], "/kv/put",
+    etcd_raw(backend.cluster, "/kv/put",
              {"key": base64.b64encode(raw).decode(), "value": value})
 
 
