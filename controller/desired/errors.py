@@ -32,10 +32,10 @@ class CorruptDocument(RuntimeError):
     """A document of a known kind that does not decode; the message names it.
 
     A replica's store watch logs it and goes on (controller/desired/sync.py); at start
-    the record is set aside instead (controller/desired/load.py).
+    the record is set aside instead (controller/desired/replication.py).
     """
 
 
 class StoreSchemaTooNew(StoreError):
     """The store's schema version is newer than this controller's (or unreadable): it
-    would misread the records, so it refuses to start (controller/desired/load.py)."""
+    would misread the records, so it refuses to start (controller/desired/replication.py)."""

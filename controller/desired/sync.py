@@ -29,8 +29,7 @@ from typing import Any
 from controller.desired.errors import Conflict, CorruptDocument
 from controller.desired.events import Change
 from controller.desired.index import DesiredIndex
-from controller.desired.load import load_index
-from controller.desired.replication import META, apply_document
+from controller.desired.replication import META, apply_document, load_index
 from controller.store.base import Store, StoreConflict, StoreEvent, StoreUnavailable
 
 log = logging.getLogger(__name__)

@@ -99,7 +99,7 @@ def dump_document(value: dict[str, Any]) -> str:
 
 # The one field of what get/list/snapshot hand back for stored text that is no JSON
 # object (written by hand, or cut short): the text itself, at most 1000 characters, so
-# the reader can set it aside (controller/desired/load.py) instead of failing on it.
+# the reader can set it aside (controller/desired/replication.py) instead of failing on it.
 UNREADABLE = "__unreadable__"
 
 

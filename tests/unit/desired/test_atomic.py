@@ -17,7 +17,7 @@ import pytest
 from controller.desired.errors import Conflict, StoreSchemaTooNew
 from controller.desired.events import Change
 from controller.desired.inventory import Inventory
-from controller.desired.load import SCHEMA_VERSION
+from controller.desired.replication import SCHEMA_VERSION
 from controller.store.base import Documents, Store, StoreConflict, StoreUnavailable
 from tests.unit.storebackends import UNIT_BACKENDS, Backend, etcd_raw, open_backend
 
