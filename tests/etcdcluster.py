@@ -3,8 +3,9 @@
 By default it runs as a deployment does (docs/security.md, "etcd"): client and peer
 TLS with client-certificate authentication, certificates from a TestCA of its own
 (tests/pki.py); `cluster.client_tls` are a controller's files to reach it
-(`EtcdStore.from_url(cluster.url(), tls=cluster.client_tls)`).  `tls=False` runs it
-in plain http (for controllers started with --insecure-plaintext).
+(`EtcdStore.from_url(cluster.url(), tls=cluster.client_tls)`); `ca=` makes it use
+a testbed's CA instead.  `tls=False` runs it in plain http (for controllers
+started without TLS files).
 
 Every member listens on 127.0.0.1 only, on free ports chosen at start (never 2379/2380,
 so a system etcd does not matter), with its data directory and log file under one
@@ -110,6 +111,7 @@ class EtcdCluster:
         base_dir: str | Path | None = None,
         startup_timeout: float = 20.0,
         tls: bool = True,
+        ca: TestCA | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("an etcd cluster needs at least one member")
@@ -141,10 +143,13 @@ class EtcdCluster:
         self.client_tls: EtcdTLS | None = None
         self._ssl: ssl.SSLContext | None = None
         if tls:
-            self.ca = TestCA(self.dir / "pki")
+            # One CA per deployment: a testbed's, so its controllers' certificates
+            # reach etcd (Testbed(tls=True, ca=cluster.ca)), else one of its own.
+            self.ca = ca or TestCA(self.dir / "pki")
             for m in self.members:
-                self.ca.issue(m.name, "etcd", ips=[HOST])
-            client = self.ca.issue("etcd-test-client", "controller", ips=[HOST])
+                self.ca.issue(m.name, "etcd", ips=[HOST], file_stem=self._stem(m))
+            client = self.ca.issue("etcd-test-client", "controller", ips=[HOST],
+                                   file_stem=f"{self.token}-client")
             self.client_tls = EtcdTLS(self.ca.cert_file, client.cert_file, client.key_file)
             self._ssl = ssl.create_default_context(cafile=str(self.ca.cert_file))
             self._ssl.load_cert_chain(client.cert_file, client.key_file)
@@ -297,12 +302,17 @@ class EtcdCluster:
             HOST, m.client_port, timeout=timeout, context=self._ssl
         )
 
+    def _stem(self, m: _Member) -> str:
+        """The file stem of member m's certificate (unique in a shared CA directory)."""
+        return f"{self.token}-{m.name}"
+
     def _tls_args(self, m: _Member) -> list[str]:
         """Client and peer TLS, each requiring a certificate from the cluster's CA."""
         if self.ca is None:
             return []
         pki = self.ca.directory
-        ca, cert, key = self.ca.cert_file, pki / f"{m.name}.crt", pki / f"{m.name}.key"
+        ca, cert = self.ca.cert_file, pki / f"{self._stem(m)}.crt"
+        key = pki / f"{self._stem(m)}.key"
         return [
             f"--cert-file={cert}", f"--key-file={key}", f"--trusted-ca-file={ca}",
             "--client-cert-auth",

@@ -119,6 +119,7 @@ def test_the_peer_port_requires_a_member_certificate(cluster: EtcdCluster) -> No
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(url, timeout=3, verify=str(cluster.ca.cert_file))
     pki = cluster.ca.directory
+    stem = f"{cluster.token}-m0"
     resp = requests.get(url, timeout=3, verify=str(cluster.ca.cert_file),
-                        cert=(str(pki / "m0.crt"), str(pki / "m0.key")))
+                        cert=(str(pki / f"{stem}.crt"), str(pki / f"{stem}.key")))
     assert resp.status_code == 200 and "m0" in resp.text

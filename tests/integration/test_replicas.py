@@ -58,7 +58,7 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    etcd = EtcdCluster(3, tls=False)
+    etcd = EtcdCluster(3)
     proxies: list[list[TcpProxy]] = []
     try:
         for _ in range(REPLICAS):
@@ -70,6 +70,7 @@ def lab() -> Iterator[Lab]:
             for row in proxies
         ]
         with make_testbed(hosts=2, idle_timeout=IDLE, replicas=REPLICAS, store=stores,
+                          tls=True, ca=etcd.ca,
                           replica_site="default", replica_remote_ip=REMOTE_IP) as tb:
             tb.create_network("blue", "10.1.0.0/24")
             containers = {}
@@ -212,7 +213,7 @@ def test_switches_of_another_site_get_the_remote_targets(lab: Lab, tb: Testbed) 
     target; a host of another site registering is given every replica's remote one."""
     local = sorted(tb.openflow_target(i) for i in range(REPLICAS))
     remote = sorted(tb.openflow_target(i, remote=True) for i in range(REPLICAS))
-    assert all(t.startswith(f"tcp:{REMOTE_IP}:") for t in remote) and len(set(remote)) == 3
+    assert all(t.startswith(f"ssl:{REMOTE_IP}:") for t in remote) and len(set(remote)) == 3
     for host in tb.hosts:
         assert sorted(tb.vsctl(host, "get-controller", BRIDGE).stdout.split()) == local
         r = replica_api(tb, 1, "GET", f"/hosts/{host}")

@@ -51,14 +51,16 @@ class Controllers:
         replica_site: str | None = None,
         replica_remote_ip: str | None = None,
         tls: bool = False,
+        ca: TestCA | None = None,
     ) -> None:
         # `store_urls`: one per replica (None: a SQLite file of the testbed)
         # `replica_site`, `replica_remote_ip`: every replica runs with --site SITE
         # --advertise-openflow-remote tcp:IP:ITS_PORT (the target of other sites'
         # switches; nothing needs to listen there)
-        # `tls`: a test CA (tests/pki.py) in the testbed's directory issues the
-        # replicas' certificate and each host's; the replicas run with --tls-* and the
-        # switches connect over TLS (ssl: targets) with their host's certificate
+        # `tls`: a test CA (tests/pki.py; `ca`, e.g. the test etcd cluster's, else one
+        # in the testbed's directory) issues the replicas' certificate and each host's;
+        # the replicas run with --tls-* (OpenFlow and etcd over TLS) and the switches
+        # connect over TLS (ssl: targets) with their host's certificate
         self._layout = layout
         self._processes = processes
         self._hosts = hosts
@@ -77,7 +79,7 @@ class Controllers:
         self.of_ports: list[int] = []
         self._store_bridges: list[TcpProxy] = []
         self._http: httpx.Client | None = None
-        self.ca: TestCA | None = TestCA(workdir / "pki") if tls else None
+        self.ca: TestCA | None = (ca or TestCA(workdir / "pki")) if tls else None
 
     # ------------------------------------------------------------------ names
 
@@ -112,7 +114,8 @@ class Controllers:
         `role` (none without TLS)."""
         if self.ca is None:
             return []
-        issued = self.ca.issue(name, role, ips=ips, file_stem=f"{role}-{name}")
+        issued = self.ca.issue(name, role, ips=ips,
+                               file_stem=f"{self._layout.id}-{role}-{name}")
         return ["--tls-ca", str(self.ca.cert_file), "--tls-cert", str(issued.cert_file),
                 "--tls-key", str(issued.key_file)]
 

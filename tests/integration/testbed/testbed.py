@@ -79,8 +79,10 @@ class Testbed:
         replica_remote_ip: str | None = None,
         ovs_other_config: dict[str, str] | None = None,
         tls: bool = False,
+        ca: TestCA | None = None,
     ) -> None:
-        # `tls`: certificates from a test CA, switches over TLS (see Controllers)
+        # `tls`: certificates from a test CA (`ca`, else its own), switches and etcd
+        # over TLS (see Controllers)
         # `store`: one URL for every replica, or one per replica (e.g. a replica that
         # reaches etcd through a proxy a test can cut); see Controllers for
         # `replica_site`, `replica_remote_ip`; HostBuilder for `ovs_other_config`
@@ -110,6 +112,7 @@ class Testbed:
         self._replica_remote_ip = replica_remote_ip
         self._ovs_other_config = dict(ovs_other_config or {})
         self._tls = tls
+        self._ca = ca
         self._keep_dir = bool(os.environ.get("DLT_KEEP")) if keep_dir is None else keep_dir
 
         self.hosts: dict[str, Host] = {}
@@ -225,7 +228,7 @@ class Testbed:
             layout, processes, self.hosts, workdir, store_urls=self._store_urls,
             idle_timeout=self.idle_timeout, ready_timeout=self._ready_timeout,
             controller_args=self._controller_args, replica_site=self._replica_site,
-            replica_remote_ip=self._replica_remote_ip, tls=self._tls,
+            replica_remote_ip=self._replica_remote_ip, tls=self._tls, ca=self._ca,
         )
         self._parts = _Parts(
             registry=registry, layout=layout, processes=processes, builder=builder,
