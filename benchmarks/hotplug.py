@@ -75,9 +75,10 @@ def ping_times(tb: Testbed, src: str, dst_ip: str, count: int) -> list[float]:
     return [times.get(i, float("nan")) for i in range(1, count + 1)]
 
 
-def first_packet(tb: Testbed, side: int) -> dict[str, float]:
-    left = [tb.container("h1", f"fa{i}", "bench") for i in range(side)]
-    right = [tb.container("h2", f"fb{i}", "bench") for i in range(side)]
+def first_packet(tb: Testbed, side: int, tag: str = "") -> dict[str, float]:
+    """`tag`: in the containers' names, to measure again on new containers."""
+    left = [tb.container("h1", f"fa{tag}{i}", "bench") for i in range(side)]
+    right = [tb.container("h2", f"fb{tag}{i}", "bench") for i in range(side)]
     overheads, steadies, lost = [], [], 0
     for a in left:
         for b in right:
@@ -143,16 +144,16 @@ def probe_all(tb: Testbed, groups: list[list], neigh_mac: dict[str, str],
             "seconds": round(elapsed, 3), "pairs_per_s": round(len(answers) / elapsed, 1)}
 
 
-def rate_containers(tb: Testbed, n: int) -> tuple[list, int]:
+def rate_containers(tb: Testbed, n: int, tag: str = "") -> tuple[list, int]:
     """n containers on h1 and the new peers each one probes: half a PacketIn burst
     (each one is also the peer that answers others)."""
-    cs = [tb.container("h1", f"r{i}", "bench") for i in range(n)]
+    cs = [tb.container("h1", f"r{tag}{i}", "bench") for i in range(n)]
     return cs, min(n - 1, CoreState().packet_in_burst // 2)
 
 
-def daolinet_rate(tb: Testbed, n: int) -> dict[str, float]:
-    """Setup rate of n containers under daolinet alone (no baseline)."""
-    cs, fanout = rate_containers(tb, n)
+def daolinet_rate(tb: Testbed, n: int, tag: str = "") -> dict[str, float]:
+    """Setup rate of n new containers under daolinet alone (no baseline)."""
+    cs, fanout = rate_containers(tb, n, tag)
     return probe_all(tb, [cs], {c.ip: "02:da:00:00:00:01" for c in cs}, fanout)
 
 
