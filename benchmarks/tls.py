@@ -11,6 +11,12 @@ machine's noise falls on both alike.  Prints the medians per mode and the median
 the rounds' differences, against the bounds of the issue (TLS: at most 10 % of the
 setup rate and 0.3 ms of the median first packet).
 
+First, and alone with --channel-only (no root needed): what TLS adds to one message
+exchange on the OpenFlow channel, resolvable where the testbed figures drown in a
+loaded machine's noise: a 128-byte message (a PacketIn) answered by 1 KB (FlowMods
+and a PacketOut), over loopback, TLS 1.3 with the same ECDSA P-256 certificates as
+a deployment against plain TCP, the two alternated exchange by exchange.
+
 Run as root:  .venv/bin/python benchmarks/tls.py [--rounds 4] [--pairs-side 5]
 """
 
@@ -18,16 +24,85 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
+import ssl
 import statistics
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.hotplug import daolinet_rate, first_packet
+from controller.openflow.listener import server_context
 from tests.integration.testbed import Testbed
+from tests.pki import TestCA
 
 MODES = ("plain", "tls")
+ASK, ANSWER = 128, 1024  # bytes: a PacketIn; FlowMods and a PacketOut
+
+
+def _echo(conn: socket.socket) -> None:
+    """Answer every ASK bytes with ANSWER bytes until the peer leaves."""
+    with conn:
+        while True:
+            got = b""
+            while len(got) < ASK:
+                chunk = conn.recv(ASK - len(got))
+                if not chunk:
+                    return
+                got += chunk
+            conn.sendall(b"a" * ANSWER)
+
+
+def _pair(server_ctx: ssl.SSLContext | None, client_ctx: ssl.SSLContext | None
+          ) -> socket.socket:
+    """A connected client socket to a one-connection echo server on loopback."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        listener.close()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _echo(server_ctx.wrap_socket(conn, server_side=True) if server_ctx else conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    raw = socket.create_connection(("127.0.0.1", port))
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return client_ctx.wrap_socket(raw) if client_ctx else raw
+
+
+def _exchange(sock: socket.socket) -> float:
+    start = time.perf_counter()
+    sock.sendall(b"q" * ASK)
+    got = 0
+    while got < ANSWER:
+        got += len(sock.recv(ANSWER - got))
+    return time.perf_counter() - start
+
+
+def channel(n: int) -> dict[str, float]:
+    """Median exchange time (µs) over plain TCP and over TLS, alternated."""
+    with tempfile.TemporaryDirectory() as d:
+        ca = TestCA(Path(d))
+        ctl, host = ca.issue("c0", "controller"), ca.issue("h1", "host")
+        server = server_context(ca.cert_file, ctl.cert_file, ctl.key_file)
+        client = ssl.create_default_context(cafile=str(ca.cert_file))
+        client.check_hostname = False
+        client.load_cert_chain(host.cert_file, host.key_file)
+        socks = {"plain": _pair(None, None), "tls": _pair(server, client)}
+        times: dict[str, list[float]] = {m: [] for m in MODES}
+        for i in range(n):
+            for mode in (MODES if i % 2 == 0 else MODES[::-1]):
+                times[mode].append(_exchange(socks[mode]))
+        for sock in socks.values():
+            sock.close()
+    plain, tls = (statistics.median(times[m]) * 1e6 for m in MODES)
+    return {"exchanges": n, "plain_us": round(plain, 1), "tls_us": round(tls, 1),
+            "tls_extra_us": round(tls - plain, 1)}
 
 
 def measure(tb: Testbed, tag: str, args: argparse.Namespace) -> dict[str, float]:
@@ -46,7 +121,15 @@ def main() -> int:
     ap.add_argument("--pairs-side", type=int, default=5, help="N: N*N cross-host pairs")
     ap.add_argument("--rate-containers", type=int, default=12)
     ap.add_argument("--idle-timeout", type=int, default=5)
+    ap.add_argument("--exchanges", type=int, default=20000)
+    ap.add_argument("--channel-only", action="store_true")
     args = ap.parse_args()
+    ch = channel(args.exchanges)
+    print(f"OpenFlow channel, {ch['exchanges']} exchanges of {ASK} B / {ANSWER} B on loopback: "
+          f"plain {ch['plain_us']} µs, TLS {ch['tls_us']} µs, TLS adds {ch['tls_extra_us']} µs",
+          flush=True)
+    if args.channel_only:
+        return 0
     runs: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
     with Testbed(hosts=2, idle_timeout=args.idle_timeout) as plain, \
             Testbed(hosts=2, idle_timeout=args.idle_timeout, tls=True) as tls:
