@@ -222,6 +222,8 @@ async def daolinet_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any
                                        - m0["daolinet_setups_total"])
         out["controller_failed"] = int(m1["daolinet_failed_setups_total"]
                                        - m0["daolinet_failed_setups_total"])
+        dropped = "daolinet_packet_ins_dropped_total"  # the controller's own PacketIn budget
+        out["controller_dropped"] = int(m1.get(dropped, 0) - m0.get(dropped, 0))
         out["load_rss_mb"] = round(ctls.rss_mb(), 1)
         # Restart: cold start with everything in the store, then every switch's resync.
         progress("restart")
@@ -289,7 +291,8 @@ def report(args: argparse.Namespace, d: dict[str, Any], b: dict[str, Any]) -> di
           f"switches and agents synced in {d['connect_s']} s")
     print(f"idle controller: CPU {d['idle_cpu_pct']}% of a core, RSS {d['idle_rss_mb']} MB")
     print(f"setups: {load['per_s']}/s over {load['seconds']} s ({load['setups']}; "
-          f"controller counted {d['controller_setups']}, failed {d['controller_failed']}; "
+          f"controller counted {d['controller_setups']}, failed {d['controller_failed']}, "
+          f"PacketIns dropped {d['controller_dropped']}; "
           f"lost {load['lost']}, denied {load['denied']}; sent {load['kinds']})")
     print(f"  per second: {load['series']}")
     print(f"  controller-side first-packet latency p50 {load['p50_ms']} ms, "
@@ -316,7 +319,7 @@ def report(args: argparse.Namespace, d: dict[str, Any], b: dict[str, Any]) -> di
         "baseline_p50_ms": b["p50_ms"], "baseline_p99_ms": b["p99_ms"],
         "series": load["series"], "baseline_series": b["series"],
         "lost": load["lost"], "denied": load["denied"],
-        "controller_setups": d["controller_setups"],
+        "controller_setups": d["controller_setups"], "controller_dropped": d["controller_dropped"],
         "rss_mb": d["load_rss_mb"], "idle_rss_mb": d["idle_rss_mb"],
         "idle_cpu_pct": d["idle_cpu_pct"], "load_cpu_pct": load["controller_cpu_pct"],
         "store_mb": d["store_mb"], "register_s": d["register"]["containers_s"],
@@ -329,15 +332,21 @@ def report(args: argparse.Namespace, d: dict[str, Any], b: dict[str, Any]) -> di
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="daolinet-scale-"))
+    keep = args.keep
     try:
         d = await daolinet_run(args, workdir)
+        # a switch that did not resync: keep the controller's log to see why
+        keep = keep or bool(d["resync_missing"])
         b = await baseline_run(args, workdir, d.pop("_fabric"), d.pop("_ports"), d.pop("_ca"))
         return report(args, d, b)
+    except BaseException:
+        keep = True
+        raise
     finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+        if keep:
+            print(f"logs and store kept in {workdir}", file=sys.stderr)
         else:
-            print(f"logs and store kept in {workdir}")
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def options(argv: list[str] | None = None) -> argparse.Namespace:

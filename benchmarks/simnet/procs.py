@@ -155,12 +155,14 @@ class Controller(Proc):
         return r.json()
 
     def metrics(self) -> dict[str, float]:
+        """The /metrics values by name; a labelled series is summed over its labels."""
         text = httpx.get(self.url + "/metrics", headers=self.headers, timeout=60).text
-        out = {}
+        out: dict[str, float] = {}
         for line in text.splitlines():
-            if line and not line.startswith("#") and "{" not in line:
-                name, _, value = line.partition(" ")
-                out[name] = float(value)
+            if line and not line.startswith("#"):
+                series, _, value = line.rpartition(" ")
+                name = series.partition("{")[0]
+                out[name] = out.get(name, 0.0) + float(value)
         return out
 
     async def post_all(self, path: str, bodies: list[dict[str, Any]], parallel: int) -> None:

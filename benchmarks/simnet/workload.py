@@ -20,7 +20,8 @@ from benchmarks.simnet.tracker import Pending, Tally, Tracker, pair_key
 
 T_STATEFUL = 2  # the table the controller's miss flows send PacketIns from
 KINDS = ("same-host", "cross-host", "cross-site")
-PROBE_S = 2.0  # a resync probe unanswered for this long is sent again (a new pair)
+PROBE_S = 2.0  # a resync probe unanswered for this long is followed by another
+MAX_PROBES = 5  # resync probes in flight per switch
 Expect = Callable[[int, int], dict[int, int]]  # (src dpid, dst dpid) -> flows per dpid
 
 
@@ -176,12 +177,16 @@ class Workload:
         )
 
     async def resync(self, since: float, timeout: float) -> dict[int, float]:
-        """Probe every switch with one same-host setup at a time (a new one after
-        PROBE_S without an answer: the controller drops PacketIns of a switch it has
-        not synced yet), once the controller asked it for its flows after it
-        reconnected, until each completed one: the seconds from `since` to each
-        host's first setup (hosts missing: none in time)."""
+        """Probe every switch with same-host setups, once the controller asked it for
+        its flows after it reconnected, until each completed one: the seconds from
+        `since` to each host's first setup (hosts missing: none in time).
+
+        A probe unanswered after PROBE_S is followed by another (the controller
+        drops PacketIns of a switch whose ports it does not know yet), at most
+        MAX_PROBES in flight per switch; an earlier probe answered late counts too.
+        """
         first: dict[int, float] = {}
+        last: dict[int, float] = {}
         # Setups still in flight were sent to the controller that is gone.
         self.tracker.pending.clear()
         self.in_flight = [0] * len(self.switches)
@@ -192,13 +197,15 @@ class Workload:
                 first[p.host] = time.monotonic() - since
 
         self.tracker.reset(finished)
-        old_timeout, self.tracker.timeout = self.tracker.timeout, PROBE_S
+        old_timeout, self.tracker.timeout = self.tracker.timeout, timeout
         try:
-            while len(first) < len(self.switches) and time.monotonic() - since < timeout:
+            while len(first) < len(self.switches) and (now := time.monotonic()) - since < timeout:
                 for h, sw in enumerate(self.switches):
-                    if h not in first and self.in_flight[h] == 0 and sw.stats.synced_at:
-                        self.start_one(h, "same-host")
-                self.tracker.expire()
+                    if (h not in first and sw.stats.synced_at
+                            and self.in_flight[h] < MAX_PROBES
+                            and now - last.get(h, 0.0) >= PROBE_S
+                            and self.start_one(h, "same-host")):
+                        last[h] = now
                 await asyncio.sleep(0.05)
         finally:
             self.tracker.timeout = old_timeout
