@@ -389,7 +389,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
                          "--keep)")
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         ap.set_defaults(hosts=4, containers=80, sites=2, duration=3, idle_timeout=2,
-                        idle_window=1)
+                        idle_window=1, sync_timeout=60, resync_timeout=60)
     args = ap.parse_args(argv)
     args.keep = args.keep or args.profile
     if args.hosts < 1 or args.containers < 2 * args.hosts or not 1 <= args.sites <= args.hosts:

@@ -9,6 +9,7 @@ one finishes: as fast as answered) or open-loop at `rate` setups per second.
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import time
 from collections.abc import Callable
@@ -42,11 +43,11 @@ class Fabric:
 
     def kinds(self) -> list[str]:
         """The kinds of pair this fabric has."""
+        per_site = collections.Counter(self.sites)
         out = ["same-host"]
-        if any(self.sites[i] == self.sites[j] for i in range(len(self.hosts))
-               for j in range(i + 1, min(len(self.hosts), i + 3))):
+        if any(n > 1 for n in per_site.values()):
             out.append("cross-host")
-        if len(set(self.sites)) > 1:
+        if len(per_site) > 1:
             out.append("cross-site")
         return out
 
