@@ -166,10 +166,10 @@ async def daolinet_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any
     out: dict[str, Any] = {}
     profile = workdir / "profile.txt" if args.profile else None
     etcd = None
+    # one CA for etcd, the controllers, the switches and the baseline
     ca = TestCA(workdir / "pki") if args.tls else None
     if args.replicas > 1 or args.etcd:
-        etcd = EtcdCluster(1, tls=args.tls)
-        ca = etcd.ca  # one CA for etcd, the controllers and the switches
+        etcd = EtcdCluster(1, tls=args.tls, ca=ca)
     ctls = Controllers(workdir, args.replicas, args.idle_timeout,
                        etcd.url("daolinet-scale") if etcd else None,
                        etcd.dir if etcd else None, ca, profile)
