@@ -14,6 +14,7 @@ import logging
 import uuid
 from typing import Any
 
+from controller.desired.addresses import check_subnet, field_check
 from hostnet.agent.client import ControllerError
 from hostnet.docker.common import (
     ADDRESS_SPACE,
@@ -70,6 +71,10 @@ class Ipam:
             net = ipaddress.IPv4Network(text, strict=True)
         except ValueError as exc:
             raise PluginError(f"subnet {text} is not a valid IPv4 CIDR: {exc}") from None
+        try:  # the controller's rules, before Docker records a pool it would refuse
+            field_check(check_subnet, "subnet")(net)
+        except ValueError as exc:
+            raise PluginError(str(exc)) from None
         local = [
             (n, sub) for n in await from_docker(self.deps.docker.networks())
             for sub, _ in docker_subnets(n)

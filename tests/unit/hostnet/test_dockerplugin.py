@@ -222,6 +222,11 @@ def test_network_is_created_under_the_docker_name(world: World):
         assert body["Err"].startswith("daolinet: subnet 10.20.0.0/24 overlaps network web")
         _, body, _ = await world.call("h1", "IpamDriver.RequestPool", {"Pool": ""})
         assert "give the network a subnet" in body["Err"]
+        # the controller's rules of subnets (docs/security.md, "Validation")
+        for pool, why in (("127.0.0.0/8", "overlaps the loopback range 127.0.0.0/8"),
+                          ("0.0.0.0/0", "is too large: use /8 or smaller")):
+            _, body, _ = await world.call("h1", "IpamDriver.RequestPool", {"Pool": pool})
+            assert body == {"Err": f"daolinet: subnet {pool} {why}"}
         _, body, _ = await world.call("h1", "NetworkDriver.CreateNetwork", {
             "NetworkID": "x", "IPv4Data": [{"AddressSpace": "LocalDefault",
                                             "Pool": "10.9.0.0/24"}]})
