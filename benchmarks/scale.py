@@ -152,12 +152,14 @@ async def measured(ctl: Proc | Controllers, work: Workload, args: argparse.Names
     """One load phase, with the controller's and the simulator's CPU over it."""
     c0 = ctl.cpu_seconds()
     s0, t0 = sim_cpu(), time.monotonic()
+    d0 = sum(s.stats.disconnects for s in work.switches)
     result = await work.run(args.duration, args.outstanding, args.rate)
     wall = time.monotonic() - t0
     sim = sim_cpu() - s0
     return result, {
         "controller_cpu_pct": round(100 * (ctl.cpu_seconds() - c0) / wall, 1),
         "sim_cpu_pct": round(100 * sim / wall, 1),
+        "disconnects": sum(s.stats.disconnects for s in work.switches) - d0,
         "sim_capacity_per_s": round(result.setups / sim, 0) if sim > 0 else float("inf"),
     }
 
@@ -293,13 +295,15 @@ def report(args: argparse.Namespace, d: dict[str, Any], b: dict[str, Any]) -> di
     print(f"setups: {load['per_s']}/s over {load['seconds']} s ({load['setups']}; "
           f"controller counted {d['controller_setups']}, failed {d['controller_failed']}, "
           f"PacketIns dropped {d['controller_dropped']}; "
-          f"lost {load['lost']}, denied {load['denied']}; sent {load['kinds']})")
+          f"lost {load['lost']}, denied {load['denied']}, switch disconnects "
+          f"{load['disconnects']}; sent {load['kinds']})")
     print(f"  per second: {load['series']}")
     print(f"  controller-side first-packet latency p50 {load['p50_ms']} ms, "
           f"p99 {load['p99_ms']} ms; controller CPU {load['controller_cpu_pct']}%, "
           f"RSS {d['load_rss_mb']} MB")
     print(f"baseline (minimal os-ken app): {b['per_s']}/s (p50 {b['p50_ms']} ms, "
-          f"p99 {b['p99_ms']} ms, CPU {b['controller_cpu_pct']}%); per second {b['series']}; "
+          f"p99 {b['p99_ms']} ms, CPU {b['controller_cpu_pct']}%, lost {b['lost']}, switch "
+          f"disconnects {b['disconnects']}); per second {b['series']}; "
           f"ratio {ratio:.2f}")
     print(f"restart: cold start {d['cold_start_s']} s; every switch set up a connection "
           f"again {d['resync_s']} s after the restart (median {d['resync_median_s']} s, "
@@ -318,7 +322,8 @@ def report(args: argparse.Namespace, d: dict[str, Any], b: dict[str, Any]) -> di
         "ratio": round(ratio, 3), "p50_ms": load["p50_ms"], "p99_ms": load["p99_ms"],
         "baseline_p50_ms": b["p50_ms"], "baseline_p99_ms": b["p99_ms"],
         "series": load["series"], "baseline_series": b["series"],
-        "lost": load["lost"], "denied": load["denied"],
+        "lost": load["lost"], "denied": load["denied"], "disconnects": load["disconnects"],
+        "baseline_lost": b["lost"], "baseline_disconnects": b["disconnects"],
         "controller_setups": d["controller_setups"], "controller_dropped": d["controller_dropped"],
         "rss_mb": d["load_rss_mb"], "idle_rss_mb": d["idle_rss_mb"],
         "idle_cpu_pct": d["idle_cpu_pct"], "load_cpu_pct": load["controller_cpu_pct"],

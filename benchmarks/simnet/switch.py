@@ -31,6 +31,7 @@ class Sink(Protocol):
     def flow_added(self, dpid: int, mod: w.FlowMod) -> None: ...
     def packet_out(self, dpid: int, data: bytes) -> None: ...
     def flow_gone(self, dpid: int, fields: tuple[bytes, ...]) -> None: ...
+    def switch_lost(self, dpid: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -66,6 +67,7 @@ class SwitchStats:
     dumped_entries: int = 0
     flow_removed: int = 0
     refused: int = 0  # writes from a slave connection
+    disconnects: int = 0  # connections the controller (or the network) ended
     synced_at: float | None = None  # first flow dump asked by a master since it connected
 
 
@@ -124,6 +126,8 @@ class Channel(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         if not self._closing:
+            self.switch.stats.disconnects += 1
+            self.switch.sink.switch_lost(self.switch.dpid)
             asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:

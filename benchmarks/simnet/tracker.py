@@ -126,6 +126,15 @@ class Tracker:
         else:
             self.live.pop(key, None)
 
+    def switch_lost(self, dpid: int) -> None:
+        """A connection of switch `dpid` ended: the setups it was part of are lost
+        (the controller forgot them), so the workload goes on with new ones."""
+        for key, p in list(self.pending.items()):
+            if p.src_dpid == dpid or dpid in p.need:
+                del self.pending[key]
+                self.tally.lost += 1
+                self.on_finished(p, False)
+
     def _check(self, key: PairKey, p: Pending) -> None:
         if p.out and not p.need:
             now = time.monotonic()
