@@ -124,6 +124,18 @@ def controller(tmp_path: Path) -> Iterator[Controller]:
         yield c
 
 
+def complete(answer: bytes) -> bool:
+    """Whether `answer` holds a whole response (headers and Content-Length bytes)."""
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return True
+
+
 def send_body(port: int, headers: str, total: int, chunked: bool = False) -> tuple[bytes, int]:
     """POST `total` bytes of JSON-ish body after `headers` (in chunked encoding if
     `chunked`), reading the answer as soon as one comes; (the answer's first bytes,
@@ -136,7 +148,7 @@ def send_body(port: int, headers: str, total: int, chunked: bool = False) -> tup
         s.setblocking(False)
         answer = b""
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and b"\r\n\r\n" not in answer:
+        while time.monotonic() < deadline and not complete(answer):
             try:
                 received = s.recv(65536)
                 if not received:
