@@ -13,6 +13,7 @@ restart tests come last because they disturb the controller/agents.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import signal
@@ -279,6 +280,41 @@ def test_tcp_throughput_across_hosts(lab: Lab, tb: Testbed) -> None:
     assert "error" not in result, result.get("error")
     received = result["end"]["sum_received"]
     assert received["bytes"] > 0 and received["bits_per_second"] > 0, received
+
+
+def test_bad_inputs_are_refused_naming_the_field(lab: Lab, tb: Testbed) -> None:
+    """Issue 17's bad inputs through the real controller process: a 4xx naming the field,
+    nothing made (docs/security.md, "Validation"); a good network is still made after
+    them, and traffic flows on."""
+    h2 = tb.api_json("GET", "/hosts/h2")["address"]
+    near_h2 = str(ipaddress.ip_network(f"{h2}/24", strict=False))
+    container = {"name": "bad", "network": BLUE, "host": "h1"}
+    cases = [
+        ("/networks", {"name": "all", "subnet": "0.0.0.0/0"}, 422,
+         "subnet 0.0.0.0/0 is too large: use /8 or smaller"),
+        ("/networks", {"name": "lo", "subnet": "127.0.0.0/8"}, 422,
+         "subnet 127.0.0.0/8 overlaps the loopback range 127.0.0.0/8"),
+        ("/networks", {"name": "mc", "subnet": "224.0.0.0/8"}, 422,
+         "subnet 224.0.0.0/8 overlaps the multicast range 224.0.0.0/4"),
+        ("/networks", {"name": "under", "subnet": near_h2}, 409,
+         f"subnet {near_h2} holds "),
+        ("/containers", {**container, "ip": "127.0.0.1"}, 422,
+         "ip 127.0.0.1 is in the loopback range"),
+        ("/containers", {**container, "ip": "224.0.0.1"}, 422,
+         "ip 224.0.0.1 is in the multicast range"),
+        ("/containers", {**container, "ip": h2}, 422, f"ip {h2} is outside subnet"),
+        ("/hosts", {"name": "hx", "address": "198.18.250.9", "wg_endpoint": "1.2.3.4:5_1820"},
+         422, "wg_endpoint '1.2.3.4:5_1820' is not IPv4:PORT"),
+    ]
+    for path, body, status, detail in cases:
+        r = tb.api("POST", path, json=body)
+        assert (r.status_code, r.json()["detail"][:len(detail)]) == (status, detail), body
+    assert {n["name"] for n in tb.api_json("GET", "/networks")} == {BLUE, RED}
+    assert "bad" not in {c["name"] for c in tb.api_json("GET", "/containers")}
+    assert tb.api("GET", "/hosts/hx").status_code == 404
+    tb.create_network("ok", "10.20.0.0/16")
+    assert tb.api("DELETE", "/networks/ok").status_code in (200, 204)
+    assert tb.ping(lab.a1, lab.b1, count=1, timeout=2), "a1 → b1 after the refusals"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stop", "crash"])
