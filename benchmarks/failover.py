@@ -153,7 +153,7 @@ def main() -> int:
     ap.add_argument("--rate-rounds", type=int, default=3)
     args = ap.parse_args()
     with EtcdCluster(3) as etcd, Testbed(hosts=3, idle_timeout=3, replicas=3, tls=True,
-                                         ca=etcd.ca, store=etcd.url("bench-failover")) as tb:
+                                         etcd_ca=etcd.ca, store=etcd.url("bench-failover")) as tb:
         tb.create_network("bench", "10.1.0.0/16")
         tb.container("h1", "p1", "bench")
         tb.container("h2", "p2", "bench")

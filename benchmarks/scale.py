@@ -168,13 +168,15 @@ async def daolinet_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any
     out: dict[str, Any] = {}
     profile = workdir / "profile.txt" if args.profile else None
     etcd = None
-    # one CA for etcd, the controllers, the switches and the baseline
+    # the deployment CA: the controllers, the switches and the baseline; etcd has a CA
+    # of its own, which issues the replicas' etcd client certificates
     ca = TestCA(workdir / "pki") if args.tls else None
     if args.replicas > 1 or args.etcd:
-        etcd = EtcdCluster(1, tls=args.tls, ca=ca)
+        etcd = EtcdCluster(1, tls=args.tls)
     ctls = Controllers(workdir, args.replicas, args.idle_timeout,
                        etcd.url("daolinet-scale") if etcd else None,
-                       etcd.dir if etcd else None, ca, profile)
+                       etcd.dir if etcd else None, ca, profile,
+                       etcd.ca if etcd else None)
     ctl = ctls.first
     ctls.start()
     switches: list[SimSwitch] = []

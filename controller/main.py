@@ -55,6 +55,7 @@ from controller.store.base import StoreError
 from controller.store.etcd.client import EtcdTLS
 from controller.store.url import open_store
 from controller.trust.revocation import REVOKED, Revocations
+from controller.trust.tls import TlsFiles, build_client_context, shared_ca
 
 log = logging.getLogger("daolinet.controller")
 
@@ -117,6 +118,11 @@ def main(
     tls_ca: Annotated[Path | None, option("tls_ca")] = DEFAULTS["tls_ca"],
     tls_cert: Annotated[Path | None, option("tls_cert")] = DEFAULTS["tls_cert"],
     tls_key: Annotated[Path | None, option("tls_key")] = DEFAULTS["tls_key"],
+    etcd_tls_ca: Annotated[Path | None, option("etcd_tls_ca")] = DEFAULTS["etcd_tls_ca"],
+    etcd_tls_cert: Annotated[
+        Path | None, option("etcd_tls_cert")
+    ] = DEFAULTS["etcd_tls_cert"],
+    etcd_tls_key: Annotated[Path | None, option("etcd_tls_key")] = DEFAULTS["etcd_tls_key"],
 ) -> None:
     """Run the daolinet controller."""
     options = dict(locals())
@@ -139,10 +145,9 @@ def serve(settings: ControllerSettings) -> None:
     """Wire the parts and run until the API server stops."""
     try:
         token, readonly_token, agent_token = read_tokens(settings)
-        etcd_tls = None
+        etcd_tls = etcd_tls_of(settings)
         openflow_tls = None
         if settings.tls_ca and settings.tls_cert and settings.tls_key:
-            etcd_tls = EtcdTLS(settings.tls_ca, settings.tls_cert, settings.tls_key)
             # Refuse to start with files that do not load.
             server_context(settings.tls_ca, settings.tls_cert, settings.tls_key)
             # A context per switch connection, from the files as they are then: a
@@ -266,6 +271,22 @@ def serve(settings: ControllerSettings) -> None:
     # os-ken's threads do not stop on request; the process is done once the API is.
     sys.stdout.flush()
     os._exit(0 if server.started else 1)
+
+
+def etcd_tls_of(settings: ControllerSettings) -> EtcdTLS | None:
+    """The etcd client's files (None: plain http), checked before anything starts:
+    they load, and the etcd CA is not the deployment's (--tls-ca), which signs every
+    host's certificate (docs/security.md, "etcd").  ValueError naming the option."""
+    ca, cert, key = settings.etcd_tls_ca, settings.etcd_tls_cert, settings.etcd_tls_key
+    if ca is None or cert is None or key is None:
+        return None
+    build_client_context(ca, TlsFiles(ca, cert, key))
+    if settings.tls_ca is not None and shared_ca(ca, settings.tls_ca):
+        raise ValueError(
+            f"--etcd-tls-ca {ca} holds the deployment's CA (--tls-ca {settings.tls_ca}): "
+            "etcd must trust a CA of its own, or every host's certificate reaches the store"
+        )
+    return EtcdTLS(ca, cert, key)
 
 
 def run() -> None:

@@ -123,6 +123,18 @@ class ControllerSettings(BaseSettings):
         None, description="this replica's certificate (PEM, OU=controller)"
     )
     tls_key: Path | None = Field(None, description="this replica's private key (PEM)")
+    etcd_tls_ca: Path | None = Field(
+        None, description="the etcd cluster's own CA certificate (PEM), not the "
+        "deployment's; with --etcd-tls-cert and --etcd-tls-key: etcd is reached over "
+        "https with this replica's etcd client certificate; required with an etcd store "
+        "and --tls-* (docs/security.md, \"etcd\")"
+    )
+    etcd_tls_cert: Path | None = Field(
+        None, description="this replica's etcd client certificate (PEM, of the etcd CA)"
+    )
+    etcd_tls_key: Path | None = Field(
+        None, description="this replica's etcd client key (PEM)"
+    )
 
     # --- checks (in the order of the messages a user sees first) ------------------
     @field_validator("api")
@@ -154,10 +166,8 @@ class ControllerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_together(self) -> Self:
-        given = [f for f in ("tls_ca", "tls_cert", "tls_key") if getattr(self, f) is not None]
-        if given and len(given) != 3:
-            raise ValueError("--tls-ca, --tls-cert and --tls-key go together (given: "
-                             + ", ".join("--" + f.replace("_", "-") for f in given) + ")")
+        self._together("tls_ca", "tls_cert", "tls_key")
+        self._check_etcd_tls()
         for option, target in (("--advertise-openflow", self.advertise_openflow),
                                ("--advertise-openflow-remote", self.advertise_openflow_remote)):
             if target and not target.startswith(self.openflow_scheme + ":"):
@@ -178,6 +188,31 @@ class ControllerSettings(BaseSettings):
                 "(or listen on a specific address)"
             )
         return self
+
+    def _together(self, ca: str, cert: str, key: str) -> None:
+        """ValueError unless the options of these fields are given all three or none."""
+        flags = ["--" + f.replace("_", "-") for f in (ca, cert, key)]
+        given = [flag for flag, f in zip(flags, (ca, cert, key), strict=True)
+                 if getattr(self, f) is not None]
+        if given and len(given) != 3:
+            raise ValueError(f"{flags[0]}, {flags[1]} and {flags[2]} go together (given: "
+                             + ", ".join(given) + ")")
+
+    def _check_etcd_tls(self) -> None:
+        """etcd trusts its own CA, never the deployment's (docs/security.md, "etcd"):
+        with TLS an etcd store needs the etcd client files, and nothing falls back to
+        the --tls-* files, whose CA also signs every host's certificate."""
+        self._together("etcd_tls_ca", "etcd_tls_cert", "etcd_tls_key")
+        if self.etcd_tls_ca is not None and not self.replicated:
+            raise ValueError("--etcd-tls-ca, --etcd-tls-cert and --etcd-tls-key are for "
+                             "an etcd store (--store etcd://...)")
+        if self.replicated and self.tls and self.etcd_tls_ca is None:
+            raise ValueError(
+                "with an etcd store and --tls-*, give --etcd-tls-ca, --etcd-tls-cert and "
+                "--etcd-tls-key: this replica's etcd client certificate, of the etcd "
+                "cluster's own CA (docs/security.md, \"etcd\"); the --tls-* files are "
+                "not used for etcd, whose CA must not be the deployment's"
+            )
 
     # --- derived -------------------------------------------------------------------
     @property

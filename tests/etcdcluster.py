@@ -1,11 +1,12 @@
 """A throw-away etcd cluster on loopback for tests: N members (1 or 3) of /usr/bin/etcd.
 
 By default it runs as a deployment does (docs/security.md, "etcd"): client and peer
-TLS with client-certificate authentication, certificates from a TestCA of its own
-(tests/pki.py); `cluster.client_tls` are a controller's files to reach it
-(`EtcdStore.from_url(cluster.url(), tls=cluster.client_tls)`); `ca=` makes it use
-a testbed's CA instead.  `tls=False` runs it in plain http (for controllers
-started without TLS files).
+TLS with client-certificate authentication, every certificate from the etcd CA
+`cluster.ca` (a TestCA of its own, tests/pki.py, never a testbed's deployment CA:
+etcd trusts only this one); `cluster.client_tls` are a controller's files to reach
+it (`EtcdStore.from_url(cluster.url(), tls=cluster.client_tls)`), and a testbed's
+replicas get theirs from `cluster.ca` (`Testbed(etcd_ca=cluster.ca)`).  `tls=False`
+runs it in plain http (for controllers started without TLS files).
 
 Every member listens on 127.0.0.1 only, on free ports chosen at start (never 2379/2380,
 so a system etcd does not matter), with its data directory and log file under one
@@ -111,7 +112,6 @@ class EtcdCluster:
         base_dir: str | Path | None = None,
         startup_timeout: float = 20.0,
         tls: bool = True,
-        ca: TestCA | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("an etcd cluster needs at least one member")
@@ -143,9 +143,9 @@ class EtcdCluster:
         self.client_tls: EtcdTLS | None = None
         self._ssl: ssl.SSLContext | None = None
         if tls:
-            # One CA per deployment: a testbed's, so its controllers' certificates
-            # reach etcd (Testbed(tls=True, ca=cluster.ca)), else one of its own.
-            self.ca = ca or TestCA(self.dir / "pki")
+            # The etcd CA: the members' certificates and the replicas' etcd client
+            # certificates only (a testbed issues its replicas' from it).
+            self.ca = TestCA(self.dir / "pki", name="daolinet test etcd CA")
             for m in self.members:
                 self.ca.issue(m.name, "etcd", ips=[HOST], file_stem=self._stem(m))
             client = self.ca.issue("etcd-test-client", "controller", ips=[HOST],

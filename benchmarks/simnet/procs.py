@@ -99,8 +99,9 @@ class Controller(Proc):
 
     def __init__(self, workdir: Path, name: str, token: str, idle_timeout: int,
                  store_url: str | None = None, ca: TestCA | None = None,
-                 profile: Path | None = None) -> None:
-        """`ca`: OpenFlow (and etcd) over TLS with a certificate of this CA;
+                 profile: Path | None = None, etcd_ca: TestCA | None = None) -> None:
+        """`ca`: OpenFlow over TLS with a certificate of this CA; `etcd_ca`: etcd over
+        https with an etcd client certificate of the etcd cluster's own CA;
         `profile`: run it under benchmarks/simnet/sampler.py, reporting there."""
         self.workdir = workdir
         self.api_port, self.of_port = free_port(), free_port()
@@ -118,6 +119,11 @@ class Controller(Proc):
             own = ca.issue(name, "controller", ips=["127.0.0.1"])
             tls = ["--tls-ca", str(ca.cert_file), "--tls-cert", str(own.cert_file),
                    "--tls-key", str(own.key_file)]
+        if etcd_ca is not None and store_url is not None:
+            client = etcd_ca.issue(name, "controller", ips=["127.0.0.1"],
+                                   file_stem=f"{name}-etcd-client")
+            tls += ["--etcd-tls-ca", str(etcd_ca.cert_file), "--etcd-tls-cert",
+                    str(client.cert_file), "--etcd-tls-key", str(client.key_file)]
         replica = [] if store_url is None else [
             "--replica", name, "--advertise", self.url,
             "--advertise-openflow", f"{'ssl' if ca else 'tcp'}:127.0.0.1:{self.of_port}",
@@ -183,10 +189,11 @@ class Controllers:
 
     def __init__(self, workdir: Path, replicas: int, idle_timeout: int,
                  store_url: str | None, etcd_dir: Path | None, ca: TestCA | None = None,
-                 profile: Path | None = None) -> None:
+                 profile: Path | None = None, etcd_ca: TestCA | None = None) -> None:
         token = secrets.token_urlsafe(24)
         self.all = [Controller(workdir, f"c{i}", token, idle_timeout, store_url, ca,
-                               profile if i == 0 else None) for i in range(replicas)]
+                               profile if i == 0 else None, etcd_ca)
+                    for i in range(replicas)]
         self.first = self.all[0]
         self.etcd_dir = etcd_dir
 

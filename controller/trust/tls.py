@@ -83,6 +83,17 @@ def build_client_context(ca: Path, files: TlsFiles | None = None) -> ssl.SSLCont
     return context
 
 
+def shared_ca(a: Path, b: Path) -> bool:
+    """Whether two CA files hold a certificate in common (one CA trusted for two
+    purposes).  ValueError naming a file that does not load."""
+    held = []
+    for path in (a, b):
+        context = _base(ssl.PROTOCOL_TLS_CLIENT)
+        _load_ca(context, path)
+        held.append({bytes(der) for der in context.get_ca_certs(binary_form=True)})
+    return bool(held[0] & held[1])
+
+
 class ServerContext:
     """The API server's context; `context` is given to the server once and hands each
     new connection the newest context built from the files."""

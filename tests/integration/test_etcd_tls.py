@@ -1,7 +1,9 @@
 """etcd with client and peer TLS and client-certificate authentication (docs/security.md,
 "etcd"): the issue's attack - a plain request from the underlay listing daolinet's key
 space - and clients without a certificate, or with one from another CA, are refused;
-the controller's store client, with a certificate of the deployment's CA, works."""
+etcd trusts its own CA only, so a Docker host's certificate of the deployment CA can
+neither read nor write the store; the controller's store client, with the replica's
+etcd client certificate (of the etcd CA), works."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from controller.store.base import StoreUnavailable
 from controller.store.etcd.client import EtcdTLS, b64
 from controller.store.etcd.store import EtcdStore
 from tests.etcdcluster import EtcdCluster, unique_prefix
-from tests.pki import TestCA
+from tests.pki import Issued, TestCA
 
 RANGE_ALL = {"key": b64(b"\0"), "range_end": b64(b"\0")}  # every key
 
@@ -95,6 +97,58 @@ def test_a_certificate_of_another_ca_is_refused(cluster: EtcdCluster, prefix: st
                 store.put("hosts", "h1", {"dpid": 1})
         finally:
             store.close()
+
+
+def _refused(cluster: EtcdCluster, path: str, body: dict[str, str], cert: Issued) -> None:
+    """The request with this certificate fails in the TLS handshake (TLS 1.3 may
+    report the server's refusal of our certificate as the connection closing)."""
+    assert cluster.ca is not None
+    with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+        requests.post(_url(cluster, path), json=body, timeout=3,
+                      verify=str(cluster.ca.cert_file),
+                      cert=(str(cert.cert_file), str(cert.key_file)))
+
+
+def test_a_host_certificate_of_the_deployment_ca_can_neither_read_nor_write(
+    cluster: EtcdCluster, prefix: str, tmp_path: Path
+) -> None:
+    """A compromised Docker host holds a certificate of the deployment CA: etcd, which
+    trusts only the etcd CA, refuses it - and the replica's deployment certificate
+    too (a replica reaches etcd only with its etcd client certificate)."""
+    deployment = TestCA(tmp_path / "pki")
+    key = b64(f"{prefix}/docs/hosts/h2".encode())
+    replica = EtcdStore.from_url(cluster.url(prefix), tls=_tls(cluster))
+    try:
+        replica.put("hosts", "h2", {"dpid": 2})
+        for issued in (deployment.issue("h1", "host", ips=["127.0.0.1"]),
+                       deployment.issue("c1", "controller", ips=["127.0.0.1"])):
+            _refused(cluster, "/kv/range", RANGE_ALL, issued)
+            _refused(cluster, "/kv/put", {"key": key, "value": b64(b"{}")}, issued)
+            _refused(cluster, "/kv/deleterange", {"key": key}, issued)
+        # ... while the replica's etcd client certificate reads and writes, and finds
+        # the document as it wrote it
+        assert replica.get("hosts", "h2") == {"dpid": 2}
+        replica.put("hosts", "h2", {"dpid": 3})
+        assert replica.get("hosts", "h2") == {"dpid": 3}
+    finally:
+        replica.close()
+
+
+def test_a_replica_etcd_certificate_of_the_etcd_ca_works(cluster: EtcdCluster,
+                                                         prefix: str) -> None:
+    """What a deployment gives a replica (and the testbed does): a certificate of the
+    etcd CA, OU=controller, CN=the replica's name."""
+    assert cluster.ca is not None
+    issued = cluster.ca.issue("c7", "controller", ips=["127.0.0.1"],
+                              file_stem=f"{cluster.token}-c7")
+    store = EtcdStore.from_url(cluster.url(prefix),
+                               tls=EtcdTLS(cluster.ca.cert_file, issued.cert_file,
+                                           issued.key_file))
+    try:
+        store.put("networks", "blue", {"subnet": "10.1.0.0/24"})
+        assert store.get("networks", "blue") == {"subnet": "10.1.0.0/24"}
+    finally:
+        store.close()
 
 
 def test_a_member_of_another_ca_is_not_trusted(cluster: EtcdCluster, prefix: str) -> None:

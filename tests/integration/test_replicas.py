@@ -70,7 +70,7 @@ def lab() -> Iterator[Lab]:
             for row in proxies
         ]
         with make_testbed(hosts=2, idle_timeout=IDLE, replicas=REPLICAS, store=stores,
-                          tls=True, ca=etcd.ca,
+                          tls=True, etcd_ca=etcd.ca,
                           replica_site="default", replica_remote_ip=REMOTE_IP) as tb:
             tb.create_network("blue", "10.1.0.0/24")
             containers = {}

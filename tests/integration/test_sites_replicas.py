@@ -45,7 +45,7 @@ def tb() -> Iterator[Testbed]:
     with EtcdCluster(1) as etcd, make_testbed(
         hosts=list(SITES), sites=SITES, wireguard=True, nat_sites=("c", "d"),
         relays=("h2",), idle_timeout=3, container_tx_off=True, replicas=REPLICAS,
-        store=etcd.url("sites-replicas"), tls=True, ca=etcd.ca,
+        store=etcd.url("sites-replicas"), tls=True, etcd_ca=etcd.ca,
     ) as bed:
         bed.create_network("net", "10.62.0.0/24")
         yield bed

@@ -52,15 +52,17 @@ class Controllers:
         replica_remote_ip: str | None = None,
         tls: bool = False,
         ca: TestCA | None = None,
+        etcd_ca: TestCA | None = None,
     ) -> None:
         # `store_urls`: one per replica (None: a SQLite file of the testbed)
         # `replica_site`, `replica_remote_ip`: every replica runs with --site SITE
         # --advertise-openflow-remote tcp:IP:ITS_PORT (the target of other sites'
         # switches; nothing needs to listen there)
-        # `tls`: a test CA (tests/pki.py; `ca`, e.g. the test etcd cluster's, else one
-        # in the testbed's directory) issues the replicas' certificate and each host's;
-        # the replicas run with --tls-* (OpenFlow and etcd over TLS) and the switches
-        # connect over TLS (ssl: targets) with their host's certificate
+        # `tls`: a test CA (tests/pki.py; `ca`, else one in the testbed's directory)
+        # issues the replicas' certificate and each host's; the replicas run with
+        # --tls-* and the switches connect over TLS (ssl: targets) with their host's
+        # certificate.  `etcd_ca`: the etcd cluster's own CA (EtcdCluster.ca), which
+        # issues each replica's etcd client certificate (--etcd-tls-*)
         self._layout = layout
         self._processes = processes
         self._hosts = hosts
@@ -80,6 +82,7 @@ class Controllers:
         self._store_bridges: list[TcpProxy] = []
         self._http: httpx.Client | None = None
         self.ca: TestCA | None = (ca or TestCA(workdir / "pki")) if tls else None
+        self.etcd_ca = etcd_ca
 
     # ------------------------------------------------------------------ names
 
@@ -118,6 +121,17 @@ class Controllers:
                                file_stem=f"{self._layout.id}-{role}-{name}")
         return ["--tls-ca", str(self.ca.cert_file), "--tls-cert", str(issued.cert_file),
                 "--tls-key", str(issued.key_file)]
+
+    def etcd_tls_args(self, i: int) -> list[str]:
+        """--etcd-tls-* of replica `i`: an etcd client certificate issued now by the
+        etcd CA (none without one, or without an etcd store)."""
+        if self.etcd_ca is None or not (self.store_urls[i] or "").startswith("etcd:"):
+            return []
+        issued = self.etcd_ca.issue(f"c{i}", "controller", ips=["127.0.0.1"],
+                                    file_stem=f"{self._layout.id}-etcd-client-c{i}")
+        return ["--etcd-tls-ca", str(self.etcd_ca.cert_file),
+                "--etcd-tls-cert", str(issued.cert_file), "--etcd-tls-key",
+                str(issued.key_file)]
 
     def agent_urls(self, host: Host) -> str:
         """The `--controller` of an agent: every replica, through WireGuard from the
@@ -197,6 +211,7 @@ class Controllers:
         if self._remote_ip is not None:
             cmd += ["--advertise-openflow-remote", self.openflow_target(i, remote=True)]
         cmd += self.tls_args(f"c{i}", "controller", [self._layout.controller_ip, "127.0.0.1"])
+        cmd += self.etcd_tls_args(i)
         return [*cmd, *self._args]
 
     def launch(self, i: int) -> Proc:

@@ -80,9 +80,12 @@ class Testbed:
         ovs_other_config: dict[str, str] | None = None,
         tls: bool = False,
         ca: TestCA | None = None,
+        etcd_ca: TestCA | None = None,
     ) -> None:
-        # `tls`: certificates from a test CA (`ca`, else its own), switches and etcd
-        # over TLS (see Controllers)
+        # `tls`: certificates from a test CA (`ca`, else its own), switches over TLS;
+        # `etcd_ca`: the etcd cluster's own CA (EtcdCluster.ca), needed with `tls` and
+        # an etcd store: it issues the replicas' etcd client certificates (see
+        # Controllers)
         # `store`: one URL for every replica, or one per replica (e.g. a replica that
         # reaches etcd through a proxy a test can cut); see Controllers for
         # `replica_site`, `replica_remote_ip`; HostBuilder for `ovs_other_config`
@@ -91,6 +94,9 @@ class Testbed:
             raise ValueError(f"{len(stores)} store URLs for {replicas} replicas")
         if replicas > 1 and not all((u or "").startswith("etcd:") for u in stores):
             raise ValueError("controller replicas need an etcd store URL (store=...)")
+        if tls and etcd_ca is None and any((u or "").startswith("etcd:") for u in stores):
+            raise ValueError("a testbed with tls and an etcd store needs etcd_ca (the etcd "
+                             "cluster's own CA, EtcdCluster.ca)")
         names = [f"h{i}" for i in range(1, hosts + 1)] if isinstance(hosts, int) else list(hosts)
         if not names:
             raise ValueError("a testbed needs at least one host")
@@ -113,6 +119,7 @@ class Testbed:
         self._ovs_other_config = dict(ovs_other_config or {})
         self._tls = tls
         self._ca = ca
+        self._etcd_ca = etcd_ca
         self._keep_dir = bool(os.environ.get("DLT_KEEP")) if keep_dir is None else keep_dir
 
         self.hosts: dict[str, Host] = {}
@@ -229,6 +236,7 @@ class Testbed:
             idle_timeout=self.idle_timeout, ready_timeout=self._ready_timeout,
             controller_args=self._controller_args, replica_site=self._replica_site,
             replica_remote_ip=self._replica_remote_ip, tls=self._tls, ca=self._ca,
+            etcd_ca=self._etcd_ca,
         )
         self._parts = _Parts(
             registry=registry, layout=layout, processes=processes, builder=builder,
