@@ -22,7 +22,7 @@ def open_store(url: str, etcd_tls: EtcdTLS | None = None) -> Store:
     * etcd: `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]` (default prefix "daolinet"),
       e.g. `etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/daolinet`.  Opening
       does not connect: the first request does.  With `etcd_tls` (the controller's
-      --tls-* files) the members are reached over https with a client certificate;
+      --etcd-tls-* files) the members are reached over https with a client certificate;
       the URL stays the same.
     """
     prefix = "sqlite:///"

@@ -24,8 +24,9 @@ carries the gRPC metadata `hasleader=true`, so a member cut off from its quorum 
 "no leader" at once instead of waiting.
 
 With `EtcdTLS` files the gateway is reached over https: the members are verified
-against the deployment's CA and the controller presents its own certificate (etcd runs
-with --client-cert-auth, docs/security.md "etcd").  The files are read again for each
+against the etcd cluster's own CA and the controller presents its etcd client
+certificate of that CA (etcd runs with --client-cert-auth and trusts no other CA,
+docs/security.md "etcd").  The files are read again for each
 new connection (requests loads them per connection), so renewed ones are used without
 a restart.
 
