@@ -1,5 +1,6 @@
 """A throw-away certificate authority for tests, issuing certificates the way the
-deployment does (docs/security.md): one CA per deployment; each certificate names its
+deployment does (docs/security.md): one CA per deployment, and an etcd CA apart from
+it (another TestCA: tests/etcdcluster.py); each certificate names its
 holder in the subject's common name and its role in the organizational unit
 (``host``, ``controller``, ``etcd``, ``operator``), with the holder's addresses as
 subject alternative names.
