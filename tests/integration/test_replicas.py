@@ -311,6 +311,35 @@ def test_killed_master_is_replaced_within_3s_and_traffic_keeps_flowing(
     assert received == sent, f"rebalancing lost {sent - received} of {sent} pings"
 
 
+def test_new_connections_are_set_up_while_a_returning_replica_takes_its_share(
+    lab: Lab, tb: Testbed
+) -> None:
+    """A killed replica restarts and is given its share of the switches back while new
+    connections keep being opened: each is set up by its first or second ping.  (The
+    Molecule failover scenario opened one right then, from a new container, and both
+    of its pings, 1 s apart, were lost once.)"""
+    pairs = []
+    for i in range(1, 13):
+        src = tb.container("h1", f"r{i}", "blue", ip=f"10.1.0.{100 + i}")
+        dst = tb.container("h2", f"s{i}", "blue", ip=f"10.1.0.{150 + i}")
+        pairs.append((src, dst))
+    victim, _, _, _ = tb.kill_master("h1")
+    tb.start_replica(victim)
+    waits: list[tuple[str, float]] = []
+    for src, dst in pairs:
+        started = time.monotonic()
+        ok = tb.ping(src, dst, count=1, timeout=1) or tb.ping(src, dst, count=1, timeout=1)
+        waits.append((src.name, time.monotonic() - started if ok else -1.0))
+        time.sleep(0.6)
+    print(f"\nnew connections while replica {victim} returned (s): "
+          + " ".join(f"{took:.2f}" for _, took in waits))
+    failed = [name for name, took in waits if took < 0]
+    assert not failed, (
+        f"new connections not set up by their second ping while replica {victim} "
+        f"returned: {failed} (all: {waits})\n{tb.roles_dump()}\n{tb.state_dump()}")
+    wait_balanced(tb, victim)
+
+
 def test_partitioned_master_steps_down_before_another_takes_its_switch(
     lab: Lab, tb: Testbed
 ) -> None:
