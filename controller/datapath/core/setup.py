@@ -105,10 +105,13 @@ class Setups(Part):
         return self._decide_and_setup(sw, src, dst, pkt, now)
 
     def _has_stateful(self, sw: Switch, pkt: PacketInfo) -> bool:
-        ps = self.state.pairs.get(frozenset((pkt.ip_src, pkt.ip_dst)))
-        return ps is not None and ps.mode == "stateful" and any(
+        pair = frozenset((pkt.ip_src, pkt.ip_dst))
+        ps = self.state.pairs.get(pair)
+        if ps is None or ps.mode != "stateful":
+            return False
+        return any(
             r.in_port == pkt.in_port and r.src == pkt.ip_src and r.dst == pkt.ip_dst
-            for r in sw.flows.values()
+            for r in (sw.flows[k] for k in sw.pair_keys(pair))
         )
 
     def _from_kernel(
@@ -365,6 +368,7 @@ class Setups(Part):
             if sw is not None and key in sw.flows and sw.flows[key].pending:
                 sw.pop(key)
                 hosts.add(sw.host)
+        self.state.forget_if_idle(pair)
         first = self.state.switches.get(setup.packets[0][0]) if setup.packets else None
         self.state.count(first.host if first else "", "failed_setups")
         for host in hosts:
@@ -393,7 +397,7 @@ class Setups(Part):
         if pair in self.state.pending:
             fx.extend(self.fail(pair))
         for sw in self.state.switches.values():
-            gone = [k for k, r in sw.flows.items() if r.pair == pair]
+            gone = sw.pair_keys(pair)
             for key in gone:
                 fx.send(sw.dpid, delete_strict(sw.pop(key).flow))
             if gone:
