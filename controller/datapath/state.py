@@ -69,6 +69,9 @@ class PairFlows:
     def __contains__(self, pair: object) -> bool:
         return pair in self._count
 
+    def pairs(self) -> list[Pair]:
+        return list(self._count)
+
     def __len__(self) -> int:
         return len(self._count)
 
@@ -86,6 +89,11 @@ class Switch:
     cookies: dict[int, FlowKey] = field(default_factory=dict)  # cookie -> key
     by_pair: dict[Pair, set[FlowKey]] = field(default_factory=dict)  # pair -> its flows here
     port_names: dict[int, str] = field(default_factory=dict)  # port number -> name
+    # The periodic flow dump (controller/datapath/core/reconcile.py, `tick`): when
+    # this switch's dump was last asked for, and whether its flow cache is suspect
+    # (a packet missed a flow we believe it holds), which moves it to the front.
+    dump_asked: float = float("-inf")
+    suspect: bool = False
 
     def port_no(self, name: str) -> int | None:
         info = self.ports.get(name)
@@ -225,6 +233,10 @@ class CoreState:
     switch_packet_in_rate: int = 1000
     switch_packet_in_burst: int = 500
     budgets: dict[int, TokenBucket] = field(default_factory=dict)  # dpid -> bucket
+    # Switches whose flows the periodic tick dumps, at most (the oldest dumps first):
+    # with up to this many switches each is dumped every tick, as it always was; with
+    # more, the dumps are spread over ticks (docs/architecture.md, "Reconciliation").
+    dumps_per_tick: int = 8
     switches: dict[int, Switch] = field(default_factory=dict)  # add_switch/drop_switch
     dpid_of: dict[str, int] = field(default_factory=dict)  # host -> its switch's dpid
     live: PairFlows = field(default_factory=PairFlows)  # flows per pair, all switches

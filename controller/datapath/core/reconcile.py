@@ -172,6 +172,7 @@ class Reconciler(Part):
             if key not in seen and not rec.pending and now - rec.installed_at > DUMP_GRACE:
                 sw.pop(key)
                 self.state.forget_if_idle(rec.pair)
+        sw.dump_asked = max(sw.dump_asked, now)
         first = not sw.synced
         sw.synced = True  # before the sync below, so that our exports include it
         fx.extend(self.announcer.sync_routes(sw.host))
@@ -231,8 +232,19 @@ class Reconciler(Part):
 
     # periodic -------------------------------------------------------------------------
     def tick(self, now: float) -> Effects:
+        """Fail expired setups, ask the next switches for their flows, export again
+        what failed.
+
+        The dump is a safety net (FlowRemoved notices and barriers keep the cache
+        right; a reconnect dumps in full): each tick asks at most
+        `dumps_per_tick` switches, suspect ones first, then those dumped longest
+        ago, so its cost does not grow with the number of switches.
+        """
         fx = self.setups.fail_expired(now)
-        for sw in self.state.switches.values():
+        due = sorted(self.state.switches.values(), key=lambda s: (not s.suspect, s.dump_asked))
+        for sw in due[: self.state.dumps_per_tick]:
+            sw.dump_asked = now
+            sw.suspect = False
             fx.send(sw.dpid, RequestFlowStats(T_ALL))
         for host in sorted(self.state.foreign):
             if self.state.exports.get(host, Export()).sent is None:

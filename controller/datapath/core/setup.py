@@ -55,7 +55,7 @@ from controller.datapath.state import (
     PendingSetup,
     Switch,
 )
-from controller.datapath.tables import KIND_DENY, PRIO_STATEFUL_DENY, T_STATEFUL
+from controller.datapath.tables import KIND_DENY, PRIO_STATEFUL_DENY, T_ROUTE, T_STATEFUL
 from controller.desired.models import Endpoint
 from controller.desired.policy import IP_PROTO_ICMP, Verdict
 
@@ -64,6 +64,9 @@ from controller.desired.policy import IP_PROTO_ICMP, Verdict
 SETUP_TIMEOUT = 3.0
 # How many packets of one pair are held while its routes are being installed.
 PENDING_PACKETS = 16
+# A PacketIn an installed open flow should have taken, this long after it was
+# installed, makes its switch's cache suspect (dumped at the next tick).
+SUSPECT_AFTER = 2.0
 
 
 class Setups(Part):
@@ -90,6 +93,7 @@ class Setups(Part):
             fx = Effects()
             fx.send(sw.dpid, PacketOut(pkt.in_port, (Output(OFPP_TABLE),), pkt.data))
             return fx
+        self._check_cache(sw, pkt, now)
         dst = self.desired.endpoint_by_ip(pkt.ip_dst)
         if pkt.in_port == OFPP_LOCAL:
             return self._from_kernel(sw, pkt, dst, now)
@@ -113,6 +117,22 @@ class Setups(Part):
             r.in_port == pkt.in_port and r.src == pkt.ip_src and r.dst == pkt.ip_dst
             for r in (sw.flows[k] for k in sw.pair_keys(pair))
         )
+
+    def _check_cache(self, sw: Switch, pkt: PacketInfo, now: float) -> None:
+        """A packet of an open pair that one of our flows on this switch would have
+        taken, installed longer ago than a flow-mod takes: the switch no longer
+        holds it (a FlowRemoved we never got), so dump this switch at the next tick."""
+        if pkt.table != T_STATEFUL:
+            return  # not a miss of table 1 (see _has_stateful)
+        pair = frozenset((pkt.ip_src, pkt.ip_dst))
+        for key in sw.by_pair.get(pair, ()):
+            r = sw.flows[key]
+            if (
+                key[0] == T_ROUTE and not r.pending and r.in_port == pkt.in_port
+                and r.src == pkt.ip_src and now - r.installed_at > SUSPECT_AFTER
+            ):
+                sw.suspect = True
+                return
 
     def _from_kernel(
         self, sw: Switch, pkt: PacketInfo, dst: Endpoint | None, now: float
