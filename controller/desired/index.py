@@ -37,6 +37,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 PMAP_BUCKETS = 256  # a write copies one bucket: about n/256 entries
+_PMAP_MASK = PMAP_BUCKETS - 1  # (a power of two)
 
 
 class PMap(Generic[K, V]):
@@ -50,17 +51,15 @@ class PMap(Generic[K, V]):
         self._buckets: tuple[dict[K, V], ...] = buckets or ({},) * PMAP_BUCKETS
         self._len = length
 
-    def _at(self, key: K) -> int:
-        return hash(key) % PMAP_BUCKETS
-
+    # Reads inline the bucket's index: they are on the PacketIn path.
     def get(self, key: K, default: V | None = None) -> V | None:
-        return self._buckets[self._at(key)].get(key, default)
+        return self._buckets[hash(key) & _PMAP_MASK].get(key, default)
 
     def __getitem__(self, key: K) -> V:
-        return self._buckets[self._at(key)][key]
+        return self._buckets[hash(key) & _PMAP_MASK][key]
 
     def __contains__(self, key: K) -> bool:
-        return key in self._buckets[self._at(key)]
+        return key in self._buckets[hash(key) & _PMAP_MASK]
 
     def __len__(self) -> int:
         return self._len
@@ -78,19 +77,23 @@ class PMap(Generic[K, V]):
             yield from bucket.items()
 
     def set(self, key: K, value: V) -> PMap[K, V]:
-        i = self._at(key)
+        i = hash(key) & _PMAP_MASK
         bucket = dict(self._buckets[i])
         grew = key not in bucket
         bucket[key] = value
-        return PMap((*self._buckets[:i], bucket, *self._buckets[i + 1:]), self._len + grew)
+        buckets = list(self._buckets)
+        buckets[i] = bucket
+        return PMap(tuple(buckets), self._len + grew)
 
     def discard(self, key: K) -> PMap[K, V]:
-        i = self._at(key)
+        i = hash(key) & _PMAP_MASK
         if key not in self._buckets[i]:
             return self
         bucket = dict(self._buckets[i])
         del bucket[key]
-        return PMap((*self._buckets[:i], bucket, *self._buckets[i + 1:]), self._len - 1)
+        buckets = list(self._buckets)
+        buckets[i] = bucket
+        return PMap(tuple(buckets), self._len - 1)
 
 
 def pair_key(a: str, b: str) -> tuple[str, str]:
@@ -112,7 +115,8 @@ class _Tables:
     by_ip: PMap[IPv4, Endpoint] = field(default_factory=PMap)
     by_port: PMap[tuple[str, str], Endpoint] = field(default_factory=PMap)
     by_mac: PMap[str, Endpoint] = field(default_factory=PMap)
-    by_host: dict[str, PMap[str, Endpoint]] = field(default_factory=dict)  # host -> id -> ep
+    # host -> id -> endpoint; an inner dict is replaced, never written, once published
+    by_host: dict[str, dict[str, Endpoint]] = field(default_factory=dict)
     # policy
     groups: dict[str, Group] = field(default_factory=dict)
     groups_of_network: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -171,11 +175,7 @@ class DesiredReads:
 
     def endpoints(self, host: str | None = None, network: str | None = None) -> list[Endpoint]:
         t = self._tables()
-        if host is not None:
-            on_host = t.by_host.get(host)
-            candidates = on_host.values() if on_host is not None else iter(())
-        else:
-            candidates = t.endpoints.values()
+        candidates = t.by_host.get(host, {}).values() if host is not None else t.endpoints.values()
         found = [e for e in candidates if network is None or e.network == network]
         return sorted(found, key=lambda e: e.name)
 
@@ -349,8 +349,8 @@ class DesiredIndex(DesiredReads):
             t.by_ip = t.by_ip.set(endpoint.ip, endpoint)
             t.by_port = t.by_port.set((endpoint.host, endpoint.port), endpoint)
             t.by_mac = t.by_mac.set(endpoint.mac, endpoint)
-            on_host = t.by_host.get(endpoint.host, PMap())
-            t.by_host[endpoint.host] = on_host.set(endpoint.id, endpoint)
+            t.by_host[endpoint.host] = {**t.by_host.get(endpoint.host, {}),
+                                        endpoint.id: endpoint}
 
     def drop_endpoint(self, endpoint_id: str) -> None:
         with self.batch():
@@ -368,7 +368,7 @@ class DesiredIndex(DesiredReads):
         t.by_port = t.by_port.discard((old.host, old.port))
         if t.by_mac.get(old.mac) is old:
             t.by_mac = t.by_mac.discard(old.mac)
-        left = t.by_host.get(old.host, PMap()).discard(endpoint_id)
+        left = {k: e for k, e in t.by_host.get(old.host, {}).items() if k != endpoint_id}
         if left:
             t.by_host[old.host] = left
         else:

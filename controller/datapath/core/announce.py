@@ -109,8 +109,10 @@ class Announcer(Part):
         rules: list[NatRule] = []
         networks = self.desired.networks()
         local = self.desired.endpoints(host=host)
-        for ep in local:
-            for pp in self.desired.published_ports(ep.name):
+        by_name = {ep.name: ep for ep in local}
+        for pp in self.desired.published_ports():  # by container name, like `local`
+            ep = by_name.get(pp.container)
+            if ep is not None:
                 rules.append(NatRule(
                     kind="dnat", protocol=pp.protocol, address=h.address, port=pp.host_port,
                     to=ep.ip, to_port=pp.container_port,
