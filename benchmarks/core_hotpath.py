@@ -5,7 +5,9 @@ memory), index, runtime and pure core, driven the way tests/unit/flowsim.py
 drives them, with the OpenFlow messages counted instead of sent and every route
 delta acknowledged at once.  It times, at N hosts and M containers:
 
-* registering the M containers (inventory + core, then each port appearing);
+* registering the M containers (inventory + core, then each port appearing), or
+  with `--preload` writing them straight into the index in one version (to time
+  the other phases at sizes where registration itself would take too long);
 * setting up `--pairs` connections (half same-host, half cross-host);
 * one round of flow dumps of every switch (what the periodic dump costs the core);
 * an idle tick (the periodic work with no traffic);
@@ -46,7 +48,7 @@ from controller.datapath.messages import (
 from controller.datapath.runtime import DatapathRuntime
 from controller.desired.index import DesiredIndex
 from controller.desired.inventory import Inventory
-from controller.desired.models import Host, NatRule
+from controller.desired.models import Endpoint, Host, NatRule, mac_for_ip
 from controller.store.sqlite import SqliteStore
 
 IPv4 = ipaddress.IPv4Address
@@ -197,6 +199,21 @@ class Bench:
                 print(f"    {i + 1:>7} containers: {time.perf_counter() - t0:8.2f} s",
                       flush=True)
 
+    def preload(self, containers: int) -> None:
+        hosts = self.hosts
+        eps = []
+        with self.inventory.index.batch():
+            for i in range(containers):
+                h = hosts[i % len(hosts)]
+                ip = IPv4(int(IPv4("10.0.0.2")) + i)
+                ep = Endpoint(id=f"e{i}", name=f"c{i}", network="net", host=h.name, ip=ip,
+                              mac=mac_for_ip(ip), port=f"dl{i:012d}")
+                self.inventory.index.put_endpoint(ep)
+                eps.append((h, ep))
+        for h, ep in eps:
+            n = self.port_no[h.name] = self.port_no.get(h.name, 0) + 1
+            self.runtime.handle(self.core.port_added, h.dpid, PortInfo(n, ep.port, ep.mac))
+
     def connect(self, pairs: int) -> int:
         eps = self.inventory.endpoints()
         by_host: dict[str, list[Any]] = {}
@@ -251,11 +268,16 @@ def main() -> None:
     ap.add_argument("--hosts", type=int, default=100)
     ap.add_argument("--containers", type=int, default=10000)
     ap.add_argument("--pairs", type=int, default=5000)
+    ap.add_argument("--preload", action="store_true",
+                    help="put the containers into the index at once instead of registering")
     ap.add_argument("--profile", default=None,
                     help="register, connect, dump, tick, metrics or expire")
     args = ap.parse_args()
     b = Bench(args.hosts, args.profile)
-    b.phase("register", lambda: b.register(args.containers))
+    if args.preload:
+        b.phase("preload", lambda: b.preload(args.containers))
+    else:
+        b.phase("register", lambda: b.register(args.containers))
     b.phase("connect", lambda: b.connect(args.pairs))
     flows = sum(len(t) for t in b.switches.flows.values())
     print(f"{'flows':>14}: {flows} in the switches, RSS {rss_mb():.0f} MB")
