@@ -5,6 +5,7 @@ what it exchanges with other replicas."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
@@ -19,6 +20,13 @@ IPv4 = ipaddress.IPv4Address
 FlowKey = tuple[int, int, Match]  # (table, priority, match)
 Pair = frozenset[IPv4]
 Grant = tuple[IPv4, int | None, int | None]  # (source address, ip proto, dst port)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def parse_ip(text: str) -> IPv4:
+    """An address of a flow's match (parsed once per address: the same few thousand
+    addresses make every flow, and ipaddress parses in Python)."""
+    return IPv4(text)
 
 
 @dataclass
@@ -42,8 +50,8 @@ class FlowRecord:
     def __post_init__(self) -> None:
         m = self.flow.match_dict()
         self.key = (self.flow.table, self.flow.priority, self.flow.match)
-        self.src = IPv4(str(m["ipv4_src"]))
-        self.dst = IPv4(str(m["ipv4_dst"]))
+        self.src = parse_ip(str(m["ipv4_src"]))
+        self.dst = parse_ip(str(m["ipv4_dst"]))
         self.in_port = int(str(m["in_port"]))
         self.pair = frozenset((self.src, self.dst))
 
@@ -89,6 +97,8 @@ class Switch:
     cookies: dict[int, FlowKey] = field(default_factory=dict)  # cookie -> key
     by_pair: dict[Pair, set[FlowKey]] = field(default_factory=dict)  # pair -> its flows here
     port_names: dict[int, str] = field(default_factory=dict)  # port number -> name
+    # the kernel routes its flows need: (dst, via) -> how many flows need it
+    route_needs: dict[tuple[IPv4, IPv4], int] = field(default_factory=dict)
     # The periodic flow dump (controller/datapath/core/reconcile.py, `tick`): when
     # this switch's dump was last asked for, and whether its flow cache is suspect
     # (a packet missed a flow we believe it holds), which moves it to the front.
@@ -122,6 +132,8 @@ class Switch:
         self.cookies[rec.flow.cookie] = rec.key
         self.by_pair.setdefault(rec.pair, set()).add(rec.key)
         self.live.add(rec.pair)
+        if rec.needs_route is not None:
+            self.route_needs[rec.needs_route] = self.route_needs.get(rec.needs_route, 0) + 1
 
     def pop(self, key: FlowKey) -> FlowRecord:
         rec = self.flows.pop(key)
@@ -132,6 +144,12 @@ class Switch:
             if not keys:
                 del self.by_pair[rec.pair]
         self.live.remove(rec.pair)
+        if rec.needs_route is not None:
+            left = self.route_needs.get(rec.needs_route, 0) - 1
+            if left > 0:
+                self.route_needs[rec.needs_route] = left
+            else:
+                self.route_needs.pop(rec.needs_route, None)
         return rec
 
     def pair_keys(self, pair: Pair) -> list[FlowKey]:
@@ -142,7 +160,7 @@ class Switch:
         """Drop every record (the switch leaves this core): un-count its pairs."""
         for pair, keys in self.by_pair.items():
             self.live.remove(pair, len(keys))
-        self.flows, self.cookies, self.by_pair = {}, {}, {}
+        self.flows, self.cookies, self.by_pair, self.route_needs = {}, {}, {}, {}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from controller.datapath.messages import (
     RequestPortDesc,
 )
 from controller.datapath.needs import Export
-from controller.datapath.state import FlowKey, FlowRecord, PairState, Switch
+from controller.datapath.state import FlowKey, FlowRecord, PairState, Switch, parse_ip
 from controller.datapath.tables import (
     KIND_CONNECTION,
     KIND_DENY,
@@ -188,7 +188,7 @@ class Reconciler(Part):
         m = dict(f.match)
         if "ipv4_src" not in m or "ipv4_dst" not in m or "in_port" not in m:
             return None
-        ip_src, ip_dst = IPv4(str(m["ipv4_src"])), IPv4(str(m["ipv4_dst"]))
+        ip_src, ip_dst = parse_ip(str(m["ipv4_src"])), parse_ip(str(m["ipv4_dst"]))
         src = self.desired.endpoint_by_ip(ip_src)
         dst = self.desired.endpoint_by_ip(ip_dst)
         if (src is None and dst is None) or f.out_port is None:
