@@ -260,6 +260,9 @@ class CoreState:
     live: PairFlows = field(default_factory=PairFlows)  # flows per pair, all switches
     routes: dict[str, HostRoutes] = field(default_factory=dict)
     pending: dict[Pair, PendingSetup] = field(default_factory=dict)
+    # token -> the pending setups waiting for it (an answer finds its setups without
+    # a scan of every setup under way); kept by wait/unwait, checked against `pending`
+    waiting_on: dict[int, dict[Pair, None]] = field(default_factory=dict)
     pairs: dict[Pair, PairState] = field(default_factory=dict)
     serial: int = 1
     counters: Counters = field(default_factory=Counters)
@@ -280,6 +283,20 @@ class CoreState:
     exports: dict[str, Export] = field(default_factory=dict)
     imports: dict[str, ImportTable] = field(default_factory=dict)
     import_waits: dict[int, set[int]] = field(default_factory=dict)
+
+    def wait(self, pair: Pair, tokens: set[int]) -> None:
+        """`pair`'s pending setup waits for `tokens` too."""
+        for t in tokens:
+            self.waiting_on.setdefault(t, {})[pair] = None
+
+    def unwait(self, pair: Pair, tokens: set[int]) -> None:
+        """`pair`'s pending setup no longer waits for `tokens`."""
+        for t in tokens:
+            pairs = self.waiting_on.get(t)
+            if pairs is not None:
+                pairs.pop(pair, None)
+                if not pairs:
+                    del self.waiting_on[t]
 
     def next_cookie(self, kind: int) -> int:
         self.serial += 1

@@ -89,7 +89,9 @@ class Announcer(Part):
         if superseded:
             for setup in self.state.pending.values():
                 if setup.waiting & superseded:
+                    self.state.unwait(setup.pair, setup.waiting & superseded)
                     setup.waiting = (setup.waiting - superseded) | {token}
+                    self.state.wait(setup.pair, {token})
             for ref, waits in self.state.import_waits.items():
                 if waits & superseded:
                     self.state.import_waits[ref] = (waits - superseded) | {token}

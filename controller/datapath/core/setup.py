@@ -287,6 +287,7 @@ class Setups(Part):
         setup = PendingSetup(pair, tokens, keys, [out], now, resubmit=mode == "stateful")
         if tokens:
             self.state.pending[pair] = setup
+            self.state.wait(pair, tokens)
             return fx
         fx.extend(self._install(setup, now, sw.host))
         return fx
@@ -358,8 +359,9 @@ class Setups(Part):
     def answered(self, token: int, ok: bool, now: float) -> Effects:
         """Setups and imports waiting for `token` go on (or fail)."""
         fx = Effects()
-        for pair, setup in list(self.state.pending.items()):
-            if token not in setup.waiting:
+        for pair in self.state.waiting_on.pop(token, {}):
+            setup = self.state.pending.get(pair)
+            if setup is None or token not in setup.waiting:
                 continue
             if not ok:
                 fx.extend(self.fail(pair))
@@ -382,6 +384,7 @@ class Setups(Part):
         setup = self.state.pending.pop(pair, None)
         if setup is None:
             return fx
+        self.state.unwait(pair, setup.waiting)
         hosts: set[str] = set()
         for dpid, key in setup.flows:
             sw = self.state.switches.get(dpid)

@@ -110,3 +110,23 @@ def test_a_packet_missing_an_installed_flow_makes_its_switch_dumped_next(lab: La
     assert not lab.core.state.switches[1].suspect
     lab.now += 2
     assert dumped(lab) == [2], "then the rotation goes on"
+
+
+def test_an_answer_goes_to_the_setups_waiting_for_it_and_no_other(lab: Lab) -> None:
+    a = lab.container("h1", "a", "web", "10.1.0.5")
+    lab.container("h2", "b", "web", "10.1.0.6")
+    c = lab.container("h3", "c", "web", "10.1.0.7")
+    for host in ("h1", "h2", "h3"):
+        lab.agents[host].auto_ack = False
+    lab.send("h1", lab.ip_packet(a, "10.1.0.6"))  # waits for h1 and h2
+    lab.send("h3", lab.ip_packet(c, "10.1.0.5"))  # waits for h3 and h1
+    assert len(lab.core.state.pending) == 2
+    lab.release("h2")
+    assert len(lab.core.state.pending) == 2, "both still wait for h1"
+    lab.release("h3", ok=False)  # c -> a fails; a -> b still waits
+    assert list(lab.core.state.pending) == [frozenset((a.ip, IP("10.1.0.6")))]
+    lab.release("h1")
+    assert lab.core.state.pending == {}
+    assert lab.core.state.waiting_on == {}, "nothing is left waiting in the index"
+    assert lab.core.state.counters.setups == 1
+    assert lab.core.state.counters.failed_setups == 1
