@@ -183,7 +183,8 @@ class Bench:
         took, cpu = time.perf_counter() - t0, time.process_time() - c0
         self.results[f"{name}_s"] = round(took, 4)
         self.results[f"{name}_cpu_s"] = round(cpu, 4)
-        print(f"{name:>14}: {took * 1000:10.1f} ms, CPU {cpu * 1000:10.1f} ms", flush=True)
+        print(f"{name:>14}: {took * 1000:10.1f} ms, CPU {cpu * 1000:10.1f} ms, "
+              f"RSS {rss_mb():.0f} MB", flush=True)
         if prof is not None:
             pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
         return out
@@ -286,6 +287,7 @@ def main() -> None:
         b.phase("preload", lambda: b.preload(args.containers))
     else:
         b.phase("register", lambda: b.register(args.containers))
+    registered_rss = rss_mb()  # before any connection (the fake switches hold flows)
     b.phase("connect", lambda: b.connect(args.pairs))
     flows = sum(len(t) for t in b.switches.flows.values())
     print(f"{'flows':>14}: {flows} in the switches, RSS {rss_mb():.0f} MB")
@@ -293,6 +295,7 @@ def main() -> None:
     b.phase("tick", b.tick)
     b.phase("metrics", b.metrics)
     expired = b.phase("expire", lambda: b.expire(args.storm))
+    b.results["registered_rss_mb"] = round(registered_rss, 1)
     b.results.update(hosts=args.hosts, containers=args.containers, pairs=args.pairs,
                      flows=flows, expired=expired, rss_mb=round(rss_mb(), 1),
                      setups=b.core.state.counters.setups)
