@@ -174,6 +174,10 @@ class Reconciler(Part):
                 self.state.forget_if_idle(rec.pair)
         sw.dump_asked = max(sw.dump_asked, now)
         first = not sw.synced
+        if first:
+            # A reconnect replaced this switch's records: pairs whose flows went
+            # with them and are not in the dump go too (once, O(pairs)).
+            self.state.forget_idle_pairs()
         sw.synced = True  # before the sync below, so that our exports include it
         fx.extend(self.announcer.sync_routes(sw.host))
         if first:

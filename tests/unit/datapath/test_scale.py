@@ -130,3 +130,15 @@ def test_an_answer_goes_to_the_setups_waiting_for_it_and_no_other(lab: Lab) -> N
     assert lab.core.state.waiting_on == {}, "nothing is left waiting in the index"
     assert lab.core.state.counters.setups == 1
     assert lab.core.state.counters.failed_setups == 1
+
+
+def test_a_reconnect_forgets_the_pairs_its_switch_no_longer_holds(lab: Lab) -> None:
+    a = lab.container("h1", "a", "web", "10.1.0.5")
+    lab.container("h1", "b", "web", "10.1.0.6")
+    lab.send("h1", lab.ip_packet(a, "10.1.0.6"))
+    assert len(lab.core.state.pairs) == 1
+    sw = lab.switches["h1"]  # the switch lost its flows while it reconnected
+    sw.entries = [e for e in sw.entries if e.flow.priority != PRIO_CONNECTION]
+    lab.connect("h1")  # connected again, with no disconnect seen first
+    assert lab.core.state.pairs == {}
+    assert not lab.core.state.live
