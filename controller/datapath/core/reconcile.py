@@ -239,10 +239,10 @@ class Reconciler(Part):
         """Fail expired setups, ask the next switches for their flows, export again
         what failed.
 
-        The dump is a safety net (FlowRemoved notices and barriers keep the cache
-        right; a reconnect dumps in full): each tick asks at most
-        `dumps_per_tick` switches, suspect ones first, then those dumped longest
-        ago, so its cost does not grow with the number of switches.
+        The dump is a safety net (FlowRemoved notices keep the cache right; a
+        reconnect dumps in full): each tick asks at most `dumps_per_tick`
+        switches, suspect ones first, then those dumped longest ago, so its cost
+        does not grow with the number of switches.
         """
         fx = self.setups.fail_expired(now)
         due = sorted(self.state.switches.values(), key=lambda s: (not s.suspect, s.dump_asked))
