@@ -27,7 +27,7 @@ from controller.datapath.messages import (
     RequestPortDesc,
 )
 from controller.datapath.needs import Export
-from controller.datapath.state import FlowKey, FlowRecord, PairState, Switch, parse_ip
+from controller.datapath.state import FlowKey, FlowRecord, PairState, Switch
 from controller.datapath.tables import (
     KIND_CONNECTION,
     KIND_DENY,
@@ -65,7 +65,7 @@ class Reconciler(Part):
             return fx  # an unknown bridge gets nothing: secure mode drops its traffic
         if host.name in self.state.foreign:
             return fx  # another replica masters it
-        self.state.add_switch(dpid, host.name)
+        self.state.switches[dpid] = Switch(dpid=dpid, host=host.name)
         self.state.denied = {k: t for k, t in self.state.denied.items() if k[0] != dpid}
         # Base flows are added, never flushed: after a controller restart the
         # switch still forwards live connections with what it has.
@@ -77,18 +77,16 @@ class Reconciler(Part):
         return fx
 
     def switch_disconnected(self, dpid: int) -> Effects:
-        if self.state.drop_switch(dpid) is None:
+        if self.state.switches.pop(dpid, None) is None:
             return Effects()
-        fx = self.setups.fail_on_switch(dpid)
-        self.state.forget_idle_pairs()
-        return fx
+        return self.setups.fail_on_switch(dpid)
 
     def ports_described(self, dpid: int, ports: Iterable[PortInfo]) -> Effects:
         fx = Effects()
         sw = self.state.switches.get(dpid)
         if sw is None:
             return fx
-        sw.clear_ports()
+        sw.ports = {}
         for p in ports:
             fx.extend(self._learn_port(sw, p))
         return fx
@@ -104,7 +102,7 @@ class Reconciler(Part):
         sw = self.state.switches.get(dpid)
         if sw is None:
             return fx
-        sw.drop_port(port.name)
+        sw.ports.pop(port.name, None)
         fx.send(dpid, *delete_guard(port.port_no))
         # Flows of a vanished port can never match again; forget them now so the
         # routes they needed are retracted without waiting for the idle timeout.
@@ -113,9 +111,7 @@ class Reconciler(Part):
             if r.in_port == port.port_no or out_port(r) == port.port_no
         ]
         for key in gone:
-            rec = sw.pop(key)
-            fx.send(dpid, delete_strict(rec.flow))
-            self.state.forget_if_idle(rec.pair)
+            fx.send(dpid, delete_strict(sw.pop(key).flow))
         fx.extend(self.announcer.sync_routes(sw.host))
         return fx
 
@@ -123,7 +119,7 @@ class Reconciler(Part):
         fx = Effects()
         if port.port_no == OFPP_LOCAL:
             sw.local_mac = port.hw_addr
-        sw.add_port(port)
+        sw.ports[port.name] = port
         ep = self.desired.endpoint_by_port(sw.host, port.name)
         if ep is not None and port.port_no != OFPP_LOCAL:
             fx.send(sw.dpid, *guard(self.state, ep, port.port_no))
@@ -171,13 +167,8 @@ class Reconciler(Part):
         for key, rec in list(sw.flows.items()):
             if key not in seen and not rec.pending and now - rec.installed_at > DUMP_GRACE:
                 sw.pop(key)
-                self.state.forget_if_idle(rec.pair)
-        sw.dump_asked = max(sw.dump_asked, now)
+        self.state.forget_idle_pairs()
         first = not sw.synced
-        if first:
-            # A reconnect replaced this switch's records: pairs whose flows went
-            # with them and are not in the dump go too (once, O(pairs)).
-            self.state.forget_idle_pairs()
         sw.synced = True  # before the sync below, so that our exports include it
         fx.extend(self.announcer.sync_routes(sw.host))
         if first:
@@ -192,7 +183,7 @@ class Reconciler(Part):
         m = dict(f.match)
         if "ipv4_src" not in m or "ipv4_dst" not in m or "in_port" not in m:
             return None
-        ip_src, ip_dst = parse_ip(str(m["ipv4_src"])), parse_ip(str(m["ipv4_dst"]))
+        ip_src, ip_dst = IPv4(str(m["ipv4_src"])), IPv4(str(m["ipv4_dst"]))
         src = self.desired.endpoint_by_ip(ip_src)
         dst = self.desired.endpoint_by_ip(ip_dst)
         if (src is None and dst is None) or f.out_port is None:
@@ -231,24 +222,14 @@ class Reconciler(Part):
         key = sw.cookies.get(flow_cookie)
         if key is None:
             return Effects()  # stale notice of an older incarnation
-        self.state.forget_if_idle(sw.pop(key).pair)
+        sw.pop(key)
+        self.state.forget_idle_pairs()
         return self.announcer.sync_routes(sw.host)
 
     # periodic -------------------------------------------------------------------------
     def tick(self, now: float) -> Effects:
-        """Fail expired setups, ask the next switches for their flows, export again
-        what failed.
-
-        The dump is a safety net (FlowRemoved notices keep the cache right; a
-        reconnect dumps in full): each tick asks at most `dumps_per_tick`
-        switches, suspect ones first, then those dumped longest ago, so its cost
-        does not grow with the number of switches.
-        """
         fx = self.setups.fail_expired(now)
-        due = sorted(self.state.switches.values(), key=lambda s: (not s.suspect, s.dump_asked))
-        for sw in due[: self.state.dumps_per_tick]:
-            sw.dump_asked = now
-            sw.suspect = False
+        for sw in self.state.switches.values():
             fx.send(sw.dpid, RequestFlowStats(T_ALL))
         for host in sorted(self.state.foreign):
             if self.state.exports.get(host, Export()).sent is None:
