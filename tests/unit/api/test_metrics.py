@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -16,19 +18,35 @@ from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
 
 
-def test_metrics_reports_counters_and_setup_histogram(tmp_path: Path) -> None:
+@dataclass
+class Served:
+    """A real DatapathRuntime, its roles, and a client of the app serving its /metrics."""
+
+    roles: Roles
+    runtime: DatapathRuntime
+    client: TestClient
+
+    def lines(self) -> set[str]:
+        return set(self.client.get("/metrics").text.splitlines())
+
+
+def served(tmp_path: Path, **context: Any) -> Served:
     inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
     roles = Roles()
     runtime = DatapathRuntime(inventory.index, roles)
-    counters = runtime.core.state.counters
-    counters.packet_ins, counters.setups, counters.denials = 7, 3, 2
-    counters.setup_latency = [0.0004, 0.0015, 0.03]
     ctx = ApiContext(inventory=inventory, token="t", runtime=runtime, openflow_host="0.0.0.0",
-                     openflow_port=6653, roles=roles)
+                     openflow_port=6653, roles=roles, **context)
     app = create_app(ctx)
     app.include_router(metrics.router)
-    text = TestClient(app).get("/metrics").text
-    lines = set(text.splitlines())
+    return Served(roles, runtime, TestClient(app))
+
+
+def test_metrics_reports_counters_and_setup_histogram(tmp_path: Path) -> None:
+    app = served(tmp_path)
+    counters = app.runtime.core.state.counters
+    counters.packet_ins, counters.setups, counters.denials = 7, 3, 2
+    counters.setup_latency = [0.0004, 0.0015, 0.03]
+    lines = app.lines()
     assert "daolinet_packet_ins_total 7" in lines
     assert "daolinet_setups_total 3" in lines
     assert "daolinet_denials_total 2" in lines
@@ -40,20 +58,14 @@ def test_metrics_reports_counters_and_setup_histogram(tmp_path: Path) -> None:
 
 
 def test_metrics_per_host_and_drop_counters(tmp_path: Path) -> None:
-    inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
-    roles = Roles()
-    runtime = DatapathRuntime(inventory.index, roles)
-    state = runtime.core.state
+    app = served(tmp_path)
+    state = app.runtime.core.state
     state.count("h1", "packet_ins", 5)
     state.count("h2", "packet_ins", 2)
     state.count("h1", "denied_packets", 40)
     state.live_denied["h1"] = 2
     state.live_spoofed["h2"] = 9
-    ctx = ApiContext(inventory=inventory, token="t", runtime=runtime, openflow_host="0.0.0.0",
-                     openflow_port=6653, roles=roles)
-    app = create_app(ctx)
-    app.include_router(metrics.router)
-    lines = set(TestClient(app).get("/metrics").text.splitlines())
+    lines = app.lines()
     assert "daolinet_packet_ins_total 7" in lines
     assert 'daolinet_host_packet_ins_total{host="h1"} 5' in lines
     assert 'daolinet_host_packet_ins_total{host="h2"} 2' in lines
@@ -63,23 +75,9 @@ def test_metrics_per_host_and_drop_counters(tmp_path: Path) -> None:
     assert 'daolinet_host_setup_seconds_count{host="h1"} 0' in lines
 
 
-def metrics_of_a_runtime(tmp_path: Path) -> tuple[Roles, TestClient]:
-    """The roles of a real DatapathRuntime and a client of the app serving its /metrics."""
-    inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
-    roles = Roles()
-    runtime = DatapathRuntime(inventory.index, roles)
-    ctx = ApiContext(inventory=inventory, token="t", runtime=runtime, openflow_host="0.0.0.0",
-                     openflow_port=6653, roles=roles)
-    app = create_app(ctx)
-    app.include_router(metrics.router)
-    return roles, TestClient(app)
-
-
 def test_metrics_replica_role_switches_and_refusals(tmp_path: Path) -> None:
-    roles, client = metrics_of_a_runtime(tmp_path)
-
-    def lines() -> set[str]:
-        return set(client.get("/metrics").text.splitlines())
+    app = served(tmp_path)
+    roles, lines = app.roles, app.lines
 
     assert {"daolinet_replica_leader 0", "daolinet_switches_mastered 0",
             'daolinet_openflow_refused_total{kind="role"} 0',
@@ -95,11 +93,11 @@ def test_metrics_replica_role_switches_and_refusals(tmp_path: Path) -> None:
 
 
 def test_metrics_switches_connected_whatever_their_role(tmp_path: Path) -> None:
-    roles, client = metrics_of_a_runtime(tmp_path)
+    app = served(tmp_path)
+    roles = app.roles
 
     def connected() -> set[str]:
-        return {line for line in client.get("/metrics").text.splitlines()
-                if line.startswith("daolinet_switches_connected ")}
+        return {line for line in app.lines() if line.startswith("daolinet_switches_connected ")}
 
     assert connected() == {"daolinet_switches_connected 0"}
     roles.switch_seen(1, True)
@@ -114,33 +112,19 @@ def test_metrics_switches_connected_whatever_their_role(tmp_path: Path) -> None:
 
 
 def test_metrics_switch_connections_refused_by_reason(tmp_path: Path) -> None:
-    inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
-    roles = Roles()
     refused = {"tls_handshake": 2, "foreign_dpid": 1}
-    ctx = ApiContext(inventory=inventory, token="t",
-                     runtime=DatapathRuntime(inventory.index, roles),
-                     openflow_host="0.0.0.0", openflow_port=6653, roles=roles,
-                     switch_refusals=lambda: refused)
-    app = create_app(ctx)
-    app.include_router(metrics.router)
-    lines = set(TestClient(app).get("/metrics").text.splitlines())
+    lines = served(tmp_path, switch_refusals=lambda: refused).lines()
     assert {'daolinet_switch_connections_refused_total{reason="tls_handshake"} 2',
             'daolinet_switch_connections_refused_total{reason="foreign_dpid"} 1'} <= lines
 
 
 def test_metrics_count_packet_ins_dropped_by_reason(tmp_path: Path) -> None:
-    inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
-    roles = Roles()
-    runtime = DatapathRuntime(inventory.index, roles)
-    state = runtime.core.state
+    app = served(tmp_path)
+    state = app.runtime.core.state
     for _ in range(3):
         state.drop("h1", DROP_SWITCH_BUDGET)
     state.drop("h2", DROP_UNKNOWN_PORT)
-    ctx = ApiContext(inventory=inventory, token="t", runtime=runtime, openflow_host="0.0.0.0",
-                     openflow_port=6653, roles=roles)
-    app = create_app(ctx)
-    app.include_router(metrics.router)
-    lines = set(TestClient(app).get("/metrics").text.splitlines())
+    lines = app.lines()
     assert 'daolinet_packet_ins_dropped_total{reason="switch_budget"} 3' in lines
     assert 'daolinet_packet_ins_dropped_total{reason="unknown_port"} 1' in lines
     assert 'daolinet_host_packet_ins_dropped_total{host="h1",reason="switch_budget"} 3' in lines
