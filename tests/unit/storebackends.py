@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,13 +30,51 @@ from typing import Any
 import requests
 from _pytest.fixtures import FixtureFunctionDefinition
 
-from controller.store.base import Store
+from controller.store.base import Documents, Store
 from controller.store.etcd.store import EtcdStore
 from controller.store.sqlite import SqliteStore
 from tests.etcdcluster import EtcdCluster, shared_cluster, unique_prefix
 
 UNIT_BACKENDS = ("sqlite",)  # tests/unit
 INTEGRATION_BACKENDS = ("etcd",)  # tests/integration: the same suites again
+
+
+class WrappedStore:
+    """A store that hands every call to `inner`: tests subclass it to watch or break
+    writes (override `put` and `delete`) and keep the rest of the interface."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        return self.inner.get(kind, key)
+
+    def list(self, kind: str) -> list[dict[str, Any]]:
+        return self.inner.list(kind)
+
+    def items(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
+        return self.inner.items(kind)
+
+    def put(self, kind: str, key: str, value: dict[str, Any], *, create: bool = False) -> None:
+        self.inner.put(kind, key, value, create=create)
+
+    def delete(self, kind: str, key: str) -> bool:
+        return self.inner.delete(kind, key)
+
+    def snapshot(self) -> tuple[int, Documents]:
+        return self.inner.snapshot()
+
+    def revision(self) -> int:
+        return self.inner.revision()
+
+    def exclusive(self, timeout: float = 5.0) -> AbstractContextManager[None]:
+        return self.inner.exclusive(timeout)
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self.inner.transaction()
+
+    def watch(self, after: int, callback: Callable[..., None], on_error: Any = None) -> None:
+        self.inner.watch(after, callback, on_error)
 
 
 class Backend:

@@ -8,7 +8,7 @@ import base64
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,13 @@ from controller.desired.events import Change
 from controller.desired.inventory import Inventory
 from controller.desired.replication import SCHEMA_VERSION
 from controller.store.base import Documents, Store, StoreConflict, StoreUnavailable
-from tests.unit.storebackends import UNIT_BACKENDS, Backend, etcd_raw, open_backend
+from tests.unit.storebackends import (
+    UNIT_BACKENDS,
+    Backend,
+    WrappedStore,
+    etcd_raw,
+    open_backend,
+)
 
 
 @pytest.fixture(params=UNIT_BACKENDS)
@@ -28,12 +34,12 @@ def backend(request, tmp_path: Path):
         yield b
 
 
-class FailingStore:
+class FailingStore(WrappedStore):
     """A store whose `fail_at`-th write (put or delete, counted from arming) raises
     StoreUnavailable, as a store lost midway through a change would."""
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.fail_at: int | None = None
         self.writes = 0
 
@@ -47,32 +53,11 @@ class FailingStore:
 
     def put(self, kind: str, key: str, value: dict[str, Any], *, create: bool = False) -> None:
         self._count()
-        self.inner.put(kind, key, value, create=create)
+        super().put(kind, key, value, create=create)
 
     def delete(self, kind: str, key: str) -> bool:
         self._count()
-        return self.inner.delete(kind, key)
-
-    def get(self, kind: str, key: str) -> dict[str, Any] | None:
-        return self.inner.get(kind, key)
-
-    def snapshot(self) -> tuple[int, Documents]:
-        return self.inner.snapshot()
-
-    def revision(self) -> int:
-        return self.inner.revision()
-
-    def exclusive(self, timeout: float = 5.0) -> AbstractContextManager[None]:
-        return self.inner.exclusive(timeout)
-
-    def transaction(self) -> AbstractContextManager[None]:
-        return self.inner.transaction()
-
-    def items(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
-        return self.inner.items(kind)
-
-    def watch(self, after: int, callback: Callable[..., None], on_error: Any = None) -> None:
-        self.inner.watch(after, callback, on_error)
+        return super().delete(kind, key)
 
 
 def _documents(store: Store) -> Documents:

@@ -9,7 +9,6 @@ another order or repeated: the core re-decides every live pair on any of them).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,44 +30,27 @@ from controller.desired.inventory import Inventory
 from controller.desired.replication import apply_document
 from controller.store.base import StoreUnavailable
 from controller.store.sqlite import SqliteStore
+from tests.unit.storebackends import WrappedStore
 
 KEY = "k" * 42 + "A="
 
 
-class RecordingStore:
+class RecordingStore(WrappedStore):
     """A SqliteStore that remembers every document write, in order."""
 
     def __init__(self, path: Path) -> None:
-        self.inner = SqliteStore(path)
+        super().__init__(SqliteStore(path))
         self.writes: list[tuple[str, str, dict[str, Any] | None]] = []
 
-    def get(self, kind: str, key: str) -> dict[str, Any] | None:
-        return self.inner.get(kind, key)
-
-    def list(self, kind: str) -> list[dict[str, Any]]:
-        return self.inner.list(kind)
-
     def put(self, kind: str, key: str, value: dict[str, Any], *, create: bool = False) -> None:
-        self.inner.put(kind, key, value, create=create)
+        super().put(kind, key, value, create=create)
         self.writes.append((kind, key, value))
 
     def delete(self, kind: str, key: str) -> bool:
-        existed = self.inner.delete(kind, key)
+        existed = super().delete(kind, key)
         if existed:
             self.writes.append((kind, key, None))
         return existed
-
-    def snapshot(self) -> tuple[int, dict[str, list[dict[str, Any]]]]:
-        return self.inner.snapshot()
-
-    def revision(self) -> int:
-        return self.inner.revision()
-
-    def exclusive(self, timeout: float = 5.0) -> AbstractContextManager[None]:
-        return self.inner.exclusive(timeout)
-
-    def transaction(self) -> AbstractContextManager[None]:
-        return self.inner.transaction()
 
     def take(self) -> list[tuple[str, str, dict[str, Any] | None]]:
         out, self.writes = self.writes, []
