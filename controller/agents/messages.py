@@ -11,6 +11,7 @@ without their null fields, as they always were.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -56,6 +57,37 @@ class MeshHost(BaseModel):
 # In the private range beside the route's codes (controller/api/routes/stream.py);
 # declared here because the agent acts on it (hostnet/agent/stream.py).
 CLOSE_REPLACED = 4409
+
+# Close code of a stream this replica does not serve (it does not master the host's
+# switch, or it is the only controller and does not lead): the agent tries another
+# replica, and first the one the reason names (`not_master_reason`).
+CLOSE_NOT_SERVED_HERE = 4503
+# RFC 6455 5.5: a close frame's payload is at most 125 bytes, 2 of them the code.
+CLOSE_REASON_MAX = 123
+_NAMED_MASTER = re.compile(r"; (\S+) is$")
+
+
+def not_master_reason(host: str, master_api: str | None) -> str:
+    """The reason of a 4503 close for `host`'s stream: names the master's API URL (as
+    its replica advertises it) so the agent goes there next, within the close
+    frame's bound (a long host name is left out first, then the URL)."""
+    if master_api is None:
+        return _bounded(f"not the master of {host}; no replica is now", "not the master")
+    for reason in (f"not the master of {host}; {master_api} is",
+                   f"not the master; {master_api} is"):
+        if len(reason.encode()) <= CLOSE_REASON_MAX:
+            return reason
+    return "not the master"
+
+
+def named_master(reason: str) -> str | None:
+    """The master's API URL a 4503 close reason names (`not_master_reason`), if any."""
+    match = _NAMED_MASTER.search(reason)
+    return match.group(1) if match else None
+
+
+def _bounded(reason: str, short: str) -> str:
+    return reason if len(reason.encode()) <= CLOSE_REASON_MAX else short
 
 
 class _Message(BaseModel):

@@ -155,6 +155,15 @@ class ControllerClient:
         self._current = (self._current + 1) % len(self.urls)
         return self.base_url
 
+    def use(self, url: str) -> bool:
+        """Go to replica `url` next if it is one of ours (a URL a controller names is
+        followed only when the operator configured it: the bearer token goes there)."""
+        url = url.rstrip("/")
+        if url not in self.urls:
+            return False
+        self._current = self.urls.index(url)
+        return True
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

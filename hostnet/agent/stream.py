@@ -23,6 +23,7 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as sync_connect
 
 from controller.agents.messages import (
+    CLOSE_NOT_SERVED_HERE,
     CLOSE_REPLACED,
     STATE_KINDS,
     STATE_MESSAGE,
@@ -32,6 +33,7 @@ from controller.agents.messages import (
     MeshMessage,
     Nack,
     NatMessage,
+    named_master,
 )
 from hostnet.agent.client import ControllerClient, ControllerError, stream_url
 from hostnet.agent.commands import Commands
@@ -47,6 +49,14 @@ from hostnet.host.worker import in_thread
 log = logging.getLogger(__name__)
 
 REPLICA_BACKOFF_MAX = 0.5  # with several controller replicas, during an election
+# A replica that does not master this host names the one that does (4503): the agent
+# goes there at once.  During a handover the two replicas' views of the assignment
+# differ for a moment (each names the other); the agent follows the names, this far
+# apart, at most REDIRECTS_MAX times in a row before it backs off as after any refusal
+# (the stream is the host's only path to its routes: every pause delays new
+# connections of its containers).
+REDIRECT_PAUSE = 0.05
+REDIRECTS_MAX = 60
 # After a newer stream of this host replaced ours (CLOSE_REPLACED): another agent of
 # this host runs (or ran: a reconnect race ends the older stream, which this agent
 # no longer listens to).  The newer wins; this agent waits before it takes the stream
@@ -142,6 +152,7 @@ class Stream:
         self.loop = loop
         self._ws: ClientConnection | None = None
         self._running: set[concurrent.futures.Future[None]] = set()
+        self._received = False  # the current connection delivered a message
 
     def close(self) -> None:
         """End the blocking connection on the route thread (at stop)."""
@@ -159,18 +170,19 @@ class Stream:
         grows only once every replica has been tried.  A stream replaced by a newer one
         of this host waits longer (`takeover_pause`) before it connects again."""
         delay = BACKOFF_MIN
-        first = True
+        register = False  # registered just before the stream starts
         tried = 0
         losses = 0  # replacements in a row (reset by any other end of a stream)
+        redirects = 0  # 4503 closes in a row that named a replica of ours
         while not self.stop.is_set():
             replaced = False
+            redirect: str | None = None
             try:
-                if not first:
+                if register:
                     await self.registrar.register()  # the controller may have restarted
-                first = False
-                if await in_thread(self.route_exec, self._connect, self.client.token):
-                    delay = BACKOFF_MIN
-                    tried = 0
+                register = True
+                self._received = False
+                await in_thread(self.route_exec, self._connect, self.client.token)
                 log.warning("stream closed by the controller %s", self.client.base_url)
             except asyncio.CancelledError:
                 raise
@@ -178,7 +190,10 @@ class Stream:
                 log.warning("stream refused: HTTP %s", exc.response.status_code)
             except ConnectionClosedError as exc:
                 reason = exc.rcvd.reason if exc.rcvd is not None else ""
-                replaced = exc.rcvd is not None and exc.rcvd.code == CLOSE_REPLACED
+                code = exc.rcvd.code if exc.rcvd is not None else None
+                replaced = code == CLOSE_REPLACED
+                if code == CLOSE_NOT_SERVED_HERE:
+                    redirect = named_master(reason)
                 if not replaced:
                     log.warning("stream of %s ended: %s", self.client.base_url,
                                 reason or " ".join(str(exc).split()))
@@ -190,7 +205,18 @@ class Stream:
                 log.error("bridge update after re-registration failed: %s", exc)
             except Exception:  # never let the stream die: log and reconnect
                 log.exception("stream failed unexpectedly")
-            if replaced:
+            if self._received:  # the stream served: the next refusals are a new series
+                redirects = tried = 0
+                delay = BACKOFF_MIN
+            if (redirect is not None and redirects < REDIRECTS_MAX
+                    and self.client.use(redirect)):
+                # the replica that refused knew this host (no registration needed)
+                redirects += 1
+                losses = 0
+                register = False
+                pause = REDIRECT_PAUSE
+            elif replaced:
+                redirects = 0
                 losses += 1
                 pause = takeover_pause(losses)
                 log.warning(
@@ -198,6 +224,7 @@ class Stream:
                     "connected (the newer stream wins); connecting again in %gs",
                     self.host, self.client.base_url, reason, pause)
             else:
+                redirects = 0
                 losses = 0
                 tried += 1
                 self.client.rotate()
@@ -228,7 +255,7 @@ class Stream:
                     return got
                 log.info("stream connected to %s", url)
                 for raw in ws:
-                    got = True
+                    got = self._received = True
                     try:
                         msg = json.loads(raw)
                     except ValueError:

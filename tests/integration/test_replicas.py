@@ -311,15 +311,10 @@ def test_killed_master_is_replaced_within_3s_and_traffic_keeps_flowing(
     assert received == sent, f"rebalancing lost {sent - received} of {sent} pings"
 
 
-# A known bug, not yet found: it failed here once in four runs (one connection of
-# twelve lost both pings while the returning replica took its share; the agent's
-# stream was sent back and forth between two replicas that each named the other as
-# the host's master), and the same gap failed the Molecule failover check once.
-@pytest.mark.xfail(
-    reason="known bug: a new connection opened while a returning replica takes its share "
-    "of the switches can go unanswered for over 2 s (seen 1 in 4 runs; cause not found)",
-    strict=False,
-)
+# It caught a bug (1 in 4 runs): the agent's stream was sent back and forth between
+# two replicas that each named the other as the host's master, and the agent backed
+# off after each round; one new connection of twelve lost both pings.  The agent now
+# goes to the named master at once (hostnet/agent/stream.py).
 def test_new_connections_are_set_up_while_a_returning_replica_takes_its_share(
     lab: Lab, tb: Testbed
 ) -> None:

@@ -9,6 +9,7 @@ import logging
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from controller.agents.hub import CLOSE_TYPE, Session
+from controller.agents.messages import CLOSE_NOT_SERVED_HERE, not_master_reason
 from controller.api.auth import check_token
 from controller.api.deps import ApiContext, Ctx
 
@@ -19,22 +20,23 @@ router = APIRouter()
 # they mirror, so an agent (or a replica holding a liveness stream) can tell them apart.
 CLOSE_UNAUTHORIZED = 4401  # no valid bearer token
 CLOSE_UNKNOWN_HOST = 4404  # the host is not registered
-# This replica does not serve it (not the master of the host's switch, or not / no
-# longer the leader or a member): the agent tries another replica.
-CLOSE_NOT_SERVED_HERE = 4503
+__all__ = ["CLOSE_NOT_SERVED_HERE", "CLOSE_UNAUTHORIZED", "CLOSE_UNKNOWN_HOST", "router"]
 
 
 @router.websocket("/hosts/{name}/stream")
 async def agent_stream(websocket: WebSocket, name: str, ctx: Ctx) -> None:
+    # A refusal is a close frame after the handshake, not an HTTP 403 before it: only
+    # a close frame carries the code and the reason, and the reason of a 4503 names
+    # the replica the agent must go to (during a handover the one it just left).
     if not check_token(ctx, websocket.headers.get("authorization")):
-        await websocket.close(code=CLOSE_UNAUTHORIZED, reason="invalid or missing bearer token")
+        await _refuse(websocket, CLOSE_UNAUTHORIZED, "invalid or missing bearer token")
         return
     if ctx.inventory.index.host(name) is None:
-        await websocket.close(code=CLOSE_UNKNOWN_HOST, reason=f"host {name} is not registered")
+        await _refuse(websocket, CLOSE_UNKNOWN_HOST, f"host {name} is not registered")
         return
     hub = ctx.hub
     if hub is None or not ctx.runtime.serves(name):
-        await websocket.close(code=CLOSE_NOT_SERVED_HERE, reason=not_serving_reason(ctx, name))
+        await _refuse(websocket, CLOSE_NOT_SERVED_HERE, not_serving_reason(ctx, name))
         return
     await websocket.accept()
     client = websocket.client
@@ -54,12 +56,15 @@ async def agent_stream(websocket: WebSocket, name: str, ctx: Ctx) -> None:
         log.info("agent %s disconnected", name)
 
 
+async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
+    await websocket.accept()
+    await websocket.close(code=code, reason=reason)
+
+
 def not_serving_reason(ctx: ApiContext, host: str) -> str:
     """Why this replica refuses `host`'s stream, and where to go instead."""
     if ctx.roles.spread:
-        url = ctx.runtime.owner_api(host)
-        return (f"not the master of {host}; {url} is" if url
-                else f"not the master of {host}; no replica is now")
+        return not_master_reason(host, ctx.runtime.owner_api(host))
     return "not the leader; no leader now"  # the only controller, before it leads
 
 
