@@ -221,12 +221,22 @@ def test_removing_a_network_from_a_group_revokes(lab: Lab) -> None:
 
 
 BURST = CoreState().packet_in_burst
+# 10,000 datagrams over about 2 s.  Sent at full speed (a tenth of a second), the
+# whole flood could pass before OVS's revalidator moved the datapath's cached flow
+# from the first packet's path (meter, controller) to the new drop flow (about every
+# 0.5 s): the test then measured the datapath's cache, not daolinet (seen 1 in 5).
 FLOOD = """
-import socket, sys
+import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for i in range(10000):
     s.sendto(b"x" * 16, (sys.argv[1], 9999))
+    if i % 100 == 99:
+        time.sleep(0.02)
 """
+# Packets the switch had to queue for the controller past its limit are dropped by
+# OVS itself (connmgr's PacketIn queue, 100 a connection), counted nowhere daolinet
+# reads: the share of the flood allowed to go unaccounted for.
+UNACCOUNTED = 0.02
 
 
 def port_counters(tb: Testbed, c: Container) -> tuple[int, int]:
@@ -264,17 +274,20 @@ def test_denied_flood_stays_in_the_switch_and_is_counted(lab: Lab) -> None:
                 metric(tb, "denied_packets_total") - denied)
 
     # Every packet of the flood that reached the switch is accounted for: a
-    # PacketIn, a meter drop, or a drop counted by the deny flow (/metrics).  (A
-    # full-speed sender also loses some before the switch, in the veth.)
+    # PacketIn, a meter drop, or a drop counted by the deny flow (/metrics), but for
+    # what OVS dropped on its way to the controller (UNACCOUNTED).  Most of them are
+    # the deny flow's: it is in place after the first PacketIn.
     tb.wait_until(
-        lambda: sum(accounted()) >= arrived - 10,
+        lambda: (sum(accounted()) >= arrived * (1 - UNACCOUNTED)
+                 and accounted()[2] >= arrived / 2),
         10, "the dropped packets are not counted in /metrics",
         detail=lambda: f"arrived {arrived}, (PacketIns, metered, denied) {accounted()}",
     )
-    took = accounted()[0]
+    took, metered_now, denied_now = accounted()
     # The container's PacketIn meter lets its burst through; the drop flow takes the
     # rest (before it lands, the meter drops them).
-    print(f"denied flood: {took:.0f} PacketIns for {arrived} packets")
+    print(f"denied flood: {took:.0f} PacketIns, {metered_now} metered, {denied_now:.0f} "
+          f"dropped by the deny flow, for {arrived} packets")
     assert took <= BURST + 4, f"a flood of 10000 denied packets caused {took} PacketIns"
 
 

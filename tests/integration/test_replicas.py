@@ -99,11 +99,15 @@ def replica_api(tb: Testbed, i: int, method: str, path: str, **kwargs: Any) -> h
 
 
 def wait_balanced(tb: Testbed, ask: int) -> None:
-    """Until every replica is a member with one switch (h1, h2 and far1, registered
-    by a test above) and the switches confirm the assigned masters."""
+    """Until every replica is a member, the registered switches (h1, h2, and far1 once
+    a test registered it) are spread over them within one switch, and the switches
+    confirm the assigned masters."""
     def balanced() -> bool:
         shown = replica_api(tb, ask, "GET", "/replicas").json()["replicas"]
-        return all(x["member"] and len(x["switches"]) == 1 for x in shown)
+        registered = len(replica_api(tb, ask, "GET", "/hosts").json())
+        loads = [len(x["switches"]) for x in shown]
+        return (all(x["member"] for x in shown) and sum(loads) == registered
+                and max(loads) - min(loads) <= 1)
 
     tb.wait_until(balanced, 15, "the switches were not spread over every replica again",
                   detail=tb.roles_dump)
