@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from controller.cluster.assignment import assign
@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 ASSIGNMENT = "assignment"  # store kind; one document, ASSIGNMENT_KEY
 ASSIGNMENT_KEY = "switches"
-REACH = "reach"  # store kind; key: replica name; {"replica", "switches": [dpid...]}
+REACH = "reach"  # store kind; key: replica name; {"replica", "switches": [dpid...],
+#   "member": the membership generation it was written under (0: none)}
 
 Assignment = dict[int, str]  # dpid -> replica name
 
@@ -68,8 +69,10 @@ class Masters:
         every newer assignment and our membership; the switches connected to us,
         as the roles count them, are reported to the store (kind REACH) for the
         leader's assignment."""
-        self._reach: dict[str, set[int]] = {}  # replica -> the switches it reported
-        self._reported: set[int] | None = None
+        # replica -> (its membership generation then, None if not said; the switches
+        # it reported)
+        self._reach: dict[str, tuple[int | None, set[int]]] = {}
+        self._reported: tuple[int, set[int]] | None = None  # (generation, switches)
         self.store = store
         self.name = str(record["name"])
         self.leadership = leadership
@@ -134,22 +137,38 @@ class Masters:
         """A replica's report of the switches connected to it (store watch, or read at
         start).  A deleted report changes nothing: its replica is gone anyway."""
         if doc and doc.get("replica"):
+            member = doc.get("member")
             with self._lock:
-                self._reach[str(doc["replica"])] = {int(d) for d in doc.get("switches", [])}
+                self._reach[str(doc["replica"])] = (
+                    int(member) if member is not None else None,
+                    {int(d) for d in doc.get("switches", [])},
+                )
 
     def report(self) -> None:
-        """Write the switches connected to us when they changed (StoreError: again at
-        the next round)."""
-        now = self.roles.connected_now()
+        """Write the switches connected to us, under our membership's generation, when
+        either changed (StoreError: again at the next round)."""
+        now = (self.membership.generation if self.is_member else 0,
+               self.roles.connected_now())
         if now == self._reported:
             return
-        self.store.put(REACH, self.name, {"replica": self.name, "switches": sorted(now)})
+        self.store.put(REACH, self.name, {"replica": self.name, "member": now[0],
+                                          "switches": sorted(now[1])})
         self._reported = now
 
-    def reach(self, members: Iterable[str]) -> dict[str, set[int]]:
-        """What each member reaches: as reported, ours as we see it now."""
+    def reach(self, members: Mapping[str, tuple[dict[str, Any], int]]) -> dict[str, set[int]]:
+        """What each member reaches: as reported under its current membership, ours
+        as we see it now.  A report of an earlier membership is no longer true: a
+        replica that died and came back reported the switches connected to its
+        previous process, and is a member again before they reconnect to it (trusting
+        that report gave it switches it could not take yet, and they moved back and
+        forth until it reported again).  A report without a generation (an older
+        replica's) is taken as it is."""
         with self._lock:
-            out = {m: set(self._reach.get(m, ())) for m in members}
+            reports = {m: self._reach.get(m) for m in members}
+        out = {
+            m: set(r[1]) if r is not None and r[0] in (None, members[m][1]) else set()
+            for m, r in reports.items()
+        }
         out[self.name] = self.roles.connected_now()
         return out
 

@@ -63,7 +63,8 @@ def test_a_member_gets_only_switches_connected_to_it(tmp_path: Path) -> None:
     assert store.try_lead({"name": "c0"}, 5, key="member/c0") is not None
     assert store.try_lead({"name": "c1"}, 5, key="member/c1") is not None
     masters.report()
-    assert store.get(REACH, "c0") == {"replica": "c0", "switches": [1, 2, 3, 4]}
+    # not a member through `masters.membership` here: written under generation 0
+    assert store.get(REACH, "c0") == {"replica": "c0", "member": 0, "switches": [1, 2, 3, 4]}
     masters.step()  # c1 reported nothing yet
     assert parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0] == dict.fromkeys(
         connected, "c0")
@@ -71,4 +72,64 @@ def test_a_member_gets_only_switches_connected_to_it(tmp_path: Path) -> None:
     masters.step()
     assert parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0] == {
         1: "c0", 2: "c0", 3: "c1", 4: "c1"}
+    store.close()
+
+
+def test_a_returning_member_gets_no_switch_by_the_report_of_its_previous_process(
+    tmp_path: Path,
+) -> None:
+    """A replica killed and started again is a member before its switches reconnect to
+    it; the report its previous process left in the store (kind REACH, under its
+    previous membership) must not give it those switches: they would go to a replica
+    that cannot master them yet, and back again once it reports (what made
+    test_replicas' confirmed masters miss the assignment after a replica returned)."""
+    store = SqliteStore(tmp_path / "db")
+    elector = Lease(store, {"name": "c0"}, standalone=True)
+    elector.start()
+    masters = Masters(store, {"name": "c0", "api": "http://c0"}, elector,
+                      switches=lambda: {1, 2, 3, 4})
+    for dpid in (1, 2, 3, 4):
+        masters.roles.switch_seen(dpid, True)
+    assert store.try_lead({"name": "c0"}, 5, key="member/c0") is not None
+    before = store.try_lead({"name": "c1"}, 5, key="member/c1")
+    assert before is not None
+    masters.apply_reach({"replica": "c1", "member": before.generation, "switches": [3, 4]})
+    masters.step()
+    assert parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0] == {
+        1: "c0", 2: "c0", 3: "c1", 4: "c1"}
+    before.resign()  # c1 dies ...
+    masters.step()
+    assert set(parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0].values()) == {"c0"}
+    after = store.try_lead({"name": "c1"}, 5, key="member/c1")  # ... and comes back
+    assert after is not None and after.generation != before.generation
+    masters.step()  # its old report is still all the leader has of c1
+    assert set(parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0].values()) == {"c0"}
+    # its new process reports what reconnected to it: that is what it gets
+    masters.apply_reach({"replica": "c1", "member": after.generation, "switches": [3]})
+    masters.step()
+    assert parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0] == {
+        1: "c0", 2: "c0", 3: "c1", 4: "c0"}
+    store.close()
+
+
+def test_a_member_reports_under_its_membership_and_again_when_it_changes(
+    tmp_path: Path,
+) -> None:
+    """The report names the membership it was written under; a new membership with the
+    same switches connected is reported again (else the leader would wait for a
+    change of switches to trust it)."""
+    store = SqliteStore(tmp_path / "db")
+    elector = Lease(store, {"name": "c1"}, standalone=True)
+    masters = Masters(store, {"name": "c1", "api": "http://c1"}, elector,
+                      switches=lambda: {1})
+    masters.roles.switch_seen(1, True)
+    masters.report()
+    assert store.get(REACH, "c1") == {"replica": "c1", "member": 0, "switches": [1]}
+    masters.membership.step()  # c1 becomes a member
+    assert masters.is_member
+    generation = masters.membership.generation
+    assert generation > 0
+    masters.report()
+    assert store.get(REACH, "c1") == {"replica": "c1", "member": generation, "switches": [1]}
+    masters.membership.stop()
     store.close()
