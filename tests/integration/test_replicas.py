@@ -315,18 +315,12 @@ def test_killed_master_is_replaced_within_3s_and_traffic_keeps_flowing(
     assert received == sent, f"rebalancing lost {sent - received} of {sent} pings"
 
 
-# A known bug, not yet found: one connection of twelve loses both pings while the
-# returning replica takes its share (1 in 4 runs; once in Molecule's failover check).
-# The agent's stream being sent back and forth between two replicas that each named
-# the other was one part of it: the agent now goes to the named master at once
-# (hostnet/agent/stream.py); the test still failed once in four runs after that, so
-# something else delays these setups too.  On failure it prints the agents' and the
-# replicas' logs and when the lost connection began.
-@pytest.mark.xfail(
-    reason="known bug: a new connection opened while a returning replica takes its share "
-    "of the switches can go unanswered for over 2 s (seen 1 in 4 runs; cause not found)",
-    strict=False,
-)
+# It caught a bug (1 in 4 runs): a returning replica was assigned switches by its
+# previous process's reach report before they reconnected to it, so for a moment
+# the replicas named each other as a host's master and setups waited (fixed in
+# controller/cluster/masters.py; the agent also follows a named master at once).
+# On failure it prints the agents' and replicas' logs and when the lost connection
+# began.
 def test_new_connections_are_set_up_while_a_returning_replica_takes_its_share(
     lab: Lab, tb: Testbed
 ) -> None:
