@@ -10,7 +10,7 @@ MIRROR=${DAOLINET_LAB_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=(
   openvswitch-switch docker.io wireguard-tools wireguard-go
   iproute2 iputils-ping traceroute tcpdump netcat-openbsd ethtool iptables kmod procps
-  nftables busybox-static python3-venv python3-apt etcd-server
+  nftables busybox-static python3-venv python3-apt python3-cryptography etcd-server
 )
 hash=$(sha256sum "$0" | cut -c1-12)
 image=daolinet-lab-host:$hash
