@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 ASSIGNMENT = "assignment"  # store kind; one document, ASSIGNMENT_KEY
 ASSIGNMENT_KEY = "switches"
 REACH = "reach"  # store kind; key: replica name; {"replica", "switches": [dpid...],
-#   "member": the membership generation it was written under (0: none)}
+#   "process": the id of the replica's process that wrote it}
 
 Assignment = dict[int, str]  # dpid -> replica name
 
@@ -63,18 +64,24 @@ class Masters:
         switches: Callable[[], set[int]],
         ttl: float = 2.0,
         token: str | None = None,
+        process: str | None = None,
     ) -> None:
         """`leadership`: the lease of the leader key (the leader assigns);
         `switches`: the dpids of the registered hosts.  Our roles (`roles`) follow
         every newer assignment and our membership; the switches connected to us,
         as the roles count them, are reported to the store (kind REACH) for the
-        leader's assignment."""
-        # replica -> (its membership generation then, None if not said; the switches
-        # it reported)
-        self._reach: dict[str, tuple[int | None, set[int]]] = {}
-        self._reported: tuple[int, set[int]] | None = None  # (generation, switches)
+        leader's assignment.  `process`: this process's id (default: a new random
+        one)."""
+        # replica -> (the process that reported, None if not said; the switches)
+        self._reach: dict[str, tuple[str | None, set[int]]] = {}
+        self._reported: set[int] | None = None
         self.store = store
         self.name = str(record["name"])
+        # Our process, in our membership's record and in our reports: a report left by
+        # an earlier process of this replica is not ours (`reach`).  Unlike the
+        # membership's generation it stays when a membership is lost and taken again.
+        self.process = process or uuid.uuid4().hex
+        record = {**record, "process": self.process}
         self.leadership = leadership
         self.switches = switches
         self.token = token
@@ -137,36 +144,34 @@ class Masters:
         """A replica's report of the switches connected to it (store watch, or read at
         start).  A deleted report changes nothing: its replica is gone anyway."""
         if doc and doc.get("replica"):
-            member = doc.get("member")
+            process = doc.get("process")
             with self._lock:
                 self._reach[str(doc["replica"])] = (
-                    int(member) if member is not None else None,
+                    str(process) if process is not None else None,
                     {int(d) for d in doc.get("switches", [])},
                 )
 
     def report(self) -> None:
-        """Write the switches connected to us, under our membership's generation, when
-        either changed (StoreError: again at the next round)."""
-        now = (self.membership.generation if self.is_member else 0,
-               self.roles.connected_now())
+        """Write the switches connected to us when they changed, or first in this
+        process (StoreError: again at the next round)."""
+        now = self.roles.connected_now()
         if now == self._reported:
             return
-        self.store.put(REACH, self.name, {"replica": self.name, "member": now[0],
-                                          "switches": sorted(now[1])})
+        self.store.put(REACH, self.name, {"replica": self.name, "process": self.process,
+                                          "switches": sorted(now)})
         self._reported = now
 
     def reach(self, members: Mapping[str, tuple[dict[str, Any], int]]) -> dict[str, set[int]]:
-        """What each member reaches: as reported under its current membership, ours
-        as we see it now.  A report of an earlier membership is no longer true: a
-        replica that died and came back reported the switches connected to its
-        previous process, and is a member again before they reconnect to it (trusting
-        that report gave it switches it could not take yet, and they moved back and
-        forth until it reported again).  A report without a generation (an older
-        replica's) is taken as it is."""
+        """What each member reaches: as its current process reported, ours as we see
+        it now.  A report of an earlier process is no longer true: a replica that
+        died and came back is a member again before its switches reconnect to it, and
+        trusting its previous process's report gave it switches it could not take yet
+        (they moved back and forth until it reported again).  A report or a
+        membership without a process id (an older replica's) is taken as it is."""
         with self._lock:
             reports = {m: self._reach.get(m) for m in members}
         out = {
-            m: set(r[1]) if r is not None and r[0] in (None, members[m][1]) else set()
+            m: set(r[1]) if r is not None and _same_process(r[0], members[m][0]) else set()
             for m, r in reports.items()
         }
         out[self.name] = self.roles.connected_now()
@@ -251,6 +256,11 @@ class Masters:
                     return
         finally:
             self._watched.discard(name)
+
+
+def _same_process(reporter: str | None, member: dict[str, Any]) -> bool:
+    process = member.get("process")
+    return reporter is None or process is None or reporter == str(process)
 
 
 def end_membership(store: Store, name: str) -> None:

@@ -64,7 +64,8 @@ def test_a_member_gets_only_switches_connected_to_it(tmp_path: Path) -> None:
     assert store.try_lead({"name": "c1"}, 5, key="member/c1") is not None
     masters.report()
     # not a member through `masters.membership` here: written under generation 0
-    assert store.get(REACH, "c0") == {"replica": "c0", "member": 0, "switches": [1, 2, 3, 4]}
+    assert store.get(REACH, "c0") == {"replica": "c0", "process": masters.process,
+                                      "switches": [1, 2, 3, 4]}
     masters.step()  # c1 reported nothing yet
     assert parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0] == dict.fromkeys(
         connected, "c0")
@@ -79,10 +80,10 @@ def test_a_returning_member_gets_no_switch_by_the_report_of_its_previous_process
     tmp_path: Path,
 ) -> None:
     """A replica killed and started again is a member before its switches reconnect to
-    it; the report its previous process left in the store (kind REACH, under its
-    previous membership) must not give it those switches: they would go to a replica
-    that cannot master them yet, and back again once it reports (what made
-    test_replicas' confirmed masters miss the assignment after a replica returned)."""
+    it; the report its previous process left in the store (kind REACH) must not give
+    it those switches: they would go to a replica that cannot master them yet, and
+    back again once it reports (what made test_replicas' confirmed masters miss the
+    assignment after a replica returned)."""
     store = SqliteStore(tmp_path / "db")
     elector = Lease(store, {"name": "c0"}, standalone=True)
     elector.start()
@@ -91,45 +92,75 @@ def test_a_returning_member_gets_no_switch_by_the_report_of_its_previous_process
     for dpid in (1, 2, 3, 4):
         masters.roles.switch_seen(dpid, True)
     assert store.try_lead({"name": "c0"}, 5, key="member/c0") is not None
-    before = store.try_lead({"name": "c1"}, 5, key="member/c1")
+    before = store.try_lead({"name": "c1", "process": "p1"}, 5, key="member/c1")
     assert before is not None
-    masters.apply_reach({"replica": "c1", "member": before.generation, "switches": [3, 4]})
+    masters.apply_reach({"replica": "c1", "process": "p1", "switches": [3, 4]})
     masters.step()
     assert parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0] == {
         1: "c0", 2: "c0", 3: "c1", 4: "c1"}
     before.resign()  # c1 dies ...
     masters.step()
     assert set(parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0].values()) == {"c0"}
-    after = store.try_lead({"name": "c1"}, 5, key="member/c1")  # ... and comes back
-    assert after is not None and after.generation != before.generation
+    # ... and comes back: a new process
+    assert store.try_lead({"name": "c1", "process": "p2"}, 5, key="member/c1") is not None
     masters.step()  # its old report is still all the leader has of c1
     assert set(parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0].values()) == {"c0"}
     # its new process reports what reconnected to it: that is what it gets
-    masters.apply_reach({"replica": "c1", "member": after.generation, "switches": [3]})
+    masters.apply_reach({"replica": "c1", "process": "p2", "switches": [3]})
     masters.step()
     assert parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0] == {
         1: "c0", 2: "c0", 3: "c1", 4: "c0"}
     store.close()
 
 
-def test_a_member_reports_under_its_membership_and_again_when_it_changes(
+def test_a_member_that_takes_its_membership_again_keeps_its_switches(
     tmp_path: Path,
 ) -> None:
-    """The report names the membership it was written under; a new membership with the
-    same switches connected is reported again (else the leader would wait for a
-    change of switches to trust it)."""
+    """A replica that lost its membership for a moment (the store out of reach) and
+    took it again, in the same process, keeps what it reported: its report is still
+    true, and moving its switches away until it reports again would be a takeover for
+    nothing."""
+    store = SqliteStore(tmp_path / "db")
+    elector = Lease(store, {"name": "c0"}, standalone=True)
+    elector.start()
+    masters = Masters(store, {"name": "c0", "api": "http://c0"}, elector,
+                      switches=lambda: {1, 2})
+    masters.roles.switch_seen(1, True)
+    masters.roles.switch_seen(2, True)
+    assert store.try_lead({"name": "c0"}, 5, key="member/c0") is not None
+    first = store.try_lead({"name": "c1", "process": "p1"}, 5, key="member/c1")
+    assert first is not None
+    masters.apply_reach({"replica": "c1", "process": "p1", "switches": [2]})
+    masters.step()
+    assert parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0] == {1: "c0", 2: "c1"}
+    first.resign()
+    again = store.try_lead({"name": "c1", "process": "p1"}, 5, key="member/c1")
+    assert again is not None and again.generation != first.generation
+    masters.step()
+    assert parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0] == {1: "c0", 2: "c1"}
+    store.close()
+
+
+def test_a_member_reports_with_its_process_and_its_membership_record_names_it(
+    tmp_path: Path,
+) -> None:
+    """The report names the process that wrote it, and so does the membership the
+    leader compares it with; a new process reports even the same switches again."""
     store = SqliteStore(tmp_path / "db")
     elector = Lease(store, {"name": "c1"}, standalone=True)
     masters = Masters(store, {"name": "c1", "api": "http://c1"}, elector,
                       switches=lambda: {1})
     masters.roles.switch_seen(1, True)
     masters.report()
-    assert store.get(REACH, "c1") == {"replica": "c1", "member": 0, "switches": [1]}
+    assert store.get(REACH, "c1") == {"replica": "c1", "process": masters.process,
+                                      "switches": [1]}
     masters.membership.step()  # c1 becomes a member
     assert masters.is_member
-    generation = masters.membership.generation
-    assert generation > 0
-    masters.report()
-    assert store.get(REACH, "c1") == {"replica": "c1", "member": generation, "switches": [1]}
+    assert store.members()["c1"][0]["process"] == masters.process
+    later = Masters(store, {"name": "c1", "api": "http://c1"}, elector, switches=lambda: {1})
+    assert later.process != masters.process
+    later.roles.switch_seen(1, True)
+    later.report()
+    assert store.get(REACH, "c1")["process"] == later.process
     masters.membership.stop()
     store.close()
