@@ -46,6 +46,7 @@ from controller.datapath.runtime import DatapathRuntime, ExportLink
 from controller.datapath.state import CoreState
 from controller.desired.index import DesiredIndex
 from controller.desired.inventory import Inventory
+from controller.logs import configure_logging, quiet_access_log
 from controller.openflow.admission import Admission
 from controller.openflow.app import OpenFlowDeps, start_openflow
 from controller.openflow.listener import server_context
@@ -126,10 +127,8 @@ def main(
 ) -> None:
     """Run the daolinet controller."""
     options = dict(locals())
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
+        configure_logging(log_level)
         settings = load_settings(options)
     except ValueError as exc:
         fail(exc)
@@ -265,6 +264,7 @@ def serve(settings: ControllerSettings) -> None:
     config = uvicorn.Config(
         app, host=api_host, port=api_port, log_level=settings.log_level, ws="websockets-sansio"
     )
+    quiet_access_log()  # after uvicorn configured its loggers (controller/logs.py)
     server = uvicorn.Server(config)
     server.run()
     backend.close()

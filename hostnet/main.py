@@ -10,7 +10,6 @@ line on stderr and exit code 1.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -22,6 +21,7 @@ from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controller.cliutil import CliError, run_app
+from controller.logs import configure_logging
 from hostnet.agent.agent import run_agent
 from hostnet.agent.config import DEFAULT_SOCKET, ENV_PREFIX, AgentConfig
 
@@ -127,6 +127,8 @@ def agent(
     tls_ca: Annotated[Path | None, option(AgentConfig, "tls_ca", "--tls-ca")] = None,
     tls_cert: Annotated[Path | None, option(AgentConfig, "tls_cert", "--tls-cert")] = None,
     tls_key: Annotated[Path | None, option(AgentConfig, "tls_key", "--tls-key")] = None,
+    log_level: Annotated[str, option(AgentConfig, "log_level", "--log-level")] = default(
+        AgentConfig, "log_level"),
 ) -> None:
     """Run the host agent (until SIGTERM/SIGINT)."""
     cfg = validated(
@@ -134,12 +136,9 @@ def agent(
         bridge=bridge, address=address, socket=socket, site=site,
         datapath_type=datapath_type.value, connect_timeout=connect_timeout,
         plugin_socket=plugin_socket, docker_host=docker_host, wireguard=wireguard,
-        tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+        tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, log_level=log_level,
     )
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(cfg.log_level)
     code = run_agent(cfg)
     if code:
         raise typer.Exit(code)

@@ -72,6 +72,10 @@ class AgentConfig(BaseSettings):
     )
     tls_cert: Path | None = Field(None, description="This host's certificate (PEM, OU=host).")
     tls_key: Path | None = Field(None, description="This host's private key (PEM).")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug, info, warning, error; each HTTP request to the "
+        "controller is logged only at debug (controller/logs.py)."
+    )
 
     @field_validator("address")
     @classmethod

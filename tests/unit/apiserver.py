@@ -16,14 +16,18 @@ from controller.api.deps import ApiContext
 
 
 @contextmanager
-def serve(ctx: ApiContext, routers: Sequence[APIRouter] = ()) -> Iterator[str]:
+def serve(
+    ctx: ApiContext, routers: Sequence[APIRouter] = (), *, log_level: str = "warning",
+    access_log: bool = False,
+) -> Iterator[str]:
     """Serve the API of `ctx` on a free 127.0.0.1 port; yields its base URL."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(ctx, list(routers)), log_level="warning", lifespan="off", access_log=False
+        create_app(ctx, list(routers)), log_level=log_level, lifespan="off",
+        access_log=access_log,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
