@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from controller.agents.messages import (
+    CLOSE_HOST_REMOVED,
     CLOSE_REPLACED,
     Ack,
     CommandMessage,
@@ -199,6 +200,19 @@ class AgentHub:
         for session in sessions:
             self.loop.call_soon_threadsafe(session.queue.put_nowait, close_message())
             self.close(session)
+
+    def host_removed(self, host: str) -> None:
+        """Close the stream of a removed host with CLOSE_HOST_REMOVED: its agent stops
+        instead of registering the host again (hostnet/agent/stream.py)."""
+        with self._lock:
+            session = self._sessions.get(host)
+        if session is None:
+            return
+        log.info("agent %s: the host was removed; its stream is closed", host)
+        self.loop.call_soon_threadsafe(session.queue.put_nowait, close_message(
+            CLOSE_HOST_REMOVED, f"host {host} was removed from the controller"
+        ))
+        self.close(session)
 
     def connected(self) -> list[str]:
         with self._lock:

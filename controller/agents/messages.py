@@ -57,6 +57,10 @@ class MeshHost(BaseModel):
 # In the private range beside the route's codes (controller/api/routes/stream.py);
 # declared here because the agent acts on it (hostnet/agent/stream.py).
 CLOSE_REPLACED = 4409
+# Close code of the stream of a host that was removed (`DELETE /api/v1/hosts/{name}`):
+# its agent stops and does not register the host again until it is restarted
+# (hostnet/agent/stream.py); a restarted agent registers it as a new host.
+CLOSE_HOST_REMOVED = 4410
 
 # Close code of a stream this replica does not serve (it does not master the host's
 # switch, or it is the only controller and does not lead): the agent tries another

@@ -70,6 +70,12 @@ class HostOut(_Out):
         return cls(**host.model_dump(), openflow_targets=openflow_targets)
 
 
+class HostRemovedOut(HostOut):
+    """A removed host, and the containers whose endpoints went with it (forced)."""
+
+    removed_containers: list[str] = Field(default_factory=list)
+
+
 # --- networks -----------------------------------------------------------------------
 class NetworkIn(_In):
     name: Name

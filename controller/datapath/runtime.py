@@ -27,6 +27,7 @@ from controller.desired.events import (
     EndpointRemoved,
     GroupChanged,
     HostRegistered,
+    HostRemoved,
     NetworkAdded,
     NetworkChanged,
     NetworkRemoved,
@@ -57,6 +58,8 @@ class AgentLink(Protocol):
     def drop_all(self) -> None: ...
 
     def drop_hosts(self, hosts: set[str]) -> None: ...
+
+    def host_removed(self, host: str) -> None: ...
 
 
 class SwitchLink(Protocol):
@@ -257,10 +260,25 @@ class DatapathRuntime:
             # a host joined, moved or rotated its key: every agent updates its peers
             if self.agents is not None:
                 self.agents.send_mesh(self.mesh_hosts())
+        elif isinstance(change, HostRemoved):
+            self._host_removed(change.host)
         elif isinstance(change, PolicyEvents):
             # Revocation: every live pair is decided again (docs/architecture.md,
             # "Policy enforcement"); NAT sets follow published ports and networks.
             self.handle(self.core.policy_changed)
+
+    def _host_removed(self, host: Host) -> None:
+        """A removed host: the core forgets it, its agent's stream is closed, and
+        every other agent gets the mesh without it (its WireGuard peer goes).  The
+        leader stops assigning its switch at its next round: the assignment is made
+        from the registered hosts (controller/cluster/masters.py)."""
+        self.handle(self.core.host_removed, host)
+        with self.lock:
+            self._served.discard(host.name)
+            self._took_over.pop(host.name, None)
+        if self.agents is not None:
+            self.agents.host_removed(host.name)
+            self.agents.send_mesh(self.mesh_hosts())
 
     # views for the API -----------------------------------------------------------
     def routes(self, host: str | None = None) -> list[dict[str, Any]]:

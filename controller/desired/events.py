@@ -19,6 +19,15 @@ class HostRegistered:
 
 
 @dataclass(frozen=True)
+class HostRemoved:
+    """A host was removed (`DELETE /hosts/{name}`): announced after the
+    `EndpointRemoved` of each of its containers (a forced removal), so the core has
+    torn down their connections before it forgets the host's switch."""
+
+    host: Host
+
+
+@dataclass(frozen=True)
 class NetworkAdded:
     network: Network
 
@@ -102,6 +111,7 @@ class PublishedPortRemoved:
 
 Change = (
     HostRegistered
+    | HostRemoved
     | NetworkAdded
     | NetworkRemoved
     | NetworkChanged

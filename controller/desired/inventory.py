@@ -56,6 +56,7 @@ class Inventory:
 
         self.register_host = topology.register_host
         self.set_host_key = topology.set_host_key
+        self.remove_host = topology.remove_host
         self.host = topology.host
         self.hosts = topology.hosts
 

@@ -49,6 +49,7 @@ from controller.desired.events import (
     EndpointRemoved,
     GroupChanged,
     HostRegistered,
+    HostRemoved,
     NetworkAdded,
     NetworkChanged,
     NetworkRemoved,
@@ -114,8 +115,9 @@ def _host(index: DesiredIndex, key: str, doc: dict[str, Any] | None) -> list[Cha
     if _same(old, doc):
         return []
     if doc is None:
+        assert old is not None
         index.drop_host(key)
-        return []  # hosts are never deleted through the API; nothing listens for it
+        return [HostRemoved(old)]
     host = decode(Host, HOSTS, doc, key)
     index.put_host(host)
     return [HostRegistered(host)]

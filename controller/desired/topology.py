@@ -19,6 +19,7 @@ from controller.desired.events import (
     EndpointAdded,
     EndpointRemoved,
     HostRegistered,
+    HostRemoved,
     NetworkAdded,
     NetworkChanged,
 )
@@ -122,6 +123,30 @@ class Topology:
             self._index.put_host(host)
             events.append(HostRegistered(host))
         return host
+
+    def remove_host(self, name: str, *, force: bool = False) -> tuple[Host, list[Endpoint]]:
+        """Remove a host and, with `force`, its containers' endpoints (a `Conflict`
+        naming them otherwise): the host and its endpoints, and their `EndpointRemoved`
+        then `HostRemoved`, in one change (one store transaction).  Its dpid is not
+        reused: registering the name again makes a new host with a new switch."""
+        with self._sync.change() as events:
+            host = self.host(name)
+            endpoints = self._index.endpoints(host=name)
+            if endpoints and not force:
+                shown = ", ".join(e.name for e in endpoints[:5])
+                more = f" and {len(endpoints) - 5} more" if len(endpoints) > 5 else ""
+                raise Conflict(
+                    f"host {name} still has {len(endpoints)} container(s): {shown}{more}; "
+                    "remove them first, or force the removal (their endpoints go too)"
+                )
+            for endpoint in endpoints:
+                self._store.delete(ENDPOINTS, endpoint.id)
+                self._index.drop_endpoint(endpoint.id)
+                events.append(EndpointRemoved(endpoint))
+            self._store.delete(HOSTS, name)
+            self._index.drop_host(name)
+            events.append(HostRemoved(host))
+        return host, endpoints
 
     def _next_dpid(self) -> int:
         counter = self._store.get(META, DPID_COUNTER)

@@ -23,6 +23,7 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as sync_connect
 
 from controller.agents.messages import (
+    CLOSE_HOST_REMOVED,
     CLOSE_NOT_SERVED_HERE,
     CLOSE_REPLACED,
     STATE_KINDS,
@@ -168,7 +169,9 @@ class Stream:
         """Keep the stream up, moving on to the next controller replica when one
         refuses it (it does not master this host's switch) or goes away; the backoff
         grows only once every replica has been tried.  A stream replaced by a newer one
-        of this host waits longer (`takeover_pause`) before it connects again."""
+        of this host waits longer (`takeover_pause`) before it connects again.  A stream
+        closed because the host was removed (CLOSE_HOST_REMOVED) ends the loop: the
+        agent does not register the host again until it is restarted."""
         delay = BACKOFF_MIN
         register = False  # registered just before the stream starts
         tried = 0
@@ -191,6 +194,11 @@ class Stream:
             except ConnectionClosedError as exc:
                 reason = exc.rcvd.reason if exc.rcvd is not None else ""
                 code = exc.rcvd.code if exc.rcvd is not None else None
+                if exc.rcvd is not None and exc.rcvd.code == CLOSE_HOST_REMOVED:
+                    log.error("%s (%s): this agent no longer registers it; restart the "
+                              "agent to register it as a new host", reason,
+                              self.client.base_url)
+                    return
                 replaced = code == CLOSE_REPLACED
                 if code == CLOSE_NOT_SERVED_HERE:
                     redirect = named_master(reason)

@@ -463,6 +463,22 @@ class Lab:
         for core in self.cores.values():
             self.run(core.endpoint_removed(self.view(), ep), core)
 
+    def remove_host(self, host: str) -> None:
+        """`DELETE /hosts/{host}?force=true`: its endpoints and the host go from the
+        desired state in one version, then each core hears of every endpoint removed
+        and of the host removed, in that order (as the inventory announces them)."""
+        h = self.index.host(host)
+        assert h is not None
+        gone = self.index.endpoints(host=host)
+        with self.index.batch():
+            for ep in gone:
+                self.index.drop_endpoint(ep.id)
+            self.index.drop_host(host)
+        for core in self.cores.values():
+            for ep in gone:
+                self.run(core.endpoint_removed(self.view(), ep), core)
+            self.run(core.host_removed(self.view(), h), core)
+
     def policy_changed(self) -> None:
         for core in self.cores.values():
             self.run(core.policy_changed(self.view()), core)

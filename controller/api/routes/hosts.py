@@ -1,16 +1,16 @@
-"""/api/v1/hosts: host registration (by the agents) and listing."""
+"""/api/v1/hosts: host registration (by the agents), listing, and removal (admin)."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, status
 
 from controller.agents.hub import CommandError
-from controller.api.auth import RequireToken
+from controller.api.auth import RequireToken, Role
 from controller.api.deps import ApiContext, Ctx, HubDep
-from controller.api.schemas import HostIn, HostOut
+from controller.api.schemas import HostIn, HostOut, HostRemovedOut
 from controller.desired.models import Host
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,30 @@ def list_hosts(ctx: Ctx, request: Request) -> list[HostOut]:
 @router.get("/{name}", summary="Show one host")
 def get_host(name: str, ctx: Ctx, request: Request) -> HostOut:
     return _out(ctx, request, ctx.inventory.host(name))
+
+
+@router.delete("/{name}", summary="Remove a host (409 while it has containers, unless force)")
+def remove_host(name: str, ctx: Ctx, request: Request, force: bool = False) -> HostRemovedOut:
+    """Everything of the host goes, in one change: its record and (with
+    `?force=true`) its containers' endpoints; every other host drops its WireGuard
+    peer, the core forgets its switch and the routes to it, its agent's stream is
+    closed.  Only the admin token: an agent token acts for its own host's
+    registration, not for taking hosts out of the network."""
+    role = getattr(request.state, "role", None)
+    if role is not Role.ADMIN:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"the {role.value if role else 'given'} token may not remove a host "
+            f"(DELETE {request.url.path}): use the admin token",
+        )
+    host, endpoints = ctx.inventory.remove_host(name, force=force)
+    if endpoints:
+        log.warning("host %s removed with its %d container(s): %s", name, len(endpoints),
+                    ", ".join(e.name for e in endpoints))
+    else:
+        log.info("host %s removed", name)
+    out = _out(ctx, request, host)
+    return HostRemovedOut(**out.model_dump(), removed_containers=[e.name for e in endpoints])
 
 
 @router.post("/{name}/rotate-key", summary="Replace a host's WireGuard key pair")

@@ -1,4 +1,5 @@
-"""`daolictl host ...`: the registered Docker hosts, and replacing a host's WireGuard key."""
+"""`daolictl host ...`: the registered Docker hosts, replacing a host's WireGuard key,
+and removing a host."""
 
 from __future__ import annotations
 
@@ -47,3 +48,25 @@ def host_rotate_key(
         render.print_json(host)
         return
     typer.echo(f"rotated the key of {name}: public key {host.get('wg_public_key')}")
+
+
+@app.command("remove")
+def host_remove(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="HOST", help="Host to remove.")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Remove it even with containers registered: their endpoints go too.",
+    )] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove a host: its records, its WireGuard peer on every other host, its routes
+    (refused while it has containers, unless --force).  Its agent stops; restarted, it
+    registers the host again as a new host."""
+    params = {"force": "true"} if force else None
+    host = call(ctx, "DELETE", f"/hosts/{segment(name)}", params=params)
+    if as_json:
+        render.print_json(host)
+        return
+    gone = host.get("removed_containers") or []
+    with_containers = f" and its {len(gone)} container(s): {', '.join(gone)}" if gone else ""
+    render.say(f"removed host {name}{with_containers}")

@@ -1,7 +1,7 @@
 """Desired-state changes the core follows at once: an endpoint added or removed
 (its local route, guard flows and NAT set; every connection of a removed one goes),
-and a policy change (every live pair decided again; what is no longer allowed is
-revoked)."""
+a host removed (its switch and everything the core keeps for it), and a policy
+change (every live pair decided again; what is no longer allowed is revoked)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from controller.datapath.core.setup import Setups
 from controller.datapath.effects import Effects, KernelRouteDelta
 from controller.datapath.messages import FlowDelete, match
 from controller.datapath.tables import COOKIE_KIND_MASK, COOKIE_KIND_SHIFT, KIND_DENY, T_STATEFUL
-from controller.desired.models import Endpoint
+from controller.desired.models import Endpoint, Host
 
 
 class DesiredChanges(Part):
@@ -56,6 +56,38 @@ class DesiredChanges(Part):
             return fx
         fx.deltas.append(KernelRouteDelta(ep.host, None, remove=(local_route(ep),)))
         fx.nat[ep.host] = self.announcer.nat_rules(ep.host)
+        return fx
+
+    def host_removed(self, host: Host) -> Effects:
+        """Forget a removed host: its switch (every pair with a flow there is torn
+        down on every switch, with the routes it needed), its setups under way, its
+        routes, exports, imports and counters; every other host's routes are derived
+        again, so none goes through it any more.  Its endpoints were removed first
+        (`EndpointRemoved`, in the same change).  Its switch, if still connected,
+        is an unknown bridge from now on: it gets nothing (secure mode)."""
+        fx = Effects()
+        sw = self.state.switches.get(host.dpid)
+        if sw is not None:
+            for pair in {r.pair for r in sw.flows.values()}:
+                fx.extend(self.setups.teardown(pair))
+            fx.extend(self.setups.fail_on_switch(sw.dpid))
+            del self.state.switches[sw.dpid]
+            self.state.forget_idle_pairs()
+        self.state.budgets.pop(host.dpid, None)
+        self.state.denied = {k: t for k, t in self.state.denied.items() if k[0] != host.dpid}
+        self.state.routes.pop(host.name, None)
+        self.state.exports.pop(host.name, None)
+        self.state.imports.pop(host.name, None)
+        self.state.host_counters.pop(host.name, None)
+        self.state.live_denied.pop(host.name, None)
+        self.state.live_spoofed.pop(host.name, None)
+        self.state.foreign.discard(host.name)
+        for other in self.desired.hosts():
+            fx.extend(self.announcer.sync_routes(other.name, partners=False))
+        # Deltas for the removed host itself (from the teardowns) go nowhere: its
+        # agent's stream is closed.
+        fx.deltas = [d for d in fx.deltas if d.host != host.name]
+        fx.nat.pop(host.name, None)
         return fx
 
     def policy_changed(self) -> Effects:

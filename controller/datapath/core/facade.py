@@ -27,7 +27,7 @@ from controller.datapath.events import DumpedFlow, PacketInfo, PortInfo
 from controller.datapath.needs import Needs
 from controller.datapath.state import CoreState, Counters
 from controller.desired.index import DesiredView
-from controller.desired.models import Endpoint, NatRule
+from controller.desired.models import Endpoint, Host, NatRule
 
 
 class Core:
@@ -135,6 +135,10 @@ class Core:
     def endpoint_removed(self, desired: DesiredView, ep: Endpoint) -> Effects:
         self._ctx.pin(desired)
         return self._changes.endpoint_removed(ep)
+
+    def host_removed(self, desired: DesiredView, host: Host) -> Effects:
+        self._ctx.pin(desired)
+        return self._changes.host_removed(host)
 
     def policy_changed(self, desired: DesiredView) -> Effects:
         self._ctx.pin(desired)

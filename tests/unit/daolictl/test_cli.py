@@ -357,3 +357,24 @@ def test_help_lists_commands(run) -> None:
     assert r.exit_code == 0
     for group in ("network", "container", "host", "route", "replica"):
         assert group in r.stdout
+
+
+def test_host_remove_is_refused_with_containers_unless_forced(run, api: Api) -> None:
+    inv = api.ctx.inventory
+    inv.register_host("h7", "198.18.0.17")
+    inv.register_host("h8", "198.18.0.18")
+    inv.create_network("web", "10.1.0.0/24")
+    inv.add_endpoint("c7", "web", "h7")
+    r = run("host", "remove", "h7")
+    assert r.exit_code == 1
+    assert r.stderr.strip() == (
+        "error: host h7 still has 1 container(s): c7; remove them first, or force the "
+        "removal (their endpoints go too) (HTTP 409)")
+    r = run("host", "remove", "h7", "--force")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == "removed host h7 and its 1 container(s): c7"
+    r = run("host", "remove", "h8", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["removed_containers"] == []
+    assert [h.name for h in inv.hosts() if h.name in ("h7", "h8")] == []
+    assert run("host", "remove", "h8").stderr.strip() == "error: host h8 not found (HTTP 404)"

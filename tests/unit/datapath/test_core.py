@@ -373,3 +373,28 @@ def test_a_port_meter_is_made_before_its_flows_and_goes_with_its_port(lab: Lab) 
     assert port not in sw.meters
     assert not [f for f in sw.flows(2) if any(getattr(x, "meter_id", None) == port
                                                for x in f.actions)]
+
+
+def test_a_removed_host_leaves_no_switch_flow_or_route_behind(lab: Lab) -> None:
+    """Host removal (forced, with its container): every connection to it goes from
+    the other switches, with the routes it needed; the core keeps nothing of its
+    switch, which from now on is an unknown bridge; the other hosts still talk."""
+    a = lab.container("h1", "a", "web", "10.1.0.5")
+    b = lab.container("h2", "b", "web", "10.1.0.6")
+    c = lab.container("h3", "c", "web", "10.1.0.7")
+    lab.send("h1", lab.ip_packet(a, "10.1.0.6"))
+    lab.send("h1", lab.ip_packet(a, "10.1.0.7"))
+    assert lab.agents["h1"].via() == {"10.1.0.6": "198.18.0.12", "10.1.0.7": "198.18.0.13"}
+    lab.remove_host("h3")
+    state = lab.core.state
+    assert 3 not in state.switches and "h3" not in state.routes
+    assert all(c.ip not in r.pair for sw in state.switches.values() for r in sw.flows.values())
+    assert lab.agents["h1"].via() == {"10.1.0.6": "198.18.0.12"}, "the route to c goes"
+    assert [f for f in conn_flows(lab, "h1") if str(c.ip) in str(f.match)] == []
+    # its switch, still connected, gets nothing: a PacketIn from it is ignored
+    assert lab.packet_in("h3", lab.ip_packet(c, "10.1.0.5")).messages == []
+    assert lab.core.switch_connected(lab.view(), 3).messages == []
+    # the others' connection lives on, and a new one is set up
+    assert lab.send("h1", lab.ip_packet(a, "10.1.0.6")).kind != "controller"
+    lab.send("h2", lab.ip_packet(b, "10.1.0.5"))
+    assert lab.agents["h2"].via() == {"10.1.0.5": "198.18.0.11"}

@@ -75,6 +75,12 @@ def _lab(inv: Inventory) -> None:
     inv.add_rule("group", "tier", "deny", source_kind="network", source_value="db")
 
 
+def _host_with_containers(inv: Inventory) -> None:
+    inv.register_host("h9", "198.18.0.19")
+    inv.add_endpoint("x1", "db", "h9")
+    inv.add_endpoint("x2", "db", "h9")
+
+
 # Each names a change of several documents; the test fails each at every one of its writes.
 CHANGES: dict[str, Callable[[Inventory], object]] = {
     # the network, its 3 rules, and the 2 groups that list it
@@ -89,7 +95,11 @@ CHANGES: dict[str, Callable[[Inventory], object]] = {
     "delete_first_rule": lambda inv: inv.delete_rule(inv.rules("network", "web")[0].id),
     # the dpid counter and the host
     "register_host": lambda inv: inv.register_host("h2", "198.18.0.12"),
+    # the host and its 2 containers' endpoints (a forced removal)
+    "remove_host": lambda inv: inv.remove_host("h9", force=True),
 }
+# What a change needs besides _lab.
+SETUPS: dict[str, Callable[[Inventory], None]] = {"remove_host": _host_with_containers}
 
 
 @pytest.mark.parametrize("change", sorted(CHANGES))
@@ -98,6 +108,7 @@ def test_a_change_failing_at_any_write_leaves_nothing(backend: Backend, change: 
     announced: list[Change] = []
     inv = Inventory(store, announced.append)  # type: ignore[arg-type]
     _lab(inv)
+    SETUPS.get(change, lambda _: None)(inv)
     before_docs, before_view = _documents(store.inner), inv.index.view()
     probe = backend.open()
     failures = 0
@@ -120,6 +131,7 @@ def test_a_change_failing_at_any_write_leaves_nothing(backend: Backend, change: 
     assert again.hosts() == inv.hosts()
     assert sorted(r.id for r in again.rules()) == sorted(r.id for r in inv.rules())
     assert again.groups() == inv.groups()
+    assert again.endpoints() == inv.endpoints()
 
 
 def test_deleting_a_network_leaves_no_group_listing_it(backend: Backend) -> None:

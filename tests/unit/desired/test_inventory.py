@@ -15,6 +15,7 @@ from controller.desired.events import (
     EndpointAdded,
     EndpointRemoved,
     HostRegistered,
+    HostRemoved,
     NetworkAdded,
     NetworkRemoved,
 )
@@ -116,6 +117,41 @@ def test_register_host_errors(inv, name, address, site, error, match) -> None:
 def test_unknown_host(inv: Inventory) -> None:
     with pytest.raises(NotFound, match="host nope not found"):
         inv.host("nope")
+    with pytest.raises(NotFound, match="host nope not found"):
+        inv.remove_host("nope", force=True)
+
+
+def test_a_host_with_containers_is_not_removed_unless_forced(
+    backend: Backend, lab: Inventory, rec: Recorder
+) -> None:
+    w1 = lab.add_endpoint("w1", "web", "h1")
+    w2 = lab.add_endpoint("w2", "web", "h1")
+    w3 = lab.add_endpoint("w3", "web", "h2")
+    rec.events.clear()
+    with pytest.raises(Conflict, match=r"host h1 still has 2 container\(s\): w1, w2; remove "
+                       r"them first, or force the removal"):
+        lab.remove_host("h1")
+    assert rec.events == [] and lab.endpoints(host="h1") == [w1, w2]
+    h1 = lab.host("h1")
+    host, gone = lab.remove_host("h1", force=True)
+    assert host == h1 and gone == [w1, w2]
+    # its endpoints go first, then the host (the core tears their connections down first)
+    assert rec.events == [EndpointRemoved(w1), EndpointRemoved(w2), HostRemoved(h1)]
+    assert [h.name for h in lab.hosts()] == ["h2"] and lab.endpoints() == [w3]
+    assert lab.index.host_by_dpid(h1.dpid) is None
+    assert lab.index.host_by_address(IP("198.18.0.11")) is None
+    # a restart finds none of it
+    again = Inventory(backend.open(), lambda _: None)
+    assert [h.name for h in again.hosts()] == ["h2"] and again.endpoints() == [w3]
+
+
+def test_a_host_registered_again_after_removal_is_a_new_host(lab: Inventory) -> None:
+    old = lab.host("h1")
+    lab.remove_host("h1")
+    new = lab.register_host("h1", "198.18.0.11")
+    assert new.dpid not in (old.dpid, lab.host("h2").dpid)
+    assert new.registered_at >= old.registered_at
+    assert lab.add_endpoint("w1", "web", "h1").host == "h1"
 
 
 # --- networks ------------------------------------------------------------------------

@@ -126,6 +126,10 @@ def test_every_operation_replicates_with_the_same_events(pair) -> None:
         lambda: inv.remove_endpoint("d1"),
         lambda: inv.delete_network("db"),  # takes its rules and leaves group g
         lambda: inv.delete_group("g"),
+        lambda: inv.register_host("h3", "198.18.0.13"),
+        lambda: inv.add_endpoint("x1", "web", "h3"),
+        lambda: inv.remove_host("h3", force=True),  # its endpoint goes too
+        lambda: inv.remove_host("h2"),  # w2 moved away: no container left
     ]
     for op in ops:
         announced.clear()

@@ -1,7 +1,7 @@
 """The agent's stream loop (hostnet/agent/stream.py): when a newer stream of its host
 replaces its own it logs why, at warning, and waits longer after each loss instead of
 taking the stream back at once; when a replica refuses it and names the master, it
-goes there at once."""
+goes there at once; when its host was removed it stops."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.frames import Close
 
 from controller.agents.messages import (
+    CLOSE_HOST_REMOVED,
     CLOSE_NOT_SERVED_HERE,
     CLOSE_REASON_MAX,
     CLOSE_REPLACED,
@@ -26,6 +27,7 @@ from hostnet.agent.client import ControllerClient
 from hostnet.agent.stream import Stream, takeover_pause
 
 REPLACED = "replaced by a newer stream of host h1 from 198.18.0.99:40000"
+REMOVED = "host h1 was removed from the controller"
 
 
 class FakeClient:
@@ -81,7 +83,7 @@ class ScriptedStream(Stream):
             return True
         step = self.script.pop(0)
         code, reason = step if isinstance(step, tuple) else (
-            step, REPLACED if step == CLOSE_REPLACED else "server error")
+            step, {CLOSE_REPLACED: REPLACED, CLOSE_HOST_REMOVED: REMOVED}.get(step, "server error"))
         raise ConnectionClosedError(Close(code, reason), None)
 
 
@@ -226,3 +228,26 @@ def test_the_client_goes_only_to_configured_replicas() -> None:
     assert client.use(B + "/") and client.base_url == B
     assert not client.use("http://evil:80") and client.base_url == B
     asyncio.run(client.aclose())
+
+
+def test_a_removed_host_stops_the_stream_without_registering_again(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """Registering again would bring the removed host back at once (every reconnect
+    re-registers): the loop ends instead, with one error line saying why and what
+    to do, although the stop event is not set."""
+    caplog.set_level(logging.WARNING, logger=stream_mod.__name__)
+
+    async def main() -> ScriptedStream:
+        with ThreadPoolExecutor(1) as pool:
+            s = ScriptedStream([CLOSE_HOST_REMOVED, 1011], asyncio.Event(), pool,
+                               asyncio.get_running_loop(), ["http://ctl:8080"])
+            await asyncio.wait_for(s.run(), 5)
+            return s
+
+    s = asyncio.run(main())
+    assert s.connects == 1 and not s.stop.is_set()
+    assert s.registrar_calls.calls == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"{REMOVED} (http://ctl:8080): this agent no longer registers it; restart the "
+        "agent to register it as a new host"]
