@@ -5,11 +5,17 @@ the leadership generation); every write is committed before it returns (the writ
 a `transaction()` together, in one SQLite transaction), so a restart loses nothing
 acknowledged and finds no half change.  `watch` is a no-op, `exclusive` a process-local lock,
 `try_lead` always succeeds.
+
+SQLite's own failures (`sqlite3.OperationalError`: the disk is full, the database is
+read-only or locked, an I/O error) are `StoreUnavailable` with SQLite's message, such
+as "database or disk is full": the API answers 503 naming the cause, the transaction
+is rolled back (nothing of the change is written) and reads go on being served.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 import time
@@ -31,6 +37,8 @@ from controller.store.base import (
     load_document,
 )
 from controller.store.batch import Batches, Write
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = (
     """
@@ -129,6 +137,17 @@ def _meta(db: sqlite3.Connection, name: str) -> int:
     return int(row[0])
 
 
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    """SQLite's failures as StoreUnavailable, with its message ("database or disk is
+    full", "attempt to write a readonly database"): one line for the 503."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        log.error("SQLite store: %s", exc)
+        raise StoreUnavailable(str(exc)) from exc
+
+
 class SqliteStore:
     """Store backed by one SQLite file (WAL mode, one connection behind a lock)."""
 
@@ -138,13 +157,16 @@ class SqliteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # isolation_level=None: autocommit; explicit transactions where needed.
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            str(path), check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        for statement in _SCHEMA:
-            self._db.execute(statement)
+        try:
+            self._db: sqlite3.Connection | None = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"cannot open the SQLite store {path}: {exc}") from exc
         self._state = _file_state(str(path))
         self._batches = Batches(self._commit)
 
@@ -160,7 +182,7 @@ class SqliteStore:
         return self._batches.get(kind, key, lambda: self._get(kind, key))[1]
 
     def _get(self, kind: str, key: str) -> dict[str, Any] | None:
-        with self._lock:
+        with self._lock, _unavailable():
             row = (
                 self._conn()
                 .execute("SELECT value FROM documents WHERE kind = ? AND key = ?", (kind, key))
@@ -169,7 +191,7 @@ class SqliteStore:
         return None if row is None else load_document(row[0])
 
     def list(self, kind: str) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._lock, _unavailable():
             rows = (
                 self._conn()
                 .execute("SELECT value FROM documents WHERE kind = ? ORDER BY key", (kind,))
@@ -178,7 +200,7 @@ class SqliteStore:
         return [load_document(r[0]) for r in rows]
 
     def items(self, kind: str) -> Items:
-        with self._lock:
+        with self._lock, _unavailable():
             rows = (
                 self._conn()
                 .execute("SELECT key, value FROM documents WHERE kind = ? ORDER BY key", (kind,))
@@ -188,16 +210,18 @@ class SqliteStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One transaction, under the lock; rolled back if the body raises."""
-        with self._lock:
+        """One transaction, under the lock; rolled back if the body or the commit
+        raises (a full disk may refuse the COMMIT itself)."""
+        with self._lock, _unavailable():
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
 
     @staticmethod
     def _bump(db: sqlite3.Connection, name: str) -> int:
@@ -253,7 +277,7 @@ class SqliteStore:
             self._bump(db, "revision")
 
     def snapshot(self) -> tuple[int, Documents]:
-        with self._lock:
+        with self._lock, _unavailable():
             db = self._conn()
             # One connection behind the lock: nothing writes between the two reads.
             revision = _meta(db, "revision")
@@ -264,7 +288,7 @@ class SqliteStore:
         return revision, docs
 
     def revision(self) -> int:
-        with self._lock:
+        with self._lock, _unavailable():
             return _meta(self._conn(), "revision")
 
     def watch(
