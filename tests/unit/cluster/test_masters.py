@@ -7,6 +7,7 @@ from pathlib import Path
 
 from controller.cluster.leases import Lease
 from controller.cluster.masters import ASSIGNMENT, ASSIGNMENT_KEY, REACH, Masters, parse_assignment
+from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
 
 
@@ -163,4 +164,29 @@ def test_a_member_reports_with_its_process_and_its_membership_record_names_it(
     later.report()
     assert store.get(REACH, "c1")["process"] == later.process
     masters.membership.stop()
+
+
+def test_a_removed_hosts_switch_is_no_longer_assigned(tmp_path: Path) -> None:
+    """The switches assigned are those of the registered hosts, as the controller
+    wires it (controller/main.py): a removed host's switch leaves the assignment at
+    the leader's next round, and the others are balanced again."""
+    store = SqliteStore(tmp_path / "db")
+    inventory = Inventory(store, lambda change: None)
+    for i in (1, 2, 3):
+        inventory.register_host(f"h{i}", f"198.18.0.{10 + i}")
+    elector = Lease(store, {"name": "c0"}, standalone=True)
+    elector.start()
+    masters = Masters(store, {"name": "c0", "api": "http://c0"}, elector,
+                      switches=lambda: {h.dpid for h in inventory.index.hosts()})
+    assert store.try_lead({"name": "c0"}, 5, key="member/c0") is not None
+    assert store.try_lead({"name": "c1"}, 5, key="member/c1") is not None
+    masters.step()
+    before, generation = parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))
+    assert set(before) == {1, 2, 3}
+    gone = inventory.host("h3").dpid
+    inventory.remove_host("h3")
+    masters.step()
+    after, later = parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))
+    assert set(after) == {1, 2, 3} - {gone}
+    assert sorted(after.values()) == ["c0", "c1"] and later > generation
     store.close()
