@@ -40,6 +40,9 @@ class Tunnel:
         self.key_switch_delay = key_switch_delay
         self.cfg: WgConfig | None = None
         self.wg: WireGuard | None = None
+        # Hosts named by any of the controller's meshes: one a later mesh leaves out
+        # was removed, and its entry in the provisioning file no longer counts.
+        self._registered: set[str] = set()
 
     async def startup(self) -> None:
         """Bring up this host's side of the mesh before registering (the control path
@@ -75,10 +78,19 @@ class Tunnel:
         return len(self.wg.peers) if self.wg else 0
 
     def apply_mesh(self, hosts: list[MeshHost]) -> None:
-        """The controller's host list (route thread): peers = hosts of other sites."""
+        """The controller's host list (route thread): peers = hosts of other sites.
+
+        The provisioning file's hosts are the bootstrap mesh (the way to a controller
+        in another site), joined with the controller's; a host the controller named
+        before and no longer does was removed (`DELETE /hosts/{name}`): its file entry
+        is ignored from then on, so its peer goes."""
         if self.wg is None or self.cfg is None:
             return
-        merged = merge_hosts(self.cfg.hosts, hosts)
+        names = {h.name for h in hosts}
+        self._registered |= names
+        removed = self._registered - names
+        bootstrap = [h for h in self.cfg.hosts if h.name not in removed]
+        merged = merge_hosts(bootstrap, hosts)
         public = public_key_of(self.cfg.private_key_file)
         self.wg.set_mesh(peers_for(self.cfg, public, merged))
 

@@ -292,20 +292,25 @@ class WireGuard:
         dsts = {d for d, v in self.dynamic.items() if v in spec.tunnels}
         return frozenset(_host32(x) for x in (*spec.tunnels, *dsts))
 
-    def plan(self, current: Iterable[PeerState], only: set[str] | None = None) -> list[str]:
+    def plan(
+        self, current: Iterable[PeerState], only: set[str] | None = None,
+        dropped: Iterable[str] = (),
+    ) -> list[str]:
         """`wg set` arguments that make the peers right (empty: nothing to do).
 
         `only` limits the work to these public keys (a delta touches few peers).
-        A peer that is not wanted is removed only when a wanted peer takes over one
-        of its tunnel addresses (a rotated key); peers provisioned by someone else
-        and not known here are left alone.
+        A peer that is not wanted is removed when a wanted peer takes over one of
+        its tunnel addresses (a rotated key), or when it is `dropped`: a peer of an
+        earlier mesh that the new one no longer has (its host was removed); peers
+        provisioned by someone else and not known here are left alone.
         """
         have = {p.public_key: p for p in current}
         tunnels = {_host32(t) for p in self.peers for t in p.tunnels}
         args: list[str] = []
         wanted_keys = {p.public_key for p in self.peers}
+        gone = set(dropped) - wanted_keys
         for key, p in sorted(have.items()):
-            if key not in wanted_keys and p.allowed & tunnels:
+            if key not in wanted_keys and (key in gone or p.allowed & tunnels):
                 args += ["peer", key, "remove"]
         for spec in self.peers:
             if only is not None and spec.public_key not in only:
@@ -328,15 +333,21 @@ class WireGuard:
         return args
 
     # applying ---------------------------------------------------------------------
-    def _apply(self, only: set[str] | None = None) -> None:
+    def _apply(self, only: set[str] | None = None, dropped: Iterable[str] = ()) -> None:
         _, current = self.dump()
-        args = self.plan(current, only)
+        args = self.plan(current, only, dropped)
         if args:
             _run(["wg", "set", self.interface, *args])
 
     def set_mesh(self, peers: list[PeerSpec]) -> None:
+        """The mesh peers now: a peer of the previous mesh that is not among them (its
+        host was removed) goes, with the per-connection addresses routed through it."""
+        keys = {p.public_key for p in peers}
+        gone = [p for p in self.peers if p.public_key not in keys]
+        through = {t for p in gone for t in p.tunnels} - {t for p in peers for t in p.tunnels}
         self.peers = peers
-        self._apply()
+        self.dynamic = {d: v for d, v in self.dynamic.items() if v not in through}
+        self._apply(dropped={p.public_key for p in gone})
 
     def set_routes(self, routes: Iterable[KernelRoute]) -> None:
         """A snapshot: exactly these `wg` routes' destinations (level-triggered)."""
@@ -346,7 +357,9 @@ class WireGuard:
     def change_routes(self, add: Iterable[KernelRoute], remove: Iterable[KernelRoute]) -> None:
         touched: set[str] = set()
         for r in remove:
-            if r.kind == "wg" and self.dynamic.get(r.dst) == r.via:
+            # Matched by destination and via whatever its kind: once the via's host
+            # is removed, the controller no longer knows it was a tunnel address.
+            if r.via is not None and self.dynamic.get(r.dst) == r.via:
                 del self.dynamic[r.dst]
                 if r.via is not None and (p := self.peer_for(r.via)) is not None:
                     touched.add(p.public_key)

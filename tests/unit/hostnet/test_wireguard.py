@@ -1,7 +1,8 @@
 """The agent's WireGuard inputs (docs/security.md, "Validation"): a bad endpoint in
 the provisioning file stops the start with the field named; a bad endpoint from the
 controller's mesh or the file's host list never reaches `wg set` (it would resolve it as
-a name on the route thread), while good peers are set as before."""
+a name on the route thread), while good peers are set as before.  A host the
+controller's mesh no longer names (removed) loses its peer."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from controller.datapath.sites import PeerSpec
+from controller.desired.models import KernelRoute
 from hostnet.host.wireguard import MeshHost, WgConfig, WireGuard, WireGuardError, peers_for
 
 IP = ipaddress.IPv4Address
@@ -80,3 +82,96 @@ def test_plan_drops_a_bad_endpoint_it_is_handed(endpoint: str) -> None:
     args = WireGuard("wg-h1", peers=[spec]).plan([])
     assert args == ["peer", KEY["h2"], "persistent-keepalive", "off",
                     "allowed-ips", "100.64.0.2/32"]
+
+
+class FakeWg:
+    """`wg show IF dump` and `wg set IF ...` of one interface, on a dict of peers."""
+
+    def __init__(self) -> None:
+        self.peers: dict[str, dict[str, Any]] = {}
+
+    def run(self, cmd: Any, **_: Any) -> str:
+        if cmd[:2] == ["wg", "show"]:
+            lines = ["priv\tpub\t51820\toff"]
+            for key, p in self.peers.items():
+                allowed = ",".join(sorted(p["allowed"])) or "(none)"
+                lines.append(f"{key}\t(none)\t{p.get('endpoint') or '(none)'}\t{allowed}"
+                             f"\t0\t0\t0\t{p.get('keepalive', 'off')}")
+            return "\n".join(lines) + "\n"
+        assert cmd[:2] == ["wg", "set"]
+        args, peer = list(cmd[3:]), None
+        while args:
+            word = args.pop(0)
+            if word == "peer":
+                peer = self.peers.setdefault(key := args.pop(0), {"allowed": set()})
+            elif word == "remove":
+                del self.peers[key]
+            elif word == "allowed-ips":
+                assert peer is not None
+                peer["allowed"] = set(args.pop(0).split(","))
+            else:
+                assert peer is not None
+                peer[word] = args.pop(0)
+        return ""
+
+
+def _tunnel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, FakeWg]:
+    """The agent's Tunnel of h1 (site a), whose provisioning file lists h2 and h3."""
+    from hostnet.agent.tunnel import Tunnel
+    from hostnet.host import wireguard
+
+    fake = FakeWg()
+    monkeypatch.setattr(wireguard, "_run", fake.run)
+    monkeypatch.setattr("hostnet.agent.tunnel.public_key_of", lambda _: KEY["h1"])
+    mesh = [h.model_dump(mode="json") for h in _mesh("198.51.100.2:51820")]
+    cfg = WgConfig.load(_file(tmp_path, site="a", endpoint="198.51.100.1:51820", hosts=mesh))
+    tunnel = Tunnel("h1", None, host_exec=None, route_exec=None,  # type: ignore[arg-type]
+                    key_switch_delay=0.5)
+    tunnel.cfg, tunnel.wg = cfg, WireGuard(cfg.interface)
+    return tunnel, fake
+
+
+def test_a_host_the_controllers_mesh_leaves_out_loses_its_peer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Host removal: the controller's mesh no longer names h3, so its peer goes with
+    the container addresses routed through it, although the provisioning file (the
+    bootstrap mesh) still lists it; h2 and its addresses stay."""
+    tunnel, fake = _tunnel(tmp_path, monkeypatch)
+    tunnel.apply_mesh([])  # at start: the file's hosts
+    assert set(fake.peers) == {KEY["h2"], KEY["h3"]}
+    controller = _mesh("198.51.100.2:51820")
+    tunnel.apply_mesh(controller)
+    wg = tunnel.wg
+    wg.change_routes([KernelRoute(kind="wg", dst=IP("10.1.0.3"), via=IP("100.64.0.3")),
+                      KernelRoute(kind="wg", dst=IP("10.1.0.2"), via=IP("100.64.0.2"))], [])
+    assert fake.peers[KEY["h3"]]["allowed"] == {"100.64.0.3/32", "10.1.0.3/32"}
+    tunnel.apply_mesh(controller[:1])  # h3 removed
+    assert set(fake.peers) == {KEY["h2"]}
+    assert fake.peers[KEY["h2"]]["allowed"] == {"100.64.0.2/32", "10.1.0.2/32"}
+    assert IP("10.1.0.3") not in wg.dynamic
+    tunnel.apply_mesh(controller)  # registered again
+    assert fake.peers[KEY["h3"]]["allowed"] == {"100.64.0.3/32"}
+
+
+def test_a_peer_provisioned_by_someone_else_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tunnel, fake = _tunnel(tmp_path, monkeypatch)
+    fake.peers["other" * 8 + "AAA="] = {"allowed": {"192.0.2.9/32"}}
+    tunnel.apply_mesh(_mesh("198.51.100.2:51820"))
+    tunnel.apply_mesh(_mesh("198.51.100.2:51820")[:1])
+    assert set(fake.peers) == {KEY["h2"], "other" * 8 + "AAA="}
+
+
+def test_a_route_removed_as_via_takes_its_address_out_of_the_peer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a host is removed the controller no longer knows its via was a tunnel
+    address and retracts the route as kind via: the allowed-ip goes all the same."""
+    tunnel, fake = _tunnel(tmp_path, monkeypatch)
+    tunnel.apply_mesh(_mesh("198.51.100.2:51820"))
+    wg = tunnel.wg
+    wg.change_routes([KernelRoute(kind="wg", dst=IP("10.1.0.3"), via=IP("100.64.0.3"))], [])
+    wg.change_routes([], [KernelRoute(kind="via", dst=IP("10.1.0.3"), via=IP("100.64.0.3"))])
+    assert fake.peers[KEY["h3"]]["allowed"] == {"100.64.0.3/32"}
