@@ -184,7 +184,9 @@ def test_the_hub_closes_a_removed_hosts_stream_with_its_own_code(tmp_path: Path)
             assert closed.value.code == CLOSE_HOST_REMOVED
             assert closed.value.reason == "host h1 was removed from the controller"
             assert hub.connected() == [] and "h2" in hub._sessions
-        with pytest.raises(WebSocketDisconnect) as refused:
-            client.websocket_connect(url.format("h1"), headers=bearer(ADMIN)).__enter__()
+        # refused after the handshake, so that the close frame carries the reason
+        with (pytest.raises(WebSocketDisconnect) as refused,
+              client.websocket_connect(url.format("h1"), headers=bearer(ADMIN)) as ws):
+            ws.receive_json()
         assert (refused.value.code, refused.value.reason) == (4404, "host h1 is not registered")
     inventory.store.close()
