@@ -289,18 +289,17 @@ class DatapathRuntime:
         """A copy of the core's counters, the live connection count, setup latencies."""
         with self.lock:
             c = self.core.total_counters()
-            live = len(self.core.live_routes(self.index.view(), time.monotonic()))
+            live, _ = self.core.live_counts(self.index.view())
             return replace(c, setup_latency=[]), live, list(c.setup_latency)
 
     def host_counters(self) -> dict[str, tuple[Counters, int]]:
         """Per host: its counters (with setup latencies) and its live connections."""
         with self.lock:
-            now = time.monotonic()
             hosts = {h.name for h in self.index.hosts()}
             hosts |= set(self.core.state.host_counters)
-            desired = self.index.view()
+            _, live = self.core.live_counts(self.index.view())
             return {
-                h: (self.core.host_counters(h), len(self.core.live_routes(desired, now, h)))
+                h: (self.core.host_counters(h), live.get(h, 0))
                 for h in sorted(hosts)
                 if h
             }

@@ -5,6 +5,7 @@ what it exchanges with other replicas."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
@@ -21,67 +22,145 @@ Pair = frozenset[IPv4]
 Grant = tuple[IPv4, int | None, int | None]  # (source address, ip proto, dst port)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def parse_ip(text: str) -> IPv4:
+    """An address of a flow's match (parsed once per address: the same few thousand
+    addresses make every flow, and ipaddress parses in Python)."""
+    return IPv4(text)
+
+
 @dataclass
 class FlowRecord:
+    """A connection flow the core installed or adopted.  Its match never changes,
+    so what the hot paths read of it (key, addresses, in_port, pair) is derived
+    once, at construction, not parsed again on every read."""
+
     flow: FlowAdd
     installed_at: float
     needs_route: tuple[IPv4, IPv4] | None  # (dst, via) this flow needs in the kernel
     pending: bool = False
     packet_count: int = 0
     last_active: float = 0.0
+    key: FlowKey = field(init=False, repr=False, compare=False)
+    src: IPv4 = field(init=False, repr=False, compare=False)
+    dst: IPv4 = field(init=False, repr=False, compare=False)
+    in_port: int = field(init=False, repr=False, compare=False)
+    pair: Pair = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> FlowKey:
-        return (self.flow.table, self.flow.priority, self.flow.match)
+    def __post_init__(self) -> None:
+        m = self.flow.match_dict()
+        self.key = (self.flow.table, self.flow.priority, self.flow.match)
+        self.src = parse_ip(str(m["ipv4_src"]))
+        self.dst = parse_ip(str(m["ipv4_dst"]))
+        self.in_port = int(str(m["in_port"]))
+        self.pair = frozenset((self.src, self.dst))
 
-    @property
-    def src(self) -> IPv4:
-        return IPv4(str(self.flow.match_dict()["ipv4_src"]))
 
-    @property
-    def dst(self) -> IPv4:
-        return IPv4(str(self.flow.match_dict()["ipv4_dst"]))
+class PairFlows:
+    """How many flow records each pair has, over every switch of one core: kept by
+    `Switch.put`/`pop`, so whether a pair still has a flow is one dict read (it was
+    a scan of every flow of every switch, on every FlowRemoved and dump)."""
 
-    @property
-    def in_port(self) -> int:
-        return int(str(self.flow.match_dict()["in_port"]))
+    def __init__(self) -> None:
+        self._count: dict[Pair, int] = {}
 
-    @property
-    def pair(self) -> Pair:
-        return frozenset((self.src, self.dst))
+    def add(self, pair: Pair, n: int = 1) -> None:
+        self._count[pair] = self._count.get(pair, 0) + n
+
+    def remove(self, pair: Pair, n: int = 1) -> None:
+        left = self._count.get(pair, 0) - n
+        if left > 0:
+            self._count[pair] = left
+        else:
+            self._count.pop(pair, None)
+
+    def __contains__(self, pair: object) -> bool:
+        return pair in self._count
+
+    def pairs(self) -> list[Pair]:
+        return list(self._count)
+
+    def __len__(self) -> int:
+        return len(self._count)
 
 
 @dataclass
 class Switch:
     dpid: int
     host: str
-    ports: dict[str, PortInfo] = field(default_factory=dict)
+    # shared by the switches of one core (CoreState.live): counts their flows per pair
+    live: PairFlows = field(default_factory=PairFlows, repr=False, compare=False)
+    ports: dict[str, PortInfo] = field(default_factory=dict)  # add_port/drop_port
     local_mac: str | None = None
     synced: bool = False
-    flows: dict[FlowKey, FlowRecord] = field(default_factory=dict)
+    flows: dict[FlowKey, FlowRecord] = field(default_factory=dict)  # put/pop
     cookies: dict[int, FlowKey] = field(default_factory=dict)  # cookie -> key
+    by_pair: dict[Pair, set[FlowKey]] = field(default_factory=dict)  # pair -> its flows here
+    port_names: dict[int, str] = field(default_factory=dict)  # port number -> name
+    # the kernel routes its flows need: (dst, via) -> how many flows need it
+    route_needs: dict[tuple[IPv4, IPv4], int] = field(default_factory=dict)
+    # The periodic flow dump (controller/datapath/core/reconcile.py, `tick`): when
+    # this switch's dump was last asked for, and whether its flow cache is suspect
+    # (a packet missed a flow we believe it holds), which moves it to the front.
+    dump_asked: float = float("-inf")
+    suspect: bool = False
 
     def port_no(self, name: str) -> int | None:
         info = self.ports.get(name)
         return info.port_no if info else None
 
     def port_name(self, port_no: int) -> str | None:
-        for info in self.ports.values():
-            if info.port_no == port_no:
-                return info.name
-        return None
+        return self.port_names.get(port_no)
+
+    def add_port(self, port: PortInfo) -> None:
+        self.drop_port(port.name)
+        self.ports[port.name] = port
+        self.port_names[port.port_no] = port.name
+
+    def drop_port(self, name: str) -> None:
+        old = self.ports.pop(name, None)
+        if old is not None and self.port_names.get(old.port_no) == name:
+            del self.port_names[old.port_no]
+
+    def clear_ports(self) -> None:
+        self.ports, self.port_names = {}, {}
 
     def put(self, rec: FlowRecord) -> None:
-        old = self.flows.get(rec.key)
-        if old is not None:
-            self.cookies.pop(old.flow.cookie, None)
+        if rec.key in self.flows:
+            self.pop(rec.key)
         self.flows[rec.key] = rec
         self.cookies[rec.flow.cookie] = rec.key
+        self.by_pair.setdefault(rec.pair, set()).add(rec.key)
+        self.live.add(rec.pair)
+        if rec.needs_route is not None:
+            self.route_needs[rec.needs_route] = self.route_needs.get(rec.needs_route, 0) + 1
 
     def pop(self, key: FlowKey) -> FlowRecord:
         rec = self.flows.pop(key)
         self.cookies.pop(rec.flow.cookie, None)
+        keys = self.by_pair.get(rec.pair)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.by_pair[rec.pair]
+        self.live.remove(rec.pair)
+        if rec.needs_route is not None:
+            left = self.route_needs.get(rec.needs_route, 0) - 1
+            if left > 0:
+                self.route_needs[rec.needs_route] = left
+            else:
+                self.route_needs.pop(rec.needs_route, None)
         return rec
+
+    def pair_keys(self, pair: Pair) -> list[FlowKey]:
+        """The keys of `pair`'s flows on this switch."""
+        return list(self.by_pair.get(pair, ()))
+
+    def forget_flows(self) -> None:
+        """Drop every record (the switch leaves this core): un-count its pairs."""
+        for pair, keys in self.by_pair.items():
+            self.live.remove(pair, len(keys))
+        self.flows, self.cookies, self.by_pair, self.route_needs = {}, {}, {}, {}
 
 
 @dataclass(frozen=True)
@@ -172,9 +251,18 @@ class CoreState:
     switch_packet_in_rate: int = 1000
     switch_packet_in_burst: int = 500
     budgets: dict[int, TokenBucket] = field(default_factory=dict)  # dpid -> bucket
-    switches: dict[int, Switch] = field(default_factory=dict)
+    # Switches whose flows the periodic tick dumps, at most (the oldest dumps first):
+    # with up to this many switches each is dumped every tick, as it always was; with
+    # more, the dumps are spread over ticks (docs/architecture.md, "Reconciliation").
+    dumps_per_tick: int = 8
+    switches: dict[int, Switch] = field(default_factory=dict)  # add_switch/drop_switch
+    dpid_of: dict[str, int] = field(default_factory=dict)  # host -> its switch's dpid
+    live: PairFlows = field(default_factory=PairFlows)  # flows per pair, all switches
     routes: dict[str, HostRoutes] = field(default_factory=dict)
     pending: dict[Pair, PendingSetup] = field(default_factory=dict)
+    # token -> the pending setups waiting for it (an answer finds its setups without
+    # a scan of every setup under way); kept by wait/unwait, checked against `pending`
+    waiting_on: dict[int, dict[Pair, None]] = field(default_factory=dict)
     pairs: dict[Pair, PairState] = field(default_factory=dict)
     serial: int = 1
     counters: Counters = field(default_factory=Counters)
@@ -196,6 +284,20 @@ class CoreState:
     imports: dict[str, ImportTable] = field(default_factory=dict)
     import_waits: dict[int, set[int]] = field(default_factory=dict)
 
+    def wait(self, pair: Pair, tokens: set[int]) -> None:
+        """`pair`'s pending setup waits for `tokens` too."""
+        for t in tokens:
+            self.waiting_on.setdefault(t, {})[pair] = None
+
+    def unwait(self, pair: Pair, tokens: set[int]) -> None:
+        """`pair`'s pending setup no longer waits for `tokens`."""
+        for t in tokens:
+            pairs = self.waiting_on.get(t)
+            if pairs is not None:
+                pairs.pop(pair, None)
+                if not pairs:
+                    del self.waiting_on[t]
+
     def next_cookie(self, kind: int) -> int:
         self.serial += 1
         return cookie(kind, self.serial)
@@ -209,21 +311,40 @@ class CoreState:
         return (self.serial & 0x7FFFFFFF) or 1
 
     def switch_of(self, host: str) -> Switch | None:
-        for sw in self.switches.values():
-            if sw.host == host:
-                return sw
-        return None
+        dpid = self.dpid_of.get(host)
+        return self.switches.get(dpid) if dpid is not None else None
+
+    def add_switch(self, dpid: int, host: str) -> Switch:
+        """A switch this core now masters (replacing any record of it)."""
+        self.drop_switch(dpid)
+        sw = self.switches[dpid] = Switch(dpid=dpid, host=host, live=self.live)
+        self.dpid_of[host] = dpid
+        return sw
+
+    def drop_switch(self, dpid: int) -> Switch | None:
+        """Forget a switch (gone, or mastered elsewhere) and its flows."""
+        sw = self.switches.pop(dpid, None)
+        if sw is not None:
+            sw.forget_flows()
+            if self.dpid_of.get(sw.host) == dpid:
+                del self.dpid_of[sw.host]
+        return sw
 
     def host_routes(self, host: str) -> HostRoutes:
         return self.routes.setdefault(host, HostRoutes())
 
     def pair_has_flows(self, pair: Pair) -> bool:
-        return any(r.pair == pair for sw in self.switches.values() for r in sw.flows.values())
+        return pair in self.live
+
+    def forget_if_idle(self, pair: Pair) -> None:
+        """Forget `pair`'s state if it has no flow left and no setup under way."""
+        if pair not in self.live and pair not in self.pending:
+            self.pairs.pop(pair, None)
 
     def forget_idle_pairs(self) -> None:
-        """Forget the pair state of pairs with no flow left and no setup under way."""
-        live = {r.pair for sw in self.switches.values() for r in sw.flows.values()}
-        for pair in [p for p in self.pairs if p not in live and p not in self.pending]:
+        """Forget the pair state of pairs with no flow left and no setup under way
+        (O(pairs); after a change of many flows at once: a dump, a hand-over)."""
+        for pair in [p for p in self.pairs if p not in self.live and p not in self.pending]:
             del self.pairs[pair]
 
     def within_budget(self, dpid: int, now: float) -> bool:

@@ -7,15 +7,20 @@ assignment, so a reader never waits and never sees half a change.  `batch()`
 groups several writes into one version.  The core reads one version per handler
 call (`view()`), so a handler decides on one state and can be replayed.
 Lookups on the hot path (endpoint by IP, endpoint by port) are dict hits.
+
+The endpoint tables, which grow with the containers, are persistent maps (`PMap`):
+a write copies one bucket of the table, not the table (a copy of a 100,000-entry
+dict per registration made registering 100,000 containers quadratic).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
 
 from controller.desired.models import (
     Endpoint,
@@ -28,6 +33,67 @@ from controller.desired.models import (
 )
 
 IPv4 = ipaddress.IPv4Address
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+PMAP_BUCKETS = 256  # a write copies one bucket: about n/256 entries
+_PMAP_MASK = PMAP_BUCKETS - 1  # (a power of two)
+
+
+class PMap(Generic[K, V]):
+    """An immutable map; `set` and `discard` return a new map that shares every
+    bucket but one with this one (a small persistent map: `immutables` is not
+    pinned).  Reads are a hash and two lookups."""
+
+    __slots__ = ("_buckets", "_len")
+
+    def __init__(self, buckets: tuple[dict[K, V], ...] | None = None, length: int = 0) -> None:
+        self._buckets: tuple[dict[K, V], ...] = buckets or ({},) * PMAP_BUCKETS
+        self._len = length
+
+    # Reads inline the bucket's index: they are on the PacketIn path.
+    def get(self, key: K, default: V | None = None) -> V | None:
+        return self._buckets[hash(key) & _PMAP_MASK].get(key, default)
+
+    def __getitem__(self, key: K) -> V:
+        return self._buckets[hash(key) & _PMAP_MASK][key]
+
+    def __contains__(self, key: K) -> bool:
+        return key in self._buckets[hash(key) & _PMAP_MASK]
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[K]:
+        for bucket in self._buckets:
+            yield from bucket
+
+    def values(self) -> Iterator[V]:
+        for bucket in self._buckets:
+            yield from bucket.values()
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        for bucket in self._buckets:
+            yield from bucket.items()
+
+    def set(self, key: K, value: V) -> PMap[K, V]:
+        i = hash(key) & _PMAP_MASK
+        bucket = dict(self._buckets[i])
+        grew = key not in bucket
+        bucket[key] = value
+        buckets = list(self._buckets)
+        buckets[i] = bucket
+        return PMap(tuple(buckets), self._len + grew)
+
+    def discard(self, key: K) -> PMap[K, V]:
+        i = hash(key) & _PMAP_MASK
+        if key not in self._buckets[i]:
+            return self
+        bucket = dict(self._buckets[i])
+        del bucket[key]
+        buckets = list(self._buckets)
+        buckets[i] = bucket
+        return PMap(tuple(buckets), self._len - 1)
 
 
 def pair_key(a: str, b: str) -> tuple[str, str]:
@@ -44,10 +110,13 @@ class _Tables:
     hosts_by_address: dict[IPv4, Host] = field(default_factory=dict)
     hosts_by_tunnel: dict[IPv4, Host] = field(default_factory=dict)
     networks: dict[str, Network] = field(default_factory=dict)
-    endpoints: dict[str, Endpoint] = field(default_factory=dict)  # by id
-    by_name: dict[str, Endpoint] = field(default_factory=dict)
-    by_ip: dict[IPv4, Endpoint] = field(default_factory=dict)
-    by_port: dict[tuple[str, str], Endpoint] = field(default_factory=dict)
+    endpoints: PMap[str, Endpoint] = field(default_factory=PMap)  # by id
+    by_name: PMap[str, Endpoint] = field(default_factory=PMap)
+    by_ip: PMap[IPv4, Endpoint] = field(default_factory=PMap)
+    by_port: PMap[tuple[str, str], Endpoint] = field(default_factory=PMap)
+    by_mac: PMap[str, Endpoint] = field(default_factory=PMap)
+    # host -> id -> endpoint; an inner dict is replaced, never written, once published
+    by_host: dict[str, dict[str, Endpoint]] = field(default_factory=dict)
     # policy
     groups: dict[str, Group] = field(default_factory=dict)
     groups_of_network: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -101,12 +170,13 @@ class DesiredReads:
     def endpoint_by_port(self, host: str, port: str) -> Endpoint | None:
         return self._tables().by_port.get((host, port))
 
+    def endpoint_by_mac(self, mac: str) -> Endpoint | None:
+        return self._tables().by_mac.get(mac)
+
     def endpoints(self, host: str | None = None, network: str | None = None) -> list[Endpoint]:
-        found = [
-            e
-            for e in self._tables().endpoints.values()
-            if (host is None or e.host == host) and (network is None or e.network == network)
-        ]
+        t = self._tables()
+        candidates = t.by_host.get(host, {}).values() if host is not None else t.endpoints.values()
+        found = [e for e in candidates if network is None or e.network == network]
         return sorted(found, key=lambda e: e.name)
 
     # --- policy reads ---------------------------------------------------------------
@@ -189,6 +259,10 @@ class DesiredIndex(DesiredReads):
         self._copied: set[str] = set()  # tables the draft owns already
         self._writer: int | None = None  # the thread of the batch in progress
         self._depth = 0
+        # How many times an endpoint left an address (removed, or re-put with
+        # another): a cached "every address below here is taken" (the inventory's
+        # free-address search) holds while this has not changed.
+        self.addresses_freed = 0
 
     def view(self) -> DesiredView:
         """The latest published version (one attribute read: never waits)."""
@@ -266,21 +340,40 @@ class DesiredIndex(DesiredReads):
 
     def put_endpoint(self, endpoint: Endpoint) -> None:
         with self.batch():
-            self.drop_endpoint(endpoint.id)
-            t = self._own("endpoints", "by_name", "by_ip", "by_port")
-            t.endpoints[endpoint.id] = endpoint
-            t.by_name[endpoint.name] = endpoint
-            t.by_ip[endpoint.ip] = endpoint
-            t.by_port[(endpoint.host, endpoint.port)] = endpoint
+            old = self._drop_endpoint(endpoint.id)
+            if old is not None and old.ip != endpoint.ip:
+                self.addresses_freed += 1
+            t = self._own("by_host")
+            t.endpoints = t.endpoints.set(endpoint.id, endpoint)
+            t.by_name = t.by_name.set(endpoint.name, endpoint)
+            t.by_ip = t.by_ip.set(endpoint.ip, endpoint)
+            t.by_port = t.by_port.set((endpoint.host, endpoint.port), endpoint)
+            t.by_mac = t.by_mac.set(endpoint.mac, endpoint)
+            t.by_host[endpoint.host] = {**t.by_host.get(endpoint.host, {}),
+                                        endpoint.id: endpoint}
 
     def drop_endpoint(self, endpoint_id: str) -> None:
         with self.batch():
-            t = self._own("endpoints", "by_name", "by_ip", "by_port")
-            old = t.endpoints.pop(endpoint_id, None)
-            if old is not None:
-                t.by_name.pop(old.name, None)
-                t.by_ip.pop(old.ip, None)
-                t.by_port.pop((old.host, old.port), None)
+            if self._drop_endpoint(endpoint_id) is not None:
+                self.addresses_freed += 1
+
+    def _drop_endpoint(self, endpoint_id: str) -> Endpoint | None:
+        t = self._own("by_host")  # the persistent tables need no copy
+        old = t.endpoints.get(endpoint_id)
+        if old is None:
+            return None
+        t.endpoints = t.endpoints.discard(endpoint_id)
+        t.by_name = t.by_name.discard(old.name)
+        t.by_ip = t.by_ip.discard(old.ip)
+        t.by_port = t.by_port.discard((old.host, old.port))
+        if t.by_mac.get(old.mac) is old:
+            t.by_mac = t.by_mac.discard(old.mac)
+        left = {k: e for k, e in t.by_host.get(old.host, {}).items() if k != endpoint_id}
+        if left:
+            t.by_host[old.host] = left
+        else:
+            t.by_host.pop(old.host, None)
+        return old
 
     def put_group(self, group: Group) -> None:
         with self.batch():

@@ -50,6 +50,11 @@ class Topology:
         self._sync = sync
         self._store = sync.store
         self._index = sync.index
+        # subnet -> (DesiredIndex.addresses_freed when it was cached, an address
+        # below which every one is taken): the free-address search starts there
+        # instead of at the subnet's first address (issue 22: registering 100,000
+        # containers scanned every used address each time).
+        self._taken_below: dict[ipaddress.IPv4Network, tuple[int, int]] = {}
 
     # --- hosts -----------------------------------------------------------------------
     def register_host(
@@ -262,9 +267,9 @@ class Topology:
             if holder is not None:
                 raise Conflict(f"ip {addr} is already used by container {holder.name}")
             hw = want_mac if want_mac is not None else mac_for_ip(addr)
-            for other in self._index.endpoints():
-                if other.mac == hw:
-                    raise Conflict(f"mac {hw} is already used by container {other.name}")
+            other = self._index.endpoint_by_mac(hw)
+            if other is not None:
+                raise Conflict(f"mac {hw} is already used by container {other.name}")
             ep_id = uuid.uuid4().hex
             endpoint = Endpoint(
                 id=ep_id,
@@ -298,13 +303,22 @@ class Topology:
             raise Conflict(f"ip {addr} is {holder}")
 
     def _free_address(self, net: Network) -> IPv4:
-        used = {e.ip for e in self._index.endpoints(network=net.name)}
-        used.add(net.gateway)
+        """The lowest address of `net` that is neither its gateway, a container's nor
+        a host's."""
         first = int(net.subnet.network_address) + 1
         last = int(net.subnet.broadcast_address) - 1
+        freed = self._index.addresses_freed
+        cached = self._taken_below.get(net.subnet)
+        if cached is not None and cached[0] == freed:
+            first = max(first, cached[1])
         for value in range(first, last + 1):
             candidate = IPv4(value)
-            if candidate not in used and self._host_of(candidate) is None:
+            if (
+                candidate != net.gateway
+                and self._index.endpoint_by_ip(candidate) is None
+                and self._host_of(candidate) is None
+            ):
+                self._taken_below[net.subnet] = (freed, value)
                 return candidate
         raise Conflict(f"network {net.name} ({net.subnet}) has no free address left")
 

@@ -89,7 +89,9 @@ class Announcer(Part):
         if superseded:
             for setup in self.state.pending.values():
                 if setup.waiting & superseded:
+                    self.state.unwait(setup.pair, setup.waiting & superseded)
                     setup.waiting = (setup.waiting - superseded) | {token}
+                    self.state.wait(setup.pair, {token})
             for ref, waits in self.state.import_waits.items():
                 if waits & superseded:
                     self.state.import_waits[ref] = (waits - superseded) | {token}
@@ -109,8 +111,10 @@ class Announcer(Part):
         rules: list[NatRule] = []
         networks = self.desired.networks()
         local = self.desired.endpoints(host=host)
-        for ep in local:
-            for pp in self.desired.published_ports(ep.name):
+        by_name = {ep.name: ep for ep in local}
+        for pp in self.desired.published_ports():  # by container name, like `local`
+            ep = by_name.get(pp.container)
+            if ep is not None:
                 rules.append(NatRule(
                     kind="dnat", protocol=pp.protocol, address=h.address, port=pp.host_port,
                     to=ep.ip, to_port=pp.container_port,

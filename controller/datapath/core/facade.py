@@ -151,6 +151,11 @@ class Core:
         self._ctx.pin(desired)
         return self._views.live_routes(now, host)
 
+    def live_counts(self, desired: DesiredView) -> tuple[int, dict[str, int]]:
+        """Live connections, in total and per host (the counts of `live_routes`)."""
+        self._ctx.pin(desired)
+        return self._views.live_counts()
+
     def nat_rules(self, desired: DesiredView, host: str) -> list[NatRule]:
         self._ctx.pin(desired)
         return self._announcer.nat_rules(host)

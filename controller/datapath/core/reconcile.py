@@ -27,7 +27,7 @@ from controller.datapath.messages import (
     RequestPortDesc,
 )
 from controller.datapath.needs import Export
-from controller.datapath.state import FlowKey, FlowRecord, PairState, Switch
+from controller.datapath.state import FlowKey, FlowRecord, PairState, Switch, parse_ip
 from controller.datapath.tables import (
     KIND_CONNECTION,
     KIND_DENY,
@@ -65,7 +65,7 @@ class Reconciler(Part):
             return fx  # an unknown bridge gets nothing: secure mode drops its traffic
         if host.name in self.state.foreign:
             return fx  # another replica masters it
-        self.state.switches[dpid] = Switch(dpid=dpid, host=host.name)
+        self.state.add_switch(dpid, host.name)
         self.state.denied = {k: t for k, t in self.state.denied.items() if k[0] != dpid}
         # Base flows are added, never flushed: after a controller restart the
         # switch still forwards live connections with what it has.
@@ -77,16 +77,18 @@ class Reconciler(Part):
         return fx
 
     def switch_disconnected(self, dpid: int) -> Effects:
-        if self.state.switches.pop(dpid, None) is None:
+        if self.state.drop_switch(dpid) is None:
             return Effects()
-        return self.setups.fail_on_switch(dpid)
+        fx = self.setups.fail_on_switch(dpid)
+        self.state.forget_idle_pairs()
+        return fx
 
     def ports_described(self, dpid: int, ports: Iterable[PortInfo]) -> Effects:
         fx = Effects()
         sw = self.state.switches.get(dpid)
         if sw is None:
             return fx
-        sw.ports = {}
+        sw.clear_ports()
         for p in ports:
             fx.extend(self._learn_port(sw, p))
         return fx
@@ -102,7 +104,7 @@ class Reconciler(Part):
         sw = self.state.switches.get(dpid)
         if sw is None:
             return fx
-        sw.ports.pop(port.name, None)
+        sw.drop_port(port.name)
         fx.send(dpid, *delete_guard(port.port_no))
         # Flows of a vanished port can never match again; forget them now so the
         # routes they needed are retracted without waiting for the idle timeout.
@@ -111,7 +113,9 @@ class Reconciler(Part):
             if r.in_port == port.port_no or out_port(r) == port.port_no
         ]
         for key in gone:
-            fx.send(dpid, delete_strict(sw.pop(key).flow))
+            rec = sw.pop(key)
+            fx.send(dpid, delete_strict(rec.flow))
+            self.state.forget_if_idle(rec.pair)
         fx.extend(self.announcer.sync_routes(sw.host))
         return fx
 
@@ -119,7 +123,7 @@ class Reconciler(Part):
         fx = Effects()
         if port.port_no == OFPP_LOCAL:
             sw.local_mac = port.hw_addr
-        sw.ports[port.name] = port
+        sw.add_port(port)
         ep = self.desired.endpoint_by_port(sw.host, port.name)
         if ep is not None and port.port_no != OFPP_LOCAL:
             fx.send(sw.dpid, *guard(self.state, ep, port.port_no))
@@ -167,8 +171,13 @@ class Reconciler(Part):
         for key, rec in list(sw.flows.items()):
             if key not in seen and not rec.pending and now - rec.installed_at > DUMP_GRACE:
                 sw.pop(key)
-        self.state.forget_idle_pairs()
+                self.state.forget_if_idle(rec.pair)
+        sw.dump_asked = max(sw.dump_asked, now)
         first = not sw.synced
+        if first:
+            # A reconnect replaced this switch's records: pairs whose flows went
+            # with them and are not in the dump go too (once, O(pairs)).
+            self.state.forget_idle_pairs()
         sw.synced = True  # before the sync below, so that our exports include it
         fx.extend(self.announcer.sync_routes(sw.host))
         if first:
@@ -183,7 +192,7 @@ class Reconciler(Part):
         m = dict(f.match)
         if "ipv4_src" not in m or "ipv4_dst" not in m or "in_port" not in m:
             return None
-        ip_src, ip_dst = IPv4(str(m["ipv4_src"])), IPv4(str(m["ipv4_dst"]))
+        ip_src, ip_dst = parse_ip(str(m["ipv4_src"])), parse_ip(str(m["ipv4_dst"]))
         src = self.desired.endpoint_by_ip(ip_src)
         dst = self.desired.endpoint_by_ip(ip_dst)
         if (src is None and dst is None) or f.out_port is None:
@@ -222,14 +231,24 @@ class Reconciler(Part):
         key = sw.cookies.get(flow_cookie)
         if key is None:
             return Effects()  # stale notice of an older incarnation
-        sw.pop(key)
-        self.state.forget_idle_pairs()
+        self.state.forget_if_idle(sw.pop(key).pair)
         return self.announcer.sync_routes(sw.host)
 
     # periodic -------------------------------------------------------------------------
     def tick(self, now: float) -> Effects:
+        """Fail expired setups, ask the next switches for their flows, export again
+        what failed.
+
+        The dump is a safety net (FlowRemoved notices keep the cache right; a
+        reconnect dumps in full): each tick asks at most `dumps_per_tick`
+        switches, suspect ones first, then those dumped longest ago, so its cost
+        does not grow with the number of switches.
+        """
         fx = self.setups.fail_expired(now)
-        for sw in self.state.switches.values():
+        due = sorted(self.state.switches.values(), key=lambda s: (not s.suspect, s.dump_asked))
+        for sw in due[: self.state.dumps_per_tick]:
+            sw.dump_asked = now
+            sw.suspect = False
             fx.send(sw.dpid, RequestFlowStats(T_ALL))
         for host in sorted(self.state.foreign):
             if self.state.exports.get(host, Export()).sent is None:

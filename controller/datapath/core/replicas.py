@@ -57,7 +57,7 @@ class Replicas(Part):
                 self.routing.exported(host, [sw]),
             )
         fx = self.setups.fail_on_switch(sw.dpid)
-        del self.state.switches[sw.dpid]
+        self.state.drop_switch(sw.dpid)
         self.state.forget_idle_pairs()
         return fx
 

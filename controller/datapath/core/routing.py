@@ -78,7 +78,7 @@ class Routing(Part):
         mine = list(self.state.switches.values())
         return (
             self.imported(host)
-            | {r.needs_route[0]: r.needs_route[1] for r in sw.flows.values() if r.needs_route}
+            | {dst: via for dst, via in sw.route_needs}
             | self.relay_needs(host, mine)
             | self.receive_needs(host, mine)
         )

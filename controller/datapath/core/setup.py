@@ -55,7 +55,7 @@ from controller.datapath.state import (
     PendingSetup,
     Switch,
 )
-from controller.datapath.tables import KIND_DENY, PRIO_STATEFUL_DENY, T_STATEFUL
+from controller.datapath.tables import KIND_DENY, PRIO_STATEFUL_DENY, T_ROUTE, T_STATEFUL
 from controller.desired.models import Endpoint
 from controller.desired.policy import IP_PROTO_ICMP, Verdict
 
@@ -64,6 +64,9 @@ from controller.desired.policy import IP_PROTO_ICMP, Verdict
 SETUP_TIMEOUT = 3.0
 # How many packets of one pair are held while its routes are being installed.
 PENDING_PACKETS = 16
+# A PacketIn an installed open flow should have taken, this long after it was
+# installed, makes its switch's cache suspect (dumped at the next tick).
+SUSPECT_AFTER = 2.0
 
 
 class Setups(Part):
@@ -90,6 +93,7 @@ class Setups(Part):
             fx = Effects()
             fx.send(sw.dpid, PacketOut(pkt.in_port, (Output(OFPP_TABLE),), pkt.data))
             return fx
+        self._check_cache(sw, pkt, now)
         dst = self.desired.endpoint_by_ip(pkt.ip_dst)
         if pkt.in_port == OFPP_LOCAL:
             return self._from_kernel(sw, pkt, dst, now)
@@ -105,11 +109,30 @@ class Setups(Part):
         return self._decide_and_setup(sw, src, dst, pkt, now)
 
     def _has_stateful(self, sw: Switch, pkt: PacketInfo) -> bool:
-        ps = self.state.pairs.get(frozenset((pkt.ip_src, pkt.ip_dst)))
-        return ps is not None and ps.mode == "stateful" and any(
+        pair = frozenset((pkt.ip_src, pkt.ip_dst))
+        ps = self.state.pairs.get(pair)
+        if ps is None or ps.mode != "stateful":
+            return False
+        return any(
             r.in_port == pkt.in_port and r.src == pkt.ip_src and r.dst == pkt.ip_dst
-            for r in sw.flows.values()
+            for r in (sw.flows[k] for k in sw.pair_keys(pair))
         )
+
+    def _check_cache(self, sw: Switch, pkt: PacketInfo, now: float) -> None:
+        """A packet of an open pair that one of our flows on this switch would have
+        taken, installed longer ago than a flow-mod takes: the switch no longer
+        holds it (a FlowRemoved we never got), so dump this switch at the next tick."""
+        if pkt.table != T_STATEFUL:
+            return  # not a miss of table 1 (see _has_stateful)
+        pair = frozenset((pkt.ip_src, pkt.ip_dst))
+        for key in sw.by_pair.get(pair, ()):
+            r = sw.flows[key]
+            if (
+                key[0] == T_ROUTE and not r.pending and r.in_port == pkt.in_port
+                and r.src == pkt.ip_src and now - r.installed_at > SUSPECT_AFTER
+            ):
+                sw.suspect = True
+                return
 
     def _from_kernel(
         self, sw: Switch, pkt: PacketInfo, dst: Endpoint | None, now: float
@@ -264,6 +287,7 @@ class Setups(Part):
         setup = PendingSetup(pair, tokens, keys, [out], now, resubmit=mode == "stateful")
         if tokens:
             self.state.pending[pair] = setup
+            self.state.wait(pair, tokens)
             return fx
         fx.extend(self._install(setup, now, sw.host))
         return fx
@@ -335,8 +359,9 @@ class Setups(Part):
     def answered(self, token: int, ok: bool, now: float) -> Effects:
         """Setups and imports waiting for `token` go on (or fail)."""
         fx = Effects()
-        for pair, setup in list(self.state.pending.items()):
-            if token not in setup.waiting:
+        for pair in self.state.waiting_on.pop(token, {}):
+            setup = self.state.pending.get(pair)
+            if setup is None or token not in setup.waiting:
                 continue
             if not ok:
                 fx.extend(self.fail(pair))
@@ -359,12 +384,14 @@ class Setups(Part):
         setup = self.state.pending.pop(pair, None)
         if setup is None:
             return fx
+        self.state.unwait(pair, setup.waiting)
         hosts: set[str] = set()
         for dpid, key in setup.flows:
             sw = self.state.switches.get(dpid)
             if sw is not None and key in sw.flows and sw.flows[key].pending:
                 sw.pop(key)
                 hosts.add(sw.host)
+        self.state.forget_if_idle(pair)
         first = self.state.switches.get(setup.packets[0][0]) if setup.packets else None
         self.state.count(first.host if first else "", "failed_setups")
         for host in hosts:
@@ -393,7 +420,7 @@ class Setups(Part):
         if pair in self.state.pending:
             fx.extend(self.fail(pair))
         for sw in self.state.switches.values():
-            gone = [k for k, r in sw.flows.items() if r.pair == pair]
+            gone = sw.pair_keys(pair)
             for key in gone:
                 fx.send(sw.dpid, delete_strict(sw.pop(key).flow))
             if gone:

@@ -59,6 +59,31 @@ class Views(Part):
             out.append(row)
         return sorted(out, key=lambda r: (str(r["src"]), str(r["dst"])))
 
+    def live_counts(self) -> tuple[int, dict[str, int]]:
+        """How many connections `live_routes` would list, in total and per host of
+        either end, in one pass over the pairs with flows (for /metrics: it was one
+        `live_routes` per host, each over every flow of every switch)."""
+        total = 0
+        per_host: dict[str, int] = {}
+        for pair in self.state.live.pairs():
+            if pair in self.state.pending and not self._installed(pair):
+                continue  # only flows waiting for their routes
+            a, b = sorted(pair)
+            ea, eb = self.desired.endpoint_by_ip(a), self.desired.endpoint_by_ip(b)
+            if ea is None and eb is None:
+                continue
+            total += 1
+            for h in {e.host for e in (ea, eb) if e is not None}:
+                per_host[h] = per_host.get(h, 0) + 1
+        return total, per_host
+
+    def _installed(self, pair: Pair) -> bool:
+        """Whether `pair` has a flow that is no longer waiting for its routes."""
+        return any(
+            not sw.flows[k].pending
+            for sw in self.state.switches.values() for k in sw.by_pair.get(pair, ())
+        )
+
     def host_counters(self, host: str) -> Counters:
         """A copy of `host`'s counters, with what its live deny/guard flows counted."""
         st = self.state
