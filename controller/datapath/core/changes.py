@@ -71,7 +71,7 @@ class DesiredChanges(Part):
             for pair in {r.pair for r in sw.flows.values()}:
                 fx.extend(self.setups.teardown(pair))
             fx.extend(self.setups.fail_on_switch(sw.dpid))
-            del self.state.switches[sw.dpid]
+            self.state.drop_switch(sw.dpid)  # its flows leave the pair counts too
             self.state.forget_idle_pairs()
         self.state.budgets.pop(host.dpid, None)
         self.state.denied = {k: t for k, t in self.state.denied.items() if k[0] != host.dpid}

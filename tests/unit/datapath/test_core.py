@@ -388,7 +388,9 @@ def test_a_removed_host_leaves_no_switch_flow_or_route_behind(lab: Lab) -> None:
     lab.remove_host("h3")
     state = lab.core.state
     assert 3 not in state.switches and "h3" not in state.routes
+    assert "h3" not in state.dpid_of, "its switch left the host index too"
     assert all(c.ip not in r.pair for sw in state.switches.values() for r in sw.flows.values())
+    assert not state.pair_has_flows(frozenset((a.ip, c.ip))), "no pair count through it is left"
     assert lab.agents["h1"].via() == {"10.1.0.6": "198.18.0.12"}, "the route to c goes"
     assert [f for f in conn_flows(lab, "h1") if str(c.ip) in str(f.match)] == []
     # its switch, still connected, gets nothing: a PacketIn from it is ignored
