@@ -30,6 +30,7 @@ from controller.cluster.assignment import assign
 from controller.cluster.leases import MEMBER_ALIVE_PATH, Lease, stream_died
 from controller.cluster.roles import Roles
 from controller.store.base import Store, StoreError
+from controller.trust.tls import ClientContext
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class Masters:
         switches: Callable[[], set[int]],
         ttl: float = 2.0,
         token: str | None = None,
+        tls: ClientContext | None = None,
     ) -> None:
         """`leadership`: the lease of the leader key (the leader assigns);
         `switches`: the dpids of the registered hosts.  Our roles (`roles`) follow
@@ -75,6 +77,7 @@ class Masters:
         self.leadership = leadership
         self.switches = switches
         self.token = token
+        self.tls = tls  # our replica certificate for the members' liveness streams
         self.roles = Roles(self.name, lease_valid=lambda: self.is_member,
                            member_api=self.member_api)
         self.membership = Lease(
@@ -220,7 +223,8 @@ class Masters:
                 if not api or not self.token:
                     return
                 if stream_died(str(api), self.token, self._stop,
-                               lambda: self.leadership.held, MEMBER_ALIVE_PATH):
+                               lambda: self.leadership.held, MEMBER_ALIVE_PATH,
+                               tls=self.tls):
                     try:
                         ended = self.store.end_leadership(generation, f"member/{name}")
                     except StoreError as exc:

@@ -8,7 +8,7 @@ import logging
 from fastapi import APIRouter, HTTPException, Request
 
 from controller.agents.hub import CommandError
-from controller.api.auth import RequireToken
+from controller.api.auth import RequireToken, act_for
 from controller.api.deps import ApiContext, Ctx, HubDep
 from controller.api.schemas import HostIn, HostOut
 from controller.desired.models import Host
@@ -67,6 +67,7 @@ def _out(ctx: ApiContext, request: Request, host: Host) -> HostOut:
 
 @router.post("", summary="Register (or re-register) a host")
 def register_host(body: HostIn, ctx: Ctx, request: Request) -> HostOut:
+    act_for(request, ctx, body.name, "register the record")
     host = ctx.inventory.register_host(
         body.name, body.address, body.site, wg_public_key=body.wg_public_key,
         wg_endpoint=body.wg_endpoint, tunnel_address=body.tunnel_address, relay=body.relay,
@@ -89,6 +90,7 @@ async def rotate_key(name: str, ctx: Ctx, hub: HubDep, request: Request) -> Host
     """The host's agent generates a new key pair (the private key stays on the host),
     the controller publishes the public key to every peer, and the host switches to
     it half a second later: live connections pause briefly, none is reset."""
+    act_for(request, ctx, name, "rotate the WireGuard key")
     host = ctx.inventory.host(name)
     if host.wg_public_key is None:
         raise HTTPException(409, f"host {name} has no WireGuard interface")
