@@ -215,9 +215,12 @@ class Stream:
         """One stream connection (route thread); True once a message was received."""
         url = stream_url(self.client.base_url, self.host)
         got = False
+        tls = self.client.tls
         with sync_connect(
             url,
             additional_headers={"Authorization": f"Bearer {token}"},
+            # wss: the host's certificate, which names the host whose stream this is
+            ssl=tls.refresh() if tls is not None and url.startswith("wss:") else None,
             open_timeout=10,
             ping_interval=20,
             ping_timeout=20,
