@@ -3,12 +3,25 @@ SQLite store standing in for etcd (memberships are leaderships of their own keys
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from controller.cluster.leases import Lease
 from controller.cluster.masters import ASSIGNMENT, ASSIGNMENT_KEY, REACH, Masters, parse_assignment
 from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
+
+
+def leading_member(store: SqliteStore, switches: Callable[[], set[int]],
+                   connected: set[int]) -> Masters:
+    """c0: the leader and a member, with `connected` connected to it."""
+    elector = Lease(store, {"name": "c0"}, standalone=True)
+    elector.start()
+    masters = Masters(store, {"name": "c0", "api": "http://c0"}, elector, switches=switches)
+    for dpid in connected:
+        masters.roles.switch_seen(dpid, True)
+    assert store.try_lead({"name": "c0"}, 5, key="member/c0") is not None
+    return masters
 
 
 def test_the_leader_assigns_the_switches_to_the_members_and_again_when_one_goes(
@@ -54,14 +67,8 @@ def test_a_member_gets_only_switches_connected_to_it(tmp_path: Path) -> None:
     """A replica that just came back is a member before its switches reconnect to
     it: it gets its share once it reported them (kind REACH), not before."""
     store = SqliteStore(tmp_path / "db")
-    elector = Lease(store, {"name": "c0"}, standalone=True)
-    elector.start()
     connected = {1, 2, 3, 4}
-    masters = Masters(store, {"name": "c0", "api": "http://c0"}, elector,
-                      switches=lambda: {1, 2, 3, 4})
-    for dpid in connected:
-        masters.roles.switch_seen(dpid, True)
-    assert store.try_lead({"name": "c0"}, 5, key="member/c0") is not None
+    masters = leading_member(store, lambda: {1, 2, 3, 4}, connected)
     assert store.try_lead({"name": "c1"}, 5, key="member/c1") is not None
     masters.report()
     # not a member through `masters.membership` here: written under generation 0
@@ -86,13 +93,7 @@ def test_a_returning_member_gets_no_switch_by_the_report_of_its_previous_process
     back again once it reports (what made test_replicas' confirmed masters miss the
     assignment after a replica returned)."""
     store = SqliteStore(tmp_path / "db")
-    elector = Lease(store, {"name": "c0"}, standalone=True)
-    elector.start()
-    masters = Masters(store, {"name": "c0", "api": "http://c0"}, elector,
-                      switches=lambda: {1, 2, 3, 4})
-    for dpid in (1, 2, 3, 4):
-        masters.roles.switch_seen(dpid, True)
-    assert store.try_lead({"name": "c0"}, 5, key="member/c0") is not None
+    masters = leading_member(store, lambda: {1, 2, 3, 4}, {1, 2, 3, 4})
     before = store.try_lead({"name": "c1", "process": "p1"}, 5, key="member/c1")
     assert before is not None
     masters.apply_reach({"replica": "c1", "process": "p1", "switches": [3, 4]})
@@ -122,13 +123,7 @@ def test_a_member_that_takes_its_membership_again_keeps_its_switches(
     true, and moving its switches away until it reports again would be a takeover for
     nothing."""
     store = SqliteStore(tmp_path / "db")
-    elector = Lease(store, {"name": "c0"}, standalone=True)
-    elector.start()
-    masters = Masters(store, {"name": "c0", "api": "http://c0"}, elector,
-                      switches=lambda: {1, 2})
-    masters.roles.switch_seen(1, True)
-    masters.roles.switch_seen(2, True)
-    assert store.try_lead({"name": "c0"}, 5, key="member/c0") is not None
+    masters = leading_member(store, lambda: {1, 2}, {1, 2})
     first = store.try_lead({"name": "c1", "process": "p1"}, 5, key="member/c1")
     assert first is not None
     masters.apply_reach({"replica": "c1", "process": "p1", "switches": [2]})
@@ -174,11 +169,7 @@ def test_a_removed_hosts_switch_is_no_longer_assigned(tmp_path: Path) -> None:
     inventory = Inventory(store, lambda change: None)
     for i in (1, 2, 3):
         inventory.register_host(f"h{i}", f"198.18.0.{10 + i}")
-    elector = Lease(store, {"name": "c0"}, standalone=True)
-    elector.start()
-    masters = Masters(store, {"name": "c0", "api": "http://c0"}, elector,
-                      switches=lambda: {h.dpid for h in inventory.index.hosts()})
-    assert store.try_lead({"name": "c0"}, 5, key="member/c0") is not None
+    masters = leading_member(store, lambda: {h.dpid for h in inventory.index.hosts()}, set())
     assert store.try_lead({"name": "c1"}, 5, key="member/c1") is not None
     masters.step()
     before, generation = parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))
