@@ -3,7 +3,6 @@ a second stream of the same host replaces the first, which is closed with a reas
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,14 +12,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from controller.agents.hub import AgentHub
 from controller.agents.messages import CLOSE_REPLACED
-from controller.api.app import create_app
-from controller.api.deps import ApiContext
-from controller.api.routes import stream
-from controller.cluster.roles import Roles
-from controller.datapath.runtime import DatapathRuntime
-from controller.desired.inventory import Inventory
-from controller.desired.models import Host
-from controller.store.sqlite import SqliteStore
+from tests.unit.api.support import hub_served
 
 TOKEN = "hub-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -29,20 +21,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[TestClient, AgentHub]]:
     """An app leading (the only controller) with hosts h1 and h2 and a real hub."""
-    inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
-    for name, dpid in (("h1", 1), ("h2", 2)):
-        inventory.index.put_host(Host(name=name, address=ipaddress.IPv4Address(
-            f"198.18.0.{dpid}"), dpid=dpid))
-    roles = Roles()
-    roles.set_master(1)
-    runtime = DatapathRuntime(inventory.index, roles, agents=AgentHub)
-    hub = runtime.agents
-    assert isinstance(hub, AgentHub)
-    ctx = ApiContext(inventory=inventory, token=TOKEN, runtime=runtime,
-                     openflow_host="0.0.0.0", openflow_port=6653, roles=roles, hub=hub)
-    with TestClient(create_app(ctx, [stream.router])) as client:
+    with hub_served(tmp_path / "db", TOKEN) as (client, hub, _):
         yield client, hub
-    inventory.store.close()
 
 
 def test_a_second_stream_of_a_host_closes_the_first_with_a_reason(

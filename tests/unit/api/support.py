@@ -1,17 +1,28 @@
 """What the API tests share: a fake runtime with fixed live routes, stand-ins for the
-routers other modules provide, and an API context on a SQLite inventory."""
+routers other modules provide, an API context on a SQLite inventory, and the stream
+route served with a real agent hub."""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
+from fastapi.testclient import TestClient
 
+from controller.agents.hub import AgentHub
+from controller.api.app import create_app
 from controller.api.auth import RequireToken, check_token
 from controller.api.deps import ApiContext, Ctx
+from controller.api.routes import stream
+from controller.cluster.roles import Roles
+from controller.datapath.runtime import DatapathRuntime
 from controller.desired.events import Change
 from controller.desired.inventory import Inventory
+from controller.desired.models import Host
 from controller.store.sqlite import SqliteStore
 from tests.unit import fakes
 
@@ -86,3 +97,23 @@ ADMIN, AGENT, READONLY = "admin-token", "agent-token", "readonly-token"
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def hub_served(db: Path, token: str) -> Iterator[tuple[TestClient, AgentHub, Inventory]]:
+    """The real stream route and agent hub of a leading (only) controller, with hosts
+    h1 and h2 registered, served with `token` as the admin token."""
+    inventory = Inventory(SqliteStore(db), lambda change: None)
+    for name, dpid in (("h1", 1), ("h2", 2)):
+        inventory.index.put_host(Host(name=name, address=ipaddress.IPv4Address(
+            f"198.18.0.{dpid}"), dpid=dpid))
+    roles = Roles()
+    roles.set_master(1)
+    runtime = DatapathRuntime(inventory.index, roles, agents=AgentHub)
+    hub = runtime.agents
+    assert isinstance(hub, AgentHub)
+    ctx = ApiContext(inventory=inventory, token=token, runtime=runtime,
+                     openflow_host="0.0.0.0", openflow_port=6653, roles=roles, hub=hub)
+    with TestClient(create_app(ctx, [stream.router])) as client:
+        yield client, hub, inventory
+    inventory.store.close()

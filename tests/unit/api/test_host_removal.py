@@ -7,7 +7,6 @@ The app runs on a real DatapathRuntime whose agent link records what it is told
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from controller.agents.hub import AgentHub
 from controller.agents.messages import CLOSE_HOST_REMOVED
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
-from controller.api.routes import stream
 from controller.cluster.roles import Roles
 from controller.datapath.effects import KernelRouteDelta
 from controller.datapath.runtime import DatapathRuntime
@@ -27,7 +24,7 @@ from controller.desired.events import Change
 from controller.desired.inventory import Inventory
 from controller.desired.models import Host, NatRule
 from controller.store.sqlite import SqliteStore
-from tests.unit.api.support import ADMIN, AGENT, READONLY, bearer
+from tests.unit.api.support import ADMIN, AGENT, READONLY, bearer, hub_served
 
 KEY = "k" * 42 + "A="
 
@@ -162,18 +159,7 @@ def test_the_hub_closes_a_removed_hosts_stream_with_its_own_code(tmp_path: Path)
     """The real hub and stream route: the removed host's stream ends with
     CLOSE_HOST_REMOVED (its agent then stops, hostnet/agent/stream.py); another
     host's stream stays; the removed host's next stream is refused as unknown."""
-    inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
-    for name, dpid in (("h1", 1), ("h2", 2)):
-        inventory.index.put_host(Host(name=name, address=ipaddress.IPv4Address(
-            f"198.18.0.{dpid}"), dpid=dpid))
-    roles = Roles()
-    roles.set_master(1)
-    runtime = DatapathRuntime(inventory.index, roles, agents=AgentHub)
-    hub = runtime.agents
-    assert isinstance(hub, AgentHub)
-    ctx = ApiContext(inventory=inventory, token=ADMIN, runtime=runtime,
-                     openflow_host="0.0.0.0", openflow_port=6653, roles=roles, hub=hub)
-    with TestClient(create_app(ctx, [stream.router])) as client:
+    with hub_served(tmp_path / "db", ADMIN) as (client, hub, inventory):
         url = "/api/v1/hosts/{}/stream"
         with client.websocket_connect(url.format("h1"), headers=bearer(ADMIN)) as ws1, \
                 client.websocket_connect(url.format("h2"), headers=bearer(ADMIN)):
@@ -189,4 +175,3 @@ def test_the_hub_closes_a_removed_hosts_stream_with_its_own_code(tmp_path: Path)
               client.websocket_connect(url.format("h1"), headers=bearer(ADMIN)) as ws):
             ws.receive_json()
         assert (refused.value.code, refused.value.reason) == (4404, "host h1 is not registered")
-    inventory.store.close()
