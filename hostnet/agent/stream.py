@@ -245,10 +245,10 @@ class Stream:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=pause)
 
-    def _connect(self, token: str) -> bool:
-        """One stream connection (route thread); True once a message was received."""
+    def _connect(self, token: str) -> None:
+        """One stream connection (route thread); `_received` says whether it delivered
+        a message (read by `run` however the connection ended)."""
         url = stream_url(self.client.base_url, self.host)
-        got = False
         with sync_connect(
             url,
             additional_headers={"Authorization": f"Bearer {token}"},
@@ -260,10 +260,10 @@ class Stream:
             self._ws = ws
             try:
                 if self.stop.is_set():
-                    return got
+                    return
                 log.info("stream connected to %s", url)
                 for raw in ws:
-                    got = self._received = True
+                    self._received = True
                     try:
                         msg = json.loads(raw)
                     except ValueError:
@@ -277,7 +277,6 @@ class Stream:
                         ws.send(json.dumps(reply))
             finally:
                 self._ws = None
-        return got
 
     def _dispatch_command(self, ws: ClientConnection, msg: dict[str, Any]) -> None:
         """Run a command on the event loop (route thread: never wait for it here)."""

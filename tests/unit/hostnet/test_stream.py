@@ -75,12 +75,12 @@ class ScriptedStream(Stream):
         self.connects = 0
         self.went_to: list[str] = []
 
-    def _connect(self, token: str) -> bool:
+    def _connect(self, token: str) -> None:
         self.connects += 1
         self.went_to.append(self.fake_client.base_url)
         if not self.script:
             self.loop.call_soon_threadsafe(self.stop.set)
-            return True
+            return
         step = self.script.pop(0)
         code, reason = step if isinstance(step, tuple) else (
             step, {CLOSE_REPLACED: REPLACED, CLOSE_HOST_REMOVED: REMOVED}.get(step, "server error"))
