@@ -42,6 +42,8 @@ from controller.cluster.leases import (
 )
 from controller.cluster.masters import ASSIGNMENT, REACH, Masters, end_membership
 from controller.cluster.roles import Roles
+from controller.connlog.log import ConnectionLog
+from controller.connlog.writer import JsonLinesWriter
 from controller.datapath.runtime import DatapathRuntime, ExportLink
 from controller.datapath.state import CoreState
 from controller.desired.index import DesiredIndex
@@ -116,6 +118,18 @@ def main(
         int, option("api_max_bulk_body")
     ] = DEFAULTS["api_max_bulk_body"],
     log_level: Annotated[str, option("log_level")] = DEFAULTS["log_level"],
+    connection_log_entries: Annotated[
+        int, option("connection_log_entries")
+    ] = DEFAULTS["connection_log_entries"],
+    connection_log_age: Annotated[
+        float, option("connection_log_age")
+    ] = DEFAULTS["connection_log_age"],
+    connection_log_interval: Annotated[
+        float, option("connection_log_interval")
+    ] = DEFAULTS["connection_log_interval"],
+    connection_log_file: Annotated[
+        Path | None, option("connection_log_file")
+    ] = DEFAULTS["connection_log_file"],
     tls_ca: Annotated[Path | None, option("tls_ca")] = DEFAULTS["tls_ca"],
     tls_cert: Annotated[Path | None, option("tls_cert")] = DEFAULTS["tls_cert"],
     tls_key: Annotated[Path | None, option("tls_key")] = DEFAULTS["tls_key"],
@@ -192,6 +206,7 @@ def serve(settings: ControllerSettings) -> None:
             revocations is not None and revocations.refused(identity) is not None
         ),
     )
+    connlog, connlog_writer = connection_log(settings, name)
     runtime = DatapathRuntime(
         index,
         roles,
@@ -206,6 +221,7 @@ def serve(settings: ControllerSettings) -> None:
         switches=switches,
         agents=partial(AgentHub, token=token),
         exports=exports,
+        connlog=connlog,
     )
     hub = runtime.agents
     assert isinstance(hub, AgentHub)  # made by the factory above
@@ -238,6 +254,7 @@ def serve(settings: ControllerSettings) -> None:
         hub=hub,
         leadership=leadership,
         masters=masters,
+        connlog=connlog,
     )
 
     @asynccontextmanager
@@ -250,7 +267,11 @@ def serve(settings: ControllerSettings) -> None:
             masters.start()
         log.info("replica %s: API on %s:%d, OpenFlow on %s:%d, store %s", name, api_host,
                  api_port, of_host, of_port, backend)
+        if connlog_writer is not None:
+            connlog_writer.start()
         yield
+        if connlog_writer is not None:
+            connlog_writer.stop()  # what is left, open flood summaries too
         if masters is not None:
             masters.stop()  # our switches go to the other members at once
         leadership.stop()  # a leader resigns: another replica takes over at once
@@ -271,6 +292,19 @@ def serve(settings: ControllerSettings) -> None:
     # os-ken's threads do not stop on request; the process is done once the API is.
     sys.stdout.flush()
     os._exit(0 if server.started else 1)
+
+
+def connection_log(
+    settings: ControllerSettings, replica: str
+) -> tuple[ConnectionLog | None, JsonLinesWriter | None]:
+    """The connection log and its file writer, as the options ask (none at 0 entries)."""
+    if settings.connection_log_entries == 0:
+        return None, None
+    path = settings.connection_log_file
+    connlog = ConnectionLog(settings.connection_log_entries, settings.connection_log_age,
+                            settings.connection_log_interval, writing=path is not None)
+    writer = JsonLinesWriter(connlog, path, replica) if path is not None else None
+    return connlog, writer
 
 
 def etcd_tls_of(settings: ControllerSettings) -> EtcdTLS | None:

@@ -20,6 +20,7 @@ from controller.agents.hub import AgentHub
 from controller.cluster.leases import Lease
 from controller.cluster.masters import Masters
 from controller.cluster.roles import Roles
+from controller.connlog.log import ConnectionLog
 from controller.datapath.needs import Needs
 from controller.datapath.runtime import ImportWait
 from controller.datapath.state import Counters
@@ -89,6 +90,8 @@ class ApiContext:
     masters: Masters | None = None
     # Switch connections refused, by reason (controller/openflow/admission.py).
     switch_refusals: Callable[[], dict[str, int]] = dict
+    # The connection log (controller/connlog/; None: off, GET /connections answers 404).
+    connlog: ConnectionLog | None = None
 
     def member_apis(self) -> list[str] | None:
         """The API URLs of the other live members (None: masters are not spread)."""

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import itertools
 from dataclasses import dataclass, field
 from typing import Literal
 
+from controller.datapath.connections import ConnEvent
 from controller.datapath.events import PortInfo
 from controller.datapath.messages import FlowAdd, Match, OFMessage, Output, SetField
 from controller.datapath.needs import Export, ImportTable
@@ -182,6 +184,12 @@ class PairState:
     mode: Literal["open", "stateful"]
     mark: int  # ct_mark of its connections (stateful)
     grants: set[Grant] = field(default_factory=set)
+    # The connection log (controller/datapath/connections.py): the decision that set
+    # the pair up, and what its removed flows passed, for its expiry or revocation.
+    opened: ConnEvent | None = None
+    packets: int = 0
+    bytes: int = 0
+    duration: float = 0.0
 
 
 @dataclass
@@ -239,6 +247,10 @@ class Counters:
     packet_ins_dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
 
 
+# Drop flows whose denial the core remembers for the connection log (CoreState.deny_events).
+DENY_EVENTS_MAX = 20_000
+
+
 @dataclass
 class CoreState:
     idle_timeout: int = 10
@@ -273,6 +285,10 @@ class CoreState:
     # deny flows sent and when they expire: a PacketIn that was already on its way
     # when the drop flow went out does not send it again
     denied: dict[tuple[int, Match], float] = field(default_factory=dict)
+    # the denial each live drop flow stands for (cookie -> event), so the packets it
+    # dropped join that denial's entry in the connection log when it goes; bounded
+    # (`note_deny_flow`): a cookie forgotten only loses that count
+    deny_events: dict[int, ConnEvent] = field(default_factory=dict)
     # Masters spread over replicas (controller/datapath/needs.py): the hosts whose
     # switch another replica masters (empty with one controller, or one master of
     # all), the generation of our mastership (orders our exports), what we exported
@@ -297,6 +313,14 @@ class CoreState:
                 pairs.pop(pair, None)
                 if not pairs:
                     del self.waiting_on[t]
+
+    def note_deny_flow(self, flow_cookie: int, event: ConnEvent) -> None:
+        """Remember which denial drop flow `flow_cookie` stands for (bounded: past
+        DENY_EVENTS_MAX the older half is forgotten, amortised O(1))."""
+        if len(self.deny_events) >= DENY_EVENTS_MAX:
+            for old in list(itertools.islice(self.deny_events, DENY_EVENTS_MAX // 2)):
+                del self.deny_events[old]
+        self.deny_events[flow_cookie] = event
 
     def next_cookie(self, kind: int) -> int:
         self.serial += 1
