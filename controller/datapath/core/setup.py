@@ -300,15 +300,19 @@ class Setups(Part):
         if legs is None or out is None:
             self.state.count(sw.host, "failed_setups")
             return fx
+        if not live or (mode == "stateful" and grant not in ps.grants):
+            # A new connection for the log: a pair set up, or a new grant of a
+            # stateful one.  A packet that overtook its flows (it comes back as a
+            # PacketIn and the same flows are planned again) is no new decision.
+            path = (
+                "external" if src is None or dst is None
+                else self.routing.path(src.host, dst.host)
+            )
+            event = self._event("allowed", sw, pkt, src, dst, d, reply, path)
+            fx.connections.append(event)
+            if ps.opened is None:
+                ps.opened = event
         ps.grants.add(grant)
-        path = (
-            "external" if src is None or dst is None
-            else self.routing.path(src.host, dst.host)
-        )
-        event = self._event("allowed", sw, pkt, src, dst, d, reply, path)
-        fx.connections.append(event)
-        if ps.opened is None:
-            ps.opened = event
         plan = self.plan.records(legs, ps, grant)
         tokens: set[int] = set()
         keys: list[tuple[int, FlowKey]] = []

@@ -109,3 +109,26 @@ def test_a_spoofed_source_is_denied_with_its_reason(lab: Lab) -> None:
     lab.packet_in("h1", spoofed)
     (e,) = events(lab, "denied")
     assert "not the port's own" in e.reason and e.src == ("a", "web", "h1", "default")
+
+
+def test_a_packet_that_overtook_its_flows_is_no_new_entry(lab: Lab) -> None:
+    a = lab.container("h1", "a", "web", "10.1.0.5")
+    b = lab.container("h2", "b", "web", "10.1.0.6")
+    pkt = lab.tcp_packet(a, "10.1.0.6", 80)
+    lab.send("h1", pkt)
+    lab.packet_in("h1", pkt)  # came back to the controller before its flow was in
+    lab.packet_in("h2", dict(lab.reply(pkt, b)))  # and the reply, on the other host
+    assert len(events(lab, "allowed")) == 1
+
+
+def test_each_new_grant_of_a_stateful_pair_is_an_entry(lab: Lab) -> None:
+    a = lab.container("h1", "a", "web", "10.1.0.5")
+    lab.container("h2", "b", "web", "10.1.0.6")
+    lab.index.put_rule(FirewallRule(
+        id="r-web", target_kind="network", target="web", position=0, action="allow",
+        source=RuleSource(kind="any"), protocol="tcp", ports=("80", "443")))
+    lab.send("h1", lab.tcp_packet(a, "10.1.0.6", 80))
+    lab.packet_in("h1", lab.tcp_packet(a, "10.1.0.6", 80, sport=40001), table=2)
+    lab.send("h1", lab.tcp_packet(a, "10.1.0.6", 443))
+    assert [(e.dport, e.rule_id) for e in events(lab, "allowed")] == [
+        (80, "r-web"), (443, "r-web")]
