@@ -10,6 +10,7 @@ the core's lock is released.  See docs/architecture.md, "Connection log".
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Literal
@@ -50,11 +51,18 @@ class ConnEvent:
 
 
 def identity(desired: DesiredReads, ep: Endpoint | None) -> Identity | None:
-    """(container, network, host, site) of a container, None for an outside end."""
+    """(container, network, host, site) of a container, None for an outside end: one
+    shared tuple per distinct identity, so a million entries do not hold a million
+    copies of the same few thousand (docs/performance.md, "Connection log")."""
     if ep is None:
         return None
     host = desired.host(ep.host)
-    return (ep.name, ep.network, ep.host, host.site if host is not None else "")
+    return _shared(ep.name, ep.network, ep.host, host.site if host is not None else "")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _shared(container: str, network: str, host: str, site: str) -> Identity:
+    return (container, network, host, site)
 
 
 def decided(
@@ -70,9 +78,12 @@ def decided(
     path: str | None,
     observer: str,
 ) -> ConnEvent:
-    """The event of a decision `d` on a first packet."""
+    """The event of a decision `d` on a first packet.  A container's address is its
+    endpoint's (the same object in every entry), not the packet's (parsed anew)."""
     return ConnEvent(
-        event, pkt_src, pkt_dst, proto, ports[0], ports[1],
+        event, src.ip if src is not None and src.ip == pkt_src else pkt_src,
+        dst.ip if dst is not None and dst.ip == pkt_dst else pkt_dst,
+        proto, ports[0], ports[1],
         identity(desired, src), identity(desired, dst),
         d.verdict.value, d.reason, d.kind, d.rule_id, path, observer,
     )
