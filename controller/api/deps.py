@@ -44,8 +44,8 @@ class RuntimeView(Protocol):
         """The live hot-plug connections (see docs/architecture.md, GET /routes)."""
         ...
 
-    def counters(self) -> tuple[Counters, int, list[float]]:
-        """The core's counters, the live connection count, setup latencies."""
+    def counters(self) -> tuple[Counters, int]:
+        """The core's counters (setup latencies included), the live connection count."""
         ...
 
     def host_counters(self) -> dict[str, tuple[Counters, int]]:

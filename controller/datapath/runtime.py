@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from controller.datapath.connections import ConnEvent
@@ -297,12 +297,13 @@ class DatapathRuntime:
         with self.lock:
             return self.core.live_routes(self.index.view(), time.monotonic(), host)
 
-    def counters(self) -> tuple[Counters, int, list[float]]:
-        """A copy of the core's counters, the live connection count, setup latencies."""
+    def counters(self) -> tuple[Counters, int]:
+        """A copy of the core's counters (setup latencies included), the live
+        connection count."""
         with self.lock:
             c = self.core.total_counters()
             live, _ = self.core.live_counts(self.index.view())
-            return replace(c, setup_latency=[]), live, list(c.setup_latency)
+            return c, live
 
     def host_counters(self) -> dict[str, tuple[Counters, int]]:
         """Per host: its counters (with setup latencies) and its live connections."""

@@ -5,6 +5,7 @@ what it exchanges with other replicas."""
 
 from __future__ import annotations
 
+import bisect
 import functools
 import ipaddress
 import itertools
@@ -235,6 +236,35 @@ DROP_SWITCH_BUDGET = "switch_budget"  # over its switch's budget (CoreState.swit
 DROP_UNKNOWN_PORT = "unknown_port"  # from a port that is no endpoint (or no longer)
 
 
+# Upper bounds (seconds) of the setup-latency histogram's buckets (GET /metrics).
+SETUP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
+
+
+@dataclass
+class LatencyHistogram:
+    """Setup latencies counted into SETUP_BUCKETS since the start (the last count is
+    +Inf): counts only grow, so Prometheus' rate() and histogram_quantile() hold,
+    in O(log buckets) per setup and constant memory."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(SETUP_BUCKETS) + 1))
+    total: float = 0.0  # sum of the latencies, seconds
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(SETUP_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[int]:
+        """Per bucket, the latencies at most its bound (the last: all of them)."""
+        return list(itertools.accumulate(self.counts))
+
+    def copy(self) -> LatencyHistogram:
+        return LatencyHistogram(list(self.counts), self.total)
+
+
 @dataclass
 class Counters:
     packet_ins: int = 0
@@ -243,7 +273,7 @@ class Counters:
     failed_setups: int = 0
     denied_packets: int = 0  # packets dropped by deny flows (expired ones + live ones)
     spoofed_packets: int = 0  # packets dropped at a container port (anti-spoofing)
-    setup_latency: list[float] = field(default_factory=list)
+    setup_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     packet_ins_dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
 
 

@@ -400,8 +400,7 @@ class Setups(Part):
             host = sw0.host if sw0 else ""
         self.state.count(host, "setups")
         for c in (self.state.counters, self.state.host_counters.setdefault(host, Counters())):
-            c.setup_latency.append(now - setup.started)
-            del c.setup_latency[:-1000]
+            c.setup_latency.observe(now - setup.started)
         return fx
 
     def answered(self, token: int, ok: bool, now: float) -> Effects:
