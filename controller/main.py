@@ -24,7 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from controller.agents.hub import AgentHub
-from controller.api import metrics
+from controller.api import metrics, readiness
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.limits import BodyLimits
@@ -282,6 +282,7 @@ def serve(settings: ControllerSettings) -> None:
         body_limits=BodyLimits.of(settings.api_max_body, settings.api_max_bulk_body),
     )
     app.include_router(metrics.router)
+    app.include_router(readiness.router)
     config = uvicorn.Config(
         app, host=api_host, port=api_port, log_level=settings.log_level, ws="websockets-sansio"
     )
