@@ -60,8 +60,9 @@ def setup_rate(variant: str, args: argparse.Namespace, tmp: Path) -> tuple[float
     return args.pairs / cpu, len(connlog) if connlog is not None else 0
 
 
-def memory(entries: int) -> tuple[float, float]:
-    """Bytes per entry in the ring (tracemalloc) and in the JSON-lines file."""
+def memory(entries: int) -> tuple[float, float, float, float]:
+    """Bytes per entry in the ring (tracemalloc) and in the JSON-lines file, and the
+    CPU microseconds of recording one entry and of making its line."""
     # 10,000 containers: as in the core, an entry shares its ends' address and
     # identity objects with the endpoints (controller/datapath/connections.py)
     names = [(f"c{i}", "web", f"h{i % 100}", "default") for i in range(10_000)]
@@ -74,6 +75,18 @@ def memory(entries: int) -> tuple[float, float]:
                          "underlay", names[a][2], 1, 12.5 + i % 100, 40 + i % 1000,
                          9000 + i)
 
+    n = min(entries, 100_000)  # one event per record() call, as the runtime does
+    events = [event(i) for i in range(n)]
+    timed = ConnectionLog(max_entries=n)
+    c0 = time.process_time()
+    for e in events:
+        timed.record([e])
+    record_us = (time.process_time() - c0) / n * 1e6
+    sample = timed.query(Filters(), 1000).entries
+    c0 = time.process_time()
+    line = sum(len(json.dumps(e.to_dict("c0"), separators=(",", ":"))) + 1 for e in sample)
+    line_us = (time.process_time() - c0) / len(sample) * 1e6
+    del events, timed
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     log = ConnectionLog(max_entries=entries)
@@ -81,9 +94,7 @@ def memory(entries: int) -> tuple[float, float]:
         log.record([event(i) for i in range(start, min(entries, start + 1000))])
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    sample = log.query(Filters(), 1000).entries
-    line = sum(len(json.dumps(e.to_dict("c0"), separators=(",", ":"))) + 1 for e in sample)
-    return held / entries, line / len(sample)
+    return held / entries, line / len(sample), record_us, line_us
 
 
 def main() -> None:
@@ -103,21 +114,23 @@ def main() -> None:
                 rates[variant].append(rate)
                 print(f"round {r + 1} {variant:>4}: {rate:8.0f} setups/CPU s "
                       f"({held} entries)", flush=True)
-    med = {v: statistics.median(x) for v, x in rates.items()}
-    print(f"median setups/CPU s: off {med['off']:.0f}, on {med['on']:.0f}, "
-          f"file {med['file']:.0f}; ratio on/off {med['on'] / med['off']:.3f}, "
-          f"file/off {med['file'] / med['off']:.3f}")
-    per_entry, per_line = memory(args.entries)
+    med = {v: statistics.median(x) if x else 0.0 for v, x in rates.items()}
+    out: dict[str, object] = {"rates": {v: [round(x) for x in xs] for v, xs in rates.items()}}
+    if args.rounds:
+        print(f"median setups/CPU s: off {med['off']:.0f}, on {med['on']:.0f}, "
+              f"file {med['file']:.0f}; ratio on/off {med['on'] / med['off']:.3f}, "
+              f"file/off {med['file'] / med['off']:.3f}")
+        out.update(ratio_on=round(med["on"] / med["off"], 3),
+                   ratio_file=round(med["file"] / med["off"], 3))
+    per_entry, per_line, record_us, line_us = memory(args.entries)
     print(f"{args.entries} entries: {per_entry * args.entries / 2**20:.0f} MiB in memory "
           f"({per_entry:.0f} B each), {per_line * args.entries / 2**20:.0f} MiB as JSON "
-          f"lines ({per_line:.0f} B each)")
-    print(json.dumps({
-        "rates": {v: [round(x) for x in xs] for v, xs in rates.items()},
-        "ratio_on": round(med["on"] / med["off"], 3),
-        "ratio_file": round(med["file"] / med["off"], 3),
-        "entries": args.entries, "bytes_per_entry": round(per_entry),
-        "bytes_per_line": round(per_line),
-    }))
+          f"lines ({per_line:.0f} B each); CPU per entry: recording {record_us:.1f} us, "
+          f"its line {line_us:.1f} us")
+    out.update(entries=args.entries, bytes_per_entry=round(per_entry),
+               bytes_per_line=round(per_line), record_us=round(record_us, 2),
+               line_us=round(line_us, 2))
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
