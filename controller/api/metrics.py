@@ -108,9 +108,9 @@ def render(
                      "PacketIn to flows installed (every setup since the start)")
     lines += _histogram("daolinet_setup_seconds", "", totals.setup_latency)
     if connlog is not None:
+        # docs/architecture.md, "Connection log"
         lines += _header("daolinet_connection_log_entries", "gauge",
-                         "entries the connection log holds (docs/architecture.md, "
-                         "\"Connection log\")")
+                         "entries the connection log holds")
         lines.append(f"daolinet_connection_log_entries {len(connlog)}")
         lines += _header("daolinet_connection_log_lines_dropped_total", "counter",
                          "connection log lines its file lost (the writer could not keep up)")
