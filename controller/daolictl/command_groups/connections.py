@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from controller.daolictl import render
-from controller.daolictl.args import HostOpt, JsonOpt
+from controller.daolictl.args import JsonOpt
 from controller.daolictl.client import call
 
 COLUMNS: list[render.Column] = [
@@ -67,11 +67,14 @@ def connections(
     ctx: typer.Context,
     container: Annotated[str | None, typer.Option(help="Either end's container.")] = None,
     network: Annotated[str | None, typer.Option(help="Either end's network.")] = None,
-    host: HostOpt = None,
+    host: Annotated[str | None, typer.Option(
+        "--host", "-H", help="Either end's host, or the host that saw it.")] = None,
     verdict: Annotated[str | None, typer.Option(help="allow or deny.")] = None,
     event: Annotated[
         str | None, typer.Option(help="allowed, denied, revoked or expired.")] = None,
     rule: Annotated[str | None, typer.Option(help="A firewall rule's id (or a prefix).")] = None,
+    kind: Annotated[str | None, typer.Option(
+        help="What decided: pair, firewall, network, group or default.")] = None,
     since: Annotated[
         str | None, typer.Option(help="From this time (ISO 8601 or epoch seconds).")] = None,
     until: Annotated[str | None, typer.Option(help="Before this time.")] = None,
@@ -86,7 +89,7 @@ def connections(
     """The connection log: decisions, revocations and expiries, oldest first."""
     params = {k: str(v) for k, v in {
         "container": container, "network": network, "host": host, "verdict": verdict,
-        "event": event, "rule": rule, "since": since, "until": until, "limit": limit,
+        "event": event, "rule": rule, "kind": kind, "since": since, "until": until, "limit": limit,
     }.items() if v is not None}
     page = call(ctx, "GET", "/connections", params=params)
     _show(page["entries"], as_json, follow)

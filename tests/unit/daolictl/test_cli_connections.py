@@ -80,6 +80,8 @@ def test_filters_and_json(served: tuple[str, ConnectionLog]) -> None:
     (entry,) = json.loads(r.stdout)
     assert (entry["event"], entry["count"], entry["rule_id"]) == ("denied", 40, "0123456789ab")
     assert entry["dst"]["site"] == "east"
+    r = run(url, "connections", "--kind", "firewall", "--host", "h2", "--json")
+    assert [e["event"] for e in json.loads(r.stdout)] == ["denied"]
     r = run(url, "connections", "--container", "nobody")
     assert r.stdout.strip() == "no entries"
 
