@@ -6,6 +6,7 @@ change (every live pair decided again; what is no longer allowed is revoked)."""
 from __future__ import annotations
 
 from controller.datapath.connections import ConnEvent
+from controller.datapath.core import connlog
 from controller.datapath.core.announce import Announcer
 from controller.datapath.core.context import CoreContext, Part
 from controller.datapath.core.decisions import still_allowed
@@ -27,12 +28,12 @@ class DesiredChanges(Part):
         for sw in self.state.switches.values():
             for key in sw.by_pair.get(pair, ()):
                 rec = sw.flows[key]
-                Setups.account(ps, rec, rec.packet_count, 0, 0.0)
+                connlog.account(ps, rec, rec.packet_count, 0, 0.0)
                 since = rec.installed_at if since is None else min(since, rec.installed_at)
         duration = ps.duration
         if now is not None and since is not None:
             duration = max(duration, now - since)
-        return Setups.closed(ps, "revoked", round(duration, 3))
+        return connlog.closed(ps, "revoked", round(duration, 3))
 
     def __init__(self, ctx: CoreContext, announcer: Announcer, setups: Setups) -> None:
         super().__init__(ctx)

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Literal
 
+from controller.datapath.core import connlog
 from controller.datapath.core.announce import Announcer
 from controller.datapath.core.context import CoreContext, Part
 from controller.datapath.core.flows import delete_guard, delete_strict, guard, out_port
@@ -245,11 +246,11 @@ class Reconciler(Part):
         rec = sw.pop(key)
         ps = self.state.pairs.get(rec.pair)
         if ps is not None:
-            self.setups.account(ps, rec, packet_count, byte_count, duration)
+            connlog.account(ps, rec, packet_count, byte_count, duration)
         self.state.forget_if_idle(rec.pair)
         fx = self.announcer.sync_routes(sw.host)
         if ps is not None and ps.opened is not None and rec.pair not in self.state.pairs:
-            fx.connections.append(self.setups.closed(ps, "expired", ps.duration))
+            fx.connections.append(connlog.closed(ps, "expired", ps.duration))
         return fx
 
     # periodic -------------------------------------------------------------------------

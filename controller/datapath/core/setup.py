@@ -11,11 +11,10 @@ a granted (protocol, port) may commit a connection; replies pass as established.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Literal
 
-from controller.datapath.connections import ConnEvent, EventKind, decided
 from controller.datapath.core.announce import Announcer
+from controller.datapath.core.connlog import decision_event
 from controller.datapath.core.context import CoreContext, Part
 from controller.datapath.core.decisions import decide_connection, grant_port, open_both_ways
 from controller.datapath.core.flows import (
@@ -194,25 +193,6 @@ class Setups(Part):
         )
         return self._setup(sw, src, dst, pkt, mode, grant, now, d, bool(reply))
 
-    def _event(
-        self,
-        kind: EventKind,
-        sw: Switch,
-        pkt: PacketInfo,
-        src: Endpoint | None,
-        dst: Endpoint | None,
-        d: Decision,
-        reply: bool,
-        path: str | None,
-    ) -> ConnEvent:
-        """The connection log's event of decision `d` on `pkt`, as the connection
-        was opened (a reply packet is logged as the direction that opened it)."""
-        if reply:
-            return decided(self.desired, kind, pkt.ip_dst, pkt.ip_src, pkt.ip_proto,
-                           (pkt.tp_dst, pkt.tp_src), dst, src, d, path, sw.host)
-        return decided(self.desired, kind, pkt.ip_src, pkt.ip_dst, pkt.ip_proto,
-                       (pkt.tp_src, pkt.tp_dst), src, dst, d, path, sw.host)
-
     def _deny(
         self,
         sw: Switch,
@@ -232,7 +212,7 @@ class Setups(Part):
         """
         self.state.count(sw.host, "denials")
         port_specific = d.port_specific
-        event = self._event("denied", sw, pkt, src, dst, d, reply, None)
+        event = decision_event(self.desired, "denied", sw.host, pkt, src, dst, d, reply, None)
         fields: dict[str, MatchValue] = {
             "in_port": pkt.in_port,
             "eth_type": ETH_TYPE_IP,
@@ -308,7 +288,8 @@ class Setups(Part):
                 "external" if src is None or dst is None
                 else self.routing.path(src.host, dst.host)
             )
-            event = self._event("allowed", sw, pkt, src, dst, d, reply, path)
+            event = decision_event(self.desired, "allowed", sw.host, pkt, src, dst, d, reply,
+                                   path)
             fx.connections.append(event)
             if ps.opened is None:
                 ps.opened = event
@@ -460,30 +441,6 @@ class Setups(Part):
             if now - setup.started > SETUP_TIMEOUT:
                 fx.extend(self.fail(pair))
         return fx
-
-    # the connection log -----------------------------------------------------------
-    @staticmethod
-    def account(
-        ps: PairState, rec: FlowRecord, packets: int, nbytes: int, duration: float
-    ) -> None:
-        """Add what a removed flow of `ps` passed.  Each packet is counted once: on
-        the flow it took from a container port (a packet entering from the host's
-        kernel was counted on its way out of the other host), or on every flow of a
-        connection with an end outside daolinet (its only switch is ours)."""
-        opened = ps.opened
-        if opened is None:
-            return
-        if rec.in_port != OFPP_LOCAL or opened.src is None or opened.dst is None:
-            ps.packets += packets
-            ps.bytes += nbytes
-        ps.duration = max(ps.duration, duration)
-
-    @staticmethod
-    def closed(ps: PairState, kind: EventKind, duration: float | None) -> ConnEvent:
-        """The event of a connection that ended: expired, or revoked."""
-        assert ps.opened is not None
-        return replace(ps.opened, event=kind, duration=duration,
-                       packets=ps.packets, bytes=ps.bytes)
 
     def teardown(self, pair: Pair) -> Effects:
         """Delete every flow of a pair on every switch (and the routes they needed)."""
