@@ -87,6 +87,10 @@ class Host(Record):
     relay: bool = False  # forwards between hosts behind NAT of two other sites
 
 
+# At most this many reserved (aux) addresses per network.
+MAX_RESERVED = 64
+
+
 class Network(Record):
     id: str
     name: Name
@@ -94,6 +98,10 @@ class Network(Record):
     gateway: ipaddress.IPv4Address
     mtu: int = Field(default=1500, ge=576, le=9000)
     external: bool = False  # containers may reach addresses outside daolinet (masquerade)
+    # No external access ever: never external, no published ports (Docker's --internal).
+    internal: bool = False
+    # Addresses no container is given (Docker's --aux-address); inside the subnet.
+    reserved: tuple[ipaddress.IPv4Address, ...] = Field(default=(), max_length=MAX_RESERVED)
     created_at: datetime = Field(default_factory=utcnow)
 
     @model_validator(mode="after")

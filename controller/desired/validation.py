@@ -26,7 +26,7 @@ from controller.desired.addresses import (
     check_subnet,
 )
 from controller.desired.errors import Invalid
-from controller.desired.models import GATEWAY_MAC, MacAddress, Name, Network
+from controller.desired.models import GATEWAY_MAC, MAX_RESERVED, MacAddress, Name, Network
 
 MTU_MIN, MTU_MAX, MTU_DEFAULT = 576, 9000, 1500
 MAX_PORTS = 32
@@ -126,6 +126,22 @@ def check_mtu(mtu: int | None) -> int:
     if not MTU_MIN <= mtu <= MTU_MAX:
         raise Invalid(f"mtu {mtu} is out of range {MTU_MIN}-{MTU_MAX}")
     return mtu
+
+
+def parse_reserved(
+    subnet: ipaddress.IPv4Network, values: Sequence[str | ipaddress.IPv4Address]
+) -> tuple[ipaddress.IPv4Address, ...]:
+    """A network's reserved addresses (Docker's aux addresses): inside the subnet,
+    neither its network nor its broadcast address, at most MAX_RESERVED; sorted, once."""
+    if len(values) > MAX_RESERVED:
+        raise Invalid(f"reserved: at most {MAX_RESERVED} addresses, not {len(values)}")
+    found: set[ipaddress.IPv4Address] = set()
+    for value in values:
+        addr = parse_address("reserved", value)
+        if addr not in subnet or addr in (subnet.network_address, subnet.broadcast_address):
+            raise Invalid(f"reserved address {addr} is not a host address of subnet {subnet}")
+        found.add(addr)
+    return tuple(sorted(found))
 
 
 def check_container_ip(net: Network, addr: ipaddress.IPv4Address) -> None:
