@@ -234,3 +234,42 @@ def test_mac_address_and_aux_addresses(world: World) -> None:
             "Options": {"com.docker.network.endpoint.macaddress": "02:42:de:ad:be:ef"}})
         assert "mac 02:42:de:ad:be:ef is already used by container" in body["Err"]
     run(go())
+
+
+def test_a_moved_container_keeps_its_published_ports(world: World) -> None:
+    """`daolictl container move`: the new container is run with the old one's
+    PortBindings; the new host adopts the published port, the old host only forgets it
+    when its container goes."""
+    async def go() -> None:
+        await web(world)
+        assert (await started(world, "h1", "mover", "a" * 64, binding(7000, 8081)))[0] == 200
+        await named(world, "mover")
+        world.docker["h1"].ctrs["a" * 64]["HostConfig"] = {
+            "PortBindings": {"7000/tcp": [{"HostIp": "", "HostPort": "8081"}]}}
+        (port,) = world.inventory.published_ports("mover")
+        ep = world.inventory.endpoint("mover")
+        spec = await world.plugins["h1"].command("docker-inspect", {"docker_id": "a" * 64})
+        h2 = world.docker["h2"]
+
+        async def docker_runs_it(name: str, config: dict[str, Any]) -> None:
+            assert config["HostConfig"]["PortBindings"] == spec["port_bindings"]
+            nid = next(iter(h2.nets))
+            await world.run_container("h2", nid, name, "c" * 64, ip=str(ep.ip), mac=ep.mac)
+            status, body, _ = await world.call("h2", "NetworkDriver.ProgramExternalConnectivity", {
+                "NetworkID": nid, "EndpointID": "ep-" + "c" * 64,
+                "Options": {PORTMAP: [binding(7000, 8081)]}})
+            assert (status, body) == (200, {})
+
+        h2.on_run = docker_runs_it
+        await world.plugins["h2"].command("docker-run", {
+            "spec": spec, "endpoint": ep.id, "ip": str(ep.ip), "mac": ep.mac})
+        assert world.inventory.published_ports("mover") == [port]  # the same one
+        assert world.inventory.index.published_port(8081, "tcp", "h2") == port
+        assert world.ops["h2"].port_ids[ep.port][DOCKER_PUBLISHED_KEY] == port.id
+        # the old container stops on h1: Docker revokes there, the port stays
+        await world.ok("h1", "NetworkDriver.RevokeExternalConnectivity",
+                       {"NetworkID": "n1", "EndpointID": "ep-" + "a" * 64})
+        await world.ok("h1", "NetworkDriver.DeleteEndpoint",
+                       {"NetworkID": "n1", "EndpointID": "ep-" + "a" * 64})
+        assert world.inventory.published_ports("mover") == [port]
+    run(go())
