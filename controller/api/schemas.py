@@ -14,12 +14,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from controller.desired.models import (
+    MAX_LABELS,
     MAX_RESERVED,
     Action,
     Endpoint,
     FirewallRule,
     Group,
     Host,
+    LabelKey,
+    LabelValue,
     Name,
     Network,
     PairPolicy,
@@ -97,6 +100,10 @@ class NetworkIn(_In):
         description="Addresses no container is given (Docker's --aux-address)",
         examples=[["10.1.0.250"]],
     )
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=MAX_LABELS,
+        description="Kept for Docker: every engine's copy of the network gets them",
+    )
 
 
 class NetworkPatch(_In):
@@ -114,6 +121,7 @@ class NetworkOut(_Out):
     external: bool
     internal: bool
     reserved: list[ipaddress.IPv4Address]
+    labels: dict[str, str]
     created_at: datetime
 
     @classmethod

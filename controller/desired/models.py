@@ -89,6 +89,12 @@ class Host(Record):
 
 # At most this many reserved (aux) addresses per network.
 MAX_RESERVED = 64
+# A network's labels (Docker's `--label`), kept so that every engine's copy has them.
+MAX_LABELS = 32
+LabelKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+]
+LabelValue = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 class Network(Record):
@@ -102,6 +108,7 @@ class Network(Record):
     internal: bool = False
     # Addresses no container is given (Docker's --aux-address); inside the subnet.
     reserved: tuple[ipaddress.IPv4Address, ...] = Field(default=(), max_length=MAX_RESERVED)
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
     created_at: datetime = Field(default_factory=utcnow)
 
     @model_validator(mode="after")

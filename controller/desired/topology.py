@@ -38,6 +38,7 @@ from controller.desired.replication import (
 from controller.desired.sync import StoreSync
 from controller.desired.validation import (
     check_container_ip,
+    check_labels,
     check_mtu,
     check_name,
     check_wireguard,
@@ -192,9 +193,11 @@ class Topology:
         *,
         internal: bool = False,
         reserved: Sequence[str | ipaddress.IPv4Address] = (),
+        labels: dict[str, str] | None = None,
     ) -> Network:
         """A new network; `internal`: never any external access (no `external`, no
-        published ports); `reserved`: addresses no container is given."""
+        published ports); `reserved`: addresses no container is given; `labels`:
+        kept for Docker (every engine's copy of the network gets them)."""
         name = check_name("network name", name)
         net = parse_subnet(subnet)
         gw = parse_gateway(net, gateway)
@@ -202,6 +205,7 @@ class Topology:
         if internal and external:
             raise Invalid("external: an internal network has no external access")
         kept = parse_reserved(net, reserved)
+        labels = check_labels(labels or {})
         with self._sync.change() as events:
             if self._index.network(name) is not None:
                 raise Conflict(f"network {name} already exists")
@@ -215,6 +219,7 @@ class Topology:
             network = Network(
                 id=uuid.uuid4().hex, name=name, subnet=net, gateway=gw, mtu=mtu,
                 external=bool(external), internal=bool(internal), reserved=kept,
+                labels=labels,
             )
             try:
                 self._store.put(NETWORKS, name, network.model_dump(mode="json"), create=True)

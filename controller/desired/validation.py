@@ -26,7 +26,16 @@ from controller.desired.addresses import (
     check_subnet,
 )
 from controller.desired.errors import Invalid
-from controller.desired.models import GATEWAY_MAC, MAX_RESERVED, MacAddress, Name, Network
+from controller.desired.models import (
+    GATEWAY_MAC,
+    MAX_LABELS,
+    MAX_RESERVED,
+    LabelKey,
+    LabelValue,
+    MacAddress,
+    Name,
+    Network,
+)
 
 MTU_MIN, MTU_MAX, MTU_DEFAULT = 576, 9000, 1500
 MAX_PORTS = 32
@@ -142,6 +151,25 @@ def parse_reserved(
             raise Invalid(f"reserved address {addr} is not a host address of subnet {subnet}")
         found.add(addr)
     return tuple(sorted(found))
+
+
+_labels_adapter: TypeAdapter[dict[LabelKey, LabelValue]] = TypeAdapter(
+    dict[LabelKey, LabelValue]
+)
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """A network's labels: at most MAX_LABELS, keys of 1-128 printable ASCII characters
+    without spaces, values of at most 1024 characters without control characters."""
+    if len(labels) > MAX_LABELS:
+        raise Invalid(f"labels: at most {MAX_LABELS}, not {len(labels)}")
+    try:
+        return dict(_labels_adapter.validate_python(labels))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first.get("loc", ()))
+        where = f"key {loc[0]!r}" if loc[-1:] == ("[key]",) else f"value of {loc[0]!r}"
+        raise Invalid(f"labels: {where}: {first['msg']}") from None
 
 
 def check_container_ip(net: Network, addr: ipaddress.IPv4Address) -> None:

@@ -109,6 +109,7 @@ class ControllerAPI(Protocol):
     async def create_network(
         self, name: str, subnet: str, gateway: str | None = None, *,
         mtu: int | None = None, internal: bool = False, reserved: Sequence[str] = (),
+        labels: dict[str, str] | None = None,
     ) -> dict[str, Any]: ...
 
     async def delete_network(self, name: str) -> None: ...
@@ -260,8 +261,11 @@ class ControllerClient:
     async def create_network(
         self, name: str, subnet: str, gateway: str | None = None, *,
         mtu: int | None = None, internal: bool = False, reserved: Sequence[str] = (),
+        labels: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         payload: dict[str, Any] = {"name": name, "subnet": subnet}
+        if labels:
+            payload["labels"] = labels
         if gateway:
             payload["gateway"] = gateway
         if mtu is not None:

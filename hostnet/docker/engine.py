@@ -94,6 +94,7 @@ class DockerClient:
     async def create_network(
         self, name: str, subnet: str, gateway: str | None, *,
         mtu: int | None = None, internal: bool = False, aux: Sequence[str] = (),
+        labels: dict[str, str] | None = None,
     ) -> str:
         """A daolinet network in this engine, as the agent makes it (SYNCED_LABEL)."""
         config: dict[str, Any] = {"Subnet": subnet}
@@ -106,7 +107,7 @@ class DockerClient:
             "Internal": internal,
             "Options": {MTU_OPTION: str(mtu)} if mtu is not None else {},
             "IPAM": {"Driver": PLUGIN_NAME, "Config": [config]},
-            "Labels": {SYNCED_LABEL: "1"},
+            "Labels": (labels or {}) | {SYNCED_LABEL: "1"},
         })
         return str(body.get("Id", ""))
 
@@ -149,6 +150,7 @@ class DockerAPI(Protocol):
     async def create_network(
         self, name: str, subnet: str, gateway: str | None, *,
         mtu: int | None = None, internal: bool = False, aux: Sequence[str] = (),
+        labels: dict[str, str] | None = None,
     ) -> str: ...
 
     async def remove_network(self, network_id: str) -> None: ...
@@ -175,7 +177,8 @@ def docker_subnets(network: dict[str, Any]) -> list[tuple[ipaddress.IPv4Network,
 
 def docker_network_options(network: dict[str, Any]) -> dict[str, Any]:
     """What a Docker network record says of daolinet's network options: `mtu` (None:
-    default), `internal`, `reserved` (its aux addresses)."""
+    default), `internal`, `reserved` (its aux addresses), `labels` (without the
+    agent's SYNCED_LABEL)."""
     options = network.get("Options") or {}
     mtu_text = str(options.get(MTU_OPTION, "")).strip()
     reserved: list[str] = []
@@ -187,4 +190,6 @@ def docker_network_options(network: dict[str, Any]) -> dict[str, Any]:
         "mtu": int(mtu_text) if mtu_text.isdigit() else None,
         "internal": bool(network.get("Internal")),
         "reserved": reserved,
+        "labels": {str(k): str(v) for k, v in (network.get("Labels") or {}).items()
+                   if k != SYNCED_LABEL},
     }

@@ -48,8 +48,9 @@ class Ipam:
     async def capabilities(self, _: dict[str, Any]) -> dict[str, Any]:
         # Docker then passes every container's MAC (`--mac-address`, or one it makes
         # up) to RequestAddress, and the endpoint is reserved with it: the datapath
-        # takes any unicast MAC (anti-spoofing and ARP use the endpoint's).  It also
-        # tells a container's request from an aux address's, which has no options.
+        # takes any unicast MAC (anti-spoofing and delivery use the endpoint's; ARP is
+        # answered with the gateway's).  It also tells a container's request from an
+        # aux address's, which has no options.
         return {"RequiresMACAddress": True}
 
     async def address_spaces(self, _: dict[str, Any]) -> dict[str, Any]:
@@ -73,8 +74,11 @@ class Ipam:
             )
         if req.get("SubPool"):
             raise PluginError("--ip-range is not supported: the whole subnet is the pool")
-        for key in sorted(req.get("Options") or {}):
-            raise PluginError(f"unknown option --ipam-opt {key}: the daolinet IPAM takes none")
+        unknown = sorted(req.get("Options") or {})
+        if unknown:
+            raise PluginError(
+                f"unknown option --ipam-opt {unknown[0]}: the daolinet IPAM takes none"
+            )
         text = str(req["Pool"])
         try:
             net = ipaddress.IPv4Network(text, strict=True)
@@ -123,6 +127,7 @@ class Ipam:
                         created = await from_controller(self.deps.controller.create_network(
                             name, str(net), gateway, mtu=options["mtu"],
                             internal=options["internal"], reserved=options["reserved"],
+                            labels=options["labels"],
                         ))
                         log.info("network %s (%s) created for Docker", name, net)
                         return created

@@ -92,6 +92,7 @@ class Reconciler:
                     name, str(net["subnet"]), str(net.get("gateway") or "") or None,
                     mtu=None if mtu == 1500 else mtu, internal=bool(net.get("internal")),
                     aux=[str(a) for a in net.get("reserved") or []],
+                    labels={str(k): str(v) for k, v in (net.get("labels") or {}).items()},
                 ))
                 log.info("network %s (%s) created in the local Docker engine", name, net["subnet"])
             except PluginError as exc:

@@ -168,12 +168,21 @@ def test_driver_options_known_and_unknown(lab: Lab) -> None:
     d1.ok("network", "create", *NET, "--subnet", "10.41.0.0/24",
           "-o", "com.docker.network.driver.mtu=1400", "--label", "team=blue", "small")
     assert _network(tb, "small")["mtu"] == 1400
-    assert d1.inspect("small")["Labels"] == {"team": "blue"}  # Docker keeps its labels
+    assert d1.inspect("small")["Labels"] == {"team": "blue"}
+    assert _network(tb, "small")["labels"] == {"team": "blue"}
+    d2 = lab.d2  # the other engine's copy: the same MTU and labels
+    tb.wait_until(lambda: "small" in d2.ok("network", "ls", "--format", "{{.Name}}").split(),
+                  10, "small did not appear in h2's Docker engine")
+    copy = d2.inspect("small")
+    assert copy["Labels"] == {"team": "blue", "io.daolinet.synced": "1"}
+    assert copy["Options"] == {"com.docker.network.driver.mtu": "1400"}
     d1.run("tiny", "small")
     ns = d1.attach_netns("tiny", "small")
     assert "mtu 1400" in tb.exec(ns, "ip", "link", "show", "eth0").stdout
     d1.ok("rm", "-f", "tiny")
     d1.ok("network", "rm", "small")
+    tb.wait_until(lambda: "small" not in d2.ok("network", "ls", "--format", "{{.Name}}").split(),
+                  10, "small stayed in h2's Docker engine")
 
 
 def test_mac_address_and_aux_address(lab: Lab) -> None:

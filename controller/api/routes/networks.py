@@ -31,7 +31,7 @@ def create_network(body: NetworkIn, ctx: Ctx, request: Request) -> NetworkOut:
         )
     network = ctx.inventory.create_network(
         body.name, body.subnet, body.gateway, body.mtu, external=body.external,
-        internal=body.internal, reserved=body.reserved,
+        internal=body.internal, reserved=body.reserved, labels=body.labels,
     )
     return NetworkOut.of(network)
 

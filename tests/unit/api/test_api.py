@@ -296,7 +296,8 @@ def test_network_crud(client: TestClient) -> None:
     net = r.json()
     assert (net["subnet"], net["gateway"], net["mtu"]) == ("10.1.0.0/24", "10.1.0.254", 1400)
     assert set(net) == {
-        "id", "name", "subnet", "gateway", "mtu", "external", "internal", "reserved", "created_at"
+        "id", "name", "subnet", "gateway", "mtu", "external", "internal", "reserved", "labels",
+        "created_at",
     }
     assert net["external"] is False
     assert client.get("/api/v1/networks/web").json() == net

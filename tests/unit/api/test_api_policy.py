@@ -475,3 +475,12 @@ def test_internal_network_and_reserved_addresses(lab: TestClient) -> None:
         "name": "x", "subnet": "10.9.0.0/24", "reserved": ["10.9.0.1" + "0" * 20],
     })
     assert r.status_code == 422
+    r = lab.post("/api/v1/networks", json={
+        "name": "x", "subnet": "10.9.0.0/24", "labels": {"bad key": "v"}})
+    assert r.status_code == 422 and "labels" in str(r.json()["detail"])
+    r = lab.post("/api/v1/networks", json={
+        "name": "x", "subnet": "10.9.0.0/24", "labels": {f"k{i}": "" for i in range(33)}})
+    assert r.status_code == 422
+    r = lab.post("/api/v1/networks", json={
+        "name": "x", "subnet": "10.9.0.0/24", "labels": {"team": "blue"}})
+    assert (r.status_code, r.json()["labels"]) == (201, {"team": "blue"})

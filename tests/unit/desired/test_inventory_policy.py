@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -419,3 +420,26 @@ def test_rename_carries_published_ports(inv: Inventory, events: list[Change]) ->
         inv.update_endpoint("docker-ba9876543210", name="w1")
     assert inv.endpoint("docker-ba9876543210").name == "docker-ba9876543210"
     assert inv.published_ports("docker-ba9876543210") == [other]
+
+
+def test_network_labels(inv: Inventory) -> None:
+    net = inv.create_network("lab", "10.6.0.0/24", labels={"team": "blue", "a.b/c": ""})
+    assert inv.network("lab").labels == net.labels == {"team": "blue", "a.b/c": ""}
+    assert inv.create_network("none", "10.7.0.0/24").labels == {}
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"": "x"}, "labels: key '': String should have at least 1 character"),
+        ({"with space": "x"}, "labels: key 'with space': String should match pattern"),
+        ({"k": "line\nbreak"}, "labels: value of 'k': String should match pattern"),
+        ({"k" * 129: "x"}, "String should have at most 128 characters"),
+        ({"k": "v" * 1025}, "labels: value of 'k': String should have at most 1024 characters"),
+        ({f"k{i}": "" for i in range(33)}, "labels: at most 32, not 33"),
+    ],
+)
+def test_network_label_errors(inv: Inventory, labels: dict[str, str], message: str) -> None:
+    with pytest.raises(Invalid, match=re.escape(message)):
+        inv.create_network("lab", "10.6.0.0/24", labels=labels)
+    assert inv.index.network("lab") is None

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from hostnet.docker.common import DOCKER_PUBLISHED_KEY
+from hostnet.docker.engine import SYNCED_LABEL
 from hostnet.docker.publish import PORTMAP, bindings_of
 from tests.unit.hostnet.test_dockerplugin import World, run
 
@@ -272,4 +273,22 @@ def test_a_moved_container_keeps_its_published_ports(world: World) -> None:
         await world.ok("h1", "NetworkDriver.DeleteEndpoint",
                        {"NetworkID": "n1", "EndpointID": "ep-" + "a" * 64})
         assert world.inventory.published_ports("mover") == [port]
+    run(go())
+
+
+def test_labels_go_to_every_engine(world: World) -> None:
+    """--label: kept at the controller, so the other engines' copies carry them (what
+    Compose checks on a network it finds)."""
+    async def go() -> None:
+        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+        world.docker["h1"].nets["n1"]["Labels"] = {
+            "com.docker.compose.network": "web", "com.docker.compose.project": "shop"}
+        await world.run_container("h1", "n1", "w1", "a" * 64)
+        assert world.inventory.network("web").labels == {
+            "com.docker.compose.network": "web", "com.docker.compose.project": "shop"}
+        await world.plugins["h2"].sync_networks()
+        (copy,) = world.docker["h2"].nets.values()
+        assert copy["Labels"] == {"com.docker.compose.network": "web",
+                                  "com.docker.compose.project": "shop",
+                                  SYNCED_LABEL: "1"}
     run(go())

@@ -60,10 +60,12 @@ class FakeDocker:
 
     async def create_network(self, name: str, subnet: str, gateway: str | None, *,
                              mtu: int | None = None, internal: bool = False,
-                             aux: Sequence[str] = ()) -> str:
+                             aux: Sequence[str] = (), labels: dict[str, str] | None = None,
+                             ) -> str:
         """The agent's create (DockerClient labels its networks)."""
         nid = f"net-{name}"
-        self.add_network(nid, name, subnet, gateway, labels={SYNCED_LABEL: "1"})
+        self.add_network(nid, name, subnet, gateway,
+                         labels=(labels or {}) | {SYNCED_LABEL: "1"})
         self.nets[nid]["Internal"] = internal
         self.nets[nid]["Options"] = {MTU_OPTION: str(mtu)} if mtu else {}
         if aux:
