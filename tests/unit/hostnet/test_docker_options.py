@@ -24,7 +24,8 @@ def binding(port: int, host_port: int = 0, end: int = 0, proto: int = TCP,
 
 
 async def named(world: World, name: str) -> None:
-    for _ in range(100):
+    """The endpoint carries its Docker name (set in the background after the join)."""
+    for _ in range(500):
         if world.inventory.index.endpoint(name):
             return
         await asyncio.sleep(0.02)
@@ -44,10 +45,11 @@ async def started(world: World, host: str, name: str, cid: str, *bindings: dict[
 
 async def web(world: World, host: str = "h1") -> None:
     await world.create_network(host, "n1", "web", "10.20.0.0/24")
-    for _ in range(100):
+    for _ in range(500):
         if world.inventory.index.network("web"):
             return
         await asyncio.sleep(0.02)
+    raise AssertionError("network web never made at the controller")
 
 
 @pytest.fixture
