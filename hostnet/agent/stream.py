@@ -190,7 +190,8 @@ class Stream:
             except asyncio.CancelledError:
                 raise
             except InvalidStatus as exc:
-                log.warning("stream refused: HTTP %s", exc.response.status_code)
+                log.warning("stream refused by %s: HTTP %s%s", self.client.base_url,
+                            exc.response.status_code, refusal_detail(exc.response.body))
             except ConnectionClosedError as exc:
                 reason = exc.rcvd.reason if exc.rcvd is not None else ""
                 code = exc.rcvd.code if exc.rcvd is not None else None
@@ -293,3 +294,13 @@ class Stream:
         reply = await self.commands.run(cmd)
         with contextlib.suppress(WebSocketException, OSError):
             await in_thread(None, ws.send, json.dumps(reply.wire()))
+
+
+def refusal_detail(body: bytes | bytearray | None) -> str:
+    """`: <detail>` of a refused stream's JSON answer (the controller names why:
+    another host's stream, a revoked certificate), or ""."""
+    try:
+        detail = json.loads(bytes(body or b"")).get("detail")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {detail}" if isinstance(detail, str) else ""

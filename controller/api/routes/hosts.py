@@ -8,7 +8,7 @@ import logging
 from fastapi import APIRouter, HTTPException, Request, status
 
 from controller.agents.hub import CommandError
-from controller.api.auth import RequireToken, Role
+from controller.api.auth import RequireToken, Role, act_for, request_caller
 from controller.api.deps import ApiContext, Ctx, HubDep
 from controller.api.schemas import HostIn, HostOut, HostRemovedOut
 from controller.desired.models import Host
@@ -67,6 +67,7 @@ def _out(ctx: ApiContext, request: Request, host: Host) -> HostOut:
 
 @router.post("", summary="Register (or re-register) a host")
 def register_host(body: HostIn, ctx: Ctx, request: Request) -> HostOut:
+    act_for(request, ctx, body.name, "register the record")
     host = ctx.inventory.register_host(
         body.name, body.address, body.site, wg_public_key=body.wg_public_key,
         wg_endpoint=body.wg_endpoint, tunnel_address=body.tunnel_address, relay=body.relay,
@@ -91,12 +92,12 @@ def remove_host(name: str, ctx: Ctx, request: Request, force: bool = False) -> H
     peer, the core forgets its switch and the routes to it, its agent's stream is
     closed.  Only the admin token: an agent token acts for its own host's
     registration, not for taking hosts out of the network."""
-    role = getattr(request.state, "role", None)
-    if role is not Role.ADMIN:
+    caller = request_caller(request, ctx)
+    if caller.role is not Role.ADMIN:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
-            f"the {role.value if role else 'given'} token may not remove a host "
-            f"(DELETE {request.url.path}): use the admin token",
+            f"{caller} may not remove a host (DELETE {request.url.path}): "
+            "use the admin token",
         )
     host, endpoints = ctx.inventory.remove_host(name, force=force)
     if endpoints:
@@ -113,6 +114,7 @@ async def rotate_key(name: str, ctx: Ctx, hub: HubDep, request: Request) -> Host
     """The host's agent generates a new key pair (the private key stays on the host),
     the controller publishes the public key to every peer, and the host switches to
     it half a second later: live connections pause briefly, none is reset."""
+    act_for(request, ctx, name, "rotate the WireGuard key")
     host = ctx.inventory.host(name)
     if host.wg_public_key is None:
         raise HTTPException(409, f"host {name} has no WireGuard interface")

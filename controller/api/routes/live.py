@@ -8,6 +8,7 @@ row per pair, its flows counted over both halves.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,7 +33,10 @@ async def list_routes(
         return rows
     params = {"host": host} if host else {}
     headers = {"Authorization": f"Bearer {ctx.token}"}
-    async with httpx.AsyncClient(timeout=MEMBER_TIMEOUT) as client:
+    # our replica certificate: the members' replica endpoints require it under TLS
+    verify: ssl.SSLContext | bool = (ctx.client_tls.refresh() if ctx.client_tls is not None
+                                     else True)
+    async with httpx.AsyncClient(timeout=MEMBER_TIMEOUT, verify=verify) as client:
         answers = await asyncio.gather(
             *(client.get(u.rstrip("/") + "/api/v1/replicas/routes", params=params,
                          headers=headers) for u in urls),

@@ -1,15 +1,17 @@
 """/api/v1/networks: create, list, show, change options, delete.
 
-Host agents may create and delete networks (the Docker network driver does, on
-`docker network create/rm`), but only the admin token may make a network external
-or change its options: external access is policy.
+Without TLS, host agents with the agent token may create and delete networks (the
+Docker network driver does, on `docker network create/rm`); a host's certificate
+may not (docs/security.md: a host acts for its own host only, and a network spans
+hosts).  Only the admin token may make a network external or change its options:
+external access is policy.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from controller.api.auth import RequireAdmin, RequireToken, Role
+from controller.api.auth import RequireAdmin, RequireNetworkWriter, RequireToken, Role
 from controller.api.deps import Ctx
 from controller.api.schemas import NetworkIn, NetworkOut, NetworkPatch
 
@@ -20,10 +22,11 @@ router = APIRouter(prefix="/networks", tags=["networks"])
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a network",
-    dependencies=[RequireToken],
+    dependencies=[RequireNetworkWriter],
 )
 def create_network(body: NetworkIn, ctx: Ctx, request: Request) -> NetworkOut:
-    if body.external and getattr(request.state, "role", None) is not Role.ADMIN:
+    if body.external and getattr(request.state, "role", None) not in (Role.ADMIN,
+                                                                      Role.REPLICA):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
             "the agent token may not create an external network (external: true): "
@@ -59,7 +62,7 @@ def update_network(name: str, body: NetworkPatch, ctx: Ctx) -> NetworkOut:
 @router.delete(
     "/{name}",
     summary="Delete a network (409 while it has containers)",
-    dependencies=[RequireToken],
+    dependencies=[RequireNetworkWriter],
 )
 def delete_network(name: str, ctx: Ctx) -> NetworkOut:
     return NetworkOut.of(ctx.inventory.delete_network(name))

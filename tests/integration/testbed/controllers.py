@@ -210,7 +210,8 @@ class Controllers:
             cmd += ["--site", self._site]
         if self._remote_ip is not None:
             cmd += ["--advertise-openflow-remote", self.openflow_target(i, remote=True)]
-        cmd += self.tls_args(f"c{i}", "controller", [self._layout.controller_ip, "127.0.0.1"])
+        cmd += (self.tls_args(f"c{i}", "controller", [self._layout.controller_ip, "127.0.0.1"])
+                or ["--insecure-plaintext"])
         cmd += self.etcd_tls_args(i)
         return [*cmd, *self._args]
 
