@@ -67,7 +67,8 @@ class AgentConfig(BaseSettings):
     )
     tls_ca: Path | None = Field(
         None, description="The deployment's CA certificate (PEM); with --tls-cert and "
-        "--tls-key: the switch connects to the controller over TLS (ssl: targets) with "
+        "--tls-key: the agent reaches the controller's API and stream over HTTPS (https:// "
+        "--controller URLs) and the switch connects over TLS (ssl: targets), both with "
         "this host's certificate."
     )
     tls_cert: Path | None = Field(None, description="This host's certificate (PEM, OU=host).")
@@ -99,6 +100,13 @@ class AgentConfig(BaseSettings):
         if given and len(given) != 3:
             raise ValueError("--tls-ca, --tls-cert and --tls-key go together (given: "
                              + ", ".join("--" + f.replace("_", "-") for f in given) + ")")
+        if given:
+            plain = [u for u in self.controller.split(",")
+                     if not u.strip().lower().startswith("https://")]
+            if plain:
+                raise ValueError(
+                    f"--controller {plain[0].strip()}: with --tls-* the controller's API "
+                    "is HTTPS: give https://HOST:PORT")
         return self
 
     @property

@@ -250,9 +250,12 @@ class Stream:
         """One stream connection (route thread); `_received` says whether it delivered
         a message (read by `run` however the connection ended)."""
         url = stream_url(self.client.base_url, self.host)
+        tls = self.client.tls
         with sync_connect(
             url,
             additional_headers={"Authorization": f"Bearer {token}"},
+            # wss: the host's certificate, which names the host whose stream this is
+            ssl=tls.refresh() if tls is not None and url.startswith("wss:") else None,
             open_timeout=10,
             ping_interval=20,
             ping_timeout=20,
