@@ -20,6 +20,7 @@ from controller.api.routes import (
     networks,
     policies,
     replicas,
+    revocations,
     trace,
 )
 
@@ -67,6 +68,7 @@ def create_app(
         firewalls.router,
         trace.router,
         replicas.router,
+        revocations.router,
     )
     for router in own:
         app.include_router(router, prefix=API_PREFIX)

@@ -336,3 +336,46 @@ def test_without_tls_the_agent_token_acts_for_any_host(lab: Lab) -> None:
         with agent.websocket_connect("/api/v1/hosts/h1/stream"):
             assert served(lab, "h1")
 
+
+
+# --- the revocation API ------------------------------------------------------------------
+
+def test_an_operator_revokes_a_host_through_the_api(lab: Lab) -> None:
+    with lab.client("h1") as h1:
+        assert h1.get("/api/v1/hosts").status_code == 200
+        r = h1.post("/api/v1/revocations", json={"host": "h2"})
+        assert r.status_code == 403 and "may not change" in r.text
+        r = h1.get("/api/v1/revocations")
+        assert r.status_code == 403 and "may not read the revocations" in r.text
+    with lab.client(token=ADMIN) as admin:
+        r = admin.post("/api/v1/revocations", json={"host": "h1", "reason": "stolen"})
+        assert r.status_code == 201
+        assert r.json()["key"] == "host-h1" and r.json()["reason"] == "stolen"
+        r = admin.post("/api/v1/revocations", json={"serial": "0a:ff"})
+        assert r.status_code == 201 and r.json()["serial"] == "aff"
+    with lab.client(token=READONLY) as readonly:
+        assert [r["key"] for r in readonly.get("/api/v1/revocations").json()] == [
+            "host-h1", "serial-aff"]
+        assert readonly.post("/api/v1/revocations", json={"host": "h2"}).status_code == 403
+    with lab.client("h1") as h1:
+        r = h1.get("/api/v1/hosts")
+        assert r.status_code == 403 and "is revoked (host-h1: stolen)" in r.text
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({}, "give either host or serial"),
+    ({"host": "h1", "serial": "0a"}, "give either host or serial"),
+    ({"serial": "zz"}, "serial 'zz' is not a certificate serial"),
+    ({"host": "h1", "reason": "x" * 201}, "reason"),
+])
+def test_a_revocation_names_its_bad_field(lab: Lab, body: dict[str, Any], field: str) -> None:
+    with lab.client(token=ADMIN) as admin:
+        r = admin.post("/api/v1/revocations", json=body)
+    assert r.status_code == 422 and field in r.text, r.text
+
+
+def test_without_tls_there_is_nothing_to_revoke(lab: Lab) -> None:
+    lab.ctx.revocations = None
+    with lab.client(token=ADMIN) as admin:
+        r = admin.post("/api/v1/revocations", json={"host": "h1"})
+    assert r.status_code == 409 and "without TLS" in r.text
