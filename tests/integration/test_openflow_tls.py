@@ -42,7 +42,7 @@ def dpid_of(tb: Testbed, host: str) -> int:
 
 
 def metrics(tb: Testbed) -> str:
-    return httpx.get(f"{tb.api_url}/metrics", timeout=5).text
+    return httpx.get(f"{tb.api_url}/metrics", timeout=5, verify=tb.verify).text
 
 
 def refused(tb: Testbed) -> dict[str, int]:

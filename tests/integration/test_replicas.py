@@ -95,7 +95,8 @@ def tb(lab: Lab) -> Testbed:
 
 def replica_api(tb: Testbed, i: int, method: str, path: str, **kwargs: Any) -> httpx.Response:
     return httpx.request(method, f"{tb.replica_url(i)}/api/v1{path}",
-                         headers={"Authorization": f"Bearer {tb.token}"}, timeout=15.0, **kwargs)
+                         headers={"Authorization": f"Bearer {tb.token}"}, timeout=15.0,
+                         verify=tb.verify, **kwargs)
 
 
 def wait_balanced(tb: Testbed, ask: int) -> None:
@@ -384,7 +385,7 @@ def test_partitioned_master_steps_down_before_another_takes_its_switch(
         new_connection_works(tb, src, dst, timeout=10)
         sent, received = pinger.result()
         assert received == sent, f"established traffic lost {sent - received} of {sent} pings"
-        metrics = httpx.get(f"{tb.replica_url(old)}/metrics", timeout=5).text
+        metrics = httpx.get(f"{tb.replica_url(old)}/metrics", timeout=5, verify=tb.verify).text
         assert re.search(r"^daolinet_switches_mastered 0$", metrics, re.M), metrics
         assert re.search(r'^daolinet_openflow_refused_total\{kind="slave"\} 0$', metrics,
                          re.M), "the deposed replica tried to write to a switch"
