@@ -20,7 +20,6 @@ from controller.api.routes import (
     networks,
     policies,
     replicas,
-    revocations,
     trace,
 )
 
@@ -68,7 +67,7 @@ def create_app(
         firewalls.router,
         trace.router,
         replicas.router,
-        revocations.router,
+        hosts.revocations_router,
     )
     for router in own:
         app.include_router(router, prefix=API_PREFIX)
