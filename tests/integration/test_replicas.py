@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -93,10 +94,19 @@ def tb(lab: Lab) -> Testbed:
 # --------------------------------------------------------------------------- helpers
 
 
-def replica_api(tb: Testbed, i: int, method: str, path: str, **kwargs: Any) -> httpx.Response:
+def replica_api(tb: Testbed, i: int, method: str, path: str, *, as_replica: bool = False,
+                **kwargs: Any) -> httpx.Response:
+    """A request to replica `i` with the admin token; `as_replica`: with a replica's
+    certificate too, as the replica endpoints require under TLS."""
+    verify = tb.verify
+    if as_replica:
+        assert tb.ca is not None
+        own = tb.ca.issue("c-test", "controller", file_stem="test-replica-client")
+        verify = ssl.create_default_context(cafile=str(tb.ca.cert_file))
+        verify.load_cert_chain(own.cert_file, own.key_file)
     return httpx.request(method, f"{tb.replica_url(i)}/api/v1{path}",
                          headers={"Authorization": f"Bearer {tb.token}"}, timeout=15.0,
-                         verify=tb.verify, **kwargs)
+                         verify=verify, **kwargs)
 
 
 def wait_balanced(tb: Testbed, ask: int) -> None:
