@@ -212,7 +212,11 @@ def test_masters_are_spread_over_the_replicas(lab: Lab, tb: Testbed) -> None:
             if {r["src_ip"], r["dst_ip"]} == {a1.ip, b1.ip}]
     assert len(rows) == 1 and rows[0]["flows"] == 4, rows
     for i in masters.values():
-        half = replica_api(tb, i, "GET", "/replicas/routes").json()
+        # a replica endpoint: under TLS a replica's certificate, not the admin token
+        refused = replica_api(tb, i, "GET", "/replicas/routes")
+        assert refused.status_code == 403, refused.text
+        assert "needs a replica certificate" in refused.json()["detail"]
+        half = replica_api(tb, i, "GET", "/replicas/routes", as_replica=True).json()
         assert [r["flows"] for r in half if {r["src_ip"], r["dst_ip"]} == {a1.ip, b1.ip}] \
             == [2], (i, half)
     # The first traceroute of a new pair shows all three hops: h2's kernel answers the
