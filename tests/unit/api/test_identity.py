@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from controller.agents.hub import AgentHub
@@ -238,12 +237,12 @@ def test_a_host_opens_its_own_stream_only(lab: Lab) -> None:
     with lab.client("h1") as h1:
         with h1.websocket_connect("/api/v1/hosts/h1/stream"):
             assert served(lab, "h1")
-        with pytest.raises(WebSocketDenialResponse) as refused, \
-                h1.websocket_connect("/api/v1/hosts/h2/stream"):
-            pass
-        assert refused.value.status_code == 403
-        assert refused.value.json()["detail"] == ("the certificate of host h1 may not open "
-                                                  "the stream of host h2, only its own")
+        with pytest.raises(WebSocketDisconnect) as refused, \
+                h1.websocket_connect("/api/v1/hosts/h2/stream") as ws:
+            ws.receive_json()
+        assert refused.value.code == 4403
+        assert refused.value.reason == ("the certificate of host h1 may not open "
+                                        "the stream of host h2, only its own")
         assert not served(lab, "h2")
 
 
@@ -251,11 +250,11 @@ def test_a_host_opens_its_own_stream_only(lab: Lab) -> None:
 def test_under_tls_a_stream_needs_its_host_certificate(lab: Lab, token: str | None,
                                                        code: int) -> None:
     with lab.client(token=token) as client, \
-            pytest.raises(WebSocketDenialResponse) as refused, \
-            client.websocket_connect("/api/v1/hosts/h1/stream"):
-        pass
-    assert refused.value.status_code == code
-    detail = refused.value.json()["detail"]
+            pytest.raises(WebSocketDisconnect) as refused, \
+            client.websocket_connect("/api/v1/hosts/h1/stream") as ws:
+        ws.receive_json()
+    assert refused.value.code == 4000 + code
+    detail = refused.value.reason
     if token:
         assert detail == (f"the {'agent' if token == AGENT else 'admin'} token may not open "
                           "the stream of host h1: it needs the certificate of host h1 "
@@ -311,11 +310,11 @@ def test_under_tls_replica_endpoints_need_a_replica_certificate(
         assert r.status_code == 403 and "needs a replica certificate" in r.text, r.text
         r = client.post("/api/v1/replicas/agent-command", json={"host": "h1", "op": "x"})
         assert r.status_code == 403
-        with pytest.raises(WebSocketDenialResponse) as refused, \
-                client.websocket_connect("/api/v1/replicas/alive"):
-            pass
-        assert refused.value.status_code == 403
-        assert "needs a replica certificate" in refused.value.json()["detail"]
+        with pytest.raises(WebSocketDisconnect) as refused, \
+                client.websocket_connect("/api/v1/replicas/alive") as ws:
+            ws.receive_json()
+        assert refused.value.code == 4403
+        assert "needs a replica certificate" in refused.value.reason
 
 
 def test_a_replica_certificate_reaches_the_replica_endpoints(lab: Lab) -> None:
