@@ -319,9 +319,13 @@ bearer_token = BearerToken(frozenset({Role.ADMIN, Role.AGENT, Role.HOST, Role.RE
 admin_token = BearerToken(
     frozenset({Role.ADMIN, Role.REPLICA}), "networks, groups, policies or firewalls"
 )
-# Network create and delete: the Docker network driver of an agent with the agent
-# token does them (development); a host's certificate may not.
+# Network delete: the Docker network driver of an agent with the agent token does it
+# (development); a host's certificate may not (the network spans hosts).
 network_writer = BearerToken(frozenset({Role.ADMIN, Role.AGENT, Role.REPLICA}), "networks")
+# Network create: a host's certificate too, so that `docker network create -d daolinet`
+# on a host works; not an external one (external access is policy: the route checks).
+network_creator = BearerToken(frozenset({Role.ADMIN, Role.AGENT, Role.HOST, Role.REPLICA}),
+                              "networks")
 replica_token = BearerToken(frozenset({Role.ADMIN, Role.REPLICA}), "replicas",
                             replica_only=True)
 
@@ -332,5 +336,6 @@ replica_token = BearerToken(frozenset({Role.ADMIN, Role.REPLICA}), "replicas",
 RequireToken = Depends(bearer_token)
 RequireAdmin = Depends(admin_token)
 RequireNetworkWriter = Depends(network_writer)
+RequireNetworkCreator = Depends(network_creator)
 RequireReplica = Depends(replica_token)
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -119,7 +119,6 @@ def test_a_host_reads_the_desired_state(lab: Lab) -> None:
 
 
 @pytest.mark.parametrize(("method", "path", "body"), [
-    ("POST", "/networks", {"name": "evil", "subnet": "10.9.0.0/24"}),
     ("POST", "/groups", {"name": "g", "networks": ["web"]}),
     ("PUT", "/policies/w1/w2", {"action": "deny"}),
     ("POST", "/firewalls/rules", {"target_kind": "network", "target": "web",
@@ -142,6 +141,24 @@ def test_a_host_deletes_no_network(lab: Lab) -> None:
         r = h1.delete("/api/v1/networks/web")
     assert r.status_code == 403 and "may not change networks" in r.text
     assert lab.ctx.inventory.network("web")
+    with lab.client(token=ADMIN) as admin:  # the operator may (past authorization:
+        r = admin.delete("/api/v1/networks/web")  # web still has containers)
+    assert r.status_code == 409, r.text
+
+
+def test_a_host_creates_a_network_but_not_an_external_one(lab: Lab) -> None:
+    """`docker network create -d daolinet` on a host: its driver creates the network
+    with the host's certificate; external access stays an operator's decision."""
+    with lab.client("h1") as h1:
+        r = h1.post("/api/v1/networks", json={"name": "out", "subnet": "10.8.0.0/24",
+                                              "external": True})
+        assert r.status_code == 403, r.text
+        assert r.json()["detail"] == (
+            "the certificate of host h1 may not create an external network "
+            "(external: true): use the admin token")
+        r = h1.post("/api/v1/networks", json={"name": "db", "subnet": "10.9.0.0/24"})
+        assert r.status_code == 201, r.text
+    assert lab.ctx.inventory.network("db").external is False
 
 
 # --- containers ----------------------------------------------------------------------
