@@ -110,7 +110,7 @@ class Agent:
         return removed
 
     async def startup(self) -> socket.socket:
-        token = read_token(self.cfg.token_file)
+        token = read_token(self.cfg.token_file) if self.cfg.token_file is not None else None
         try:
             for url in controller_urls(self.cfg.controller):
                 stream_url(url, self.cfg.host)

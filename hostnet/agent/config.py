@@ -36,7 +36,10 @@ class AgentConfig(BaseSettings):
         description="Controller base URL, e.g. http://10.0.0.1:8080; replicas comma-separated "
         "(http://10.0.0.1:8080,http://10.0.0.2:8080): the agent uses the leader."
     )
-    token_file: Path = Field(description="File holding the API bearer token.")
+    token_file: Path | None = Field(
+        None, description="File holding the API bearer token (the agent token); needed "
+        "only without --tls-*: under TLS the host's certificate is its credential."
+    )
     host: str = Field(description="This host's name in daolinet.")
     ovsdb: str = Field(description="OVSDB target, e.g. unix:/run/openvswitch/db.sock.")
     bridge: str = Field("br-dl", description="OVS bridge name.")
@@ -100,6 +103,9 @@ class AgentConfig(BaseSettings):
         if given and len(given) != 3:
             raise ValueError("--tls-ca, --tls-cert and --tls-key go together (given: "
                              + ", ".join("--" + f.replace("_", "-") for f in given) + ")")
+        if not given and self.token_file is None:
+            raise ValueError("--token-file: needed without --tls-* (a controller run with "
+                             "--insecure-plaintext takes the agent token)")
         if given:
             plain = [u for u in self.controller.split(",")
                      if not u.strip().lower().startswith("https://")]

@@ -36,7 +36,7 @@ from controller.agents.messages import (
     NatMessage,
     named_master,
 )
-from hostnet.agent.client import ControllerClient, ControllerError, stream_url
+from hostnet.agent.client import ControllerClient, ControllerError, bearer, stream_url
 from hostnet.agent.commands import Commands
 from hostnet.agent.registration import BACKOFF_MIN, Registrar, next_backoff
 from hostnet.agent.tunnel import Tunnel
@@ -246,14 +246,14 @@ class Stream:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=pause)
 
-    def _connect(self, token: str) -> None:
+    def _connect(self, token: str | None) -> None:
         """One stream connection (route thread); `_received` says whether it delivered
         a message (read by `run` however the connection ended)."""
         url = stream_url(self.client.base_url, self.host)
         tls = self.client.tls
         with sync_connect(
             url,
-            additional_headers={"Authorization": f"Bearer {token}"},
+            additional_headers=bearer(token),
             # wss: the host's certificate, which names the host whose stream this is
             ssl=tls.refresh() if tls is not None and url.startswith("wss:") else None,
             open_timeout=10,

@@ -27,7 +27,7 @@ def test_the_agent_registers_its_own_host_with_its_certificate(tmp_path: Path) -
 
     async def calls(url: str) -> None:
         tls = ClientContext(ca.cert_file, TlsFiles(ca.cert_file, h1.cert_file, h1.key_file))
-        client = ControllerClient(url, "no-token", tls=tls)
+        client = ControllerClient(url, None, tls=tls)  # the certificate alone
         try:
             reg = await client.register("h1", "198.18.0.1", "default")
             assert reg.name == "h1"
@@ -60,3 +60,14 @@ def test_with_tls_the_controller_url_must_be_https(tmp_path: Path) -> None:
                     token_file=tmp_path / "t", host="h1", **files)
     assert AgentConfig(controller="https://10.0.0.1:8080", token_file=tmp_path / "t",
                        host="h1", **files).tls
+
+
+def test_the_token_file_is_needed_only_without_tls(tmp_path: Path) -> None:
+    base = {"host": "h1", "ovsdb": "unix:/run/openvswitch/db.sock"}
+    with pytest.raises(ValueError, match=r"--token-file: needed without --tls-\*"):
+        AgentConfig(controller="http://10.0.0.1:8080", **base)
+    assert AgentConfig(controller="http://10.0.0.1:8080", token_file=tmp_path / "t",
+                       **base).token_file == tmp_path / "t"
+    assert AgentConfig(controller="https://10.0.0.1:8080", tls_ca=tmp_path / "ca.crt",
+                       tls_cert=tmp_path / "h.crt", tls_key=tmp_path / "h.key",
+                       **base).token_file is None
