@@ -310,6 +310,14 @@ def operator_only(conn: HTTPConnection, ctx: ApiContext, what: str) -> None:
         _deny(conn, status.HTTP_403_FORBIDDEN, f"{caller} may not {what}: an operator does")
 
 
+def credential_under_tls(conn: HTTPConnection, ctx: Ctx) -> None:
+    """Under TLS, any valid caller (a certificate of a host or a replica, or a token:
+    the read-only one is enough): 401 without one, 403 when revoked.  Without TLS
+    (`--insecure-plaintext`, development) nothing: what crosses in clear is no secret."""
+    if ctx.tls:
+        request_caller(conn, ctx)
+
+
 def get_caller(conn: HTTPConnection, ctx: Ctx) -> Caller:
     return request_caller(conn, ctx)
 
@@ -337,5 +345,6 @@ RequireToken = Depends(bearer_token)
 RequireAdmin = Depends(admin_token)
 RequireNetworkWriter = Depends(network_writer)
 RequireNetworkCreator = Depends(network_creator)
+RequireCredentialUnderTls = Depends(credential_under_tls)
 RequireReplica = Depends(replica_token)
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
+from controller.api.auth import RequireCredentialUnderTls
 from controller.api.deps import Ctx, RuntimeView
 from controller.cluster.roles import Roles
 from controller.datapath.state import DROP_SWITCH_BUDGET, DROP_UNKNOWN_PORT
@@ -120,6 +121,9 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-@router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+# Under TLS a credential (docs/security.md, "Endpoints and tokens"): the figures name
+# every host and how busy it is.
+@router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False,
+            dependencies=[RequireCredentialUnderTls])
 def metrics(ctx: Ctx) -> str:
     return render(ctx.runtime, ctx.roles, ctx.leads(), ctx.switch_refusals())

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from controller.agents.hub import AgentHub
+from controller.api import metrics
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.routes import exports, liveness, stream
@@ -81,6 +82,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     certs = {"h1": ca.issue("h1", "host"), "h2": ca.issue("h2", "host"),
              "c1": ca.issue("c1", "controller"), "etcd": ca.issue("m1", "etcd")}
     app = create_app(ctx, [stream.router, liveness.router, exports.router])
+    app.include_router(metrics.router)  # beside /api/v1, as controller/main.py does
     yield Lab(ctx, app, ca, revocations, certs)
     store.close()
 
@@ -395,3 +397,23 @@ def test_without_tls_there_is_nothing_to_revoke(lab: Lab) -> None:
     with lab.client(token=ADMIN) as admin:
         r = admin.post("/api/v1/revocations", json={"host": "h1"})
     assert r.status_code == 409 and "without TLS" in r.text
+
+
+# --- endpoints outside /api/v1 ---------------------------------------------------------
+
+def test_under_tls_metrics_need_a_credential_docs_and_liveness_do_not(lab: Lab) -> None:
+    """/metrics names every host and how busy it is: a credential under TLS (the
+    read-only token is enough, for Prometheus); /healthz, /docs and /openapi.json
+    show no state."""
+    with lab.client() as anonymous:
+        r = anonymous.get("/metrics")
+        assert (r.status_code, r.json()["detail"]) == (401, "missing bearer token")
+        for path in ("/healthz", "/docs", "/openapi.json"):
+            assert anonymous.get(path).status_code == 200, path
+    for cert, token in ((None, READONLY), ("h1", None), ("c1", None)):
+        with lab.client(cert, token) as reader:
+            r = reader.get("/metrics")
+            assert r.status_code == 200 and "daolinet_switches_connected" in r.text
+    lab.revocations.revoke(host="h1", reason="stolen")
+    with lab.client("h1") as revoked:
+        assert revoked.get("/metrics").status_code == 403
