@@ -176,12 +176,22 @@ def test_a_host_changes_its_own_containers_only(controller: Controller) -> None:
         assert h1.delete("/containers/x1").status_code == 200
 
 
-def test_a_host_reads_but_changes_no_network(controller: Controller) -> None:
+def test_a_host_creates_a_network_but_deletes_none(controller: Controller) -> None:
+    """`docker network create -d daolinet` on a host creates the network with the
+    host's certificate; deleting one (it spans hosts) stays an operator's."""
     with controller.client("h1") as h1:
         assert [n["name"] for n in h1.get("/networks").json()] == ["web"]
-        r = h1.post("/networks", json={"name": "evil", "subnet": "10.9.0.0/24"})
+        r = h1.post("/networks", json={"name": "evil", "subnet": "10.9.0.0/24",
+                                       "external": True})
+        assert r.status_code == 403
+        assert detail(r).startswith("the certificate of host h1 may not create an external")
+        r = h1.post("/networks", json={"name": "db", "subnet": "10.9.0.0/24"})
+        assert r.status_code == 201, r.text
+        r = h1.delete("/networks/db")
         assert r.status_code == 403
         assert detail(r).startswith("the certificate of host h1 may not change networks")
+    with controller.client(token=controller.token) as admin:
+        assert admin.delete("/networks/db").status_code == 200
 
 
 def test_the_agent_token_only_reads_under_tls(controller: Controller) -> None:

@@ -399,7 +399,8 @@ def test_partitioned_master_steps_down_before_another_takes_its_switch(
         new_connection_works(tb, src, dst, timeout=10)
         sent, received = pinger.result()
         assert received == sent, f"established traffic lost {sent - received} of {sent} pings"
-        metrics = httpx.get(f"{tb.replica_url(old)}/metrics", timeout=5, verify=tb.verify).text
+        metrics = httpx.get(f"{tb.replica_url(old)}/metrics", timeout=5, verify=tb.verify,
+                            headers={"Authorization": f"Bearer {tb.token}"}).text
         assert re.search(r"^daolinet_switches_mastered 0$", metrics, re.M), metrics
         assert re.search(r'^daolinet_openflow_refused_total\{kind="slave"\} 0$', metrics,
                          re.M), "the deposed replica tried to write to a switch"

@@ -306,8 +306,10 @@ class Controllers:
     def _metrics(self, i: int) -> str | None:
         """Replica `i`'s /metrics (None when it does not answer)."""
         try:
+            # /metrics needs a credential under TLS (docs/security.md)
             return httpx.get(f"{self.replica_url(i)}/metrics", timeout=1.0,
-                             verify=self.verify).text
+                             verify=self.verify,
+                             headers={"Authorization": f"Bearer {self.token}"}).text
         except httpx.HTTPError:
             return None
 
