@@ -46,7 +46,7 @@ from controller.datapath.messages import (
     OFMessage,
     Output,
 )
-from controller.datapath.runtime import DatapathRuntime
+from controller.datapath.runtime import ConnectionSink, DatapathRuntime
 from controller.desired.index import DesiredIndex
 from controller.desired.inventory import Inventory
 from controller.desired.models import Endpoint, Host, NatRule, mac_for_ip
@@ -143,7 +143,8 @@ def rss_mb() -> float:
 
 
 class Bench:
-    def __init__(self, hosts: int, profile: str | None) -> None:
+    def __init__(self, hosts: int, profile: str | None,
+                 connlog: ConnectionSink | None = None) -> None:
         self.switches = Switches()
         self.agents = Agents()
         index = DesiredIndex()
@@ -152,7 +153,8 @@ class Bench:
             self.agents.runtime = rt
             return self.agents
 
-        self.runtime = DatapathRuntime(index, Roles(), switches=self.switches, agents=agents)
+        self.runtime = DatapathRuntime(index, Roles(), switches=self.switches, agents=agents,
+                                       connlog=connlog)
         self.inventory = Inventory(SqliteStore(":memory:"), self.runtime.on_change, index=index)
         self.core = self.runtime.core
         self.profile = profile

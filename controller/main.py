@@ -24,7 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from controller.agents.hub import AgentHub
-from controller.api import metrics
+from controller.api import metrics, readiness
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.limits import BodyLimits
@@ -43,6 +43,8 @@ from controller.cluster.leases import (
 )
 from controller.cluster.masters import ASSIGNMENT, REACH, Masters, end_membership
 from controller.cluster.roles import Roles
+from controller.connlog.log import ConnectionLog
+from controller.connlog.writer import JsonLinesWriter
 from controller.datapath.runtime import DatapathRuntime, ExportLink
 from controller.datapath.state import CoreState
 from controller.desired.index import DesiredIndex
@@ -123,6 +125,18 @@ def main(
         int, option("api_max_bulk_body")
     ] = DEFAULTS["api_max_bulk_body"],
     log_level: Annotated[str, option("log_level")] = DEFAULTS["log_level"],
+    connection_log_entries: Annotated[
+        int, option("connection_log_entries")
+    ] = DEFAULTS["connection_log_entries"],
+    connection_log_age: Annotated[
+        float, option("connection_log_age")
+    ] = DEFAULTS["connection_log_age"],
+    connection_log_interval: Annotated[
+        float, option("connection_log_interval")
+    ] = DEFAULTS["connection_log_interval"],
+    connection_log_file: Annotated[
+        Path | None, option("connection_log_file")
+    ] = DEFAULTS["connection_log_file"],
     tls_ca: Annotated[Path | None, option("tls_ca")] = DEFAULTS["tls_ca"],
     tls_cert: Annotated[Path | None, option("tls_cert")] = DEFAULTS["tls_cert"],
     tls_key: Annotated[Path | None, option("tls_key")] = DEFAULTS["tls_key"],
@@ -209,6 +223,7 @@ def serve(settings: ControllerSettings) -> None:
             revocations is not None and revocations.refused(identity) is not None
         ),
     )
+    connlog, connlog_writer = connection_log(settings, name)
     runtime = DatapathRuntime(
         index,
         roles,
@@ -223,6 +238,7 @@ def serve(settings: ControllerSettings) -> None:
         switches=switches,
         agents=partial(AgentHub, token=token, tls=replica_tls),
         exports=exports,
+        connlog=connlog,
     )
     hub = runtime.agents
     assert isinstance(hub, AgentHub)  # made by the factory above
@@ -258,6 +274,7 @@ def serve(settings: ControllerSettings) -> None:
         tls=settings.tls,
         revocations=revocations,
         client_tls=replica_tls,
+        connlog=connlog,
     )
 
     @asynccontextmanager
@@ -270,7 +287,11 @@ def serve(settings: ControllerSettings) -> None:
             masters.start()
         log.info("replica %s: API on %s:%d, OpenFlow on %s:%d, store %s", name, api_host,
                  api_port, of_host, of_port, backend)
+        if connlog_writer is not None:
+            connlog_writer.start()
         yield
+        if connlog_writer is not None:
+            connlog_writer.stop()  # what is left, open flood summaries too
         if masters is not None:
             masters.stop()  # our switches go to the other members at once
         leadership.stop()  # a leader resigns: another replica takes over at once
@@ -281,6 +302,7 @@ def serve(settings: ControllerSettings) -> None:
         body_limits=BodyLimits.of(settings.api_max_body, settings.api_max_bulk_body),
     )
     app.include_router(metrics.router)
+    app.include_router(readiness.router)
     config = api_config(app, api_host, api_port, settings.log_level, api_tls)
     quiet_access_log()  # after uvicorn configured its loggers (controller/logs.py)
     server = uvicorn.Server(config)
@@ -305,6 +327,19 @@ def api_config(app: FastAPI, host: str, port: int, log_level: str,
         http=TlsH11Protocol, ws=TlsWebSocketsProtocol,
         ssl_context_factory=lambda _config, _default: context,
     )
+
+
+def connection_log(
+    settings: ControllerSettings, replica: str
+) -> tuple[ConnectionLog | None, JsonLinesWriter | None]:
+    """The connection log and its file writer, as the options ask (none at 0 entries)."""
+    if settings.connection_log_entries == 0:
+        return None, None
+    path = settings.connection_log_file
+    connlog = ConnectionLog(settings.connection_log_entries, settings.connection_log_age,
+                            settings.connection_log_interval, writing=path is not None)
+    writer = JsonLinesWriter(connlog, path, replica) if path is not None else None
+    return connlog, writer
 
 
 def etcd_tls_of(settings: ControllerSettings) -> EtcdTLS | None:

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from controller.api.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_BULK_BODY, MIB
 from controller.cliutil import read_secret
 from controller.cluster.leases import parse_openflow_target
+from controller.connlog.log import DEFAULT_AGE, DEFAULT_ENTRIES, DEFAULT_INTERVAL
 from controller.desired.models import Name
 from controller.store.url import DEFAULT_STORE_URL
 
@@ -114,6 +115,24 @@ class ControllerSettings(BaseSettings):
         "/api/v1/replicas/needs) may have",
     )
     log_level: str = Field("info", description="debug, info, warning, error")
+    connection_log_entries: int = Field(
+        DEFAULT_ENTRIES, ge=0, le=10_000_000,
+        description="entries the connection log keeps in memory, at most (GET "
+        "/api/v1/connections; 0: no connection log; docs/architecture.md, \"Connection log\")",
+    )
+    connection_log_age: float = Field(
+        DEFAULT_AGE, ge=1.0, le=30 * 86_400.0,
+        description="seconds the connection log keeps an entry, at most",
+    )
+    connection_log_interval: float = Field(
+        DEFAULT_INTERVAL, ge=1.0, le=3600.0,
+        description="seconds a denied pair's log entry keeps counting its packets after "
+        "the last one (a denied flood is one entry per pair and interval)",
+    )
+    connection_log_file: Path | None = Field(
+        None, description="append the connection log to this file as JSON lines, for log "
+        "shippers (written once a second by a thread of its own; default: none)",
+    )
     tls_ca: Path | None = Field(
         None, description="the deployment's CA certificate (PEM); with --tls-cert and "
         "--tls-key: the API and the agent streams are served over HTTPS (hosts and "

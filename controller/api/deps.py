@@ -20,6 +20,7 @@ from controller.agents.hub import AgentHub
 from controller.cluster.leases import Lease
 from controller.cluster.masters import Masters
 from controller.cluster.roles import Roles
+from controller.connlog.log import ConnectionLog
 from controller.datapath.needs import Needs
 from controller.datapath.runtime import ImportWait
 from controller.datapath.state import Counters
@@ -45,8 +46,8 @@ class RuntimeView(Protocol):
         """The live hot-plug connections (see docs/architecture.md, GET /routes)."""
         ...
 
-    def counters(self) -> tuple[Counters, int, list[float]]:
-        """The core's counters, the live connection count, setup latencies."""
+    def counters(self) -> tuple[Counters, int]:
+        """The core's counters (setup latencies included), the live connection count."""
         ...
 
     def host_counters(self) -> dict[str, tuple[Counters, int]]:
@@ -99,6 +100,8 @@ class ApiContext:
     # The context of this replica's calls to the other replicas' APIs (its replica
     # certificate; None: plain HTTP).
     client_tls: ClientContext | None = None
+    # The connection log (controller/connlog/; None: off, GET /connections answers 404).
+    connlog: ConnectionLog | None = None
 
     def member_apis(self) -> list[str] | None:
         """The API URLs of the other live members (None: masters are not spread)."""

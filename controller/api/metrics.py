@@ -6,7 +6,7 @@ Totals keep plain names (`daolinet_packet_ins_total`); per-host series are
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
@@ -14,12 +14,16 @@ from fastapi.responses import PlainTextResponse
 from controller.api.auth import RequireCredentialUnderTls
 from controller.api.deps import Ctx, RuntimeView
 from controller.cluster.roles import Roles
-from controller.datapath.state import DROP_SWITCH_BUDGET, DROP_UNKNOWN_PORT
+from controller.connlog.log import ConnectionLog
+from controller.datapath.state import (
+    DROP_SWITCH_BUDGET,
+    DROP_UNKNOWN_PORT,
+    SETUP_BUCKETS,
+    LatencyHistogram,
+)
 
 router = APIRouter()
 
-# Upper bounds (seconds) of the setup-latency histogram buckets.
-BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
 
 DROP_REASONS = (DROP_SWITCH_BUDGET, DROP_UNKNOWN_PORT)
 
@@ -37,16 +41,16 @@ def _header(name: str, kind: str, help_: str) -> list[str]:
     return [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
 
 
-def _histogram(name: str, labels: str, latencies: Sequence[float]) -> list[str]:
-    """Bucket, sum and count lines; `labels` is "" or 'host="h1",'."""
-    lines = [
-        f'{name}_bucket{{{labels}le="{bound}"}} {sum(1 for x in latencies if x <= bound)}'
-        for bound in BUCKETS
-    ]
-    lines.append(f'{name}_bucket{{{labels}le="+Inf"}} {len(latencies)}')
+def _histogram(name: str, labels: str, hist: LatencyHistogram) -> list[str]:
+    """Cumulative bucket, sum and count lines of every setup since the start;
+    `labels` is "" or 'host="h1",'."""
+    cumulative = hist.cumulative()
+    lines = [f'{name}_bucket{{{labels}le="{bound}"}} {n}'
+             for bound, n in zip(SETUP_BUCKETS, cumulative, strict=False)]
+    lines.append(f'{name}_bucket{{{labels}le="+Inf"}} {cumulative[-1]}')
     tail = f"{{{labels.rstrip(',')}}}" if labels else ""
-    lines.append(f"{name}_sum{tail} {sum(latencies):.6f}")
-    lines.append(f"{name}_count{tail} {len(latencies)}")
+    lines.append(f"{name}_sum{tail} {hist.total:.6f}")
+    lines.append(f"{name}_count{tail} {cumulative[-1]}")
     return lines
 
 
@@ -59,10 +63,12 @@ def _dropped(name: str, labels: str, dropped: dict[str, int]) -> list[str]:
 def render(
     runtime: RuntimeView, roles: Roles, leader: bool,
     switch_refusals: Mapping[str, int] | None = None,
+    connlog: ConnectionLog | None = None,
 ) -> str:
     """`leader`: whether this replica leads (ApiContext.leads); `switch_refusals`:
-    switch connections this replica refused, by reason."""
-    totals, live, latencies = runtime.counters()
+    switch connections this replica refused, by reason; `connlog`: the connection
+    log (its size and the lines its file lost)."""
+    totals, live = runtime.counters()
     per_host = runtime.host_counters()
     lines: list[str] = []
     for name, help_ in COUNTERS:
@@ -100,8 +106,16 @@ def render(
     lines += _header("daolinet_live_routes", "gauge", "connections with installed flows")
     lines.append(f"daolinet_live_routes {live}")
     lines += _header("daolinet_setup_seconds", "histogram",
-                     "PacketIn to flows installed (last 1000 setups)")
-    lines += _histogram("daolinet_setup_seconds", "", latencies)
+                     "PacketIn to flows installed (every setup since the start)")
+    lines += _histogram("daolinet_setup_seconds", "", totals.setup_latency)
+    if connlog is not None:
+        # docs/architecture.md, "Connection log"
+        lines += _header("daolinet_connection_log_entries", "gauge",
+                         "entries the connection log holds")
+        lines.append(f"daolinet_connection_log_entries {len(connlog)}")
+        lines += _header("daolinet_connection_log_lines_dropped_total", "counter",
+                         "connection log lines its file lost (the writer could not keep up)")
+        lines.append(f"daolinet_connection_log_lines_dropped_total {connlog.write_dropped}")
     for name, help_ in COUNTERS:
         metric = f"daolinet_host_{name}_total"
         lines += _header(metric, "counter", f"{help_}, per host")
@@ -126,4 +140,4 @@ def render(
 @router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False,
             dependencies=[RequireCredentialUnderTls])
 def metrics(ctx: Ctx) -> str:
-    return render(ctx.runtime, ctx.roles, ctx.leads(), ctx.switch_refusals())
+    return render(ctx.runtime, ctx.roles, ctx.leads(), ctx.switch_refusals(), ctx.connlog)

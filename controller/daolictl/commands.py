@@ -5,6 +5,7 @@
     daolictl network create web 10.1.0.0/24
     daolictl container list --host h1
     daolictl route list --json
+    daolictl connections --verdict deny --follow
 
 Human tables by default, `--json` for scripts.  An API error prints the API's
 message on one line to stderr and exits 1; so does an unreachable API.
@@ -23,6 +24,7 @@ import typer
 from controller.cliutil import run_app
 from controller.daolictl.client import DEFAULT_URL, Client
 from controller.daolictl.command_groups import (
+    connections,
     containers,
     firewalls,
     groups,
@@ -44,6 +46,7 @@ app = typer.Typer(
 app.command("connect")(policies.connect)
 app.command("disconnect")(policies.disconnect)
 app.command("trace")(trace.trace)
+app.command("connections")(connections.connections)
 app.add_typer(networks.app, name="network")
 app.add_typer(containers.app, name="container")
 app.add_typer(hosts.app, name="host")

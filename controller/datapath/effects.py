@@ -1,11 +1,12 @@
 """What a handler of the pure core returns for the runtime to carry out: OpenFlow
 messages, route deltas and snapshots for agents, NAT sets, exports to and answers
-for other replicas."""
+for other replicas, and the events of the connection log."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from controller.datapath.connections import ConnEvent
 from controller.datapath.messages import OFMessage
 from controller.datapath.needs import ImportDone, NeedsExport
 from controller.desired.models import KernelRoute, NatRule
@@ -37,6 +38,7 @@ class Effects:
     exports: list[NeedsExport] = field(default_factory=list)  # to other replicas' hosts
     imports_done: list[ImportDone] = field(default_factory=list)
     snapshots: list[RouteSnapshot] = field(default_factory=list)
+    connections: list[ConnEvent] = field(default_factory=list)  # for the connection log
 
     def send(self, dpid: int, *msgs: OFMessage) -> None:
         self.messages.extend((dpid, m) for m in msgs)
@@ -49,3 +51,5 @@ class Effects:
         self.exports.extend(other.exports)
         self.imports_done.extend(other.imports_done)
         self.snapshots.extend(other.snapshots)
+        if other.connections:
+            self.connections.extend(other.connections)

@@ -13,9 +13,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from controller.datapath.connections import ConnEvent
 from controller.datapath.core.facade import Core
 from controller.datapath.effects import Effects, KernelRouteDelta
 from controller.datapath.messages import OFMessage
@@ -77,6 +78,12 @@ class ExportLink(Protocol):
     def send(self, sender: str, export: NeedsExport) -> None: ...
 
 
+class ConnectionSink(Protocol):
+    """Where the connection log's events go (controller/connlog/log.py, `ConnectionLog`)."""
+
+    def record(self, events: list[ConnEvent]) -> None: ...
+
+
 class RoleState(Protocol):
     """This replica's roles (controller/cluster/roles.py, `Roles`): the runtime
     follows them and decides none."""
@@ -118,10 +125,13 @@ class DatapathRuntime:
         switches: SwitchLink | None = None,
         agents: Callable[[DatapathRuntime], AgentLink] | None = None,
         exports: Callable[[DatapathRuntime], ExportLink] | None = None,
+        connlog: ConnectionSink | None = None,
     ) -> None:
         """`switches`: where OpenFlow messages go; `agents` and `exports`: factories
         of the agent hub and the exporter to other replicas, which are given this
-        runtime (each calls back into it: acks, snapshots, export answers)."""
+        runtime (each calls back into it: acks, snapshots, export answers);
+        `connlog`: the connection log (None: decisions are not logged)."""
+        self.connlog = connlog
         self.lock = threading.RLock()
         self.index = index
         self.core = Core(state or CoreState())
@@ -191,6 +201,8 @@ class DatapathRuntime:
         self.execute(fx)
 
     def execute(self, fx: Effects) -> None:
+        if fx.connections and self.connlog is not None:
+            self.connlog.record(fx.connections)  # outside the core's lock
         batches: dict[int, list[OFMessage]] = {}
         for dpid, msg in fx.messages:
             batches.setdefault(dpid, []).append(msg)
@@ -265,7 +277,7 @@ class DatapathRuntime:
         elif isinstance(change, PolicyEvents):
             # Revocation: every live pair is decided again (docs/architecture.md,
             # "Policy enforcement"); NAT sets follow published ports and networks.
-            self.handle(self.core.policy_changed)
+            self.handle_timed(self.core.policy_changed)
 
     def _host_removed(self, host: Host) -> None:
         """A removed host: the core forgets it, its agent's stream is closed, and
@@ -285,12 +297,13 @@ class DatapathRuntime:
         with self.lock:
             return self.core.live_routes(self.index.view(), time.monotonic(), host)
 
-    def counters(self) -> tuple[Counters, int, list[float]]:
-        """A copy of the core's counters, the live connection count, setup latencies."""
+    def counters(self) -> tuple[Counters, int]:
+        """A copy of the core's counters (setup latencies included), the live
+        connection count."""
         with self.lock:
             c = self.core.total_counters()
             live, _ = self.core.live_counts(self.index.view())
-            return replace(c, setup_latency=[]), live, list(c.setup_latency)
+            return c, live
 
     def host_counters(self) -> dict[str, tuple[Counters, int]]:
         """Per host: its counters (with setup latencies) and its live connections."""

@@ -5,11 +5,14 @@ what it exchanges with other replicas."""
 
 from __future__ import annotations
 
+import bisect
 import functools
 import ipaddress
+import itertools
 from dataclasses import dataclass, field
 from typing import Literal
 
+from controller.datapath.connections import ConnEvent
 from controller.datapath.events import PortInfo
 from controller.datapath.messages import FlowAdd, Match, OFMessage, Output, SetField
 from controller.datapath.needs import Export, ImportTable
@@ -182,6 +185,12 @@ class PairState:
     mode: Literal["open", "stateful"]
     mark: int  # ct_mark of its connections (stateful)
     grants: set[Grant] = field(default_factory=set)
+    # The connection log (controller/datapath/connections.py): the decision that set
+    # the pair up, and what its removed flows passed, for its expiry or revocation.
+    opened: ConnEvent | None = None
+    packets: int = 0
+    bytes: int = 0
+    duration: float = 0.0
 
 
 @dataclass
@@ -227,6 +236,35 @@ DROP_SWITCH_BUDGET = "switch_budget"  # over its switch's budget (CoreState.swit
 DROP_UNKNOWN_PORT = "unknown_port"  # from a port that is no endpoint (or no longer)
 
 
+# Upper bounds (seconds) of the setup-latency histogram's buckets (GET /metrics).
+SETUP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
+
+
+@dataclass
+class LatencyHistogram:
+    """Setup latencies counted into SETUP_BUCKETS since the start (the last count is
+    +Inf): counts only grow, so Prometheus' rate() and histogram_quantile() hold,
+    in O(log buckets) per setup and constant memory."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(SETUP_BUCKETS) + 1))
+    total: float = 0.0  # sum of the latencies, seconds
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(SETUP_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[int]:
+        """Per bucket, the latencies at most its bound (the last: all of them)."""
+        return list(itertools.accumulate(self.counts))
+
+    def copy(self) -> LatencyHistogram:
+        return LatencyHistogram(list(self.counts), self.total)
+
+
 @dataclass
 class Counters:
     packet_ins: int = 0
@@ -235,8 +273,12 @@ class Counters:
     failed_setups: int = 0
     denied_packets: int = 0  # packets dropped by deny flows (expired ones + live ones)
     spoofed_packets: int = 0  # packets dropped at a container port (anti-spoofing)
-    setup_latency: list[float] = field(default_factory=list)
+    setup_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     packet_ins_dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+
+# Drop flows whose denial the core remembers for the connection log (CoreState.deny_events).
+DENY_EVENTS_MAX = 20_000
 
 
 @dataclass
@@ -273,6 +315,10 @@ class CoreState:
     # deny flows sent and when they expire: a PacketIn that was already on its way
     # when the drop flow went out does not send it again
     denied: dict[tuple[int, Match], float] = field(default_factory=dict)
+    # the denial each live drop flow stands for (cookie -> event), so the packets it
+    # dropped join that denial's entry in the connection log when it goes; bounded
+    # (`note_deny_flow`): a cookie forgotten only loses that count
+    deny_events: dict[int, ConnEvent] = field(default_factory=dict)
     # Masters spread over replicas (controller/datapath/needs.py): the hosts whose
     # switch another replica masters (empty with one controller, or one master of
     # all), the generation of our mastership (orders our exports), what we exported
@@ -297,6 +343,14 @@ class CoreState:
                 pairs.pop(pair, None)
                 if not pairs:
                     del self.waiting_on[t]
+
+    def note_deny_flow(self, flow_cookie: int, event: ConnEvent) -> None:
+        """Remember which denial drop flow `flow_cookie` stands for (bounded: past
+        DENY_EVENTS_MAX the older half is forgotten, amortised O(1))."""
+        if len(self.deny_events) >= DENY_EVENTS_MAX:
+            for old in list(itertools.islice(self.deny_events, DENY_EVENTS_MAX // 2)):
+                del self.deny_events[old]
+        self.deny_events[flow_cookie] = event
 
     def next_cookie(self, kind: int) -> int:
         self.serial += 1

@@ -348,7 +348,8 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         if not self._serving(msg.datapath):
             return
         self.runtime.handle(
-            self.runtime.core.flow_removed, msg.datapath.id, msg.cookie, msg.packet_count
+            self.runtime.core.flow_removed, msg.datapath.id, msg.cookie, msg.packet_count,
+            msg.byte_count, msg.duration_sec + msg.duration_nsec / 1e9,
         )
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]

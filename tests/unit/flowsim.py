@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.datapath.connections import ConnEvent
 from controller.datapath.core.facade import Core
 from controller.datapath.effects import Effects, KernelRouteDelta
 from controller.datapath.events import DumpedFlow, PacketInfo, PortInfo
@@ -304,6 +305,7 @@ class Lab:
         self.agents: dict[str, FakeAgent] = {}
         self.packet_outs: list[tuple[str, PacketOut]] = []
         self.resubmitted: list[tuple[str, Verdict]] = []  # PacketOuts that took the tables
+        self.connections: list[ConnEvent] = []  # the connection log's events, in order
         self.nat: dict[str, list[Any]] = {}
         self._sent: dict[bytes, Packet] = {}
         self.next_port: dict[str, int] = {}
@@ -345,6 +347,7 @@ class Lab:
         """Carry out what core `by` (default: the first) returned.  A core may only
         write to the switches and agents of its own hosts."""
         by = by or self.core
+        self.connections.extend(fx.connections)
         for dpid, msg in fx.messages:
             host = self.host_of(dpid)
             assert self.core_of(host) is by, f"a core wrote to {host}, mastered elsewhere"
@@ -481,7 +484,7 @@ class Lab:
 
     def policy_changed(self) -> None:
         for core in self.cores.values():
-            self.run(core.policy_changed(self.view()), core)
+            self.run(core.policy_changed(self.view(), self.now), core)
 
     # traffic -------------------------------------------------------------------------
     def ip_packet(self, src: Endpoint, dst_ip: str, proto: int = 1) -> Packet:
@@ -563,6 +566,7 @@ class Lab:
             core = self.core_of(host)
             for entry in sw.expire(self.now):
                 self.run(
-                    core.flow_removed(self.view(), sw.dpid, entry.flow.cookie, entry.packets),
+                    core.flow_removed(self.view(), sw.dpid, entry.flow.cookie, entry.packets,
+                                      entry.packets * 100, self.now - entry.installed),
                     core,
                 )

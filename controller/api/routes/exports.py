@@ -8,6 +8,8 @@
   (key rotation, container moves started at another replica).
 * `GET /replicas/routes`: the live connections through our switches only; `GET
   /routes` at any replica merges every member's (controller/api/routes/live.py).
+* `GET /replicas/connections`: this replica's connection log only; `GET
+  /connections` merges every member's the same way.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import asyncio
 import ipaddress
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from controller.agents.hub import CommandError
 from controller.api.auth import RequireReplica
-from controller.api.deps import HubDep, RolesDep, RuntimeDep
+from controller.api.connections import ConnectionQuery, local_page
+from controller.api.deps import Ctx, HubDep, RolesDep, RuntimeDep
 from controller.cluster.exports import EXPORT_TIMEOUT
 from controller.cluster.roles import Roles
 from controller.desired.models import Name
@@ -92,3 +95,11 @@ def local_routes(
 ) -> list[dict[str, Any]]:
     _require_spread(roles)
     return list(runtime.routes(host))
+
+
+@router.get("/replicas/connections", summary="Our own connection log only")
+def local_connections(
+    ctx: Ctx, roles: RolesDep, q: Annotated[ConnectionQuery, Query()]
+) -> dict[str, Any]:
+    _require_spread(roles)
+    return local_page(ctx.connlog, q, str(ctx.replica["name"]) if ctx.replica else "")

@@ -1,8 +1,10 @@
-"""GET /routes: the live hot-plug connections, read from the runtime.
+"""What the switches carry and carried: GET /routes, the live hot-plug connections
+read from the runtime, and GET /connections, the connection log (every decision,
+revocation and expiry; controller/api/connections.py).
 
 With masters spread over replicas each replica knows the connections through the
-switches it masters: the answer merges every member's (`/replicas/routes`), one
-row per pair, its flows counted over both halves.
+switches it masters: the answers merge every member's (`/replicas/routes`, one row
+per pair, its flows counted over both halves; `/replicas/connections`, by time).
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from starlette.responses import JSONResponse
 
 from controller.api.auth import RequireToken
-from controller.api.deps import Ctx
+from controller.api.connections import ConnectionQuery, local_page, merge_pages
+from controller.api.deps import ApiContext, Ctx
 
 router = APIRouter(dependencies=[RequireToken])
 MEMBER_TIMEOUT = 3.0
@@ -32,26 +35,54 @@ async def list_routes(
     if urls is None:
         return rows
     params = {"host": host} if host else {}
+    answers = await _ask_members(ctx, urls, "/api/v1/replicas/routes", params)
+    parts = [rows]
+    for url, answer in zip(urls, answers, strict=True):
+        if isinstance(answer, BaseException) or answer.status_code != 200:
+            return _member_failed(url, answer, "its routes")
+        parts.append(answer.json())
+    return merge_routes(parts)
+
+
+@router.get("/connections", summary="The connection log: decisions, revocations, expiries",
+            response_model=None)
+async def list_connections(
+    ctx: Ctx, q: Annotated[ConnectionQuery, Query()]
+) -> dict[str, Any] | JSONResponse:
+    replica = str(ctx.replica["name"]) if ctx.replica else ""
+    mine = local_page(ctx.connlog, q, replica)
+    urls = ctx.member_apis()
+    if not urls:
+        return mine
+    answers = await _ask_members(ctx, urls, "/api/v1/replicas/connections", q.params())
+    parts = [mine]
+    for url, answer in zip(urls, answers, strict=True):
+        if isinstance(answer, BaseException) or answer.status_code != 200:
+            return _member_failed(url, answer, "its connection log")
+        parts.append(answer.json())
+    return merge_pages(parts, q)
+
+
+async def _ask_members(
+    ctx: ApiContext, urls: list[str], path: str, params: dict[str, str]
+) -> list[httpx.Response | BaseException]:
     headers = {"Authorization": f"Bearer {ctx.token}"}
     # our replica certificate: the members' replica endpoints require it under TLS
     verify: ssl.SSLContext | bool = (ctx.client_tls.refresh() if ctx.client_tls is not None
                                      else True)
     async with httpx.AsyncClient(timeout=MEMBER_TIMEOUT, verify=verify) as client:
-        answers = await asyncio.gather(
-            *(client.get(u.rstrip("/") + "/api/v1/replicas/routes", params=params,
-                         headers=headers) for u in urls),
+        return await asyncio.gather(
+            *(client.get(u.rstrip("/") + path, params=params, headers=headers) for u in urls),
             return_exceptions=True,
         )
-    parts = [rows]
-    for url, answer in zip(urls, answers, strict=True):
-        if isinstance(answer, BaseException) or answer.status_code != 200:
-            why = answer if isinstance(answer, BaseException) else answer.status_code
-            return JSONResponse(
-                {"detail": f"replica {url} did not answer with its routes: {why}"},
-                status_code=503, headers={"Retry-After": "1"},
-            )
-        parts.append(answer.json())
-    return merge_routes(parts)
+
+
+def _member_failed(url: str, answer: httpx.Response | BaseException, what: str) -> JSONResponse:
+    why = answer if isinstance(answer, BaseException) else answer.status_code
+    return JSONResponse(
+        {"detail": f"replica {url} did not answer with {what}: {why}"},
+        status_code=503, headers={"Retry-After": "1"},
+    )
 
 
 def merge_routes(parts: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -5,6 +5,8 @@ change (every live pair decided again; what is no longer allowed is revoked)."""
 
 from __future__ import annotations
 
+from controller.datapath.connections import ConnEvent
+from controller.datapath.core import connlog
 from controller.datapath.core.announce import Announcer
 from controller.datapath.core.context import CoreContext, Part
 from controller.datapath.core.decisions import still_allowed
@@ -13,11 +15,26 @@ from controller.datapath.core.routing import local_route
 from controller.datapath.core.setup import Setups
 from controller.datapath.effects import Effects, KernelRouteDelta
 from controller.datapath.messages import FlowDelete, match
+from controller.datapath.state import Pair, PairState
 from controller.datapath.tables import COOKIE_KIND_MASK, COOKIE_KIND_SHIFT, KIND_DENY, T_STATEFUL
 from controller.desired.models import Endpoint, Host
 
 
 class DesiredChanges(Part):
+    def _revoked(self, pair: Pair, ps: PairState, now: float | None) -> ConnEvent:
+        """A revoked connection's event: the packets its flows passed (the live
+        ones as of their last dump) and how long it lived."""
+        since: float | None = None
+        for sw in self.state.switches.values():
+            for key in sw.by_pair.get(pair, ()):
+                rec = sw.flows[key]
+                connlog.account(ps, rec, rec.packet_count, 0, 0.0)
+                since = rec.installed_at if since is None else min(since, rec.installed_at)
+        duration = ps.duration
+        if now is not None and since is not None:
+            duration = max(duration, now - since)
+        return connlog.closed(ps, "revoked", round(duration, 3))
+
     def __init__(self, ctx: CoreContext, announcer: Announcer, setups: Setups) -> None:
         super().__init__(ctx)
         self.announcer = announcer
@@ -90,7 +107,7 @@ class DesiredChanges(Part):
         fx.nat.pop(host.name, None)
         return fx
 
-    def policy_changed(self) -> Effects:
+    def policy_changed(self, now: float | None = None) -> Effects:
         """Desired policy changed: revoke what is no longer allowed, at once.
 
         Every live pair is decided again; a pair whose forwarding or one of whose
@@ -109,6 +126,8 @@ class DesiredChanges(Part):
             ))
         for pair, ps in list(self.state.pairs.items()):
             if not still_allowed(self.desired, pair, ps):
+                if ps.opened is not None:  # the connection log: revoked, what it passed
+                    fx.connections.append(self._revoked(pair, ps, now))
                 fx.extend(self.setups.teardown(pair))
         for host in self.desired.hosts():
             if host.name not in self.state.foreign:

@@ -74,10 +74,12 @@ class Core:
         return self._switches.flows_dumped(dpid, flows, now)
 
     def flow_removed(
-        self, desired: DesiredView, dpid: int, flow_cookie: int, packet_count: int
+        self, desired: DesiredView, dpid: int, flow_cookie: int, packet_count: int,
+        byte_count: int = 0, duration: float = 0.0,
     ) -> Effects:
         self._ctx.pin(desired)
-        return self._switches.flow_removed(dpid, flow_cookie, packet_count)
+        return self._switches.flow_removed(dpid, flow_cookie, packet_count, byte_count,
+                                           duration)
 
     def tick(self, desired: DesiredView, now: float) -> Effects:
         self._ctx.pin(desired)
@@ -140,9 +142,11 @@ class Core:
         self._ctx.pin(desired)
         return self._changes.host_removed(host)
 
-    def policy_changed(self, desired: DesiredView) -> Effects:
+    def policy_changed(self, desired: DesiredView, now: float | None = None) -> Effects:
+        """`now` dates the revocations in the connection log (None: their
+        duration is what the removed flows reported)."""
         self._ctx.pin(desired)
-        return self._changes.policy_changed()
+        return self._changes.policy_changed(now)
 
     # views (change nothing) ------------------------------------------------------------------
     def live_routes(

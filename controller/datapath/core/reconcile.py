@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Literal
 
+from controller.datapath.core import connlog
 from controller.datapath.core.announce import Announcer
 from controller.datapath.core.context import CoreContext, Part
 from controller.datapath.core.flows import delete_guard, delete_strict, guard, out_port
@@ -221,18 +223,35 @@ class Reconciler(Part):
             flow, now - f.duration, needs, packet_count=f.packet_count, last_active=now
         )
 
-    def flow_removed(self, dpid: int, flow_cookie: int, packet_count: int) -> Effects:
+    def flow_removed(
+        self, dpid: int, flow_cookie: int, packet_count: int, byte_count: int = 0,
+        duration: float = 0.0,
+    ) -> Effects:
+        """A flow went (idle, or deleted).  A connection's last flow going is its
+        expiry in the connection log, with what its flows passed; a drop flow's
+        packets join the denial it stands for."""
         sw = self.state.switches.get(dpid)
         if sw is None:
             return Effects()
         if cookie_kind(flow_cookie) == KIND_DENY:
             self.state.count(sw.host, "denied_packets", packet_count)
-            return Effects()
+            denial = self.state.deny_events.pop(flow_cookie, None)
+            fx = Effects()
+            if denial is not None and packet_count > 0:
+                fx.connections.append(replace(denial, count=packet_count))
+            return fx
         key = sw.cookies.get(flow_cookie)
         if key is None:
             return Effects()  # stale notice of an older incarnation
-        self.state.forget_if_idle(sw.pop(key).pair)
-        return self.announcer.sync_routes(sw.host)
+        rec = sw.pop(key)
+        ps = self.state.pairs.get(rec.pair)
+        if ps is not None:
+            connlog.account(ps, rec, packet_count, byte_count, duration)
+        self.state.forget_if_idle(rec.pair)
+        fx = self.announcer.sync_routes(sw.host)
+        if ps is not None and ps.opened is not None and rec.pair not in self.state.pairs:
+            fx.connections.append(connlog.closed(ps, "expired", ps.duration))
+        return fx
 
     # periodic -------------------------------------------------------------------------
     def tick(self, now: float) -> Effects:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Literal
 
 from controller.datapath.core.announce import Announcer
+from controller.datapath.core.connlog import decision_event
 from controller.datapath.core.context import CoreContext, Part
 from controller.datapath.core.decisions import decide_connection, grant_port, open_both_ways
 from controller.datapath.core.flows import (
@@ -57,7 +58,7 @@ from controller.datapath.state import (
 )
 from controller.datapath.tables import KIND_DENY, PRIO_STATEFUL_DENY, T_ROUTE, T_STATEFUL
 from controller.desired.models import Endpoint
-from controller.desired.policy import IP_PROTO_ICMP, Verdict
+from controller.desired.policy import IP_PROTO_ICMP, Decision, Verdict
 
 # A setup whose routes are not acknowledged within this time fails (its flows are
 # dropped and the next packet tries again), so a dead agent cannot wedge a pair.
@@ -67,6 +68,11 @@ PENDING_PACKETS = 16
 # A PacketIn an installed open flow should have taken, this long after it was
 # installed, makes its switch's cache suspect (dumped at the next tick).
 SUSPECT_AFTER = 2.0
+# What denied a packet that no policy was asked about (the connection log's reason).
+SPOOFED = Decision(Verdict.DENY, "source address or MAC not the port's own", "default")
+TO_ITSELF = Decision(Verdict.DENY, "a container's packet to its own address", "default")
+NOT_HERE = Decision(Verdict.DENY, "from the host's kernel to no container of this host",
+                    "default")
 
 
 class Setups(Part):
@@ -103,9 +109,9 @@ class Setups(Part):
             self.state.drop(sw.host, DROP_UNKNOWN_PORT)
             return Effects()  # a port that is not (or no longer) an endpoint
         if pkt.ip_src != src.ip or pkt.eth_src != src.mac:
-            return self._deny(sw, pkt, now)  # spoofed source
+            return self._deny(sw, pkt, now, SPOOFED, src, dst)
         if dst is not None and dst.ip == src.ip:
-            return self._deny(sw, pkt, now)
+            return self._deny(sw, pkt, now, TO_ITSELF, src, dst)
         return self._decide_and_setup(sw, src, dst, pkt, now)
 
     def _has_stateful(self, sw: Switch, pkt: PacketInfo) -> bool:
@@ -139,7 +145,7 @@ class Setups(Part):
     ) -> Effects:
         """A packet the host kernel routed into the bridge with no flow for it."""
         if dst is None or dst.host != sw.host:
-            return self._deny(sw, pkt, now)
+            return self._deny(sw, pkt, now, NOT_HERE, None, dst)
         src = self.desired.endpoint_by_ip(pkt.ip_src)
         if src is not None:
             return self._decide_and_setup(sw, src, dst, pkt, now)
@@ -181,26 +187,32 @@ class Setups(Part):
             )
             grant = (pkt.ip_src, *grant_port(d, pkt.ip_proto, pkt.tp_dst))
         if d.verdict is not Verdict.ALLOW:
-            return self._deny(sw, pkt, now, d.port_specific, bool(reply))
+            return self._deny(sw, pkt, now, d, src, dst, bool(reply))
         mode: Literal["open", "stateful"] = (
             "open" if open_both_ways(self.desired, src, dst) else "stateful"
         )
-        return self._setup(sw, src, dst, pkt, mode, grant, now)
+        return self._setup(sw, src, dst, pkt, mode, grant, now, d, bool(reply))
 
     def _deny(
         self,
         sw: Switch,
         pkt: PacketInfo,
         now: float,
-        port_specific: bool = False,
+        d: Decision,
+        src: Endpoint | None,
+        dst: Endpoint | None,
         reply: bool = False,
     ) -> Effects:
         """Drop what was denied in the switch for a while (table 2, after conntrack).
 
         Below the established flows, so it never cuts the replies of an allowed
-        connection; port-specific when the verdict was.
+        connection; port-specific when the verdict was.  Every denied PacketIn is an
+        event of the connection log (which summarises a flood: one entry per pair
+        and interval); the drop flow's packets join it when the flow goes.
         """
         self.state.count(sw.host, "denials")
+        port_specific = d.port_specific
+        event = decision_event(self.desired, "denied", sw.host, pkt, src, dst, d, reply, None)
         fields: dict[str, MatchValue] = {
             "in_port": pkt.in_port,
             "eth_type": ETH_TYPE_IP,
@@ -216,6 +228,7 @@ class Setups(Part):
             else:
                 fields.update(l4(pkt.ip_proto, pkt.tp_dst, "dst"))
         fx = Effects()
+        fx.connections.append(event)
         m = match(**fields)
         if self.state.denied.get((sw.dpid, m), -1.0) > now:
             return fx
@@ -231,6 +244,7 @@ class Setups(Part):
             idle_timeout=self.state.deny_hold,
             flags=OFPFF_SEND_FLOW_REM,
         )
+        self.state.note_deny_flow(flow.cookie, event)
         fx.send(sw.dpid, flow)
         return fx
 
@@ -244,6 +258,8 @@ class Setups(Part):
         mode: Literal["open", "stateful"],
         grant: Grant,
         now: float,
+        d: Decision,
+        reply: bool,
     ) -> Effects:
         fx = Effects()
         pair = frozenset((pkt.ip_src, pkt.ip_dst))
@@ -264,6 +280,19 @@ class Setups(Part):
         if legs is None or out is None:
             self.state.count(sw.host, "failed_setups")
             return fx
+        if not live or (mode == "stateful" and grant not in ps.grants):
+            # A new connection for the log: a pair set up, or a new grant of a
+            # stateful one.  A packet that overtook its flows (it comes back as a
+            # PacketIn and the same flows are planned again) is no new decision.
+            path = (
+                "external" if src is None or dst is None
+                else self.routing.path(src.host, dst.host)
+            )
+            event = decision_event(self.desired, "allowed", sw.host, pkt, src, dst, d, reply,
+                                   path)
+            fx.connections.append(event)
+            if ps.opened is None:
+                ps.opened = event
         ps.grants.add(grant)
         plan = self.plan.records(legs, ps, grant)
         tokens: set[int] = set()
@@ -352,8 +381,7 @@ class Setups(Part):
             host = sw0.host if sw0 else ""
         self.state.count(host, "setups")
         for c in (self.state.counters, self.state.host_counters.setdefault(host, Counters())):
-            c.setup_latency.append(now - setup.started)
-            del c.setup_latency[:-1000]
+            c.setup_latency.observe(now - setup.started)
         return fx
 
     def answered(self, token: int, ok: bool, now: float) -> Effects:

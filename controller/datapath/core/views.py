@@ -92,7 +92,7 @@ class Views(Part):
             c,
             denied_packets=c.denied_packets + st.live_denied.get(host, 0),
             spoofed_packets=st.live_spoofed.get(host, 0),
-            setup_latency=list(c.setup_latency),
+            setup_latency=c.setup_latency.copy(),
             packet_ins_dropped=dict(c.packet_ins_dropped),
         )
 
@@ -103,6 +103,6 @@ class Views(Part):
             st.counters,
             denied_packets=st.counters.denied_packets + sum(st.live_denied.values()),
             spoofed_packets=sum(st.live_spoofed.values()),
-            setup_latency=list(st.counters.setup_latency),
+            setup_latency=st.counters.setup_latency.copy(),
             packet_ins_dropped=dict(st.counters.packet_ins_dropped),
         )

@@ -12,6 +12,7 @@ from controller.api import metrics
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.cluster.roles import Roles
+from controller.connlog.log import ConnectionLog
 from controller.datapath.runtime import DatapathRuntime
 from controller.datapath.state import DROP_SWITCH_BUDGET, DROP_UNKNOWN_PORT
 from controller.desired.inventory import Inventory
@@ -45,7 +46,8 @@ def test_metrics_reports_counters_and_setup_histogram(tmp_path: Path) -> None:
     app = served(tmp_path)
     counters = app.runtime.core.state.counters
     counters.packet_ins, counters.setups, counters.denials = 7, 3, 2
-    counters.setup_latency = [0.0004, 0.0015, 0.03]
+    for seconds in (0.0004, 0.0015, 0.03):
+        counters.setup_latency.observe(seconds)
     lines = app.lines()
     assert "daolinet_packet_ins_total 7" in lines
     assert "daolinet_setups_total 3" in lines
@@ -130,3 +132,35 @@ def test_metrics_count_packet_ins_dropped_by_reason(tmp_path: Path) -> None:
     assert 'daolinet_host_packet_ins_dropped_total{host="h1",reason="switch_budget"} 3' in lines
     assert 'daolinet_host_packet_ins_dropped_total{host="h1",reason="unknown_port"} 0' in lines
     assert 'daolinet_host_packet_ins_dropped_total{host="h2",reason="unknown_port"} 1' in lines
+
+
+def test_the_setup_histogram_counts_every_setup_cumulatively(tmp_path: Path) -> None:
+    """Past the 1,000 setups the old histogram kept, its count still grows and its
+    buckets never go down (rate() and histogram_quantile() need both)."""
+    app = served(tmp_path)
+    hist = app.runtime.core.state.counters.setup_latency
+
+    def bucket(le: str) -> int:
+        (line,) = [x for x in app.lines()
+                   if x.startswith(f'daolinet_setup_seconds_bucket{{le="{le}"}} ')]
+        return int(line.split()[-1])
+
+    for _ in range(1500):
+        hist.observe(0.0003)
+    fast = bucket("0.0005")
+    for _ in range(1500):
+        hist.observe(0.3)
+    lines = app.lines()
+    assert "daolinet_setup_seconds_count 3000" in lines
+    assert bucket("0.0005") == fast == 1500  # not pushed out by the slower ones
+    assert bucket("0.5") == bucket("+Inf") == 3000
+    assert "daolinet_setup_seconds_sum 450.450000" in lines
+
+
+def test_metrics_show_the_connection_log(tmp_path: Path) -> None:
+    assert not any("connection_log" in x for x in served(tmp_path / "off").lines())
+    connlog = ConnectionLog(writing=True)
+    connlog.write_dropped = 4
+    lines = served(tmp_path, connlog=connlog).lines()
+    assert {"daolinet_connection_log_entries 0",
+            "daolinet_connection_log_lines_dropped_total 4"} <= lines

@@ -19,6 +19,7 @@ from controller.datapath.tables import (
     cookie_kind,
 )
 from controller.desired.models import GATEWAY_MAC
+from controller.desired.policy import Decision, Verdict
 from tests.unit.flowsim import Lab
 
 IP = ipaddress.IPv4Address
@@ -201,7 +202,8 @@ def test_stale_flow_removed_of_an_older_incarnation_is_ignored(lab: Lab) -> None
     lab.run(lab.core._setups._setup(  # drive a re-install directly
         lab.core.state.switches[1], a, lab.index.endpoint("b"),
         PacketInfo(lab.port_of(a), a.mac, a.ip, IP("10.1.0.6"), 1, b"x"), "open",
-        (a.ip, None, None), lab.now,
+        (a.ip, None, None), lab.now, Decision(Verdict.ALLOW, "same network web", "network"),
+        False,
     ))
     assert old not in conn_flows(lab, "h1")
     fx = lab.core.flow_removed(lab.view(), 1, old.cookie, 0)
