@@ -14,11 +14,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from controller.desired.models import (
+    MAX_LABELS,
+    MAX_RESERVED,
     Action,
     Endpoint,
     FirewallRule,
     Group,
     Host,
+    LabelKey,
+    LabelValue,
     Name,
     Network,
     PairPolicy,
@@ -87,6 +91,19 @@ class NetworkIn(_In):
     external: bool = Field(
         default=False, description="Containers may reach addresses outside daolinet"
     )
+    internal: bool = Field(
+        default=False,
+        description="Never any external access: not external, no published ports",
+    )
+    reserved: list[Annotated[str, Field(max_length=15)]] = Field(
+        default_factory=list, max_length=MAX_RESERVED,
+        description="Addresses no container is given (Docker's --aux-address)",
+        examples=[["10.1.0.250"]],
+    )
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=MAX_LABELS,
+        description="Kept for Docker: every engine's copy of the network gets them",
+    )
 
 
 class NetworkPatch(_In):
@@ -102,6 +119,9 @@ class NetworkOut(_Out):
     gateway: ipaddress.IPv4Address
     mtu: int
     external: bool
+    internal: bool
+    reserved: list[ipaddress.IPv4Address]
+    labels: dict[str, str]
     created_at: datetime
 
     @classmethod
@@ -261,6 +281,14 @@ class FirewallRuleOut(_Out):
 
 class PublishedPortIn(_In):
     container: ContainerRef
+    host_port: int = Field(ge=1, le=65535)
+    container_port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class ContainerPortIn(_In):
+    """A port of the container in the path, published on the host it runs on."""
+
     host_port: int = Field(ge=1, le=65535)
     container_port: int = Field(ge=1, le=65535)
     protocol: Literal["tcp", "udp"] = "tcp"

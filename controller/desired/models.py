@@ -87,6 +87,16 @@ class Host(Record):
     relay: bool = False  # forwards between hosts behind NAT of two other sites
 
 
+# At most this many reserved (aux) addresses per network.
+MAX_RESERVED = 64
+# A network's labels (Docker's `--label`), kept so that every engine's copy has them.
+MAX_LABELS = 32
+LabelKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+]
+LabelValue = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
 class Network(Record):
     id: str
     name: Name
@@ -94,6 +104,11 @@ class Network(Record):
     gateway: ipaddress.IPv4Address
     mtu: int = Field(default=1500, ge=576, le=9000)
     external: bool = False  # containers may reach addresses outside daolinet (masquerade)
+    # No external access ever: never external, no published ports (Docker's --internal).
+    internal: bool = False
+    # Addresses no container is given (Docker's --aux-address); inside the subnet.
+    reserved: tuple[ipaddress.IPv4Address, ...] = Field(default=(), max_length=MAX_RESERVED)
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
     created_at: datetime = Field(default_factory=utcnow)
 
     @model_validator(mode="after")

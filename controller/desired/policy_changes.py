@@ -290,6 +290,11 @@ class PolicyChanges:
         check_port("container_port", container_port)
         with self._sync.change() as events:
             endpoint = self._topology.endpoint(container)
+            if self._topology.network(endpoint.network).internal:
+                raise Conflict(
+                    f"container {endpoint.name} is on internal network {endpoint.network}, "
+                    "which publishes no ports"
+                )
             taken = self._index.published_port(host_port, protocol, endpoint.host)
             if taken is not None:
                 raise Conflict(

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from controller.desired.errors import Conflict, NotFound
+from controller.desired.errors import Conflict, Invalid, NotFound
 from controller.desired.events import (
     EndpointAdded,
     EndpointRemoved,
@@ -22,18 +23,29 @@ from controller.desired.events import (
     HostRemoved,
     NetworkAdded,
     NetworkChanged,
+    PublishedPortAdded,
+    PublishedPortRemoved,
 )
 from controller.desired.models import Endpoint, Host, Network, mac_for_ip, utcnow
-from controller.desired.replication import DPID_COUNTER, ENDPOINTS, HOSTS, META, NETWORKS
+from controller.desired.replication import (
+    DPID_COUNTER,
+    ENDPOINTS,
+    HOSTS,
+    META,
+    NETWORKS,
+    PUBLISHED,
+)
 from controller.desired.sync import StoreSync
 from controller.desired.validation import (
     check_container_ip,
+    check_labels,
     check_mtu,
     check_name,
     check_wireguard,
     parse_address,
     parse_gateway,
     parse_mac,
+    parse_reserved,
     parse_subnet,
     parse_underlay_address,
 )
@@ -178,11 +190,22 @@ class Topology:
         gateway: str | ipaddress.IPv4Address | None = None,
         mtu: int | None = None,
         external: bool = False,
+        *,
+        internal: bool = False,
+        reserved: Sequence[str | ipaddress.IPv4Address] = (),
+        labels: dict[str, str] | None = None,
     ) -> Network:
+        """A new network; `internal`: never any external access (no `external`, no
+        published ports); `reserved`: addresses no container is given; `labels`:
+        kept for Docker (every engine's copy of the network gets them)."""
         name = check_name("network name", name)
         net = parse_subnet(subnet)
         gw = parse_gateway(net, gateway)
         mtu = check_mtu(mtu)
+        if internal and external:
+            raise Invalid("external: an internal network has no external access")
+        kept = parse_reserved(net, reserved)
+        labels = check_labels(labels or {})
         with self._sync.change() as events:
             if self._index.network(name) is not None:
                 raise Conflict(f"network {name} already exists")
@@ -195,7 +218,8 @@ class Topology:
                         raise Conflict(f"subnet {net} holds {value}, {self._host_of(value)}")
             network = Network(
                 id=uuid.uuid4().hex, name=name, subnet=net, gateway=gw, mtu=mtu,
-                external=bool(external),
+                external=bool(external), internal=bool(internal), reserved=kept,
+                labels=labels,
             )
             try:
                 self._store.put(NETWORKS, name, network.model_dump(mode="json"), create=True)
@@ -233,6 +257,8 @@ class Topology:
             before = self.network(name)
             if before.external == external:
                 return before
+            if external and before.internal:
+                raise Conflict(f"network {name} is internal: it has no external access")
             after = before.model_copy(update={"external": bool(external)})
             self._store.put(NETWORKS, name, after.model_dump(mode="json"))
             self._index.put_network(after)
@@ -263,6 +289,8 @@ class Topology:
                 addr = want_ip
                 check_container_ip(net, addr)
                 self._check_not_a_host(addr)
+                if addr in net.reserved:
+                    raise Conflict(f"ip {addr} is reserved on network {net.name}")
             holder = self._index.endpoint_by_ip(addr)
             if holder is not None:
                 raise Conflict(f"ip {addr} is already used by container {holder.name}")
@@ -303,8 +331,8 @@ class Topology:
             raise Conflict(f"ip {addr} is {holder}")
 
     def _free_address(self, net: Network) -> IPv4:
-        """The lowest address of `net` that is neither its gateway, a container's nor
-        a host's."""
+        """The lowest address of `net` that is neither its gateway, reserved, a
+        container's nor a host's."""
         first = int(net.subnet.network_address) + 1
         last = int(net.subnet.broadcast_address) - 1
         freed = self._index.addresses_freed
@@ -315,6 +343,7 @@ class Topology:
             candidate = IPv4(value)
             if (
                 candidate != net.gateway
+                and candidate not in net.reserved
                 and self._index.endpoint_by_ip(candidate) is None
                 and self._host_of(candidate) is None
             ):
@@ -339,10 +368,14 @@ class Topology:
     def update_endpoint(
         self, name_or_id: str, *, name: str | None = None, docker_id: str | None = None
     ) -> Endpoint:
-        """Rename an endpoint and/or record its Docker id (no datapath change)."""
+        """Rename an endpoint and/or record its Docker id.
+
+        The endpoint's published ports go with a new name (the Docker plugin publishes
+        `-p` ports under the provisional name, before Docker tells the container's):
+        a port the new name already publishes on the same host port is a conflict."""
         if name is not None:
             name = check_name("container name", name)
-        with self._sync.change():
+        with self._sync.change() as events:
             endpoint = self.endpoint(name_or_id)
             changes: dict[str, Any] = {}
             if name is not None and name != endpoint.name:
@@ -357,7 +390,25 @@ class Topology:
             updated = endpoint.model_copy(update=changes)
             self._store.put(ENDPOINTS, updated.id, updated.model_dump(mode="json"))
             self._index.put_endpoint(updated)
+            if "name" in changes:
+                self._carry_published_ports(endpoint.name, updated.name, events)
         return updated
+
+    def _carry_published_ports(self, old: str, new: str, events: list[Any]) -> None:
+        """Give `old`'s published ports to `new` (inside a change)."""
+        taken = {(p.protocol, p.host_port): p for p in self._index.published_ports(new)}
+        for port in self._index.published_ports(old):
+            clash = taken.get((port.protocol, port.host_port))
+            if clash is not None:
+                raise Conflict(
+                    f"host_port {port.host_port}/{port.protocol} is already published for "
+                    f"container {new} (id {clash.id})"
+                )
+            moved = port.model_copy(update={"container": new})
+            self._store.put(PUBLISHED, moved.id, moved.model_dump(mode="json"))
+            self._index.put_published_port(moved)
+            events.append(PublishedPortRemoved(port))
+            events.append(PublishedPortAdded(moved))
 
     def relocate_endpoint(self, name_or_id: str, host: str) -> Endpoint:
         """Move an endpoint (same id, IP, MAC) to another host.

@@ -26,7 +26,16 @@ from controller.desired.addresses import (
     check_subnet,
 )
 from controller.desired.errors import Invalid
-from controller.desired.models import GATEWAY_MAC, MacAddress, Name, Network
+from controller.desired.models import (
+    GATEWAY_MAC,
+    MAX_LABELS,
+    MAX_RESERVED,
+    LabelKey,
+    LabelValue,
+    MacAddress,
+    Name,
+    Network,
+)
 
 MTU_MIN, MTU_MAX, MTU_DEFAULT = 576, 9000, 1500
 MAX_PORTS = 32
@@ -126,6 +135,41 @@ def check_mtu(mtu: int | None) -> int:
     if not MTU_MIN <= mtu <= MTU_MAX:
         raise Invalid(f"mtu {mtu} is out of range {MTU_MIN}-{MTU_MAX}")
     return mtu
+
+
+def parse_reserved(
+    subnet: ipaddress.IPv4Network, values: Sequence[str | ipaddress.IPv4Address]
+) -> tuple[ipaddress.IPv4Address, ...]:
+    """A network's reserved addresses (Docker's aux addresses): inside the subnet,
+    neither its network nor its broadcast address, at most MAX_RESERVED; sorted, once."""
+    if len(values) > MAX_RESERVED:
+        raise Invalid(f"reserved: at most {MAX_RESERVED} addresses, not {len(values)}")
+    found: set[ipaddress.IPv4Address] = set()
+    for value in values:
+        addr = parse_address("reserved", value)
+        if addr not in subnet or addr in (subnet.network_address, subnet.broadcast_address):
+            raise Invalid(f"reserved address {addr} is not a host address of subnet {subnet}")
+        found.add(addr)
+    return tuple(sorted(found))
+
+
+_labels_adapter: TypeAdapter[dict[LabelKey, LabelValue]] = TypeAdapter(
+    dict[LabelKey, LabelValue]
+)
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """A network's labels: at most MAX_LABELS, keys of 1-128 printable ASCII characters
+    without spaces, values of at most 1024 characters without control characters."""
+    if len(labels) > MAX_LABELS:
+        raise Invalid(f"labels: at most {MAX_LABELS}, not {len(labels)}")
+    try:
+        return dict(_labels_adapter.validate_python(labels))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first.get("loc", ()))
+        where = f"key {loc[0]!r}" if loc[-1:] == ("[key]",) else f"value of {loc[0]!r}"
+        raise Invalid(f"labels: {where}: {first['msg']}") from None
 
 
 def check_container_ip(net: Network, addr: ipaddress.IPv4Address) -> None:

@@ -4,6 +4,7 @@ token (development, a controller run with --insecure-plaintext)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -110,10 +111,20 @@ class ControllerAPI(Protocol):
     async def list_networks(self) -> list[dict[str, Any]]: ...
 
     async def create_network(
-        self, name: str, subnet: str, gateway: str | None = None
+        self, name: str, subnet: str, gateway: str | None = None, *,
+        mtu: int | None = None, internal: bool = False, reserved: Sequence[str] = (),
+        labels: dict[str, str] | None = None,
     ) -> dict[str, Any]: ...
 
     async def delete_network(self, name: str) -> None: ...
+
+    async def publish_port(
+        self, name_or_id: str, host_port: int, container_port: int, protocol: str
+    ) -> dict[str, Any]: ...
+
+    async def unpublish_port(self, name_or_id: str, port_id: str) -> None: ...
+
+    async def published_ports(self) -> list[dict[str, Any]]: ...
 
     async def update_container(
         self, name_or_id: str, *, name: str | None = None, docker_id: str | None = None
@@ -259,11 +270,21 @@ class ControllerClient:
         return [n for n in body if isinstance(n, dict)]
 
     async def create_network(
-        self, name: str, subnet: str, gateway: str | None = None
+        self, name: str, subnet: str, gateway: str | None = None, *,
+        mtu: int | None = None, internal: bool = False, reserved: Sequence[str] = (),
+        labels: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         payload: dict[str, Any] = {"name": name, "subnet": subnet}
+        if labels:
+            payload["labels"] = labels
         if gateway:
             payload["gateway"] = gateway
+        if mtu is not None:
+            payload["mtu"] = mtu
+        if internal:
+            payload["internal"] = True
+        if reserved:
+            payload["reserved"] = list(reserved)
         body = await self._request("POST", "/networks", json=payload)
         if not isinstance(body, dict):
             raise ControllerError(502, "unexpected answer to POST /networks")
@@ -290,6 +311,31 @@ class ControllerClient:
         if not isinstance(body, dict):
             raise ControllerError(502, "unexpected answer to POST /containers/{name}/relocate")
         return body
+
+    async def publish_port(
+        self, name_or_id: str, host_port: int, container_port: int, protocol: str
+    ) -> dict[str, Any]:
+        body = await self._request(
+            "POST", f"/containers/{quote(name_or_id, safe='')}/ports",
+            json={"host_port": host_port, "container_port": container_port,
+                  "protocol": protocol},
+        )
+        if not isinstance(body, dict):
+            raise ControllerError(502, "unexpected answer to POST /containers/{name}/ports")
+        return body
+
+    async def unpublish_port(self, name_or_id: str, port_id: str) -> None:
+        await self._request(
+            "DELETE",
+            f"/containers/{quote(name_or_id, safe='')}/ports/{quote(port_id, safe='')}",
+        )
+
+    async def published_ports(self) -> list[dict[str, Any]]:
+        """Every published port, with the host its container runs on."""
+        body = await self._request("GET", "/firewalls/ports")
+        if not isinstance(body, list):
+            raise ControllerError(502, "unexpected answer to GET /firewalls/ports")
+        return [p for p in body if isinstance(p, dict)]
 
 
 def bearer(token: str | None) -> dict[str, str]:

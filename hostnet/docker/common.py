@@ -21,6 +21,9 @@ T = TypeVar("T")
 ADDRESS_SPACE = "daolinet"
 # external_ids key of an OVS port: the Docker endpoint it serves
 DOCKER_ENDPOINT_KEY = "daolinet-docker-endpoint"
+# external_ids key of an OVS port: the ids of the ports published for its Docker
+# endpoint (`docker run -p`), comma-separated, so that revoking them needs no state.
+DOCKER_PUBLISHED_KEY = "daolinet-docker-published"
 # A container's endpoint is named so until Docker tells its name (after the join).
 PROVISIONAL_PREFIX = "docker-"
 RESOLVE_TIMEOUT = 30.0
@@ -32,6 +35,8 @@ class DockerPortOps(PortOps, Protocol):
     def ports(self) -> dict[str, dict[str, str]]: ...
 
     def tx_offload_off(self, name: str) -> None: ...
+
+    def set_port_ids(self, port: str, external_ids: dict[str, str]) -> None: ...
 
 
 class SystemDockerPortOps(SystemPortOps):
@@ -45,6 +50,10 @@ class SystemDockerPortOps(SystemPortOps):
         """In the host namespace, before Docker moves the veth end into the container."""
         if self.disable_offload:
             netlink.disable_tx_offload(None, name)
+
+    def set_port_ids(self, port: str, external_ids: dict[str, str]) -> None:
+        """Record (an empty value: forget) keys in the port's external_ids."""
+        self.ovs.set_external_ids(port, external_ids)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from hostnet.agent.client import ControllerError
 from hostnet.docker.common import (
     ADDRESS_SPACE,
     DOCKER_ENDPOINT_KEY,
+    DOCKER_PUBLISHED_KEY,
     RESOLVE_TIMEOUT,
     PluginDeps,
     PluginError,
@@ -26,8 +27,9 @@ from hostnet.docker.common import (
     ipv4_of,
     subnet_of,
 )
-from hostnet.docker.engine import DockerError, docker_subnets
+from hostnet.docker.engine import MTU_OPTION, DockerError, docker_subnets
 from hostnet.docker.ipam import Ipam
+from hostnet.docker.publish import Publisher
 from hostnet.host.netlink import NetlinkError
 from hostnet.host.ovs import CONTAINER_KEY, ENDPOINT_KEY, OvsError
 from hostnet.host.ports import peer_temp_name, plug, unplug
@@ -35,14 +37,40 @@ from hostnet.host.worker import in_thread
 
 log = logging.getLogger(__name__)
 
+# Where Docker puts the `-o KEY=VALUE` pairs of `docker network create` (netlabel.GenericData).
+GENERIC_OPTIONS = "com.docker.network.generic"
+# A network's MTU as the controller takes it (controller/desired/validation.py).
+MTU_MIN, MTU_MAX = 576, 9000
+
+
+def check_driver_options(options: dict[str, Any]) -> None:
+    """Refuse a `docker network create -o KEY=VALUE` that daolinet does not know.
+
+    Docker passes the `-o` pairs as `com.docker.network.generic` (strings) among its
+    own options (`com.docker.network.enable_ipv6`, `com.docker.network.internal`).
+    The one daolinet knows is Docker's own MTU option, MTU_OPTION; the daolinet
+    network is made from Docker's record of it (ipam.py)."""
+    generic = options.get(GENERIC_OPTIONS) or {}
+    if not isinstance(generic, dict):
+        raise PluginError(f"{GENERIC_OPTIONS} is not a map")
+    for key, value in sorted(generic.items()):
+        if key != MTU_OPTION:
+            raise PluginError(
+                f"unknown option -o {key}: daolinet networks take only -o {MTU_OPTION}=N"
+            )
+        text = str(value).strip()
+        if not text.isdigit() or not MTU_MIN <= int(text) <= MTU_MAX:
+            raise PluginError(f"-o {MTU_OPTION}={value}: the MTU must be {MTU_MIN}-{MTU_MAX}")
+
 
 class NetworkDriver:
     def __init__(
-        self, deps: PluginDeps, ipam: Ipam, pending_moves: dict[str, str],
+        self, deps: PluginDeps, ipam: Ipam, publisher: Publisher, pending_moves: dict[str, str],
         *, resolve_timeout: float = RESOLVE_TIMEOUT,
     ) -> None:
         self.deps = deps
         self.ipam = ipam
+        self.publisher = publisher
         self.pending_moves = pending_moves  # ip -> endpoint id moving in here
         self.resolve_timeout = resolve_timeout
         self._subnets: dict[str, str] = {}  # Docker network id -> subnet (cache)
@@ -84,6 +112,7 @@ class NetworkDriver:
             )
         if req.get("IPv6Data"):
             raise PluginError("IPv6 is not supported")
+        check_driver_options(req.get("Options") or {})
         network_id = str(req.get("NetworkID", ""))
         subnet = str(subnet_of(data[0].get("Pool")))
         self._subnets[network_id] = subnet
@@ -219,7 +248,12 @@ class NetworkDriver:
         found = await self.port_of(docker_ep)
         if found is None:
             return {}
-        port, _ = found
+        port, ids = found
+        if ids.get(DOCKER_PUBLISHED_KEY):  # not revoked (a failed start): unpublish now
+            try:
+                await self.publisher.unpublish(port, ids)
+            except PluginError as exc:
+                log.warning("endpoint %s: ports not unpublished: %s", docker_ep[:12], exc)
         try:
             await in_thread(self.deps.executor, unplug, self.deps.ops, port)
         except (NetlinkError, OvsError) as exc:

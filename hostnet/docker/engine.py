@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -18,6 +19,9 @@ PLUGIN_NAME = "daolinet"
 # with one name, the agent's copy is the one to drop.
 SYNCED_LABEL = "io.daolinet.synced"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+# The one driver option (`docker network create -o KEY=VALUE`) daolinet knows: Docker's
+# own key for a network's MTU (libnetwork netlabel.DriverMTU).
+MTU_OPTION = "com.docker.network.driver.mtu"
 
 
 class DockerError(Exception):
@@ -87,14 +91,23 @@ class DockerClient:
     async def network(self, network_id: str) -> dict[str, Any] | None:
         return await self._get_object(f"/networks/{quote(network_id, safe='')}")
 
-    async def create_network(self, name: str, subnet: str, gateway: str | None) -> str:
+    async def create_network(
+        self, name: str, subnet: str, gateway: str | None, *,
+        mtu: int | None = None, internal: bool = False, aux: Sequence[str] = (),
+        labels: dict[str, str] | None = None,
+    ) -> str:
+        """A daolinet network in this engine, as the agent makes it (SYNCED_LABEL)."""
         config: dict[str, Any] = {"Subnet": subnet}
         if gateway:
             config["Gateway"] = gateway
+        if aux:
+            config["AuxiliaryAddresses"] = {f"reserved{i}": a for i, a in enumerate(aux)}
         body = await self._call("POST", "/networks/create", json={
             "Name": name, "Driver": PLUGIN_NAME, "CheckDuplicate": True,
+            "Internal": internal,
+            "Options": {MTU_OPTION: str(mtu)} if mtu is not None else {},
             "IPAM": {"Driver": PLUGIN_NAME, "Config": [config]},
-            "Labels": {SYNCED_LABEL: "1"},
+            "Labels": (labels or {}) | {SYNCED_LABEL: "1"},
         })
         return str(body.get("Id", ""))
 
@@ -134,7 +147,11 @@ class DockerAPI(Protocol):
 
     async def network(self, network_id: str) -> dict[str, Any] | None: ...
 
-    async def create_network(self, name: str, subnet: str, gateway: str | None) -> str: ...
+    async def create_network(
+        self, name: str, subnet: str, gateway: str | None, *,
+        mtu: int | None = None, internal: bool = False, aux: Sequence[str] = (),
+        labels: dict[str, str] | None = None,
+    ) -> str: ...
 
     async def remove_network(self, network_id: str) -> None: ...
 
@@ -156,3 +173,23 @@ def docker_subnets(network: dict[str, Any]) -> list[tuple[ipaddress.IPv4Network,
                 net = ipaddress.IPv4Network(str(cfg["Subnet"]), strict=False)
                 found.append((net, str(cfg["Gateway"]) if cfg.get("Gateway") else None))
     return found
+
+
+def docker_network_options(network: dict[str, Any]) -> dict[str, Any]:
+    """What a Docker network record says of daolinet's network options: `mtu` (None:
+    default), `internal`, `reserved` (its aux addresses), `labels` (without the
+    agent's SYNCED_LABEL)."""
+    options = network.get("Options") or {}
+    mtu_text = str(options.get(MTU_OPTION, "")).strip()
+    reserved: list[str] = []
+    for cfg in (network.get("IPAM") or {}).get("Config") or []:
+        if isinstance(cfg, dict):
+            aux = cfg.get("AuxiliaryAddresses") or {}
+            reserved += sorted(str(a) for a in aux.values()) if isinstance(aux, dict) else []
+    return {
+        "mtu": int(mtu_text) if mtu_text.isdigit() else None,
+        "internal": bool(network.get("Internal")),
+        "reserved": reserved,
+        "labels": {str(k): str(v) for k, v in (network.get("Labels") or {}).items()
+                   if k != SYNCED_LABEL},
+    }

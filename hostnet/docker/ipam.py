@@ -26,11 +26,14 @@ from hostnet.docker.common import (
     ipv4_of,
     subnet_of,
 )
-from hostnet.docker.engine import docker_subnets
+from hostnet.docker.engine import docker_network_options, docker_subnets
 
 log = logging.getLogger(__name__)
 
 GATEWAY_REQUEST = "com.docker.network.gateway"
+# A container's MAC in RequestAddress's options (netlabel.MacAddress), sent because
+# `capabilities` asks for it.
+MAC_OPTION = "com.docker.network.endpoint.macaddress"
 
 
 class Ipam:
@@ -43,7 +46,12 @@ class Ipam:
         self._lock = asyncio.Lock()  # network creation at the controller
 
     async def capabilities(self, _: dict[str, Any]) -> dict[str, Any]:
-        return {"RequiresMACAddress": False}
+        # Docker then passes every container's MAC (`--mac-address`, or one it makes
+        # up) to RequestAddress, and the endpoint is reserved with it: the datapath
+        # takes any unicast MAC (anti-spoofing and delivery use the endpoint's; ARP is
+        # answered with the gateway's).  It also tells a container's request from an
+        # aux address's, which has no options.
+        return {"RequiresMACAddress": True}
 
     async def address_spaces(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"LocalDefaultAddressSpace": ADDRESS_SPACE,
@@ -66,6 +74,11 @@ class Ipam:
             )
         if req.get("SubPool"):
             raise PluginError("--ip-range is not supported: the whole subnet is the pool")
+        unknown = sorted(req.get("Options") or {})
+        if unknown:
+            raise PluginError(
+                f"unknown option --ipam-opt {unknown[0]}: the daolinet IPAM takes none"
+            )
         text = str(req["Pool"])
         try:
             net = ipaddress.IPv4Network(text, strict=True)
@@ -110,9 +123,12 @@ class Ipam:
                 for sub, gateway in docker_subnets(docker_net):
                     if sub == net:
                         name = str(docker_net.get("Name"))
-                        created = await from_controller(
-                            self.deps.controller.create_network(name, str(net), gateway)
-                        )
+                        options = docker_network_options(docker_net)
+                        created = await from_controller(self.deps.controller.create_network(
+                            name, str(net), gateway, mtu=options["mtu"],
+                            internal=options["internal"], reserved=options["reserved"],
+                            labels=options["labels"],
+                        ))
                         log.info("network %s (%s) created for Docker", name, net)
                         return created
         raise PluginError(f"no daolinet network has subnet {net}")
@@ -128,15 +144,30 @@ class Ipam:
                     if subnet_of(other.get("subnet")) == net:
                         wanted = str(other.get("gateway"))
             return {"Address": f"{wanted}/{net.prefixlen}", "Data": {}}
+        mac = str(options.get(MAC_OPTION) or "") or None
+        if wanted is not None and mac is None:
+            return await self._aux_address(net, wanted)
         network = await self.network_for_subnet(net)
         if wanted is not None and wanted in self.pending_moves:
             return {"Address": f"{wanted}/{net.prefixlen}", "Data": {}}
         ep = await from_controller(self.deps.controller.create_container(
             name=PROVISIONAL_PREFIX + uuid.uuid4().hex[:12], network=str(network["name"]),
-            host=self.deps.host, ip=wanted, mac=None,
+            host=self.deps.host, ip=wanted, mac=mac,
         ))
         log.info("address %s reserved (endpoint %s)", ep["ip"], ep["id"])
         return {"Address": f"{ep['ip']}/{net.prefixlen}", "Data": {}}
+
+    async def _aux_address(self, net: ipaddress.IPv4Network, ip: str) -> dict[str, Any]:
+        """An `--aux-address` of a network being created (libnetwork asks for each
+        before CreateNetwork, with no options).  The daolinet network made from the
+        Docker network reserves it; a network that exists already must hold it."""
+        for other in await from_controller(self.deps.controller.list_networks()):
+            if subnet_of(other.get("subnet")) == net and ip not in (other.get("reserved") or []):
+                raise PluginError(
+                    f"--aux-address {ip} is not reserved on network {other.get('name')} "
+                    f"({net}), which exists already"
+                )
+        return {"Address": f"{ip}/{net.prefixlen}", "Data": {}}
 
     async def release_address(self, req: dict[str, Any]) -> dict[str, Any]:
         ip = ipv4_of(req.get("Address"))

@@ -52,6 +52,7 @@ class Mover:
             "env": config.get("Env"),
             "workdir": config.get("WorkingDir") or "",
             "labels": config.get("Labels") or {},
+            "port_bindings": (info.get("HostConfig") or {}).get("PortBindings") or {},
             "network": network[0],
             "subnet": str(subs[0][0]) if subs else None,
             "gateway": subs[0][1] if subs else None,
@@ -72,7 +73,7 @@ class Mover:
             "Image": spec["image"], "Cmd": spec.get("cmd"), "Entrypoint": spec.get("entrypoint"),
             "Env": spec.get("env"), "WorkingDir": spec.get("workdir", ""),
             "Labels": spec.get("labels") or {}, "MacAddress": mac,
-            "HostConfig": {"NetworkMode": name},
+            "HostConfig": {"NetworkMode": name, "PortBindings": spec.get("port_bindings") or {}},
             "NetworkingConfig": {
                 "EndpointsConfig": {name: {"IPAMConfig": {"IPv4Address": ip}}}
             },

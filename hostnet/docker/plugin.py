@@ -5,8 +5,9 @@ socket `/run/docker/plugins/daolinet.sock`).  Answers carry the content type
 `application/vnd.docker.plugins.v1+json`; a refusal is `{"Err": "daolinet: ..."}`.
 
 `DockerPlugin` puts the parts together: IPAM (ipam.py), the network driver
-(driver.py), reconciliation with Docker (reconcile.py) and container moves
-(move.py), which share the addresses of containers moving in (`pending_moves`).
+(driver.py), published ports (publish.py), reconciliation with Docker
+(reconcile.py) and container moves (move.py), which share the addresses of
+containers moving in (`pending_moves`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from hostnet.docker.driver import NetworkDriver
 from hostnet.docker.engine import PLUGIN_NAME, DockerAPI
 from hostnet.docker.ipam import Ipam
 from hostnet.docker.move import Mover
+from hostnet.docker.publish import PortInUse, Publisher, local_port_in_use
 from hostnet.docker.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
@@ -46,14 +48,16 @@ class DockerPlugin:
         *,
         executor: Executor | None = None,
         resolve_timeout: float = RESOLVE_TIMEOUT,
+        port_in_use: PortInUse = local_port_in_use,
     ) -> None:
         deps = PluginDeps(host, controller, docker, ops, executor)
         self.pending_moves: dict[str, str] = {}  # ip -> endpoint id moving in here
         self.ipam = Ipam(deps, self.pending_moves)
+        self.publisher = Publisher(deps, port_in_use)
         self.driver = NetworkDriver(
-            deps, self.ipam, self.pending_moves, resolve_timeout=resolve_timeout
+            deps, self.ipam, self.publisher, self.pending_moves, resolve_timeout=resolve_timeout
         )
-        self.reconciler = Reconciler(deps)
+        self.reconciler = Reconciler(deps, self.publisher)
         self.mover = Mover(deps, self.pending_moves)
         self.handlers: dict[str, Handler] = {
             "Plugin.Activate": self.activate,
@@ -67,8 +71,8 @@ class DockerPlugin:
             "NetworkDriver.Leave": self.empty,
             "NetworkDriver.DiscoverNew": self.empty,
             "NetworkDriver.DiscoverDelete": self.empty,
-            "NetworkDriver.ProgramExternalConnectivity": self.empty,
-            "NetworkDriver.RevokeExternalConnectivity": self.empty,
+            "NetworkDriver.ProgramExternalConnectivity": self.publisher.program,
+            "NetworkDriver.RevokeExternalConnectivity": self.publisher.revoke,
             "NetworkDriver.AllocateNetwork": self.empty,
             "NetworkDriver.FreeNetwork": self.empty,
             "IpamDriver.GetCapabilities": self.ipam.capabilities,

@@ -13,6 +13,7 @@ from typing import Any
 from hostnet.agent.client import ControllerError
 from hostnet.docker.common import (
     DOCKER_ENDPOINT_KEY,
+    DOCKER_PUBLISHED_KEY,
     PROVISIONAL_PREFIX,
     PluginDeps,
     PluginError,
@@ -20,6 +21,7 @@ from hostnet.docker.common import (
     from_docker,
 )
 from hostnet.docker.engine import SYNCED_LABEL
+from hostnet.docker.publish import Publisher
 from hostnet.host.ovs import ENDPOINT_KEY
 from hostnet.host.ports import unplug
 from hostnet.host.worker import in_thread
@@ -28,8 +30,9 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, deps: PluginDeps) -> None:
+    def __init__(self, deps: PluginDeps, publisher: Publisher) -> None:
         self.deps = deps
+        self.publisher = publisher
         self._known_networks: set[str] = set()  # the controller's, at the last sync
 
     async def reconcile(self) -> None:
@@ -48,6 +51,11 @@ class Reconciler:
                 continue  # not a Docker container
             elif port_ids is not None and DOCKER_ENDPOINT_KEY in port_ids[1]:
                 continue  # a live Docker endpoint still waiting for its name
+            if port_ids is not None and port_ids[1].get(DOCKER_PUBLISHED_KEY):
+                try:  # its `-p` ports (Docker never revoked them: the agent was down)
+                    await self.publisher.unpublish(*port_ids)
+                except PluginError as exc:
+                    log.warning("ports of %s not unpublished: %s", ep.get("name"), exc)
             if port_ids is not None:
                 await in_thread(self.deps.executor, unplug, self.deps.ops, port_ids[0])
             with contextlib.suppress(ControllerError):
@@ -79,8 +87,12 @@ class Reconciler:
             if name in local:
                 continue
             try:
+                mtu = int(net.get("mtu") or 1500)
                 await from_docker(self.deps.docker.create_network(
-                    name, str(net["subnet"]), str(net.get("gateway") or "") or None
+                    name, str(net["subnet"]), str(net.get("gateway") or "") or None,
+                    mtu=None if mtu == 1500 else mtu, internal=bool(net.get("internal")),
+                    aux=[str(a) for a in net.get("reserved") or []],
+                    labels={str(k): str(v) for k, v in (net.get("labels") or {}).items()},
                 ))
                 log.info("network %s (%s) created in the local Docker engine", name, net["subnet"])
             except PluginError as exc:

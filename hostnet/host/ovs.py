@@ -172,6 +172,19 @@ class Ovs:
             args += [f"external_ids:{k}={_quote(v)}" for k, v in sorted(external_ids.items())]
         self.run(*args)
 
+    def set_external_ids(self, port: str, external_ids: dict[str, str]) -> None:
+        """Set keys of a port's Interface external_ids; a key with an empty value goes."""
+        kept = sorted((k, v) for k, v in external_ids.items() if v)
+        gone = sorted(k for k, v in external_ids.items() if not v)
+        commands: list[str] = []
+        if kept:
+            commands += ["--", "set", "Interface", port]
+            commands += [f"external_ids:{k}={_quote(v)}" for k, v in kept]
+        if gone:
+            commands += ["--", "remove", "Interface", port, "external_ids", *gone]
+        if commands:
+            self.run(*commands)
+
     def del_port(self, bridge: str, port: str) -> None:
         """Remove a port; a port that is already gone is not an error."""
         self.run("--if-exists", "del-port", bridge, port)

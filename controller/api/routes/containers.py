@@ -11,8 +11,16 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from controller.agents.hub import CommandError
 from controller.api.auth import RequireToken, Role, act_for, operator_only, request_caller
 from controller.api.deps import ApiContext, Ctx, HubDep
-from controller.api.schemas import EndpointIn, EndpointOut, EndpointPatch, HostTarget
-from controller.desired.models import Endpoint
+from controller.api.schemas import (
+    ContainerPortIn,
+    EndpointIn,
+    EndpointOut,
+    EndpointPatch,
+    HostTarget,
+    PublishedPortOut,
+)
+from controller.desired.errors import NotFound
+from controller.desired.models import Endpoint, PublishedPort
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/containers", tags=["containers"], dependencies=[RequireToken])
@@ -125,6 +133,49 @@ async def move_container(
     except CommandError as exc:
         log.error("move of %s: old container not removed on %s: %s", endpoint.name, source, exc)
     return _out(ctx, ctx.inventory.endpoint(endpoint.id))
+
+
+# --- a container's published ports (what the Docker plugin does for `docker run -p`) ---
+def _port_out(ctx: ApiContext, port: PublishedPort) -> PublishedPortOut:
+    endpoint = ctx.inventory.index.endpoint(port.container)
+    return PublishedPortOut.of(port, endpoint.host if endpoint is not None else None)
+
+
+@router.get("/{name_or_id}/ports", summary="A container's published ports")
+def list_container_ports(name_or_id: str, ctx: Ctx) -> list[PublishedPortOut]:
+    endpoint = ctx.inventory.endpoint(name_or_id)
+    return [_port_out(ctx, p) for p in ctx.inventory.published_ports(endpoint.name)]
+
+
+@router.post(
+    "/{name_or_id}/ports",
+    status_code=status.HTTP_201_CREATED,
+    summary="Publish host_port[/protocol] of the container's host as a port of it",
+)
+def publish_container_port(
+    name_or_id: str, body: ContainerPortIn, ctx: Ctx, request: Request
+) -> PublishedPortOut:
+    """The same as `POST /firewalls/ports`, for one container: a host's certificate
+    may, for its own containers only (without TLS the agent token, for any); whether a
+    client reaches the port is still up to the firewall rules of its network."""
+    endpoint = ctx.inventory.endpoint(name_or_id)
+    act_for(request, ctx, endpoint.host, f"publish a port of container {endpoint.name}")
+    port = ctx.inventory.publish_port(
+        endpoint.id, body.host_port, body.container_port, body.protocol
+    )
+    return _port_out(ctx, port)
+
+
+@router.delete("/{name_or_id}/ports/{port_id}", summary="Unpublish a port of the container")
+def unpublish_container_port(
+    name_or_id: str, port_id: str, ctx: Ctx, request: Request
+) -> PublishedPortOut:
+    endpoint = ctx.inventory.endpoint(name_or_id)
+    act_for(request, ctx, endpoint.host, f"unpublish a port of container {endpoint.name}")
+    port = ctx.inventory.published_port(port_id)
+    if port.container != endpoint.name:
+        raise NotFound(f"published port {port_id} is not one of container {endpoint.name}")
+    return _port_out(ctx, ctx.inventory.unpublish_port(port_id))
 
 
 @router.delete("/{name_or_id}", summary="Remove a container endpoint")

@@ -41,7 +41,8 @@ def create_network(body: NetworkIn, ctx: Ctx, request: Request) -> NetworkOut:
             "use the admin token",
         )
     network = ctx.inventory.create_network(
-        body.name, body.subnet, body.gateway, body.mtu, external=body.external
+        body.name, body.subnet, body.gateway, body.mtu, external=body.external,
+        internal=body.internal, reserved=body.reserved, labels=body.labels,
     )
     return NetworkOut.of(network)
 

@@ -12,7 +12,9 @@ from controller.daolictl.client import call
 
 app = typer.Typer(help="Networks (subnets containers attach to).", no_args_is_help=True)
 
-NETWORK_FIELDS = ["name", "subnet", "gateway", "mtu", "external", "id", "created_at"]
+NETWORK_FIELDS = [
+    "name", "subnet", "gateway", "mtu", "external", "internal", "reserved", "id", "created_at",
+]
 
 
 @app.command("create")
@@ -27,12 +29,23 @@ def network_create(
     external: Annotated[
         bool, typer.Option("--external", help="Containers may reach outside daolinet.")
     ] = False,
+    internal: Annotated[
+        bool, typer.Option("--internal", help="No external access, no published ports.")
+    ] = False,
+    reserve: Annotated[
+        list[str] | None,
+        typer.Option("--reserve", help="An address no container gets (repeatable)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a network."""
     body: dict[str, Any] = {"name": name, "subnet": subnet}
     if external:
         body["external"] = True
+    if internal:
+        body["internal"] = True
+    if reserve:
+        body["reserved"] = reserve
     if gateway is not None:
         body["gateway"] = gateway
     if mtu is not None:
@@ -53,6 +66,7 @@ def network_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             ("gateway", "GATEWAY", render.text),
             ("mtu", "MTU", render.text),
             ("external", "EXTERNAL", render.yes_no),
+            ("internal", "INTERNAL", render.yes_no),
             ("id", "ID", render.short),
         ],
         "no networks",

@@ -295,7 +295,10 @@ def test_network_crud(client: TestClient) -> None:
     assert r.status_code == 201
     net = r.json()
     assert (net["subnet"], net["gateway"], net["mtu"]) == ("10.1.0.0/24", "10.1.0.254", 1400)
-    assert set(net) == {"id", "name", "subnet", "gateway", "mtu", "external", "created_at"}
+    assert set(net) == {
+        "id", "name", "subnet", "gateway", "mtu", "external", "internal", "reserved", "labels",
+        "created_at",
+    }
     assert net["external"] is False
     assert client.get("/api/v1/networks/web").json() == net
     client.post("/api/v1/networks", json={"name": "db", "subnet": "10.2.0.0/16"})

@@ -427,3 +427,60 @@ def test_openapi_documents_the_policy_api(app: Any) -> None:
                  "/api/v1/firewalls", "/api/v1/firewalls/rules", "/api/v1/firewalls/ports",
                  "/api/v1/firewalls/{item_id}", "/api/v1/trace"):  # fmt: skip
         assert path in paths, path
+
+
+def test_container_ports_for_the_agent(lab: TestClient, app: Any) -> None:
+    """The Docker plugin publishes `docker run -p` ports with the agent token, through
+    the container; the firewall routes stay admin-only."""
+    with TestClient(app, headers=bearer(AGENT)) as c:
+        r = c.post("/api/v1/containers/w1/ports", json={"host_port": 8081, "container_port": 7000})
+        assert r.status_code == 201, r.text
+        port = r.json()
+        assert (port["container"], port["host"], port["host_port"], port["protocol"]) == (
+            "w1", "h1", 8081, "tcp"
+        )
+        assert c.get("/api/v1/containers/w1/ports").json() == [port]
+        assert c.get("/api/v1/firewalls/ports").json() == [port]  # daolictl firewall list
+        r = c.post("/api/v1/containers/w3/ports", json={"host_port": 8081, "container_port": 1})
+        assert (r.status_code, r.json()["detail"]) == (
+            409, "host_port 8081/tcp on host h1 is already published for container w1"
+        )
+        r = c.post("/api/v1/firewalls/ports",
+                   json={"container": "w1", "host_port": 8082, "container_port": 7000})
+        assert r.status_code == 403
+        r = c.delete(f"/api/v1/containers/w3/ports/{port['id']}")
+        assert (r.status_code, r.json()["detail"]) == (
+            404, f"published port {port['id']} is not one of container w3"
+        )
+        assert c.delete(f"/api/v1/containers/w1/ports/{port['id']}").json()["id"] == port["id"]
+        assert c.get("/api/v1/containers/w1/ports").json() == []
+    with TestClient(app, headers=bearer(READONLY)) as c:
+        r = c.post("/api/v1/containers/w1/ports", json={"host_port": 1, "container_port": 1})
+        assert r.status_code == 403
+
+
+def test_internal_network_and_reserved_addresses(lab: TestClient) -> None:
+    r = lab.post("/api/v1/networks", json={
+        "name": "quiet", "subnet": "10.8.0.0/24", "internal": True, "reserved": ["10.8.0.2"],
+    })
+    assert r.status_code == 201, r.text
+    assert (r.json()["internal"], r.json()["reserved"]) == (True, ["10.8.0.2"])
+    r = lab.post("/api/v1/containers", json={"name": "q1", "network": "quiet", "host": "h1"})
+    assert r.json()["ip"] == "10.8.0.3"
+    r = lab.patch("/api/v1/networks/quiet", json={"external": True})
+    assert (r.status_code, r.json()["detail"]) == (
+        409, "network quiet is internal: it has no external access"
+    )
+    r = lab.post("/api/v1/networks", json={
+        "name": "x", "subnet": "10.9.0.0/24", "reserved": ["10.9.0.1" + "0" * 20],
+    })
+    assert r.status_code == 422
+    r = lab.post("/api/v1/networks", json={
+        "name": "x", "subnet": "10.9.0.0/24", "labels": {"bad key": "v"}})
+    assert r.status_code == 422 and "labels" in str(r.json()["detail"])
+    r = lab.post("/api/v1/networks", json={
+        "name": "x", "subnet": "10.9.0.0/24", "labels": {f"k{i}": "" for i in range(33)}})
+    assert r.status_code == 422
+    r = lab.post("/api/v1/networks", json={
+        "name": "x", "subnet": "10.9.0.0/24", "labels": {"team": "blue"}})
+    assert (r.status_code, r.json()["labels"]) == (201, {"team": "blue"})

@@ -417,3 +417,23 @@ def test_under_tls_metrics_need_a_credential_docs_and_liveness_do_not(lab: Lab) 
     lab.revocations.revoke(host="h1", reason="stolen")
     with lab.client("h1") as revoked:
         assert revoked.get("/metrics").status_code == 403
+
+
+# --- published ports of a container (`docker run -p` through the host's plugin) ---------
+
+def test_a_host_publishes_ports_of_its_own_containers_only(lab: Lab) -> None:
+    port = {"host_port": 8081, "container_port": 80, "protocol": "tcp"}
+    with lab.client("h1") as h1:
+        r = h1.post("/api/v1/containers/w2/ports", json=port)
+        assert r.status_code == 403, r.text
+        assert r.json()["detail"] == ("the certificate of host h1 may not publish a port of "
+                                      "container w2 of host h2, only of its own")
+        r = h1.post("/api/v1/containers/w1/ports", json=port)
+        assert r.status_code == 201, r.text
+        published = r.json()["id"]
+    with lab.client("h2") as h2:
+        r = h2.delete(f"/api/v1/containers/w1/ports/{published}")
+        assert r.status_code == 403, r.text
+        assert "may not unpublish a port of container w1 of host h1" in r.json()["detail"]
+    with lab.client("h1") as h1:
+        assert h1.delete(f"/api/v1/containers/w1/ports/{published}").status_code == 200

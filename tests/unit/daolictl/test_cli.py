@@ -79,7 +79,7 @@ def test_network_lifecycle(run) -> None:
     r = run("network", "list")
     assert r.exit_code == 0
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "SUBNET", "GATEWAY", "MTU", "EXTERNAL", "ID"]
+    assert lines[0].split() == ["NAME", "SUBNET", "GATEWAY", "MTU", "EXTERNAL", "INTERNAL", "ID"]
     assert lines[1].split()[:5] == ["db", "10.2.0.0/16", "10.2.255.254", "1500", "no"]
     assert lines[2].split()[:4] == ["web", "10.1.0.0/24", "10.1.0.1", "1400"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -351,3 +352,94 @@ def test_policy_survives_restart(inv: Inventory, backend: Backend) -> None:
         assert idx.network("web").external is True  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+# --- internal networks, reserved addresses, renames (Docker's options) ----------------
+
+
+def test_internal_network_has_no_external_access(inv: Inventory) -> None:
+    net = inv.create_network("quiet", "10.8.0.0/24", internal=True)
+    assert (net.internal, net.external) == (True, False)
+    inv.add_endpoint("q1", "quiet", "h1")
+    with pytest.raises(Conflict, match="network quiet is internal: it has no external access"):
+        inv.set_network_external("quiet", True)
+    with pytest.raises(Conflict, match="on internal network quiet, which publishes no ports"):
+        inv.publish_port("q1", 8080, 80)
+    assert inv.published_ports("q1") == []
+    with pytest.raises(Invalid, match="external: an internal network has no external access"):
+        inv.create_network("both", "10.7.0.0/24", external=True, internal=True)
+    # an ordinary network still may
+    assert inv.set_network_external("web", True).external is True
+    assert inv.publish_port("c1", 8080, 80).container == "c1"
+
+
+def test_reserved_addresses_are_never_given(inv: Inventory) -> None:
+    net = inv.create_network("aux", "10.6.0.0/29", reserved=["10.6.0.3", "10.6.0.2", "10.6.0.2"])
+    assert net.reserved == (net.gateway + 1, net.gateway + 2)
+    given = [inv.add_endpoint(f"x{i}", "aux", "h1").ip for i in range(3)]
+    assert [str(a) for a in given] == ["10.6.0.4", "10.6.0.5", "10.6.0.6"]
+    inv.remove_endpoint("x0")
+    with pytest.raises(Conflict, match=r"ip 10\.6\.0\.2 is reserved on network aux"):
+        inv.add_endpoint("y", "aux", "h1", ip="10.6.0.2")
+    assert str(inv.add_endpoint("y", "aux", "h1", ip="10.6.0.4").ip) == "10.6.0.4"
+
+
+@pytest.mark.parametrize(
+    ("reserved", "message"),
+    [
+        (["10.6.0.0"], "reserved address 10.6.0.0 is not a host address of subnet 10.6.0.0/24"),
+        (["10.6.0.255"], "reserved address 10.6.0.255 is not a host address"),
+        (["10.5.0.9"], "reserved address 10.5.0.9 is not a host address"),
+        (["nope"], "reserved 'nope' is not an IPv4 address"),
+        ([f"10.6.0.{i}" for i in range(2, 67)], "reserved: at most 64 addresses, not 65"),
+    ],
+)
+def test_reserved_address_errors(inv: Inventory, reserved: list[str], message: str) -> None:
+    with pytest.raises(Invalid, match=message):
+        inv.create_network("aux", "10.6.0.0/24", reserved=reserved)
+    assert inv.index.network("aux") is None
+
+
+def test_rename_carries_published_ports(inv: Inventory, events: list[Change]) -> None:
+    """The Docker plugin publishes `-p` ports under the provisional name; the rename to
+    the container's Docker name takes them along (the DNAT follows the name)."""
+    inv.add_endpoint("docker-0123456789ab", "web", "h1")
+    port = inv.publish_port("docker-0123456789ab", 8081, 7000)
+    events.clear()
+    inv.update_endpoint("docker-0123456789ab", name="w1")
+    moved = port.model_copy(update={"container": "w1"})
+    assert inv.published_ports("w1") == [moved]
+    assert inv.index.published_port(8081, "tcp", "h1") == moved
+    assert events == [PublishedPortRemoved(port), PublishedPortAdded(moved)]
+    # a clash with a port the new name already publishes refuses the rename, whole
+    inv.add_endpoint("docker-ba9876543210", "web", "h2")
+    other = inv.publish_port("docker-ba9876543210", 8081, 7000)
+    inv.remove_endpoint("w1")
+    with pytest.raises(Conflict, match=f"host_port 8081/tcp is already published for "
+                                       f"container w1 \\(id {moved.id}\\)"):
+        inv.update_endpoint("docker-ba9876543210", name="w1")
+    assert inv.endpoint("docker-ba9876543210").name == "docker-ba9876543210"
+    assert inv.published_ports("docker-ba9876543210") == [other]
+
+
+def test_network_labels(inv: Inventory) -> None:
+    net = inv.create_network("lab", "10.6.0.0/24", labels={"team": "blue", "a.b/c": ""})
+    assert inv.network("lab").labels == net.labels == {"team": "blue", "a.b/c": ""}
+    assert inv.create_network("none", "10.7.0.0/24").labels == {}
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"": "x"}, "labels: key '': String should have at least 1 character"),
+        ({"with space": "x"}, "labels: key 'with space': String should match pattern"),
+        ({"k": "line\nbreak"}, "labels: value of 'k': String should match pattern"),
+        ({"k" * 129: "x"}, "String should have at most 128 characters"),
+        ({"k": "v" * 1025}, "labels: value of 'k': String should have at most 1024 characters"),
+        ({f"k{i}": "" for i in range(33)}, "labels: at most 32, not 33"),
+    ],
+)
+def test_network_label_errors(inv: Inventory, labels: dict[str, str], message: str) -> None:
+    with pytest.raises(Invalid, match=re.escape(message)):
+        inv.create_network("lab", "10.6.0.0/24", labels=labels)
+    assert inv.index.network("lab") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
 from hostnet.agent.client import ControllerClient
 from hostnet.docker.common import DOCKER_ENDPOINT_KEY
-from hostnet.docker.engine import SYNCED_LABEL, DockerError
+from hostnet.docker.engine import MTU_OPTION, SYNCED_LABEL, DockerError
 from hostnet.docker.plugin import CONTENT_TYPE, DockerPlugin, create_plugin_app
 from hostnet.host.ports import peer_temp_name
 from tests.unit.fakes import FakeRuntime
@@ -57,10 +58,19 @@ class FakeDocker:
     async def network(self, network_id: str) -> dict[str, Any] | None:
         return self.nets.get(network_id)
 
-    async def create_network(self, name: str, subnet: str, gateway: str | None) -> str:
+    async def create_network(self, name: str, subnet: str, gateway: str | None, *,
+                             mtu: int | None = None, internal: bool = False,
+                             aux: Sequence[str] = (), labels: dict[str, str] | None = None,
+                             ) -> str:
         """The agent's create (DockerClient labels its networks)."""
         nid = f"net-{name}"
-        self.add_network(nid, name, subnet, gateway, labels={SYNCED_LABEL: "1"})
+        self.add_network(nid, name, subnet, gateway,
+                         labels=(labels or {}) | {SYNCED_LABEL: "1"})
+        self.nets[nid]["Internal"] = internal
+        self.nets[nid]["Options"] = {MTU_OPTION: str(mtu)} if mtu else {}
+        if aux:
+            self.nets[nid]["IPAM"]["Config"][0]["AuxiliaryAddresses"] = {
+                f"a{i}": a for i, a in enumerate(aux)}
         return nid
 
     async def containers(self, network_id: str) -> list[dict[str, Any]]:
@@ -103,6 +113,12 @@ class FakeOps:
     def tx_offload_off(self, name: str) -> None:
         self.calls.append(("tx_off", name))
 
+    def set_port_ids(self, port: str, external_ids: dict[str, str]) -> None:
+        ids = self.port_ids[port]
+        ids.update({k: v for k, v in external_ids.items() if v})
+        for key in [k for k, v in external_ids.items() if not v]:
+            ids.pop(key, None)
+
     def host_side_up(self, name: str, mtu: int) -> None:
         self.calls.append(("up", name))
 
@@ -132,11 +148,13 @@ class World:
         self.app = create_app(ctx)
         self.docker = {h: FakeDocker() for h in ("h1", "h2")}
         self.ops = {h: FakeOps() for h in ("h1", "h2")}
+        self.busy: set[tuple[str, int]] = set()  # (protocol, port) a host process holds
         self.plugins = {h: self._plugin(h) for h in ("h1", "h2")}
 
     def _plugin(self, host: str) -> DockerPlugin:
         client = ControllerClient("http://ctl", TOKEN, transport=httpx.ASGITransport(self.app))
-        return DockerPlugin(host, client, self.docker[host], self.ops[host], resolve_timeout=2)
+        return DockerPlugin(host, client, self.docker[host], self.ops[host], resolve_timeout=2,
+                            port_in_use=lambda proto, port: (proto, port) in self.busy)
 
     async def call(self, host: str, method: str, body: dict[str, Any] | None = None
                    ) -> tuple[int, dict[str, Any], str]:
@@ -164,13 +182,18 @@ class World:
         self.docker[host].add_network(nid, name, subnet)
 
     async def run_container(self, host: str, nid: str, name: str, cid: str,
-                            ip: str | None = None) -> dict[str, Any]:
+                            ip: str | None = None, mac: str | None = None) -> dict[str, Any]:
+        """What dockerd does for `docker run`: the IPAM is asked with the container's
+        MAC (RequiresMACAddress; Docker makes one up without --mac-address)."""
         subnet = self.docker[host].nets[nid]["IPAM"]["Config"][0]["Subnet"]
-        addr = await self.ok(host, "IpamDriver.RequestAddress",
-                             {"PoolID": subnet, "Address": ip or "", "Options": {}})
+        mac = mac or "02:42:" + ":".join(cid[i:i + 2] for i in range(0, 8, 2))
+        addr = await self.ok(host, "IpamDriver.RequestAddress", {
+            "PoolID": subnet, "Address": ip or "",
+            "Options": {"com.docker.network.endpoint.macaddress": mac}})
         dep = f"ep-{cid}"
         created = await self.ok(host, "NetworkDriver.CreateEndpoint", {
-            "NetworkID": nid, "EndpointID": dep, "Interface": {"Address": addr["Address"]}})
+            "NetworkID": nid, "EndpointID": dep,
+            "Interface": {"Address": addr["Address"], "MacAddress": mac}})
         joined = await self.ok(host, "NetworkDriver.Join", {
             "NetworkID": nid, "EndpointID": dep, "SandboxKey": "/x"})
         self.docker[host].add_container(cid, name, nid, dep)
@@ -242,7 +265,8 @@ def test_container_lifecycle(world: World):
         out = await world.run_container("h1", "n1", "c1", "a" * 64)
         assert out["address"] == "10.20.0.2/24"
         ep = world.inventory.endpoints()[0]
-        assert out["created"] == {"Interface": {"MacAddress": "02:da:0a:14:00:02"}}
+        assert out["created"] == {"Interface": {}}  # Docker's MAC, which the endpoint has
+        assert ep.mac == "02:42:aa:aa:aa:aa"
         assert out["joined"]["InterfaceName"] == {"SrcName": peer_temp_name(ep.id),
                                                   "DstPrefix": "eth"}
         assert out["joined"]["Gateway"] == "10.20.0.1"
@@ -259,8 +283,9 @@ def test_container_lifecycle(world: World):
         assert named.docker_id == "a" * 64 and named.id == ep.id
         assert world.inventory.endpoint("a" * 12).id == ep.id  # Docker short id
         # fixed IP taken: Docker's text
-        _, body, _ = await world.call("h1", "IpamDriver.RequestAddress",
-                                      {"PoolID": "10.20.0.0/24", "Address": "10.20.0.2"})
+        _, body, _ = await world.call("h1", "IpamDriver.RequestAddress", {
+            "PoolID": "10.20.0.0/24", "Address": "10.20.0.2",
+            "Options": {"com.docker.network.endpoint.macaddress": "02:42:00:00:00:09"}})
         assert body == {"Err": "daolinet: ip 10.20.0.2 is already used by container c1"}
         # stop/rm: DeleteEndpoint then ReleaseAddress
         await world.ok("h1", "NetworkDriver.Leave", {"NetworkID": "n1", "EndpointID": "x"})
@@ -320,7 +345,7 @@ def test_move_relocates_at_join(world: World):
             nid = next(iter(h2.nets))
             await world.run_container("h2", nid, name, "c" * 64,
                                       ip=config["NetworkingConfig"]["EndpointsConfig"]["web"]
-                                      ["IPAMConfig"]["IPv4Address"])
+                                      ["IPAMConfig"]["IPv4Address"], mac=config["MacAddress"])
             hosts_seen.append(world.inventory.endpoint(ep.id).host)
 
         h2.on_run = docker_runs_it
