@@ -25,7 +25,7 @@ from hostnet.agent.config import AgentConfig, AgentStartupError, read_token
 from hostnet.agent.dockerplugin import PluginService
 from hostnet.agent.localapi import create_app
 from hostnet.agent.registration import Registrar
-from hostnet.agent.servers import UnixServer, bind_unix_socket
+from hostnet.agent.servers import UnixServer, bind_unix_socket, systemd_socket
 from hostnet.agent.stream import StateApplier, Stream
 from hostnet.agent.tunnel import Tunnel
 from hostnet.docker.common import SystemDockerPortOps
@@ -69,6 +69,7 @@ class Agent:
         self.plugin_service: PluginService | None = None
         self._server: UnixServer | None = None
         self._plugin_sock: socket.socket | None = None
+        self._plugin_sock_activated = False  # systemd's: it stays, and so does its file
 
     def stop(self) -> None:
         self._stop.set()
@@ -141,6 +142,10 @@ class Agent:
         await self.remove_orphans(client)
         sock = bind_unix_socket(self.cfg.socket)
         if self.cfg.plugin_socket:
+            activated = systemd_socket(Path(self.cfg.plugin_socket))
+            if activated is not None:
+                self._plugin_sock, self._plugin_sock_activated = activated, True
+                return sock
             try:
                 self._plugin_sock = bind_unix_socket(Path(self.cfg.plugin_socket))
             except AgentStartupError:
@@ -215,8 +220,9 @@ class Agent:
             await self.plugin_service.close()
         if self._plugin_sock is not None:
             self._plugin_sock.close()
-            with contextlib.suppress(OSError):
-                Path(self.cfg.plugin_socket).unlink()
+            if not self._plugin_sock_activated:  # systemd keeps listening on its own
+                with contextlib.suppress(OSError):
+                    Path(self.cfg.plugin_socket).unlink()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         if sock is not None:

@@ -53,7 +53,7 @@ class DockerPlugin:
         self.driver = NetworkDriver(
             deps, self.ipam, self.pending_moves, resolve_timeout=resolve_timeout
         )
-        self.reconciler = Reconciler(deps)
+        self.reconciler = Reconciler(deps, self.ipam.claimed)
         self.mover = Mover(deps, self.pending_moves)
         self.handlers: dict[str, Handler] = {
             "Plugin.Activate": self.activate,
@@ -96,8 +96,8 @@ class DockerPlugin:
         """A command from the controller (container move)."""
         return await self.mover.command(op, args)
 
-    async def reconcile(self) -> None:
-        await self.reconciler.reconcile()
+    async def reconcile(self, *, held_only: bool = False) -> None:
+        await self.reconciler.reconcile(held_only=held_only)
 
     async def sync_networks(self) -> None:
         await self.reconciler.sync_networks()

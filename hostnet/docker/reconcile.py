@@ -1,7 +1,8 @@
 """Bring this host's Docker engine and endpoints in line with the controller.
 
-After a restart, endpoints whose container is gone are forgotten (`reconcile`);
-every few seconds, the engine gets every daolinet network (`sync_networks`).
+After a restart, and every half minute for held addresses, endpoints whose container
+is gone are forgotten (`reconcile`); every few seconds, the engine gets every
+daolinet network (`sync_networks`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,19 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, deps: PluginDeps) -> None:
+    def __init__(self, deps: PluginDeps, claimed: set[str] | None = None) -> None:
         self.deps = deps
+        self.claimed = claimed if claimed is not None else set()  # ipam.Ipam.claimed
         self._known_networks: set[str] = set()  # the controller's, at the last sync
 
-    async def reconcile(self) -> None:
-        """Forget endpoints whose Docker container is gone; name unnamed ones."""
+    async def reconcile(self, *, held_only: bool = False) -> None:
+        """Forget endpoints whose Docker container is gone, and held addresses
+        (ipam.py) of containers no longer on that network.
+
+        `held_only` (the periodic run): only endpoints no Docker endpoint uses, since
+        a plugged one may be a container moving in, whose Docker id is the old host's
+        until its join is resolved.
+        """
         endpoints = await self.deps.controller.list_containers(self.deps.host)
         ports = await in_thread(self.deps.executor, self.deps.ops.ports)
         by_endpoint = {ids[ENDPOINT_KEY]: (port, ids) for port, ids in ports.items()}
@@ -41,8 +49,13 @@ class Reconciler:
             epid = str(ep["id"])
             docker_id = ep.get("docker_id")
             port_ids = by_endpoint.get(epid)
+            live = port_ids is not None and DOCKER_ENDPOINT_KEY in port_ids[1]
+            if (held_only and (live or not docker_id)) or epid in self.claimed:
+                continue
             if docker_id:
-                if await self.deps.docker.inspect(str(docker_id)) is not None:
+                info = await self.deps.docker.inspect(str(docker_id))
+                if info is not None and (live or str(ep.get("network")) in (
+                        (info.get("NetworkSettings") or {}).get("Networks") or {})):
                     continue
             elif not str(ep.get("name", "")).startswith(PROVISIONAL_PREFIX):
                 continue  # not a Docker container
