@@ -1,5 +1,5 @@
 """Serving the Docker plugin (hostnet/docker/): its server on the plugin socket, the
-endpoint check after a restart (then every half minute for held addresses), and the
+endpoint check after a restart (then every few seconds for held addresses), and the
 loop that keeps the local engine's networks those of the controller."""
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 
 # How often the local Docker engine is brought in line with the daolinet networks.
 NETWORK_SYNC_SECONDS = 2.0
-# Every how many network syncs held addresses of containers that are gone are freed.
-HELD_CHECK_EVERY = 15
+# Every how many network syncs held addresses of containers that are gone (`docker rm`)
+# are freed: Docker tells the plugin nothing when it removes a stopped container.
+HELD_CHECK_EVERY = 3
 
 
 class PluginService:

@@ -1,6 +1,6 @@
 """Bring this host's Docker engine and endpoints in line with the controller.
 
-After a restart, and every half minute for held addresses, endpoints whose container
+After a restart, and every few seconds for held addresses, endpoints whose container
 is gone are forgotten (`reconcile`); every few seconds, the engine gets every
 daolinet network (`sync_networks`).
 """

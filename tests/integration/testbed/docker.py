@@ -110,6 +110,14 @@ class Dockerd:
             self.tb.stop(self.proc, sig=sig, timeout=20)
             self.proc = None
 
+    def crash(self) -> None:
+        """A power loss: dockerd, its containerd and every container process die at once
+        (SIGKILL); the container records and Docker's network store stay on disk."""
+        self.stop(signal.SIGKILL)
+        for pid in _pids_of_containers(self.containers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def _docker(self) -> list[str]:
         """The client command for this dockerd."""
         cli = docker_cli()
@@ -200,6 +208,20 @@ def _pids_of_container(cid: str) -> list[int]:
             continue
         with contextlib.suppress(OSError):
             if cid in (entry / "cgroup").read_text():
+                pids.append(int(entry.name))
+    return pids
+
+
+def _pids_of_containers(cids: set[str]) -> list[int]:
+    """The processes of the containers, and their shims (the id on the command line)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            text = (entry / "cgroup").read_text() + (entry / "cmdline").read_bytes().decode(
+                errors="replace")
+            if any(cid in text for cid in cids):
                 pids.append(int(entry.name))
     return pids
 
