@@ -56,7 +56,7 @@ class Ipam:
         self.deps = deps
         self.pending_moves = pending_moves
         self._lock = asyncio.Lock()  # network creation at the controller
-        self._giving_back = asyncio.Lock()  # one held address to one request
+        self.giving_back = asyncio.Lock()  # one held address to one request
         # Held endpoints given back, until the driver plugs them (or Docker releases).
         self.claimed: set[str] = set()
 
@@ -169,7 +169,7 @@ class Ipam:
         network = await self.network_for_subnet(net)
         if wanted is not None and wanted in self.pending_moves:
             return {"Address": f"{wanted}/{net.prefixlen}", "Data": {}}
-        async with self._giving_back:
+        async with self.giving_back:
             held = await self.held_endpoint(str(network["name"]), wanted)
             if held is not None:
                 self.claimed.add(str(held["id"]))

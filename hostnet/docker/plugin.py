@@ -53,7 +53,7 @@ class DockerPlugin:
         self.driver = NetworkDriver(
             deps, self.ipam, self.pending_moves, resolve_timeout=resolve_timeout
         )
-        self.reconciler = Reconciler(deps, self.ipam.claimed)
+        self.reconciler = Reconciler(deps, self.ipam)
         self.mover = Mover(deps, self.pending_moves)
         self.handlers: dict[str, Handler] = {
             "Plugin.Activate": self.activate,

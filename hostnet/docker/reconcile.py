@@ -21,6 +21,7 @@ from hostnet.docker.common import (
     from_docker,
 )
 from hostnet.docker.engine import SYNCED_LABEL
+from hostnet.docker.ipam import Ipam
 from hostnet.host.ovs import ENDPOINT_KEY
 from hostnet.host.ports import unplug
 from hostnet.host.worker import in_thread
@@ -29,9 +30,9 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, deps: PluginDeps, claimed: set[str] | None = None) -> None:
+    def __init__(self, deps: PluginDeps, ipam: Ipam) -> None:
         self.deps = deps
-        self.claimed = claimed if claimed is not None else set()  # ipam.Ipam.claimed
+        self.ipam = ipam  # its held addresses: claimed ones are not removed
         self._known_networks: set[str] = set()  # the controller's, at the last sync
 
     async def reconcile(self, *, held_only: bool = False) -> None:
@@ -50,7 +51,7 @@ class Reconciler:
             docker_id = ep.get("docker_id")
             port_ids = by_endpoint.get(epid)
             live = port_ids is not None and DOCKER_ENDPOINT_KEY in port_ids[1]
-            if (held_only and (live or not docker_id)) or epid in self.claimed:
+            if (held_only and (live or not docker_id)) or epid in self.ipam.claimed:
                 continue
             if docker_id:
                 info = await self.deps.docker.inspect(str(docker_id))
@@ -61,10 +62,16 @@ class Reconciler:
                 continue  # not a Docker container
             elif port_ids is not None and DOCKER_ENDPOINT_KEY in port_ids[1]:
                 continue  # a live Docker endpoint still waiting for its name
-            if port_ids is not None:
-                await in_thread(self.deps.executor, unplug, self.deps.ops, port_ids[0])
-            with contextlib.suppress(ControllerError):
-                await self.deps.controller.delete_container(epid)
+            # Not while a request is given a held address: one given back since the
+            # listing above is claimed, or plugged by now.
+            async with self.ipam.giving_back:
+                if epid in self.ipam.claimed or (
+                        held_only and epid in await self.ipam.live_endpoints()):
+                    continue
+                if port_ids is not None:
+                    await in_thread(self.deps.executor, unplug, self.deps.ops, port_ids[0])
+                with contextlib.suppress(ControllerError):
+                    await self.deps.controller.delete_container(epid)
             log.info("removed stale Docker endpoint %s (%s)", ep.get("name"), ep.get("ip"))
 
     # -- networks are global: every engine has every daolinet network --------------

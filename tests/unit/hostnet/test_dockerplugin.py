@@ -164,11 +164,11 @@ class World:
         self.docker[host].add_network(nid, name, subnet)
 
     async def run_container(self, host: str, nid: str, name: str, cid: str,
-                            ip: str | None = None) -> dict[str, Any]:
+                            ip: str | None = None, dep: str | None = None) -> dict[str, Any]:
         subnet = self.docker[host].nets[nid]["IPAM"]["Config"][0]["Subnet"]
         addr = await self.ok(host, "IpamDriver.RequestAddress",
                              {"PoolID": subnet, "Address": ip or "", "Options": {}})
-        dep = f"ep-{cid}"
+        dep = dep or f"ep-{cid}"  # Docker's endpoint id
         created = await self.ok(host, "NetworkDriver.CreateEndpoint", {
             "NetworkID": nid, "EndpointID": dep, "Interface": {"Address": addr["Address"]}})
         joined = await self.ok(host, "NetworkDriver.Join", {
@@ -357,7 +357,7 @@ def test_a_stale_endpoint_of_the_container_goes_and_its_name_comes_back(world: W
         assert world.ops["h1"].port_ids[e1.port][DOCKER_ENDPOINT_KEY]  # never unplugged
         world.docker["h1"].ctrs.clear()
         world.plugins["h1"] = world._plugin("h1")  # the host's agent started again
-        out = await world.run_container("h1", "n1", "c1", "a" * 64)
+        out = await world.run_container("h1", "n1", "c1", "a" * 64, dep="ep-new")
         assert out["address"] == "10.20.0.3/24"
         for _ in range(100):
             if world.inventory.index.endpoint("c1") and \
@@ -559,4 +559,26 @@ def test_a_network_removed_during_a_sync_is_not_made_again(world: World):
         h1.networks = networks_after_rm  # type: ignore[method-assign]
         await world.plugins["h1"].sync_networks()
         assert h1.nets == {}
+    run(go())
+
+
+def test_a_held_address_given_back_is_not_freed_under_its_new_container(world: World):
+    """`docker rm` of a stopped container, then `docker run` of another one that is
+    given its held address: the check that frees addresses of removed containers
+    leaves that one alone once it is given back (claimed, then plugged)."""
+    async def go():
+        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+        await world.run_container("h1", "n1", "c1", "a" * 64)
+        e1 = await named(world, "c1")
+        await stop(world, "h1", "a" * 64, str(e1.ip))
+        world.docker["h1"].ctrs.clear()  # docker rm
+        addr = await world.ok("h1", "IpamDriver.RequestAddress",
+                              {"PoolID": "10.20.0.0/24", "Address": "", "Options": {}})
+        assert addr["Address"] == "10.20.0.2/24"
+        await world.plugins["h1"].reconcile(held_only=True)  # claimed: stays
+        await world.ok("h1", "NetworkDriver.CreateEndpoint", {
+            "NetworkID": "n1", "EndpointID": "ep-n", "Interface": {"Address": addr["Address"]}})
+        await world.plugins["h1"].reconcile(held_only=True)  # plugged: stays
+        assert [e.id for e in world.inventory.endpoints()] == [e1.id]
+        assert world.ops["h1"].port_ids[e1.port][DOCKER_ENDPOINT_KEY] == "ep-n"
     run(go())
