@@ -199,7 +199,7 @@ def test_agent_restart_while_containers_run(lab: Lab):
     assert tb.ping(p3, late["ip"], count=2)
     d1.ok("rm", "-f", "late")
     tb.wait_until(lambda: _ports(tb, "h1") == before, 10, "port of late left")
-    assert _endpoint(tb, "late") is None
+    tb.wait_until(lambda: _endpoint(tb, "late") is None, 20, "endpoint of late left")
 
 
 def test_dockerd_restart_leaves_nothing_stale(lab: Lab):

@@ -114,7 +114,8 @@ class Dockerd:
         """A power loss: dockerd, its containerd and every container process die at once
         (SIGKILL); the container records and Docker's network store stay on disk."""
         self.stop(signal.SIGKILL)
-        for pid in _pids_of_containers(self.containers):
+        # containerd and the shims outlive dockerd (another session): by their paths
+        for pid in _pids_of_containers({*self.containers, f"{self.dir}/"}):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -212,8 +213,9 @@ def _pids_of_container(cid: str) -> list[int]:
     return pids
 
 
-def _pids_of_containers(cids: set[str]) -> list[int]:
-    """The processes of the containers, and their shims (the id on the command line)."""
+def _pids_of_containers(marks: set[str]) -> list[int]:
+    """Processes with one of `marks` (container ids, paths) in their cgroup or command
+    line: the containers, their shims, containerd."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -221,7 +223,7 @@ def _pids_of_containers(cids: set[str]) -> list[int]:
         with contextlib.suppress(OSError):
             text = (entry / "cgroup").read_text() + (entry / "cmdline").read_bytes().decode(
                 errors="replace")
-            if any(cid in text for cid in cids):
+            if any(mark in text for mark in marks):
                 pids.append(int(entry.name))
     return pids
 
