@@ -112,12 +112,17 @@ class Dockerd:
 
     def crash(self) -> None:
         """A power loss: dockerd, its containerd and every container process die at once
-        (SIGKILL); the container records and Docker's network store stay on disk."""
+        (SIGKILL) and the exec root goes, as /run does at a boot; the container records
+        and Docker's network store (the data root) stay."""
         self.stop(signal.SIGKILL)
         # containerd and the shims outlive dockerd (another session): by their paths
         for pid in _pids_of_containers({*self.containers, f"{self.dir}/"}):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        # Its pidfiles would name processes that may linger as zombies here (PID 1 of
+        # this machine need not reap them): dockerd would wait for a dead containerd.
+        shutil.rmtree(self.dir / "exec", ignore_errors=True)
+        (self.dir / "dockerd.pid").unlink(missing_ok=True)
 
     def _docker(self) -> list[str]:
         """The client command for this dockerd."""
