@@ -34,8 +34,17 @@ dockerd_up() {
   fi
   mkdir -p "$STATE"
   log "no Docker engine answers; starting dockerd (log: $STATE/dockerd.log)"
-  # setsid: the engine outlives this script (lab up) and is stopped by pid.
-  setsid dockerd --pidfile "$DOCKERD_PID" >"$STATE/dockerd.log" 2>&1 </dev/null &
+  # setsid: the engine outlives this script (lab up) and is stopped by pid.  Without
+  # the caller's other descriptors: a lock the caller holds (`flock FILE cmd`, the
+  # Molecule and integration locks) must not stay held by the engine after the caller
+  # ends.
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      ((fd > 2)) && eval "exec $fd>&-"
+    done 2>/dev/null
+    exec setsid dockerd --pidfile "$DOCKERD_PID" >"$STATE/dockerd.log" 2>&1 </dev/null
+  ) &
   for _ in $(seq 100); do
     docker info >/dev/null 2>&1 && { touch "$STATE/dockerd.ours"; echo started; return 0; }
     sleep 0.3
