@@ -160,7 +160,8 @@ class Agent:
             self.ovs, self.cfg.bridge, tx_offload_off=self.datapath_type == "netdev"
         )
         docker = DockerClient(self.cfg.docker_host)
-        plugin = DockerPlugin(self.cfg.host, client, docker, ops, executor=self._host_exec)
+        plugin = DockerPlugin(self.cfg.host, client, docker, ops, executor=self._host_exec,
+                              state_dir=self.cfg.state_dir)
         self.plugin_service = PluginService(plugin, docker, self._plugin_sock, self._stop)
         self.plugin_service.start()
         log.info("serving the Docker plugin on %s (Docker API %s)", self.cfg.plugin_socket,

@@ -29,6 +29,7 @@ from hostnet.docker.common import (
 )
 from hostnet.docker.engine import DockerError, docker_subnets
 from hostnet.docker.ipam import Ipam
+from hostnet.docker.policies import RestartPolicies
 from hostnet.host.netlink import NetlinkError
 from hostnet.host.ovs import CONTAINER_KEY, ENDPOINT_KEY, OvsError
 from hostnet.host.ports import peer_temp_name, plug, unplug
@@ -45,10 +46,11 @@ NAME_RETRY_SECONDS = 0.25
 class NetworkDriver:
     def __init__(
         self, deps: PluginDeps, ipam: Ipam, pending_moves: dict[str, str],
-        *, resolve_timeout: float = RESOLVE_TIMEOUT,
+        policies: RestartPolicies, *, resolve_timeout: float = RESOLVE_TIMEOUT,
     ) -> None:
         self.deps = deps
         self.ipam = ipam
+        self.policies = policies
         self.pending_moves = pending_moves  # ip -> endpoint id moving in here
         self.resolve_timeout = resolve_timeout
         self._subnets: dict[str, str] = {}  # Docker network id -> subnet (cache)
@@ -202,6 +204,7 @@ class NetworkDriver:
                     nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
                     if any((n or {}).get("EndpointID") == docker_ep for n in nets.values()):
                         name = str((c.get("Names") or ["/"])[0]).lstrip("/")
+                        await self._record_policy(str(c["Id"]))
                         await self._name_endpoint(epid, name, str(c["Id"]))
                         return
             except DockerError as exc:
@@ -211,6 +214,13 @@ class NetworkDriver:
                 return
             await asyncio.sleep(0.1)
         log.warning("container of endpoint %s not found in Docker", docker_ep[:12])
+
+    async def _record_policy(self, docker_id: str) -> None:
+        """Keep the container's restart policy (policies.py): it decides which held
+        address a request gets at the next boot."""
+        info = await self.deps.docker.inspect(docker_id)
+        policy = ((info or {}).get("HostConfig") or {}).get("RestartPolicy") or {}
+        self.policies.record(docker_id, str(policy.get("Name") or "no"))
 
     async def _name_endpoint(self, epid: str, name: str, docker_id: str) -> None:
         """Name the endpoint after its container, once that name is free.

@@ -13,7 +13,8 @@ name), and the next `RequestAddress` of that network on this host gets a held
 address back before a new one is reserved: a restarted container keeps its address
 and its name.  Docker's IPAM protocol does not say which container asks, so when
 several containers of one network start at once (a host's boot) each gets one of the
-held addresses, lowest first; `--ip` names the one it gets.  Held endpoints whose
+held addresses (those of containers with a restart policy first, policies.py, then
+the lowest); `--ip` names the one it gets.  Held endpoints whose
 container is gone, or no longer on that network, are removed by the reconciler
 (reconcile.py).
 """
@@ -40,6 +41,7 @@ from hostnet.docker.common import (
     subnet_of,
 )
 from hostnet.docker.engine import docker_subnets
+from hostnet.docker.policies import RestartPolicies
 from hostnet.host.ovs import ENDPOINT_KEY
 from hostnet.host.worker import in_thread
 
@@ -52,9 +54,12 @@ class Ipam:
     """Pools and addresses; `pending_moves` (ip -> endpoint id) are addresses of
     containers moving in here, which keep their endpoint (hostnet/docker/move.py)."""
 
-    def __init__(self, deps: PluginDeps, pending_moves: dict[str, str]) -> None:
+    def __init__(
+        self, deps: PluginDeps, pending_moves: dict[str, str], policies: RestartPolicies
+    ) -> None:
         self.deps = deps
         self.pending_moves = pending_moves
+        self.policies = policies
         self._lock = asyncio.Lock()  # network creation at the controller
         self.giving_back = asyncio.Lock()  # one held address to one request
         # Held endpoints given back, until the driver plugs them (or Docker releases).
@@ -81,8 +86,10 @@ class Ipam:
                 if ENDPOINT_KEY in ids and DOCKER_ENDPOINT_KEY in ids}
 
     async def held_endpoint(self, network: str, ip: str | None) -> dict[str, Any] | None:
-        """A held address of `network` on this host (the lowest; `ip` if given): an
-        endpoint of a Docker container that no Docker endpoint uses now."""
+        """A held address of `network` on this host (`ip` if given): an endpoint of a
+        Docker container that no Docker endpoint uses now.  First those of containers
+        that dockerd restarts by itself (a restart policy: the requests of a boot come
+        from them), then the lowest address."""
         endpoints = await from_controller(self.deps.controller.list_containers(self.deps.host))
         live = await self.live_endpoints()
         held = [
@@ -91,7 +98,8 @@ class Ipam:
             and str(ep["id"]) not in live and str(ep["id"]) not in self.claimed
             and (ip is None or str(ep.get("ip")) == ip)
         ]
-        held.sort(key=lambda ep: ipaddress.IPv4Address(str(ep["ip"])))
+        held.sort(key=lambda ep: (not self.policies.restarts_at_boot(str(ep["docker_id"])),
+                                  ipaddress.IPv4Address(str(ep["ip"]))))
         return held[0] if held else None
 
     async def request_pool(self, req: dict[str, Any]) -> dict[str, Any]:

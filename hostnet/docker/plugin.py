@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,6 +27,7 @@ from hostnet.docker.driver import NetworkDriver
 from hostnet.docker.engine import PLUGIN_NAME, DockerAPI
 from hostnet.docker.ipam import Ipam
 from hostnet.docker.move import Mover
+from hostnet.docker.policies import RestartPolicies
 from hostnet.docker.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
@@ -46,14 +48,18 @@ class DockerPlugin:
         *,
         executor: Executor | None = None,
         resolve_timeout: float = RESOLVE_TIMEOUT,
+        state_dir: Path | None = None,
     ) -> None:
+        """`state_dir`: where the containers' restart policies are kept (policies.py;
+        None: in memory)."""
         deps = PluginDeps(host, controller, docker, ops, executor)
         self.pending_moves: dict[str, str] = {}  # ip -> endpoint id moving in here
-        self.ipam = Ipam(deps, self.pending_moves)
+        self.policies = RestartPolicies(state_dir)
+        self.ipam = Ipam(deps, self.pending_moves, self.policies)
         self.driver = NetworkDriver(
-            deps, self.ipam, self.pending_moves, resolve_timeout=resolve_timeout
+            deps, self.ipam, self.pending_moves, self.policies, resolve_timeout=resolve_timeout
         )
-        self.reconciler = Reconciler(deps, self.ipam)
+        self.reconciler = Reconciler(deps, self.ipam, self.policies)
         self.mover = Mover(deps, self.pending_moves)
         self.handlers: dict[str, Handler] = {
             "Plugin.Activate": self.activate,

@@ -22,6 +22,7 @@ from hostnet.docker.common import (
 )
 from hostnet.docker.engine import SYNCED_LABEL
 from hostnet.docker.ipam import Ipam
+from hostnet.docker.policies import RestartPolicies
 from hostnet.host.ovs import ENDPOINT_KEY
 from hostnet.host.ports import unplug
 from hostnet.host.worker import in_thread
@@ -30,9 +31,10 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, deps: PluginDeps, ipam: Ipam) -> None:
+    def __init__(self, deps: PluginDeps, ipam: Ipam, policies: RestartPolicies) -> None:
         self.deps = deps
         self.ipam = ipam  # its held addresses: claimed ones are not removed
+        self.policies = policies
         self._known_networks: set[str] = set()  # the controller's, at the last sync
 
     async def reconcile(self, *, held_only: bool = False) -> None:
@@ -44,6 +46,7 @@ class Reconciler:
         until its join is resolved.
         """
         endpoints = await self.deps.controller.list_containers(self.deps.host)
+        self.policies.keep_only({str(ep["docker_id"]) for ep in endpoints if ep.get("docker_id")})
         ports = await in_thread(self.deps.executor, self.deps.ops.ports)
         by_endpoint = {ids[ENDPOINT_KEY]: (port, ids) for port, ids in ports.items()}
         for ep in endpoints:

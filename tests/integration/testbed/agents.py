@@ -81,7 +81,8 @@ class Agents:
             # sees as this host's own directory (see docker.py).
             host.plugin_socket.parent.mkdir(exist_ok=True)
             cmd += ["--plugin-socket", str(host.plugin_socket),
-                    "--docker-host", f"unix://{host.docker_sock}"]
+                    "--docker-host", f"unix://{host.docker_sock}",
+                    "--state-dir", str(host.dir / "state")]
         else:
             cmd += ["--plugin-socket", ""]  # never the machine-wide default
         if self._layout.wireguard:

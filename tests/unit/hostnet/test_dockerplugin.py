@@ -42,9 +42,11 @@ class FakeDocker:
         self.nets[nid] = {"Id": nid, "Name": name, "IPAM": {"Config": [cfg]},
                           "Labels": labels or {}}
 
-    def add_container(self, cid: str, name: str, nid: str, docker_ep: str) -> None:
+    def add_container(self, cid: str, name: str, nid: str, docker_ep: str,
+                      restart: str = "no") -> None:
         self.ctrs[cid] = {
             "Id": cid, "Names": [f"/{name}"], "Name": f"/{name}",
+            "HostConfig": {"RestartPolicy": {"Name": restart, "MaximumRetryCount": 0}},
             "Config": {"Image": "img", "Cmd": ["sleep", "9"], "Entrypoint": None,
                        "Env": ["A=1"], "WorkingDir": "", "Labels": {}},
             "NetworkSettings": {"Networks": {self.nets[nid]["Name"]: {
@@ -164,7 +166,8 @@ class World:
         self.docker[host].add_network(nid, name, subnet)
 
     async def run_container(self, host: str, nid: str, name: str, cid: str,
-                            ip: str | None = None, dep: str | None = None) -> dict[str, Any]:
+                            ip: str | None = None, dep: str | None = None,
+                            restart: str = "no") -> dict[str, Any]:
         subnet = self.docker[host].nets[nid]["IPAM"]["Config"][0]["Subnet"]
         addr = await self.ok(host, "IpamDriver.RequestAddress",
                              {"PoolID": subnet, "Address": ip or "", "Options": {}})
@@ -173,7 +176,7 @@ class World:
             "NetworkID": nid, "EndpointID": dep, "Interface": {"Address": addr["Address"]}})
         joined = await self.ok(host, "NetworkDriver.Join", {
             "NetworkID": nid, "EndpointID": dep, "SandboxKey": "/x"})
-        self.docker[host].add_container(cid, name, nid, dep)
+        self.docker[host].add_container(cid, name, nid, dep, restart)
         return {"address": addr["Address"], "created": created, "joined": joined}
 
 
@@ -582,3 +585,53 @@ def test_a_held_address_given_back_is_not_freed_under_its_new_container(world: W
         assert [e.id for e in world.inventory.endpoints()] == [e1.id]
         assert world.ops["h1"].port_ids[e1.port][DOCKER_ENDPOINT_KEY] == "ep-n"
     run(go())
+
+
+def test_at_a_boot_containers_with_a_restart_policy_get_their_held_addresses_first(
+        world: World, tmp_path: Path):
+    """A host's power loss: dockerd gives every address back, then restarts only the
+    containers with a restart policy (its API silent meanwhile).  The policy, read when
+    the container joined and kept on disk, makes the restarted one get its own address,
+    not the lower one of a container that stays stopped."""
+    async def go():
+        world.plugins["h1"] = DockerPlugin("h1", world.plugins["h1"].ipam.deps.controller,
+                                           world.docker["h1"], world.ops["h1"],
+                                           resolve_timeout=2, state_dir=tmp_path / "state")
+        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+        await world.run_container("h1", "n1", "idle", "a" * 64)
+        await world.run_container("h1", "n1", "keep", "b" * 64, restart="always")
+        idle, keep = await named(world, "idle"), await named(world, "keep")
+        for _ in range(50):  # the policy is recorded before the name
+            if (tmp_path / "state" / "restart-policies.json").exists():
+                break
+            await asyncio.sleep(0.05)
+        await stop(world, "h1", "a" * 64, str(idle.ip))
+        await stop(world, "h1", "b" * 64, str(keep.ip))
+        # the agent starts again with the host: the policies come from its state dir
+        world.plugins["h1"] = DockerPlugin("h1", world.plugins["h1"].ipam.deps.controller,
+                                           world.docker["h1"], world.ops["h1"],
+                                           resolve_timeout=2, state_dir=tmp_path / "state")
+        assert world.plugins["h1"].policies.restarts_at_boot("b" * 64)
+        world.docker["h1"].ctrs.pop("b" * 64)
+        out = await world.run_container("h1", "n1", "keep", "b" * 64, dep="ep-boot",
+                                         restart="always")
+        assert out["address"] == f"{keep.ip}/24" and str(keep.ip) > str(idle.ip)
+        # a gone container's policy is forgotten
+        world.docker["h1"].ctrs.clear()
+        await world.plugins["h1"].reconcile(held_only=True)
+        assert world.inventory.index.endpoint("idle") is None
+        assert not world.plugins["h1"].policies.restarts_at_boot("a" * 64)
+    run(go())
+
+
+def test_restart_policies_file(tmp_path: Path):
+    from hostnet.docker.policies import RestartPolicies
+    p = RestartPolicies(tmp_path / "s")
+    p.record("a" * 64, "always")
+    p.record("b" * 64, "no")
+    again = RestartPolicies(tmp_path / "s")
+    assert again.restarts_at_boot("a" * 64) and not again.restarts_at_boot("b" * 64)
+    again.keep_only({"b" * 64})
+    assert not RestartPolicies(tmp_path / "s").restarts_at_boot("a" * 64)
+    (tmp_path / "s" / "restart-policies.json").write_text("[1]")
+    assert not RestartPolicies(tmp_path / "s").restarts_at_boot("b" * 64)  # unreadable: empty
