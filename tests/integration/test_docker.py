@@ -239,10 +239,16 @@ def test_host_reboot_brings_restart_policy_containers_back(lab: Lab):
     tb.start_agent("h2", on_demand=True, wait=False)
     started = time.monotonic()
     d2.start(timeout=90)  # its restore waits for the plugin, which starts the agent
+    def state() -> str:
+        info = d2.cli("inspect", "-f", "{{json .State}} {{json .NetworkSettings.Networks}}",
+                      "keep").stdout
+        return (f"keep: {info}\n--- agent ---\n{tail(tb.host('h2').agent_log, 40)}"
+                f"\n--- dockerd ---\n{tail(d2.log, 30)}")
+
     tb.wait_until(
         lambda: d2.inspect("keep")["State"]["Running"]
         and d2.inspect("keep")["NetworkSettings"]["Networks"]["web"]["IPAddress"]
-        == keep["ip"], 60, "keep did not come back with its address")
+        == keep["ip"], 60, "keep did not come back with its address", detail=state)
     assert tb.wait_until(lambda: tb.ping(p3, keep["ip"], count=1), 30, "keep not reachable")
     print(f"\nreboot: keep answered {time.monotonic() - started:.1f} s after dockerd started")
     assert _endpoint(tb, "keep") == keep  # same endpoint id, address, MAC and name
