@@ -33,6 +33,8 @@ class DockerPortOps(PortOps, Protocol):
 
     def tx_offload_off(self, name: str) -> None: ...
 
+    def link_exists(self, name: str) -> bool: ...
+
 
 class SystemDockerPortOps(SystemPortOps):
     """DockerPortOps on the real host."""
@@ -45,6 +47,9 @@ class SystemDockerPortOps(SystemPortOps):
         """In the host namespace, before Docker moves the veth end into the container."""
         if self.disable_offload:
             netlink.disable_tx_offload(None, name)
+
+    def link_exists(self, name: str) -> bool:
+        return netlink.link_exists(name)
 
 
 @dataclass(frozen=True)

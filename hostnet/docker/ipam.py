@@ -80,10 +80,17 @@ class Ipam:
         return None
 
     async def live_endpoints(self) -> set[str]:
-        """Endpoint ids plugged into a Docker endpoint on this host now."""
-        ports = await in_thread(self.deps.executor, self.deps.ops.ports)
-        return {ids[ENDPOINT_KEY] for ids in ports.values()
-                if ENDPOINT_KEY in ids and DOCKER_ENDPOINT_KEY in ids}
+        """Endpoint ids plugged into a Docker endpoint on this host now: an OVS port
+        with a Docker endpoint id, and its veth.  A port whose veth is gone is a
+        leftover of the previous boot (the veth went with the container's namespace;
+        Open vSwitch keeps its ports in its database) that Docker's clean-up has not
+        removed yet: its address is held, not in use."""
+        return await in_thread(self.deps.executor, self._live_endpoints)
+
+    def _live_endpoints(self) -> set[str]:
+        ops = self.deps.ops
+        return {ids[ENDPOINT_KEY] for port, ids in ops.ports().items()
+                if ENDPOINT_KEY in ids and DOCKER_ENDPOINT_KEY in ids and ops.link_exists(port)}
 
     async def held_endpoint(self, network: str, ip: str | None) -> dict[str, Any] | None:
         """A held address of `network` on this host (`ip` if given): an endpoint of a

@@ -49,11 +49,12 @@ class Reconciler:
         self.policies.keep_only({str(ep["docker_id"]) for ep in endpoints if ep.get("docker_id")})
         ports = await in_thread(self.deps.executor, self.deps.ops.ports)
         by_endpoint = {ids[ENDPOINT_KEY]: (port, ids) for port, ids in ports.items()}
+        live_ids = await self.ipam.live_endpoints()
         for ep in endpoints:
             epid = str(ep["id"])
             docker_id = ep.get("docker_id")
             port_ids = by_endpoint.get(epid)
-            live = port_ids is not None and DOCKER_ENDPOINT_KEY in port_ids[1]
+            live = epid in live_ids
             if (held_only and (live or not docker_id)) or epid in self.ipam.claimed:
                 continue
             if docker_id:

@@ -100,6 +100,9 @@ class FakeOps:
     def tx_offload_off(self, name: str) -> None:
         self.calls.append(("tx_off", name))
 
+    def link_exists(self, name: str) -> bool:
+        return name in self.links
+
     def host_side_up(self, name: str, mtu: int) -> None:
         self.calls.append(("up", name))
 

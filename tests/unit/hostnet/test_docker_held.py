@@ -195,3 +195,24 @@ def test_restart_policies_file(tmp_path: Path):
     assert not RestartPolicies(tmp_path / "s").restarts_at_boot("a" * 64)
     (tmp_path / "s" / "restart-policies.json").write_text("[1]")
     assert not RestartPolicies(tmp_path / "s").restarts_at_boot("b" * 64)  # unreadable: empty
+
+
+def test_a_port_left_from_the_previous_boot_does_not_keep_the_address_in_use(world: World):
+    """A boot where Docker's clean-up has not reached the plugin: Open vSwitch still
+    lists the container's port (its database survives), but the veth went with the
+    container's namespace.  The address counts as held, and comes back."""
+    async def go():
+        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+        await world.run_container("h1", "n1", "keep", "a" * 64, restart="always")
+        keep = await named(world, "keep")
+        world.ops["h1"].links.clear()  # the boot: every veth is gone, the ports stay
+        assert keep.port in world.ops["h1"].port_ids
+        world.plugins["h1"] = world._plugin("h1")
+        world.docker["h1"].ctrs.clear()
+        out = await world.run_container("h1", "n1", "keep", "a" * 64, dep="ep-boot",
+                                        restart="always")
+        assert out["address"] == f"{keep.ip}/24"
+        assert world.ops["h1"].port_ids[keep.port][DOCKER_ENDPOINT_KEY] == "ep-boot"
+        await asyncio.sleep(0.3)
+        assert [(e.id, e.name) for e in world.inventory.endpoints()] == [(keep.id, "keep")]
+    run(go())
