@@ -99,7 +99,9 @@ class Agents:
         cmd = self._cmd(host)
         if on_demand:
             host.plugin_socket.unlink(missing_ok=True)  # a boot starts with an empty /run
-            cmd = ["systemd-socket-activate", "-l", str(host.plugin_socket), *cmd]
+            # It hands the agent only the variables named (--setenv=NAME: its own value).
+            cmd = ["systemd-socket-activate", "-l", str(host.plugin_socket),
+                   *(f"--setenv={name}" for name in sorted(env)), *cmd]
         host.agent = self._processes.spawn(
             host.ns, *cmd, what=f"agent {host.name}", log=host.agent_log, env=env,
         )
