@@ -332,4 +332,7 @@ def test_no_leftovers_after_removal(lab: Lab):
     d1.ok("network", "rm", "web")
     d2.ok("network", "rm", "web")
     tb.wait_until(lambda: tb.api("GET", "/networks/web").status_code == 404, 10,
-                  "web left at the API")
+                  "web left at the API", detail=lambda: (
+                      f"{tb.api('GET', '/networks/web').text}\n--- h1 ---\n"
+                      f"{tail(tb.host('h1').agent_log, 15)}\n--- h2 ---\n"
+                      f"{tail(tb.host('h2').agent_log, 15)}"))
