@@ -47,13 +47,17 @@ class NetworkDriver:
     def __init__(
         self, deps: PluginDeps, ipam: Ipam, pending_moves: dict[str, str],
         policies: RestartPolicies, *, resolve_timeout: float = RESOLVE_TIMEOUT,
+        subnets: dict[str, str] | None = None,
     ) -> None:
         self.deps = deps
         self.ipam = ipam
         self.policies = policies
         self.pending_moves = pending_moves  # ip -> endpoint id moving in here
         self.resolve_timeout = resolve_timeout
-        self._subnets: dict[str, str] = {}  # Docker network id -> subnet (cache)
+        # Docker network id -> subnet: DeleteNetwork names only the id, and Docker hides
+        # a network it is deleting.  Filled at CreateNetwork and by every network sync
+        # (reconcile.py), so an agent started after the network was made knows it too.
+        self._subnets: dict[str, str] = subnets if subnets is not None else {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._plugged: set[str] = set()  # endpoint ids plugged since this agent started
 

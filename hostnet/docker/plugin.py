@@ -56,10 +56,12 @@ class DockerPlugin:
         self.pending_moves: dict[str, str] = {}  # ip -> endpoint id moving in here
         self.policies = RestartPolicies(state_dir)
         self.ipam = Ipam(deps, self.pending_moves, self.policies)
+        subnets: dict[str, str] = {}  # Docker network id -> subnet, of this engine
         self.driver = NetworkDriver(
-            deps, self.ipam, self.pending_moves, self.policies, resolve_timeout=resolve_timeout
+            deps, self.ipam, self.pending_moves, self.policies, resolve_timeout=resolve_timeout,
+            subnets=subnets,
         )
-        self.reconciler = Reconciler(deps, self.ipam, self.policies)
+        self.reconciler = Reconciler(deps, self.ipam, self.policies, subnets)
         self.mover = Mover(deps, self.pending_moves)
         self.handlers: dict[str, Handler] = {
             "Plugin.Activate": self.activate,

@@ -20,7 +20,7 @@ from hostnet.docker.common import (
     from_controller,
     from_docker,
 )
-from hostnet.docker.engine import SYNCED_LABEL
+from hostnet.docker.engine import SYNCED_LABEL, docker_subnets
 from hostnet.docker.ipam import Ipam
 from hostnet.docker.policies import RestartPolicies
 from hostnet.host.ovs import ENDPOINT_KEY
@@ -31,10 +31,15 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, deps: PluginDeps, ipam: Ipam, policies: RestartPolicies) -> None:
+    def __init__(
+        self, deps: PluginDeps, ipam: Ipam, policies: RestartPolicies,
+        subnets: dict[str, str] | None = None,
+    ) -> None:
         self.deps = deps
         self.ipam = ipam  # its held addresses: claimed ones are not removed
         self.policies = policies
+        # The driver's Docker network id -> subnet (driver.py), kept up to date here.
+        self.subnets = subnets if subnets is not None else {}
         self._known_networks: set[str] = set()  # the controller's, at the last sync
 
     async def reconcile(self, *, held_only: bool = False) -> None:
@@ -96,7 +101,12 @@ class Reconciler:
         # round, it was).  A rm still inside the driver call when this engine is read
         # (Docker hides a network it is deleting before calling the driver) can still
         # have it made again: that window is the driver call's few milliseconds.
-        local = await self._drop_duplicate_networks(await from_docker(self.deps.docker.networks()))
+        found = await from_docker(self.deps.docker.networks())
+        for net in found:
+            subs = docker_subnets(net)
+            if subs:
+                self.subnets[str(net.get("Id"))] = str(subs[0][0])
+        local = await self._drop_duplicate_networks(found)
         networks = await from_controller(self.deps.controller.list_networks())
         wanted = {str(n["name"]): n for n in networks}
         for name, net in wanted.items():

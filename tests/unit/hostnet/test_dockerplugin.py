@@ -292,3 +292,21 @@ def test_a_network_removed_during_a_sync_is_not_made_again(world: World):
         await world.plugins["h1"].sync_networks()
         assert h1.nets == {}
     run(go())
+
+
+def test_network_rm_after_an_agent_restart_deletes_the_daolinet_network(world: World):
+    """DeleteNetwork names only Docker's network id, and Docker hides a network it is
+    deleting: an agent started after the network was made learns its subnet from the
+    network sync, so `docker network rm` still deletes the daolinet network."""
+    async def go():
+        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+        for _ in range(50):
+            if world.inventory.index.network("web"):
+                break
+            await asyncio.sleep(0.05)
+        world.plugins["h1"] = world._plugin("h1")  # the agent restarted
+        await world.plugins["h1"].sync_networks()
+        del world.docker["h1"].nets["n1"]  # being deleted: Docker no longer lists it
+        await world.ok("h1", "NetworkDriver.DeleteNetwork", {"NetworkID": "n1"})
+        assert world.inventory.index.network("web") is None
+    run(go())
