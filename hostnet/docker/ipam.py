@@ -100,11 +100,13 @@ class Ipam:
         return {ids[ENDPOINT_KEY] for port, ids in ops.ports().items()
                 if ENDPOINT_KEY in ids and DOCKER_ENDPOINT_KEY in ids and ops.link_exists(port)}
 
-    async def held_endpoint(self, network: str, ip: str | None) -> dict[str, Any] | None:
+    async def held_endpoint(self, network: str, ip: str | None,
+                            mac: str | None = None) -> dict[str, Any] | None:
         """A held address of `network` on this host (`ip` if given): an endpoint of a
-        Docker container that no Docker endpoint uses now.  First those of containers
-        that dockerd restarts by itself (a restart policy: the requests of a boot come
-        from them), then the lowest address."""
+        Docker container that no Docker endpoint uses now.  First the one with `mac`
+        (a MAC Docker kept: that container's own), then those of containers that
+        dockerd restarts by itself (a restart policy: the requests of a boot come from
+        them), then the lowest address."""
         endpoints = await from_controller(self.deps.controller.list_containers(self.deps.host))
         live = await self.live_endpoints()
         held = [
@@ -113,7 +115,8 @@ class Ipam:
             and str(ep["id"]) not in live and str(ep["id"]) not in self.claimed
             and (ip is None or str(ep.get("ip")) == ip)
         ]
-        held.sort(key=lambda ep: (not self.policies.restarts_at_boot(str(ep["docker_id"])),
+        held.sort(key=lambda ep: (str(ep.get("mac", "")).lower() != (mac or "").lower(),
+                                  not self.policies.restarts_at_boot(str(ep["docker_id"])),
                                   ipaddress.IPv4Address(str(ep["ip"]))))
         return held[0] if held else None
 
@@ -204,11 +207,20 @@ class Ipam:
         if wanted is not None and wanted in self.pending_moves:
             return {"Address": f"{wanted}/{net.prefixlen}", "Data": {}}
         async with self.giving_back:
-            held = await self.held_endpoint(str(network["name"]), wanted)
+            held = await self.held_endpoint(str(network["name"]), wanted, mac)
             if held is not None:
-                self.claimed.add(str(held["id"]))
-                log.info("address %s given back (endpoint %s)", held["ip"], held["name"])
-                return {"Address": f"{held['ip']}/{net.prefixlen}", "Data": {}}
+                if mac is None or str(held.get("mac", "")).lower() == mac.lower():
+                    self.claimed.add(str(held["id"]))
+                    log.info("address %s given back (endpoint %s)", held["ip"], held["name"])
+                    return {"Address": f"{held['ip']}/{net.prefixlen}", "Data": {}}
+                # Docker makes a new MAC at every start of a container run without
+                # --mac-address (it keeps only a configured one: moby #47233), and
+                # CreateEndpoint must be given the endpoint's: the address stays, on a
+                # new endpoint with this MAC (the name follows at the join).
+                await from_controller(self.deps.controller.delete_container(str(held["id"])))
+                log.info("address %s given back with MAC %s (endpoint %s replaced)",
+                         held["ip"], mac, held["name"])
+                wanted = str(held["ip"])
         ep = await from_controller(self.deps.controller.create_container(
             name=PROVISIONAL_PREFIX + uuid.uuid4().hex[:12], network=str(network["name"]),
             host=self.deps.host, ip=wanted, mac=mac,

@@ -52,7 +52,7 @@ def test_a_restarted_container_keeps_its_address_endpoint_and_name(world: World)
         world.docker["h1"].ctrs.pop("a" * 64)
         out = await world.run_container("h1", "n1", "c1", "a" * 64)
         assert out["address"] == "10.20.0.2/24"
-        assert out["created"] == {"Interface": {"MacAddress": e1.mac}}
+        assert out["created"] == {"Interface": {}}  # Docker's MAC is the endpoint's
         await asyncio.sleep(0.3)
         again = world.inventory.endpoint("c1")
         assert (again.id, again.ip, again.port, again.docker_id) == (e1.id, e1.ip, e1.port,
@@ -99,7 +99,9 @@ def test_a_stale_endpoint_of_the_container_goes_and_its_name_comes_back(world: W
         assert world.ops["h1"].port_ids[e1.port][DOCKER_ENDPOINT_KEY]  # never unplugged
         world.docker["h1"].ctrs.clear()
         world.plugins["h1"] = world._plugin("h1")  # the host's agent started again
-        out = await world.run_container("h1", "n1", "c1", "a" * 64, dep="ep-new")
+        # Docker makes the container a new MAC (one it generated is not kept, moby #47233)
+        out = await world.run_container("h1", "n1", "c1", "a" * 64, dep="ep-new",
+                                        mac="02:42:0a:0b:0c:0d")
         assert out["address"] == "10.20.0.3/24"
         for _ in range(100):
             if world.inventory.index.endpoint("c1") and \
@@ -109,6 +111,28 @@ def test_a_stale_endpoint_of_the_container_goes_and_its_name_comes_back(world: W
         [only] = world.inventory.endpoints()
         assert (only.name, only.docker_id, str(only.ip)) == ("c1", "a" * 64, "10.20.0.3")
         assert e1.port not in world.ops["h1"].port_ids
+    run(go())
+
+
+def test_a_held_address_comes_back_with_the_new_mac_docker_made(world: World):
+    """Docker generates a new MAC at every start of a container run without
+    --mac-address: the address comes back on an endpoint with that MAC (CreateEndpoint
+    must be given the endpoint's MAC), and the name follows."""
+    async def go():
+        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+        await world.run_container("h1", "n1", "c1", "a" * 64)
+        e1 = await named(world, "c1")
+        await stop(world, "h1", "a" * 64, str(e1.ip))
+        world.docker["h1"].ctrs.pop("a" * 64)
+        out = await world.run_container("h1", "n1", "c1", "a" * 64, mac="02:42:01:02:03:04")
+        assert out["address"] == f"{e1.ip}/24"
+        assert out["created"] == {"Interface": {}}
+        for _ in range(100):
+            if world.inventory.index.endpoint("c1"):
+                break
+            await asyncio.sleep(0.05)
+        [only] = world.inventory.endpoints()
+        assert (only.name, only.ip, only.mac) == ("c1", e1.ip, "02:42:01:02:03:04")
     run(go())
 
 
