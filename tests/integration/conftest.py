@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 # test_*_on_etcd.py run again on etcd) is importable however pytest was started.
 sys.path.append(str(Path(__file__).parents[2]))
 
-from testbed import Testbed, cleanup_leftovers, skip_reason
+from testbed import Testbed, TestbedError, cleanup_leftovers, skip_reason
+from testbed.docker import Dockerd, missing_docker
 
 INTEGRATION_DIR = Path(__file__).parent
 
@@ -82,3 +84,42 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 with contextlib.suppress(Exception):
                     report.sections.append(("testbed logs", value.log_tails()))
     return report
+
+
+@dataclass
+class DockerLab:
+    """Three testbed hosts; h1 and h2 each run their own dockerd (own data root, the
+    busybox image imported), h3 has no Docker."""
+
+    tb: Testbed
+    d1: Dockerd
+    d2: Dockerd
+
+
+@pytest.fixture(scope="module")
+def docker_lab() -> Iterator[DockerLab]:
+    """A DockerLab per module (test_docker.py, test_docker_options.py)."""
+    require_testbed()
+    missing = missing_docker()
+    if missing:
+        pytest.skip(reason="Docker tests need: " + "; ".join(missing))
+    tb = Testbed(["h1", "h2", "h3"], docker_hosts=["h1", "h2"], idle_timeout=3)
+    dockerds: list[Dockerd] = []
+    try:
+        tb.start()
+        for name in ("h1", "h2"):
+            d = Dockerd(tb, name)
+            dockerds.append(d)
+            try:
+                d.start()
+            except TestbedError as exc:
+                pytest.skip(reason=f"dockerd cannot start here: {exc}")
+            d.import_image()
+        yield DockerLab(tb, dockerds[0], dockerds[1])
+    finally:
+        for d in dockerds:
+            try:
+                d.close()
+            except Exception as exc:  # teardown goes on
+                print(f"dockerd teardown: {exc}", file=sys.stderr)
+        tb.close()

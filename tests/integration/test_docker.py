@@ -11,52 +11,18 @@ from __future__ import annotations
 import itertools
 import re
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from conftest import require_testbed
-from testbed import BIN_DIR, Testbed, TestbedError, tail
-from testbed.docker import Dockerd, missing_docker
+from conftest import DockerLab as Lab
+from testbed import BIN_DIR, Testbed, tail
 
 NET = ["-d", "daolinet", "--ipam-driver", "daolinet"]
 
 
-@dataclass
-class Lab:
-    tb: Testbed
-    d1: Dockerd
-    d2: Dockerd
-
-
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    require_testbed()
-    missing = missing_docker()
-    if missing:
-        pytest.skip(reason="Docker tests need: " + "; ".join(missing))
-    tb = Testbed(["h1", "h2", "h3"], docker_hosts=["h1", "h2"], idle_timeout=3)
-    dockerds: list[Dockerd] = []
-    try:
-        tb.start()
-        for name in ("h1", "h2"):
-            d = Dockerd(tb, name)
-            dockerds.append(d)
-            try:
-                d.start()
-            except TestbedError as exc:
-                pytest.skip(reason=f"dockerd cannot start here: {exc}")
-            d.import_image()
-        yield Lab(tb, dockerds[0], dockerds[1])
-    finally:
-        for d in dockerds:
-            try:
-                d.close()
-            except Exception as exc:  # teardown goes on
-                print(f"dockerd teardown: {exc}", file=sys.stderr)
-        tb.close()
+def lab(docker_lab: Lab) -> Lab:
+    return docker_lab  # conftest.py: h1 and h2 with their own dockerd, h3 without
 
 
 def _ports(tb: Testbed, host: str) -> list[str]:
