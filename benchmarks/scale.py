@@ -196,7 +196,9 @@ async def daolinet_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         switches = [SimSwitch(d, p, tracker, ctls.targets, switch_tls(ca, h))
                     for d, p, h in zip(fabric.dpids, ports, fabric.hosts, strict=True)]
         by_dpid.update((s.dpid, s) for s in switches)
-        agents = [SimAgent(h, [c.url for c in ctls.all], ctl.token, args.ack_delay)
+        # under TLS each agent presents its host's certificate, as a real agent does
+        agents = [SimAgent(h, [c.url for c in ctls.all], ctl.token, args.ack_delay,
+                           switch_tls(ca, h))
                   for h in fabric.hosts]
         t0 = time.monotonic()
         await asyncio.gather(*(s.connect() for s in switches))

@@ -2,10 +2,11 @@
 """What TLS costs: the hot-plug benchmark's first-packet overhead and setup rate
 (benchmarks/hotplug.py) with TLS on against plaintext, in one run, interleaved.
 
-Two namespace testbeds run side by side: one with `tls=True` (the switches connect
-over TLS with their host's certificate and the controller requires it; tests/pki.py)
-and one without.  Each round measures both, in alternating order (plain then TLS,
-then TLS then plain...), on new containers: the first-packet overhead over N*N fresh
+Two namespace testbeds run side by side: one with `tls=True` (the API and the agent
+streams over HTTPS/WSS and the switches over TLS, each host with its own certificate,
+which the controller requires; tests/pki.py) and one with `--insecure-plaintext`.
+Each round measures both, in alternating order (plain then TLS, then TLS then
+plain...), on new containers: the first-packet overhead over N*N fresh
 cross-host pairs, then the setup rate of M new containers on one host.  So the
 machine's noise falls on both alike.  Prints the medians per mode and the median of
 the rounds' differences, against the bounds of the issue (TLS: at most 10 % of the

@@ -31,6 +31,7 @@ from controller.api.limits import BodyLimits
 from controller.api.routes import exports as exports_api
 from controller.api.routes import live, stream
 from controller.api.routes import liveness as liveness_api
+from controller.api.tlsscope import TlsH11Protocol, TlsWebSocketsProtocol
 from controller.cliutil import run_app
 from controller.cluster.exports import Exporter
 from controller.cluster.leases import (
@@ -58,7 +59,13 @@ from controller.store.base import StoreError
 from controller.store.etcd.client import EtcdTLS
 from controller.store.url import open_store
 from controller.trust.revocation import REVOKED, Revocations
-from controller.trust.tls import TlsFiles, build_client_context, shared_ca
+from controller.trust.tls import (
+    ClientContext,
+    ServerContext,
+    TlsFiles,
+    build_client_context,
+    shared_ca,
+)
 
 log = logging.getLogger("daolinet.controller")
 
@@ -133,6 +140,9 @@ def main(
     tls_ca: Annotated[Path | None, option("tls_ca")] = DEFAULTS["tls_ca"],
     tls_cert: Annotated[Path | None, option("tls_cert")] = DEFAULTS["tls_cert"],
     tls_key: Annotated[Path | None, option("tls_key")] = DEFAULTS["tls_key"],
+    insecure_plaintext: Annotated[
+        bool, option("insecure_plaintext")
+    ] = DEFAULTS["insecure_plaintext"],
     etcd_tls_ca: Annotated[Path | None, option("etcd_tls_ca")] = DEFAULTS["etcd_tls_ca"],
     etcd_tls_cert: Annotated[
         Path | None, option("etcd_tls_cert")
@@ -160,9 +170,16 @@ def serve(settings: ControllerSettings) -> None:
         token, readonly_token, agent_token = read_tokens(settings)
         etcd_tls = etcd_tls_of(settings)
         openflow_tls = None
+        api_tls: ServerContext | None = None
+        replica_tls: ClientContext | None = None
         if settings.tls_ca and settings.tls_cert and settings.tls_key:
+            files = TlsFiles(settings.tls_ca, settings.tls_cert, settings.tls_key)
             # Refuse to start with files that do not load.
             server_context(settings.tls_ca, settings.tls_cert, settings.tls_key)
+            # The API's (HTTPS, client certificates optional and verified) and this
+            # replica's as a client of the others' APIs: both pick up renewed files.
+            api_tls = ServerContext(files)
+            replica_tls = ClientContext(settings.tls_ca, files)
             # A context per switch connection, from the files as they are then: a
             # renewed certificate is used without a restart (connections are rare).
             openflow_tls = partial(
@@ -184,11 +201,11 @@ def serve(settings: ControllerSettings) -> None:
         # Masters spread over the replicas (controller/cluster/masters.py): the leader
         # only assigns the switches; every member masters its share.
         leadership = Lease(backend, record, ttl=settings.lease_ttl, token=token,
-                           on_leader_died=partial(end_membership, backend))
+                           on_leader_died=partial(end_membership, backend), tls=replica_tls)
         masters = Masters(backend, record, leadership, ttl=settings.lease_ttl, token=token,
-                          switches=lambda: {h.dpid for h in index.hosts()})
+                          switches=lambda: {h.dpid for h in index.hosts()}, tls=replica_tls)
         roles = masters.roles
-        exports = partial(Exporter, token=token)
+        exports = partial(Exporter, token=token, tls=replica_tls)
         watchers = {ASSIGNMENT: masters.apply, REACH: masters.apply_reach}
         if revocations is not None:  # another replica's revocations, within the watch's delay
             watchers[REVOKED] = revocations.apply
@@ -219,7 +236,7 @@ def serve(settings: ControllerSettings) -> None:
             switch_packet_in_burst=settings.switch_packet_in_burst,
         ),
         switches=switches,
-        agents=partial(AgentHub, token=token),
+        agents=partial(AgentHub, token=token, tls=replica_tls),
         exports=exports,
         connlog=connlog,
     )
@@ -254,6 +271,9 @@ def serve(settings: ControllerSettings) -> None:
         hub=hub,
         leadership=leadership,
         masters=masters,
+        tls=settings.tls,
+        revocations=revocations,
+        client_tls=replica_tls,
         connlog=connlog,
     )
 
@@ -283,9 +303,7 @@ def serve(settings: ControllerSettings) -> None:
     )
     app.include_router(metrics.router)
     app.include_router(readiness.router)
-    config = uvicorn.Config(
-        app, host=api_host, port=api_port, log_level=settings.log_level, ws="websockets-sansio"
-    )
+    config = api_config(app, api_host, api_port, settings.log_level, api_tls)
     quiet_access_log()  # after uvicorn configured its loggers (controller/logs.py)
     server = uvicorn.Server(config)
     server.run()
@@ -293,6 +311,22 @@ def serve(settings: ControllerSettings) -> None:
     # os-ken's threads do not stop on request; the process is done once the API is.
     sys.stdout.flush()
     os._exit(0 if server.started else 1)
+
+
+def api_config(app: FastAPI, host: str, port: int, log_level: str,
+               tls: ServerContext | None) -> uvicorn.Config:
+    """The API server's configuration: HTTPS with `tls` (a client certificate optional
+    and verified against the CA; the protocols pass it to the routes:
+    controller/api/tlsscope.py), plain HTTP without."""
+    if tls is None:
+        return uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                              ws="websockets-sansio")
+    context = tls.context
+    return uvicorn.Config(
+        app, host=host, port=port, log_level=log_level,
+        http=TlsH11Protocol, ws=TlsWebSocketsProtocol,
+        ssl_context_factory=lambda _config, _default: context,
+    )
 
 
 def connection_log(

@@ -135,13 +135,19 @@ class ControllerSettings(BaseSettings):
     )
     tls_ca: Path | None = Field(
         None, description="the deployment's CA certificate (PEM); with --tls-cert and "
-        "--tls-key: switches connect over TLS with their host's certificate and etcd is "
-        "reached over https (docs/security.md)"
+        "--tls-key: the API and the agent streams are served over HTTPS (hosts and "
+        "replicas present their certificates) and switches connect over TLS with their "
+        "host's certificate (docs/security.md)"
     )
     tls_cert: Path | None = Field(
         None, description="this replica's certificate (PEM, OU=controller)"
     )
     tls_key: Path | None = Field(None, description="this replica's private key (PEM)")
+    insecure_plaintext: bool = Field(
+        False, description="run without --tls-*: the API, the agent streams and OpenFlow "
+        "in plain text, any host may act for any host with the agent token (development "
+        "and tests only; docs/security.md)"
+    )
     etcd_tls_ca: Path | None = Field(
         None, description="the etcd cluster's own CA certificate (PEM), not the "
         "deployment's; with --etcd-tls-cert and --etcd-tls-key: etcd is reached over "
@@ -186,6 +192,15 @@ class ControllerSettings(BaseSettings):
     @model_validator(mode="after")
     def _check_together(self) -> Self:
         self._together("tls_ca", "tls_cert", "tls_key")
+        if self.tls and self.insecure_plaintext:
+            raise ValueError("--insecure-plaintext and --tls-* exclude each other: "
+                             "leave out --insecure-plaintext to serve over TLS")
+        scheme = "https://" if self.tls else "http://"
+        if self.advertise and not self.advertise.startswith(scheme):
+            raise ValueError(
+                f"--advertise {self.advertise}: the API is served over "
+                + ("HTTPS (--tls-* given): give https://HOST:PORT" if self.tls
+                   else "plain HTTP (no --tls-*): give http://HOST:PORT"))
         self._check_etcd_tls()
         for option, target in (("--advertise-openflow", self.advertise_openflow),
                                ("--advertise-openflow-remote", self.advertise_openflow_remote)):
@@ -205,6 +220,13 @@ class ControllerSettings(BaseSettings):
                 "with an etcd store, replicas must be reachable by each other and by the "
                 "switches: give --advertise URL and --advertise-openflow ssl:IP:PORT "
                 "(or listen on a specific address)"
+            )
+        if not self.tls and not self.insecure_plaintext:
+            raise ValueError(
+                "give --tls-ca, --tls-cert and --tls-key (the API, the agent streams and "
+                "OpenFlow over TLS; docs/security.md), or --insecure-plaintext to run "
+                "them in plain text (development only: anyone on the network may act "
+                "as any host)"
             )
         return self
 
@@ -251,7 +273,7 @@ class ControllerSettings(BaseSettings):
     def api_url(self) -> str | None:
         """The API URL others reach this replica at (None: nobody can know it)."""
         host, port = self.api_address
-        return advertised(self.advertise, host, port, "http://")
+        return advertised(self.advertise, host, port, "https://" if self.tls else "http://")
 
     @property
     def tls(self) -> bool:

@@ -104,9 +104,11 @@ def validated(model: type[S], **values: Any) -> S:
 @app.command()
 def agent(
     controller: Annotated[str, option(AgentConfig, "controller")],
-    token_file: Annotated[Path, option(AgentConfig, "token_file", "--token-file")],
     host: Annotated[str, option(AgentConfig, "host", "--host")],
     ovsdb: Annotated[str, option(AgentConfig, "ovsdb")],
+    token_file: Annotated[
+        Path | None, option(AgentConfig, "token_file", "--token-file")
+    ] = None,
     bridge: Annotated[str, option(AgentConfig, "bridge")] = default(AgentConfig, "bridge"),
     address: Annotated[str | None, option(AgentConfig, "address")] = None,
     socket: Annotated[Path, option(AgentConfig, "socket", "--socket")] = Path(DEFAULT_SOCKET),

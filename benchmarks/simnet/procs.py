@@ -8,6 +8,7 @@ import asyncio
 import os
 import secrets
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -111,7 +112,11 @@ class Controller(Proc):
             token_file.write_text(self.token + "\n")
             token_file.chmod(0o600)
         self.store = workdir / "store.db"
-        self.url = f"http://127.0.0.1:{self.api_port}"
+        # HTTPS with the deployment's CA (the API verifies hosts' and replicas'
+        # certificates; this client, an operator, uses the admin token)
+        self.url = f"{'https' if ca else 'http'}://127.0.0.1:{self.api_port}"
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca.cert_file)) if ca else True)
         launch = (["-m", "benchmarks.simnet.sampler", str(profile), "--"] if profile
                   else ["-c", "from controller.main import run; run()"])
         tls: list[str] = []
@@ -132,7 +137,8 @@ class Controller(Proc):
             sys.executable, *launch,
             "--store", store_url or f"sqlite:///{self.store}", "--token-file", str(token_file),
             "--api", f"127.0.0.1:{self.api_port}", "--openflow", f"127.0.0.1:{self.of_port}",
-            "--idle-timeout", str(idle_timeout), "--log-level", "warning", *replica, *tls,
+            "--idle-timeout", str(idle_timeout), "--log-level", "warning", *replica,
+            *(tls or ["--insecure-plaintext"]),
         ]
         super().__init__(argv, workdir / f"{name}.log")
         self.headers = {"Authorization": f"Bearer {self.token}"}
@@ -140,7 +146,8 @@ class Controller(Proc):
     def wait_ready(self, timeout: float = 600) -> float:
         """Seconds from the start until the API answers and OpenFlow listens."""
         deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.url, headers=self.headers, timeout=5) as client:
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=5,
+                          verify=self.verify) as client:
             while time.monotonic() < deadline:
                 assert self.popen is not None
                 if self.popen.poll() is not None:
@@ -156,13 +163,14 @@ class Controller(Proc):
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         r = httpx.request(method, self.url + "/api/v1" + path, json=body,
-                          headers=self.headers, timeout=120)
+                          headers=self.headers, timeout=120, verify=self.verify)
         r.raise_for_status()
         return r.json()
 
     def metrics(self) -> dict[str, float]:
         """The /metrics values by name; a labelled series is summed over its labels."""
-        text = httpx.get(self.url + "/metrics", headers=self.headers, timeout=60).text
+        text = httpx.get(self.url + "/metrics", headers=self.headers, timeout=60,
+                         verify=self.verify).text
         out: dict[str, float] = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):
@@ -175,7 +183,7 @@ class Controller(Proc):
         """POST every body, `parallel` requests at a time; the first refusal raises."""
         queue = iter(bodies)
         async with httpx.AsyncClient(base_url=self.url + "/api/v1", headers=self.headers,
-                                     timeout=120) as client:
+                                     timeout=120, verify=self.verify) as client:
             async def worker() -> None:
                 for body in queue:
                     r = await client.post(path, json=body)

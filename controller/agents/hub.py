@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ from controller.agents.messages import (
 from controller.datapath.effects import KernelRouteDelta
 from controller.datapath.runtime import DatapathRuntime
 from controller.desired.models import Host, NatRule
+from controller.trust.tls import ClientContext
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +69,15 @@ class CommandError(Exception):
 
 
 class AgentHub:
-    def __init__(self, runtime: DatapathRuntime, *, token: str = "") -> None:
-        """`token`: the API token, for commands through other replicas.  Made with
+    def __init__(self, runtime: DatapathRuntime, *, token: str = "",
+                 tls: ClientContext | None = None) -> None:
+        """`token`: the API token, for commands through other replicas (`tls`: our
+        replica certificate, which they require under TLS).  Made with
         the runtime (its `agents` factory); the event loop of the streams is the
         API server's, known once the first stream opens (`open`)."""
         self.runtime = runtime
         self.replica_token = token
+        self.replica_tls = tls
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
@@ -172,7 +177,9 @@ class AgentHub:
             raise CommandError(f"no controller replica masters host {host} now")
         body = {"host": host, "op": op, "args": args, "timeout": timeout}
         try:
-            async with httpx.AsyncClient(timeout=timeout + 5) as client:
+            verify: ssl.SSLContext | bool = (self.replica_tls.refresh()
+                                             if self.replica_tls is not None else True)
+            async with httpx.AsyncClient(timeout=timeout + 5, verify=verify) as client:
                 answer = await client.post(
                     url.rstrip("/") + AGENT_COMMAND_PATH, json=body,
                     headers={"Authorization": f"Bearer {self.replica_token}"},

@@ -67,6 +67,7 @@ def create_app(
         firewalls.router,
         trace.router,
         replicas.router,
+        hosts.revocations_router,
     )
     for router in own:
         app.include_router(router, prefix=API_PREFIX)

@@ -24,6 +24,8 @@ from controller.connlog.log import ConnectionLog
 from controller.datapath.needs import Needs
 from controller.datapath.runtime import ImportWait
 from controller.datapath.state import Counters
+from controller.trust.revocation import Revocations
+from controller.trust.tls import ClientContext
 
 if TYPE_CHECKING:
     from controller.desired.inventory import Inventory
@@ -90,6 +92,14 @@ class ApiContext:
     masters: Masters | None = None
     # Switch connections refused, by reason (controller/openflow/admission.py).
     switch_refusals: Callable[[], dict[str, int]] = dict
+    # The API serves HTTPS (--tls-*): hosts and replicas present their certificates,
+    # the agent token may only read (controller/api/auth.py).
+    tls: bool = False
+    # The revoked credentials (None: no TLS, nothing to revoke).
+    revocations: Revocations | None = None
+    # The context of this replica's calls to the other replicas' APIs (its replica
+    # certificate; None: plain HTTP).
+    client_tls: ClientContext | None = None
     # The connection log (controller/connlog/; None: off, GET /connections answers 404).
     connlog: ConnectionLog | None = None
 

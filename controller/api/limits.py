@@ -63,12 +63,13 @@ class BodyTooLarge(Exception):
     """Raised to the route reading a body past its cap (never reaches a client)."""
 
 
-# headers -> why they carry no valid credential, None if they do (controller/api/auth.py)
-Unauthenticated = Callable[[Headers], str | None]
+# scope -> the status and why it carries no valid credential (401, or 403 for a
+# revoked certificate), None if it carries one (controller/api/auth.py)
+Unauthenticated = Callable[[Scope], tuple[int, str] | None]
 
 
 class LimitBodies:
-    """The ASGI middleware; `unauthenticated` says why a request's headers carry no
+    """The ASGI middleware; `unauthenticated` says why a request carries no
     valid credential, None if they carry one (any role: the routes check the role)."""
 
     def __init__(
@@ -87,9 +88,11 @@ class LimitBodies:
         if not length and "transfer-encoding" not in headers:
             await self.app(scope, receive, send)  # no body to guard
             return
-        refusal = self.unauthenticated(headers)
+        refusal = self.unauthenticated(scope)
         if refusal is not None:
-            await _refuse(scope, receive, send, 401, refusal, {"WWW-Authenticate": "Bearer"})
+            code, detail = refusal
+            await _refuse(scope, receive, send, code, detail,
+                          {"WWW-Authenticate": "Bearer"} if code == 401 else None)
             return
         method, path = scope["method"], scope["path"]
         cap, option = self.limits.cap(method, path)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
+from controller.api.auth import RequireCredentialUnderTls
 from controller.api.deps import Ctx, RuntimeView
 from controller.cluster.roles import Roles
 from controller.connlog.log import ConnectionLog
@@ -134,6 +135,9 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-@router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+# Under TLS a credential (docs/security.md, "Endpoints and tokens"): the figures name
+# every host and how busy it is.
+@router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False,
+            dependencies=[RequireCredentialUnderTls])
 def metrics(ctx: Ctx) -> str:
     return render(ctx.runtime, ctx.roles, ctx.leads(), ctx.switch_refusals(), ctx.connlog)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import ssl
 import threading
 import time
 from typing import Any
@@ -19,6 +20,7 @@ import httpx
 
 from controller.datapath.needs import NeedsExport
 from controller.datapath.runtime import DatapathRuntime
+from controller.trust.tls import ClientContext
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,11 @@ def export_body(sender: str, export: NeedsExport) -> dict[str, Any]:
 class Exporter:
     """The runtime's way to other replicas (made by its `exports` factory)."""
 
-    def __init__(self, runtime: DatapathRuntime, token: str) -> None:
+    def __init__(self, runtime: DatapathRuntime, token: str,
+                 tls: ClientContext | None = None) -> None:
         self.runtime = runtime
         self.token = token
+        self.tls = tls  # our replica certificate: the receiver requires it under TLS
         self._lock = threading.Lock()
         self._queues: dict[str, queue.SimpleQueue[tuple[str, NeedsExport]]] = {}
         self.sent = 0
@@ -59,7 +63,8 @@ class Exporter:
         q.put((sender, export))
 
     def _drain(self, host: str, q: queue.SimpleQueue[tuple[str, NeedsExport]]) -> None:
-        with httpx.Client(timeout=EXPORT_TIMEOUT) as client:
+        verify: ssl.SSLContext | bool = self.tls.refresh() if self.tls is not None else True
+        with httpx.Client(timeout=EXPORT_TIMEOUT, verify=verify) as client:
             while True:
                 sender, export = q.get()
                 ok = self._post(client, sender, export)

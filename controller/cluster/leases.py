@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosedError, WebSocketException
 from websockets.sync.client import connect as ws_connect
 
 from controller.store.base import Leadership, Store, StoreError
+from controller.trust.tls import ClientContext
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class Lease:
         standalone: bool = False,
         key: str = "leader",
         on_leader_died: Callable[[str], None] = lambda name: None,
+        tls: ClientContext | None = None,
     ) -> None:
         """`token`: the API token; with it, a follower holds the leader's liveness
         stream and ends the leadership of a leader whose process died.
@@ -138,7 +140,8 @@ class Lease:
         `key`: the store key held ("leader"; "member/NAME" for a replica's membership,
         controller/cluster/masters.py).  `on_leader_died`: called with the name of a
         leader whose process died, once its leadership ended (with spread masters,
-        its membership ends too: controller/cluster/masters.py, `end_membership`)."""
+        its membership ends too: controller/cluster/masters.py, `end_membership`).
+        `tls`: this replica's certificate for the other replicas' APIs (https)."""
         self.store = store
         self.key = key
         self.what = "leadership" if key == "leader" else "membership"
@@ -150,6 +153,7 @@ class Lease:
         self.on_elected = on_elected
         self.on_deposed = on_deposed
         self.token = token
+        self.tls = tls
         self.standalone = standalone
         self._lock = threading.Lock()
         self._lease: Leadership | None = None
@@ -317,7 +321,7 @@ class Lease:
             with self._lock:
                 return self._generation == generation and self._lease is None
 
-        return stream_died(api, self.token or "", self._stop, still_following)
+        return stream_died(api, self.token or "", self._stop, still_following, tls=self.tls)
 
 
 def stream_died(
@@ -326,19 +330,22 @@ def stream_died(
     stop: threading.Event,
     still_relevant: Callable[[], bool],
     path: str | None = None,
+    tls: ClientContext | None = None,
 ) -> bool:
     """Hold a replica's liveness stream (`path`, default the leader's) while
     `still_relevant()`; True when it broke without a close frame (the process is
     gone: its kernel closed the connection).  A refused or silent connection proves
-    nothing (a starting API, a partition): the lease decides."""
+    nothing (a starting API, a partition): the lease decides.  `tls`: our replica
+    certificate, which the other replica requires under TLS (wss)."""
     parts = urlsplit(api)
     scheme = "wss" if parts.scheme == "https" else "ws"
     url = urlunsplit(
         (scheme, parts.netloc, parts.path.rstrip("/") + (path or ALIVE_PATH), "", "")
     )
     try:
+        context = tls.refresh() if tls is not None and scheme == "wss" else None
         with ws_connect(url, additional_headers={"Authorization": f"Bearer {token}"},
-                        open_timeout=1.0, close_timeout=0.5, ping_interval=None) as ws:
+                        ssl=context, open_timeout=1.0, close_timeout=0.5, ping_interval=None) as ws:
             while not stop.is_set():
                 ws.recv(timeout=3.0)
                 if not still_relevant():

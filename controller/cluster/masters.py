@@ -31,6 +31,7 @@ from controller.cluster.assignment import assign
 from controller.cluster.leases import MEMBER_ALIVE_PATH, Lease, stream_died
 from controller.cluster.roles import Roles
 from controller.store.base import Store, StoreError
+from controller.trust.tls import ClientContext
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,14 @@ class Masters:
         ttl: float = 2.0,
         token: str | None = None,
         process: str | None = None,
+        tls: ClientContext | None = None,
     ) -> None:
         """`leadership`: the lease of the leader key (the leader assigns);
         `switches`: the dpids of the registered hosts.  Our roles (`roles`) follow
         every newer assignment and our membership; the switches connected to us,
         as the roles count them, are reported to the store (kind REACH) for the
         leader's assignment.  `process`: this process's id (default: a new random
-        one)."""
+        one); `tls`: our replica certificate for the members' liveness streams."""
         # replica -> (the process that reported, None if not said; the switches)
         self._reach: dict[str, tuple[str | None, set[int]]] = {}
         self._reported: set[int] | None = None
@@ -85,6 +87,7 @@ class Masters:
         self.leadership = leadership
         self.switches = switches
         self.token = token
+        self.tls = tls  # our replica certificate for the members' liveness streams
         self.roles = Roles(self.name, lease_valid=lambda: self.is_member,
                            member_api=self.member_api)
         self.membership = Lease(
@@ -244,7 +247,8 @@ class Masters:
                 if not api or not self.token:
                     return
                 if stream_died(str(api), self.token, self._stop,
-                               lambda: self.leadership.held, MEMBER_ALIVE_PATH):
+                               lambda: self.leadership.held, MEMBER_ALIVE_PATH,
+                               tls=self.tls):
                     try:
                         ended = self.store.end_leadership(generation, f"member/{name}")
                     except StoreError as exc:

@@ -26,11 +26,22 @@ def _tls() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+@functools.cache
+def _tls_of_ca(ca: str) -> ssl.SSLContext:
+    """A context trusting only the deployment's CA (`--ca`), which signs the
+    controller's certificate; CliError naming the file that does not load."""
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"cannot load the CA certificate --ca {ca}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Client:
     url: str
     token: str | None
     timeout: float = TIMEOUT
+    ca: str | None = None  # the deployment's CA certificate (PEM): verifies an https API
 
     def request(
         self,
@@ -47,7 +58,8 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token}"
         target = self.url.rstrip("/") + API_PREFIX + path
         try:
-            with httpx.Client(timeout=timeout or self.timeout, verify=_tls()) as http:
+            verify = _tls_of_ca(self.ca) if self.ca else _tls()
+            with httpx.Client(timeout=timeout or self.timeout, verify=verify) as http:
                 response = http.request(method, target, json=body, params=params, headers=headers)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise CliError(f"invalid API URL {self.url!r}: {exc}") from None

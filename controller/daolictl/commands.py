@@ -1,6 +1,7 @@
 """daolictl: the operator CLI, a client of the controller's REST API.
 
-    export DAOLINET_URL=http://controller:8080 DAOLINET_TOKEN=...
+    export DAOLINET_URL=https://controller:8080 DAOLINET_TOKEN=... \
+           DAOLINET_CA=/etc/daolinet/pki/ca.crt
     daolictl network create web 10.1.0.0/24
     daolictl container list --host h1
     daolictl route list --json
@@ -66,8 +67,14 @@ def main(
         str | None,
         typer.Option("--token", envvar="DAOLINET_TOKEN", help="API bearer token."),
     ] = None,
+    ca: Annotated[
+        str | None,
+        typer.Option("--ca", envvar="DAOLINET_CA",
+                     help="The deployment's CA certificate (PEM), which verifies an https "
+                     "controller (default: the system's CAs)."),
+    ] = None,
 ) -> None:
-    ctx.obj = Client(url=url, token=token)
+    ctx.obj = Client(url=url, token=token, ca=ca)
 
 
 def run() -> None:

@@ -19,6 +19,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from controller.trust.tls import ClientContext, TlsFiles
 from hostnet.agent.client import ControllerClient, ControllerError, controller_urls, stream_url
 from hostnet.agent.commands import Commands
 from hostnet.agent.config import AgentConfig, AgentStartupError, read_token
@@ -109,13 +110,21 @@ class Agent:
         return removed
 
     async def startup(self) -> socket.socket:
-        token = read_token(self.cfg.token_file)
+        token = read_token(self.cfg.token_file) if self.cfg.token_file is not None else None
         try:
             for url in controller_urls(self.cfg.controller):
                 stream_url(url, self.cfg.host)
         except ValueError as exc:
             raise AgentStartupError(str(exc)) from exc
-        client = self.client = ControllerClient(self.cfg.controller, token)
+        tls = None
+        if self.cfg.tls_ca and self.cfg.tls_cert and self.cfg.tls_key:
+            # HTTPS and WSS to the controller with this host's certificate
+            try:
+                tls = ClientContext(self.cfg.tls_ca, TlsFiles(self.cfg.tls_ca, self.cfg.tls_cert,
+                                                              self.cfg.tls_key))
+            except (OSError, ValueError) as exc:
+                raise AgentStartupError(f"controller TLS: {exc}") from None
+        client = self.client = ControllerClient(self.cfg.controller, token, tls=tls)
         registrar = self.registrar = Registrar(
             self.cfg, client, self.ovs, self.datapath_type, self.tunnel,
             host_exec=self._host_exec,

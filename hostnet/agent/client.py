@@ -1,4 +1,6 @@
-"""The agent's HTTP client of the controller's REST API (bearer token)."""
+"""The agent's HTTP client of the controller's REST API: over HTTPS with the host's
+certificate (`tls`; the controller derives the host from it), else the bearer
+token (development, a controller run with --insecure-plaintext)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from controller.trust.tls import ClientContext
 
 API = "/api/v1"
 
@@ -142,18 +146,23 @@ class ControllerClient:
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | None,
         *,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        tls: ClientContext | None = None,
     ) -> None:
+        """`tls`: the deployment's CA (verifies the controller) and this host's
+        certificate (presented to it), reloaded when renewed."""
         self.urls = controller_urls(base_url)
         self._current = 0
         self.token = token
+        self.tls = tls
         self._http = httpx.AsyncClient(
-            headers={"Authorization": f"Bearer {token}"},
+            headers=bearer(token),
             timeout=timeout,
             transport=transport,
+            verify=tls.context if tls is not None else True,
         )
 
     @property
@@ -181,6 +190,8 @@ class ControllerClient:
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         resp: httpx.Response | None = None
         failures: list[str] = []
+        if self.tls is not None:
+            self.tls.refresh()  # a renewed certificate, for the next connection
         for _ in self.urls:
             url = self.base_url
             try:
@@ -325,3 +336,9 @@ class ControllerClient:
         if not isinstance(body, list):
             raise ControllerError(502, "unexpected answer to GET /firewalls/ports")
         return [p for p in body if isinstance(p, dict)]
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    """The Authorization header of `token`; none without one (under TLS the host's
+    certificate names the caller)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}

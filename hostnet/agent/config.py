@@ -36,7 +36,10 @@ class AgentConfig(BaseSettings):
         description="Controller base URL, e.g. http://10.0.0.1:8080; replicas comma-separated "
         "(http://10.0.0.1:8080,http://10.0.0.2:8080): the agent uses the leader."
     )
-    token_file: Path = Field(description="File holding the API bearer token.")
+    token_file: Path | None = Field(
+        None, description="File holding the API bearer token (the agent token); needed "
+        "only without --tls-*: under TLS the host's certificate is its credential."
+    )
     host: str = Field(description="This host's name in daolinet.")
     ovsdb: str = Field(description="OVSDB target, e.g. unix:/run/openvswitch/db.sock.")
     bridge: str = Field("br-dl", description="OVS bridge name.")
@@ -67,7 +70,8 @@ class AgentConfig(BaseSettings):
     )
     tls_ca: Path | None = Field(
         None, description="The deployment's CA certificate (PEM); with --tls-cert and "
-        "--tls-key: the switch connects to the controller over TLS (ssl: targets) with "
+        "--tls-key: the agent reaches the controller's API and stream over HTTPS (https:// "
+        "--controller URLs) and the switch connects over TLS (ssl: targets), both with "
         "this host's certificate."
     )
     tls_cert: Path | None = Field(None, description="This host's certificate (PEM, OU=host).")
@@ -99,6 +103,16 @@ class AgentConfig(BaseSettings):
         if given and len(given) != 3:
             raise ValueError("--tls-ca, --tls-cert and --tls-key go together (given: "
                              + ", ".join("--" + f.replace("_", "-") for f in given) + ")")
+        if not given and self.token_file is None:
+            raise ValueError("--token-file: needed without --tls-* (a controller run with "
+                             "--insecure-plaintext takes the agent token)")
+        if given:
+            plain = [u for u in self.controller.split(",")
+                     if not u.strip().lower().startswith("https://")]
+            if plain:
+                raise ValueError(
+                    f"--controller {plain[0].strip()}: with --tls-* the controller's API "
+                    "is HTTPS: give https://HOST:PORT")
         return self
 
     @property

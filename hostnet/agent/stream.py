@@ -36,7 +36,7 @@ from controller.agents.messages import (
     NatMessage,
     named_master,
 )
-from hostnet.agent.client import ControllerClient, ControllerError, stream_url
+from hostnet.agent.client import ControllerClient, ControllerError, bearer, stream_url
 from hostnet.agent.commands import Commands
 from hostnet.agent.registration import BACKOFF_MIN, Registrar, next_backoff
 from hostnet.agent.tunnel import Tunnel
@@ -190,7 +190,8 @@ class Stream:
             except asyncio.CancelledError:
                 raise
             except InvalidStatus as exc:
-                log.warning("stream refused: HTTP %s", exc.response.status_code)
+                log.warning("stream refused by %s: HTTP %s%s", self.client.base_url,
+                            exc.response.status_code, refusal_detail(exc.response.body))
             except ConnectionClosedError as exc:
                 reason = exc.rcvd.reason if exc.rcvd is not None else ""
                 code = exc.rcvd.code if exc.rcvd is not None else None
@@ -245,13 +246,16 @@ class Stream:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=pause)
 
-    def _connect(self, token: str) -> None:
+    def _connect(self, token: str | None) -> None:
         """One stream connection (route thread); `_received` says whether it delivered
         a message (read by `run` however the connection ended)."""
         url = stream_url(self.client.base_url, self.host)
+        tls = self.client.tls
         with sync_connect(
             url,
-            additional_headers={"Authorization": f"Bearer {token}"},
+            additional_headers=bearer(token),
+            # wss: the host's certificate, which names the host whose stream this is
+            ssl=tls.refresh() if tls is not None and url.startswith("wss:") else None,
             open_timeout=10,
             ping_interval=20,
             ping_timeout=20,
@@ -293,3 +297,13 @@ class Stream:
         reply = await self.commands.run(cmd)
         with contextlib.suppress(WebSocketException, OSError):
             await in_thread(None, ws.send, json.dumps(reply.wire()))
+
+
+def refusal_detail(body: bytes | bytearray | None) -> str:
+    """`: <detail>` of a refused stream's JSON answer (the controller names why:
+    another host's stream, a revoked certificate), or ""."""
+    try:
+        detail = json.loads(bytes(body or b"")).get("detail")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {detail}" if isinstance(detail, str) else ""

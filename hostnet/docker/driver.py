@@ -151,8 +151,9 @@ class NetworkDriver:
                     await self.deps.controller.delete_network(str(other["name"]))
                     log.info("network %s (%s) deleted", other["name"], net)
                 except ControllerError as exc:
-                    # 409: containers of other hosts still use it; it stays.
-                    if exc.status not in (404, 409):
+                    # 409: containers of other hosts still use it; 403: a host may not
+                    # delete networks under TLS (an operator does); it stays.
+                    if exc.status not in (403, 404, 409):
                         raise PluginError(exc.detail) from exc
                     log.info("network %s kept: %s", other["name"], exc.detail)
         return {}

@@ -57,6 +57,7 @@ class Controller:
             str(BIN_DIR / "daolinet-controller"), "--store", store_url,
             "--token-file", str(self.token_file),
             "--api", f"127.0.0.1:{self.api_port}", "--openflow", f"127.0.0.1:{self.of_port}",
+            "--insecure-plaintext",  # what is killed here is the store, not the channels
         ]
         if replicated:
             self.cmd += ["--replica", "c0", "--advertise", self.url,

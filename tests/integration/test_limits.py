@@ -92,7 +92,7 @@ def run_controller(workdir: Path, *args: str) -> Iterator[Controller]:
     proc = subprocess.Popen(
         [str(BIN_DIR / "daolinet-controller"), "--store", f"sqlite:///{workdir / 'db'}",
          "--token-file", str(workdir / "token"), "--api", f"127.0.0.1:{api}",
-         "--openflow", f"127.0.0.1:{of}", *args],
+         "--openflow", f"127.0.0.1:{of}", "--insecure-plaintext", *args],
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
     url = f"http://127.0.0.1:{api}"

@@ -42,7 +42,9 @@ def dpid_of(tb: Testbed, host: str) -> int:
 
 
 def metrics(tb: Testbed) -> str:
-    return httpx.get(f"{tb.api_url}/metrics", timeout=5).text
+    # /metrics needs a credential under TLS (docs/security.md)
+    return httpx.get(f"{tb.api_url}/metrics", timeout=5, verify=tb.verify,
+                     headers={"Authorization": f"Bearer {tb.token}"}).text
 
 
 def refused(tb: Testbed) -> dict[str, int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -93,9 +94,19 @@ def tb(lab: Lab) -> Testbed:
 # --------------------------------------------------------------------------- helpers
 
 
-def replica_api(tb: Testbed, i: int, method: str, path: str, **kwargs: Any) -> httpx.Response:
+def replica_api(tb: Testbed, i: int, method: str, path: str, *, as_replica: bool = False,
+                **kwargs: Any) -> httpx.Response:
+    """A request to replica `i` with the admin token; `as_replica`: with a replica's
+    certificate too, as the replica endpoints require under TLS."""
+    verify = tb.verify
+    if as_replica:
+        assert tb.ca is not None
+        own = tb.ca.issue("c-test", "controller", file_stem="test-replica-client")
+        verify = ssl.create_default_context(cafile=str(tb.ca.cert_file))
+        verify.load_cert_chain(own.cert_file, own.key_file)
     return httpx.request(method, f"{tb.replica_url(i)}/api/v1{path}",
-                         headers={"Authorization": f"Bearer {tb.token}"}, timeout=15.0, **kwargs)
+                         headers={"Authorization": f"Bearer {tb.token}"}, timeout=15.0,
+                         verify=verify, **kwargs)
 
 
 def wait_balanced(tb: Testbed, ask: int) -> None:
@@ -201,7 +212,11 @@ def test_masters_are_spread_over_the_replicas(lab: Lab, tb: Testbed) -> None:
             if {r["src_ip"], r["dst_ip"]} == {a1.ip, b1.ip}]
     assert len(rows) == 1 and rows[0]["flows"] == 4, rows
     for i in masters.values():
-        half = replica_api(tb, i, "GET", "/replicas/routes").json()
+        # a replica endpoint: under TLS a replica's certificate, not the admin token
+        refused = replica_api(tb, i, "GET", "/replicas/routes")
+        assert refused.status_code == 403, refused.text
+        assert "needs a replica certificate" in refused.json()["detail"]
+        half = replica_api(tb, i, "GET", "/replicas/routes", as_replica=True).json()
         assert [r["flows"] for r in half if {r["src_ip"], r["dst_ip"]} == {a1.ip, b1.ip}] \
             == [2], (i, half)
     # The first traceroute of a new pair shows all three hops: h2's kernel answers the
@@ -384,7 +399,8 @@ def test_partitioned_master_steps_down_before_another_takes_its_switch(
         new_connection_works(tb, src, dst, timeout=10)
         sent, received = pinger.result()
         assert received == sent, f"established traffic lost {sent - received} of {sent} pings"
-        metrics = httpx.get(f"{tb.replica_url(old)}/metrics", timeout=5).text
+        metrics = httpx.get(f"{tb.replica_url(old)}/metrics", timeout=5, verify=tb.verify,
+                            headers={"Authorization": f"Bearer {tb.token}"}).text
         assert re.search(r"^daolinet_switches_mastered 0$", metrics, re.M), metrics
         assert re.search(r'^daolinet_openflow_refused_total\{kind="slave"\} 0$', metrics,
                          re.M), "the deposed replica tried to write to a switch"

@@ -93,7 +93,8 @@ def test_first_packets_cross_sites_between_two_masters(tb: Testbed, c: dict[str,
     # every replica lists each pair once, with both halves' flows
     for i in range(REPLICAS):
         rows = httpx.get(f"{tb.replica_url(i)}/api/v1/routes", timeout=10,
-                         headers={"Authorization": f"Bearer {tb.token}"}).json()
+                         headers={"Authorization": f"Bearer {tb.token}"},
+                         verify=tb.verify).json()
         pairs = [frozenset((r["src"], r["dst"])) for r in rows]
         for pair in ({"c1", "c2"}, {"d1", "d2"}, {"c1", "c3"}):
             assert pairs.count(frozenset(pair)) == 1, (i, pair, rows)

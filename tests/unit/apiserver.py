@@ -13,22 +13,23 @@ from fastapi import APIRouter
 
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
+from controller.main import api_config
+from controller.trust.tls import ServerContext
 
 
 @contextmanager
 def serve(
-    ctx: ApiContext, routers: Sequence[APIRouter] = (), *, log_level: str = "warning",
-    access_log: bool = False,
+    ctx: ApiContext, routers: Sequence[APIRouter] = (), tls: ServerContext | None = None, *,
+    log_level: str = "warning", access_log: bool = False,
 ) -> Iterator[str]:
-    """Serve the API of `ctx` on a free 127.0.0.1 port; yields its base URL."""
+    """Serve the API of `ctx` on a free 127.0.0.1 port; yields its base URL.  With
+    `tls`, over HTTPS as the controller serves it (controller/main.py, `api_config`)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(ctx, list(routers)), log_level=log_level, lifespan="off",
-        access_log=access_log,
-    )
+    config = api_config(create_app(ctx, list(routers)), "127.0.0.1", port, log_level, tls)
+    config.lifespan, config.access_log = "off", access_log
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -38,7 +39,7 @@ def serve(
             assert time.monotonic() < deadline, "uvicorn did not start"
             assert thread.is_alive(), "uvicorn died"
             time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -22,14 +22,14 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from controller.agents.hub import CommandError
-from controller.api.auth import RequireAdmin
+from controller.api.auth import RequireReplica
 from controller.api.connections import ConnectionQuery, local_page
 from controller.api.deps import Ctx, HubDep, RolesDep, RuntimeDep
 from controller.cluster.exports import EXPORT_TIMEOUT
 from controller.cluster.roles import Roles
 from controller.desired.models import Name
 
-router = APIRouter(dependencies=[RequireAdmin])
+router = APIRouter(dependencies=[RequireReplica])
 
 IPv4 = ipaddress.IPv4Address
 

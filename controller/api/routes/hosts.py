@@ -1,17 +1,36 @@
-"""/api/v1/hosts: host registration (by the agents), listing, and removal (admin)."""
+"""/api/v1/hosts: host registration (by the agents), listing and removal (admin);
+/api/v1/revocations: revoking a host's certificates or one certificate serial, and
+listing them (docs/security.md, "Revocation").
+
+A revocation is written to the store (controller/trust/revocation.py): this
+replica refuses the credential at once, the others within their watch's delay;
+open agent streams and switch connections of a revoked certificate are closed.
+It is never lifted: a new certificate (a new key) is issued instead.  Operators
+only: the admin token or a replica's certificate writes, the read-only token reads.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request, status
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from controller.agents.hub import CommandError
-from controller.api.auth import RequireToken, Role
+from controller.api.auth import (
+    RequireAdmin,
+    RequireToken,
+    Role,
+    act_for,
+    operator_only,
+    request_caller,
+)
 from controller.api.deps import ApiContext, Ctx, HubDep
 from controller.api.schemas import HostIn, HostOut, HostRemovedOut
-from controller.desired.models import Host
+from controller.desired.models import Host, Name
+from controller.trust.revocation import MAX_REASON, Revocation, Revocations, parse_serial
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +86,7 @@ def _out(ctx: ApiContext, request: Request, host: Host) -> HostOut:
 
 @router.post("", summary="Register (or re-register) a host")
 def register_host(body: HostIn, ctx: Ctx, request: Request) -> HostOut:
+    act_for(request, ctx, body.name, "register the record")
     host = ctx.inventory.register_host(
         body.name, body.address, body.site, wg_public_key=body.wg_public_key,
         wg_endpoint=body.wg_endpoint, tunnel_address=body.tunnel_address, relay=body.relay,
@@ -91,12 +111,12 @@ def remove_host(name: str, ctx: Ctx, request: Request, force: bool = False) -> H
     peer, the core forgets its switch and the routes to it, its agent's stream is
     closed.  Only the admin token: an agent token acts for its own host's
     registration, not for taking hosts out of the network."""
-    role = getattr(request.state, "role", None)
-    if role is not Role.ADMIN:
+    caller = request_caller(request, ctx)
+    if caller.role is not Role.ADMIN:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
-            f"the {role.value if role else 'given'} token may not remove a host "
-            f"(DELETE {request.url.path}): use the admin token",
+            f"{caller} may not remove a host (DELETE {request.url.path}): "
+            "use the admin token",
         )
     host, endpoints = ctx.inventory.remove_host(name, force=force)
     if endpoints:
@@ -113,6 +133,7 @@ async def rotate_key(name: str, ctx: Ctx, hub: HubDep, request: Request) -> Host
     """The host's agent generates a new key pair (the private key stays on the host),
     the controller publishes the public key to every peer, and the host switches to
     it half a second later: live connections pause briefly, none is reset."""
+    act_for(request, ctx, name, "rotate the WireGuard key")
     host = ctx.inventory.host(name)
     if host.wg_public_key is None:
         raise HTTPException(409, f"host {name} has no WireGuard interface")
@@ -130,3 +151,69 @@ async def rotate_key(name: str, ctx: Ctx, hub: HubDep, request: Request) -> Host
         # likely means it switches anyway, so the peers must learn the new key.
         log.warning("wg-commit of %s: %s; publishing the new key anyway", name, exc)
     return _out(ctx, request, ctx.inventory.set_host_key(name, key))
+
+
+# --- revocations -------------------------------------------------------------------
+revocations_router = APIRouter(prefix="/revocations", tags=["revocations"],
+                               dependencies=[RequireAdmin])
+
+
+class RevocationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    host: Name | None = Field(default=None, description="Revoke every certificate of this "
+                              "host issued until now")
+    serial: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="Revoke this one certificate (hex, colons allowed)",
+        examples=["3a:5f:09"])
+    reason: Annotated[str, Field(max_length=MAX_REASON)] = ""
+
+    @model_validator(mode="after")
+    def _one(self) -> RevocationIn:
+        if (self.host is None) == (self.serial is None):
+            raise ValueError("give either host or serial")
+        return self
+
+
+class RevocationOut(BaseModel):
+    key: str
+    at: float
+    reason: str
+    host: str | None = None
+    serial: str | None = None
+
+    @classmethod
+    def of(cls, revocation: Revocation) -> RevocationOut:
+        return cls(key=revocation.key, at=revocation.at, reason=revocation.reason,
+                   host=revocation.host,
+                   serial=f"{revocation.serial:x}" if revocation.serial is not None else None)
+
+
+def _revocations(ctx: ApiContext) -> Revocations:
+    if ctx.revocations is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            "this controller runs without TLS (--insecure-plaintext): no caller presents "
+            "a certificate, so there is none to revoke")
+    return ctx.revocations
+
+
+@revocations_router.get("", summary="List the revoked certificates and hosts")
+def list_revocations(ctx: Ctx, request: Request) -> list[RevocationOut]:
+    operator_only(request, ctx, "read the revocations")
+    return [RevocationOut.of(r) for r in _revocations(ctx).list()]
+
+
+@revocations_router.post("", status_code=status.HTTP_201_CREATED,
+                         summary="Revoke a host's certificates or one certificate")
+def revoke(body: RevocationIn, ctx: Ctx) -> RevocationOut:
+    revocations = _revocations(ctx)
+    kwargs: dict[str, Any] = {"reason": body.reason}
+    if body.serial is not None:
+        try:
+            kwargs["serial"] = parse_serial(body.serial)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+    else:
+        kwargs["host"] = body.host
+    return RevocationOut.of(revocations.revoke(**kwargs))

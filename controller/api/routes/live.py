@@ -10,6 +10,7 @@ per pair, its flows counted over both halves; `/replicas/connections`, by time).
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterable
 from typing import Annotated, Any
 
@@ -66,7 +67,10 @@ async def _ask_members(
     ctx: ApiContext, urls: list[str], path: str, params: dict[str, str]
 ) -> list[httpx.Response | BaseException]:
     headers = {"Authorization": f"Bearer {ctx.token}"}
-    async with httpx.AsyncClient(timeout=MEMBER_TIMEOUT) as client:
+    # our replica certificate: the members' replica endpoints require it under TLS
+    verify: ssl.SSLContext | bool = (ctx.client_tls.refresh() if ctx.client_tls is not None
+                                     else True)
+    async with httpx.AsyncClient(timeout=MEMBER_TIMEOUT, verify=verify) as client:
         return await asyncio.gather(
             *(client.get(u.rstrip("/") + path, params=params, headers=headers) for u in urls),
             return_exceptions=True,

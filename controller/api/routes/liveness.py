@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from controller.api.auth import check_token
+from controller.api.auth import refuse_websocket, replica_refusal
 from controller.api.deps import ApiContext, Ctx
-from controller.api.routes.stream import CLOSE_NOT_SERVED_HERE, CLOSE_UNAUTHORIZED
+from controller.api.routes.stream import CLOSE_NOT_SERVED_HERE
 
 ALIVE_EVERY = 0.5  # seconds between the leader's "alive" messages
 
@@ -45,8 +45,9 @@ async def member_alive(websocket: WebSocket, ctx: Ctx) -> None:
 async def _alive(
     websocket: WebSocket, ctx: ApiContext, lasting: Callable[[], bool], what: str
 ) -> None:
-    if not check_token(ctx, websocket.headers.get("authorization")):
-        await websocket.close(code=CLOSE_UNAUTHORIZED, reason="invalid or missing bearer token")
+    refusal = replica_refusal(ctx, websocket.scope, f"the liveness stream of {what}")
+    if refusal is not None:
+        await refuse_websocket(websocket, refusal)
         return
     if not lasting():
         await websocket.close(code=CLOSE_NOT_SERVED_HERE, reason=f"not {what}")

@@ -1,15 +1,25 @@
 """/api/v1/networks: create, list, show, change options, delete.
 
-Host agents may create and delete networks (the Docker network driver does, on
-`docker network create/rm`), but only the admin token may make a network external
-or change its options: external access is policy.
+The Docker network driver of a host creates a network on `docker network create`:
+a host's certificate may (and without TLS the agent token), so Docker users keep
+creating networks on their hosts.  Deleting one is for operators (and without TLS the
+agent token): a network spans hosts, and one host's `docker network rm` must not take
+it from the others (docs/security.md, "Identity per host").  Only operators may make a
+network external or change its options: external access is policy.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from controller.api.auth import RequireAdmin, RequireToken, Role
+from controller.api.auth import (
+    RequireAdmin,
+    RequireNetworkCreator,
+    RequireNetworkWriter,
+    RequireToken,
+    Role,
+    request_caller,
+)
 from controller.api.deps import Ctx
 from controller.api.schemas import NetworkIn, NetworkOut, NetworkPatch
 
@@ -20,13 +30,14 @@ router = APIRouter(prefix="/networks", tags=["networks"])
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a network",
-    dependencies=[RequireToken],
+    dependencies=[RequireNetworkCreator],
 )
 def create_network(body: NetworkIn, ctx: Ctx, request: Request) -> NetworkOut:
-    if body.external and getattr(request.state, "role", None) is not Role.ADMIN:
+    caller = request_caller(request, ctx)
+    if body.external and caller.role not in (Role.ADMIN, Role.REPLICA):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
-            "the agent token may not create an external network (external: true): "
+            f"{caller} may not create an external network (external: true): "
             "use the admin token",
         )
     network = ctx.inventory.create_network(
@@ -60,7 +71,7 @@ def update_network(name: str, body: NetworkPatch, ctx: Ctx) -> NetworkOut:
 @router.delete(
     "/{name}",
     summary="Delete a network (409 while it has containers)",
-    dependencies=[RequireToken],
+    dependencies=[RequireNetworkWriter],
 )
 def delete_network(name: str, ctx: Ctx) -> NetworkOut:
     return NetworkOut.of(ctx.inventory.delete_network(name))

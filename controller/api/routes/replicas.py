@@ -13,17 +13,19 @@ only a replica that is neither leading nor answering on its API may be removed.
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 
 from controller.api.auth import BearerToken, RequireToken, Role
-from controller.api.deps import Ctx
+from controller.api.deps import ApiContext, Ctx
 from controller.api.schemas import ReplicaOut, ReplicasOut
 from controller.cluster.leases import REPLICAS
 from controller.cluster.masters import ASSIGNMENT, ASSIGNMENT_KEY, REACH, parse_assignment
 
 router = APIRouter(prefix="/replicas", tags=["replicas"], dependencies=[RequireToken])
-RequireReplicaAdmin = Depends(BearerToken(frozenset({Role.ADMIN}), "replicas"))
+RequireReplicaAdmin = Depends(BearerToken(frozenset({Role.ADMIN, Role.REPLICA}), "replicas"))
 # How long a replica's API may take to show it is still running.
 LIVENESS_TIMEOUT = 1.0
 
@@ -62,12 +64,15 @@ def list_replicas(ctx: Ctx) -> ReplicasOut:
     )
 
 
-def _running(api: object) -> bool:
+def _running(api: object, ctx: ApiContext) -> bool:
     """Does the replica's advertised API answer /healthz?"""
     if not isinstance(api, str) or not api:
         return False
+    verify: ssl.SSLContext | bool = (ctx.client_tls.refresh() if ctx.client_tls is not None
+                                     else True)
     try:
-        return httpx.get(f"{api.rstrip('/')}/healthz", timeout=LIVENESS_TIMEOUT).status_code == 200
+        return httpx.get(f"{api.rstrip('/')}/healthz", timeout=LIVENESS_TIMEOUT,
+                         verify=verify).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -83,7 +88,7 @@ def remove_replica(name: str, ctx: Ctx) -> Response:
     record = store.get(REPLICAS, name)
     if record is None:
         raise HTTPException(404, f"no replica {name}")
-    if _running(record.get("api")):
+    if _running(record.get("api"), ctx):
         raise HTTPException(
             409, f"replica {name} is running (its API answers at {record.get('api')}): "
             "stop it first")

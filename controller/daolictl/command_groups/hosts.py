@@ -9,7 +9,7 @@ import typer
 
 from controller.daolictl import render
 from controller.daolictl.args import JsonOpt, segment
-from controller.daolictl.client import call
+from controller.daolictl.client import call, fail
 
 app = typer.Typer(help="Registered Docker hosts.", no_args_is_help=True)
 
@@ -70,3 +70,48 @@ def host_remove(
     gone = host.get("removed_containers") or []
     with_containers = f" and its {len(gone)} container(s): {', '.join(gone)}" if gone else ""
     render.say(f"removed host {name}{with_containers}")
+
+
+@app.command("revoke")
+def host_revoke(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(
+        metavar="[HOST]", help="Host whose certificates to revoke (every one issued "
+        "until now).")] = None,
+    serial: Annotated[str | None, typer.Option(
+        "--serial", help="Revoke only this certificate (hex serial, colons allowed).")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept with it).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a host's certificates (or one certificate by --serial): its requests
+    are refused, its agent stream and switch connections closed.  A new certificate
+    (a new key) lets it back."""
+    if (name is None) == (serial is None):
+        fail("give either HOST or --serial")
+    body: dict[str, Any] = {"reason": reason}
+    if serial is not None:
+        body["serial"] = serial
+    else:
+        body["host"] = name
+    revoked = call(ctx, "POST", "/revocations", body=body)
+    if as_json:
+        render.print_json(revoked)
+        return
+    what = f"host {name}" if name is not None else f"certificate serial {revoked.get('serial')}"
+    typer.echo(f"revoked {what}")
+
+
+@app.command("revocations")
+def host_revocations(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the revoked hosts and certificates."""
+    render.print_list(
+        as_json,
+        call(ctx, "GET", "/revocations"),
+        [
+            ("host", "HOST", render.text),
+            ("serial", "SERIAL", render.text),
+            ("at", "AT", render.text),
+            ("reason", "REASON", render.text),
+        ],
+        "no revocations",
+    )

@@ -19,6 +19,7 @@ import re
 import secrets
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -81,6 +82,7 @@ class Controllers:
         self.of_ports: list[int] = []
         self._store_bridges: list[TcpProxy] = []
         self._http: httpx.Client | None = None
+        self._verify: ssl.SSLContext | None = None
         self.ca: TestCA | None = (ca or TestCA(workdir / "pki")) if tls else None
         self.etcd_ca = etcd_ca
 
@@ -100,8 +102,22 @@ class Controllers:
     def log(self) -> Path:
         return self.replica_log(0)
 
+    @property
+    def scheme(self) -> str:
+        """The API's scheme: https with TLS (the controller then serves nothing else)."""
+        return "https" if self.ca else "http"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What a client of the API verifies it with: the testbed's CA under TLS."""
+        if self.ca is None:
+            return True
+        if self._verify is None:
+            self._verify = ssl.create_default_context(cafile=str(self.ca.cert_file))
+        return self._verify
+
     def replica_url(self, i: int) -> str:
-        return f"http://{self._layout.controller_ip}:{self.api_ports[i]}"
+        return f"{self.scheme}://{self._layout.controller_ip}:{self.api_ports[i]}"
 
     def replica_log(self, i: int) -> Path:
         return self._dir / ("controller.log" if i == 0 else f"controller-{i}.log")
@@ -138,7 +154,7 @@ class Controllers:
         hosts of other sites."""
         first = self._hosts[self._layout.host_names[0]]
         if self._layout.wireguard and host.site != first.site:
-            return ",".join(f"http://{first.tunnel}:{p}" for p in self.api_ports)
+            return ",".join(f"{self.scheme}://{first.tunnel}:{p}" for p in self.api_ports)
         return ",".join(self.replica_url(i) for i in range(self.replicas))
 
     def free_port(self) -> int:
@@ -174,6 +190,7 @@ class Controllers:
                 ports.append(port)
         self._http = httpx.Client(
             base_url=self.api_url,
+            verify=self.verify,
             headers={"Authorization": f"Bearer {self.token}"},
             timeout=10.0,
         )
@@ -210,7 +227,12 @@ class Controllers:
             cmd += ["--site", self._site]
         if self._remote_ip is not None:
             cmd += ["--advertise-openflow-remote", self.openflow_target(i, remote=True)]
-        cmd += self.tls_args(f"c{i}", "controller", [self._layout.controller_ip, "127.0.0.1"])
+        # its API's addresses: the agents of other sites reach it through WireGuard
+        ips = [self._layout.controller_ip, "127.0.0.1"]
+        first = self._hosts[self._layout.host_names[0]]
+        if self._layout.wireguard and first.tunnel:
+            ips.append(first.tunnel)
+        cmd += self.tls_args(f"c{i}", "controller", ips) or ["--insecure-plaintext"]
         cmd += self.etcd_tls_args(i)
         return [*cmd, *self._args]
 
@@ -223,7 +245,7 @@ class Controllers:
         self.procs[i] = proc
 
         def ready() -> bool:
-            r = httpx.get(f"{self.replica_url(i)}/healthz", timeout=2.0)
+            r = httpx.get(f"{self.replica_url(i)}/healthz", timeout=2.0, verify=self.verify)
             if r.status_code != 200:
                 return False
             with socket.create_connection((self._layout.controller_ip, self.of_ports[i]),
@@ -284,7 +306,10 @@ class Controllers:
     def _metrics(self, i: int) -> str | None:
         """Replica `i`'s /metrics (None when it does not answer)."""
         try:
-            return httpx.get(f"{self.replica_url(i)}/metrics", timeout=1.0).text
+            # /metrics needs a credential under TLS (docs/security.md)
+            return httpx.get(f"{self.replica_url(i)}/metrics", timeout=1.0,
+                             verify=self.verify,
+                             headers={"Authorization": f"Bearer {self.token}"}).text
         except httpx.HTTPError:
             return None
 
@@ -307,7 +332,8 @@ class Controllers:
         live = [i for i in range(self.replicas) if i != without and self.procs[i] is not None]
         try:
             hosts = httpx.get(f"{self.replica_url(live[0])}/api/v1/hosts", timeout=2.0,
-                              headers={"Authorization": f"Bearer {self.token}"}).json()
+                              headers={"Authorization": f"Bearer {self.token}"},
+                              verify=self.verify).json()
         except (httpx.HTTPError, IndexError, ValueError):
             return None
         dpids = {h["dpid"]: h["name"] for h in hosts if h["name"] in self._hosts}

@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import os
 import signal
+import ssl
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -342,6 +343,12 @@ class Testbed:
 
     def replica_url(self, i: int) -> str:
         return self._p.controllers.replica_url(i)
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What a client of the API verifies the controller with (`httpx`'s `verify`):
+        the testbed's CA with `tls`, where the API is HTTPS."""
+        return self._p.controllers.verify
 
     def replica_log(self, i: int) -> Path:
         return self._p.controllers.replica_log(i)

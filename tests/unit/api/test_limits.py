@@ -75,8 +75,9 @@ def run(middleware: LimitBodies, headers: dict[str, str], chunks: int,
 
 def limit(cap: int = 10 * len(CHUNK), bulk: int = 100 * len(CHUNK)) -> LimitBodies:
     return LimitBodies(reading_app, limits=BodyLimits.of(cap, bulk),
-                       unauthenticated=lambda h: None if h.get("authorization") == "Bearer ok"
-                       else "invalid token")
+                       unauthenticated=lambda s: None
+                       if Headers(scope=s).get("authorization") == "Bearer ok"
+                       else (401, "invalid token"))
 
 
 OK = {"Authorization": "Bearer ok"}

@@ -103,7 +103,7 @@ def test_controller_bad_site_options_are_one_line(
     url = f"sqlite:///{tmp_path}/db" if store == "sqlite" else ETCD
     code, err = controller(
         ["--token-file", str(tmp_path / "t"), "--store", url, "--api", "127.0.0.1:8080",
-         "--advertise-openflow", "tcp:10.0.0.1:6653", *args],
+         "--advertise-openflow", "tcp:10.0.0.1:6653", "--insecure-plaintext", *args],
         capsys,
     )
     assert code == 1, err
@@ -121,6 +121,17 @@ def test_controller_bad_site_options_are_one_line(
     (["--advertise-openflow", "ssl:10.0.0.1:6653"],
      "--advertise-openflow ssl:10.0.0.1:6653: the OpenFlow listener speaks plain TCP (no "
      "--tls-*): give tcp:IP:PORT"),
+    ([],
+     "give --tls-ca, --tls-cert and --tls-key (the API, the agent streams and OpenFlow over "
+     "TLS; docs/security.md), or --insecure-plaintext to run them in plain text "
+     "(development only: anyone on the network may act as any host)"),
+    (["--insecure-plaintext", "--advertise-openflow", "ssl:10.0.0.1:6653", "--tls-ca",
+      "/x/ca.crt", "--tls-cert", "/x/c.crt", "--tls-key", "/x/c.key"],
+     "--insecure-plaintext and --tls-* exclude each other: leave out --insecure-plaintext "
+     "to serve over TLS"),
+    (["--insecure-plaintext", "--advertise", "https://10.0.0.1:8080"],
+     "--advertise https://10.0.0.1:8080: the API is served over plain HTTP (no --tls-*): "
+     "give http://HOST:PORT"),
 ])
 def test_controller_tls_options_are_checked_first(
     tmp_path: Path, args: list[str], message: str, capsys

@@ -21,7 +21,15 @@ REPLICA = {"replica": "c1", "advertise": "http://10.0.0.1:8080",
 
 
 def _settings(tmp_path: Path, **values: Any) -> ControllerSettings:
-    return load_settings({"token_file": tmp_path / "t", **values})
+    """Settings of `values`; without the --tls-* files, --insecure-plaintext (and an
+    http:// API), which the controller then requires."""
+    tls = "tls_ca" in values
+    if "advertise" in values and tls:
+        values["advertise"] = values["advertise"].replace("http://", "https://")
+    if "advertise_openflow" in values and not tls:
+        values["advertise_openflow"] = values["advertise_openflow"].replace("ssl:", "tcp:")
+    return load_settings({"token_file": tmp_path / "t", "insecure_plaintext": not tls,
+                          **values})
 
 
 @pytest.fixture

@@ -14,6 +14,10 @@
                                 switches confirmed (masters are spread over them), and the
                                 order in which replicas led
 
+Over https (the lab's replicas serve their API with TLS) it verifies the replicas
+against the deployment's CA and presents this replica's certificate, which /metrics
+needs under TLS (docs/security.md).
+
 Timestamps are this host's clock, which the lab's containers share with each other, so
 the time of a kill on another replica's host can be subtracted from them.
 """
@@ -21,17 +25,31 @@ the time of a kill on another replica's host can be subtracted from them.
 import json
 import os
 import re
+import ssl
 import sys
 import time
 import urllib.error
 import urllib.request
 
-LOCAL = "http://127.0.0.1:8080"
+PKI = "/etc/daolinet/pki"
+TLS = os.path.exists(f"{PKI}/controller.crt")
+LOCAL = f"{'https' if TLS else 'http'}://127.0.0.1:8080"
+
+
+def tls_context() -> ssl.SSLContext | None:
+    if not TLS:
+        return None
+    context = ssl.create_default_context(cafile=f"{PKI}/ca.crt")
+    context.load_cert_chain(f"{PKI}/controller.crt", f"{PKI}/controller.key")
+    return context
+
+
+CONTEXT = tls_context()
 
 
 def status(api: str = LOCAL) -> dict[str, bool | int]:
     try:
-        with urllib.request.urlopen(f"{api}/metrics", timeout=1) as answer:
+        with urllib.request.urlopen(f"{api}/metrics", timeout=1, context=CONTEXT) as answer:
             text = answer.read().decode()
     except (OSError, urllib.error.URLError):
         return {"up": False, "leader": False, "mastered": 0}
