@@ -26,10 +26,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.exceptions import ConnectionClosedError, WebSocketException
-from websockets.sync.client import connect as ws_connect
 
 from controller.store.base import Leadership, Store, StoreError
 from controller.trust.tls import ClientContext
+from controller.trust.wsclient import connect as ws_connect
 
 log = logging.getLogger(__name__)
 

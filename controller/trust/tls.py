@@ -70,6 +70,10 @@ def build_server_context(files: TlsFiles) -> ssl.SSLContext:
     _load_cert(context, files)
     _load_ca(context, files.ca)
     context.verify_mode = ssl.CERT_OPTIONAL
+    # No TLS 1.3 session tickets: no client of ours resumes sessions, and a ticket
+    # makes the socket readable before the HTTP answer, which traps the reader of
+    # websockets' synchronous client in a TLS read (controller/trust/wsclient.py).
+    context.num_tickets = 0
     return context
 
 

@@ -20,7 +20,6 @@ from typing import Any
 from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosedError, InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as sync_connect
 
 from controller.agents.messages import (
     CLOSE_HOST_REMOVED,
@@ -36,6 +35,7 @@ from controller.agents.messages import (
     NatMessage,
     named_master,
 )
+from controller.trust.wsclient import connect as ws_connect
 from hostnet.agent.client import ControllerClient, ControllerError, bearer, stream_url
 from hostnet.agent.commands import Commands
 from hostnet.agent.registration import BACKOFF_MIN, Registrar, next_backoff
@@ -251,7 +251,7 @@ class Stream:
         a message (read by `run` however the connection ended)."""
         url = stream_url(self.client.base_url, self.host)
         tls = self.client.tls
-        with sync_connect(
+        with ws_connect(
             url,
             additional_headers=bearer(token),
             # wss: the host's certificate, which names the host whose stream this is

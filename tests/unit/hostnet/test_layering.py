@@ -2,7 +2,7 @@
 changes the host and uses only the controller client of hostnet.agent; hostnet.docker
 builds on hostnet.host and the same client; only hostnet.agent wires them; of the
 controller, hostnet uses the desired-state models, the rules of addresses, the site
-mesh and the stream's messages."""
+mesh, the stream's messages, the TLS contexts and the bounded WebSocket client."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ HOSTNET = Path(hostnet.__file__).parent
 CONTROLLER_ALLOWED = ("controller.desired.models", "controller.desired.addresses",
                       "controller.datapath.sites",
                       "controller.agents.messages", "controller.cliutil",
-                      "controller.trust.tls")
+                      "controller.trust.tls", "controller.trust.wsclient")
 
 
 def _imports_of(package: str) -> set[tuple[str, str]]:
