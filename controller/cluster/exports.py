@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 NEEDS_PATH = "/api/v1/replicas/needs"
 EXPORT_TIMEOUT = 3.0  # seconds: a setup waits no longer (core.SETUP_TIMEOUT)
+# The receiver answers within EXPORT_TIMEOUT (ok or not, routes/exports.py); we wait
+# this much longer for that answer, so a host whose agent is slow is reported as such
+# and not as a timed-out read.
+ANSWER_MARGIN = 1.0
 RETRIES, RETRY_EVERY = 10, 0.1  # while the host changes masters (Exporter._post)
 
 
@@ -64,7 +68,8 @@ class Exporter:
 
     def _drain(self, host: str, q: queue.SimpleQueue[tuple[str, NeedsExport]]) -> None:
         verify: ssl.SSLContext | bool = self.tls.refresh() if self.tls is not None else True
-        with httpx.Client(timeout=EXPORT_TIMEOUT, verify=verify) as client:
+        timeout = httpx.Timeout(EXPORT_TIMEOUT, read=EXPORT_TIMEOUT + ANSWER_MARGIN)
+        with httpx.Client(timeout=timeout, verify=verify) as client:
             while True:
                 sender, export = q.get()
                 ok = self._post(client, sender, export)
@@ -99,6 +104,10 @@ class Exporter:
                 log.warning("export %d for %s: %s answered %d %s", export.token, export.host,
                             url, answer.status_code, answer.text[:200])
                 return False
-            return bool(answer.json().get("ok"))
+            ok = bool(answer.json().get("ok"))
+            if not ok:
+                log.warning("export %d for %s: %s did not have the host's agent hold it "
+                            "within %gs", export.token, export.host, url, EXPORT_TIMEOUT)
+            return ok
         log.warning("export %d for %s: %s", export.token, export.host, why)
         return False
