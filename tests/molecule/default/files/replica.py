@@ -15,8 +15,9 @@
                                 order in which replicas led
 
 Over https (the lab's replicas serve their API with TLS) it verifies the replicas
-against the deployment's CA and presents this replica's certificate, which /metrics
-needs under TLS (docs/security.md).
+against the deployment's CA and presents this host's certificate (a replica's on a
+replica host, a Docker host's on a Docker host: rolling.yml watches from one), which
+/metrics needs under TLS (docs/security.md).
 
 Timestamps are this host's clock, which the lab's containers share with each other, so
 the time of a kill on another replica's host can be subtracted from them.
@@ -32,26 +33,30 @@ import urllib.error
 import urllib.request
 
 PKI = "/etc/daolinet/pki"
-TLS = os.path.exists(f"{PKI}/controller.crt")
-LOCAL = f"{'https' if TLS else 'http'}://127.0.0.1:8080"
+# This host's certificate: a replica's, else a Docker host's.
+OWN = next((name for name in ("controller", "host") if os.path.exists(f"{PKI}/{name}.crt")),
+           None)
+LOCAL = f"{'https' if OWN else 'http'}://127.0.0.1:8080"
 
 
 def tls_context() -> ssl.SSLContext | None:
-    if not TLS:
+    if OWN is None:
         return None
     context = ssl.create_default_context(cafile=f"{PKI}/ca.crt")
-    context.load_cert_chain(f"{PKI}/controller.crt", f"{PKI}/controller.key")
+    context.load_cert_chain(f"{PKI}/{OWN}.crt", f"{PKI}/{OWN}.key")
     return context
 
 
 CONTEXT = tls_context()
+ERRORS: list[str] = []  # why replicas did not answer (the last few), for the reports
 
 
 def status(api: str = LOCAL) -> dict[str, bool | int]:
     try:
         with urllib.request.urlopen(f"{api}/metrics", timeout=1, context=CONTEXT) as answer:
             text = answer.read().decode()
-    except (OSError, urllib.error.URLError):
+    except (OSError, urllib.error.URLError) as exc:
+        ERRORS[:] = [*ERRORS[-4:], f"{api}: {exc}"]
         return {"up": False, "leader": False, "mastered": 0}
 
     def gauge(name: str) -> int:
@@ -93,7 +98,8 @@ def gaps(switches: int, stopfile: str, apis: list[str]) -> dict[str, object]:
             served_at = now
         longest = max(longest, now - served_at)
         time.sleep(0.1)
-    return {"longest_gap": round(longest, 2), "samples": samples, "leaders": leaders}
+    return {"longest_gap": round(longest, 2), "samples": samples, "leaders": leaders,
+            "last_errors": ERRORS}
 
 
 if __name__ == "__main__":
