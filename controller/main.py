@@ -313,6 +313,14 @@ def serve(settings: ControllerSettings) -> None:
     os._exit(0 if server.started else 1)
 
 
+# How long a stopping replica waits for its connections before it hands its switches
+# over (the lifespan's end, `masters.stop`): requests in flight get this long.  Without
+# a bound, every idle HTTPS or WSS connection held the stop for 30 s - asyncio's wait
+# for the peer's TLS close_notify, which our clients do not send - and its switches'
+# hosts had no stream meanwhile (Molecule rolling.yml: a 30.3 s gap).
+GRACEFUL_SHUTDOWN = 1  # seconds (uvicorn takes whole seconds)
+
+
 def api_config(app: FastAPI, host: str, port: int, log_level: str,
                tls: ServerContext | None) -> uvicorn.Config:
     """The API server's configuration: HTTPS with `tls` (a client certificate optional
@@ -320,12 +328,14 @@ def api_config(app: FastAPI, host: str, port: int, log_level: str,
     controller/api/tlsscope.py), plain HTTP without."""
     if tls is None:
         return uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                              ws="websockets-sansio")
+                              ws="websockets-sansio",
+                              timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
     context = tls.context
     return uvicorn.Config(
         app, host=host, port=port, log_level=log_level,
         http=TlsH11Protocol, ws=TlsWebSocketsProtocol,
         ssl_context_factory=lambda _config, _default: context,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
     )
 
 

@@ -5,16 +5,22 @@ gets no answer."""
 
 from __future__ import annotations
 
+import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect
 
+from controller.api.app import create_app
 from controller.api.routes import stream
+from controller.main import GRACEFUL_SHUTDOWN, api_config
 from controller.trust.tls import ServerContext, TlsFiles
 from tests.pki import TestCA
 from tests.unit.api.support import make_ctx
@@ -90,3 +96,44 @@ def test_the_stream_upgrade_carries_the_certificate(server: str, pki: TestCA) ->
     assert closed.value.rcvd is not None and closed.value.rcvd.code == stream.CLOSE_FORBIDDEN
     assert closed.value.rcvd.reason == (
         "the certificate of host h1 may not open the stream of host h2, only its own")
+
+
+def test_a_stopping_server_does_not_wait_for_an_idle_tls_connection(
+    tmp_path: Path, pki: TestCA,
+) -> None:
+    """An idle keep-alive HTTPS connection whose client never sends TLS close_notify
+    (Python's clients do not) held a stopping replica for asyncio's 30 s before its
+    switches were handed over; the stop now waits GRACEFUL_SHUTDOWN at most."""
+    ctx = make_ctx(tmp_path / "db", [])
+    ctx.token, ctx.tls = ADMIN, True
+    own = pki.issue("c1", "controller", ips=["127.0.0.1"])
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = api_config(create_app(ctx, [stream.router]), "127.0.0.1", port, "warning",
+                        ServerContext(TlsFiles(pki.cert_file, own.cert_file, own.key_file)))
+    config.lifespan = "off"
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    idle = None
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        raw = socket.create_connection(("127.0.0.1", port))
+        idle = client_context(pki, "h1").wrap_socket(raw, server_hostname="127.0.0.1")
+        idle.sendall(b"GET /api/v1/networks HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")  # answered, kept alive
+        stopping = time.monotonic()
+        server.should_exit = True
+        thread.join(timeout=25)
+        took = time.monotonic() - stopping
+        assert not thread.is_alive(), "the server still waits for the idle connection"
+        assert took < GRACEFUL_SHUTDOWN + 5, f"the stop took {took:.1f}s"
+    finally:
+        server.should_exit = True
+        if idle is not None:
+            idle.close()
+        listener.close()
+        ctx.inventory.store.close()
