@@ -38,6 +38,8 @@ class DockerPortOps(PortOps, Protocol):
 
     def set_port_ids(self, port: str, external_ids: dict[str, str]) -> None: ...
 
+    def link_exists(self, name: str) -> bool: ...
+
 
 class SystemDockerPortOps(SystemPortOps):
     """DockerPortOps on the real host."""
@@ -54,6 +56,9 @@ class SystemDockerPortOps(SystemPortOps):
     def set_port_ids(self, port: str, external_ids: dict[str, str]) -> None:
         """Record (an empty value: forget) keys in the port's external_ids."""
         self.ovs.set_external_ids(port, external_ids)
+
+    def link_exists(self, name: str) -> bool:
+        return netlink.link_exists(name)
 
 
 @dataclass(frozen=True)

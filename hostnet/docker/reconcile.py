@@ -1,7 +1,8 @@
 """Bring this host's Docker engine and endpoints in line with the controller.
 
-After a restart, endpoints whose container is gone are forgotten (`reconcile`);
-every few seconds, the engine gets every daolinet network (`sync_networks`).
+After a restart, and every few seconds for held addresses, endpoints whose container
+is gone are forgotten (`reconcile`); every few seconds, the engine gets every
+daolinet network (`sync_networks`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from hostnet.docker.common import (
     from_controller,
     from_docker,
 )
-from hostnet.docker.engine import SYNCED_LABEL
+from hostnet.docker.engine import SYNCED_LABEL, docker_subnets
+from hostnet.docker.ipam import Ipam
+from hostnet.docker.policies import RestartPolicies
 from hostnet.docker.publish import Publisher
 from hostnet.host.ovs import ENDPOINT_KEY
 from hostnet.host.ports import unplug
@@ -30,36 +33,62 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, deps: PluginDeps, publisher: Publisher) -> None:
+    def __init__(
+        self, deps: PluginDeps, ipam: Ipam, publisher: Publisher, policies: RestartPolicies,
+        subnets: dict[str, str] | None = None,
+    ) -> None:
         self.deps = deps
+        self.ipam = ipam  # its held addresses: claimed ones are not removed
         self.publisher = publisher
+        self.policies = policies
+        # The driver's Docker network id -> subnet (driver.py), kept up to date here.
+        self.subnets = subnets if subnets is not None else {}
         self._known_networks: set[str] = set()  # the controller's, at the last sync
 
-    async def reconcile(self) -> None:
-        """Forget endpoints whose Docker container is gone; name unnamed ones."""
+    async def reconcile(self, *, held_only: bool = False) -> None:
+        """Forget endpoints whose Docker container is gone, and held addresses
+        (ipam.py) of containers no longer on that network.
+
+        `held_only` (the periodic run): only endpoints no Docker endpoint uses, since
+        a plugged one may be a container moving in, whose Docker id is the old host's
+        until its join is resolved.
+        """
         endpoints = await self.deps.controller.list_containers(self.deps.host)
+        self.policies.keep_only({str(ep["docker_id"]) for ep in endpoints if ep.get("docker_id")})
         ports = await in_thread(self.deps.executor, self.deps.ops.ports)
         by_endpoint = {ids[ENDPOINT_KEY]: (port, ids) for port, ids in ports.items()}
+        live_ids = await self.ipam.live_endpoints()
         for ep in endpoints:
             epid = str(ep["id"])
             docker_id = ep.get("docker_id")
             port_ids = by_endpoint.get(epid)
+            live = epid in live_ids
+            if (held_only and (live or not docker_id)) or epid in self.ipam.claimed:
+                continue
             if docker_id:
-                if await self.deps.docker.inspect(str(docker_id)) is not None:
+                info = await self.deps.docker.inspect(str(docker_id))
+                if info is not None and (live or str(ep.get("network")) in (
+                        (info.get("NetworkSettings") or {}).get("Networks") or {})):
                     continue
             elif not str(ep.get("name", "")).startswith(PROVISIONAL_PREFIX):
                 continue  # not a Docker container
             elif port_ids is not None and DOCKER_ENDPOINT_KEY in port_ids[1]:
                 continue  # a live Docker endpoint still waiting for its name
-            if port_ids is not None and port_ids[1].get(DOCKER_PUBLISHED_KEY):
-                try:  # its `-p` ports (Docker never revoked them: the agent was down)
-                    await self.publisher.unpublish(*port_ids)
-                except PluginError as exc:
-                    log.warning("ports of %s not unpublished: %s", ep.get("name"), exc)
-            if port_ids is not None:
-                await in_thread(self.deps.executor, unplug, self.deps.ops, port_ids[0])
-            with contextlib.suppress(ControllerError):
-                await self.deps.controller.delete_container(epid)
+            # Not while a request is given a held address: one given back since the
+            # listing above is claimed, or plugged by now.
+            async with self.ipam.giving_back:
+                if epid in self.ipam.claimed or (
+                        held_only and epid in await self.ipam.live_endpoints()):
+                    continue
+                if port_ids is not None and port_ids[1].get(DOCKER_PUBLISHED_KEY):
+                    try:  # its `-p` ports (Docker never revoked them: the agent was down)
+                        await self.publisher.unpublish(*port_ids)
+                    except PluginError as exc:
+                        log.warning("ports of %s not unpublished: %s", ep.get("name"), exc)
+                if port_ids is not None:
+                    await in_thread(self.deps.executor, unplug, self.deps.ops, port_ids[0])
+                with contextlib.suppress(ControllerError):
+                    await self.deps.controller.delete_container(epid)
             log.info("removed stale Docker endpoint %s (%s)", ep.get("name"), ep.get("ip"))
 
     # -- networks are global: every engine has every daolinet network --------------
@@ -80,7 +109,12 @@ class Reconciler:
         # round, it was).  A rm still inside the driver call when this engine is read
         # (Docker hides a network it is deleting before calling the driver) can still
         # have it made again: that window is the driver call's few milliseconds.
-        local = await self._drop_duplicate_networks(await from_docker(self.deps.docker.networks()))
+        found = await from_docker(self.deps.docker.networks())
+        for net in found:
+            subs = docker_subnets(net)
+            if subs:
+                self.subnets[str(net.get("Id"))] = str(subs[0][0])
+        local = await self._drop_duplicate_networks(found)
         networks = await from_controller(self.deps.controller.list_networks())
         wanted = {str(n["name"]): n for n in networks}
         for name, net in wanted.items():
