@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from hostnet.agent.client import ControllerError
@@ -76,8 +76,12 @@ class NetworkDriver:
         self, deps: PluginDeps, ipam: Ipam, publisher: Publisher, pending_moves: dict[str, str],
         policies: RestartPolicies, *, resolve_timeout: float = RESOLVE_TIMEOUT,
         subnets: dict[str, str] | None = None,
+        forget_held: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        """`forget_held(network)`: forgets the held addresses of removed containers
+        before DeleteNetwork deletes the daolinet network (reconcile.py)."""
         self.deps = deps
+        self.forget_held = forget_held
         self.ipam = ipam
         self.publisher = publisher
         self.policies = policies
@@ -161,6 +165,12 @@ class NetworkDriver:
         net = subnet_of(subnet)
         for other in await from_controller(self.deps.controller.list_networks()):
             if subnet_of(other.get("subnet")) == net:
+                if self.forget_held is not None:
+                    try:
+                        await self.forget_held(str(other["name"]))
+                    except (ControllerError, DockerError, PluginError) as exc:
+                        log.warning("network %s: held addresses not checked: %s",
+                                    other["name"], exc)
                 try:
                     await self.deps.controller.delete_network(str(other["name"]))
                     log.info("network %s (%s) deleted", other["name"], net)

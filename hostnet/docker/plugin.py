@@ -61,11 +61,12 @@ class DockerPlugin:
         self.ipam = Ipam(deps, self.pending_moves, self.policies)
         self.publisher = Publisher(deps, port_in_use)
         subnets: dict[str, str] = {}  # Docker network id -> subnet, of this engine
+        self.reconciler = Reconciler(deps, self.ipam, self.publisher, self.policies, subnets)
         self.driver = NetworkDriver(
             deps, self.ipam, self.publisher, self.pending_moves, self.policies,
             resolve_timeout=resolve_timeout, subnets=subnets,
+            forget_held=self.reconciler.forget_held,
         )
-        self.reconciler = Reconciler(deps, self.ipam, self.publisher, self.policies, subnets)
         self.mover = Mover(deps, self.pending_moves)
         self.handlers: dict[str, Handler] = {
             "Plugin.Activate": self.activate,

@@ -45,16 +45,20 @@ class Reconciler:
         self.subnets = subnets if subnets is not None else {}
         self._known_networks: set[str] = set()  # the controller's, at the last sync
 
-    async def reconcile(self, *, held_only: bool = False) -> None:
+    async def reconcile(self, *, held_only: bool = False, network: str | None = None) -> None:
         """Forget endpoints whose Docker container is gone, and held addresses
         (ipam.py) of containers no longer on that network.
 
         `held_only` (the periodic run): only endpoints no Docker endpoint uses, since
         a plugged one may be a container moving in, whose Docker id is the old host's
-        until its join is resolved.
+        until its join is resolved.  `network`: only that network's endpoints.
         """
         endpoints = await self.deps.controller.list_containers(self.deps.host)
-        self.policies.keep_only({str(ep["docker_id"]) for ep in endpoints if ep.get("docker_id")})
+        if network is None:
+            self.policies.keep_only(
+                {str(ep["docker_id"]) for ep in endpoints if ep.get("docker_id")})
+        else:
+            endpoints = [ep for ep in endpoints if str(ep.get("network")) == network]
         ports = await in_thread(self.deps.executor, self.deps.ops.ports)
         by_endpoint = {ids[ENDPOINT_KEY]: (port, ids) for port, ids in ports.items()}
         live_ids = await self.ipam.live_endpoints()
@@ -90,6 +94,15 @@ class Reconciler:
                 with contextlib.suppress(ControllerError):
                     await self.deps.controller.delete_container(epid)
             log.info("removed stale Docker endpoint %s (%s)", ep.get("name"), ep.get("ip"))
+
+    async def forget_held(self, network: str) -> None:
+        """Before this engine's `docker network rm` deletes the daolinet network
+        `network` (driver.py): forget the held addresses of its containers that are
+        gone.  Docker gives a removed container's address back as it gives back a
+        stopped one's, so `docker rm -f c && docker network rm net` comes before the
+        periodic run has forgotten c's address, and the controller would keep the
+        network for it (409: an endpoint uses it), here and in every other engine."""
+        await self.reconcile(held_only=True, network=network)
 
     # -- networks are global: every engine has every daolinet network --------------
 

@@ -240,3 +240,29 @@ def test_a_port_left_from_the_previous_boot_does_not_keep_the_address_in_use(wor
         await asyncio.sleep(0.3)
         assert [(e.id, e.name) for e in world.inventory.endpoints()] == [(keep.id, "keep")]
     run(go())
+
+
+def test_network_rm_right_after_a_container_rm_deletes_the_daolinet_network(world: World):
+    """`docker rm -f c && docker network rm net`: Docker gives c's address back as it
+    gives back a stopped container's, so it is held until the periodic reconcile; the
+    network's DeleteNetwork forgets it first, else the controller would keep the
+    network for it (and every other engine its copy).  A stopped container's held
+    address is kept, and the network with it."""
+    async def go():
+        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+        await world.run_container("h1", "n1", "c1", "a" * 64)
+        await world.run_container("h1", "n1", "c2", "b" * 64)
+        e1, e2 = await named(world, "c1"), await named(world, "c2")
+        await stop(world, "h1", "a" * 64, str(e1.ip))
+        await stop(world, "h1", "b" * 64, str(e2.ip))
+        docker = world.docker["h1"]
+        docker.ctrs.pop("a" * 64)  # c1 removed; c2 only stopped
+        await world.ok("h1", "NetworkDriver.DeleteNetwork", {"NetworkID": "n1"})
+        assert world.inventory.index.endpoint("c1") is None
+        assert world.inventory.endpoint("c2").id == e2.id
+        assert world.inventory.index.network("web") is not None  # c2's address holds it
+        docker.ctrs.clear()  # c2 removed too
+        await world.ok("h1", "NetworkDriver.DeleteNetwork", {"NetworkID": "n1"})
+        assert world.inventory.endpoints() == []
+        assert world.inventory.index.network("web") is None
+    run(go())
