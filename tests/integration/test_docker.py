@@ -55,7 +55,8 @@ def _restarted(tb: Testbed, engine: Dockerd, before: dict) -> dict:
     address and name on the same network and host, the MAC Docker now shows, and
     exactly one endpoint of the container at the controller.  Docker makes a new MAC
     at each start of a container run without --mac-address (moby #47233): the address
-    then comes back on a new endpoint with that MAC, and the old endpoint is gone."""
+    then comes back on a new endpoint with that MAC, and the old endpoint and its
+    flows are gone."""
     name, network = str(before["name"]), str(before["network"])
 
     def docker_mac() -> str:
@@ -74,6 +75,12 @@ def _restarted(tb: Testbed, engine: Dockerd, before: dict) -> dict:
     assert [e["id"] for e in mine] == [ep["id"]], mine  # no second endpoint
     if ep["id"] != before["id"]:
         assert tb.api("GET", f"/containers/{before['id']}").status_code == 404
+        old_mac = str(before["mac"]).lower()
+        tb.wait_until(lambda: any(ep["mac"] in line for line in tb.flows(ep["host"])), 10,
+                      f"no flow of {name}'s MAC {ep['mac']}")  # the check below can see MACs
+        tb.wait_until(lambda: not any(old_mac in line for host in tb.hosts
+                                      for line in tb.flows(host)), 10,
+                      f"flows of {name}'s old MAC {old_mac} left")
     return ep
 
 
