@@ -61,6 +61,17 @@ class SystemDockerPortOps(SystemPortOps):
         return netlink.link_exists(name)
 
 
+@dataclass
+class NetworkDeletions:
+    """This engine's DeleteNetwork calls (driver.py), as the network sync
+    (reconcile.py) needs them: one begun after the sync read the engine, or still
+    running, may have deleted at the controller a network that the engine no longer
+    listed, and the sync would make it again."""
+
+    begun: int = 0
+    running: int = 0
+
+
 @dataclass(frozen=True)
 class PluginDeps:
     """What the plugin's parts talk to: this host's name, the controller, the Docker

@@ -22,6 +22,7 @@ from hostnet.docker.common import (
     DOCKER_PUBLISHED_KEY,
     PROVISIONAL_PREFIX,
     RESOLVE_TIMEOUT,
+    NetworkDeletions,
     PluginDeps,
     PluginError,
     from_controller,
@@ -75,13 +76,15 @@ class NetworkDriver:
     def __init__(
         self, deps: PluginDeps, ipam: Ipam, publisher: Publisher, pending_moves: dict[str, str],
         policies: RestartPolicies, *, resolve_timeout: float = RESOLVE_TIMEOUT,
-        subnets: dict[str, str] | None = None,
+        subnets: dict[str, str] | None = None, deletions: NetworkDeletions | None = None,
         forget_held: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         """`forget_held(network)`: forgets the held addresses of removed containers
-        before DeleteNetwork deletes the daolinet network (reconcile.py)."""
+        before DeleteNetwork deletes the daolinet network (reconcile.py);
+        `deletions`: DeleteNetwork calls, counted for the network sync."""
         self.deps = deps
         self.forget_held = forget_held
+        self.deletions = deletions if deletions is not None else NetworkDeletions()
         self.ipam = ipam
         self.publisher = publisher
         self.policies = policies
@@ -153,7 +156,14 @@ class NetworkDriver:
         log.warning("network %s did not show up in Docker", network_id[:12])
 
     async def delete_network(self, req: dict[str, Any]) -> dict[str, Any]:
-        network_id = str(req.get("NetworkID", ""))
+        self.deletions.begun += 1
+        self.deletions.running += 1
+        try:
+            return await self._delete_network(str(req.get("NetworkID", "")))
+        finally:
+            self.deletions.running -= 1
+
+    async def _delete_network(self, network_id: str) -> dict[str, Any]:
         subnet = self._subnets.pop(network_id, None)
         if subnet is None:
             with contextlib.suppress(DockerError):

@@ -23,7 +23,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from hostnet.agent.client import ControllerAPI
-from hostnet.docker.common import RESOLVE_TIMEOUT, DockerPortOps, PluginDeps, PluginError
+from hostnet.docker.common import (
+    RESOLVE_TIMEOUT,
+    DockerPortOps,
+    NetworkDeletions,
+    PluginDeps,
+    PluginError,
+)
 from hostnet.docker.driver import NetworkDriver
 from hostnet.docker.engine import PLUGIN_NAME, DockerAPI
 from hostnet.docker.ipam import Ipam
@@ -61,10 +67,12 @@ class DockerPlugin:
         self.ipam = Ipam(deps, self.pending_moves, self.policies)
         self.publisher = Publisher(deps, port_in_use)
         subnets: dict[str, str] = {}  # Docker network id -> subnet, of this engine
-        self.reconciler = Reconciler(deps, self.ipam, self.publisher, self.policies, subnets)
+        deletions = NetworkDeletions()
+        self.reconciler = Reconciler(deps, self.ipam, self.publisher, self.policies, subnets,
+                                     deletions)
         self.driver = NetworkDriver(
             deps, self.ipam, self.publisher, self.pending_moves, self.policies,
-            resolve_timeout=resolve_timeout, subnets=subnets,
+            resolve_timeout=resolve_timeout, subnets=subnets, deletions=deletions,
             forget_held=self.reconciler.forget_held,
         )
         self.mover = Mover(deps, self.pending_moves)

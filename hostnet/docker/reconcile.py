@@ -16,6 +16,7 @@ from hostnet.docker.common import (
     DOCKER_ENDPOINT_KEY,
     DOCKER_PUBLISHED_KEY,
     PROVISIONAL_PREFIX,
+    NetworkDeletions,
     PluginDeps,
     PluginError,
     from_controller,
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 class Reconciler:
     def __init__(
         self, deps: PluginDeps, ipam: Ipam, publisher: Publisher, policies: RestartPolicies,
-        subnets: dict[str, str] | None = None,
+        subnets: dict[str, str] | None = None, deletions: NetworkDeletions | None = None,
     ) -> None:
         self.deps = deps
         self.ipam = ipam  # its held addresses: claimed ones are not removed
@@ -43,6 +44,8 @@ class Reconciler:
         self.policies = policies
         # The driver's Docker network id -> subnet (driver.py), kept up to date here.
         self.subnets = subnets if subnets is not None else {}
+        # The driver's DeleteNetwork calls (common.NetworkDeletions).
+        self.deletions = deletions if deletions is not None else NetworkDeletions()
         self._known_networks: set[str] = set()  # the controller's, at the last sync
 
     async def reconcile(self, *, held_only: bool = False, network: str | None = None) -> None:
@@ -58,7 +61,10 @@ class Reconciler:
             self.policies.keep_only(
                 {str(ep["docker_id"]) for ep in endpoints if ep.get("docker_id")})
         else:
-            endpoints = [ep for ep in endpoints if str(ep.get("network")) == network]
+            endpoints = [ep for ep in endpoints if str(ep.get("network")) == network
+                         and (ep.get("docker_id") or not held_only)]
+            if not endpoints:
+                return  # nothing to look at: spare the ports' reads
         ports = await in_thread(self.deps.executor, self.deps.ops.ports)
         by_endpoint = {ids[ENDPOINT_KEY]: (port, ids) for port, ids in ports.items()}
         live_ids = await self.ipam.live_endpoints()
@@ -120,8 +126,11 @@ class Reconciler:
         # between the two reads has deleted the network at the controller too (the
         # driver's DeleteNetwork), so it is not made again here (read the other way
         # round, it was).  A rm still inside the driver call when this engine is read
-        # (Docker hides a network it is deleting before calling the driver) can still
-        # have it made again: that window is the driver call's few milliseconds.
+        # (Docker hides a network it is deleting before calling the driver), or whose
+        # driver call begins before a network is made here, makes this sync make none:
+        # the next one decides.  Left: a rm that Docker hid before this engine was read
+        # and that calls the driver only after the network is made again.
+        deletions_begun = self.deletions.begun
         found = await from_docker(self.deps.docker.networks())
         for net in found:
             subs = docker_subnets(net)
@@ -133,6 +142,9 @@ class Reconciler:
         for name, net in wanted.items():
             if name in local:
                 continue
+            if self.deletions.running or self.deletions.begun != deletions_begun:
+                log.info("network sync: a network is being deleted here; next sync")
+                break
             try:
                 mtu = int(net.get("mtu") or 1500)
                 await from_docker(self.deps.docker.create_network(

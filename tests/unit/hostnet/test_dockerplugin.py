@@ -296,6 +296,35 @@ def test_a_network_removed_during_a_sync_is_not_made_again(world: World):
     run(go())
 
 
+def test_a_network_whose_rm_is_in_the_driver_during_a_sync_is_not_made_again(world: World):
+    """Docker hides a network it is deleting before it calls DeleteNetwork: a sync that
+    reads this engine then (no network) and the controller before the driver deleted
+    it there (still one) makes no network; the next sync decides."""
+    async def go():
+        await world.create_network("h1", "n1", "scratch", "10.23.0.0/24")
+        for _ in range(50):
+            if world.inventory.index.network("scratch"):
+                break
+            await asyncio.sleep(0.05)
+        h1, plugin = world.docker["h1"], world.plugins["h1"]
+        h1.nets.clear()  # being deleted: Docker no longer lists it
+        controller = plugin.reconciler.deps.controller
+        list_networks = controller.list_networks
+
+        async def listed_as_the_rm_reaches_the_driver() -> list[dict[str, Any]]:
+            controller.list_networks = list_networks  # type: ignore[method-assign]
+            listed = await list_networks()  # still there
+            await world.ok("h1", "NetworkDriver.DeleteNetwork", {"NetworkID": "n1"})
+            return listed
+
+        controller.list_networks = (  # type: ignore[method-assign]
+            listed_as_the_rm_reaches_the_driver)
+        await plugin.sync_networks()
+        assert h1.nets == {}
+        assert world.inventory.index.network("scratch") is None
+    run(go())
+
+
 def test_network_rm_after_an_agent_restart_deletes_the_daolinet_network(world: World):
     """DeleteNetwork names only Docker's network id, and Docker hides a network it is
     deleting: an agent started after the network was made learns its subnet from the
