@@ -11,7 +11,8 @@ cleanup of the previous run), and asks again when the container starts.  So a
 `ReleaseAddress` of an endpoint that has a Docker id keeps the endpoint (id, IP, MAC,
 name), and the next `RequestAddress` of that network on this host gets a held
 address back before a new one is reserved: a restarted container keeps its address
-and its name.  Docker's IPAM protocol does not say which container asks, so when
+and its name (on a new endpoint when Docker gave it a new MAC, see request_address).
+Docker's IPAM protocol does not say which container asks, so when
 several containers of one network start at once (a host's boot) each gets one of the
 held addresses (those of containers with a restart policy first, policies.py, then
 the lowest); `--ip` names the one it gets.  Held endpoints whose
