@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from controller.cliutil import CliError, run_app
 from controller.logs import configure_logging
 from hostnet.agent.agent import run_agent
-from hostnet.agent.config import DEFAULT_SOCKET, ENV_PREFIX, AgentConfig
+from hostnet.agent.config import DEFAULT_SOCKET, DEFAULT_STATE_DIR, ENV_PREFIX, AgentConfig
 
 PROG = "daolinet-hostnet"
 S = TypeVar("S", bound=BaseSettings)
@@ -125,6 +125,8 @@ def agent(
     docker_host: Annotated[
         str, option(AgentConfig, "docker_host", "--docker-host")
     ] = default(AgentConfig, "docker_host"),
+    state_dir: Annotated[Path, option(AgentConfig, "state_dir", "--state-dir")] = Path(
+        DEFAULT_STATE_DIR),
     wireguard: Annotated[Path | None, option(AgentConfig, "wireguard", "--wireguard")] = None,
     tls_ca: Annotated[Path | None, option(AgentConfig, "tls_ca", "--tls-ca")] = None,
     tls_cert: Annotated[Path | None, option(AgentConfig, "tls_cert", "--tls-cert")] = None,
@@ -137,7 +139,8 @@ def agent(
         AgentConfig, controller=controller, token_file=token_file, host=host, ovsdb=ovsdb,
         bridge=bridge, address=address, socket=socket, site=site,
         datapath_type=datapath_type.value, connect_timeout=connect_timeout,
-        plugin_socket=plugin_socket, docker_host=docker_host, wireguard=wireguard,
+        plugin_socket=plugin_socket, docker_host=docker_host, state_dir=state_dir,
+        wireguard=wireguard,
         tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, log_level=log_level,
     )
     configure_logging(cfg.log_level)

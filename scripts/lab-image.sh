@@ -11,6 +11,7 @@ PACKAGES=(
   openvswitch-switch docker.io wireguard-tools wireguard-go
   iproute2 iputils-ping traceroute tcpdump netcat-openbsd ethtool iptables kmod procps
   nftables busybox-static python3-venv python3-apt python3-cryptography etcd-server
+  etcd-client
 )
 hash=$(sha256sum "$0" | cut -c1-12)
 image=daolinet-lab-host:$hash

@@ -9,6 +9,7 @@
 #   scripts/lab.sh deploy [ARGS]  re-run site.yml on the running lab (changes nothing;
 #                            ARGS go to ansible-playbook, e.g. --check --diff)
 #   scripts/lab.sh down      remove the lab (and the dockerd this script started)
+#   scripts/lab.sh restart NAME  reboot a lab host (or router): restart its container
 #   scripts/lab.sh status    what is running
 #   scripts/lab.sh image     build the host image if needed, print its name
 #   scripts/lab.sh dockerd-up | dockerd-down   only the Docker engine (tests); up
@@ -33,8 +34,17 @@ dockerd_up() {
   fi
   mkdir -p "$STATE"
   log "no Docker engine answers; starting dockerd (log: $STATE/dockerd.log)"
-  # setsid: the engine outlives this script (lab up) and is stopped by pid.
-  setsid dockerd --pidfile "$DOCKERD_PID" >"$STATE/dockerd.log" 2>&1 </dev/null &
+  # setsid: the engine outlives this script (lab up) and is stopped by pid.  Without
+  # the caller's other descriptors: a lock the caller holds (`flock FILE cmd`, the
+  # Molecule and integration locks) must not stay held by the engine after the caller
+  # ends.
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      ((fd > 2)) && eval "exec $fd>&-"
+    done 2>/dev/null
+    exec setsid dockerd --pidfile "$DOCKERD_PID" >"$STATE/dockerd.log" 2>&1 </dev/null
+  ) &
   for _ in $(seq 100); do
     docker info >/dev/null 2>&1 && { touch "$STATE/dockerd.ours"; echo started; return 0; }
     sleep 0.3
@@ -121,12 +131,38 @@ lab_container() {
       docker network connect --ip "${link#*=}" "${link%%=*}" "$name" </dev/null
     done
   fi
-  # Only through the lab's routers: nothing beyond the lab.
-  if [[ $gateway == - ]]; then
-    docker exec "$name" ip route del default </dev/null 2>/dev/null || true
-  else
-    docker exec "$name" ip route replace default via "$gateway" </dev/null
-  fi
+  # Only through the lab's routers: nothing beyond the lab.  Set now, and by a unit
+  # of the host at every boot: Docker makes its network's gateway the default route
+  # whenever the container starts, so `restart NAME` would lose it otherwise.
+  local route="ip route replace default via $gateway"
+  [[ $gateway != - ]] || route="ip route del default || true"
+  docker exec -i "$name" sh -c 'cat >/etc/systemd/system/lab-route.service &&
+    mkdir -p /etc/systemd/system/multi-user.target.wants &&
+    ln -sf ../lab-route.service /etc/systemd/system/multi-user.target.wants/' <<EOT
+[Unit]
+Description=The lab's route through its router
+After=network.target
+Before=network-online.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c '$route'
+
+[Install]
+WantedBy=multi-user.target
+EOT
+  docker exec "$name" sh -c "$route" </dev/null 2>/dev/null
+}
+
+# A host's reboot: its container restarts (systemd, dockerd, the agent and the
+# containers run with a restart policy come back by themselves).
+lab_restart() {
+  local name=${1:?usage: $0 restart NAME}
+  docker container inspect -f '{{index .Config.Labels "daolinet-lab"}}' "$name" 2>/dev/null |
+    grep -qx 1 || { log "$name is not a lab container"; exit 2; }
+  docker restart "$name" >/dev/null
+  log "$name restarted"
 }
 
 lab_up() {
@@ -241,9 +277,10 @@ case ${1:-} in
   up) lab_up ;;
   deploy) shift; lab_deploy "$@" ;;
   down) lab_down ;;
+  restart) lab_restart "${2:-}" ;;
   status) docker ps --filter label=daolinet-lab=1 ;;
   dockerd-up) dockerd_up ;;
   dockerd-down) dockerd_down ;;
   image) dockerd_up >/dev/null; scripts/lab-image.sh ;;
-  *) echo "usage: $0 up|deploy|down|status|image" >&2; exit 2 ;;
+  *) echo "usage: $0 up|deploy|restart NAME|down|status|image" >&2; exit 2 ;;
 esac

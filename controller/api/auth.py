@@ -22,6 +22,7 @@ a revoked one is refused (controller/trust/revocation.py).  Every refusal says w
 
 import enum
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
 
@@ -148,46 +149,49 @@ def check_token(ctx: ApiContext, header_value: str | None) -> bool:
     return token is not None and role_of(ctx, token) in (Role.ADMIN, Role.AGENT)
 
 
-def _plain_refusal(ctx: ApiContext, scope: Any) -> tuple[int, str] | None:
-    if check_token(ctx, Headers(scope=scope).get("authorization")):
+Refusal = tuple[int, str]  # an HTTP status (401, 403) and why
+
+
+def _websocket_refusal(ctx: ApiContext, scope: Any,
+                       check: Callable[[Caller], Refusal | None]) -> Refusal | None:
+    """Why a caller may not open a WebSocket (None: it may).  Without TLS the admin or
+    the agent token may; under TLS the caller's credential, then `check`."""
+    if not ctx.tls:
+        if check_token(ctx, Headers(scope=scope).get("authorization")):
+            return None
+        return status.HTTP_401_UNAUTHORIZED, "invalid or missing bearer token"
+    try:
+        caller = caller_of(ctx, scope)
+    except Refused as exc:
+        return exc.code, exc.detail
+    return check(caller)
+
+
+def stream_refusal(ctx: ApiContext, scope: Any, host: str) -> Refusal | None:
+    """Why a caller may not open `host`'s agent stream (None: it may).  Under TLS only
+    that host's certificate may."""
+    def check(caller: Caller) -> Refusal | None:
+        if caller.role is not Role.HOST:
+            return status.HTTP_403_FORBIDDEN, (
+                f"{caller} may not open the stream of host {host}: it needs the "
+                f"certificate of host {host} (OU=host, CN={host})")
+        if caller.name != host:
+            return status.HTTP_403_FORBIDDEN, (
+                f"{caller} may not open the stream of host {host}, only its own")
         return None
-    return status.HTTP_401_UNAUTHORIZED, "invalid or missing bearer token"
+    return _websocket_refusal(ctx, scope, check)
 
 
-def stream_refusal(ctx: ApiContext, scope: Any, host: str) -> tuple[int, str] | None:
-    """The status (401, 403) and why a caller may not open `host`'s agent stream
-    (None: it may).  Under TLS only that host's certificate may; without TLS the
-    admin or the agent token."""
-    if not ctx.tls:
-        return _plain_refusal(ctx, scope)
-    try:
-        caller = caller_of(ctx, scope)
-    except Refused as exc:
-        return exc.code, exc.detail
-    if caller.role is not Role.HOST:
-        return status.HTTP_403_FORBIDDEN, (
-            f"{caller} may not open the stream of host {host}: it needs the "
-            f"certificate of host {host} (OU=host, CN={host})")
-    if caller.name != host:
-        return status.HTTP_403_FORBIDDEN, (
-            f"{caller} may not open the stream of host {host}, only its own")
-    return None
-
-
-def replica_refusal(ctx: ApiContext, scope: Any, action: str) -> tuple[int, str] | None:
-    """The status and why a caller may not use a replica endpoint (None: it may).
-    Under TLS only a replica's certificate may; without TLS the admin or the agent
-    token."""
-    if not ctx.tls:
-        return _plain_refusal(ctx, scope)
-    try:
-        caller = caller_of(ctx, scope)
-    except Refused as exc:
-        return exc.code, exc.detail
-    if caller.role is not Role.REPLICA:
-        return status.HTTP_403_FORBIDDEN, (
-            f"{caller} may not use {action}: it needs a replica certificate (OU=controller)")
-    return None
+def replica_refusal(ctx: ApiContext, scope: Any, action: str) -> Refusal | None:
+    """Why a caller may not use a replica endpoint (None: it may).  Under TLS only a
+    replica's certificate may."""
+    def check(caller: Caller) -> Refusal | None:
+        if caller.role is not Role.REPLICA:
+            return status.HTTP_403_FORBIDDEN, (
+                f"{caller} may not use {action}: it needs a replica certificate "
+                "(OU=controller)")
+        return None
+    return _websocket_refusal(ctx, scope, check)
 
 
 def revoked_since(ctx: ApiContext, scope: Any) -> str | None:

@@ -238,6 +238,54 @@ _HANDLERS = {
 }
 
 
+# --- a replica whose watch lost history ---------------------------------------------
+
+# Parents before children (an endpoint needs its network and host), children gone first.
+_RESYNC_ORDER = (HOSTS, NETWORKS, GROUPS, ENDPOINTS, PAIRS, RULES, PUBLISHED)
+
+
+def _index_keys(index: DesiredIndex, kind: str) -> set[str]:
+    """The keys the index holds of one kind (as the store keys them, see _KINDS)."""
+    records: dict[str, list[Any]] = {
+        HOSTS: index.hosts(), NETWORKS: index.networks(), ENDPOINTS: index.endpoints(),
+        GROUPS: index.groups(), PAIRS: index.pair_policies(), RULES: index.rules(),
+        PUBLISHED: index.published_ports(),
+    }
+    _, key_of = _KINDS[kind]
+    return {key_of(r) for r in records[kind]}
+
+
+def resync_index(index: DesiredIndex, docs: Documents) -> list[Change]:
+    """Bring `index` in line with a whole snapshot of the store, as if every change
+    since the index was last in step had come through the watch: each document that
+    differs is applied, each record the snapshot lacks is deleted; the events of that
+    difference.  For a replica whose watch lost the history it needed (etcd compacted
+    it): reloading, instead of refusing changes until restarted.  A document that does
+    not decode is left out here (the next start sets it aside)."""
+    wanted: dict[str, dict[str, dict[str, Any]]] = {}
+    for kind, (model, key_of) in _KINDS.items():
+        by_key: dict[str, dict[str, Any]] = {}
+        for doc in docs.get(kind, []):
+            if UNREADABLE in doc:
+                continue
+            try:
+                by_key[key_of(model.model_validate(doc))] = doc
+            except ValidationError:
+                continue
+        wanted[kind] = by_key
+    changes: list[Change] = []
+    for kind in _RESYNC_ORDER:
+        for key, doc in sorted(wanted[kind].items()):
+            try:
+                changes += apply_document(index, kind, key, doc)
+            except CorruptDocument as exc:
+                log.error("%s", exc)
+    for kind in reversed(_RESYNC_ORDER):
+        for key in sorted(_index_keys(index, kind) - wanted[kind].keys()):
+            changes += apply_document(index, kind, key, None)
+    return changes
+
+
 # --- at start --------------------------------------------------------------------
 
 log = logging.getLogger(__name__)

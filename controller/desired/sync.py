@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,14 +30,16 @@ from typing import Any
 from controller.desired.errors import Conflict, CorruptDocument
 from controller.desired.events import Change
 from controller.desired.index import DesiredIndex
-from controller.desired.replication import META, apply_document, load_index
-from controller.store.base import Store, StoreConflict, StoreEvent, StoreUnavailable
+from controller.desired.replication import META, apply_document, load_index, resync_index
+from controller.store.base import Store, StoreConflict, StoreError, StoreEvent, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 SYNC_MARK = "sync"  # key of kind META: a replica's catch-up mark (see StoreSync._catch_up)
 # How long a replica waits for its store watch to catch up before a change.
 CATCH_UP_TIMEOUT = 5.0
+# How long a replica whose watch lost history waits between attempts to reload.
+RESYNC_RETRY_SECONDS = 1.0
 
 
 class StoreSync:
@@ -114,10 +117,45 @@ class StoreSync:
 
     def watch_lost(self, exc: Exception) -> None:
         """The watch cannot go on without a gap (etcd compacted the history it needs):
-        this replica's index can no longer be trusted for changes."""
+        changes through this replica are refused (503) until its index is reloaded from
+        a snapshot and the watch resumes after it (`resync`), tried every
+        RESYNC_RETRY_SECONDS while the store is unavailable.  Only a store that refuses
+        otherwise (closed) leaves the replica refusing until it restarts."""
         self._watch_error = str(exc)
-        log.error("the store watch stopped (%s): changes through this replica are refused "
-                  "until it restarts", exc)
+        log.warning("the store watch lost its history (%s): reloading from a snapshot", exc)
+        while True:
+            try:
+                self.resync()
+                return
+            except StoreUnavailable as again:
+                log.warning("reloading from a snapshot: %s; trying again", again)
+                time.sleep(RESYNC_RETRY_SECONDS)
+            except StoreError as final:
+                log.error("the store watch stopped (%s): changes through this replica are "
+                          "refused until it restarts", final)
+                return
+
+    def resync(self) -> None:
+        """Bring the index in line with a snapshot of the store, announcing the
+        difference as the watch would have, then watch again from its revision."""
+        revision, docs = self.store.snapshot()
+        with self._announce:
+            with self._lock:
+                with self.index.batch():
+                    changes = resync_index(self.index, docs)
+                self._own_high = max(self._own_high, revision)
+            for kind, watcher in self.watchers.items():  # shared documents, as they are
+                for value in docs.get(kind, []):
+                    try:
+                        watcher(value)
+                    except Exception:
+                        log.exception("handling a %s document failed", kind)
+            for change in changes:
+                self._announce_one(change)
+        self.store.watch(revision, self._on_store_events, self.watch_lost)
+        self._watch_error = None
+        log.warning("the desired state was reloaded from a snapshot at store revision %d "
+                    "(%d changes); the watch goes on from there", revision, len(changes))
 
     def _catch_up(self) -> None:
         """Make sure the index holds every change made before this one (inside the
@@ -125,7 +163,8 @@ class StoreSync:
         delivers in revision order, has brought it back."""
         if self._watch_error is not None:
             raise StoreUnavailable(
-                f"this replica lost the store watch ({self._watch_error}); restart it"
+                f"this replica lost the store watch ({self._watch_error}) and is "
+                "reloading the desired state; try again"
             )
         self._mark_serial += 1
         mark = f"{self._replica_id}/{self._mark_serial}"

@@ -26,7 +26,7 @@ from hostnet.agent.config import AgentConfig, AgentStartupError, read_token
 from hostnet.agent.dockerplugin import PluginService
 from hostnet.agent.localapi import create_app
 from hostnet.agent.registration import Registrar
-from hostnet.agent.servers import UnixServer, bind_unix_socket
+from hostnet.agent.servers import UnixServer, bind_unix_socket, systemd_socket
 from hostnet.agent.stream import StateApplier, Stream
 from hostnet.agent.tunnel import Tunnel
 from hostnet.docker.common import SystemDockerPortOps
@@ -70,6 +70,7 @@ class Agent:
         self.plugin_service: PluginService | None = None
         self._server: UnixServer | None = None
         self._plugin_sock: socket.socket | None = None
+        self._plugin_sock_activated = False  # systemd's: it stays, and so does its file
 
     def stop(self) -> None:
         self._stop.set()
@@ -150,6 +151,10 @@ class Agent:
         await self.remove_orphans(client)
         sock = bind_unix_socket(self.cfg.socket)
         if self.cfg.plugin_socket:
+            activated = systemd_socket(Path(self.cfg.plugin_socket))
+            if activated is not None:
+                self._plugin_sock, self._plugin_sock_activated = activated, True
+                return sock
             try:
                 self._plugin_sock = bind_unix_socket(Path(self.cfg.plugin_socket))
             except AgentStartupError:
@@ -164,7 +169,8 @@ class Agent:
             self.ovs, self.cfg.bridge, tx_offload_off=self.datapath_type == "netdev"
         )
         docker = DockerClient(self.cfg.docker_host)
-        plugin = DockerPlugin(self.cfg.host, client, docker, ops, executor=self._host_exec)
+        plugin = DockerPlugin(self.cfg.host, client, docker, ops, executor=self._host_exec,
+                              state_dir=self.cfg.state_dir)
         self.plugin_service = PluginService(plugin, docker, self._plugin_sock, self._stop)
         self.plugin_service.start()
         log.info("serving the Docker plugin on %s (Docker API %s)", self.cfg.plugin_socket,
@@ -224,8 +230,9 @@ class Agent:
             await self.plugin_service.close()
         if self._plugin_sock is not None:
             self._plugin_sock.close()
-            with contextlib.suppress(OSError):
-                Path(self.cfg.plugin_socket).unlink()
+            if not self._plugin_sock_activated:  # systemd keeps listening on its own
+                with contextlib.suppress(OSError):
+                    Path(self.cfg.plugin_socket).unlink()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         if sock is not None:

@@ -17,6 +17,7 @@ from hostnet.docker.engine import DEFAULT_DOCKER_HOST
 from hostnet.docker.plugin import DEFAULT_PLUGIN_SOCKET
 
 DEFAULT_SOCKET = "/run/daolinet/hostnet.sock"
+DEFAULT_STATE_DIR = "/var/lib/daolinet-hostnet"
 
 
 class AgentStartupError(Exception):
@@ -60,6 +61,10 @@ class AgentConfig(BaseSettings):
     )
     docker_host: str = Field(
         DEFAULT_DOCKER_HOST, description="Docker API of this host (unix:///PATH)."
+    )
+    state_dir: Path = Field(
+        Path(DEFAULT_STATE_DIR), description="Directory of what the agent keeps "
+        "across reboots (the Docker containers' restart policies)."
     )
     wireguard: Path | None = Field(
         None, description="WireGuard provisioning file (see `wg-up`): tunnel to other sites."

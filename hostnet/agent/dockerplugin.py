@@ -1,6 +1,6 @@
 """Serving the Docker plugin (hostnet/docker/): its server on the plugin socket, the
-endpoint check after a restart, and the loop that keeps the local engine's networks
-those of the controller."""
+endpoint check after a restart (then every few seconds for held addresses), and the
+loop that keeps the local engine's networks those of the controller."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 # How often the local Docker engine is brought in line with the daolinet networks.
 NETWORK_SYNC_SECONDS = 2.0
+# Every how many network syncs held addresses of containers that are gone (`docker rm`)
+# are freed: Docker tells the plugin nothing when it removes a stopped container.
+HELD_CHECK_EVERY = 3
 
 
 class PluginService:
@@ -56,6 +59,7 @@ class PluginService:
 
     async def _sync_networks(self) -> None:
         """Every NETWORK_SYNC_SECONDS: the local engine gets every daolinet network."""
+        rounds = 0
         while not self.stop.is_set():
             try:
                 await self.plugin.sync_networks()
@@ -63,12 +67,15 @@ class PluginService:
                 log.warning("Docker network sync skipped: %s", exc)
             except Exception:
                 log.exception("Docker network sync failed")
+            rounds += 1
+            if rounds % HELD_CHECK_EVERY == 0:
+                await self._reconcile(held_only=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=NETWORK_SYNC_SECONDS)
 
-    async def _reconcile(self) -> None:
+    async def _reconcile(self, *, held_only: bool = False) -> None:
         try:
-            await self.plugin.reconcile()
+            await self.plugin.reconcile(held_only=held_only)
         except (DockerError, ControllerError, OvsError, NetlinkError) as exc:
             log.warning("Docker endpoint check skipped: %s", exc)
         except Exception:

@@ -14,6 +14,40 @@ from fastapi import FastAPI
 
 from hostnet.agent.config import AgentStartupError
 
+# sd_listen_fds(3): the first socket systemd passes is file descriptor 3.
+SD_LISTEN_FDS_START = 3
+
+
+def systemd_socket(path: Path) -> socket.socket | None:
+    """The listening unix socket at `path` that systemd passed (socket activation), if any.
+
+    A `.socket` unit makes the socket exist before dockerd starts (roles/hostnet): Docker
+    finds the plugin at once and its requests wait in the backlog until the agent
+    serves them, instead of `plugin "daolinet" not found` during a host's boot.  The
+    environment is left alone for other paths, and cleared once the socket is taken so
+    no child process sees it.
+    """
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return None
+    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count):
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue
+        if sock.family == socket.AF_UNIX and sock.getsockname() == str(path):
+            sock.set_inheritable(False)
+            for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+                os.environ.pop(name, None)
+            return sock
+        sock.detach()  # not ours to close
+    return None
+
 
 def bind_unix_socket(path: Path, mode: int = 0o660) -> socket.socket:
     """Bind a listening unix socket at `path`, replacing a stale socket file."""

@@ -38,6 +38,8 @@ class DockerPortOps(PortOps, Protocol):
 
     def set_port_ids(self, port: str, external_ids: dict[str, str]) -> None: ...
 
+    def link_exists(self, name: str) -> bool: ...
+
 
 class SystemDockerPortOps(SystemPortOps):
     """DockerPortOps on the real host."""
@@ -54,6 +56,20 @@ class SystemDockerPortOps(SystemPortOps):
     def set_port_ids(self, port: str, external_ids: dict[str, str]) -> None:
         """Record (an empty value: forget) keys in the port's external_ids."""
         self.ovs.set_external_ids(port, external_ids)
+
+    def link_exists(self, name: str) -> bool:
+        return netlink.link_exists(name)
+
+
+@dataclass
+class NetworkDeletions:
+    """This engine's DeleteNetwork calls (driver.py), as the network sync
+    (reconcile.py) needs them: one begun after the sync read the engine, or still
+    running, may have deleted at the controller a network that the engine no longer
+    listed, and the sync would make it again."""
+
+    begun: int = 0
+    running: int = 0
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from hostnet.agent.client import ControllerError
@@ -20,7 +20,9 @@ from hostnet.docker.common import (
     ADDRESS_SPACE,
     DOCKER_ENDPOINT_KEY,
     DOCKER_PUBLISHED_KEY,
+    PROVISIONAL_PREFIX,
     RESOLVE_TIMEOUT,
+    NetworkDeletions,
     PluginDeps,
     PluginError,
     from_controller,
@@ -29,6 +31,7 @@ from hostnet.docker.common import (
 )
 from hostnet.docker.engine import MTU_OPTION, DockerError, docker_subnets
 from hostnet.docker.ipam import Ipam
+from hostnet.docker.policies import RestartPolicies
 from hostnet.docker.publish import Publisher
 from hostnet.host.netlink import NetlinkError
 from hostnet.host.ovs import CONTAINER_KEY, ENDPOINT_KEY, OvsError
@@ -63,18 +66,36 @@ def check_driver_options(options: dict[str, Any]) -> None:
             raise PluginError(f"-o {MTU_OPTION}={value}: the MTU must be {MTU_MIN}-{MTU_MAX}")
 
 
+# Naming an endpoint whose name another container here still holds: how often, how
+# long apart (that container's own naming frees it within a resolution).
+NAME_ATTEMPTS = 20
+NAME_RETRY_SECONDS = 0.25
+
+
 class NetworkDriver:
     def __init__(
         self, deps: PluginDeps, ipam: Ipam, publisher: Publisher, pending_moves: dict[str, str],
-        *, resolve_timeout: float = RESOLVE_TIMEOUT,
+        policies: RestartPolicies, *, resolve_timeout: float = RESOLVE_TIMEOUT,
+        subnets: dict[str, str] | None = None, deletions: NetworkDeletions | None = None,
+        forget_held: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        """`forget_held(network)`: forgets the held addresses of removed containers
+        before DeleteNetwork deletes the daolinet network (reconcile.py);
+        `deletions`: DeleteNetwork calls, counted for the network sync."""
         self.deps = deps
+        self.forget_held = forget_held
+        self.deletions = deletions if deletions is not None else NetworkDeletions()
         self.ipam = ipam
         self.publisher = publisher
+        self.policies = policies
         self.pending_moves = pending_moves  # ip -> endpoint id moving in here
         self.resolve_timeout = resolve_timeout
-        self._subnets: dict[str, str] = {}  # Docker network id -> subnet (cache)
+        # Docker network id -> subnet: DeleteNetwork names only the id, and Docker hides
+        # a network it is deleting.  Filled at CreateNetwork and by every network sync
+        # (reconcile.py), so an agent started after the network was made knows it too.
+        self._subnets: dict[str, str] = subnets if subnets is not None else {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._plugged: set[str] = set()  # endpoint ids plugged since this agent started
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -135,7 +156,14 @@ class NetworkDriver:
         log.warning("network %s did not show up in Docker", network_id[:12])
 
     async def delete_network(self, req: dict[str, Any]) -> dict[str, Any]:
-        network_id = str(req.get("NetworkID", ""))
+        self.deletions.begun += 1
+        self.deletions.running += 1
+        try:
+            return await self._delete_network(str(req.get("NetworkID", "")))
+        finally:
+            self.deletions.running -= 1
+
+    async def _delete_network(self, network_id: str) -> dict[str, Any]:
         subnet = self._subnets.pop(network_id, None)
         if subnet is None:
             with contextlib.suppress(DockerError):
@@ -147,6 +175,12 @@ class NetworkDriver:
         net = subnet_of(subnet)
         for other in await from_controller(self.deps.controller.list_networks()):
             if subnet_of(other.get("subnet")) == net:
+                if self.forget_held is not None:
+                    try:
+                        await self.forget_held(str(other["name"]))
+                    except (ControllerError, DockerError, PluginError) as exc:
+                        log.warning("network %s: held addresses not checked: %s",
+                                    other["name"], exc)
                 try:
                     await self.deps.controller.delete_network(str(other["name"]))
                     log.info("network %s (%s) deleted", other["name"], net)
@@ -188,6 +222,8 @@ class NetworkDriver:
             )
         except (NetlinkError, OvsError) as exc:
             raise PluginError(f"endpoint {ip}: {exc}") from exc
+        self.ipam.claimed.discard(epid)
+        self._plugged.add(epid)
         log.info("endpoint %s ip=%s port=%s", docker_ep[:12], ip, port)
         return {"Interface": {} if mac else {"MacAddress": ep["mac"]}}
 
@@ -223,6 +259,7 @@ class NetworkDriver:
                     nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
                     if any((n or {}).get("EndpointID") == docker_ep for n in nets.values()):
                         name = str((c.get("Names") or ["/"])[0]).lstrip("/")
+                        await self._record_policy(str(c["Id"]))
                         await self._name_endpoint(epid, name, str(c["Id"]))
                         return
             except DockerError as exc:
@@ -233,15 +270,89 @@ class NetworkDriver:
             await asyncio.sleep(0.1)
         log.warning("container of endpoint %s not found in Docker", docker_ep[:12])
 
+    async def _record_policy(self, docker_id: str) -> None:
+        """Keep the container's restart policy (policies.py): it decides which held
+        address a request gets at the next boot."""
+        info = await self.deps.docker.inspect(docker_id)
+        policy = ((info or {}).get("HostConfig") or {}).get("RestartPolicy") or {}
+        self.policies.record(docker_id, str(policy.get("Name") or "no"))
+
     async def _name_endpoint(self, epid: str, name: str, docker_id: str) -> None:
+        """Name the endpoint after its container, once that name is free.
+
+        A held address given back to another container of the network (ipam.py)
+        comes with the other container's name: that name goes at once (the endpoint
+        is named `docker-<id>` meanwhile) and this container's own name is waited for
+        while another container here still holds it (its own resolution frees it).
+        Names are what policies speak of: never two containers under one name."""
+        mine = await self.deps.controller.get_container(epid)
+        renamed = False
+        for _ in range(NAME_ATTEMPTS):
+            try:
+                await self.deps.controller.update_container(epid, name=name, docker_id=docker_id)
+                log.info("endpoint %s is container %s (%s)", epid, name, docker_id[:12])
+                return
+            except ControllerError as exc:
+                if exc.status != 409:
+                    raise
+                detail = exc.detail
+            holder = await self._holder(name)
+            if holder is None:
+                continue  # freed meanwhile
+            if (holder.get("docker_id") == docker_id
+                    and holder.get("network") != mine.get("network")):
+                break  # this container's endpoint on another network has the name
+            if await self._drop_own_stale(holder, mine, docker_id):
+                continue
+            if not renamed and mine.get("docker_id") not in (None, docker_id):
+                await self.deps.controller.update_container(
+                    epid, name=PROVISIONAL_PREFIX + docker_id[:12], docker_id=docker_id
+                )
+                renamed = True
+            if holder.get("host") != self.deps.host:
+                break
+            await asyncio.sleep(NAME_RETRY_SECONDS)
+        else:
+            detail = f"container {name} already exists"
+        log.warning("container %s keeps its daolinet name: %s", name, detail)
+        await self.deps.controller.update_container(epid, docker_id=docker_id)
+
+    async def _holder(self, name: str) -> dict[str, Any] | None:
         try:
-            await self.deps.controller.update_container(epid, name=name, docker_id=docker_id)
+            return await self.deps.controller.get_container(name)
         except ControllerError as exc:
-            if exc.status != 409:
+            if exc.status != 404:
                 raise
-            log.warning("container %s keeps its daolinet name: %s", name, exc.detail)
-            await self.deps.controller.update_container(epid, docker_id=docker_id)
-        log.info("endpoint %s is container %s (%s)", epid, name, docker_id[:12])
+            return None
+
+    async def _drop_own_stale(
+        self, holder: dict[str, Any], mine: dict[str, Any], docker_id: str
+    ) -> bool:
+        """Remove `holder` (and its port) if it is this container's own earlier
+        endpoint on the same network (a container has one endpoint per network, so
+        that one is stale: Docker gave it another address, e.g. it never released the
+        old one), or an unused one of a container Docker no longer has, instead of
+        leaving the container under a provisional name beside a stale record."""
+        if holder.get("host") != self.deps.host or holder["id"] == mine["id"]:
+            return False
+        if holder.get("docker_id") == docker_id:
+            # Its port may be a stale one from before this agent started (a reboot
+            # with no DeleteEndpoint): only one plugged since, or given back, is in use.
+            if (holder.get("network") != mine.get("network")
+                    or str(holder["id"]) in self._plugged | self.ipam.claimed):
+                return False
+        elif (not holder.get("docker_id")
+              or str(holder["id"]) in await self.ipam.live_endpoints()
+              or await self.deps.docker.inspect(str(holder["docker_id"])) is not None):
+            return False
+        ports = await in_thread(self.deps.executor, self.deps.ops.ports)
+        for port, ids in ports.items():
+            if ids.get(ENDPOINT_KEY) == str(holder["id"]):
+                await in_thread(self.deps.executor, unplug, self.deps.ops, port)
+        await self.deps.controller.delete_container(str(holder["id"]))
+        log.info("container %s: stale endpoint %s (%s) removed", holder.get("name"),
+                 holder["id"], holder.get("ip"))
+        return True
 
     async def delete_endpoint(self, req: dict[str, Any]) -> dict[str, Any]:
         docker_ep = str(req.get("EndpointID", ""))
@@ -254,6 +365,7 @@ class NetworkDriver:
                 await self.publisher.unpublish(port, ids)
             except PluginError as exc:
                 log.warning("endpoint %s: ports not unpublished: %s", docker_ep[:12], exc)
+        self._plugged.discard(ids.get(ENDPOINT_KEY, ""))
         try:
             await in_thread(self.deps.executor, unplug, self.deps.ops, port)
         except (NetlinkError, OvsError) as exc:

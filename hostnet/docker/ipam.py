@@ -4,6 +4,20 @@ A pool is identified by its CIDR (daolinet subnets never overlap), so a pool id 
 meaningful after any restart.  A container's address is reserved at the controller
 by `RequestAddress` under a provisional name (`docker-XXXXXXXXXXXX`); the network
 driver renames the endpoint once the container has joined.
+
+Addresses of containers that still exist are held: Docker gives an address back
+whenever a container stops, also when dockerd or the host restarts (libnetwork's
+cleanup of the previous run), and asks again when the container starts.  So a
+`ReleaseAddress` of an endpoint that has a Docker id keeps the endpoint (id, IP, MAC,
+name), and the next `RequestAddress` of that network on this host gets a held
+address back before a new one is reserved: a restarted container keeps its address
+and its name (on a new endpoint when Docker gave it a new MAC, see request_address).
+Docker's IPAM protocol does not say which container asks, so when
+several containers of one network start at once (a host's boot) each gets one of the
+held addresses (those of containers with a restart policy first, policies.py, then
+the lowest); `--ip` names the one it gets.  Held endpoints whose
+container is gone, or no longer on that network, are removed by the reconciler
+(reconcile.py).
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ from controller.desired.addresses import check_subnet, field_check
 from hostnet.agent.client import ControllerError
 from hostnet.docker.common import (
     ADDRESS_SPACE,
+    DOCKER_ENDPOINT_KEY,
     PROVISIONAL_PREFIX,
     PluginDeps,
     PluginError,
@@ -27,6 +42,9 @@ from hostnet.docker.common import (
     subnet_of,
 )
 from hostnet.docker.engine import docker_network_options, docker_subnets
+from hostnet.docker.policies import RestartPolicies
+from hostnet.host.ovs import ENDPOINT_KEY
+from hostnet.host.worker import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +58,16 @@ class Ipam:
     """Pools and addresses; `pending_moves` (ip -> endpoint id) are addresses of
     containers moving in here, which keep their endpoint (hostnet/docker/move.py)."""
 
-    def __init__(self, deps: PluginDeps, pending_moves: dict[str, str]) -> None:
+    def __init__(
+        self, deps: PluginDeps, pending_moves: dict[str, str], policies: RestartPolicies
+    ) -> None:
         self.deps = deps
         self.pending_moves = pending_moves
+        self.policies = policies
         self._lock = asyncio.Lock()  # network creation at the controller
+        self.giving_back = asyncio.Lock()  # one held address to one request
+        # Held endpoints given back, until the driver plugs them (or Docker releases).
+        self.claimed: set[str] = set()
 
     async def capabilities(self, _: dict[str, Any]) -> dict[str, Any]:
         # Docker then passes every container's MAC (`--mac-address`, or one it makes
@@ -63,6 +87,39 @@ class Ipam:
             if str(ep.get("ip")) == ip:
                 return ep
         return None
+
+    async def live_endpoints(self) -> set[str]:
+        """Endpoint ids plugged into a Docker endpoint on this host now: an OVS port
+        with a Docker endpoint id, and its veth.  A port whose veth is gone is a
+        leftover of the previous boot (the veth went with the container's namespace;
+        Open vSwitch keeps its ports in its database) that Docker's clean-up has not
+        removed yet: its address is held, not in use."""
+        return await in_thread(self.deps.executor, self._live_endpoints)
+
+    def _live_endpoints(self) -> set[str]:
+        ops = self.deps.ops
+        return {ids[ENDPOINT_KEY] for port, ids in ops.ports().items()
+                if ENDPOINT_KEY in ids and DOCKER_ENDPOINT_KEY in ids and ops.link_exists(port)}
+
+    async def held_endpoint(self, network: str, ip: str | None,
+                            mac: str | None = None) -> dict[str, Any] | None:
+        """A held address of `network` on this host (`ip` if given): an endpoint of a
+        Docker container that no Docker endpoint uses now.  First the one with `mac`
+        (a MAC Docker kept: that container's own), then those of containers that
+        dockerd restarts by itself (a restart policy: the requests of a boot come from
+        them), then the lowest address."""
+        endpoints = await from_controller(self.deps.controller.list_containers(self.deps.host))
+        live = await self.live_endpoints()
+        held = [
+            ep for ep in endpoints
+            if ep.get("docker_id") and str(ep.get("network")) == network
+            and str(ep["id"]) not in live and str(ep["id"]) not in self.claimed
+            and (ip is None or str(ep.get("ip")) == ip)
+        ]
+        held.sort(key=lambda ep: (str(ep.get("mac", "")).lower() != (mac or "").lower(),
+                                  not self.policies.restarts_at_boot(str(ep["docker_id"])),
+                                  ipaddress.IPv4Address(str(ep["ip"]))))
+        return held[0] if held else None
 
     async def request_pool(self, req: dict[str, Any]) -> dict[str, Any]:
         if req.get("V6"):
@@ -150,6 +207,21 @@ class Ipam:
         network = await self.network_for_subnet(net)
         if wanted is not None and wanted in self.pending_moves:
             return {"Address": f"{wanted}/{net.prefixlen}", "Data": {}}
+        async with self.giving_back:
+            held = await self.held_endpoint(str(network["name"]), wanted, mac)
+            if held is not None:
+                if mac is None or str(held.get("mac", "")).lower() == mac.lower():
+                    self.claimed.add(str(held["id"]))
+                    log.info("address %s given back (endpoint %s)", held["ip"], held["name"])
+                    return {"Address": f"{held['ip']}/{net.prefixlen}", "Data": {}}
+                # Docker makes a new MAC at every start of a container run without
+                # --mac-address (it keeps only a configured one: moby #47233), and
+                # CreateEndpoint must be given the endpoint's: the address stays, on a
+                # new endpoint with this MAC (the name follows at the join).
+                await from_controller(self.deps.controller.delete_container(str(held["id"])))
+                log.info("address %s given back with MAC %s (endpoint %s replaced)",
+                         held["ip"], mac, held["name"])
+                wanted = str(held["ip"])
         ep = await from_controller(self.deps.controller.create_container(
             name=PROVISIONAL_PREFIX + uuid.uuid4().hex[:12], network=str(network["name"]),
             host=self.deps.host, ip=wanted, mac=mac,
@@ -175,6 +247,10 @@ class Ipam:
             return {}
         ep = await self.endpoint_by_ip(ip)
         if ep is not None:
+            self.claimed.discard(str(ep["id"]))
+            if ep.get("docker_id"):
+                log.info("address %s held for container %s", ip, ep["name"])
+                return {}
             try:
                 await self.deps.controller.delete_container(str(ep["id"]))
             except ControllerError as exc:

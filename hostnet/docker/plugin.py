@@ -16,17 +16,25 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from hostnet.agent.client import ControllerAPI
-from hostnet.docker.common import RESOLVE_TIMEOUT, DockerPortOps, PluginDeps, PluginError
+from hostnet.docker.common import (
+    RESOLVE_TIMEOUT,
+    DockerPortOps,
+    NetworkDeletions,
+    PluginDeps,
+    PluginError,
+)
 from hostnet.docker.driver import NetworkDriver
 from hostnet.docker.engine import PLUGIN_NAME, DockerAPI
 from hostnet.docker.ipam import Ipam
 from hostnet.docker.move import Mover
+from hostnet.docker.policies import RestartPolicies
 from hostnet.docker.publish import PortInUse, Publisher, local_port_in_use
 from hostnet.docker.reconcile import Reconciler
 
@@ -49,15 +57,24 @@ class DockerPlugin:
         executor: Executor | None = None,
         resolve_timeout: float = RESOLVE_TIMEOUT,
         port_in_use: PortInUse = local_port_in_use,
+        state_dir: Path | None = None,
     ) -> None:
+        """`state_dir`: where the containers' restart policies are kept (policies.py;
+        None: in memory)."""
         deps = PluginDeps(host, controller, docker, ops, executor)
         self.pending_moves: dict[str, str] = {}  # ip -> endpoint id moving in here
-        self.ipam = Ipam(deps, self.pending_moves)
+        self.policies = RestartPolicies(state_dir)
+        self.ipam = Ipam(deps, self.pending_moves, self.policies)
         self.publisher = Publisher(deps, port_in_use)
+        subnets: dict[str, str] = {}  # Docker network id -> subnet, of this engine
+        deletions = NetworkDeletions()
+        self.reconciler = Reconciler(deps, self.ipam, self.publisher, self.policies, subnets,
+                                     deletions)
         self.driver = NetworkDriver(
-            deps, self.ipam, self.publisher, self.pending_moves, resolve_timeout=resolve_timeout
+            deps, self.ipam, self.publisher, self.pending_moves, self.policies,
+            resolve_timeout=resolve_timeout, subnets=subnets, deletions=deletions,
+            forget_held=self.reconciler.forget_held,
         )
-        self.reconciler = Reconciler(deps, self.publisher)
         self.mover = Mover(deps, self.pending_moves)
         self.handlers: dict[str, Handler] = {
             "Plugin.Activate": self.activate,
@@ -100,8 +117,8 @@ class DockerPlugin:
         """A command from the controller (container move)."""
         return await self.mover.command(op, args)
 
-    async def reconcile(self) -> None:
-        await self.reconciler.reconcile()
+    async def reconcile(self, *, held_only: bool = False) -> None:
+        await self.reconciler.reconcile(held_only=held_only)
 
     async def sync_networks(self) -> None:
         await self.reconciler.sync_networks()

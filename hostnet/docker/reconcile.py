@@ -1,7 +1,8 @@
 """Bring this host's Docker engine and endpoints in line with the controller.
 
-After a restart, endpoints whose container is gone are forgotten (`reconcile`);
-every few seconds, the engine gets every daolinet network (`sync_networks`).
+After a restart, and every few seconds for held addresses, endpoints whose container
+is gone are forgotten (`reconcile`); every few seconds, the engine gets every
+daolinet network (`sync_networks`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from hostnet.docker.common import (
     DOCKER_ENDPOINT_KEY,
     DOCKER_PUBLISHED_KEY,
     PROVISIONAL_PREFIX,
+    NetworkDeletions,
     PluginDeps,
     PluginError,
     from_controller,
     from_docker,
 )
-from hostnet.docker.engine import SYNCED_LABEL
+from hostnet.docker.engine import SYNCED_LABEL, docker_subnets
+from hostnet.docker.ipam import Ipam
+from hostnet.docker.policies import RestartPolicies
 from hostnet.docker.publish import Publisher
 from hostnet.host.ovs import ENDPOINT_KEY
 from hostnet.host.ports import unplug
@@ -30,37 +34,81 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, deps: PluginDeps, publisher: Publisher) -> None:
+    def __init__(
+        self, deps: PluginDeps, ipam: Ipam, publisher: Publisher, policies: RestartPolicies,
+        subnets: dict[str, str] | None = None, deletions: NetworkDeletions | None = None,
+    ) -> None:
         self.deps = deps
+        self.ipam = ipam  # its held addresses: claimed ones are not removed
         self.publisher = publisher
+        self.policies = policies
+        # The driver's Docker network id -> subnet (driver.py), kept up to date here.
+        self.subnets = subnets if subnets is not None else {}
+        # The driver's DeleteNetwork calls (common.NetworkDeletions).
+        self.deletions = deletions if deletions is not None else NetworkDeletions()
         self._known_networks: set[str] = set()  # the controller's, at the last sync
 
-    async def reconcile(self) -> None:
-        """Forget endpoints whose Docker container is gone; name unnamed ones."""
+    async def reconcile(self, *, held_only: bool = False, network: str | None = None) -> None:
+        """Forget endpoints whose Docker container is gone, and held addresses
+        (ipam.py) of containers no longer on that network.
+
+        `held_only` (the periodic run): only endpoints no Docker endpoint uses, since
+        a plugged one may be a container moving in, whose Docker id is the old host's
+        until its join is resolved.  `network`: only that network's endpoints.
+        """
         endpoints = await self.deps.controller.list_containers(self.deps.host)
+        if network is None:
+            self.policies.keep_only(
+                {str(ep["docker_id"]) for ep in endpoints if ep.get("docker_id")})
+        else:
+            endpoints = [ep for ep in endpoints if str(ep.get("network")) == network
+                         and (ep.get("docker_id") or not held_only)]
+            if not endpoints:
+                return  # nothing to look at: spare the ports' reads
         ports = await in_thread(self.deps.executor, self.deps.ops.ports)
         by_endpoint = {ids[ENDPOINT_KEY]: (port, ids) for port, ids in ports.items()}
+        live_ids = await self.ipam.live_endpoints()
         for ep in endpoints:
             epid = str(ep["id"])
             docker_id = ep.get("docker_id")
             port_ids = by_endpoint.get(epid)
+            live = epid in live_ids
+            if (held_only and (live or not docker_id)) or epid in self.ipam.claimed:
+                continue
             if docker_id:
-                if await self.deps.docker.inspect(str(docker_id)) is not None:
+                info = await self.deps.docker.inspect(str(docker_id))
+                if info is not None and (live or str(ep.get("network")) in (
+                        (info.get("NetworkSettings") or {}).get("Networks") or {})):
                     continue
             elif not str(ep.get("name", "")).startswith(PROVISIONAL_PREFIX):
                 continue  # not a Docker container
             elif port_ids is not None and DOCKER_ENDPOINT_KEY in port_ids[1]:
                 continue  # a live Docker endpoint still waiting for its name
-            if port_ids is not None and port_ids[1].get(DOCKER_PUBLISHED_KEY):
-                try:  # its `-p` ports (Docker never revoked them: the agent was down)
-                    await self.publisher.unpublish(*port_ids)
-                except PluginError as exc:
-                    log.warning("ports of %s not unpublished: %s", ep.get("name"), exc)
-            if port_ids is not None:
-                await in_thread(self.deps.executor, unplug, self.deps.ops, port_ids[0])
-            with contextlib.suppress(ControllerError):
-                await self.deps.controller.delete_container(epid)
+            # Not while a request is given a held address: one given back since the
+            # listing above is claimed, or plugged by now.
+            async with self.ipam.giving_back:
+                if epid in self.ipam.claimed or (
+                        held_only and epid in await self.ipam.live_endpoints()):
+                    continue
+                if port_ids is not None and port_ids[1].get(DOCKER_PUBLISHED_KEY):
+                    try:  # its `-p` ports (Docker never revoked them: the agent was down)
+                        await self.publisher.unpublish(*port_ids)
+                    except PluginError as exc:
+                        log.warning("ports of %s not unpublished: %s", ep.get("name"), exc)
+                if port_ids is not None:
+                    await in_thread(self.deps.executor, unplug, self.deps.ops, port_ids[0])
+                with contextlib.suppress(ControllerError):
+                    await self.deps.controller.delete_container(epid)
             log.info("removed stale Docker endpoint %s (%s)", ep.get("name"), ep.get("ip"))
+
+    async def forget_held(self, network: str) -> None:
+        """Before this engine's `docker network rm` deletes the daolinet network
+        `network` (driver.py): forget the held addresses of its containers that are
+        gone.  Docker gives a removed container's address back as it gives back a
+        stopped one's, so `docker rm -f c && docker network rm net` comes before the
+        periodic run has forgotten c's address, and the controller would keep the
+        network for it (409: an endpoint uses it), here and in every other engine."""
+        await self.reconcile(held_only=True, network=network)
 
     # -- networks are global: every engine has every daolinet network --------------
 
@@ -78,14 +126,25 @@ class Reconciler:
         # between the two reads has deleted the network at the controller too (the
         # driver's DeleteNetwork), so it is not made again here (read the other way
         # round, it was).  A rm still inside the driver call when this engine is read
-        # (Docker hides a network it is deleting before calling the driver) can still
-        # have it made again: that window is the driver call's few milliseconds.
-        local = await self._drop_duplicate_networks(await from_docker(self.deps.docker.networks()))
+        # (Docker hides a network it is deleting before calling the driver), or whose
+        # driver call begins before a network is made here, makes this sync make none:
+        # the next one decides.  Left: a rm that Docker hid before this engine was read
+        # and that calls the driver only after the network is made again.
+        deletions_begun = self.deletions.begun
+        found = await from_docker(self.deps.docker.networks())
+        for net in found:
+            subs = docker_subnets(net)
+            if subs:
+                self.subnets[str(net.get("Id"))] = str(subs[0][0])
+        local = await self._drop_duplicate_networks(found)
         networks = await from_controller(self.deps.controller.list_networks())
         wanted = {str(n["name"]): n for n in networks}
         for name, net in wanted.items():
             if name in local:
                 continue
+            if self.deletions.running or self.deletions.begun != deletions_begun:
+                log.info("network sync: a network is being deleted here; next sync")
+                break
             try:
                 mtu = int(net.get("mtu") or 1500)
                 await from_docker(self.deps.docker.create_network(

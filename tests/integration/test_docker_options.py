@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import DockerLab as Lab
-from testbed import BIN_DIR, Testbed
+from testbed import BIN_DIR, Testbed, tail
 from testbed.hosts import Container
 
 NET = ["-d", "daolinet", "--ipam-driver", "daolinet"]
@@ -146,7 +146,12 @@ def test_driver_options_known_and_unknown(lab: Lab) -> None:
     ns = d1.attach_netns("tiny", "small")
     assert "mtu 1400" in tb.exec(ns, "ip", "link", "show", "eth0").stdout
     d1.ok("rm", "-f", "tiny")
-    d1.ok("network", "rm", "small")
+    d1.ok("network", "rm", "small")  # right after the rm: tiny's address is still held
+    tb.wait_until(lambda: tb.api("GET", "/networks/small").status_code == 404, 10,
+                  "small stayed at the controller", detail=lambda: (
+                      f"{tb.api('GET', '/networks/small').text}\n"
+                      f"{tb.api('GET', '/containers').text}\n--- h1 ---\n"
+                      f"{tail(tb.host('h1').agent_log, 15)}"))
     tb.wait_until(lambda: "small" not in d2.ok("network", "ls", "--format", "{{.Name}}").split(),
                   10, "small stayed in h2's Docker engine")
 

@@ -1,18 +1,28 @@
 """The etcd store on a 3-member cluster: losing one member changes nothing visible,
-losing two gives StoreUnavailable within a bounded time, and a watch resumes across
-member restarts without skipping or repeating a revision."""
+losing two gives StoreUnavailable within a bounded time, a watch resumes across
+member restarts without skipping or repeating a revision, and a replica whose watch
+lost compacted history reloads by itself."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from controller.desired.events import Change
+from controller.desired.inventory import Inventory
 from controller.store.base import StoreEvent, StoreUnavailable
 from controller.store.etcd.store import EtcdStore
 from tests.etcdcluster import EtcdCluster, unique_prefix
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +216,36 @@ def test_watch_resumes_after_the_whole_cluster_was_down(
     writer.delete("seq", "a")
     events = got.wait_for(3)
     assert [(e.key, e.value) for e in events] == [("a", {"n": 0}), ("b", {"n": 1}), ("a", None)]
+
+
+def test_a_replica_whose_watch_lost_its_history_reloads(stores: list[EtcdStore]) -> None:
+    """etcd compacted the revisions a replica's watch still needed (its auto-compaction,
+    roles/etcd): the replica reloads its index from a snapshot by itself, announcing
+    what it missed, and takes changes again - no 503 until a restart."""
+    sa, sb = stores
+    heard: list[Change] = []
+    a = Inventory(sa, lambda change: None, replicated=True)
+    b = Inventory(sb, heard.append, replicated=True)
+    a.register_host("h1", "198.18.0.11")
+    a.create_network("old", "10.9.0.0/24")
+    wait_until(lambda: b.index.network("old") is not None, 10, "b did not follow a")
+    with sb._watches_guard:  # b's watch falls behind: stopped
+        behind, sb._watches = sb._watches, []
+    for w in behind:
+        w.stop()
+    since = sb.revision()
+    a.delete_network("old")
+    a.create_network("web", "10.1.0.0/24")
+    a.add_endpoint("w1", "web", "h1")
+    sa.client.call("/kv/compaction", {"revision": str(sa.revision()), "physical": True})
+    heard.clear()
+    sb.watch(since, b._sync._on_store_events, b._sync.watch_lost)  # finds the gap
+    wait_until(lambda: b.index.endpoint("w1") is not None and b._sync._watch_error is None,
+               10, "b did not reload")
+    assert b.index.network("old") is None
+    kinds = [type(c).__name__ for c in heard]
+    assert sorted(kinds) == ["EndpointAdded", "NetworkAdded", "NetworkRemoved"], kinds
+    b.create_network("api", "10.3.0.0/24")  # through b: its watch goes on from the reload
+    wait_until(lambda: a.index.network("api") is not None, 10, "a did not follow b")
+    a.add_endpoint("a1", "api", "h1")
+    wait_until(lambda: b.index.endpoint("a1") is not None, 10, "b's new watch is not live")

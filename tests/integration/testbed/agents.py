@@ -81,7 +81,8 @@ class Agents:
             # sees as this host's own directory (see docker.py).
             host.plugin_socket.parent.mkdir(exist_ok=True)
             cmd += ["--plugin-socket", str(host.plugin_socket),
-                    "--docker-host", f"unix://{host.docker_sock}"]
+                    "--docker-host", f"unix://{host.docker_sock}",
+                    "--state-dir", str(host.dir / "state")]
         else:
             cmd += ["--plugin-socket", ""]  # never the machine-wide default
         if self._layout.wireguard:
@@ -89,13 +90,26 @@ class Agents:
         cmd += self._controllers.tls_args(host.name, "host", [host.address])
         return [*cmd, *self._args]
 
-    def start(self, host: Host) -> None:
+    def start(self, host: Host, *, on_demand: bool = False) -> None:
+        """Start the agent of `host`; `on_demand`: as systemd socket activation does
+        (roles/hostnet's .socket unit), listening on the plugin socket and starting
+        the agent with it at the first connection (`systemd-socket-activate`)."""
         env = host.ovs_env()
         env["PYTHONUNBUFFERED"] = "1"
+        cmd = self._cmd(host)
+        if on_demand:
+            host.plugin_socket.unlink(missing_ok=True)  # a boot starts with an empty /run
+            # It hands the agent only the variables named (--setenv=NAME: its own value).
+            cmd = ["systemd-socket-activate", "-l", str(host.plugin_socket),
+                   *(f"--setenv={name}" for name in sorted(env)), *cmd]
         host.agent = self._processes.spawn(
-            host.ns, *self._cmd(host), what=f"agent {host.name}",
-            log=host.agent_log, env=env,
+            host.ns, *cmd, what=f"agent {host.name}", log=host.agent_log, env=env,
         )
+
+    def stop(self, host: Host, *, sig: int = signal.SIGTERM) -> None:
+        if host.agent is not None:
+            self._processes.stop(host.agent, sig=sig)
+            host.agent = None
 
     def wait_ready(self, host: Host) -> None:
         assert host.agent is not None

@@ -110,6 +110,20 @@ class Dockerd:
             self.tb.stop(self.proc, sig=sig, timeout=20)
             self.proc = None
 
+    def crash(self) -> None:
+        """A power loss: dockerd, its containerd and every container process die at once
+        (SIGKILL) and the exec root goes, as /run does at a boot; the container records
+        and Docker's network store (the data root) stay."""
+        self.stop(signal.SIGKILL)
+        # containerd and the shims outlive dockerd (another session): by their paths
+        for pid in _pids_of_containers({*self.containers, f"{self.dir}/"}):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        # Its pidfiles would name processes that may linger as zombies here (PID 1 of
+        # this machine need not reap them): dockerd would wait for a dead containerd.
+        shutil.rmtree(self.dir / "exec", ignore_errors=True)
+        (self.dir / "dockerd.pid").unlink(missing_ok=True)
+
     def _docker(self) -> list[str]:
         """The client command for this dockerd."""
         cli = docker_cli()
@@ -200,6 +214,21 @@ def _pids_of_container(cid: str) -> list[int]:
             continue
         with contextlib.suppress(OSError):
             if cid in (entry / "cgroup").read_text():
+                pids.append(int(entry.name))
+    return pids
+
+
+def _pids_of_containers(marks: set[str]) -> list[int]:
+    """Processes with one of `marks` (container ids, paths) in their cgroup or command
+    line: the containers, their shims, containerd."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            text = (entry / "cgroup").read_text() + (entry / "cmdline").read_bytes().decode(
+                errors="replace")
+            if any(mark in text for mark in marks):
                 pids.append(int(entry.name))
     return pids
 

@@ -29,7 +29,17 @@ from .agents import Agents, interfaces
 from .controllers import Controllers, items
 from .hosts import Container, Flow, Host, HostBuilder, KernelRoute, Target
 from .layout import Layout
-from .procs import Proc, Processes, TestbedError, exit_on_sigterm, in_netns, run, tail, wait_until
+from .procs import (
+    Proc,
+    Processes,
+    TestbedError,
+    exit_on_sigterm,
+    in_netns,
+    mark_log,
+    run,
+    tail,
+    wait_until,
+)
 from .registry import PREFIX, Registry
 from .sites import Underlay, WireGuard
 from .traffic import Targets, Traffic
@@ -381,6 +391,18 @@ class Testbed:
                       wait: bool = True) -> None:
         """Stop the agent of `host` and start it again; with `wait`, until it is ready."""
         self._p.agents.restart(self.host(host), sig=sig, wait=wait)
+
+    def stop_agent(self, host: Host | str, *, sig: int = signal.SIGTERM) -> None:
+        self._p.agents.stop(self.host(host), sig=sig)
+
+    def start_agent(self, host: Host | str, *, on_demand: bool = False,
+                    wait: bool = True) -> None:
+        """Start the agent of `host` again (`on_demand`: at the first connection to its
+        plugin socket, as systemd socket activation does); with `wait`, until ready."""
+        mark_log(self.host(host).agent_log, "agent start")
+        self._p.agents.start(self.host(host), on_demand=on_demand)
+        if wait:
+            self._p.agents.wait_ready(self.host(host))
 
     def controller_roles(self, host: Host | str) -> dict[str, str]:
         """OVS's view of the bridge's controllers: target -> role, of the connected ones."""

@@ -205,15 +205,75 @@ def test_group_deleted_elsewhere_announces_its_members() -> None:
     assert index.group("g") is None
 
 
-def test_a_replica_that_lost_its_watch_refuses_changes(tmp_path: Path) -> None:
-    """etcd compacted the history the watch needs: the index may miss changes of other
-    replicas, so a change through this replica is refused (503), not made blind."""
+class FlakySnapshots(WrappedStore):
+    """A store whose snapshot fails (etcd unavailable) `failures` times."""
+
+    def __init__(self, path: Path, failures: int) -> None:
+        super().__init__(SqliteStore(path))
+        self.failures = failures
+        self.refused: list[str] = []  # what a change got meanwhile
+        self.on_failure: Callable[[], None] = lambda: None
+
+    def snapshot(self):  # type: ignore[no-untyped-def]
+        if self.failures > 0:
+            self.failures -= 1
+            self.on_failure()
+            raise StoreUnavailable("etcd: no quorum (test)")
+        return super().snapshot()
+
+
+def test_a_replica_that_lost_its_watch_reloads_and_announces_what_it_missed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """etcd compacted the history the watch needs: while the replica reloads, a change
+    through it is refused (503), not made blind; then its index is the store's, the
+    difference announced as the watch would have, and changes work again."""
+    monkeypatch.setattr("controller.desired.sync.RESYNC_RETRY_SECONDS", 0.01)
+    store = FlakySnapshots(tmp_path / "x.db", failures=0)
+    # Two replicas on one SQLite store: its watch is a no-op, so b misses all of a's
+    # changes, as a replica whose watch lost the history does.
+    a = Inventory(store, lambda change: None)  # type: ignore[arg-type]
+    a.register_host("h1", "198.18.0.11")
+    a.create_network("old", "10.9.0.0/24")
+    a.add_endpoint("gone", "old", "h1")
+    heard: list[Change] = []
+    b = Inventory(store, heard.append, replicated=True)  # type: ignore[arg-type]
+    try:
+        a.remove_endpoint("gone")
+        a.delete_network("old")
+        a.create_network("web", "10.1.0.0/24")
+        a.add_endpoint("w1", "web", "h1")
+        a.register_host("h2", "198.18.0.12")
+        assert _state(b.index) != _state(a.index)
+
+        store.failures = 2  # etcd unavailable at first: b retries
+
+        def a_change_meanwhile() -> None:
+            try:
+                b.create_network("blind", "10.7.0.0/24")
+            except StoreUnavailable as exc:
+                store.refused.append(str(exc))
+
+        store.on_failure = a_change_meanwhile
+        b._sync.watch_lost(StoreUnavailable("etcd: watch: required revision compacted"))
+        assert len(store.refused) == 2 and "is reloading the desired state" in store.refused[0]
+        assert b.index.network("blind") is None and store.get("network", "blind") is None
+        assert _state(b.index) == _state(a.index)
+        kinds = [type(c).__name__ for c in heard]
+        assert sorted(kinds) == sorted(["HostRegistered", "NetworkRemoved", "NetworkAdded",
+                                        "EndpointRemoved", "EndpointAdded"])
+        assert kinds.index("EndpointRemoved") < kinds.index("NetworkRemoved")  # children first
+        assert kinds.index("NetworkAdded") < kinds.index("EndpointAdded")  # parents first
+        assert b._sync._watch_error is None  # changes are let through again
+    finally:
+        store.inner.close()
+
+
+def test_a_replica_whose_store_is_closed_keeps_refusing(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "x.db")
     try:
         inv = Inventory(store, lambda change: None, replicated=True)
-        inv._sync.watch_lost(StoreUnavailable("etcd: watch: required revision compacted"))
-        with pytest.raises(StoreUnavailable, match=r"lost the store watch .*compacted"):
-            inv.create_network("web", "10.1.0.0/24")
-        assert inv.index.network("web") is None and store.get("network", "web") is None
     finally:
         store.close()
+    inv._sync.watch_lost(StoreUnavailable("etcd: watch: required revision compacted"))
+    with pytest.raises(StoreUnavailable, match=r"lost the store watch .*compacted"):
+        inv._sync._catch_up()

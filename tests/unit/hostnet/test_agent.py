@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from hostnet.agent import config as config_mod
+from hostnet.agent import servers
 from hostnet.agent.client import ControllerClient, stream_url
 from hostnet.agent.config import AgentConfig, AgentStartupError, read_token
 from hostnet.agent.registration import Registrar, next_backoff
-from hostnet.agent.servers import bind_unix_socket
+from hostnet.agent.servers import bind_unix_socket, systemd_socket
 from hostnet.agent.stream import StateApplier
 from hostnet.agent.tunnel import Tunnel
 from hostnet.host.nat import NatTable
@@ -157,6 +158,34 @@ def test_bind_unix_socket_replaces_stale_and_sets_mode(tmp_path):
     path.write_text("x")
     with pytest.raises(AgentStartupError, match="not a socket"):
         bind_unix_socket(path)
+
+
+def test_systemd_socket_is_taken_only_for_its_path(tmp_path, monkeypatch):
+    """Socket activation (sd_listen_fds): the socket systemd passed for the plugin's
+    path is served as it is; another path's, or one meant for another process, is not."""
+    path = tmp_path / "daolinet.sock"
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(str(path))
+    listening.listen(4)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        monkeypatch.setattr(servers, "SD_LISTEN_FDS_START", listening.fileno())
+        monkeypatch.setenv("LISTEN_FDS", "1")
+        monkeypatch.setenv("LISTEN_PID", str(os.getpid() + 1))  # another process's
+        assert systemd_socket(path) is None
+        monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+        assert systemd_socket(tmp_path / "other.sock") is None
+        assert listening.fileno() >= 0  # left open: not ours
+        got = systemd_socket(path)
+        assert got is not None and got.fileno() == listening.fileno()
+        assert "LISTEN_FDS" not in os.environ and "LISTEN_PID" not in os.environ
+        client.connect(str(path))  # what dockerd does before the agent serves
+        conn, _ = got.accept()
+        conn.close()
+        got.detach()  # `listening` closes it
+    finally:
+        client.close()
+        listening.close()
 
 
 def test_sysctls(tmp_path):

@@ -1,207 +1,22 @@
 """The Docker network/IPAM plugin against the real controller API (in process) and
-fake Docker engine and host ops."""
+fake Docker engine and host ops (dockerworld.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from controller.api.app import create_app
-from controller.api.deps import ApiContext
 from controller.desired.errors import Conflict
-from controller.desired.events import Change, EndpointAdded, EndpointRemoved
-from controller.desired.inventory import Inventory
-from controller.store.sqlite import SqliteStore
-from hostnet.agent.client import ControllerClient
+from controller.desired.events import EndpointAdded, EndpointRemoved
 from hostnet.docker.common import DOCKER_ENDPOINT_KEY
-from hostnet.docker.engine import MTU_OPTION, SYNCED_LABEL, DockerError
-from hostnet.docker.plugin import CONTENT_TYPE, DockerPlugin, create_plugin_app
+from hostnet.docker.engine import DockerError
+from hostnet.docker.plugin import CONTENT_TYPE
 from hostnet.host.ports import peer_temp_name
-from tests.unit.fakes import FakeRuntime
-
-TOKEN = "t0ken"
-
-
-class FakeDocker:
-    """A Docker engine's networks and containers, as the plugin reads them."""
-
-    def __init__(self) -> None:
-        self.nets: dict[str, dict[str, Any]] = {}
-        self.ctrs: dict[str, dict[str, Any]] = {}
-        self.runs: list[tuple[str, dict[str, Any]]] = []
-        self.removed: list[str] = []
-
-    def add_network(self, nid: str, name: str, subnet: str, gateway: str | None = None,
-                    labels: dict[str, str] | None = None) -> None:
-        cfg = {"Subnet": subnet} | ({"Gateway": gateway} if gateway else {})
-        self.nets[nid] = {"Id": nid, "Name": name, "IPAM": {"Config": [cfg]},
-                          "Labels": labels or {}}
-
-    def add_container(self, cid: str, name: str, nid: str, docker_ep: str) -> None:
-        self.ctrs[cid] = {
-            "Id": cid, "Names": [f"/{name}"], "Name": f"/{name}",
-            "Config": {"Image": "img", "Cmd": ["sleep", "9"], "Entrypoint": None,
-                       "Env": ["A=1"], "WorkingDir": "", "Labels": {}},
-            "NetworkSettings": {"Networks": {self.nets[nid]["Name"]: {
-                "NetworkID": nid, "EndpointID": docker_ep}}},
-        }
-
-    async def networks(self) -> list[dict[str, Any]]:
-        return list(self.nets.values())
-
-    async def network(self, network_id: str) -> dict[str, Any] | None:
-        return self.nets.get(network_id)
-
-    async def create_network(self, name: str, subnet: str, gateway: str | None, *,
-                             mtu: int | None = None, internal: bool = False,
-                             aux: Sequence[str] = (), labels: dict[str, str] | None = None,
-                             ) -> str:
-        """The agent's create (DockerClient labels its networks)."""
-        nid = f"net-{name}"
-        self.add_network(nid, name, subnet, gateway,
-                         labels=(labels or {}) | {SYNCED_LABEL: "1"})
-        self.nets[nid]["Internal"] = internal
-        self.nets[nid]["Options"] = {MTU_OPTION: str(mtu)} if mtu else {}
-        if aux:
-            self.nets[nid]["IPAM"]["Config"][0]["AuxiliaryAddresses"] = {
-                f"a{i}": a for i, a in enumerate(aux)}
-        return nid
-
-    async def containers(self, network_id: str) -> list[dict[str, Any]]:
-        return [c for c in self.ctrs.values()
-                if any(n["NetworkID"] == network_id
-                       for n in c["NetworkSettings"]["Networks"].values())]
-
-    async def inspect(self, container: str) -> dict[str, Any] | None:
-        return self.ctrs.get(container)
-
-    async def run(self, name: str, config: dict[str, Any]) -> str:
-        self.runs.append((name, config))
-        if self.on_run is not None:
-            await self.on_run(name, config)
-        return "c" * 64
-
-    on_run: Any = None
-
-    async def remove(self, container: str) -> None:
-        self.removed.append(container)
-        self.ctrs.pop(container, None)
-
-    async def remove_network(self, network_id: str) -> None:
-        self.nets.pop(network_id, None)
-
-
-class FakeOps:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.port_ids: dict[str, dict[str, str]] = {}
-        self.links: set[str] = set()
-
-    def ports(self) -> dict[str, dict[str, str]]:
-        return {p: dict(ids) for p, ids in self.port_ids.items()}
-
-    def create_veth(self, host_name: str, peer_name: str, mtu: int) -> None:
-        self.calls.append(("veth", (host_name, peer_name, mtu)))
-        self.links |= {host_name, peer_name}
-
-    def tx_offload_off(self, name: str) -> None:
-        self.calls.append(("tx_off", name))
-
-    def set_port_ids(self, port: str, external_ids: dict[str, str]) -> None:
-        ids = self.port_ids[port]
-        ids.update({k: v for k, v in external_ids.items() if v})
-        for key in [k for k, v in external_ids.items() if not v]:
-            ids.pop(key, None)
-
-    def host_side_up(self, name: str, mtu: int) -> None:
-        self.calls.append(("up", name))
-
-    def add_port(self, port: str, external_ids: dict[str, str]) -> None:
-        self.calls.append(("add_port", port))
-        self.port_ids[port] = dict(external_ids)
-
-    def del_port(self, port: str) -> None:
-        self.calls.append(("del_port", port))
-        self.port_ids.pop(port, None)
-
-    def delete_link(self, name: str) -> None:
-        self.calls.append(("del_link", name))
-        self.links.discard(name)
-
-
-class World:
-    """A controller (real API, in process) and one plugin per host."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.changes: list[Change] = []
-        self.inventory = Inventory(SqliteStore(str(tmp / "s.db")), self.changes.append)
-        for i, host in enumerate(("h1", "h2"), start=1):
-            self.inventory.register_host(host, f"198.18.0.{10 + i}")
-        ctx = ApiContext(inventory=self.inventory, token=TOKEN, runtime=FakeRuntime(),
-                         openflow_host="127.0.0.1", openflow_port=6653)
-        self.app = create_app(ctx)
-        self.docker = {h: FakeDocker() for h in ("h1", "h2")}
-        self.ops = {h: FakeOps() for h in ("h1", "h2")}
-        self.busy: set[tuple[str, int]] = set()  # (protocol, port) a host process holds
-        self.plugins = {h: self._plugin(h) for h in ("h1", "h2")}
-
-    def _plugin(self, host: str) -> DockerPlugin:
-        client = ControllerClient("http://ctl", TOKEN, transport=httpx.ASGITransport(self.app))
-        return DockerPlugin(host, client, self.docker[host], self.ops[host], resolve_timeout=2,
-                            port_in_use=lambda proto, port: (proto, port) in self.busy)
-
-    async def call(self, host: str, method: str, body: dict[str, Any] | None = None
-                   ) -> tuple[int, dict[str, Any], str]:
-        app = create_plugin_app(self.plugins[host])
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
-                                     base_url="http://plugin") as http:
-            r = await http.post(f"/{method}", json=body or {})
-        return r.status_code, r.json(), r.headers["content-type"]
-
-    async def ok(self, host: str, method: str, body: dict[str, Any] | None = None
-                 ) -> dict[str, Any]:
-        status, answer, _ = await self.call(host, method, body)
-        assert status == 200 and "Err" not in answer, answer
-        return answer
-
-    async def create_network(self, host: str, nid: str, name: str, subnet: str) -> None:
-        pool = await self.ok(host, "IpamDriver.RequestPool",
-                             {"AddressSpace": "daolinet", "Pool": subnet})
-        gw = await self.ok(host, "IpamDriver.RequestAddress", {
-            "PoolID": pool["PoolID"], "Options": {"RequestAddressType":
-                                                  "com.docker.network.gateway"}})
-        await self.ok(host, "NetworkDriver.CreateNetwork", {
-            "NetworkID": nid, "IPv4Data": [{"AddressSpace": "daolinet", "Pool": subnet,
-                                            "Gateway": gw["Address"]}]})
-        self.docker[host].add_network(nid, name, subnet)
-
-    async def run_container(self, host: str, nid: str, name: str, cid: str,
-                            ip: str | None = None, mac: str | None = None) -> dict[str, Any]:
-        """What dockerd does for `docker run`: the IPAM is asked with the container's
-        MAC (RequiresMACAddress; Docker makes one up without --mac-address)."""
-        subnet = self.docker[host].nets[nid]["IPAM"]["Config"][0]["Subnet"]
-        mac = mac or "02:42:" + ":".join(cid[i:i + 2] for i in range(0, 8, 2))
-        addr = await self.ok(host, "IpamDriver.RequestAddress", {
-            "PoolID": subnet, "Address": ip or "",
-            "Options": {"com.docker.network.endpoint.macaddress": mac}})
-        dep = f"ep-{cid}"
-        created = await self.ok(host, "NetworkDriver.CreateEndpoint", {
-            "NetworkID": nid, "EndpointID": dep,
-            "Interface": {"Address": addr["Address"], "MacAddress": mac}})
-        joined = await self.ok(host, "NetworkDriver.Join", {
-            "NetworkID": nid, "EndpointID": dep, "SandboxKey": "/x"})
-        self.docker[host].add_container(cid, name, nid, dep)
-        return {"address": addr["Address"], "created": created, "joined": joined}
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
+from tests.unit.hostnet.dockerworld import World, run
 
 
 @pytest.fixture
@@ -294,6 +109,9 @@ def test_container_lifecycle(world: World):
         assert ops.port_ids == {} and ep.port not in ops.links
         await world.ok("h1", "IpamDriver.ReleaseAddress",
                        {"PoolID": "10.20.0.0/24", "Address": "10.20.0.2"})
+        assert [e.id for e in world.inventory.endpoints()] == [ep.id]  # held: it exists
+        world.docker["h1"].ctrs.clear()  # docker rm
+        await world.plugins["h1"].reconcile(held_only=True)
         assert world.inventory.endpoints() == []
         out = await world.run_container("h1", "n1", "c9", "b" * 64, ip="10.20.0.2")
         assert out["address"] == "10.20.0.2/24"  # reused
@@ -475,4 +293,51 @@ def test_a_network_removed_during_a_sync_is_not_made_again(world: World):
         h1.networks = networks_after_rm  # type: ignore[method-assign]
         await world.plugins["h1"].sync_networks()
         assert h1.nets == {}
+    run(go())
+
+
+def test_a_network_whose_rm_is_in_the_driver_during_a_sync_is_not_made_again(world: World):
+    """Docker hides a network it is deleting before it calls DeleteNetwork: a sync that
+    reads this engine then (no network) and the controller before the driver deleted
+    it there (still one) makes no network; the next sync decides."""
+    async def go():
+        await world.create_network("h1", "n1", "scratch", "10.23.0.0/24")
+        for _ in range(50):
+            if world.inventory.index.network("scratch"):
+                break
+            await asyncio.sleep(0.05)
+        h1, plugin = world.docker["h1"], world.plugins["h1"]
+        h1.nets.clear()  # being deleted: Docker no longer lists it
+        controller = plugin.reconciler.deps.controller
+        list_networks = controller.list_networks
+
+        async def listed_as_the_rm_reaches_the_driver() -> list[dict[str, Any]]:
+            controller.list_networks = list_networks  # type: ignore[method-assign]
+            listed = await list_networks()  # still there
+            await world.ok("h1", "NetworkDriver.DeleteNetwork", {"NetworkID": "n1"})
+            return listed
+
+        controller.list_networks = (  # type: ignore[method-assign]
+            listed_as_the_rm_reaches_the_driver)
+        await plugin.sync_networks()
+        assert h1.nets == {}
+        assert world.inventory.index.network("scratch") is None
+    run(go())
+
+
+def test_network_rm_after_an_agent_restart_deletes_the_daolinet_network(world: World):
+    """DeleteNetwork names only Docker's network id, and Docker hides a network it is
+    deleting: an agent started after the network was made learns its subnet from the
+    network sync, so `docker network rm` still deletes the daolinet network."""
+    async def go():
+        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+        for _ in range(50):
+            if world.inventory.index.network("web"):
+                break
+            await asyncio.sleep(0.05)
+        world.plugins["h1"] = world._plugin("h1")  # the agent restarted
+        await world.plugins["h1"].sync_networks()
+        del world.docker["h1"].nets["n1"]  # being deleted: Docker no longer lists it
+        await world.ok("h1", "NetworkDriver.DeleteNetwork", {"NetworkID": "n1"})
+        assert world.inventory.index.network("web") is None
     run(go())
