@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from testbed.procs import stop_process
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect as ws_connect
 
@@ -119,12 +120,7 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]
                                                        "host": host}).status_code == 201
         yield c
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def detail(r: httpx.Response) -> str:

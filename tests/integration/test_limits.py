@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from testbed import Testbed
-from testbed.procs import wait_until
+from testbed.procs import stop_process, wait_until
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect as ws_connect
 
@@ -109,12 +109,7 @@ def run_controller(workdir: Path, *args: str) -> Iterator[Controller]:
             time.sleep(0.1)
         yield Controller(proc, url, api, token, of)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

@@ -65,6 +65,16 @@ def run(
     return proc
 
 
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """Stop a process a test started: SIGTERM, then SIGKILL after `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def in_netns(netns: str | None, cmd: Sequence[str]) -> list[str]:
     """`cmd` run inside network namespace `netns` (None: where we are)."""
     return ["ip", "netns", "exec", netns, *cmd] if netns else list(cmd)

@@ -203,3 +203,23 @@ class World:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+async def network_made(world: World, name: str) -> None:
+    """Wait until the controller has network `name` (made in the background; up to
+    10 s, for a loaded machine)."""
+    for _ in range(200):
+        if world.inventory.index.network(name):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no network named {name}")
+
+
+async def endpoint_named(world: World, name: str) -> Any:
+    """The endpoint named `name`, once the background naming gave it that name (up to
+    10 s, for a loaded machine)."""
+    for _ in range(200):
+        if world.inventory.index.endpoint(name):
+            return world.inventory.endpoint(name)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no endpoint named {name}")

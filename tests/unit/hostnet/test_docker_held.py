@@ -12,20 +12,12 @@ import pytest
 from hostnet.docker.common import DOCKER_ENDPOINT_KEY
 from hostnet.docker.plugin import DockerPlugin
 from hostnet.docker.policies import RestartPolicies
-from tests.unit.hostnet.dockerworld import World, run
+from tests.unit.hostnet.dockerworld import World, endpoint_named, run
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> World:
     return World(tmp_path)
-
-
-async def named(world: World, name: str) -> Any:
-    for _ in range(100):
-        if world.inventory.index.endpoint(name):
-            return world.inventory.endpoint(name)
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no endpoint named {name}")
 
 
 async def stop(world: World, host: str, cid: str, ip: str) -> None:
@@ -37,12 +29,23 @@ async def stop(world: World, host: str, cid: str, ip: str) -> None:
                    {"PoolID": "10.20.0.0/24", "Address": ip})
 
 
+async def two_stopped(world: World) -> tuple[Any, Any]:
+    """Containers c1 and c2 on network web of h1, both stopped: their endpoints."""
+    await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+    await world.run_container("h1", "n1", "c1", "a" * 64)
+    await world.run_container("h1", "n1", "c2", "b" * 64)
+    e1, e2 = await endpoint_named(world, "c1"), await endpoint_named(world, "c2")
+    await stop(world, "h1", "a" * 64, str(e1.ip))
+    await stop(world, "h1", "b" * 64, str(e2.ip))
+    return e1, e2
+
+
 def test_a_restarted_container_keeps_its_address_endpoint_and_name(world: World):
     async def go():
         await world.create_network("h1", "n1", "web", "10.20.0.0/24")
         await world.run_container("h1", "n1", "c1", "a" * 64)
         await world.run_container("h1", "n1", "c2", "b" * 64)
-        e1, e2 = await named(world, "c1"), await named(world, "c2")
+        e1, e2 = await endpoint_named(world, "c1"), await endpoint_named(world, "c2")
         await stop(world, "h1", "a" * 64, str(e1.ip))
         assert world.ops["h1"].port_ids.keys() == {e2.port}
         # while it is stopped, a new container gets a new address
@@ -67,12 +70,7 @@ def test_held_addresses_given_to_each_other_never_swap_names(world: World):
     which container asks; whichever address each gets, each endpoint ends under the
     name of the container that uses it."""
     async def go():
-        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
-        await world.run_container("h1", "n1", "c1", "a" * 64)
-        await world.run_container("h1", "n1", "c2", "b" * 64)
-        e1, e2 = await named(world, "c1"), await named(world, "c2")
-        await stop(world, "h1", "a" * 64, str(e1.ip))
-        await stop(world, "h1", "b" * 64, str(e2.ip))
+        await two_stopped(world)
         docker = world.docker["h1"]
         docker.ctrs.clear()
         await world.run_container("h1", "n1", "c2", "b" * 64)  # gets c1's address
@@ -95,7 +93,7 @@ def test_a_stale_endpoint_of_the_container_goes_and_its_name_comes_back(world: W
     async def go():
         await world.create_network("h1", "n1", "web", "10.20.0.0/24")
         await world.run_container("h1", "n1", "c1", "a" * 64)
-        e1 = await named(world, "c1")
+        e1 = await endpoint_named(world, "c1")
         assert world.ops["h1"].port_ids[e1.port][DOCKER_ENDPOINT_KEY]  # never unplugged
         world.docker["h1"].ctrs.clear()
         world.plugins["h1"] = world._plugin("h1")  # the host's agent started again
@@ -121,7 +119,7 @@ def test_a_held_address_comes_back_with_the_new_mac_docker_made(world: World):
     async def go():
         await world.create_network("h1", "n1", "web", "10.20.0.0/24")
         await world.run_container("h1", "n1", "c1", "a" * 64)
-        e1 = await named(world, "c1")
+        e1 = await endpoint_named(world, "c1")
         await stop(world, "h1", "a" * 64, str(e1.ip))
         world.docker["h1"].ctrs.pop("a" * 64)
         out = await world.run_container("h1", "n1", "c1", "a" * 64, mac="02:42:01:02:03:04")
@@ -140,7 +138,7 @@ def test_held_address_of_a_container_off_the_network_goes(world: World):
     async def go():
         await world.create_network("h1", "n1", "web", "10.20.0.0/24")
         await world.run_container("h1", "n1", "c1", "a" * 64)
-        e1 = await named(world, "c1")
+        e1 = await endpoint_named(world, "c1")
         await stop(world, "h1", "a" * 64, str(e1.ip))
         await world.plugins["h1"].reconcile(held_only=True)
         assert world.inventory.endpoint("c1").id == e1.id  # still on web: held
@@ -157,7 +155,7 @@ def test_a_held_address_given_back_is_not_freed_under_its_new_container(world: W
     async def go():
         await world.create_network("h1", "n1", "web", "10.20.0.0/24")
         await world.run_container("h1", "n1", "c1", "a" * 64)
-        e1 = await named(world, "c1")
+        e1 = await endpoint_named(world, "c1")
         await stop(world, "h1", "a" * 64, str(e1.ip))
         world.docker["h1"].ctrs.clear()  # docker rm
         addr = await world.ok("h1", "IpamDriver.RequestAddress",
@@ -185,7 +183,7 @@ def test_at_a_boot_containers_with_a_restart_policy_get_their_held_addresses_fir
         await world.create_network("h1", "n1", "web", "10.20.0.0/24")
         await world.run_container("h1", "n1", "idle", "a" * 64)
         await world.run_container("h1", "n1", "keep", "b" * 64, restart="always")
-        idle, keep = await named(world, "idle"), await named(world, "keep")
+        idle, keep = await endpoint_named(world, "idle"), await endpoint_named(world, "keep")
         for _ in range(50):  # the policy is recorded before the name
             if (tmp_path / "state" / "restart-policies.json").exists():
                 break
@@ -228,7 +226,7 @@ def test_a_port_left_from_the_previous_boot_does_not_keep_the_address_in_use(wor
     async def go():
         await world.create_network("h1", "n1", "web", "10.20.0.0/24")
         await world.run_container("h1", "n1", "keep", "a" * 64, restart="always")
-        keep = await named(world, "keep")
+        keep = await endpoint_named(world, "keep")
         world.ops["h1"].links.clear()  # the boot: every veth is gone, the ports stay
         assert keep.port in world.ops["h1"].port_ids
         world.plugins["h1"] = world._plugin("h1")
@@ -249,12 +247,7 @@ def test_network_rm_right_after_a_container_rm_deletes_the_daolinet_network(worl
     network for it (and every other engine its copy).  A stopped container's held
     address is kept, and the network with it."""
     async def go():
-        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
-        await world.run_container("h1", "n1", "c1", "a" * 64)
-        await world.run_container("h1", "n1", "c2", "b" * 64)
-        e1, e2 = await named(world, "c1"), await named(world, "c2")
-        await stop(world, "h1", "a" * 64, str(e1.ip))
-        await stop(world, "h1", "b" * 64, str(e2.ip))
+        _, e2 = await two_stopped(world)
         docker = world.docker["h1"]
         docker.ctrs.pop("a" * 64)  # c1 removed; c2 only stopped
         await world.ok("h1", "NetworkDriver.DeleteNetwork", {"NetworkID": "n1"})

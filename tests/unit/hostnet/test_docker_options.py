@@ -11,7 +11,7 @@ import pytest
 from hostnet.docker.common import DOCKER_PUBLISHED_KEY
 from hostnet.docker.engine import SYNCED_LABEL
 from hostnet.docker.publish import PORTMAP, bindings_of
-from tests.unit.hostnet.test_dockerplugin import World, run
+from tests.unit.hostnet.dockerworld import World, endpoint_named, run
 
 TCP, UDP = 6, 17
 
@@ -21,15 +21,6 @@ def binding(port: int, host_port: int = 0, end: int = 0, proto: int = TCP,
     """A libnetwork types.PortBinding as Docker sends it (Go's JSON)."""
     return {"Proto": proto, "IP": "", "Port": port, "HostIP": host_ip,
             "HostPort": host_port, "HostPortEnd": end}
-
-
-async def named(world: World, name: str) -> None:
-    """The endpoint carries its Docker name (set in the background after the join)."""
-    for _ in range(500):
-        if world.inventory.index.endpoint(name):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"endpoint {name} never named")
 
 
 async def started(world: World, host: str, name: str, cid: str, *bindings: dict[str, Any],
@@ -65,7 +56,7 @@ def test_publish_follows_the_container(world: World) -> None:
         status, body = await started(world, "h1", "w1", "a" * 64,
                                      binding(7000, 8081), binding(53, 5353, proto=UDP))
         assert (status, body) == (200, {})
-        await named(world, "w1")
+        await endpoint_named(world, "w1")
         ports = world.inventory.published_ports("w1")
         assert sorted((p.protocol, p.host_port, p.container_port) for p in ports) == [
             ("tcp", 8081, 7000), ("udp", 5353, 53)]
@@ -88,7 +79,7 @@ def test_conflicting_host_port_is_refused_by_name(world: World) -> None:
     async def go() -> None:
         await web(world)
         assert (await started(world, "h1", "w1", "a" * 64, binding(7000, 8081)))[0] == 200
-        await named(world, "w1")
+        await endpoint_named(world, "w1")
         status, body = await started(world, "h1", "w2", "b" * 64,
                                      binding(80, 8082), binding(7000, 8081))
         assert (status, body) == (500, {"Err": "daolinet: host port 8081/tcp on host h1 is "
@@ -117,7 +108,7 @@ def test_ranges_and_ports_docker_leaves_to_the_driver(world: World) -> None:
         world.busy.add(("tcp", 49153))
         assert (await started(world, "h1", "w1", "a" * 64,
                               binding(7000, 8081, 8090), binding(7001))) == (200, {})
-        await named(world, "w1")
+        await endpoint_named(world, "w1")
         got = sorted(p.host_port for p in world.inventory.published_ports("w1"))
         assert got == [8083, 49154]  # the first free of 8081-8090, the first ephemeral one
         _, body = await started(world, "h1", "w2", "b" * 64, binding(7000, 8083, 8083))
@@ -246,7 +237,7 @@ def test_a_moved_container_keeps_its_published_ports(world: World) -> None:
     async def go() -> None:
         await web(world)
         assert (await started(world, "h1", "mover", "a" * 64, binding(7000, 8081)))[0] == 200
-        await named(world, "mover")
+        await endpoint_named(world, "mover")
         world.docker["h1"].ctrs["a" * 64]["HostConfig"] = {
             "PortBindings": {"7000/tcp": [{"HostIp": "", "HostPort": "8081"}]}}
         (port,) = world.inventory.published_ports("mover")

@@ -3,7 +3,6 @@ fake Docker engine and host ops (dockerworld.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from hostnet.docker.common import DOCKER_ENDPOINT_KEY
 from hostnet.docker.engine import DockerError
 from hostnet.docker.plugin import CONTENT_TYPE
 from hostnet.host.ports import peer_temp_name
-from tests.unit.hostnet.dockerworld import World, run
+from tests.unit.hostnet.dockerworld import World, endpoint_named, network_made, run
 
 
 @pytest.fixture
@@ -41,10 +40,7 @@ def test_handshake_and_content_type(world: World):
 def test_network_is_created_under_the_docker_name(world: World):
     async def go():
         await world.create_network("h1", "n1", "web", "10.20.0.0/24")
-        for _ in range(50):
-            if world.inventory.index.network("web"):
-                break
-            await asyncio.sleep(0.05)
+        await network_made(world, "web")
         net = world.inventory.network("web")
         assert str(net.subnet) == "10.20.0.0/24" and str(net.gateway) == "10.20.0.1"
         # the same subnet from another engine joins; an overlap is refused
@@ -90,10 +86,7 @@ def test_container_lifecycle(world: World):
         assert names == ["veth", "tx_off", "up", "add_port"]
         assert ops.calls[1] == ("tx_off", peer_temp_name(ep.id))  # before Docker moves it
         assert ops.port_ids[ep.port][DOCKER_ENDPOINT_KEY] == "ep-" + "a" * 64
-        for _ in range(50):  # the name comes from the Docker API after the join
-            if world.inventory.index.endpoint("c1"):
-                break
-            await asyncio.sleep(0.05)
+        await endpoint_named(world, "c1")  # the name comes from the Docker API after the join
         named = world.inventory.endpoint("c1")
         assert named.docker_id == "a" * 64 and named.id == ep.id
         assert world.inventory.endpoint("a" * 12).id == ep.id  # Docker short id
@@ -147,10 +140,7 @@ def test_move_relocates_at_join(world: World):
     async def go():
         await world.create_network("h1", "n1", "web", "10.20.0.0/24")
         await world.run_container("h1", "n1", "mover", "a" * 64)
-        for _ in range(50):
-            if world.inventory.index.endpoint("mover"):
-                break
-            await asyncio.sleep(0.05)
+        await endpoint_named(world, "mover")
         ep = world.inventory.endpoint("mover")
         spec = await world.plugins["h1"].command("docker-inspect", {"docker_id": "a" * 64})
         assert (spec["name"], spec["network"], spec["subnet"], spec["env"]) == \
@@ -193,10 +183,7 @@ def test_reconcile_removes_endpoints_of_gone_containers(world: World):
     async def go():
         await world.create_network("h1", "n1", "web", "10.20.0.0/24")
         await world.run_container("h1", "n1", "c1", "a" * 64)
-        for _ in range(50):
-            if world.inventory.index.endpoint("c1"):
-                break
-            await asyncio.sleep(0.05)
+        await endpoint_named(world, "c1")
         world.docker["h1"].ctrs.clear()  # dockerd lost it while the agent was down
         await world.plugins["h1"].reconcile()
         assert world.inventory.endpoints() == []
@@ -227,10 +214,7 @@ def test_every_engine_gets_every_daolinet_network(world: World):
     h2's engine; gone at the controller, they leave h2's engine once unused."""
     async def go():
         await world.create_network("h1", "n1", "web", "10.20.0.0/24")
-        for _ in range(50):
-            if world.inventory.index.network("web"):
-                break
-            await asyncio.sleep(0.05)
+        await network_made(world, "web")
         world.inventory.create_network("ops", "10.21.0.0/24")  # made with daolictl
         h2 = world.docker["h2"]
         await world.plugins["h2"].sync_networks()
@@ -302,10 +286,7 @@ def test_a_network_whose_rm_is_in_the_driver_during_a_sync_is_not_made_again(wor
     it there (still one) makes no network; the next sync decides."""
     async def go():
         await world.create_network("h1", "n1", "scratch", "10.23.0.0/24")
-        for _ in range(50):
-            if world.inventory.index.network("scratch"):
-                break
-            await asyncio.sleep(0.05)
+        await network_made(world, "scratch")
         h1, plugin = world.docker["h1"], world.plugins["h1"]
         h1.nets.clear()  # being deleted: Docker no longer lists it
         controller = plugin.reconciler.deps.controller
@@ -331,10 +312,7 @@ def test_network_rm_after_an_agent_restart_deletes_the_daolinet_network(world: W
     network sync, so `docker network rm` still deletes the daolinet network."""
     async def go():
         await world.create_network("h1", "n1", "web", "10.20.0.0/24")
-        for _ in range(50):
-            if world.inventory.index.network("web"):
-                break
-            await asyncio.sleep(0.05)
+        await network_made(world, "web")
         world.plugins["h1"] = world._plugin("h1")  # the agent restarted
         await world.plugins["h1"].sync_networks()
         del world.docker["h1"].nets["n1"]  # being deleted: Docker no longer lists it
