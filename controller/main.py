@@ -101,6 +101,9 @@ def main(
         str | None, option("advertise_openflow_remote")
     ] = DEFAULTS["advertise_openflow_remote"],
     lease_ttl: Annotated[float, option("lease_ttl")] = DEFAULTS["lease_ttl"],
+    member_hold_down: Annotated[
+        float, option("member_hold_down")
+    ] = DEFAULTS["member_hold_down"],
     token_file: Annotated[Path, option("token_file")] = DEFAULTS["token_file"],
     readonly_token_file: Annotated[
         Path | None, option("readonly_token_file")
@@ -203,7 +206,8 @@ def serve(settings: ControllerSettings) -> None:
         leadership = Lease(backend, record, ttl=settings.lease_ttl, token=token,
                            on_leader_died=partial(end_membership, backend), tls=replica_tls)
         masters = Masters(backend, record, leadership, ttl=settings.lease_ttl, token=token,
-                          switches=lambda: {h.dpid for h in index.hosts()}, tls=replica_tls)
+                          switches=lambda: {h.dpid for h in index.hosts()}, tls=replica_tls,
+                          hold_down=settings.member_hold_down)
         roles = masters.roles
         exports = partial(Exporter, token=token, tls=replica_tls)
         watchers = {ASSIGNMENT: masters.apply, REACH: masters.apply_reach}

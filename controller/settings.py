@@ -71,6 +71,11 @@ class ControllerSettings(BaseSettings):
         description="seconds a silent replica keeps its membership and leadership "
         "(etcd lease TTL)",
     )
+    member_hold_down: float = Field(
+        10.0, ge=0.0, le=600.0,
+        description="seconds a replica that came back waits before the leader gives it "
+        "switches other replicas master (its share; 0: at once)",
+    )
     token_file: Path = Field(
         Path(DEFAULT_TOKEN_FILE),
         description="API token file (created with a random token if absent)",

@@ -17,12 +17,18 @@ its switches are assigned again at the next round.  A member cut off from the
 store loses its membership (its watchdog stops it `margin` before the lease could
 expire), and so only then can the leader hand its switches to another member.
 A dead leader's membership is ended by the follower that ends its leadership.
+
+A member that comes back (a new membership) is *fresh* for `hold_down` seconds, as
+the leader saw it: it takes no switch from a member that masters it
+(assignment.py, "fresh").  The members there when a replica begins to lead are
+settled: a new leader does not make the others wait again.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -67,13 +73,16 @@ class Masters:
         token: str | None = None,
         process: str | None = None,
         tls: ClientContext | None = None,
+        hold_down: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`leadership`: the lease of the leader key (the leader assigns);
         `switches`: the dpids of the registered hosts.  Our roles (`roles`) follow
         every newer assignment and our membership; the switches connected to us,
         as the roles count them, are reported to the store (kind REACH) for the
         leader's assignment.  `process`: this process's id (default: a new random
-        one); `tls`: our replica certificate for the members' liveness streams."""
+        one); `tls`: our replica certificate for the members' liveness streams;
+        `hold_down`: seconds a member that came back waits for its share."""
         # replica -> (the process that reported, None if not said; the switches)
         self._reach: dict[str, tuple[str | None, set[int]]] = {}
         self._reported: set[int] | None = None
@@ -103,6 +112,12 @@ class Masters:
         self._watched: set[str] = set()  # members whose liveness the leader holds
         self._stop = threading.Event()
         self.assignments = 0  # assignments this replica wrote (for /metrics)
+        self.hold_down = hold_down
+        self.clock = clock
+        # While we lead: (member, membership generation) -> when we first saw it
+        # (monotonic; -inf for the members there when we began to lead)
+        self._seen: dict[tuple[str, int], float] = {}
+        self._leading = False
 
     # --- state ---------------------------------------------------------------------
     @property
@@ -203,12 +218,14 @@ class Masters:
         with self._lock:
             self._members = members
         if not self.leadership.held:
+            self._leading = False
             return
+        fresh = self.fresh(members)
         for name in set(members) - self._watched - {self.name}:
             self._watch(name, members[name][1])
         current, _ = parse_assignment(self.store.get(ASSIGNMENT, ASSIGNMENT_KEY))
         reach = self.reach(members)
-        wanted = assign(self.switches(), members, current, reach)
+        wanted = assign(self.switches(), members, current, reach, fresh)
         if wanted == current:
             return
         with self.store.exclusive():
@@ -217,7 +234,7 @@ class Masters:
             # read again inside the exclusive section: a round of another leader
             # (one that just lost its leadership) may have written it meanwhile
             current, _ = parse_assignment(self.store.get(ASSIGNMENT, ASSIGNMENT_KEY))
-            wanted = assign(self.switches(), members, current, reach)
+            wanted = assign(self.switches(), members, current, reach, fresh)
             if wanted == current:
                 return
             # > every earlier assignment's: each was written at or before this revision
@@ -226,6 +243,18 @@ class Masters:
         self.assignments += 1
         log.info("assigned %d switch(es) to %d replica(s) (generation %d)", len(wanted),
                  len(members), generation)
+
+    def fresh(self, members: Mapping[str, tuple[dict[str, Any], int]]) -> set[str]:
+        """The members whose membership began less than `hold_down` ago (as we, the
+        leader, saw it); none of those there when we began to lead."""
+        now = self.clock()
+        keys = {(name, generation) for name, (_, generation) in members.items()}
+        if not self._leading:
+            self._leading = True
+            self._seen = dict.fromkeys(keys, float("-inf"))
+        self._seen = {k: self._seen.get(k, now) for k in keys}
+        return {name for (name, _), since in self._seen.items()
+                if name != self.name and now - since < self.hold_down}
 
     def _watch(self, name: str, generation: int) -> None:
         self._watched.add(name)

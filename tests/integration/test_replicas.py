@@ -120,7 +120,8 @@ def wait_balanced(tb: Testbed, ask: int) -> None:
         return (all(x["member"] for x in shown) and sum(loads) == registered
                 and max(loads) - min(loads) <= 1)
 
-    tb.wait_until(balanced, 15, "the switches were not spread over every replica again",
+    # a replica that came back waits for its share (--member-hold-down, 10 s)
+    tb.wait_until(balanced, 30, "the switches were not spread over every replica again",
                   detail=tb.roles_dump)
     shown = replica_api(tb, ask, "GET", "/replicas").json()["replicas"]
     wanted = {h: int(x["name"][1:]) for x in shown for h in x["switches"] if h in tb.hosts}
@@ -328,10 +329,11 @@ def test_killed_master_is_replaced_within_3s_and_traffic_keeps_flowing(
     assert received == sent, f"established traffic lost {sent - received} of {sent} pings"
     print(f"\ntakeover {takeover:.2f}s, first new connection {takeover + setup:.2f}s "
           f"after the kill, established pings lost {sent - received}/{sent}")
-    # The killed replica comes back: the assignment gives it its share again (every
-    # replica one switch: h1, h2 and far1, registered above), with a newer generation;
-    # the switch that moves keeps forwarding, and every switch has one master.
-    pinger = Pinger(tb, a1, b1, seconds=6)
+    # The killed replica comes back: after its hold-down (10 s) the assignment gives
+    # it its share again (every replica one switch: h1, h2 and far1, registered
+    # above), with a newer generation; the switch that moves keeps forwarding, and
+    # every switch has one master.  The pings last past the move.
+    pinger = Pinger(tb, a1, b1, seconds=18)
     tb.start_replica(victim)
     wait_balanced(tb, victim)
     sent, received = pinger.result()
@@ -342,32 +344,38 @@ def test_killed_master_is_replaced_within_3s_and_traffic_keeps_flowing(
 # previous process's reach report before they reconnected to it, so for a moment
 # the replicas named each other as a host's master and setups waited (fixed in
 # controller/cluster/masters.py; the agent also follows a named master at once).
-# On failure it prints the agents' and replicas' logs and when the lost connection
-# began.
+# Molecule's failover scenario then still lost a new container's first pings once in
+# about six runs, right when the returning replica was given its switch back: so
+# this test now makes each pair's containers (registration included, as `docker run`
+# does) in the loop, and keeps going until the switch has moved back and a few pairs
+# more.  On failure it prints the agents' and replicas' logs and when the lost
+# connection began.
 def test_new_connections_are_set_up_while_a_returning_replica_takes_its_share(
     lab: Lab, tb: Testbed
 ) -> None:
-    """A killed replica restarts and is given its share of the switches back while new
-    connections keep being opened: each is set up by its first or second ping.  (The
-    Molecule failover scenario opened one right then, from a new container, and both
-    of its pings, 1 s apart, were lost once.)"""
-    pairs = []
-    for i in range(1, 13):
-        src = tb.container("h1", f"r{i}", "blue", ip=f"10.1.0.{100 + i}")
-        dst = tb.container("h2", f"s{i}", "blue", ip=f"10.1.0.{150 + i}")
-        pairs.append((src, dst))
+    """A killed replica restarts and, after its hold-down, is given its share of the
+    switches back while new containers keep being made and their first connections
+    opened: each is set up by its first or second ping."""
     victim, _, _, _ = tb.kill_master("h1")
     tb.start_replica(victim)
     waits: list[tuple[str, float]] = []
     begun: dict[str, str] = {}  # wall clock, to read beside the logs
-    for src, dst in pairs:
+    moved_back_at: int | None = None  # the pair during which the victim had switches again
+    for i in range(1, 41):
+        src = tb.container("h1", f"r{i}", "blue", ip=f"10.1.0.{100 + i}")
+        dst = tb.container("h2", f"s{i}", "blue", ip=f"10.1.0.{150 + i}")
         begun[src.name] = datetime.now().strftime("%H:%M:%S.%f")[:-3]
         started = time.monotonic()
         ok = tb.ping(src, dst, count=1, timeout=1) or tb.ping(src, dst, count=1, timeout=1)
         waits.append((src.name, time.monotonic() - started if ok else -1.0))
-        time.sleep(0.6)
+        if moved_back_at is None and victim_masters(tb, victim):
+            moved_back_at = i
+        if moved_back_at is not None and i >= moved_back_at + 3:
+            break
+        time.sleep(0.3)
     print(f"\nnew connections while replica {victim} returned (s): "
-          + " ".join(f"{took:.2f}" for _, took in waits))
+          + " ".join(f"{took:.2f}" for _, took in waits)
+          + f"; its switches came back during pair {moved_back_at}")
     failed = [name for name, took in waits if took < 0]
     assert not failed, (
         f"new connections not set up by their second ping while replica {victim} "
@@ -376,7 +384,19 @@ def test_new_connections_are_set_up_while_a_returning_replica_takes_its_share(
             f"--- {path} ---\n{tail(path, 60)}"
             for path in [tb.hosts["h1"].agent_log, tb.hosts["h2"].agent_log]
             + [tb.replica_log(i) for i in range(REPLICAS)]))
+    assert moved_back_at is not None, (
+        f"replica {victim} was given no switch back within {len(waits)} pairs\n"
+        f"{tb.roles_dump()}")
     wait_balanced(tb, victim)
+
+
+def victim_masters(tb: Testbed, victim: int) -> bool:
+    """Whether the assignment gives replica `victim` a switch (asked of the victim)."""
+    try:
+        shown = replica_api(tb, victim, "GET", "/replicas").json()["replicas"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False  # not serving yet
+    return any(x["switches"] for x in shown if x["name"] == f"c{victim}")
 
 
 def test_partitioned_master_steps_down_before_another_takes_its_switch(
@@ -417,8 +437,9 @@ def test_partitioned_master_steps_down_before_another_takes_its_switch(
     finally:
         for proxy in lab.proxies[old]:
             proxy.restore()
-    # healed, it is a member again and gets its share back, without a lost packet
-    pinger = Pinger(tb, a1, b1, seconds=4)
+    # healed, it is a member again and gets its share back after its hold-down (10 s),
+    # without a lost packet
+    pinger = Pinger(tb, a1, b1, seconds=14)
     wait_balanced(tb, old)
     sent, received = pinger.result()
     assert received == sent, f"rebalancing lost {sent - received} of {sent} pings"

@@ -109,3 +109,48 @@ def test_with_reach_every_reachable_switch_goes_to_one_it_reaches(
     # full reach is the same as no reach
     full = {m: switches for m in members}
     assert assign(switches, members, current, full) == assign(switches, members, current)
+
+
+def test_a_fresh_member_keeps_what_it_holds_and_takes_only_what_nobody_else_can() -> None:
+    everything = set(range(1, 7))
+    a = assign(range(1, 7), ["c0", "c1"], {})
+    reach = {"c0": everything, "c1": everything, "c2": everything}
+    # c2 is back and reaches every switch, but is fresh: nothing moves to it
+    assert assign(range(1, 7), ["c0", "c1", "c2"], a, reach, fresh={"c2"}) == a
+    # c1 dies meanwhile: its switches go to c0, the settled one, not to c2
+    b = assign(range(1, 7), ["c0", "c2"], a, reach, fresh={"c2"})
+    assert set(b.values()) == {"c0"}
+    # a switch only c2 reaches goes to c2 even so
+    reach["c0"] = everything - {6}
+    c = assign(range(1, 7), ["c0", "c2"], a, reach, fresh={"c2"})
+    assert c[6] == "c2" and {c[d] for d in range(1, 6)} == {"c0"}
+    # what a fresh member holds, it keeps
+    assert assign(range(1, 7), ["c0", "c2"], c, reach, fresh={"c2"}) == c
+    # settled, it takes its share
+    d = assign(range(1, 7), ["c0", "c2"], c, reach)
+    assert sorted(loads(d, ["c0", "c2"]).values()) == [3, 3]
+    # every member fresh: none is
+    assert assign(range(1, 7), ["c2"], {}, None, fresh={"c2"}) == dict.fromkeys(
+        range(1, 7), "c2")
+
+
+@given(
+    st.sets(st.integers(1, 30), max_size=20),
+    st.sets(st.sampled_from(["c0", "c1", "c2", "c3"]), min_size=1),
+    st.dictionaries(st.integers(1, 30), st.sampled_from(["c0", "c1", "c2", "c3", "gone"])),
+    st.dictionaries(st.sampled_from(["c0", "c1", "c2", "c3"]),
+                    st.sets(st.integers(1, 30), max_size=20)),
+    st.sets(st.sampled_from(["c0", "c1", "c2", "c3"])),
+)
+def test_fresh_members_take_no_switch_a_settled_member_can_master(
+    switches: set[int], members: set[str], current: dict[int, str],
+    reach: dict[str, set[int]], fresh: set[str],
+) -> None:
+    a = assign(switches, members, current, reach, fresh)
+    assert set(a) == switches and set(a.values()) <= members
+    settled = members - fresh
+    for d, n in a.items():
+        if n in fresh and settled and current.get(d) != n:
+            # it went to a fresh member: no settled member could master it
+            assert not any(d in reach.get(m, set()) for m in settled), (d, n)
+    assert assign(switches, members, a, reach, fresh) == a  # stable

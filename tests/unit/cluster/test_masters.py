@@ -3,6 +3,7 @@ SQLite store standing in for etcd (memberships are leaderships of their own keys
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from controller.store.sqlite import SqliteStore
 
 
 def leading_member(store: SqliteStore, switches: Callable[[], set[int]],
-                   connected: set[int]) -> Masters:
+                   connected: set[int], *, hold_down: float = 0.0,
+                   clock: Callable[[], float] = time.monotonic) -> Masters:
     """c0: the leader and a member, with `connected` connected to it."""
     elector = Lease(store, {"name": "c0"}, standalone=True)
     elector.start()
-    masters = Masters(store, {"name": "c0", "api": "http://c0"}, elector, switches=switches)
+    masters = Masters(store, {"name": "c0", "api": "http://c0"}, elector, switches=switches,
+                      hold_down=hold_down, clock=clock)
     for dpid in connected:
         masters.roles.switch_seen(dpid, True)
     assert store.try_lead({"name": "c0"}, 5, key="member/c0") is not None
@@ -180,4 +183,54 @@ def test_a_removed_hosts_switch_is_no_longer_assigned(tmp_path: Path) -> None:
     after, later = parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))
     assert set(after) == {1, 2, 3} - {gone}
     assert sorted(after.values()) == ["c0", "c1"] and later > generation
+    store.close()
+
+
+def test_a_returning_member_gets_its_share_only_after_the_hold_down(tmp_path: Path) -> None:
+    """A member that came back while we lead takes no switch another member masters
+    until `hold_down` has passed (then it gets its share); the members there when we
+    began to lead are not held down."""
+    store = SqliteStore(tmp_path / "db")
+    now = [100.0]
+    masters = leading_member(store, lambda: {1, 2, 3, 4}, {1, 2, 3, 4}, hold_down=10.0,
+                             clock=lambda: now[0])
+    first = store.try_lead({"name": "c1", "process": "p1"}, 5, key="member/c1")
+    assert first is not None
+    masters.apply_reach({"replica": "c1", "process": "p1", "switches": [1, 2, 3, 4]})
+    masters.step()  # c1 was a member when c0 began to lead: its share at once
+    assert sorted(parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0].values()) == [
+        "c0", "c0", "c1", "c1"]
+    first.resign()  # c1 dies: its switches go to c0 at once
+    masters.step()
+    assert set(parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0].values()) == {"c0"}
+    # c1 comes back and every switch reconnects to it: it waits
+    assert store.try_lead({"name": "c1", "process": "p2"}, 5, key="member/c1") is not None
+    masters.apply_reach({"replica": "c1", "process": "p2", "switches": [1, 2, 3, 4]})
+    for elapsed in (0.0, 5.0, 9.9):
+        now[0] = 100.0 + elapsed
+        masters.step()
+        assignment = parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0]
+        assert set(assignment.values()) == {"c0"}, elapsed
+    now[0] = 110.1
+    masters.step()
+    assert sorted(parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0].values()) == [
+        "c0", "c0", "c1", "c1"]
+    store.close()
+
+
+def test_a_held_down_member_still_takes_a_switch_no_settled_member_can_master(
+    tmp_path: Path,
+) -> None:
+    """The hold-down delays a move, never a master: a switch that only the returning
+    member reaches goes to it at once."""
+    store = SqliteStore(tmp_path / "db")
+    now = [100.0]
+    masters = leading_member(store, lambda: {1, 2, 3}, {1, 2}, hold_down=10.0,
+                             clock=lambda: now[0])
+    masters.step()
+    assert store.try_lead({"name": "c1", "process": "p1"}, 5, key="member/c1") is not None
+    masters.apply_reach({"replica": "c1", "process": "p1", "switches": [1, 2, 3]})
+    masters.step()
+    assert parse_assignment(store.get(ASSIGNMENT, ASSIGNMENT_KEY))[0] == {
+        1: "c0", 2: "c0", 3: "c1"}
     store.close()
