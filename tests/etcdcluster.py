@@ -50,6 +50,7 @@ from controller.store.etcd.client import EtcdTLS
 from tests.pki import TestCA
 
 ETCD = "/usr/bin/etcd"
+ETCDCTL = "/usr/bin/etcdctl"
 HOST = "127.0.0.1"
 
 _live: set[EtcdCluster] = set()  # killed at exit unless closed before
@@ -198,6 +199,68 @@ class EtcdCluster:
     def running(self, i: int) -> bool:
         return self.members[i].running()
 
+    # --- the operator's procedures (docs/operations.md, "etcd upkeep") -----------------
+
+    def etcdctl(self, *args: str, member: int | None = None,
+                timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run `etcdctl` as an operator on a member would (its CA and a client
+        certificate of the etcd CA), against member `member` or every running one;
+        raises EtcdError with its output when it fails."""
+        which = [self.members[member]] if member is not None else [
+            m for m in self.members if m.running()]
+        cmd = [ETCDCTL]
+        if which:  # none for what runs offline (snapshot restore)
+            cmd += ["--endpoints", ",".join(m.client_url for m in which)]
+        if self.client_tls is not None:
+            tls = self.client_tls
+            cmd += ["--cacert", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key)]
+        done = subprocess.run([*cmd, *args], capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise EtcdError(f"etcdctl {' '.join(args)}: {done.stdout}{done.stderr}")
+        return done
+
+    def lose(self, i: int) -> None:
+        """Member i's host is lost for good: SIGKILL, its data directory gone."""
+        self.kill(i)
+        shutil.rmtree(self.members[i].data_dir, ignore_errors=True)
+
+    def new_member(self, name: str) -> _Member:
+        """A member that is not in the cluster yet (ports, certificate, directory), for
+        `etcdctl member add` and then `replace`."""
+        m = _Member(name, _free_port(), _free_port(), self.dir / f"{name}.data",
+                    self.dir / f"{name}.log", self.members[0].scheme)
+        if self.ca is not None:
+            self.ca.issue(m.name, "etcd", ips=[HOST], file_stem=self._stem(m))
+        return m
+
+    def replace(self, i: int, new: _Member) -> None:
+        """Start `new` in member i's place, joining the running cluster (its data
+        directory empty, `--initial-cluster-state existing`), and wait until healthy."""
+        with self._lock:
+            if self.members[i].running():
+                raise EtcdError(f"member {self.members[i].name} still runs")
+            self.members[i] = new
+            self._spawn(i, state="existing")
+        self.wait_healthy([i])
+
+    def stop_all(self) -> None:
+        for i in range(len(self.members)):
+            self.stop(i)
+
+    def data_dir(self, i: int) -> Path:
+        return self.members[i].data_dir
+
+    def restore_args(self, i: int) -> list[str]:
+        """What `etcdctl snapshot restore FILE` needs for member i, besides the file."""
+        m = self.members[i]
+        return [
+            "--name", m.name, "--data-dir", str(m.data_dir),
+            "--initial-cluster", ",".join(f"{x.name}={x.peer_url}" for x in self.members),
+            "--initial-cluster-token", self.token,
+            "--initial-advertise-peer-urls", m.peer_url,
+        ]
+
     def healthy(self, i: int, timeout: float = 1.0) -> bool:
         """True if member i answers /health with a leader (a linearizable read)."""
         m = self.members[i]
@@ -320,10 +383,11 @@ class EtcdCluster:
             f"--peer-trusted-ca-file={ca}", "--peer-client-cert-auth",
         ]
 
-    def _spawn(self, i: int) -> None:
+    def _spawn(self, i: int, state: str | None = None) -> None:
         m = self.members[i]
         initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
-        state = "existing" if (m.data_dir / "member").exists() else "new"
+        if state is None:
+            state = "existing" if (m.data_dir / "member").exists() else "new"
         args = [
             ETCD,
             f"--name={m.name}",
