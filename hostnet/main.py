@@ -128,6 +128,9 @@ def agent(
     state_dir: Annotated[Path, option(AgentConfig, "state_dir", "--state-dir")] = Path(
         DEFAULT_STATE_DIR),
     wireguard: Annotated[Path | None, option(AgentConfig, "wireguard", "--wireguard")] = None,
+    docker_forwarding: Annotated[
+        bool, option(AgentConfig, "docker_forwarding")
+    ] = default(AgentConfig, "docker_forwarding"),
     tls_ca: Annotated[Path | None, option(AgentConfig, "tls_ca", "--tls-ca")] = None,
     tls_cert: Annotated[Path | None, option(AgentConfig, "tls_cert", "--tls-cert")] = None,
     tls_key: Annotated[Path | None, option(AgentConfig, "tls_key", "--tls-key")] = None,
@@ -140,7 +143,7 @@ def agent(
         bridge=bridge, address=address, socket=socket, site=site,
         datapath_type=datapath_type.value, connect_timeout=connect_timeout,
         plugin_socket=plugin_socket, docker_host=docker_host, state_dir=state_dir,
-        wireguard=wireguard,
+        wireguard=wireguard, docker_forwarding=docker_forwarding,
         tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, log_level=log_level,
     )
     configure_logging(cfg.log_level)

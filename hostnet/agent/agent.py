@@ -34,6 +34,7 @@ from hostnet.docker.engine import DockerClient
 from hostnet.docker.plugin import DockerPlugin
 from hostnet.host import netlink
 from hostnet.host.attach import Attacher, SystemHostOps
+from hostnet.host.forwarding import DockerForwarding, ForwardingError
 from hostnet.host.nat import NatTable
 from hostnet.host.netlink import NetlinkError
 from hostnet.host.ovs import Ovs, OvsError, detect_datapath_type
@@ -42,6 +43,8 @@ from hostnet.host.routes import KernelRouteTable
 from hostnet.host.worker import in_thread
 
 log = logging.getLogger(__name__)
+
+FORWARDING_EVERY = 5.0  # seconds between checks of Docker's DOCKER-USER chain
 
 
 class Agent:
@@ -211,17 +214,40 @@ class Agent:
                 route_exec=self._route_exec, loop=loop,
             )
             stream_task = asyncio.ensure_future(self.stream.run())
+            forwarding_task = asyncio.ensure_future(self._keep_docker_forwarding())
             log.info("serving the local API on %s", self.cfg.socket)
             await self._stop.wait()
-            stream_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stream_task
+            for task in (stream_task, forwarding_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             self._server.should_exit = True
             await server_task
         finally:
             await self._shutdown(loop, sock)
             if started:
                 log.info("agent stopped")
+
+    async def _keep_docker_forwarding(self) -> None:
+        """Every FORWARDING_EVERY s: daolinet's rules at the head of DOCKER-USER
+        (hostnet/host/forwarding.py), since dockerd may (re)start at any time."""
+        if not self.cfg.docker_forwarding:
+            return
+        tunnel = self.tunnel.cfg.interface if self.tunnel.cfg is not None else None
+        keeper = DockerForwarding(self.cfg.bridge, tunnel)
+        failed = ""
+        while not self._stop.is_set():
+            try:
+                added = await in_thread(self._host_exec, keeper.ensure)
+                failed = ""
+                if added:
+                    log.info("Docker's DOCKER-USER chain: added %s (its FORWARD policy "
+                             "drops routed traffic otherwise)", "; ".join(added))
+            except ForwardingError as exc:
+                if str(exc) != failed:  # once per distinct error
+                    log.warning("cannot keep daolinet's rules in DOCKER-USER: %s", exc)
+                failed = str(exc)
+            await asyncio.sleep(FORWARDING_EVERY)
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop, sock: socket.socket | None) -> None:
         if self.stream is not None:

@@ -73,6 +73,11 @@ class AgentConfig(BaseSettings):
         0.5, description="Seconds after wg-commit before the key switches, so peers learn "
         "the new key first."
     )
+    docker_forwarding: bool = Field(
+        True, description="Keep daolinet's accept rules (br-dl, the tunnel) at the head of "
+        "Docker's DOCKER-USER chain when it exists: Docker's FORWARD policy drops routed "
+        "traffic otherwise (--no-docker-forwarding: the operator's firewall allows it)."
+    )
     tls_ca: Path | None = Field(
         None, description="The deployment's CA certificate (PEM); with --tls-cert and "
         "--tls-key: the agent reaches the controller's API and stream over HTTPS (https:// "

@@ -96,9 +96,10 @@ class DockerLab:
     d2: Dockerd
 
 
-@pytest.fixture(scope="module")
-def docker_lab() -> Iterator[DockerLab]:
-    """A DockerLab per module (test_docker.py, test_docker_options.py)."""
+@contextlib.contextmanager
+def make_docker_lab(*, firewall: bool = False) -> Iterator[DockerLab]:
+    """A DockerLab; `firewall`: its dockerds run with Docker's iptables rules as
+    installed (FORWARD policy DROP) instead of without."""
     require_testbed()
     missing = missing_docker()
     if missing:
@@ -108,7 +109,7 @@ def docker_lab() -> Iterator[DockerLab]:
     try:
         tb.start()
         for name in ("h1", "h2"):
-            d = Dockerd(tb, name)
+            d = Dockerd(tb, name, firewall=firewall)
             dockerds.append(d)
             try:
                 d.start()
@@ -123,3 +124,10 @@ def docker_lab() -> Iterator[DockerLab]:
             except Exception as exc:  # teardown goes on
                 print(f"dockerd teardown: {exc}", file=sys.stderr)
         tb.close()
+
+
+@pytest.fixture(scope="module")
+def docker_lab() -> Iterator[DockerLab]:
+    """A DockerLab per module (test_docker.py, test_docker_options.py)."""
+    with make_docker_lab() as lab:
+        yield lab

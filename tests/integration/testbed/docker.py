@@ -64,17 +64,26 @@ while read -r src path type opts rest; do
 done < {cgroups}
 mkdir -p /run/docker/plugins
 mount --bind {plugins} /run/docker/plugins
+{prelude}
 exec dockerd --data-root {data} --exec-root {exec_root} -H unix://{sock} \\
-  --pidfile {pidfile} --iptables=false --ip6tables=false --ip-forward=false \\
-  --ip-masq=false --bridge=none --shutdown-timeout 2 --storage-driver overlay2
+  --pidfile {pidfile} {firewall} --shutdown-timeout 2 --storage-driver overlay2
 """
+# Docker's firewall off (the lab's setting), or as Docker is installed: iptables and
+# IP forwarding on (FORWARD policy DROP), its docker0 bridge and masquerade.
+NO_FIREWALL = "--iptables=false --ip6tables=false --ip-forward=false --ip-masq=false --bridge=none"
+AS_INSTALLED = "--iptables=true --ip6tables=false --ip-forward=true --ip-masq=true"
+# Docker 28 sets the DROP policy only when it turns IP forwarding on itself, as at a
+# boot where dockerd starts before anything else enabled it: so it starts off here.
+AS_AT_BOOT = "echo 0 > /proc/sys/net/ipv4/ip_forward"
 
 
 class Dockerd:
     """One dockerd in one testbed host."""
 
-    def __init__(self, tb: Testbed, host: Host | str) -> None:
+    def __init__(self, tb: Testbed, host: Host | str, *, firewall: bool = False) -> None:
+        """`firewall`: run with Docker's iptables rules as installed (FORWARD DROP)."""
         self.tb = tb
+        self.firewall = firewall
         self.host = tb.host(host)
         self.dir = self.host.dir / "docker"
         self.sock = self.host.docker_sock
@@ -93,6 +102,8 @@ class Dockerd:
         script.write_text(_SCRIPT.format(
             cgroups=cgroups, plugins=self.host.plugin_socket.parent, data=self.dir / "data",
             exec_root=self.dir / "exec", sock=self.sock, pidfile=self.dir / "dockerd.pid",
+            firewall=AS_INSTALLED if self.firewall else NO_FIREWALL,
+            prelude=AS_AT_BOOT if self.firewall else "",
         ))
         mark_log(self.log, "dockerd start")
         self.proc = self.tb.spawn(self.host, "sh", str(script), what=f"dockerd {self.host.name}",
