@@ -12,8 +12,9 @@ Events (one JSON object each, `data:` on one line):
 
 Every TICK the stream asks the log for entries after its cursor and the desired
 state for its version (one attribute read).  Either changed: it builds the
-picture again, at once and once more SETTLE later (an allowed first packet is
-logged before its flows are installed, and a route is shown once installed).
+picture again, at once and then for SETTLE seconds as often as its cost allows
+(every tick, or twice the time the last build took): an allowed first packet is
+logged before its flows are installed, and a route is shown once installed.
 Changes that leave no log entry (a connection torn down with its container, or
 another replica's switches when masters are spread) are caught by a rebuild at
 least every `refresh` seconds.  Nothing is sent per object, and nothing is polled
@@ -31,7 +32,7 @@ from typing import Any
 from controller.connlog.log import ConnectionLog, Filters
 
 TICK = 0.25  # seconds between looks at the log and the desired state
-SETTLE = 1.0  # seconds after a change to build the picture again
+SETTLE = 1.5  # seconds after a change during which the picture is built again
 REFRESH = 15.0  # seconds between rebuilds when nothing was seen to change
 KEEPALIVE = 15.0
 MAX_BATCH = 200  # log entries in one `connections` event
@@ -74,12 +75,12 @@ class Feed:
     async def events(self) -> AsyncIterator[str]:
         cursor = self.clock()
         version = self.version()
-        last = await self.picture()
+        last, gap = await self._build()
         yield sse("view", last)
         now = self.clock()
-        settle_at: float | None = None
+        built = wrote = now
+        settle_until = 0.0
         rebuild_at = now + self.refresh
-        wrote = now
         while True:
             await asyncio.sleep(self.tick)
             now = self.clock()
@@ -88,12 +89,14 @@ class Feed:
                 cursor = float(entries[-1]["time"])
                 yield sse("connections", {"entries": entries, "skipped": skipped})
                 wrote = now
-            changed = bool(entries) or self.version() is not version
-            if changed or now >= rebuild_at or (settle_at is not None and now >= settle_at):
+            if entries or self.version() is not version:
                 version = self.version()
-                settle_at = now + SETTLE if changed else None
-                rebuild_at = now + self.refresh
-                view = await self.picture()
+                settle_until = now + SETTLE
+            settling = now <= settle_until and now - built >= gap
+            if settling or now >= rebuild_at:
+                view, gap = await self._build()
+                built = self.clock()
+                rebuild_at = built + self.refresh
                 if not _same_picture(last, view):
                     last = view
                     yield sse("view", view)
@@ -101,6 +104,13 @@ class Feed:
             if now - wrote >= KEEPALIVE:
                 yield ": keepalive\n\n"
                 wrote = now
+
+    async def _build(self) -> tuple[dict[str, Any], float]:
+        """The picture, and the least time until the next one: a tick, or twice
+        what this one took (a large deployment's picture is rebuilt less often)."""
+        started = time.monotonic()
+        view = await self.picture()
+        return view, max(self.tick, 2 * (time.monotonic() - started))
 
     def _entries_after(self, cursor: float) -> tuple[list[dict[str, Any]], bool]:
         """The log's entries after `cursor`, oldest first, at most MAX_BATCH: in a

@@ -14,6 +14,7 @@ opened; `auto=false` keeps a small deployment closed too.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -169,7 +170,10 @@ async def picture(ctx: ApiContext, expansion: Expansion) -> dict[str, Any]:
             partial.append(f"denials: {bytes(page.body).decode()}")
         else:
             denials = page["entries"]
-    view = build_view(ctx.inventory.index.view(), routes, denials, expansion, now)
+    # a large deployment's picture takes a while (docs/performance.md, "Live map"):
+    # off the event loop, so the API answers meanwhile
+    view = await asyncio.to_thread(
+        build_view, ctx.inventory.index.view(), routes, denials, expansion, now)
     view["partial"] = partial
     return view
 

@@ -13,7 +13,6 @@ daolinet.  Every list has a cap; what a cap cut is counted in `truncated`.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,7 +102,10 @@ def build_view(
             return f"h:{host}"
         return f"c:{container}"
 
-    edges = _edges(desired, routes, denials, node, now)
+    # a route names its ends by address: one dict of every container's, built once
+    ends: dict[str, End] = {str(ep.ip): (ep.name, ep.host, site_of.get(ep.host, ""))
+                            for ep in endpoints}
+    edges = _edges(ends, routes, denials, node, now)
     if len(edges) > MAX_EDGES:
         edges.sort(key=lambda e: -int(e["count"]))
         truncated["edges"] = len(edges) - MAX_EDGES
@@ -155,7 +157,7 @@ def _opened(hosts: list[Any], per_host: dict[str, int], expansion: Expansion,
     return opened, truncated
 
 
-def _edges(desired: DesiredReads, routes: Iterable[Mapping[str, Any]],
+def _edges(ends: Mapping[str, End], routes: Iterable[Mapping[str, Any]],
            denials: Iterable[Mapping[str, Any]], node: Any, now: float
            ) -> list[dict[str, Any]]:
     """Live connections (undirected: a route is a pair) by path, and denied attempts
@@ -175,8 +177,8 @@ def _edges(desired: DesiredReads, routes: Iterable[Mapping[str, Any]],
                 edge.pop(k, None)
 
     for row in routes:
-        ends = [_route_end(desired, str(row.get(k, ""))) for k in ("src_ip", "dst_ip")]
-        a, b = sorted(node(e) for e in ends)
+        a, b = sorted((node(ends.get(str(row.get("src_ip")))),
+                       node(ends.get(str(row.get("dst_ip"))))))
         add(a, b, str(row.get("path") or "external"), "allow", {
             "src": row.get("src"), "dst": row.get("dst"), "src_ip": row.get("src_ip"),
             "dst_ip": row.get("dst_ip")})
@@ -192,17 +194,6 @@ def _edges(desired: DesiredReads, routes: Iterable[Mapping[str, Any]],
             "rule_id": entry.get("rule_id"), "time": entry.get("time"),
             "packets": entry.get("count")})
     return list(out.values())
-
-
-def _route_end(desired: DesiredReads, ip: str) -> End:
-    try:
-        ep = desired.endpoint_by_ip(ipaddress.IPv4Address(ip))
-    except ValueError:
-        return None
-    if ep is None:
-        return None
-    host = desired.host(ep.host)
-    return (ep.name, ep.host, host.site if host is not None else "")
 
 
 def _entry_end(end: Mapping[str, Any]) -> End:

@@ -145,6 +145,7 @@ const PAD = 10;
 const HEAD = 22; // a box's title line
 const CLOSED_HOST = [130, 52];
 const CLOSED_SITE = [170, 70];
+const ZOOM = 1.8;
 
 function shelf(boxes, maxWidth) {
   // left to right, wrapping at maxWidth; returns the size taken
@@ -211,8 +212,12 @@ function render(view) {
   const plan = layout(view, width);
   const outsideAt = { x: plan.width + 60, y: 30 };
   svg.replaceChildren();
-  svg.setAttribute("width", plan.width + 140);
-  svg.setAttribute("height", plan.height + 20);
+  // a small deployment is drawn larger, up to ZOOM times, to fill the canvas
+  const w = plan.width + 140, h = plan.height + 20;
+  const zoom = Math.min(ZOOM, Math.max(1, width / w));
+  svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+  svg.setAttribute("width", w * zoom);
+  svg.setAttribute("height", h * zoom);
   const centers = new Map();
   const nodes = el("g", { class: "nodes" });
   for (const site of plan.sites) drawBox(nodes, site, 10, 10, centers);
