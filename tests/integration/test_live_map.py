@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from conftest import make_testbed
-from testbed import Container, Testbed
+from testbed import Container, Testbed, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -90,18 +90,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         driver.quit()
 
 
-def wait(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as exc:  # the page may be between two pictures
-            last = exc
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+def wait(predicate: Callable[[], Any], what: str) -> Any:
+    return wait_until(predicate, WAIT, what, interval=0.05)
 
 
 @pytest.fixture(scope="module")
