@@ -8,7 +8,8 @@ Events (one JSON object each, `data:` on one line):
   whenever it differs from the last one sent;
 * `connections`: the connection log's new entries since the last tick, at most
   MAX_BATCH (`skipped`: a flood made it leave older ones out);
-* a comment line every KEEPALIVE seconds, so proxies keep an idle stream open.
+* a comment line every KEEPALIVE seconds, so proxies keep an idle stream open;
+* `refused`, last: the caller's certificate was revoked since the stream opened.
 
 Every TICK the stream asks the log for entries after its cursor and the desired
 state for its version (one attribute read).  Either changed: it builds the
@@ -63,6 +64,7 @@ class Feed:
         refresh: float = REFRESH,
         clock: Callable[[], float] = time.time,
         tick: float = TICK,
+        refused: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.picture = picture
         self.version = version
@@ -71,6 +73,9 @@ class Feed:
         self.refresh = refresh
         self.clock = clock
         self.tick = tick
+        # why the caller may no longer read (its certificate revoked since it
+        # connected), asked every tick; None while it may
+        self.refused = refused
 
     async def events(self) -> AsyncIterator[str]:
         cursor = self.clock()
@@ -83,6 +88,10 @@ class Feed:
         rebuild_at = now + self.refresh
         while True:
             await asyncio.sleep(self.tick)
+            why = self.refused()
+            if why is not None:
+                yield sse("refused", {"detail": why})
+                return
             now = self.clock()
             entries, skipped = self._entries_after(cursor)
             if entries:

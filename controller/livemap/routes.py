@@ -5,6 +5,7 @@ token is enough; docs/security.md, "The live map").
 * GET /api/v1/map/view: the bounded picture (controller/livemap/view.py);
 * GET /api/v1/map/events: the same picture, then its changes, as server-sent
   events (controller/livemap/feed.py); at most `max_streams` at once per replica;
+  a stream ends when its caller's certificate is revoked;
 * GET /api/v1/map/containers/{name}: a container's network, groups, pair
   policies, firewall rules, published ports and recent connections.
 
@@ -21,12 +22,12 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import Field
 from starlette.responses import JSONResponse
 
-from controller.api.auth import RequireToken
+from controller.api.auth import RequireToken, revoked_since
 from controller.api.connections import ConnectionQuery
 from controller.api.deps import ApiContext, Ctx
 from controller.api.routes import live
@@ -98,8 +99,9 @@ class LiveMap:
 
         @router.get("/events", summary="The map's picture and its changes (server-sent events)",
                     response_class=StreamingResponse)
-        async def map_events(ctx: Ctx, site: Names = [], host: Names = [],  # noqa: B006
-                             auto: bool = True) -> StreamingResponse:
+        async def map_events(request: Request, ctx: Ctx, site: Names = [],  # noqa: B006
+                             host: Names = [], auto: bool = True  # noqa: B006
+                             ) -> StreamingResponse:
             if self.streams >= self.max_streams:
                 raise HTTPException(
                     503, f"map streams: {self.max_streams} open on this replica already",
@@ -107,7 +109,8 @@ class LiveMap:
             expansion = _expansion(site, host, auto)
             feed = Feed(
                 lambda: picture(ctx, expansion), ctx.inventory.index.view, ctx.connlog,
-                _replica(ctx), refresh=SPREAD_REFRESH if ctx.member_apis() else REFRESH)
+                _replica(ctx), refresh=SPREAD_REFRESH if ctx.member_apis() else REFRESH,
+                refused=lambda: revoked_since(ctx, request.scope))
             return StreamingResponse(
                 self._counted(feed.events()), media_type="text/event-stream",
                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -9,7 +9,8 @@ testbed's controller with the read-only token and follows real packets.
 * a first packet's connection is drawn within 2 s of the API listing it (GET
   /routes), with its path (same host, direct), and goes within 2 s of the API
   no longer listing it when it expires;
-* a denied pair is drawn as denied, and a click on its container shows why.
+* a denied pair is drawn as denied; a click on its container shows why, and one
+  on its edge what `GET /trace` says of the pair.
 
 A screenshot is saved in $DAOLINET_ARTIFACTS (else the test's temporary folder)
 and its path printed; README.md shows one (docs/map.png).
@@ -203,6 +204,13 @@ def test_a_denied_pair_shows_as_denied_and_its_container_says_why(
                    and "Recent connections" in t and "denied a1" in t and t,
                    "d1's details with the denial")
     assert "container d1" in details and "db 172.31.7.0/24" in details
+    # a click on the denied edge: its reason, and what GET /trace says of the pair
+    edge = page.find_element(By.CSS_SELECTOR, '#map .edge[data-verdict="deny"]'
+                                              '[data-a="c:a1"][data-b="c:d1"]')
+    page.execute_script(CLICK_JS, edge)
+    traced = wait(lambda: (t := page.find_element(By.ID, "details").text)
+                  and "trace icmp" in t and t, "the denied edge's trace")
+    assert "default deny" in traced and "deny" in traced.split("trace icmp", 1)[1]
 
     # the picture with every kind of edge, for the artifact (and README.md's docs/map.png)
     assert tb.ping(c["a1"], c["a2"]) and tb.ping(c["a3"], c["a1"])

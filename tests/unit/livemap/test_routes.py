@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from controller.desired.inventory import Inventory
 from controller.livemap.routes import LiveMap
 from controller.livemap.view import MAX_EXPAND
 from controller.store.sqlite import SqliteStore
+from controller.trust.revocation import Revocations
 from controller.trust.tls import ServerContext, TlsFiles
 from tests.pki import TestCA
 from tests.unit import fakes
@@ -36,7 +38,8 @@ ROUTES = [{"src": "a1", "src_ip": "10.1.0.2", "dst": "b1", "dst_ip": "10.1.0.4",
 
 
 def make_ctx(tmp_path: Path, connlog: ConnectionLog | None, *, tls: bool = False) -> ApiContext:
-    inv = Inventory(SqliteStore(tmp_path / "map.db"), lambda change: None)
+    store = SqliteStore(tmp_path / "map.db")
+    inv = Inventory(store, lambda change: None)
     inv.register_host("h1", "198.18.0.11", "east")
     inv.register_host("h2", "198.18.0.12", "east")
     inv.register_host("h3", "198.18.0.13", "west")
@@ -51,7 +54,8 @@ def make_ctx(tmp_path: Path, connlog: ConnectionLog | None, *, tls: bool = False
     inv.set_pair_policy("a1", "d1", "allow")
     return ApiContext(inventory=inv, token=ADMIN, readonly_token=READONLY,
                       runtime=fakes.FakeRuntime(1, ROUTES), openflow_host="0.0.0.0",
-                      openflow_port=6653, connlog=connlog, replica={"name": "c0"}, tls=tls)
+                      openflow_port=6653, connlog=connlog, replica={"name": "c0"}, tls=tls,
+                      revocations=Revocations(store) if tls else None)
 
 
 def denied(inv: Inventory, src: str, dst: str) -> ConnEvent:
@@ -231,6 +235,11 @@ def test_open_streams_are_bounded(ctx: ApiContext, livemap: LiveMap) -> None:
             assert again.status_code == 200 and third_stream.next()[0] == "view"
 
 
+def trusting(ca: TestCA) -> ssl.SSLContext:
+    """A client context that trusts `ca` and presents no certificate (a browser)."""
+    return ssl.create_default_context(cafile=str(ca.cert_file))
+
+
 def test_under_tls_a_browser_reads_with_the_read_only_token_and_no_certificate(
         tmp_path: Path, livemap: LiveMap) -> None:
     ca = TestCA(tmp_path / "pki")
@@ -240,11 +249,46 @@ def test_under_tls_a_browser_reads_with_the_read_only_token_and_no_certificate(
     try:
         with serve(ctx, [live.router, livemap.api_router], tls=tls,
                    pages=[livemap.page_router]) as url, httpx.Client(
-                base_url=url, timeout=10, verify=str(ca.cert_file)) as http:
+                base_url=url, timeout=10, verify=trusting(ca)) as http:
             assert http.get("/map").status_code == 200
             assert http.get("/api/v1/map/view").status_code == 401
             answer = http.get("/api/v1/map/view", headers=bearer(READONLY))
             assert answer.status_code == 200 and answer.json()["totals"]["hosts"] == 3
+    finally:
+        ctx.inventory.store.close()
+
+
+def test_a_stream_ends_once_its_callers_certificate_is_revoked(
+        tmp_path: Path, livemap: LiveMap) -> None:
+    """A host's certificate may read the map like any credential; revoked while its
+    stream is open, the stream says why and ends (an operator's token reads on)."""
+    ca = TestCA(tmp_path / "pki")
+    own = ca.issue("c0", "controller", ips=["127.0.0.1"])
+    h1 = ca.issue("h1", "host")
+    ctx = make_ctx(tmp_path, ConnectionLog(), tls=True)
+    assert ctx.revocations is not None
+    tls = ServerContext(TlsFiles(ca.cert_file, own.cert_file, own.key_file))
+    try:
+        as_h1 = trusting(ca)
+        as_h1.load_cert_chain(h1.cert_file, h1.key_file)
+        with serve(ctx, [live.router, livemap.api_router], tls=tls) as url, httpx.Client(
+                base_url=url, timeout=10, verify=as_h1) as host, httpx.Client(
+                base_url=url, timeout=10, verify=trusting(ca),
+                headers=bearer(READONLY)) as operator, host.stream(
+                "GET", "/api/v1/map/events") as mine, operator.stream(
+                "GET", "/api/v1/map/events") as theirs:
+            assert mine.status_code == theirs.status_code == 200, mine.read()
+            revoked, kept = Stream(mine), Stream(theirs)
+            assert revoked.next()[0] == kept.next()[0] == "view"
+            ctx.revocations.revoke(host="h1", reason="stolen")
+            event, data = revoked.next()
+            assert event == "refused"
+            assert data["detail"].startswith("the certificate of host h1 is revoked")
+            with pytest.raises(AssertionError, match="the stream ended"):
+                revoked.next()
+            ctx.inventory.add_endpoint("a4", "web", "h2")
+            kept.until("view", lambda d: d["totals"]["containers"] == 5)
+            assert host.get("/api/v1/map/view").status_code == 403
     finally:
         ctx.inventory.store.close()
 
