@@ -47,7 +47,10 @@ EDGES_JS = """return Array.from(document.querySelectorAll('#map .edge'))
   .map(e => [e.dataset.a, e.dataset.b, e.dataset.verdict, e.dataset.path]);"""
 NODES_JS = """return Array.from(document.querySelectorAll('#map [data-id]'))
   .map(e => e.dataset.id);"""
-CLICK_JS = """arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}));"""
+# Found and clicked in one call: a new picture may replace the element between two.
+CLICK_JS = """const node = document.querySelector(arguments[0]);
+  if (node) node.dispatchEvent(new MouseEvent('click', {bubbles: true}));
+  return Boolean(node);"""
 
 
 class Lab:
@@ -198,16 +201,14 @@ def test_a_denied_pair_shows_as_denied_and_its_container_says_why(
     print(f"\na1 -> d1 denied: on the page {page_at - api_at:+.2f} s after the API")
     assert page_at - api_at <= BOUND
 
-    node = page.find_element(By.CSS_SELECTOR, '#map [data-id="c:d1"]')
-    page.execute_script(CLICK_JS, node)
+    assert page.execute_script(CLICK_JS, '#map [data-id="c:d1"]')
     details = wait(lambda: (t := page.find_element(By.ID, "details").text)
                    and "Recent connections" in t and "denied a1" in t and t,
                    "d1's details with the denial")
     assert "container d1" in details and "db 172.31.7.0/24" in details
     # a click on the denied edge: its reason, and what GET /trace says of the pair
-    edge = page.find_element(By.CSS_SELECTOR, '#map .edge[data-verdict="deny"]'
-                                              '[data-a="c:a1"][data-b="c:d1"]')
-    page.execute_script(CLICK_JS, edge)
+    assert page.execute_script(
+        CLICK_JS, '#map .edge[data-verdict="deny"][data-a="c:a1"][data-b="c:d1"]')
     traced = wait(lambda: (t := page.find_element(By.ID, "details").text)
                   and "trace icmp" in t and t, "the denied edge's trace")
     assert "default deny" in traced and "deny" in traced.split("trace icmp", 1)[1]
