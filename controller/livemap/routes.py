@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import Field
 from starlette.responses import JSONResponse
@@ -117,7 +117,9 @@ class LiveMap:
 
         @router.get("/containers/{name}", summary="A container on the map: its policy and "
                     "recent connections")
-        async def map_container(ctx: Ctx, name: str) -> dict[str, Any]:
+        async def map_container(
+                ctx: Ctx, name: Annotated[str, Path(min_length=1, max_length=253)]
+        ) -> dict[str, Any]:
             out = container_details(ctx.inventory.index.view(), name)
             out["connections"] = await _recent(ctx, name)
             return out

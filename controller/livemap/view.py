@@ -13,11 +13,12 @@ daolinet.  Every list has a cap; what a cap cut is counted in `truncated`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from controller.desired.index import DesiredReads
+from controller.desired.models import Host
 
 # Opened without asking when the whole deployment is at most this big.
 AUTO_HOSTS = 50
@@ -122,7 +123,7 @@ def build_view(
     }
 
 
-def _opened(hosts: list[Any], per_host: dict[str, int], expansion: Expansion,
+def _opened(hosts: list[Host], per_host: dict[str, int], expansion: Expansion,
             auto: bool) -> tuple[_Open, dict[str, int]]:
     """The sites and hosts opened, within MAX_HOSTS hosts and MAX_CONTAINERS
     containers shown (sites and hosts in name order; what does not fit stays closed
@@ -158,7 +159,7 @@ def _opened(hosts: list[Any], per_host: dict[str, int], expansion: Expansion,
 
 
 def _edges(ends: Mapping[str, End], routes: Iterable[Mapping[str, Any]],
-           denials: Iterable[Mapping[str, Any]], node: Any, now: float
+           denials: Iterable[Mapping[str, Any]], node: Callable[[End], str], now: float
            ) -> list[dict[str, Any]]:
     """Live connections (undirected: a route is a pair) by path, and denied attempts
     (directed) still in their window, each counted between the visible nodes."""

@@ -161,6 +161,8 @@ def test_a_container_shows_its_policy_and_recent_connections(
         ("denied", "a2")]
     missing = client.get("/api/v1/map/containers/nope", headers=bearer(READONLY))
     assert missing.status_code == 404 and "container nope" in missing.json()["detail"]
+    long = client.get(f"/api/v1/map/containers/{'c' * 254}", headers=bearer(READONLY))
+    assert long.status_code == 422 and "name" in json.dumps(long.json())
 
 
 class Stream:
