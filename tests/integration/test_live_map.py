@@ -60,9 +60,9 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    # scripts/bootstrap.sh installs both (chromium, chromium-driver): missing fails
     missing = [p for p in (CHROMIUM, DRIVER) if not Path(p).exists()]
-    if missing:  # scripts/bootstrap.sh installs both (chromium, chromium-driver)
-        pytest.skip(f"no {', '.join(missing)}: run scripts/bootstrap.sh")
+    assert not missing, f"no {', '.join(missing)}: run scripts/bootstrap.sh"
     secret = tmp_path_factory.mktemp("map") / "readonly-token"
     secret.write_text("map-readonly-" + os.urandom(8).hex() + "\n")
     secret.chmod(0o600)
