@@ -49,6 +49,7 @@ from controller.datapath.runtime import DatapathRuntime, ExportLink
 from controller.datapath.state import CoreState
 from controller.desired.index import DesiredIndex
 from controller.desired.inventory import Inventory
+from controller.livemap.routes import LiveMap
 from controller.logs import configure_logging, quiet_access_log
 from controller.openflow.admission import Admission
 from controller.openflow.app import OpenFlowDeps, start_openflow
@@ -300,13 +301,16 @@ def serve(settings: ControllerSettings) -> None:
             masters.stop()  # our switches go to the other members at once
         leadership.stop()  # a leader resigns: another replica takes over at once
 
+    livemap = LiveMap()
     app = create_app(
-        ctx, extra_routers=[live.router, stream.router, liveness_api.router, exports_api.router],
+        ctx, extra_routers=[live.router, stream.router, liveness_api.router, exports_api.router,
+                            livemap.api_router],
         lifespan=lifespan,
         body_limits=BodyLimits.of(settings.api_max_body, settings.api_max_bulk_body),
     )
     app.include_router(metrics.router)
     app.include_router(readiness.router)
+    app.include_router(livemap.page_router)
     config = api_config(app, api_host, api_port, settings.log_level, api_tls)
     quiet_access_log()  # after uvicorn configured its loggers (controller/logs.py)
     server = uvicorn.Server(config)

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   wireguard-tools wireguard-go nftables
   debootstrap
   etcd-server etcd-client
+  chromium chromium-driver  # the live map's browser test (tests/integration/test_live_map.py)
 )
 
 missing=()

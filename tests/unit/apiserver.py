@@ -20,15 +20,19 @@ from controller.trust.tls import ServerContext
 @contextmanager
 def serve(
     ctx: ApiContext, routers: Sequence[APIRouter] = (), tls: ServerContext | None = None, *,
-    log_level: str = "warning", access_log: bool = False,
+    log_level: str = "warning", access_log: bool = False, pages: Sequence[APIRouter] = (),
 ) -> Iterator[str]:
     """Serve the API of `ctx` on a free 127.0.0.1 port; yields its base URL.  With
-    `tls`, over HTTPS as the controller serves it (controller/main.py, `api_config`)."""
+    `tls`, over HTTPS as the controller serves it (controller/main.py, `api_config`).
+    `pages`: routers served outside /api/v1 (the live map's page)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = api_config(create_app(ctx, list(routers)), "127.0.0.1", port, log_level, tls)
+    app = create_app(ctx, list(routers))
+    for router in pages:
+        app.include_router(router)
+    config = api_config(app, "127.0.0.1", port, log_level, tls)
     config.lifespan, config.access_log = "off", access_log
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

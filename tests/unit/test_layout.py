@@ -52,6 +52,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "controller.main", "controller.settings", "os_ken", "fastapi", "hostnet",
     ),
     "controller.api": ("controller.openflow", "controller.main", "os_ken", "hostnet"),
+    "controller.livemap": ("controller.openflow", "controller.main", "controller.agents",
+                           "controller.store", "os_ken", "hostnet"),
     "controller.connlog": (
         "controller.api", "controller.cluster", "controller.store", "controller.openflow",
         "controller.agents", "controller.daolictl", "controller.main", "controller.settings",
