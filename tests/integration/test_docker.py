@@ -278,7 +278,8 @@ def _ping_gap(output: str, interval: float) -> tuple[int, float]:
 
 def test_move_keeps_ip_and_mac(lab: Lab):
     tb, d1, d2 = lab.tb, lab.d1, lab.d2
-    d1.run("mover", "web", "-e", "ROLE=mover", cmd=("sleep", "3600"))
+    d1.run("mover", "web", "-e", "ROLE=mover", "--restart", "unless-stopped",
+           "--memory", "64m", "--hostname", "mover-1", cmd=("sleep", "3600"))
     ep = _named(tb, "mover")
     p3 = tb.containers["p3"]
     assert tb.ping(p3, ep["ip"], count=2)
@@ -308,6 +309,10 @@ def test_move_keeps_ip_and_mac(lab: Lab):
     info = d2.inspect("mover")
     assert info["Config"]["Env"] and "ROLE=mover" in info["Config"]["Env"]
     assert info["Config"]["Cmd"] == ["sleep", "3600"]
+    # what the move keeps besides the command line (hostnet/docker/move.py, Kept)
+    assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert info["HostConfig"]["Memory"] == 64 << 20
+    assert info["Config"]["Hostname"] == "mover-1"
     assert info["NetworkSettings"]["Networks"]["web"]["IPAddress"] == ep["ip"]
     assert info["NetworkSettings"]["Networks"]["web"]["MacAddress"] == ep["mac"]
     tb.wait_until(lambda: moved["docker_id"] == info["Id"] or
