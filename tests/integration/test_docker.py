@@ -8,7 +8,6 @@ this module share the lab and run in order.
 
 from __future__ import annotations
 
-import itertools
 import re
 import signal
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 from conftest import DockerLab as Lab
 from testbed import BIN_DIR, Testbed, tail
 from testbed.docker import Dockerd
+from testbed.traffic import ping_gap
 
 NET = ["-d", "daolinet", "--ipam-driver", "daolinet"]
 
@@ -266,16 +266,6 @@ def test_host_reboot_brings_restart_policy_containers_back(lab: Lab):
     tb.wait_until(lambda: _endpoint(tb, "keep") is None, 20, "endpoint of keep left")
 
 
-def _ping_gap(output: str, interval: float) -> tuple[int, float]:
-    """(packets lost, longest time without a reply in ms) from `ping -D` output."""
-    stamps = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\].*bytes from", output, re.M)]
-    sent = re.search(r"(\d+) packets transmitted, (\d+) received", output)
-    assert sent and stamps, output
-    lost = int(sent.group(1)) - int(sent.group(2))
-    gap = max((b - a for a, b in itertools.pairwise(stamps)), default=0.0)
-    return lost, max(0.0, gap - interval) * 1000
-
-
 def test_move_keeps_ip_and_mac(lab: Lab):
     tb, d1, d2 = lab.tb, lab.d1, lab.d2
     d1.run("mover", "web", "-e", "ROLE=mover", "--restart", "unless-stopped",
@@ -321,7 +311,7 @@ def test_move_keeps_ip_and_mac(lab: Lab):
     assert tb.ping(p3, ep["ip"], count=2)
     ns = d2.attach_netns("mover")
     assert tb.tcp_ok(p3, ns)
-    lost, gap_ms = _ping_gap(output, interval)
+    lost, gap_ms = ping_gap(output, interval)
     print(f"\nmove: {took * 1000:.0f} ms for the move, peer lost {lost} pings "
           f"(every {interval * 1000:.0f} ms), longest gap {gap_ms:.0f} ms")
     assert lost < 8 / interval  # the peer got replies again after the move

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .layout import Layout
-from .procs import OVS_SCHEMA, Proc, Processes, TestbedError, in_netns, run
+from .procs import OVS_SCHEMA, Proc, Processes, TestbedError, in_netns, mark_log, run
 from .registry import Registry
 
 BRIDGE = "br-dl"
@@ -351,6 +351,19 @@ class HostBuilder:
                           for k, v in sorted(self._ovs_other_config.items())))
             if res.returncode != 0:
                 raise TestbedError(f"other_config on {host.name}: {res.stderr.strip()}")
+        self.start_vswitchd(host)
+
+    def restart_vswitchd(self, host: Host) -> None:
+        """Stop ovs-vswitchd of `host` (SIGTERM, as `systemctl restart
+        ovs-vswitchd` does) and start it again on the same database."""
+        if host.vswitchd is not None:
+            self._processes.stop(host.vswitchd)
+        mark_log(host.vswitchd_log, "ovs-vswitchd restart")
+        self.start_vswitchd(host)
+
+    def start_vswitchd(self, host: Host) -> None:
+        d = host.dir
+        env = host.ovs_env()
         host.vswitchd = self._processes.spawn(
             host.ns,
             "ovs-vswitchd", f"unix:{host.db_sock}",

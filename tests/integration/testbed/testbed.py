@@ -387,6 +387,10 @@ class Testbed:
         """Stop the controller (SIGKILL: a crash) and start it again (see Controllers)."""
         self._p.controllers.restart(sig=sig, wait=wait)
 
+    def restart_vswitchd(self, host: Host | str) -> None:
+        """Restart `host`'s ovs-vswitchd (SIGTERM, then start on the same database)."""
+        self._p.builder.restart_vswitchd(self.host(host))
+
     def restart_agent(self, host: Host | str, *, sig: int = signal.SIGTERM,
                       wait: bool = True) -> None:
         """Stop the agent of `host` and start it again; with `wait`, until it is ready."""

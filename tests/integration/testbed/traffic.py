@@ -7,6 +7,7 @@ Imports `procs`, `hosts`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import secrets
@@ -187,6 +188,17 @@ class Pinger:
         m = re.search(_PING_SUMMARY, self.out.read_text())
         assert m, tail(self.out)
         return int(m.group(1)), int(m.group(2))
+
+
+def ping_gap(output: str, interval: float) -> tuple[int, float]:
+    """(packets lost, longest time without a reply in ms) from `ping -D` output."""
+    stamps = [float(m.group(1))
+              for m in re.finditer(r"^\[(\d+\.\d+)\].*bytes from", output, re.M)]
+    sent = re.search(r"(\d+) packets transmitted, (\d+) received", output)
+    assert sent and stamps, output
+    lost = int(sent.group(1)) - int(sent.group(2))
+    gap = max((b - a for a, b in itertools.pairwise(stamps)), default=0.0)
+    return lost, max(0.0, gap - interval) * 1000
 
 
 def parse_traceroute(output: str) -> list[str | None]:
