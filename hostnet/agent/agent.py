@@ -40,11 +40,13 @@ from hostnet.host.netlink import NetlinkError
 from hostnet.host.ovs import Ovs, OvsError, detect_datapath_type
 from hostnet.host.ports import unplug
 from hostnet.host.routes import KernelRouteTable
+from hostnet.host.wireguard import WireGuardError
 from hostnet.host.worker import in_thread
 
 log = logging.getLogger(__name__)
 
 FORWARDING_EVERY = 5.0  # seconds between checks of Docker's DOCKER-USER chain
+TUNNEL_CHECK_EVERY = 1.0  # seconds between checks of the WireGuard interface
 
 
 class Agent:
@@ -215,9 +217,10 @@ class Agent:
             )
             stream_task = asyncio.ensure_future(self.stream.run())
             forwarding_task = asyncio.ensure_future(self._keep_docker_forwarding())
+            tunnel_task = asyncio.ensure_future(self._watch_tunnel())
             log.info("serving the local API on %s", self.cfg.socket)
             await self._stop.wait()
-            for task in (stream_task, forwarding_task):
+            for task in (stream_task, forwarding_task, tunnel_task):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -248,6 +251,20 @@ class Agent:
                     log.warning("cannot keep daolinet's rules in DOCKER-USER: %s", exc)
                 failed = str(exc)
             await asyncio.sleep(FORWARDING_EVERY)
+
+    async def _watch_tunnel(self) -> None:
+        """Every TUNNEL_CHECK_EVERY s: this host's WireGuard interface is there and the
+        one we configured (hostnet/agent/tunnel.py `check`); when it had to be made
+        again, the stream is asked for the whole state (peers, allowed-ips, routes)."""
+        if self.tunnel.cfg is None:
+            return
+        while not self._stop.is_set():
+            await asyncio.sleep(TUNNEL_CHECK_EVERY)
+            try:
+                if await in_thread(self._host_exec, self.tunnel.check) and self.stream:
+                    self.stream.resync()
+            except (WireGuardError, NetlinkError) as exc:
+                log.error("WireGuard interface check failed: %s", exc)
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop, sock: socket.socket | None) -> None:
         if self.stream is not None:

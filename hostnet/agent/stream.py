@@ -154,12 +154,20 @@ class Stream:
         self._ws: ClientConnection | None = None
         self._running: set[concurrent.futures.Future[None]] = set()
         self._received = False  # the current connection delivered a message
+        self._resync = False  # we end the connection to get the whole state again
 
     def close(self) -> None:
         """End the blocking connection on the route thread (at stop)."""
         ws = self._ws
         if ws is not None:
             ws.close()
+
+    def resync(self) -> None:
+        """Ask for the host's whole state again: end this connection; the loop connects
+        again at once to the same replica, whose first messages (mesh, snapshot) are
+        level-triggered and put back what the host lost."""
+        self._resync = True
+        self.close()
 
     def cancel_commands(self) -> None:
         for future in list(self._running):
@@ -186,7 +194,8 @@ class Stream:
                 register = True
                 self._received = False
                 await in_thread(self.route_exec, self._connect, self.client.token)
-                log.warning("stream closed by the controller %s", self.client.base_url)
+                if not self._resync:
+                    log.warning("stream closed by the controller %s", self.client.base_url)
             except asyncio.CancelledError:
                 raise
             except InvalidStatus as exc:
@@ -217,6 +226,12 @@ class Stream:
             if self._received:  # the stream served: the next refusals are a new series
                 redirects = tried = 0
                 delay = BACKOFF_MIN
+            if self._resync:  # we ended it for a fresh snapshot: the same replica, now
+                self._resync = False
+                register = False
+                log.info("stream of %s: connecting again for the whole state",
+                         self.client.base_url)
+                continue
             if (redirect is not None and redirects < REDIRECTS_MAX
                     and self.client.use(redirect)):
                 # the replica that refused knew this host (no registration needed)

@@ -11,6 +11,7 @@ from typing import Any
 
 from controller.agents.messages import CommandMessage, MeshHost, Result
 from hostnet.agent.config import AgentStartupError
+from hostnet.host.netlink import iproute, link_index
 from hostnet.host.wireguard import (
     WgConfig,
     WireGuard,
@@ -40,6 +41,7 @@ class Tunnel:
         self.key_switch_delay = key_switch_delay
         self.cfg: WgConfig | None = None
         self.wg: WireGuard | None = None
+        self._ifindex: int | None = None  # of the interface as we last saw it
         # Hosts named by any of the controller's meshes: one a later mesh leaves out
         # was removed, and its entry in the provisioning file no longer counts.
         self._registered: set[str] = set()
@@ -56,11 +58,40 @@ class Tunnel:
             public, impl = await in_thread(self.host_exec, ensure_host, cfg)
             self.cfg = cfg
             self.wg = WireGuard(cfg.interface)
+            self._ifindex = await in_thread(self.host_exec, self._index)
             await in_thread(self.route_exec, self.apply_mesh, [])
         except WireGuardError as exc:
             raise AgentStartupError(f"WireGuard: {exc}") from exc
         log.info("WireGuard %s (%s) tunnel %s public key %s", cfg.interface, impl,
                  cfg.address, public)
+
+    def _index(self) -> int | None:
+        assert self.cfg is not None
+        with iproute() as ipr:
+            return link_index(ipr, self.cfg.interface)
+
+    def check(self) -> bool:
+        """Whether the interface is the one we configured (host thread).  wireguard-go
+        daemonizes, so nothing supervises it: if it ended, the interface is gone and
+        we make it again (ensure_host); if someone made it again (`systemctl restart
+        daolinet-wireguard`), it has a new index.  Either way its peers, allowed-ips
+        and the routes through it are gone: True says the host's state must be
+        applied again (the stream's next snapshot and mesh)."""
+        if self.cfg is None:
+            return False
+        index = self._index()
+        if index is None:
+            log.warning("WireGuard interface %s is gone (wireguard-go ended?): making it "
+                        "again", self.cfg.interface)
+            ensure_host(self.cfg)
+            index = self._index()
+        if index == self._ifindex:
+            return False
+        log.warning("WireGuard interface %s is new (index %s, was %s): its peers and "
+                    "routes are to be applied again", self.cfg.interface, index,
+                    self._ifindex)
+        self._ifindex = index
+        return True
 
     def registration_fields(self) -> dict[str, Any]:
         """The WireGuard fields of this host's registration (host thread)."""
