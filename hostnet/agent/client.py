@@ -158,11 +158,16 @@ class ControllerClient:
         self._current = 0
         self.token = token
         self.tls = tls
-        self._http = httpx.AsyncClient(
-            headers=bearer(token),
-            timeout=timeout,
-            transport=transport,
-            verify=tls.context if tls is not None else True,
+        self._timeout = timeout
+        self._transport = transport
+        self._http = self._client()
+
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            headers=bearer(self.token),
+            timeout=self._timeout,
+            transport=self._transport,
+            verify=self.tls.context if self.tls is not None else True,
         )
 
     @property
@@ -191,7 +196,13 @@ class ControllerClient:
         resp: httpx.Response | None = None
         failures: list[str] = []
         if self.tls is not None:
+            loaded = self.tls.reloads
             self.tls.refresh()  # a renewed certificate, for the next connection
+            if self.tls.reloads != loaded:
+                # The pool's open connections still present the old certificate (a
+                # revoked one, after a rotation): new connections from here on.
+                old, self._http = self._http, self._client()
+                await old.aclose()
         for _ in self.urls:
             url = self.base_url
             try:

@@ -4,7 +4,6 @@ over real TLS on loopback, and revocations shared through the store."""
 from __future__ import annotations
 
 import datetime
-import os
 import socket
 import ssl
 import threading
@@ -123,22 +122,13 @@ def test_a_client_refuses_a_server_of_another_ca(tmp_path: Path) -> None:
         _connect(port, ClientContext(ca.cert_file))
 
 
-def _renew(ca: TestCA, name: str, role: str, stem: str) -> None:
-    """Issue a new certificate into the same files (as a renewal does), with a
-    different modification time even on a coarse clock."""
-    ca.issue(name, role, file_stem=stem)
-    later = time.time() + 2
-    for suffix in (".crt", ".key"):
-        os.utime(ca.directory / f"{stem}{suffix}", (later, later))
-
-
 def test_the_server_serves_a_renewed_certificate_without_restart(tmp_path: Path) -> None:
     ca = TestCA(tmp_path)
     ctl = ca.issue("c1", "controller", file_stem="controller")
     server = ServerContext(TlsFiles(ca.cert_file, ctl.cert_file, ctl.key_file))
     with _tls_server(server) as (port, _):
         assert _server_cn(port, ca.cert_file).startswith("CN=c1")
-        _renew(ca, "c1-renewed", "controller", "controller")
+        ca.renew("c1-renewed", "controller", "controller")
         assert _server_cn(port, ca.cert_file).startswith("CN=c1-renewed")
     assert server.reloads == 1
 
@@ -151,7 +141,7 @@ def test_the_client_presents_a_renewed_certificate_without_restart(tmp_path: Pat
     server = ServerContext(TlsFiles(ca.cert_file, ctl.cert_file, ctl.key_file))
     with _tls_server(server) as (port, seen):
         _connect(port, client)
-        _renew(ca, "h1-renewed", "host", "host")
+        ca.renew("h1-renewed", "host", "host")
         _connect(port, client)
         deadline = time.monotonic() + 5
         while len(seen) < 2 and time.monotonic() < deadline:
