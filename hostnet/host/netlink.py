@@ -227,6 +227,26 @@ def delete_link(name: str, netns: str | None = None) -> bool:
     return True
 
 
+def ensure_dummy_address(name: str, address: str) -> None:
+    """A dummy link `name`, up, holding `address`/32 (idempotent): the name
+    responder's address (docs/architecture.md, "Names across hosts")."""
+    if not valid_ifname(name):
+        raise NetlinkError(f"invalid interface name {name!r} (1-{IFNAME_MAX} characters)")
+    with iproute() as ipr:
+        idx = link_index(ipr, name)
+        if idx is None:
+            with translate(f"create dummy link {name}"):
+                ipr.link("add", ifname=name, kind="dummy")
+            idx = _require_index(ipr, name)
+        with translate(f"set {name} up"):
+            ipr.link("set", index=idx, state="up")
+        with translate(f"read the addresses of {name}"):
+            held = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
+        if address not in held:
+            with translate(f"add {address}/32 to {name}"):
+                ipr.addr("add", index=idx, address=address, prefixlen=32)
+
+
 def source_address_for(dst: str) -> str:
     """The source address the kernel would use to reach `dst`."""
     ipaddress.IPv4Address(dst)
