@@ -1,0 +1,100 @@
+"""Names across hosts against real dockerd instances (docs/architecture.md, "Names
+across hosts").
+
+Lab: conftest.py's docker_lab (h1 and h2 with their own dockerd, given the name
+responder as `--dns` as the hostnet role's daemon.json does).  A container on h2
+resolves, through the resolver Docker gives it, the name, alias and hostname of a
+container on h1 it may reach, and a reverse lookup of its address; a disconnect
+makes the name NXDOMAIN.  The tests share the lab and run in order.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import DockerLab as Lab
+
+NET = ["-d", "daolinet", "--ipam-driver", "daolinet"]
+RESOLVE_TIMEOUT = 10.0  # seconds (a bound, not a figure: the machine is loaded)
+
+
+@pytest.fixture(scope="module")
+def lab(docker_lab: Lab) -> Lab:
+    return docker_lab
+
+
+def _lookup(lab: Lab, name: str) -> tuple[int, str]:
+    """`nslookup name` in c2 (on h2): its exit code and output."""
+    res = lab.d2.cli("exec", "c2", "nslookup", name, timeout=30)
+    return res.returncode, res.stdout + res.stderr
+
+
+def _resolves_to(lab: Lab, name: str, ip: str) -> str:
+    """Wait (bounded) until c2 resolves `name` to `ip`; the nslookup output."""
+    found: dict[str, str] = {}
+
+    def check() -> bool:
+        code, out = _lookup(lab, name)
+        found["out"] = out
+        return code == 0 and ip in out.split("Name:", 1)[-1]
+
+    lab.tb.wait_until(check, RESOLVE_TIMEOUT, f"{name} does not resolve to {ip} in c2",
+                      detail=lambda: found.get("out", ""))
+    return found["out"]
+
+
+def test_a_container_on_another_host_resolves_by_name_alias_and_hostname(lab: Lab) -> None:
+    tb, d1, d2 = lab.tb, lab.d1, lab.d2
+    d1.ok("network", "create", *NET, "--subnet", "10.93.0.0/24", "names")
+    tb.wait_until(lambda: "names" in d2.ok("network", "ls", "--format", "{{.Name}}").split(),
+                  10, "names did not appear in h2's Docker engine")
+    d1.run("w1", "names", "--network-alias", "api", "--hostname", "box1")
+    d2.run("c2", "names")
+    ep = tb.wait_until(
+        lambda: (r := tb.api("GET", "/containers/w1")).status_code == 200
+        and r.json()["aliases"] and r.json(), 10, "w1's aliases not recorded")
+    assert (ep["host"], ep["aliases"], ep["hostname"]) == ("h1", ["api"], "box1")
+    w1 = ep["ip"]
+    _resolves_to(lab, "w1", w1)
+    _resolves_to(lab, "api", w1)
+    _resolves_to(lab, "box1", w1)
+    # ping by name: the name the resolver Docker gave c2 answered
+    res = d2.cli("exec", "c2", "ping", "-c1", "-W3", "w1", timeout=30)
+    assert res.returncode == 0 and w1 in res.stdout, res.stdout + res.stderr
+    # the reverse lookup of w1's address gives its name
+    out = _resolves_to(lab, w1, "w1")
+    assert "w1" in out
+
+
+def test_a_name_it_may_not_reach_is_nxdomain(lab: Lab) -> None:
+    tb = lab.tb
+    r = tb.api("PUT", "/policies/c2/w1", json={"action": "deny"})
+    assert r.status_code == 200, r.text
+    found: dict[str, str] = {}
+
+    def refused() -> bool:
+        code, out = _lookup(lab, "w1")
+        found["out"] = out
+        return code != 0 and "NXDOMAIN" in out
+
+    tb.wait_until(refused, RESOLVE_TIMEOUT, "w1 still resolves in c2 after a disconnect",
+                  detail=lambda: found.get("out", ""))
+    code, out = _lookup(lab, "api")
+    assert code != 0 and "NXDOMAIN" in out, out  # its alias too
+    assert tb.api("DELETE", "/policies/c2/w1").status_code == 200
+    _resolves_to(lab, "w1", tb.api_json("GET", "/containers/w1")["ip"])  # allowed again
+
+
+def test_a_stopped_container_no_longer_resolves(lab: Lab) -> None:
+    tb, d1 = lab.tb, lab.d1
+    d1.ok("rm", "-f", "w1")
+    tb.wait_until(lambda: tb.api("GET", "/containers/w1").status_code == 404, 20,
+                  "w1's endpoint not removed")
+    found: dict[str, str] = {}
+
+    def gone() -> bool:
+        code, out = _lookup(lab, "w1")
+        found["out"] = out
+        return code != 0 and "NXDOMAIN" in out
+
+    tb.wait_until(gone, RESOLVE_TIMEOUT, "w1 still resolves after docker rm",
+                  detail=lambda: found.get("out", ""))
