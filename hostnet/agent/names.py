@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import dns.exception
 import dns.flags
@@ -134,12 +135,13 @@ class Resolver:
     """Turns one query into its answer: from the table, or from upstream."""
 
     def __init__(self, table: NamesTable, upstreams: Sequence[str], *,
-                 timeout: float = UPSTREAM_TIMEOUT, upstream_port: int = 53) -> None:
+                 timeout: float = UPSTREAM_TIMEOUT, upstream_port: int = 53,
+                 rate: RateLimit | None = None) -> None:
         self.table = table
         self.upstreams = list(upstreams)
         self.timeout = timeout
         self.upstream_port = upstream_port
-        self.rate = RateLimit()
+        self.rate = rate or RateLimit()
         self._forwards = asyncio.Semaphore(MAX_FORWARDS)
         self.answered = 0  # from the table
         self.forwarded = 0
@@ -232,8 +234,7 @@ class _AskProtocol(asyncio.DatagramProtocol):
         self.done = done
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        transport.sendto(self.wire)
+        cast(asyncio.DatagramTransport, transport).sendto(self.wire)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         if not self.done.done() and data[:2] == self.wire[:2]:
@@ -275,8 +276,8 @@ class _UdpServer(asyncio.DatagramProtocol):
         self.pending: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # a datagram endpoint's transport (not a subclass of it on every Python)
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         task = asyncio.ensure_future(self._answer(data, (str(addr[0]), int(addr[1]))))
