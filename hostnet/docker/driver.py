@@ -394,8 +394,9 @@ def docker_names(
     info: dict[str, Any] | None, docker_ep: str, name: str
 ) -> tuple[list[str], str | None]:
     """The aliases of one endpoint and the hostname of a container, as Docker shows
-    them, without the container name, Docker's own short id, or anything that is no
-    DNS name; at most MAX_ALIASES aliases."""
+    them, without the container name, Docker's own short id, the hostname among the
+    aliases (Docker lists it there too), or anything that is no DNS name; at most
+    MAX_ALIASES aliases."""
     info = info or {}
     short = str(info.get("Id", ""))[:12]
     nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
@@ -404,9 +405,10 @@ def docker_names(
         if (net or {}).get("EndpointID") == docker_ep:
             found = [str(a) for a in (net.get("Aliases") or [])]
     skip = {name.lower(), short}
-    aliases = [a for a in dict.fromkeys(found)
-               if a.lower() not in skip and len(a) <= 253 and _DNS_NAME.match(a)]
     hostname = str((info.get("Config") or {}).get("Hostname") or "")
     if hostname.lower() in skip or len(hostname) > 253 or not _DNS_NAME.match(hostname):
         hostname = ""
+    skip.add(hostname.lower())
+    aliases = [a for a in dict.fromkeys(found)
+               if a.lower() not in skip and len(a) <= 253 and _DNS_NAME.match(a)]
     return aliases[:MAX_ALIASES], hostname or None
