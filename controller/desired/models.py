@@ -36,7 +36,7 @@ from controller.desired.addresses import (
 GATEWAY_MAC = "02:da:00:00:00:01"
 
 # The name responder of every host (docs/architecture.md, "Names across hosts"): the
-# same link-local address on each (a /32 on a dummy interface), given to dockerd as
+# same link-local address on each (a /32 on the loopback link), given to dockerd as
 # its `dns`, in no daolinet subnet; each container port's flows take DNS to it.
 NAMES_RESPONDER = ipaddress.IPv4Address("169.254.218.53")
 DNS_PORT = 53

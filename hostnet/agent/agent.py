@@ -47,7 +47,6 @@ from hostnet.host.worker import in_thread
 log = logging.getLogger(__name__)
 
 FORWARDING_EVERY = 5.0  # seconds between checks of Docker's DOCKER-USER chain
-NAMES_LINK = "dl-names"  # the dummy link that holds the name responder's address
 
 
 class Agent:
@@ -191,7 +190,7 @@ class Agent:
         answer from Docker's external nameserver, which the log says."""
         address = str(NAMES_RESPONDER)
         try:
-            await in_thread(self._host_exec, netlink.ensure_dummy_address, NAMES_LINK, address)
+            await in_thread(self._host_exec, netlink.ensure_local_address, address)
             responder = Responder(Resolver(self.names, host_upstreams(NAMES_RESPONDER)), address)
             await responder.start()
         except (NetlinkError, OSError) as exc:

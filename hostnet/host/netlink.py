@@ -227,23 +227,16 @@ def delete_link(name: str, netns: str | None = None) -> bool:
     return True
 
 
-def ensure_dummy_address(name: str, address: str) -> None:
-    """A dummy link `name`, up, holding `address`/32 (idempotent): the name
-    responder's address (docs/architecture.md, "Names across hosts")."""
-    if not valid_ifname(name):
-        raise NetlinkError(f"invalid interface name {name!r} (1-{IFNAME_MAX} characters)")
+def ensure_local_address(address: str, link: str = "lo") -> None:
+    """`address`/32 on `link` (idempotent): the name responder's address
+    (docs/architecture.md, "Names across hosts").  On the loopback link: a dummy link
+    needs the `dummy` kernel module, which not every host (or container) has."""
     with iproute() as ipr:
-        idx = link_index(ipr, name)
-        if idx is None:
-            with translate(f"create dummy link {name}"):
-                ipr.link("add", ifname=name, kind="dummy")
-            idx = _require_index(ipr, name)
-        with translate(f"set {name} up"):
-            ipr.link("set", index=idx, state="up")
-        with translate(f"read the addresses of {name}"):
+        idx = _require_index(ipr, link)
+        with translate(f"read the addresses of {link}"):
             held = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
         if address not in held:
-            with translate(f"add {address}/32 to {name}"):
+            with translate(f"add {address}/32 to {link}"):
                 ipr.addr("add", index=idx, address=address, prefixlen=32)
 
 
