@@ -5,10 +5,13 @@ Lab: conftest.py's docker_lab (h1 and h2 with their own dockerd, given the name
 responder as `--dns` as the hostnet role's daemon.json does).  A container on h2
 resolves, through the resolver Docker gives it, the name, alias and hostname of a
 container on h1 it may reach, and a reverse lookup of its address; a disconnect
-makes the name NXDOMAIN.  The tests share the lab and run in order.
+makes the name NXDOMAIN; a `docker rename` is followed; a removed container's name
+is NXDOMAIN.  The tests share the lab and run in order.
 """
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from conftest import DockerLab as Lab
@@ -82,6 +85,30 @@ def test_a_name_it_may_not_reach_is_nxdomain(lab: Lab) -> None:
     assert code != 0 and "NXDOMAIN" in out, out  # its alias too
     assert tb.api("DELETE", "/policies/c2/w1").status_code == 200
     _resolves_to(lab, "w1", tb.api_json("GET", "/containers/w1")["ip"])  # allowed again
+
+
+def _nxdomain(lab: Lab, name: str, why: str) -> None:
+    found: dict[str, str] = {}
+
+    def refused() -> bool:
+        code, out = _lookup(lab, name)
+        found["out"] = out
+        return code != 0 and "NXDOMAIN" in out
+
+    lab.tb.wait_until(refused, RESOLVE_TIMEOUT, f"{name} still resolves in c2 {why}",
+                      detail=lambda: found.get("out", ""))
+
+
+def test_a_rename_is_followed(lab: Lab) -> None:
+    tb, d1 = lab.tb, lab.d1
+    w1 = tb.api_json("GET", "/containers/w1")["ip"]
+    started = time.monotonic()
+    d1.ok("rename", "w1", "w1b")
+    _resolves_to(lab, "w1b", w1)
+    print(f"rename seen in c2 after {time.monotonic() - started:.2f} s")
+    _nxdomain(lab, "w1", "after docker rename")
+    d1.ok("rename", "w1b", "w1")
+    _resolves_to(lab, "w1", w1)
 
 
 def test_a_stopped_container_no_longer_resolves(lab: Lab) -> None:
