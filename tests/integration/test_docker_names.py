@@ -45,6 +45,18 @@ def _resolves_to(lab: Lab, name: str, ip: str) -> str:
     return found["out"]
 
 
+def _nxdomain(lab: Lab, name: str, why: str) -> None:
+    found: dict[str, str] = {}
+
+    def refused() -> bool:
+        code, out = _lookup(lab, name)
+        found["out"] = out
+        return code != 0 and "NXDOMAIN" in out
+
+    lab.tb.wait_until(refused, RESOLVE_TIMEOUT, f"{name} still resolves in c2 {why}",
+                      detail=lambda: found.get("out", ""))
+
+
 def test_a_container_on_another_host_resolves_by_name_alias_and_hostname(lab: Lab) -> None:
     tb, d1, d2 = lab.tb, lab.d1, lab.d2
     d1.ok("network", "create", *NET, "--subnet", "10.93.0.0/24", "names")
@@ -72,31 +84,11 @@ def test_a_name_it_may_not_reach_is_nxdomain(lab: Lab) -> None:
     tb = lab.tb
     r = tb.api("PUT", "/policies/c2/w1", json={"action": "deny"})
     assert r.status_code == 200, r.text
-    found: dict[str, str] = {}
-
-    def refused() -> bool:
-        code, out = _lookup(lab, "w1")
-        found["out"] = out
-        return code != 0 and "NXDOMAIN" in out
-
-    tb.wait_until(refused, RESOLVE_TIMEOUT, "w1 still resolves in c2 after a disconnect",
-                  detail=lambda: found.get("out", ""))
+    _nxdomain(lab, "w1", "after a disconnect")
     code, out = _lookup(lab, "api")
     assert code != 0 and "NXDOMAIN" in out, out  # its alias too
     assert tb.api("DELETE", "/policies/c2/w1").status_code == 200
     _resolves_to(lab, "w1", tb.api_json("GET", "/containers/w1")["ip"])  # allowed again
-
-
-def _nxdomain(lab: Lab, name: str, why: str) -> None:
-    found: dict[str, str] = {}
-
-    def refused() -> bool:
-        code, out = _lookup(lab, name)
-        found["out"] = out
-        return code != 0 and "NXDOMAIN" in out
-
-    lab.tb.wait_until(refused, RESOLVE_TIMEOUT, f"{name} still resolves in c2 {why}",
-                      detail=lambda: found.get("out", ""))
 
 
 def test_a_rename_is_followed(lab: Lab) -> None:
@@ -116,12 +108,4 @@ def test_a_stopped_container_no_longer_resolves(lab: Lab) -> None:
     d1.ok("rm", "-f", "w1")
     tb.wait_until(lambda: tb.api("GET", "/containers/w1").status_code == 404, 20,
                   "w1's endpoint not removed")
-    found: dict[str, str] = {}
-
-    def gone() -> bool:
-        code, out = _lookup(lab, "w1")
-        found["out"] = out
-        return code != 0 and "NXDOMAIN" in out
-
-    tb.wait_until(gone, RESOLVE_TIMEOUT, "w1 still resolves after docker rm",
-                  detail=lambda: found.get("out", ""))
+    _nxdomain(lab, "w1", "after docker rm")
