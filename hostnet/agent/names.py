@@ -291,13 +291,22 @@ class _UdpServer(asyncio.DatagramProtocol):
             log.exception("query from %s failed", addr[0])
             return
         if answer is not None and self.transport is not None:
-            if len(answer) > 512:  # over UDP without EDNS: truncated, the client asks by TCP
+            if len(answer) > udp_limit(data):  # truncated: the client asks again by TCP
                 with contextlib.suppress(dns.exception.DNSException):
                     reply = dns.message.from_wire(answer)
                     reply.flags |= dns.flags.TC
                     reply.answer = []
                     answer = reply.to_wire()
             self.transport.sendto(answer, addr)
+
+
+def udp_limit(query: bytes) -> int:
+    """The largest UDP answer the asker takes: its EDNS payload size, else 512."""
+    try:
+        message = dns.message.from_wire(query)
+    except Exception:  # answered already, so it parsed; be safe anyway
+        return 512
+    return max(512, message.payload) if message.edns >= 0 else 512
 
 
 class Responder:

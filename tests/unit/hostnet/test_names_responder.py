@@ -28,6 +28,7 @@ from hostnet.agent.names import (
     RateLimit,
     Resolver,
     Responder,
+    udp_limit,
     upstreams_from,
 )
 
@@ -253,7 +254,48 @@ async def _test_the_responder_serves_udp_and_tcp() -> None:
         await responder.close()
 
 
+def test_the_udp_limit_is_the_askers_edns_size_or_512() -> None:
+    assert udp_limit(_ask("w1")) == 512
+    assert udp_limit(dns.message.make_query("w1", "A", use_edns=0, payload=1232).to_wire()) \
+        == 1232
+    assert udp_limit(b"junk") == 512
+
+
 def test_upstreams_are_the_hosts_resolvers_without_the_responder() -> None:
     conf = ("# comment\nnameserver 169.254.218.53\nnameserver 192.0.2.53\n"
             "search lab\nnameserver fe80::1%eth0\nnameserver junk\nnameserver 192.0.2.53\n")
     assert upstreams_from(conf, IP("169.254.218.53")) == ["192.0.2.53", "fe80::1"]
+
+
+def test_an_answer_too_long_for_udp_is_truncated_and_whole_over_tcp() -> None:
+    run(_test_an_answer_too_long_for_udp_is_truncated_and_whole_over_tcp)
+
+
+async def _test_an_answer_too_long_for_udp_is_truncated_and_whole_over_tcp() -> None:
+    table = NamesTable()  # 60 containers share one alias; the asker is 127.0.0.1
+    table.load([SourceTable(source=IP("127.0.0.1"), peers=[
+        NamedPeer(ip=IP(f"10.1.0.{n}"), names=[f"c{n}", "many"]) for n in range(10, 70)
+    ])])
+    responder = Responder(Resolver(table, []), "127.0.0.1", 0)
+    await responder.start()
+    try:
+        assert responder._udp is not None and responder._tcp is not None
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, responder._udp.get_extra_info("sockname"))
+            await loop.sock_sendall(sock, _ask("many"))
+            short = _parse(await asyncio.wait_for(loop.sock_recv(sock, 4096), 5))
+        finally:
+            sock.close()
+        assert short.flags & dns.flags.TC and short.answer == []
+        reader, writer = await asyncio.open_connection(
+            *responder._tcp.sockets[0].getsockname()[:2])
+        wire = _ask("many")
+        writer.write(struct.pack("!H", len(wire)) + wire)
+        (size,) = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 5))
+        assert len(_addresses(_parse(await reader.readexactly(size)))) == 60
+        writer.close()
+    finally:
+        await responder.close()
