@@ -6,7 +6,8 @@ responder as `--dns` as the hostnet role's daemon.json does).  A container on h2
 resolves, through the resolver Docker gives it, the name, alias and hostname of a
 container on h1 it may reach, and a reverse lookup of its address; a disconnect
 makes the name NXDOMAIN; a `docker rename` is followed; a removed container's name
-is NXDOMAIN.  The tests share the lab and run in order.
+is NXDOMAIN; names answer while the controller is away.  The tests share the lab
+and run in order.
 """
 
 from __future__ import annotations
@@ -109,3 +110,20 @@ def test_a_stopped_container_no_longer_resolves(lab: Lab) -> None:
     tb.wait_until(lambda: tb.api("GET", "/containers/w1").status_code == 404, 20,
                   "w1's endpoint not removed")
     _nxdomain(lab, "w1", "after docker rm")
+
+
+def test_names_answer_while_the_controller_is_away(lab: Lab) -> None:
+    """The agent's last table keeps answering: no query leaves the host for a name."""
+    tb, d1 = lab.tb, lab.d1
+    d1.run("w3", "names")
+    w3 = tb.wait_until(lambda: (r := tb.api("GET", "/containers/w3")).status_code == 200
+                       and r.json()["ip"], 10, "w3 not named")
+    _resolves_to(lab, "w3", w3)
+    tb.kill_replica(0)
+    try:
+        code, out = _lookup(lab, "w3")
+        assert code == 0 and w3 in out.split("Name:", 1)[-1], out
+        code, out = _lookup(lab, "nosuchname")
+        assert code != 0 and "NXDOMAIN" in out, out
+    finally:
+        tb.start_replica(0)
