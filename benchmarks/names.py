@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.integration.testbed import Testbed
-from tests.integration.testbed.docker import Dockerd, missing_docker
+from tests.integration.testbed.docker import Dockerd, close_engines, missing_docker
 
 PYTHON = str(Path(sys.executable))
 
@@ -152,11 +152,7 @@ def main() -> int:
         print(f"  of which after `docker run -d` returned: median "
               f"{statistics.median(after_run):.3f} s, max {max(after_run):.3f} s")
     finally:
-        for d in engines:
-            try:
-                d.close()
-            except Exception as exc:  # teardown goes on
-                print(f"dockerd teardown: {exc}", file=sys.stderr)
+        close_engines(engines)
         tb.close()
     return 0
 

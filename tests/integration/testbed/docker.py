@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,12 @@ def _pids_of_containers(marks: set[str]) -> list[int]:
                 pids.append(int(entry.name))
     return pids
 
+
+def close_engines(engines: list[Dockerd]) -> None:
+    """Close each dockerd (containers removed, process stopped); a failure is printed
+    and the others are still closed."""
+    for d in engines:
+        try:
+            d.close()
+        except Exception as exc:  # teardown goes on
+            print(f"dockerd teardown: {exc}", file=sys.stderr)
