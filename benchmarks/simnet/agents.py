@@ -1,7 +1,7 @@
 """Simulated host agents on the real agent stream (controller/agents/messages.py).
 
 Each agent holds its host's WebSocket stream, applies nothing and acknowledges
-every numbered message (snapshot, delta, nat, mesh) after `ack_delay` seconds, one
+every numbered message (snapshot, delta, nat, mesh, names) after `ack_delay` seconds, one
 after the other as the real agent's route thread does; commands get an ok result.
 It reconnects after the controller goes away or refuses it (not yet the leader, or
 another replica serves the host).
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-STATE_KINDS = frozenset({"snapshot", "delta", "nat", "mesh"})
+STATE_KINDS = frozenset({"snapshot", "delta", "nat", "mesh", "names"})
 RECONNECT_S = 0.2
 
 

@@ -28,11 +28,13 @@ from controller.agents.messages import (
     MeshHost,
     MeshMessage,
     Nack,
+    NamesMessage,
     NatMessage,
     Result,
     SnapshotMessage,
     parse_reply,
 )
+from controller.agents.names import SourceNames, host_names
 from controller.datapath.effects import KernelRouteDelta
 from controller.datapath.runtime import DatapathRuntime
 from controller.desired.models import Host, NatRule
@@ -52,6 +54,7 @@ class Session:
     ready: bool = False  # snapshot sent; deltas may follow
     commands: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     peer: str = ""  # the agent's address and port, for the logs
+    names: list[SourceNames] | None = None  # the names table last sent
 
 
 # Queued to a session's stream to end it (not sent to the agent): `close_message()`.
@@ -271,6 +274,25 @@ class AgentHub:
         message = MeshMessage(seq=seq, hosts=[MeshHost.of(h) for h in hosts]).wire()
         self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
 
+    def names_changed(self) -> None:
+        """Every connected agent's names table, again (level-triggered: an agent gets
+        a table only when it differs from the last one it got; nothing waits for the
+        ack).  An agent that connects later gets its table after its snapshot."""
+        for host in self.connected():
+            tables = host_names(self.runtime.index.view(), host)
+            with self._lock:
+                session = self._sessions.get(host)
+                if session is not None and session.ready and session.names != tables:
+                    self._queue_names(session, tables)
+
+    def _queue_names(self, session: Session, tables: list[SourceNames]) -> None:
+        """Queue a names message (caller holds the lock)."""
+        seq = next(session.seq)
+        session.tokens[seq] = None
+        session.names = tables
+        message = NamesMessage.of(seq, tables).wire()
+        self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
+
     def host_synced(self, host: str) -> None:
         with self._lock:
             session = self._sessions.get(host)
@@ -294,6 +316,7 @@ class AgentHub:
         token, routes = snap
         nat = self.runtime.nat_snapshot(session.host)
         mesh = self.runtime.mesh_hosts()
+        names = host_names(self.runtime.index.view(), session.host)
         with self._lock:
             if session.ready:
                 return
@@ -304,6 +327,7 @@ class AgentHub:
             self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
             self._queue_nat(session, nat)
             self._queue_mesh(session, mesh)
+            self._queue_names(session, names)
 
     def _fail_all(self, session: Session) -> None:
         """The session ended: its commands fail.  Its route deltas in flight do not:

@@ -2,8 +2,9 @@
 agent); protocol: docs/architecture.md.
 
 Controller -> agent: `snapshot` (the full route set, always first), `delta`, `nat`
-(the whole NAT set), `mesh` (every host's WireGuard facts), `command` (a request
-answered by a `result`).  Agent -> controller: `ack` / `nack` of a numbered message,
+(the whole NAT set), `mesh` (every host's WireGuard facts), `names` (the whole names
+table of the host's containers), `command` (a request answered by a `result`).
+Agent -> controller: `ack` / `nack` of a numbered message,
 `result` of a command.  `wire()` is the JSON object sent: routes and NAT rules
 without their null fields, as they always were.
 """
@@ -23,7 +24,8 @@ from pydantic import (
     field_validator,
 )
 
-from controller.desired.models import Host, KernelRoute, NatRule
+from controller.agents.names import MAX_NAMES, MAX_PEERS, MAX_SOURCES, SourceNames
+from controller.desired.models import DnsName, Host, KernelRoute, NatRule
 
 
 def _without_nulls(record: BaseModel) -> dict[str, Any]:
@@ -128,6 +130,38 @@ class MeshMessage(_Message):
     hosts: list[MeshHost] = Field(default_factory=list)
 
 
+class NamedPeer(BaseModel):
+    """A container a source may reach: its address and names (container name first)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ip: ipaddress.IPv4Address
+    names: list[DnsName] = Field(min_length=1, max_length=MAX_NAMES)
+
+
+class SourceTable(BaseModel):
+    """What the container at `source` may resolve."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: ipaddress.IPv4Address
+    peers: list[NamedPeer] = Field(default_factory=list, max_length=MAX_PEERS)
+
+
+class NamesMessage(_Message):
+    type: Literal["names"] = "names"
+    seq: int
+    tables: list[SourceTable] = Field(default_factory=list, max_length=MAX_SOURCES)
+
+    @classmethod
+    def of(cls, seq: int, tables: list[SourceNames]) -> NamesMessage:
+        return cls(seq=seq, tables=[
+            SourceTable(source=t.source,
+                        peers=[NamedPeer(ip=p.ip, names=list(p.names)) for p in t.peers])
+            for t in tables
+        ])
+
+
 class CommandMessage(_Message):
     type: Literal["command"] = "command"
     seq: int
@@ -147,12 +181,13 @@ class CommandMessage(_Message):
 
 # The numbered messages an agent applies and acknowledges.
 StateMessage = Annotated[
-    SnapshotMessage | DeltaMessage | NatMessage | MeshMessage, Field(discriminator="type")
+    SnapshotMessage | DeltaMessage | NatMessage | MeshMessage | NamesMessage,
+    Field(discriminator="type"),
 ]
-STATE_MESSAGE: TypeAdapter[SnapshotMessage | DeltaMessage | NatMessage | MeshMessage] = (
-    TypeAdapter(StateMessage)
-)
-STATE_KINDS = ("snapshot", "delta", "nat", "mesh")
+STATE_MESSAGE: TypeAdapter[
+    SnapshotMessage | DeltaMessage | NatMessage | MeshMessage | NamesMessage
+] = TypeAdapter(StateMessage)
+STATE_KINDS = ("snapshot", "delta", "nat", "mesh", "names")
 
 
 # --- agent -> controller ---------------------------------------------------------------

@@ -14,9 +14,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from controller.desired.models import (
+    MAX_ALIASES,
     MAX_LABELS,
     MAX_RESERVED,
     Action,
+    DnsName,
     Endpoint,
     FirewallRule,
     Group,
@@ -145,6 +147,13 @@ class EndpointIn(_In):
 class EndpointPatch(_In):
     name: Name | None = None
     docker_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{12,64}$")
+    aliases: list[DnsName] | None = Field(
+        default=None, max_length=MAX_ALIASES,
+        description="Other names the container resolves by (Docker's --network-alias)",
+    )
+    hostname: DnsName | Literal[""] | None = Field(
+        default=None, description="Docker's --hostname, resolved too (\"\": none)"
+    )
 
 
 class HostTarget(_In):
@@ -164,6 +173,8 @@ class EndpointOut(_Out):
     gateway: ipaddress.IPv4Address
     mtu: int
     docker_id: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    hostname: str | None = None
 
     @classmethod
     def of(cls, endpoint: Endpoint, network: Network) -> EndpointOut:

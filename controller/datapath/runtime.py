@@ -26,6 +26,7 @@ from controller.desired.events import (
     Change,
     EndpointAdded,
     EndpointRemoved,
+    EndpointRenamed,
     GroupChanged,
     HostRegistered,
     HostRemoved,
@@ -55,6 +56,8 @@ class AgentLink(Protocol):
     def send_nat(self, host: str, rules: list[NatRule]) -> None: ...
 
     def send_mesh(self, hosts: list[Host]) -> None: ...
+
+    def names_changed(self) -> None: ...
 
     def drop_all(self) -> None: ...
 
@@ -278,6 +281,10 @@ class DatapathRuntime:
             # Revocation: every live pair is decided again (docs/architecture.md,
             # "Policy enforcement"); NAT sets follow published ports and networks.
             self.handle_timed(self.core.policy_changed)
+        if isinstance(change, (EndpointAdded, EndpointRemoved, EndpointRenamed, HostRemoved,
+                               *PolicyEvents)) and self.agents is not None:
+            # what a container may resolve follows every endpoint and policy change
+            self.agents.names_changed()
 
     def _host_removed(self, host: Host) -> None:
         """A removed host: the core forgets it, its agent's stream is closed, and

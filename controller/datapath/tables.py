@@ -22,7 +22,8 @@ from controller.datapath.messages import (
     SetField,
     match,
 )
-from controller.desired.models import GATEWAY_MAC
+from controller.desired.models import DNS_PORT, GATEWAY_MAC, NAMES_RESPONDER
+from controller.desired.policy import IP_PROTO_TCP, IP_PROTO_UDP
 
 T_CLASSIFY = 0
 T_ROUTE = 1
@@ -32,6 +33,7 @@ T_ALL = 0xFF  # OFPTT_ALL: every table (flow stats requests)
 # table 0
 PRIO_LOCAL_ARP = 200
 PRIO_ARP_RESPONDER = 100
+PRIO_NAMES = 65  # a container's DNS to the host's name responder and the answers back
 PRIO_GUARD = 60  # in_port=P, ip, eth_src=MAC(P), nw_src=IP(P): the port's own address
 PRIO_SPOOF = 55  # in_port=P, ip: anything else from a container port is spoofed
 PRIO_IP = 50
@@ -54,6 +56,7 @@ KIND_BASE = 0xD0
 KIND_CONNECTION = 0xD1
 KIND_DENY = 0xDD
 KIND_GUARD = 0xD5  # anti-spoofing flows of a container port (table 0)
+KIND_NAMES = 0xD6  # a container port's DNS flows (table 0); serial = the port number
 
 BASE_COOKIE = KIND_BASE << COOKIE_KIND_SHIFT
 
@@ -158,6 +161,41 @@ def guard_flows(port_no: int, mac: str, ip: str, serial: int) -> list[FlowAdd]:
             T_CLASSIFY, PRIO_SPOOF, match(in_port=port_no, eth_type=ETH_TYPE_IP), (), cookie=ck
         ),
     ]
+
+
+def names_cookie(port_no: int) -> int:
+    """The cookie of one port's DNS flows: deleted by it (`FlowDelete` with an exact
+    cookie mask), since the answers' flow matches LOCAL, not the port."""
+    return cookie(KIND_NAMES, port_no)
+
+
+def names_flows(port_no: int, mac: str, ip: str, local_mac: str) -> list[FlowAdd]:
+    """A container port's DNS to the host's name responder, and the answers back.
+
+    Docker's embedded DNS forwards what it does not know from inside the container's
+    namespace, so the query leaves the port with the container's own address: it goes
+    to the host (LOCAL) and the answer comes back to the port, with no PacketIn and
+    no policy decision (the responder is part of the host, like the gateway; what it
+    answers is policy's, docs/architecture.md "Names across hosts").  Only the
+    port's own MAC and IP get here, as past the anti-spoofing flows."""
+    ck = names_cookie(port_no)
+    out: list[FlowAdd] = []
+    for proto, name in ((IP_PROTO_UDP, "udp"), (IP_PROTO_TCP, "tcp")):
+        out.append(FlowAdd(
+            T_CLASSIFY, PRIO_NAMES,
+            match(in_port=port_no, eth_type=ETH_TYPE_IP, eth_src=mac, ipv4_src=ip,
+                  ipv4_dst=str(NAMES_RESPONDER), ip_proto=proto, **{f"{name}_dst": DNS_PORT}),
+            (SetField("eth_dst", local_mac), Output(OFPP_LOCAL)),
+            cookie=ck,
+        ))
+        out.append(FlowAdd(
+            T_CLASSIFY, PRIO_NAMES,
+            match(in_port=OFPP_LOCAL, eth_type=ETH_TYPE_IP, ipv4_src=str(NAMES_RESPONDER),
+                  ipv4_dst=ip, ip_proto=proto, **{f"{name}_src": DNS_PORT}),
+            (SetField("eth_src", GATEWAY_MAC), SetField("eth_dst", mac), Output(port_no)),
+            cookie=ck,
+        ))
+    return out
 
 
 def packet_in_meter(port_no: int, rate_pps: int, burst: int) -> MeterAdd:

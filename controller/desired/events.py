@@ -56,6 +56,15 @@ class EndpointRemoved:
 
 
 @dataclass(frozen=True)
+class EndpointRenamed:
+    """An endpoint's names changed (its name, aliases or hostname), nothing else:
+    no datapath change, but what other containers resolve changes."""
+
+    before: Endpoint
+    after: Endpoint
+
+
+@dataclass(frozen=True)
 class PairPolicyChanged:
     """`connect`/`disconnect`/`clear` of containers `a` < `b` (by name).
 
@@ -117,6 +126,7 @@ Change = (
     | NetworkChanged
     | EndpointAdded
     | EndpointRemoved
+    | EndpointRenamed
     | PairPolicyChanged
     | GroupChanged
     | RulesChanged

@@ -35,6 +35,12 @@ from controller.desired.addresses import (
 # container moved to another host (or site) needs no change inside.
 GATEWAY_MAC = "02:da:00:00:00:01"
 
+# The name responder of every host (docs/architecture.md, "Names across hosts"): the
+# same link-local address on each (a /32 on the loopback link), given to dockerd as
+# its `dns`, in no daolinet subnet; each container port's flows take DNS to it.
+NAMES_RESPONDER = ipaddress.IPv4Address("169.254.218.53")
+DNS_PORT = 53
+
 # Kernel route protocol number the host agent stamps on every route it owns, so a
 # resync can remove exactly the routes daolinet made and nothing else.
 ROUTE_PROTO = 211
@@ -117,6 +123,18 @@ class Network(Record):
         return self
 
 
+# The names of a container besides its `name` (docs/architecture.md, "Names across
+# hosts"): Docker's `--network-alias` aliases and `--hostname`, as DNS names (labels
+# of letters, digits, `_` and inner `-`, at most 63 each, 253 in all).
+DNS_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+DnsName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=253,
+                      pattern=rf"^{DNS_LABEL}(?:\.{DNS_LABEL})*$"),
+]
+MAX_ALIASES = 16
+
+
 class Endpoint(Record):
     """A container's attachment to one network on one host."""
 
@@ -129,6 +147,9 @@ class Endpoint(Record):
     port: str  # OVS port name (host side of the veth), at most 15 characters
     created_at: datetime = Field(default_factory=utcnow)
     docker_id: str | None = None  # the Docker container id, for containers run by Docker
+    # Other names it resolves by (the Docker plugin records them after the join).
+    aliases: tuple[DnsName, ...] = Field(default=(), max_length=MAX_ALIASES)
+    hostname: DnsName | None = None
 
 
 RouteKind = Literal["via", "local", "wg"]

@@ -47,6 +47,7 @@ from controller.desired.events import (
     Change,
     EndpointAdded,
     EndpointRemoved,
+    EndpointRenamed,
     GroupChanged,
     HostRegistered,
     HostRemoved,
@@ -158,7 +159,13 @@ def _endpoint(index: DesiredIndex, key: str, doc: dict[str, Any] | None) -> list
         new.host, new.ip, new.mac, new.port, new.network
     ):
         return [EndpointRemoved(old), EndpointAdded(new)]  # moved (relocate)
-    return []  # renamed or its Docker id recorded: no datapath change
+    if _names(old) != _names(new):
+        return [EndpointRenamed(old, new)]  # no datapath change; names follow
+    return []  # its Docker id recorded: no change anywhere
+
+
+def _names(ep: Endpoint) -> tuple[str, tuple[str, ...], str | None]:
+    return ep.name, ep.aliases, ep.hostname
 
 
 def _group(index: DesiredIndex, key: str, doc: dict[str, Any] | None) -> list[Change]:

@@ -19,6 +19,7 @@ from controller.desired.errors import Conflict, Invalid, NotFound
 from controller.desired.events import (
     EndpointAdded,
     EndpointRemoved,
+    EndpointRenamed,
     HostRegistered,
     HostRemoved,
     NetworkAdded,
@@ -366,9 +367,11 @@ class Topology:
         return endpoint
 
     def update_endpoint(
-        self, name_or_id: str, *, name: str | None = None, docker_id: str | None = None
+        self, name_or_id: str, *, name: str | None = None, docker_id: str | None = None,
+        aliases: Sequence[str] | None = None, hostname: str | None = None,
     ) -> Endpoint:
-        """Rename an endpoint and/or record its Docker id.
+        """Rename an endpoint, record its Docker id and/or the other names it resolves
+        by (`aliases`, `hostname`; "" clears the hostname).
 
         The endpoint's published ports go with a new name (the Docker plugin publishes
         `-p` ports under the provisional name, before Docker tells the container's):
@@ -385,13 +388,19 @@ class Topology:
                 changes["name"] = name
             if docker_id is not None and docker_id != endpoint.docker_id:
                 changes["docker_id"] = docker_id
+            if aliases is not None and tuple(aliases) != endpoint.aliases:
+                changes["aliases"] = tuple(dict.fromkeys(aliases))
+            if hostname is not None and (hostname or None) != endpoint.hostname:
+                changes["hostname"] = hostname or None
             if not changes:
                 return endpoint
-            updated = endpoint.model_copy(update=changes)
+            updated = Endpoint.model_validate(endpoint.model_dump() | changes)
             self._store.put(ENDPOINTS, updated.id, updated.model_dump(mode="json"))
             self._index.put_endpoint(updated)
             if "name" in changes:
                 self._carry_published_ports(endpoint.name, updated.name, events)
+            if changes.keys() & {"name", "aliases", "hostname"}:
+                events.append(EndpointRenamed(endpoint, updated))
         return updated
 
     def _carry_published_ports(self, old: str, new: str, events: list[Any]) -> None:

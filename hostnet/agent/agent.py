@@ -19,12 +19,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from controller.desired.models import NAMES_RESPONDER
 from controller.trust.tls import ClientContext, TlsFiles
 from hostnet.agent.client import ControllerClient, ControllerError, controller_urls, stream_url
 from hostnet.agent.commands import Commands
 from hostnet.agent.config import AgentConfig, AgentStartupError, read_token
 from hostnet.agent.dockerplugin import PluginService
 from hostnet.agent.localapi import create_app
+from hostnet.agent.names import NamesTable, Resolver, Responder, host_upstreams
 from hostnet.agent.registration import Registrar
 from hostnet.agent.servers import UnixServer, bind_unix_socket, systemd_socket
 from hostnet.agent.stream import StateApplier, Stream
@@ -63,7 +65,9 @@ class Agent:
             cfg.host, cfg.wireguard, host_exec=self._host_exec, route_exec=self._route_exec,
             key_switch_delay=cfg.key_switch_delay,
         )
-        self.applier = StateApplier(self.table, NatTable(), self.tunnel)
+        self.names = NamesTable()
+        self.applier = StateApplier(self.table, NatTable(), self.tunnel, self.names)
+        self.responder: Responder | None = None
         self.host_ops = SystemHostOps(
             self.ovs, cfg.bridge, tx_offload_off=self.datapath_type == "netdev"
         )
@@ -182,6 +186,22 @@ class Agent:
                  self.cfg.docker_host)
         return plugin
 
+    async def _start_responder(self) -> None:
+        """The name responder on its address (docs/architecture.md, "Names across
+        hosts").  Without it the rest of the agent works: containers then get no
+        answer from Docker's external nameserver, which the log says."""
+        address = str(NAMES_RESPONDER)
+        try:
+            await in_thread(self._host_exec, netlink.ensure_local_address, address)
+            responder = Responder(Resolver(self.names, host_upstreams(NAMES_RESPONDER)), address)
+            await responder.start()
+        except (NetlinkError, OSError) as exc:
+            log.error("name responder not started on %s: %s", address, exc)
+            return
+        self.responder = responder
+        log.info("serving names on %s (upstream: %s)", address,
+                 ", ".join(responder.resolver.upstreams) or "none")
+
     # -- main ---------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -209,6 +229,7 @@ class Agent:
             if self._stop.is_set():
                 return
             server_task = asyncio.ensure_future(self._server.serve(sockets=[sock]))
+            await self._start_responder()
             plugin = self._start_plugin(self.client)
             self.stream = Stream(
                 self.cfg.host, self.client, self.registrar, self.applier,
@@ -269,6 +290,8 @@ class Agent:
     async def _shutdown(self, loop: asyncio.AbstractEventLoop, sock: socket.socket | None) -> None:
         if self.stream is not None:
             self.stream.cancel_commands()
+        if self.responder is not None:
+            await self.responder.close()
         if self.plugin_service is not None:
             await self.plugin_service.close()
         if self._plugin_sock is not None:

@@ -127,7 +127,8 @@ class ControllerAPI(Protocol):
     async def published_ports(self) -> list[dict[str, Any]]: ...
 
     async def update_container(
-        self, name_or_id: str, *, name: str | None = None, docker_id: str | None = None
+        self, name_or_id: str, *, name: str | None = None, docker_id: str | None = None,
+        aliases: list[str] | None = None, hostname: str | None = None,
     ) -> dict[str, Any]: ...
 
     async def relocate_container(self, name_or_id: str, host: str) -> dict[str, Any]: ...
@@ -305,9 +306,12 @@ class ControllerClient:
         await self._request("DELETE", f"/networks/{quote(name, safe='')}")
 
     async def update_container(
-        self, name_or_id: str, *, name: str | None = None, docker_id: str | None = None
+        self, name_or_id: str, *, name: str | None = None, docker_id: str | None = None,
+        aliases: list[str] | None = None, hostname: str | None = None,
     ) -> dict[str, Any]:
-        payload = {k: v for k, v in (("name", name), ("docker_id", docker_id)) if v is not None}
+        fields = (("name", name), ("docker_id", docker_id), ("aliases", aliases),
+                  ("hostname", hostname))
+        payload: dict[str, Any] = {k: v for k, v in fields if v is not None}
         body = await self._request(
             "PATCH", f"/containers/{quote(name_or_id, safe='')}", json=payload
         )

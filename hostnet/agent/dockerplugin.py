@@ -39,21 +39,24 @@ class PluginService:
         self._serving: asyncio.Future[None] | None = None
         self._syncing: asyncio.Future[None] | None = None
         self._checking: asyncio.Future[None] | None = None  # a one-off: ends by itself
+        self._renames: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         self._serving = asyncio.ensure_future(self.server.serve(sockets=[self.sock]))
         self._checking = asyncio.ensure_future(self._reconcile())
         self._syncing = asyncio.ensure_future(self._sync_networks())
+        self._renames = asyncio.ensure_future(self._follow_renames())
 
     async def close(self) -> None:
         """Stop serving, then the background work; close the Docker client."""
         if self._serving is not None:
             self.server.should_exit = True
             await self._serving
-        if self._syncing is not None:
-            self._syncing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._syncing
+        for task in (self._syncing, self._renames):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.plugin.close()
         await self.docker.aclose()
 
@@ -70,6 +73,25 @@ class PluginService:
             rounds += 1
             if rounds % HELD_CHECK_EVERY == 0:
                 await self._reconcile(held_only=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=NETWORK_SYNC_SECONDS)
+
+    async def _follow_renames(self) -> None:
+        """`docker rename` as it happens (Docker's event stream; the plugin hears of
+        no rename otherwise): the endpoints take the new name within the event's
+        latency, and what other containers resolve follows."""
+        while not self.stop.is_set():
+            try:
+                async for docker_id, name in self.docker.renames():
+                    try:
+                        await self.plugin.container_renamed(docker_id, name)
+                    except ControllerError as exc:
+                        log.warning("rename of %s to %s not recorded: %s", docker_id[:12],
+                                    name, exc.detail)
+            except DockerError as exc:
+                log.debug("Docker events: %s", exc)
+            except Exception:
+                log.exception("following Docker renames failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=NETWORK_SYNC_SECONDS)
 

@@ -32,12 +32,14 @@ from controller.agents.messages import (
     DeltaMessage,
     MeshMessage,
     Nack,
+    NamesMessage,
     NatMessage,
     named_master,
 )
 from controller.trust.wsclient import connect as ws_connect
 from hostnet.agent.client import ControllerClient, ControllerError, bearer, stream_url
 from hostnet.agent.commands import Commands
+from hostnet.agent.names import NamesTable
 from hostnet.agent.registration import BACKOFF_MIN, Registrar, next_backoff
 from hostnet.agent.tunnel import Tunnel
 from hostnet.host.nat import NatError, NatTable
@@ -72,12 +74,15 @@ def takeover_pause(losses: int) -> float:
 
 
 class StateApplier:
-    """Applies the numbered messages (snapshot, delta, nat, mesh) on the route thread."""
+    """Applies the numbered messages (snapshot, delta, nat, mesh, names) on the route
+    thread."""
 
-    def __init__(self, table: KernelRouteTable, nat: NatTable, tunnel: Tunnel) -> None:
+    def __init__(self, table: KernelRouteTable, nat: NatTable, tunnel: Tunnel,
+                 names: NamesTable) -> None:
         self.table = table
         self.nat = nat
         self.tunnel = tunnel
+        self.names = names
 
     def apply(self, msg: Any) -> dict[str, Any] | None:
         """Apply one stream message (route thread only); the ack/nack to send."""
@@ -104,7 +109,10 @@ class StateApplier:
 
     def _apply(self, msg: Any) -> None:
         wg = self.tunnel.wg
-        if isinstance(msg, MeshMessage):
+        if isinstance(msg, NamesMessage):
+            self.names.load(msg.tables)  # the name responder answers from it at once
+            log.info("names %d: %d containers", msg.seq, len(msg.tables))
+        elif isinstance(msg, MeshMessage):
             self.tunnel.apply_mesh(msg.hosts)
             log.info("mesh %d: %d peers", msg.seq, self.tunnel.peer_count())
         elif isinstance(msg, NatMessage):

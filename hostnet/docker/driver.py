@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from controller.desired.models import DNS_LABEL, MAX_ALIASES
 from hostnet.agent.client import ControllerError
 from hostnet.docker.common import (
     ADDRESS_SPACE,
@@ -39,6 +41,8 @@ from hostnet.host.ports import peer_temp_name, plug, unplug
 from hostnet.host.worker import in_thread
 
 log = logging.getLogger(__name__)
+
+_DNS_NAME = re.compile(rf"^{DNS_LABEL}(?:\.{DNS_LABEL})*$")
 
 # Where Docker puts the `-o KEY=VALUE` pairs of `docker network create` (netlabel.GenericData).
 GENERIC_OPTIONS = "com.docker.network.generic"
@@ -259,8 +263,9 @@ class NetworkDriver:
                     nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
                     if any((n or {}).get("EndpointID") == docker_ep for n in nets.values()):
                         name = str((c.get("Names") or ["/"])[0]).lstrip("/")
-                        await self._record_policy(str(c["Id"]))
+                        info = await self._record_policy(str(c["Id"]))
                         await self._name_endpoint(epid, name, str(c["Id"]))
+                        await self._record_names(epid, info, docker_ep, name)
                         return
             except DockerError as exc:
                 log.debug("resolving endpoint %s: %s", docker_ep[:12], exc)
@@ -270,12 +275,23 @@ class NetworkDriver:
             await asyncio.sleep(0.1)
         log.warning("container of endpoint %s not found in Docker", docker_ep[:12])
 
-    async def _record_policy(self, docker_id: str) -> None:
+    async def _record_policy(self, docker_id: str) -> dict[str, Any] | None:
         """Keep the container's restart policy (policies.py): it decides which held
-        address a request gets at the next boot."""
+        address a request gets at the next boot.  The container's inspection, or None."""
         info = await self.deps.docker.inspect(docker_id)
         policy = ((info or {}).get("HostConfig") or {}).get("RestartPolicy") or {}
         self.policies.record(docker_id, str(policy.get("Name") or "no"))
+        return info
+
+    async def _record_names(
+        self, epid: str, info: dict[str, Any] | None, docker_ep: str, name: str
+    ) -> None:
+        """Record the endpoint's other names (`--network-alias`, `--hostname`): other
+        containers resolve them (docs/architecture.md, "Names across hosts")."""
+        aliases, hostname = docker_names(info, docker_ep, name)
+        if aliases or hostname:
+            await self.deps.controller.update_container(epid, aliases=aliases,
+                                                        hostname=hostname or "")
 
     async def _name_endpoint(self, epid: str, name: str, docker_id: str) -> None:
         """Name the endpoint after its container, once that name is free.
@@ -372,3 +388,27 @@ class NetworkDriver:
             raise PluginError(f"endpoint {docker_ep[:12]}: {exc}") from exc
         log.info("endpoint %s removed (port %s)", docker_ep[:12], port)
         return {}
+
+
+def docker_names(
+    info: dict[str, Any] | None, docker_ep: str, name: str
+) -> tuple[list[str], str | None]:
+    """The aliases of one endpoint and the hostname of a container, as Docker shows
+    them, without the container name, Docker's own short id, the hostname among the
+    aliases (Docker lists it there too), or anything that is no DNS name; at most
+    MAX_ALIASES aliases."""
+    info = info or {}
+    short = str(info.get("Id", ""))[:12]
+    nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
+    found: list[str] = []
+    for net in nets.values():
+        if (net or {}).get("EndpointID") == docker_ep:
+            found = [str(a) for a in (net.get("Aliases") or [])]
+    skip = {name.lower(), short}
+    hostname = str((info.get("Config") or {}).get("Hostname") or "")
+    if hostname.lower() in skip or len(hostname) > 253 or not _DNS_NAME.match(hostname):
+        hostname = ""
+    skip.add(hostname.lower())
+    aliases = [a for a in dict.fromkeys(found)
+               if a.lower() not in skip and len(a) <= 253 and _DNS_NAME.match(a)]
+    return aliases[:MAX_ALIASES], hostname or None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -63,6 +63,25 @@ class DockerClient:
         if not resp.content:
             return None
         return resp.json()
+
+    async def renames(self) -> AsyncIterator[tuple[str, str]]:
+        """(container id, new name) of every `docker rename` from now on, as Docker's
+        event stream tells them; ends (DockerError) when the stream breaks."""
+        filters = json.dumps({"type": ["container"], "event": ["rename"]})
+        try:
+            async with self._http.stream(
+                "GET", "/events", params={"filters": filters},
+                timeout=httpx.Timeout(30.0, read=None),
+            ) as resp:
+                if resp.status_code >= 400:
+                    raise DockerError(resp.status_code, "events refused")
+                async for line in resp.aiter_lines():
+                    with contextlib.suppress(ValueError, AttributeError, TypeError):
+                        actor = json.loads(line)["Actor"]
+                        name = str(actor["Attributes"]["name"]).lstrip("/")
+                        yield str(actor["ID"]), name
+        except httpx.HTTPError as exc:
+            raise DockerError(502, f"dockerd at {self.path}: events: {exc}") from exc
 
     async def networks(self) -> list[dict[str, Any]]:
         """The Docker networks of the daolinet driver."""

@@ -120,6 +120,14 @@ class DockerPlugin:
     async def reconcile(self, *, held_only: bool = False) -> None:
         await self.reconciler.reconcile(held_only=held_only)
 
+    async def container_renamed(self, docker_id: str, name: str) -> None:
+        """`docker rename`: the container's endpoints here take its new name (what
+        policies speak of and other containers resolve)."""
+        for ep in await self.driver.deps.controller.list_containers(self.driver.deps.host):
+            if ep.get("docker_id") == docker_id and ep.get("name") != name:
+                await self.driver.deps.controller.update_container(str(ep["id"]), name=name)
+                log.info("endpoint %s renamed %s -> %s", ep["id"], ep.get("name"), name)
+
     async def sync_networks(self) -> None:
         await self.reconciler.sync_networks()
 

@@ -227,6 +227,19 @@ def delete_link(name: str, netns: str | None = None) -> bool:
     return True
 
 
+def ensure_local_address(address: str, link: str = "lo") -> None:
+    """`address`/32 on `link` (idempotent): the name responder's address
+    (docs/architecture.md, "Names across hosts").  On the loopback link: a dummy link
+    needs the `dummy` kernel module, which not every host (or container) has."""
+    with iproute() as ipr:
+        idx = _require_index(ipr, link)
+        with translate(f"read the addresses of {link}"):
+            held = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
+        if address not in held:
+            with translate(f"add {address}/32 to {link}"):
+                ipr.addr("add", index=idx, address=address, prefixlen=32)
+
+
 def source_address_for(dst: str) -> str:
     """The source address the kernel would use to reach `dst`."""
     ipaddress.IPv4Address(dst)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.append(str(Path(__file__).parents[2]))
 
 from testbed import Testbed, TestbedError, cleanup_leftovers, skip_reason
-from testbed.docker import Dockerd, missing_docker
+from testbed.docker import Dockerd, close_engines, missing_docker
 
 INTEGRATION_DIR = Path(__file__).parent
 
@@ -118,11 +118,7 @@ def make_docker_lab(*, firewall: bool = False) -> Iterator[DockerLab]:
             d.import_image()
         yield DockerLab(tb, dockerds[0], dockerds[1])
     finally:
-        for d in dockerds:
-            try:
-                d.close()
-            except Exception as exc:  # teardown goes on
-                print(f"dockerd teardown: {exc}", file=sys.stderr)
+        close_engines(dockerds)
         tb.close()
 
 

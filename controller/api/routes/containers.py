@@ -64,13 +64,18 @@ def get_container(name_or_id: str, ctx: Ctx) -> EndpointOut:
     return _out(ctx, ctx.inventory.endpoint(name_or_id))
 
 
-@router.patch("/{name_or_id}", summary="Rename an endpoint or record its Docker id")
+@router.patch(
+    "/{name_or_id}", summary="Rename an endpoint, record its Docker id, aliases and hostname"
+)
 def update_container(
     name_or_id: str, body: EndpointPatch, ctx: Ctx, request: Request
 ) -> EndpointOut:
     current = ctx.inventory.endpoint(name_or_id)
     act_for(request, ctx, current.host, f"change container {current.name}")
-    endpoint = ctx.inventory.update_endpoint(name_or_id, name=body.name, docker_id=body.docker_id)
+    endpoint = ctx.inventory.update_endpoint(
+        name_or_id, name=body.name, docker_id=body.docker_id, aliases=body.aliases,
+        hostname=body.hostname,
+    )
     return _out(ctx, endpoint)
 
 

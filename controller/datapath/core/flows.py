@@ -45,12 +45,15 @@ from controller.datapath.tables import (
     T_ROUTE,
     T_STATEFUL,
     guard_flows,
+    names_cookie,
+    names_flows,
     packet_in_meter,
 )
 from controller.desired.models import GATEWAY_MAC, Endpoint
 from controller.desired.policy import IP_PROTO_TCP, IP_PROTO_UDP
 
 IPv4 = ipaddress.IPv4Address
+ALL_BITS = 2**64 - 1  # an exact cookie match
 
 
 class FlowPlan(Part):
@@ -199,21 +202,28 @@ def first_packet_out(
 
 
 def guard(state: CoreState, ep: Endpoint, port_no: int) -> list[OFMessage]:
-    """A port's meter, then the fixed flows that use it."""
+    """A port's meter, then the fixed flows that use it, and its DNS flows once the
+    switch's LOCAL port (the way to the host's name responder) is known."""
     meter: list[OFMessage] = [
         MeterDelete(port_no),  # makes the ADD below idempotent
         packet_in_meter(port_no, state.packet_in_rate, state.packet_in_burst),
     ]
-    return meter + list(guard_flows(port_no, ep.mac, str(ep.ip), state.next_token()))
+    fixed = list(guard_flows(port_no, ep.mac, str(ep.ip), state.next_token()))
+    sw = state.switch_of(ep.host)
+    if sw is not None and sw.local_mac is not None:
+        fixed += names_flows(port_no, ep.mac, str(ep.ip), sw.local_mac)
+    return meter + fixed
 
 
-def delete_guard(port_no: int) -> tuple[FlowDelete, MeterDelete]:
-    """Remove a port's fixed flows (its metered miss flow goes with its meter)."""
+def delete_guard(port_no: int) -> tuple[FlowDelete, FlowDelete, MeterDelete]:
+    """Remove a port's fixed flows (its metered miss flow goes with its meter) and its
+    DNS flows (by their cookie: the answers' flow matches LOCAL, not the port)."""
     return (
         FlowDelete(
             T_CLASSIFY, match(in_port=port_no), cookie=KIND_GUARD << COOKIE_KIND_SHIFT,
             cookie_mask=COOKIE_KIND_MASK,
         ),
+        FlowDelete(T_CLASSIFY, match(), cookie=names_cookie(port_no), cookie_mask=ALL_BITS),
         MeterDelete(port_no),
     )
 

@@ -91,7 +91,8 @@ class Reconciler(Part):
         if sw is None:
             return fx
         sw.clear_ports()
-        for p in ports:
+        # LOCAL first: the ports' DNS flows lead to it (flows.guard)
+        for p in sorted(ports, key=lambda p: p.port_no != OFPP_LOCAL):
             fx.extend(self._learn_port(sw, p))
         return fx
 
@@ -124,7 +125,12 @@ class Reconciler(Part):
     def _learn_port(self, sw: Switch, port: PortInfo) -> Effects:
         fx = Effects()
         if port.port_no == OFPP_LOCAL:
-            sw.local_mac = port.hw_addr
+            known, sw.local_mac = sw.local_mac, port.hw_addr
+            if known != port.hw_addr:  # the ports' DNS flows lead to it (flows.guard)
+                for name, info in list(sw.ports.items()):
+                    ep = self.desired.endpoint_by_port(sw.host, name)
+                    if ep is not None and info.port_no != OFPP_LOCAL:
+                        fx.send(sw.dpid, *guard(self.state, ep, info.port_no))
         sw.add_port(port)
         ep = self.desired.endpoint_by_port(sw.host, port.name)
         if ep is not None and port.port_no != OFPP_LOCAL:

@@ -22,9 +22,12 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from controller.desired.models import NAMES_RESPONDER
 
 from .hosts import Container, Host
 from .procs import Proc, TestbedError, mark_log, run, tail
@@ -66,7 +69,8 @@ mkdir -p /run/docker/plugins
 mount --bind {plugins} /run/docker/plugins
 {prelude}
 exec dockerd --data-root {data} --exec-root {exec_root} -H unix://{sock} \\
-  --pidfile {pidfile} {firewall} --shutdown-timeout 2 --storage-driver overlay2
+  --pidfile {pidfile} {firewall} --shutdown-timeout 2 --storage-driver overlay2 \\
+  --dns {dns}
 """
 # Docker's firewall off (the lab's setting), or as Docker is installed: iptables and
 # IP forwarding on (FORWARD policy DROP), its docker0 bridge and masquerade.
@@ -104,6 +108,7 @@ class Dockerd:
             exec_root=self.dir / "exec", sock=self.sock, pidfile=self.dir / "dockerd.pid",
             firewall=AS_INSTALLED if self.firewall else NO_FIREWALL,
             prelude=AS_AT_BOOT if self.firewall else "",
+            dns=NAMES_RESPONDER,  # as the hostnet role's daemon.json: the name responder
         ))
         mark_log(self.log, "dockerd start")
         self.proc = self.tb.spawn(self.host, "sh", str(script), what=f"dockerd {self.host.name}",
@@ -243,3 +248,12 @@ def _pids_of_containers(marks: set[str]) -> list[int]:
                 pids.append(int(entry.name))
     return pids
 
+
+def close_engines(engines: list[Dockerd]) -> None:
+    """Close each dockerd (containers removed, process stopped); a failure is printed
+    and the others are still closed."""
+    for d in engines:
+        try:
+            d.close()
+        except Exception as exc:  # teardown goes on
+            print(f"dockerd teardown: {exc}", file=sys.stderr)

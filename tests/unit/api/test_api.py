@@ -390,7 +390,7 @@ def test_container_crud(lab: TestClient, events: list[Change]) -> None:
     ep = r.json()
     assert set(ep) == {
         "id", "name", "network", "host", "ip", "mac", "port", "created_at",
-        "prefixlen", "gateway", "mtu", "docker_id",
+        "prefixlen", "gateway", "mtu", "docker_id", "aliases", "hostname",
     }  # fmt: skip
     assert (ep["ip"], ep["mac"], ep["prefixlen"], ep["gateway"], ep["mtu"]) == (
         "10.1.0.2",

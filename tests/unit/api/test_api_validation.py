@@ -142,3 +142,35 @@ def test_firewall_ports_in_other_digits(api: TestClient, port: str) -> None:
         "ports": [port]})
     assert r.status_code == 422
     assert r.json()["detail"].startswith(f"ports entry {port!r} is not a port or a range")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"aliases": ["a b"]}, "aliases"),
+        ({"aliases": ["x" * 64]}, "aliases"),
+        ({"aliases": [f"a{n}" for n in range(17)]}, "aliases"),
+        ({"aliases": "api"}, "aliases"),
+        ({"hostname": "-box"}, "hostname"),
+        ({"hostname": "b" * 254}, "hostname"),
+    ],
+)
+def test_bad_aliases_and_hostnames_are_refused_naming_the_field(
+    api: TestClient, body: dict[str, object], field: str
+) -> None:
+    assert api.post("/api/v1/containers", json={
+        "name": "w1", "network": "web", "host": "h1"}).status_code == 201
+    r = api.patch("/api/v1/containers/w1", json=body)
+    assert r.status_code == 422 and field in r.text, r.text
+    assert api.get("/api/v1/containers/w1").json()["aliases"] == []
+
+
+def test_aliases_and_hostname_are_recorded(api: TestClient) -> None:
+    assert api.post("/api/v1/containers", json={
+        "name": "w1", "network": "web", "host": "h1"}).status_code == 201
+    r = api.patch("/api/v1/containers/w1", json={"aliases": ["api", "www.example.test"],
+                                                 "hostname": "box1"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["aliases"], r.json()["hostname"]) == (["api", "www.example.test"], "box1")
+    r = api.patch("/api/v1/containers/w1", json={"hostname": ""})
+    assert r.json()["hostname"] is None and r.json()["aliases"] == ["api", "www.example.test"]

@@ -48,6 +48,9 @@ class RecordingLink:
     def send_mesh(self, hosts: list[Host]) -> None:
         self.meshes.append([h.name for h in hosts])
 
+    def names_changed(self) -> None:
+        pass
+
     def drop_all(self) -> None:
         pass
 

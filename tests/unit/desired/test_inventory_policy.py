@@ -11,6 +11,7 @@ import pytest
 from controller.desired.errors import Conflict, Invalid, NotFound
 from controller.desired.events import (
     Change,
+    EndpointRenamed,
     GroupChanged,
     NetworkChanged,
     NetworkRemoved,
@@ -403,14 +404,16 @@ def test_reserved_address_errors(inv: Inventory, reserved: list[str], message: s
 def test_rename_carries_published_ports(inv: Inventory, events: list[Change]) -> None:
     """The Docker plugin publishes `-p` ports under the provisional name; the rename to
     the container's Docker name takes them along (the DNAT follows the name)."""
-    inv.add_endpoint("docker-0123456789ab", "web", "h1")
+    before = inv.add_endpoint("docker-0123456789ab", "web", "h1")
     port = inv.publish_port("docker-0123456789ab", 8081, 7000)
     events.clear()
-    inv.update_endpoint("docker-0123456789ab", name="w1")
+    after = inv.update_endpoint("docker-0123456789ab", name="w1")
     moved = port.model_copy(update={"container": "w1"})
     assert inv.published_ports("w1") == [moved]
     assert inv.index.published_port(8081, "tcp", "h1") == moved
-    assert events == [PublishedPortRemoved(port), PublishedPortAdded(moved)]
+    assert events == [PublishedPortRemoved(port), PublishedPortAdded(moved),
+                      EndpointRenamed(before, after)]
+
     # a clash with a port the new name already publishes refuses the rename, whole
     inv.add_endpoint("docker-ba9876543210", "web", "h2")
     other = inv.publish_port("docker-ba9876543210", 8081, 7000)
@@ -421,6 +424,22 @@ def test_rename_carries_published_ports(inv: Inventory, events: list[Change]) ->
     assert inv.endpoint("docker-ba9876543210").name == "docker-ba9876543210"
     assert inv.published_ports("docker-ba9876543210") == [other]
 
+
+def test_aliases_and_hostname_are_recorded_and_announced(
+    inv: Inventory, events: list[Change]
+) -> None:
+    """The names the plugin reads from Docker after the join (names responder)."""
+    before = inv.add_endpoint("w1", "web", "h1")
+    events.clear()
+    after = inv.update_endpoint("w1", aliases=["web", "Api.Internal", "web"], hostname="box")
+    assert (after.aliases, after.hostname) == (("web", "Api.Internal"), "box")
+    assert inv.endpoint("w1") == after
+    assert events == [EndpointRenamed(before, after)]
+    events.clear()
+    assert inv.update_endpoint("w1", aliases=["web", "Api.Internal"]) == after
+    assert events == []  # nothing changed, nothing announced
+    cleared = inv.update_endpoint("w1", hostname="")
+    assert cleared.hostname is None and events == [EndpointRenamed(after, cleared)]
 
 def test_network_labels(inv: Inventory) -> None:
     net = inv.create_network("lab", "10.6.0.0/24", labels={"team": "blue", "a.b/c": ""})

@@ -15,6 +15,7 @@ from hostnet.agent import config as config_mod
 from hostnet.agent import servers
 from hostnet.agent.client import ControllerClient, stream_url
 from hostnet.agent.config import AgentConfig, AgentStartupError, read_token
+from hostnet.agent.names import NamesTable
 from hostnet.agent.registration import Registrar, next_backoff
 from hostnet.agent.servers import bind_unix_socket, systemd_socket
 from hostnet.agent.stream import StateApplier
@@ -51,7 +52,7 @@ def no_tunnel() -> Tunnel:
 
 
 def make_applier(table: FakeTable) -> StateApplier:
-    return StateApplier(table, NatTable(), no_tunnel())  # type: ignore[arg-type]
+    return StateApplier(table, NatTable(), no_tunnel(), NamesTable())  # type: ignore[arg-type]
 
 
 def test_handle_messages_ack_in_order():

@@ -3,6 +3,7 @@ fake Docker engine and host ops (dockerworld.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from controller.desired.errors import Conflict
-from controller.desired.events import EndpointAdded, EndpointRemoved
+from controller.desired.events import EndpointAdded, EndpointRemoved, EndpointRenamed
 from hostnet.docker.common import DOCKER_ENDPOINT_KEY
 from hostnet.docker.engine import DockerError
 from hostnet.docker.plugin import CONTENT_TYPE
@@ -319,3 +320,30 @@ def test_network_rm_after_an_agent_restart_deletes_the_daolinet_network(world: W
         await world.ok("h1", "NetworkDriver.DeleteNetwork", {"NetworkID": "n1"})
         assert world.inventory.index.network("web") is None
     run(go())
+
+
+def test_aliases_hostname_and_renames_are_recorded(world: World):
+    """After the join the endpoint gets the container's aliases and hostname (what
+    other containers resolve); a `docker rename` renames its endpoints."""
+    async def scenario() -> None:
+        await world.create_network("h1", "n1", "web", "10.20.0.0/24")
+        cid = "b" * 64
+        await world.run_container("h1", "n1", "w1", cid)
+        ctr = world.docker["h1"].ctrs[cid]  # before the background naming reads it
+        ctr["NetworkSettings"]["Networks"]["web"]["Aliases"] = ["api", "box1", cid[:12]]
+        ctr["Config"]["Hostname"] = "box1"
+        await endpoint_named(world, "w1")
+        for _ in range(200):
+            if world.inventory.endpoint("w1").aliases:
+                break
+            await asyncio.sleep(0.05)
+        ep = world.inventory.endpoint("w1")
+        assert (ep.aliases, ep.hostname) == (("api",), "box1")
+        world.changes.clear()
+        await world.plugins["h1"].container_renamed(cid, "w2")
+        assert world.inventory.endpoint(ep.id).name == "w2"
+        assert [type(c) for c in world.changes] == [EndpointRenamed]
+        await world.plugins["h1"].container_renamed("c" * 64, "zz")  # not ours: nothing
+        assert world.inventory.index.endpoint("zz") is None
+
+    run(scenario())
