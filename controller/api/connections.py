@@ -33,7 +33,8 @@ class ConnectionQuery(BaseModel):
     verdict: Literal["allow", "deny"] | None = None
     event: Literal["allowed", "denied", "revoked", "expired"] | None = None
     rule: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
-        None, description="a firewall rule's id, or its first characters")
+        None, description="a firewall rule's id (or its first characters) that decided or "
+        "was audited; an audited pair policy's a|b")
     kind: Literal["pair", "firewall", "network", "group", "default"] | None = Field(
         None, description="what decided")
     since: datetime | None = Field(None, description="entries at or after (ISO 8601 or epoch)")

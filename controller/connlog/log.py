@@ -59,7 +59,8 @@ class Entry:
             "verdict": e.verdict,
             "src": _end(e.src, e.src_ip, e.sport),
             "dst": _end(e.dst, e.dst_ip, e.dport),
-            "proto": PROTO_NAMES.get(e.proto, str(e.proto)),
+            # 0: a connection adopted from a pair flow, which matches every protocol
+            "proto": PROTO_NAMES.get(e.proto, "any" if e.proto == 0 else str(e.proto)),
             "reason": e.reason,
             "kind": e.kind,
             "rule_id": e.rule_id,
@@ -69,6 +70,11 @@ class Entry:
             "duration": e.duration,
             "packets": e.packets,
             "bytes": e.bytes,
+            "audit": [
+                {"kind": a.kind, "id": a.id, "would": a.would, "reason": a.reason}
+                for a in e.audit
+            ],
+            "ended_by": e.ended_by,
         }
 
 
@@ -87,7 +93,9 @@ class Filters:
     host: str | None = None  # either end's host, or the host that saw it
     verdict: str | None = None  # "allow" | "deny"
     event: str | None = None  # "allowed" | "denied" | "revoked" | "expired"
-    rule: str | None = None  # a firewall rule id, or its first characters
+    # a firewall rule id (or its first characters) that decided, or that was audited;
+    # a pair policy audited ("a|b")
+    rule: str | None = None
     kind: str | None = None  # what decided: pair, firewall, network, group, default
     since: float | None = None  # time >= since (seconds since the epoch)
     until: float | None = None  # time < until
@@ -104,13 +112,17 @@ class Filters:
             return False
         if self.kind is not None and e.kind != self.kind:
             return False
-        if self.rule is not None and not (e.rule_id or "").startswith(self.rule):
+        if self.rule is not None and not _names_rule(e, self.rule):
             return False
         return (
             _either(self.container, 0, e.src, e.dst)
             and _either(self.network, 1, e.src, e.dst)
             and (_either(self.host, 2, e.src, e.dst) or self.host == e.observer)
         )
+
+
+def _names_rule(e: ConnEvent, rule: str) -> bool:
+    return (e.rule_id or "").startswith(rule) or any(a.id.startswith(rule) for a in e.audit)
 
 
 def _either(want: str | None, i: int, a: Identity | None, b: Identity | None) -> bool:

@@ -1,7 +1,7 @@
 """What the pure core tells the connection log (controller/connlog/): one `ConnEvent`
-per decision on a first packet (allowed, denied), per connection revoked by a policy
-change, and per connection expired (its last flow removed), plus the packets a drop
-flow dropped when it goes.
+per decision on a first packet (allowed, denied), per connection revoked (by a policy
+change, or its container or host removed), and per connection expired (its last
+flow removed, adopted ones too), plus the packets a drop flow dropped when it goes.
 
 The core only builds these values (a few attribute reads per PacketIn: it already
 holds the decision and the endpoints); the runtime hands them to the log after
@@ -17,7 +17,7 @@ from typing import Literal
 
 from controller.desired.index import DesiredReads
 from controller.desired.models import Endpoint
-from controller.desired.policy import Decision
+from controller.desired.policy import AuditNote, Decision
 
 IPv4 = ipaddress.IPv4Address
 
@@ -48,6 +48,10 @@ class ConnEvent:
     duration: float | None = None  # expired, revoked: seconds since the setup
     packets: int | None = None  # expired, revoked: packets its flows passed
     bytes: int | None = None
+    # audited pair policies / firewall rules that would have decided it (and how)
+    audit: tuple[AuditNote, ...] = ()
+    # revoked: what ended it ("policy change: now deny by ...", "container b removed")
+    ended_by: str | None = None
 
 
 def identity(desired: DesiredReads, ep: Endpoint | None) -> Identity | None:
@@ -85,5 +89,5 @@ def decided(
         dst.ip if dst is not None and dst.ip == pkt_dst else pkt_dst,
         proto, ports[0], ports[1],
         identity(desired, src), identity(desired, dst),
-        d.verdict.value, d.reason, d.kind, d.rule_id, path, observer,
+        d.verdict.value, d.reason, d.kind, d.rule_id, path, observer, audit=d.audit,
     )

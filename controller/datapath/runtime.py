@@ -270,7 +270,7 @@ class DatapathRuntime:
         if isinstance(change, EndpointAdded):
             self.handle(self.core.endpoint_added, change.endpoint)
         elif isinstance(change, EndpointRemoved):
-            self.handle(self.core.endpoint_removed, change.endpoint)
+            self.handle_timed(self.core.endpoint_removed, change.endpoint)
         elif isinstance(change, HostRegistered):
             # a host joined, moved or rotated its key: every agent updates its peers
             if self.agents is not None:
@@ -291,7 +291,7 @@ class DatapathRuntime:
         every other agent gets the mesh without it (its WireGuard peer goes).  The
         leader stops assigning its switch at its next round: the assignment is made
         from the registered hosts (controller/cluster/masters.py)."""
-        self.handle(self.core.host_removed, host)
+        self.handle_timed(self.core.host_removed, host)
         with self.lock:
             self._served.discard(host.name)
             self._took_over.pop(host.name, None)

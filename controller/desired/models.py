@@ -213,6 +213,9 @@ class PairPolicy(Record):
     a: Name
     b: Name
     action: Action
+    # Audit mode (docs/architecture.md, "Audit mode"): decides nothing; the connection
+    # log says what it would have decided.  A record without it (schema 1) is enforced.
+    audit: bool = False
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -235,6 +238,7 @@ class FirewallRule(Record):
     source: RuleSource
     protocol: Protocol = "any"
     ports: tuple[str, ...] = ()  # "80" or "8000-8100"; empty = every port
+    audit: bool = False  # as PairPolicy.audit
     created_at: datetime = Field(default_factory=utcnow)
 
 

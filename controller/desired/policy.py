@@ -13,6 +13,12 @@ Precedence, most specific first (docs/architecture.md, "Policy"):
 Traffic from outside daolinet (`src is None`, e.g. through a published port) only
 meets step 2, with rules whose source is a CIDR or `any`; otherwise it is denied.
 
+A pair policy or firewall rule in audit mode (`audit: true`) is skipped: the
+decision is the one it would be without it.  Each audited one that would have
+decided, were it alone enforced (nothing enforced above it decides first), is
+named in `Decision.audit` with its verdict, for the connection log
+(docs/architecture.md, "Audit mode").
+
 `decide()` is pure and cheap (dict hits and the few rules of one network), so the
 core calls it on every PacketIn, and again on every live connection after a
 policy change event to find the ones to revoke.
@@ -23,10 +29,10 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from controller.desired.index import DesiredReads
-from controller.desired.models import Endpoint, FirewallRule
+from controller.desired.models import Endpoint, FirewallRule, PairPolicy
 
 IP_PROTO_ICMP = 1
 IP_PROTO_TCP = 6
@@ -41,6 +47,16 @@ class Verdict(enum.Enum):
     DENY = "deny"
 
 
+@dataclass(frozen=True, slots=True)
+class AuditNote:
+    """What an audited pair policy or firewall rule would have decided."""
+
+    kind: str  # "pair" | "firewall"
+    id: str  # the rule's id, or the pair policy's "a|b" (its store key)
+    would: str  # "allow" | "deny"
+    reason: str  # as Decision.reason: "firewall rule 1a2b3c4d #0 on network web"
+
+
 @dataclass(frozen=True)
 class Decision:
     verdict: Verdict
@@ -49,8 +65,10 @@ class Decision:
     rule_id: str | None = None  # FirewallRule.id when kind == "firewall"
     # True when another protocol/port of the same address pair may get another
     # verdict (a firewall rule with a protocol or ports decided or could have): the
-    # datapath must then match the protocol and port, not only the addresses.
+    # datapath must then match the protocol and port, not only the addresses.  An
+    # audited rule counts too, so the log sees every protocol/port it tells apart.
     port_specific: bool = False
+    audit: tuple[AuditNote, ...] = ()  # audited ones that would have decided
 
 
 @functools.lru_cache(maxsize=4096)
@@ -105,6 +123,11 @@ def rule_label(rule: FirewallRule) -> str:
     return f"firewall rule {rule.id[:8]} #{rule.position} on {rule.target_kind} {rule.target}"
 
 
+def pair_label(pair: PairPolicy) -> str:
+    word = "connect" if pair.action == "allow" else "disconnect"
+    return f"pair policy {pair.a}<->{pair.b} ({word})"
+
+
 def _firewall(
     index: DesiredReads,
     src_ip: ipaddress.IPv4Address,
@@ -112,8 +135,10 @@ def _firewall(
     proto: int,
     dst_port: int | None,
     src: Endpoint | None,
+    audited: list[AuditNote],
 ) -> tuple[FirewallRule | None, bool]:
-    """The deciding rule (or None) and whether protocol/port took part."""
+    """The deciding rule (or None) and whether protocol/port took part; the audited
+    rules that match before it are added to `audited`."""
     port_specific = False
     targets = [("network", dst.network)]
     targets += [("group", g) for g in sorted(index.groups_of_network(dst.network))]
@@ -124,6 +149,11 @@ def _firewall(
             if rule.protocol != "any" or rule.ports:
                 port_specific = True
             if _traffic_matches(rule, proto, dst_port):
+                if rule.audit:
+                    audited.append(
+                        AuditNote("firewall", rule.id, rule.action, rule_label(rule))
+                    )
+                    continue
                 return rule, port_specific
     return None, port_specific
 
@@ -138,14 +168,29 @@ def decide(
 ) -> Decision:
     """May `src_ip` (the container `src`, or an outside address) open `proto/dst_port`
     to `dst`?  `proto` is the IP protocol number; `dst_port` None for ICMP."""
+    audited: list[AuditNote] = []
     if src is not None:
         pair = index.pair_policy(src.name, dst.name)
         if pair is not None:
-            word = "connect" if pair.action == "allow" else "disconnect"
-            return Decision(
-                Verdict(pair.action), f"pair policy {pair.a}<->{pair.b} ({word})", "pair"
-            )
-    rule, port_specific = _firewall(index, src_ip, dst, proto, dst_port, src)
+            if not pair.audit:
+                return Decision(Verdict(pair.action), pair_label(pair), "pair")
+            audited.append(AuditNote("pair", f"{pair.a}|{pair.b}", pair.action, pair_label(pair)))
+    d = _decide_unpaired(index, src_ip, dst, proto, dst_port, src, audited)
+    # Audit notes are rare: the common decision is returned as made, no copy.
+    return replace(d, audit=tuple(audited)) if audited else d
+
+
+def _decide_unpaired(
+    index: DesiredReads,
+    src_ip: ipaddress.IPv4Address,
+    dst: Endpoint,
+    proto: int,
+    dst_port: int | None,
+    src: Endpoint | None,
+    audited: list[AuditNote],
+) -> Decision:
+    """Steps 2 to 5 of the precedence (no enforced pair policy decided)."""
+    rule, port_specific = _firewall(index, src_ip, dst, proto, dst_port, src, audited)
     if rule is not None:
         return Decision(Verdict(rule.action), rule_label(rule), "firewall", rule.id, port_specific)
     if src is None:

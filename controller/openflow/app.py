@@ -324,7 +324,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
             return
         port = port_info(msg.desc)
         if msg.reason == ofp.OFPPR_DELETE:
-            self.runtime.handle(self.runtime.core.port_removed, msg.datapath.id, port)
+            self.runtime.handle_timed(self.runtime.core.port_removed, msg.datapath.id, port)
         else:
             self.runtime.handle(self.runtime.core.port_added, msg.datapath.id, port)
 

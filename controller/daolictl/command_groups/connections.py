@@ -27,6 +27,7 @@ COLUMNS: list[render.Column] = [
     ("packets", "PACKETS", render.text),
     ("bytes", "BYTES", render.text),
     ("duration", "DURATION", render.seconds),
+    ("note", "NOTE", render.text),
 ]
 
 
@@ -50,6 +51,17 @@ def _decided(row: dict[str, Any]) -> str:
     return f"{row.get('kind')} {rule[:8]}" if rule else str(row.get("reason") or row.get("kind"))
 
 
+def _note(row: dict[str, Any]) -> str:
+    """What audited rules would have decided, and what ended a revoked connection."""
+    notes = [
+        f"audit: {a.get('kind')} {str(a.get('id'))[:8]} would {a.get('would')}"
+        for a in row.get("audit") or () if isinstance(a, dict)
+    ]
+    if row.get("ended_by"):
+        notes.append(str(row["ended_by"]))
+    return "; ".join(notes) or "-"
+
+
 def _show(rows: list[dict[str, Any]], as_json: bool, follow: bool) -> None:
     if follow and not rows:
         return
@@ -60,7 +72,8 @@ def _show(rows: list[dict[str, Any]], as_json: bool, follow: bool) -> None:
     if as_json:
         render.print_json(rows)
         return
-    render.table([dict(r, decided=_decided(r)) for r in rows], COLUMNS, "no entries")
+    render.table([dict(r, decided=_decided(r), note=_note(r)) for r in rows], COLUMNS,
+                 "no entries")
 
 
 def connections(
@@ -72,7 +85,8 @@ def connections(
     verdict: Annotated[str | None, typer.Option(help="allow or deny.")] = None,
     event: Annotated[
         str | None, typer.Option(help="allowed, denied, revoked or expired.")] = None,
-    rule: Annotated[str | None, typer.Option(help="A firewall rule's id (or a prefix).")] = None,
+    rule: Annotated[str | None, typer.Option(
+        help="A firewall rule's id (or a prefix) that decided or was audited.")] = None,
     kind: Annotated[str | None, typer.Option(
         help="What decided: pair, firewall, network, group or default.")] = None,
     since: Annotated[

@@ -1,15 +1,15 @@
 """Desired-state changes the core follows at once: an endpoint added or removed
 (its local route, guard flows and NAT set; every connection of a removed one goes),
 a host removed (its switch and everything the core keeps for it), and a policy
-change (every live pair decided again; what is no longer allowed is revoked)."""
+change (every live pair decided again; what is no longer allowed is revoked).
+Each connection that goes is a `revoked` entry of the connection log saying why."""
 
 from __future__ import annotations
 
-from controller.datapath.connections import ConnEvent
 from controller.datapath.core import connlog
 from controller.datapath.core.announce import Announcer
 from controller.datapath.core.context import CoreContext, Part
-from controller.datapath.core.decisions import still_allowed
+from controller.datapath.core.decisions import decide_connection, still_allowed
 from controller.datapath.core.flows import delete_guard, delete_strict, guard
 from controller.datapath.core.routing import local_route
 from controller.datapath.core.setup import Setups
@@ -18,23 +18,10 @@ from controller.datapath.messages import FlowDelete, match
 from controller.datapath.state import Pair, PairState
 from controller.datapath.tables import COOKIE_KIND_MASK, COOKIE_KIND_SHIFT, KIND_DENY, T_STATEFUL
 from controller.desired.models import Endpoint, Host
+from controller.desired.policy import Verdict
 
 
 class DesiredChanges(Part):
-    def _revoked(self, pair: Pair, ps: PairState, now: float | None) -> ConnEvent:
-        """A revoked connection's event: the packets its flows passed (the live
-        ones as of their last dump) and how long it lived."""
-        since: float | None = None
-        for sw in self.state.switches.values():
-            for key in sw.by_pair.get(pair, ()):
-                rec = sw.flows[key]
-                connlog.account(ps, rec, rec.packet_count, 0, 0.0)
-                since = rec.installed_at if since is None else min(since, rec.installed_at)
-        duration = ps.duration
-        if now is not None and since is not None:
-            duration = max(duration, now - since)
-        return connlog.closed(ps, "revoked", round(duration, 3))
-
     def __init__(self, ctx: CoreContext, announcer: Announcer, setups: Setups) -> None:
         super().__init__(ctx)
         self.announcer = announcer
@@ -52,13 +39,44 @@ class DesiredChanges(Part):
         fx.nat[ep.host] = self.announcer.nat_rules(ep.host)
         return fx
 
-    def endpoint_removed(self, ep: Endpoint) -> Effects:
+    def _revoke(self, fx: Effects, pair: Pair, now: float | None, ended_by: str) -> None:
+        """Tear a live pair down, logging it as revoked (`ended_by` says why)."""
+        ps = self.state.pairs.get(pair)
+        if ps is not None and ps.opened is not None:
+            fx.connections.append(
+                connlog.revoked(self.state.switches.values(), pair, ps, now, ended_by)
+            )
+        fx.extend(self.setups.teardown(pair))
+
+    def _why_removed(self, ep: Endpoint) -> str:
+        """What took a removed endpoint away, as the pinned desired state tells."""
+        if self.desired.host(ep.host) is None:
+            return f"host {ep.host} removed"
+        now = self.desired.endpoint_by_ip(ep.ip)
+        if now is not None and now.name == ep.name and now.host != ep.host:
+            return f"container {ep.name} moved from host {ep.host} to {now.host}"
+        return f"container {ep.name} removed"
+
+    def _why_revoked(self, ps: PairState) -> str:
+        """What a policy change revoking `ps` decides now for its opening direction."""
+        o = ps.opened
+        assert o is not None
+        d = decide_connection(
+            self.desired, o.src_ip, self.desired.endpoint_by_ip(o.src_ip), o.dst_ip,
+            self.desired.endpoint_by_ip(o.dst_ip), o.proto, o.dport,
+        )
+        if d.verdict is Verdict.ALLOW:
+            return f"policy change: flows re-made at the next packet ({d.reason})"
+        return f"policy change: now denied by {d.reason}"
+
+    def endpoint_removed(self, ep: Endpoint, now: float | None = None) -> Effects:
         """Tear down every connection of a removed (or moved) endpoint at once."""
         fx = Effects()
         for pair in [p for p in self.state.pending if ep.ip in p]:
             fx.extend(self.setups.fail(pair))
+        why = self._why_removed(ep)
         for pair in [p for p in self.state.pairs if ep.ip in p]:
-            fx.extend(self.setups.teardown(pair))
+            self._revoke(fx, pair, now, why)
         for sw in self.state.switches.values():
             gone = [k for k, r in sw.flows.items() if ep.ip in (r.src, r.dst)]
             for key in gone:
@@ -75,7 +93,7 @@ class DesiredChanges(Part):
         fx.nat[ep.host] = self.announcer.nat_rules(ep.host)
         return fx
 
-    def host_removed(self, host: Host) -> Effects:
+    def host_removed(self, host: Host, now: float | None = None) -> Effects:
         """Forget a removed host: its switch (every pair with a flow there is torn
         down on every switch, with the routes it needed), its setups under way, its
         routes, exports, imports and counters; every other host's routes are derived
@@ -86,7 +104,7 @@ class DesiredChanges(Part):
         sw = self.state.switches.get(host.dpid)
         if sw is not None:
             for pair in {r.pair for r in sw.flows.values()}:
-                fx.extend(self.setups.teardown(pair))
+                self._revoke(fx, pair, now, f"host {host.name} removed")
             fx.extend(self.setups.fail_on_switch(sw.dpid))
             self.state.drop_switch(sw.dpid)  # its flows leave the pair counts too
             self.state.forget_idle_pairs()
@@ -126,9 +144,8 @@ class DesiredChanges(Part):
             ))
         for pair, ps in list(self.state.pairs.items()):
             if not still_allowed(self.desired, pair, ps):
-                if ps.opened is not None:  # the connection log: revoked, what it passed
-                    fx.connections.append(self._revoked(pair, ps, now))
-                fx.extend(self.setups.teardown(pair))
+                why = self._why_revoked(ps) if ps.opened is not None else ""
+                self._revoke(fx, pair, now, why)
         for host in self.desired.hosts():
             if host.name not in self.state.foreign:
                 fx.nat[host.name] = self.announcer.nat_rules(host.name)

@@ -63,9 +63,11 @@ class Core:
         self._ctx.pin(desired)
         return self._switches.port_added(dpid, port)
 
-    def port_removed(self, desired: DesiredView, dpid: int, port: PortInfo) -> Effects:
+    def port_removed(
+        self, desired: DesiredView, dpid: int, port: PortInfo, now: float | None = None
+    ) -> Effects:
         self._ctx.pin(desired)
-        return self._switches.port_removed(dpid, port)
+        return self._switches.port_removed(dpid, port, now)
 
     def flows_dumped(
         self, desired: DesiredView, dpid: int, flows: Iterable[DumpedFlow], now: float
@@ -134,13 +136,16 @@ class Core:
         self._ctx.pin(desired)
         return self._changes.endpoint_added(ep)
 
-    def endpoint_removed(self, desired: DesiredView, ep: Endpoint) -> Effects:
+    def endpoint_removed(
+        self, desired: DesiredView, ep: Endpoint, now: float | None = None
+    ) -> Effects:
+        """`now` dates the revocations in the connection log, as for policy_changed."""
         self._ctx.pin(desired)
-        return self._changes.endpoint_removed(ep)
+        return self._changes.endpoint_removed(ep, now)
 
-    def host_removed(self, desired: DesiredView, host: Host) -> Effects:
+    def host_removed(self, desired: DesiredView, host: Host, now: float | None = None) -> Effects:
         self._ctx.pin(desired)
-        return self._changes.host_removed(host)
+        return self._changes.host_removed(host, now)
 
     def policy_changed(self, desired: DesiredView, now: float | None = None) -> Effects:
         """`now` dates the revocations in the connection log (None: their

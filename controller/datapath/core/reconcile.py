@@ -102,7 +102,7 @@ class Reconciler(Part):
             return Effects()
         return self._learn_port(sw, port)
 
-    def port_removed(self, dpid: int, port: PortInfo) -> Effects:
+    def port_removed(self, dpid: int, port: PortInfo, now: float | None = None) -> Effects:
         fx = Effects()
         sw = self.state.switches.get(dpid)
         if sw is None:
@@ -115,12 +115,27 @@ class Reconciler(Part):
             k for k, r in sw.flows.items()
             if r.in_port == port.port_no or out_port(r) == port.port_no
         ]
+        why = self._why_port_gone(sw, port)
         for key in gone:
             rec = sw.pop(key)
             fx.send(dpid, delete_strict(rec.flow))
+            ps = self.state.pairs.get(rec.pair)
+            if ps is not None:
+                lived = now - rec.installed_at if now is not None else 0.0
+                connlog.account(ps, rec, rec.packet_count, 0, lived)
             self.state.forget_if_idle(rec.pair)
+            if ps is not None and ps.opened is not None and rec.pair not in self.state.pairs:
+                # Its last flow went with the port (a container detached before
+                # its endpoint was removed: Docker's order): logged as revoked.
+                ended = connlog.closed(ps, "revoked", round(ps.duration, 3))
+                fx.connections.append(replace(ended, ended_by=why))
         fx.extend(self.announcer.sync_routes(sw.host))
         return fx
+
+    def _why_port_gone(self, sw: Switch, port: PortInfo) -> str:
+        ep = self.desired.endpoint_by_port(sw.host, port.name)
+        where = f"port {port.name} on host {sw.host} removed"
+        return f"container {ep.name} detached ({where})" if ep is not None else where
 
     def _learn_port(self, sw: Switch, port: PortInfo) -> Effects:
         fx = Effects()
@@ -150,6 +165,7 @@ class Reconciler(Part):
         if sw is None:
             return fx
         seen: set[FlowKey] = set()
+        adopted: list[FlowRecord] = []
         denied = spoofed = 0
         for f in flows:
             kind = cookie_kind(f.cookie)
@@ -170,12 +186,14 @@ class Reconciler(Part):
                     fx.send(dpid, FlowDelete(f.table, f.match, True, f.priority))
                     continue
                 sw.put(rec)
+                adopted.append(rec)
             seen.add(rec.key)
             if f.packet_count != rec.packet_count:
                 rec.packet_count = f.packet_count
                 rec.last_active = now
         self.state.live_denied[sw.host] = denied
         self.state.live_spoofed[sw.host] = spoofed
+        self._open_adopted(sw, adopted)
         for key, rec in list(sw.flows.items()):
             if key not in seen and not rec.pending and now - rec.installed_at > DUMP_GRACE:
                 sw.pop(key)
@@ -195,6 +213,23 @@ class Reconciler(Part):
             for other in sorted(self.state.foreign):
                 fx.extend(self.announcer.export(other))
         return fx
+
+    def _open_adopted(self, sw: Switch, adopted: list[FlowRecord]) -> None:
+        """Give each adopted connection its opening event, once its grants are all
+        read, so that its expiry (or revocation) is logged like any other."""
+        for rec in adopted:
+            ps = self.state.pairs.get(rec.pair)
+            if ps is None or ps.opened is not None:
+                continue
+            if rec.in_port == OFPP_LOCAL and any(
+                sw.flows[k].in_port != OFPP_LOCAL for k in sw.by_pair.get(rec.pair, ())
+            ):
+                continue  # its flow from a container port tells the direction better
+            src = self.desired.endpoint_by_ip(rec.src)
+            dst = self.desired.endpoint_by_ip(rec.dst)
+            path = ("external" if src is None or dst is None
+                    else self.routing.path(src.host, dst.host))
+            ps.opened = connlog.adopted(self.desired, sw.host, ps, rec, path)
 
     def _adopt(self, sw: Switch, f: DumpedFlow, now: float) -> FlowRecord | None:
         m = dict(f.match)
