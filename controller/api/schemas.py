@@ -11,7 +11,7 @@ import ipaddress
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from controller.desired.models import (
     MAX_ALIASES,
@@ -211,14 +211,28 @@ class GroupOut(_Out):
         return cls(**group.model_dump())
 
 
+AUDIT_HELP = (
+    "Audit mode: decides nothing; the connection log records what it would have decided "
+    "for each connection it matches (docs/architecture.md, \"Audit mode\")"
+)
+
+
+class AuditPatch(_In):
+    """PATCH of a firewall rule or a pair policy: `{"audit": false}` enforces it."""
+
+    audit: StrictBool = Field(description=AUDIT_HELP + "; false: enforce it from now on")
+
+
 class PairPolicyIn(_In):
     action: Action = Field(description="allow (connect) or deny (disconnect)")
+    audit: StrictBool = Field(default=False, description=AUDIT_HELP)
 
 
 class PairPolicyOut(_Out):
     a: str
     b: str
     action: Action
+    audit: bool
     created_at: datetime
 
     @classmethod
@@ -271,6 +285,7 @@ class FirewallRuleIn(_In):
     position: int | None = Field(
         default=None, ge=0, le=100000, description="Insert here (0 = first); default: last"
     )
+    audit: StrictBool = Field(default=False, description=AUDIT_HELP)
 
 
 class FirewallRuleOut(_Out):
@@ -283,6 +298,7 @@ class FirewallRuleOut(_Out):
     source: RuleSourceOut
     protocol: Protocol
     ports: list[str]
+    audit: bool
     created_at: datetime
 
     @classmethod
@@ -341,6 +357,13 @@ class TraceHop(_Out):
     )
 
 
+class AuditOut(_Out):
+    kind: Literal["pair", "firewall"]
+    id: str = Field(description="The firewall rule's id, or the pair policy's a|b")
+    would: Action
+    reason: str
+
+
 class TraceOut(_Out):
     verdict: Action
     reason: str
@@ -362,6 +385,10 @@ class TraceOut(_Out):
     )
     hops: list[TraceHop] = Field(
         default_factory=list, description="The path's addresses and what each is"
+    )
+    audit: list[AuditOut] = Field(
+        default_factory=list,
+        description="Rules and pair policies in audit mode that would have decided, and how",
     )
 
 

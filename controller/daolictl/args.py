@@ -11,6 +11,8 @@ import typer
 from controller.cliutil import CliError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+AuditOpt = Annotated[bool, typer.Option(
+    "--audit", help="Audit mode: decide nothing, log what it would decide (enforce it later).")]
 HostOpt = Annotated[str | None, typer.Option("--host", "-H", help="Only this host.")]
 
 SOURCE_KINDS = ("container", "network", "group", "cidr")

@@ -56,6 +56,11 @@ def yes_no(value: Any) -> str:
     return "yes" if value is True else "no" if value is False else text(value)
 
 
+def mode(audit: Any) -> str:
+    """A firewall rule's or pair policy's mode: "audit" (decides nothing) or "enforced"."""
+    return "audit" if audit else "enforced"
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], empty: str) -> None:
     out = console()
     if not rows:

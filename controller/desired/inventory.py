@@ -80,11 +80,13 @@ class Inventory:
         self.remove_group_member = policy.remove_group_member
 
         self.set_pair_policy = policy.set_pair_policy
+        self.set_pair_policy_audit = policy.set_pair_policy_audit
         self.pair_policy = policy.pair_policy
         self.pair_policies = policy.pair_policies
         self.clear_pair_policy = policy.clear_pair_policy
 
         self.add_rule = policy.add_rule
+        self.set_rule_audit = policy.set_rule_audit
         self.rule = policy.rule
         self.rules = policy.rules
         self.delete_rule = policy.delete_rule

@@ -25,6 +25,7 @@ from controller.desired.sync import StoreSync
 from controller.desired.topology import Topology
 from controller.desired.validation import (
     check_action,
+    check_audit,
     check_name,
     check_port,
     parse_cidr,
@@ -130,9 +131,11 @@ class PolicyChanges:
         endpoint = self._index.endpoint(name_or_id)
         return endpoint.name if endpoint is not None else name_or_id
 
-    def set_pair_policy(self, a: str, b: str, action: str) -> PairPolicy:
-        """`connect` (allow) or `disconnect` (deny) two containers, by name or id."""
+    def set_pair_policy(self, a: str, b: str, action: str, audit: bool = False) -> PairPolicy:
+        """`connect` (allow) or `disconnect` (deny) two containers, by name or id;
+        `audit`: in audit mode (docs/architecture.md, "Audit mode")."""
         check_action(action)
+        check_audit(audit)
         with self._sync.change() as events:
             name_a = self._topology.endpoint(a).name
             name_b = self._topology.endpoint(b).name
@@ -140,15 +143,34 @@ class PolicyChanges:
                 raise Invalid(f"b {b!r} is the same container as a: a pair needs two containers")
             first, second = pair_key(name_a, name_b)
             old = self._index.pair_policy(first, second)
-            if old is not None and old.action == action:
+            if old is not None and old.action == action and old.audit == audit:
                 return old
-            policy = PairPolicy(a=first, b=second, action=action)  # type: ignore[arg-type]
-            self._store.put(PAIRS, f"{first}|{second}", policy.model_dump(mode="json"))
-            self._index.put_pair_policy(policy)
-            events.append(
-                PairPolicyChanged(first, second, old.action if old else None, policy.action)
+            policy = PairPolicy(
+                a=first, b=second, action=action, audit=audit  # type: ignore[arg-type]
             )
+            self._put_pair_policy(policy, old, events)
         return policy
+
+    def set_pair_policy_audit(self, a: str, b: str, audit: bool) -> PairPolicy:
+        """Put a pair policy in audit mode, or enforce it (`audit` False): one write,
+        so from the next decision on it decides, and what it denies is revoked."""
+        check_audit(audit)
+        with self._sync.change() as events:
+            old = self.pair_policy(a, b)
+            if old.audit == audit:
+                return old
+            policy = old.model_copy(update={"audit": audit})
+            self._put_pair_policy(policy, old, events)
+        return policy
+
+    def _put_pair_policy(
+        self, policy: PairPolicy, old: PairPolicy | None, events: list[Change]
+    ) -> None:
+        self._store.put(PAIRS, f"{policy.a}|{policy.b}", policy.model_dump(mode="json"))
+        self._index.put_pair_policy(policy)
+        events.append(
+            PairPolicyChanged(policy.a, policy.b, old.action if old else None, policy.action)
+        )
 
     def pair_policy(self, a: str, b: str) -> PairPolicy:
         name_a, name_b = self._container_name(a), self._container_name(b)
@@ -208,9 +230,12 @@ class PolicyChanges:
         protocol: str = "any",
         ports: Sequence[str | int] = (),
         position: int | None = None,
+        audit: bool = False,
     ) -> FirewallRule:
-        """Add an ingress rule to a network or group, at `position` (default: last)."""
+        """Add an ingress rule to a network or group, at `position` (default: last);
+        `audit`: in audit mode (docs/architecture.md, "Audit mode")."""
         check_action(action)
+        check_audit(audit)
         if protocol not in ("tcp", "udp", "icmp", "any"):
             raise Invalid(f"protocol {protocol!r} must be one of tcp, udp, icmp, any")
         port_list = parse_ports(ports)
@@ -238,10 +263,28 @@ class PolicyChanges:
                 source=source,
                 protocol=protocol,  # type: ignore[arg-type]
                 ports=port_list,
+                audit=audit,
             )
             self._put_rule(new)
             events.append(RulesChanged(target_kind, target, networks))
         return new
+
+    def set_rule_audit(self, rule_id: str, audit: bool) -> FirewallRule:
+        """Put a rule in audit mode, or enforce it (`audit` False): one write, so
+        from the next decision on it decides, and what it denies is revoked."""
+        check_audit(audit)
+        with self._sync.change() as events:
+            rule = self.rule(rule_id)
+            if rule.audit == audit:
+                return rule
+            rule = rule.model_copy(update={"audit": audit})
+            self._put_rule(rule)
+            events.append(RulesChanged(rule.target_kind, rule.target, self._rule_networks(rule)))
+        return rule
+
+    def _rule_networks(self, rule: FirewallRule) -> tuple[str, ...]:
+        group = self._index.group(rule.target) if rule.target_kind == "group" else None
+        return group.networks if group is not None else (rule.target,)
 
     def _put_rule(self, rule: FirewallRule) -> None:
         self._store.put(RULES, rule.id, rule.model_dump(mode="json"))
@@ -274,9 +317,7 @@ class PolicyChanges:
             for later in self._index.rules_for(rule.target_kind, rule.target):
                 if later.position > rule.position:
                     self._put_rule(later.model_copy(update={"position": later.position - 1}))
-            group = self._index.group(rule.target) if rule.target_kind == "group" else None
-            networks = group.networks if group is not None else (rule.target,)
-            events.append(RulesChanged(rule.target_kind, rule.target, networks))
+            events.append(RulesChanged(rule.target_kind, rule.target, self._rule_networks(rule)))
         return rule
 
     # --- published ports ---------------------------------------------------------------

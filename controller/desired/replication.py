@@ -6,8 +6,9 @@ at a time as other controller replicas write them (`apply_document`); the store'
 One bad record must not keep a controller from starting (a crash loop that no API call
 can fix).  At load, under the store's exclusive section:
 
-- the store's schema version is written if absent (a new store), and a store of a
-  newer version is refused (`StoreSchemaTooNew`: this controller would misread it);
+- the store's schema version is written if absent (a new store) or older (migrated;
+  see SCHEMA_VERSION), and a store of a newer version is refused
+  (`StoreSchemaTooNew`: this controller would misread it);
 - a record that does not decode (no JSON object, or refused by its model) or that
   names what does not exist (a container on a missing network or host, a firewall
   rule on a missing network or group) is **set aside**: moved to kind `quarantine`,
@@ -300,7 +301,12 @@ log = logging.getLogger(__name__)
 # The layout of the stored documents this controller reads and writes.  Raise it with
 # a change that older controllers would misread, and say in docs/architecture.md
 # ("Store schema and repair at load") how a store of the older version is migrated.
-SCHEMA_VERSION = 1
+#
+# 2: pair policies and firewall rules may carry `audit` (docs/architecture.md,
+# "Audit mode").  A version-1 controller would ignore it and enforce an audited
+# rule, so it must refuse such a store; a version-1 store migrates as it is (its
+# records have no `audit`: they load as enforced), only `meta/schema` is rewritten.
+SCHEMA_VERSION = 2
 SCHEMA = "schema"  # key of kind META: {"version": N}, written at first use
 QUARANTINE = "quarantine"  # kind of the records set aside, key "KIND/KEY"
 
@@ -338,7 +344,7 @@ def load_index(store: Store, index: DesiredIndex) -> int:
         loaded = _decode(store, docs)
         _check_references(loaded)
         with store.transaction():
-            if schema is None:  # first use of this store
+            if schema is None or schema["version"] < SCHEMA_VERSION:  # new, or older
                 store.put(META, SCHEMA, {"version": SCHEMA_VERSION})
             _write_back(store, loaded)
             _keep_dpid_counter(store, loaded)

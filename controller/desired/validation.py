@@ -62,6 +62,12 @@ def check_action(action: str) -> None:
         raise Invalid(f"action {action!r} must be allow or deny")
 
 
+def check_audit(audit: object) -> None:
+    """A rule's or pair policy's `audit` flag: a boolean, nothing that reads as one."""
+    if not isinstance(audit, bool):
+        raise Invalid(f"audit {audit!r} must be true or false")
+
+
 def check_wireguard(
     public_key: str | None,
     endpoint: str | None,

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, status
 from controller.api.auth import RequireAdmin
 from controller.api.deps import ApiContext, Ctx
 from controller.api.schemas import (
+    AuditPatch,
     FirewallRuleIn,
     FirewallRuleOut,
     FirewallsOut,
@@ -73,8 +74,17 @@ def create_rule(body: FirewallRuleIn, ctx: Ctx) -> FirewallRuleOut:
         protocol=body.protocol,
         ports=body.ports,
         position=body.position,
+        audit=body.audit,
     )
     return FirewallRuleOut.of(rule)
+
+
+@router.patch(
+    "/rules/{rule_id}",
+    summary="Put a firewall rule in audit mode, or enforce it ({\"audit\": false})",
+)
+def patch_rule(rule_id: str, body: AuditPatch, ctx: Ctx) -> FirewallRuleOut:
+    return FirewallRuleOut.of(ctx.inventory.set_rule_audit(rule_id, body.audit))
 
 
 @router.get("/rules/{rule_id}", summary="Show one firewall rule")

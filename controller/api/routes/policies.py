@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 
 from controller.api.auth import RequireAdmin
 from controller.api.deps import Ctx
-from controller.api.schemas import PairPolicyIn, PairPolicyOut
+from controller.api.schemas import AuditPatch, PairPolicyIn, PairPolicyOut
 
 router = APIRouter(prefix="/policies", tags=["policies"], dependencies=[RequireAdmin])
 
@@ -29,7 +29,15 @@ def get_policy(a: str, b: str, ctx: Ctx) -> PairPolicyOut:
     summary="Allow (connect) or deny (disconnect) traffic between two containers",
 )
 def set_policy(a: str, b: str, body: PairPolicyIn, ctx: Ctx) -> PairPolicyOut:
-    return PairPolicyOut.of(ctx.inventory.set_pair_policy(a, b, body.action))
+    return PairPolicyOut.of(ctx.inventory.set_pair_policy(a, b, body.action, body.audit))
+
+
+@router.patch(
+    "/{a}/{b}",
+    summary="Put a pair policy in audit mode, or enforce it ({\"audit\": false})",
+)
+def patch_policy(a: str, b: str, body: AuditPatch, ctx: Ctx) -> PairPolicyOut:
+    return PairPolicyOut.of(ctx.inventory.set_pair_policy_audit(a, b, body.audit))
 
 
 @router.delete("/{a}/{b}", summary="Clear the pair policy between two containers")

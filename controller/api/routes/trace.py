@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from controller.api.auth import RequireToken
 from controller.api.deps import Ctx
-from controller.api.schemas import TraceEnd, TraceHop, TraceOut
+from controller.api.schemas import AuditOut, TraceEnd, TraceHop, TraceOut
 from controller.datapath import paths
 from controller.desired.errors import Invalid, NotFound
 from controller.desired.index import DesiredIndex
@@ -102,4 +102,6 @@ def trace(
         path=[str(hop.address) for hop in hops],
         path_kind=path_kind,
         hops=hops,
+        audit=[AuditOut(kind=a.kind, id=a.id, would=a.would, reason=a.reason)  # type: ignore[arg-type]
+               for a in decision.audit],
     )

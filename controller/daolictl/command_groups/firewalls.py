@@ -8,7 +8,7 @@ import typer
 
 from controller.cliutil import CliError
 from controller.daolictl import render
-from controller.daolictl.args import JsonOpt, parse_publish, parse_source, segment
+from controller.daolictl.args import AuditOpt, JsonOpt, parse_publish, parse_source, segment
 from controller.daolictl.client import call, client_of, fail
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ RULE_COLUMNS: list[render.Column] = [
     ("source", "FROM", _source_text),
     ("protocol", "PROTO", render.text),
     ("ports", "PORTS", _ports_text),
+    ("audit", "MODE", lambda audit: render.mode(audit)),
 ]
 PORT_COLUMNS: list[render.Column] = [
     ("id", "ID", render.short),
@@ -61,9 +62,10 @@ def _firewall_item(item: dict[str, Any], as_json: bool) -> None:
                              "protocol", "created_at"])  # fmt: skip
     else:
         row = {**_rule_row(item), "source": _source_text(item.get("source")),
-               "ports": _ports_text(item.get("ports"))}  # fmt: skip
+               "ports": _ports_text(item.get("ports")),
+               "mode": render.mode(item.get("audit"))}  # fmt: skip
         render.record(row, ["id", "target", "position", "action", "source", "protocol",
-                            "ports", "created_at"])  # fmt: skip
+                            "ports", "mode", "created_at"])  # fmt: skip
 
 
 @app.command("list")
@@ -134,6 +136,7 @@ def firewall_create(
             "--publish", help=r"HOST_PORT\[:CONTAINER_PORT]\[/tcp|udp] (with --container)."
         ),
     ] = None,
+    audit: AuditOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a firewall rule (--network or --group) or publish a port (--container --publish)."""
@@ -141,8 +144,8 @@ def firewall_create(
         if publish is not None or container is not None:
             if publish is None or container is None:
                 raise CliError("publishing a port needs both --container and --publish")
-            if network is not None or group is not None:
-                raise CliError("--publish does not go with --network or --group")
+            if network is not None or group is not None or audit:
+                raise CliError("--publish does not go with --network, --group or --audit")
             body = {"container": container, **parse_publish(publish)}
             item = client_of(ctx).request("POST", "/firewalls/ports", body=body)
         else:
@@ -155,6 +158,7 @@ def firewall_create(
                 "source": parse_source(source),
                 "protocol": proto,
                 "ports": ports or [],
+                "audit": audit,
             }
             if position is not None:
                 rule["position"] = position
@@ -177,3 +181,28 @@ def firewall_delete(
     else:
         what = "published port" if item.get("type") == "port" else "firewall rule"
         render.say(f"deleted {what} {item_id}")
+
+
+def _set_audit(ctx: typer.Context, rule_id: str, audit: bool, as_json: bool) -> None:
+    rule = call(ctx, "PATCH", f"/firewalls/rules/{segment(rule_id)}", body={"audit": audit})
+    if as_json:
+        render.print_json(rule)
+    else:
+        render.say(f"firewall rule {rule.get('id')}: {render.mode(rule.get('audit'))}")
+
+
+RuleId = Annotated[str, typer.Argument(metavar="RULE", help="Firewall rule id.")]
+
+
+@app.command("enforce")
+def firewall_enforce(ctx: typer.Context, rule_id: RuleId, as_json: JsonOpt = False) -> None:
+    """Enforce a rule in audit mode: from now on it decides, and the connections
+    it denies are revoked at once."""
+    _set_audit(ctx, rule_id, False, as_json)
+
+
+@app.command("audit")
+def firewall_audit(ctx: typer.Context, rule_id: RuleId, as_json: JsonOpt = False) -> None:
+    """Put a rule in audit mode: it decides nothing; the connection log says what it
+    would have decided (`daolictl connections --rule RULE`)."""
+    _set_audit(ctx, rule_id, True, as_json)

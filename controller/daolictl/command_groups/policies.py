@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from controller.daolictl import render
-from controller.daolictl.args import JsonOpt, segment
+from controller.daolictl.args import AuditOpt, JsonOpt, segment
 from controller.daolictl.client import call
 
 app = typer.Typer(help="Pair policies (set with `connect` / `disconnect`).", no_args_is_help=True)
@@ -27,19 +27,35 @@ def _policy_out(policy: dict[str, Any], as_json: bool) -> None:
         render.print_json(policy)
     else:
         word = POLICY_WORDS.get(str(policy.get("action")), str(policy.get("action")))
-        render.say(f"{policy.get('a')} <-> {policy.get('b')}: {word} ({policy.get('action')})")
+        render.say(f"{policy.get('a')} <-> {policy.get('b')}: {word} ({policy.get('action')})"
+                   + (", audit mode" if policy.get("audit") else ""))
 
 
-def connect(ctx: typer.Context, a: ContainerA, b: ContainerB, as_json: JsonOpt = False) -> None:
+def connect(
+    ctx: typer.Context, a: ContainerA, b: ContainerB, audit: AuditOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Allow traffic between two containers, whatever else the policy says."""
-    _policy_out(call(ctx, "PUT", _policy_path(a, b), body={"action": "allow"}), as_json)
+    body = {"action": "allow", "audit": audit}
+    _policy_out(call(ctx, "PUT", _policy_path(a, b), body=body), as_json)
 
 
 def disconnect(
-    ctx: typer.Context, a: ContainerA, b: ContainerB, as_json: JsonOpt = False
+    ctx: typer.Context, a: ContainerA, b: ContainerB, audit: AuditOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Deny traffic between two containers, whatever else the policy says."""
-    _policy_out(call(ctx, "PUT", _policy_path(a, b), body={"action": "deny"}), as_json)
+    body = {"action": "deny", "audit": audit}
+    _policy_out(call(ctx, "PUT", _policy_path(a, b), body=body), as_json)
+
+
+@app.command("enforce")
+def policy_enforce(
+    ctx: typer.Context, a: ContainerA, b: ContainerB, as_json: JsonOpt = False
+) -> None:
+    """Enforce a pair policy in audit mode: from now on it decides, and the
+    connections it denies are revoked at once."""
+    _policy_out(call(ctx, "PATCH", _policy_path(a, b), body={"audit": False}), as_json)
 
 
 @app.command("show")
@@ -75,6 +91,6 @@ def policy_list(
         as_json,
         policies,
         [("a", "A", render.text), ("b", "B", render.text), ("action", "ACTION", render.text),
-         ("created_at", "CREATED", render.text)],
+         ("audit", "MODE", render.mode), ("created_at", "CREATED", render.text)],
         "no pair policies",
     )

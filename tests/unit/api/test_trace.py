@@ -29,7 +29,7 @@ def test_trace_same_host(lab: TestClient) -> None:
         "src": {"name": "w1", "ip": "10.1.0.2", "network": "web", "host": "h1"},
         "dst": {"name": "w3", "ip": "10.1.0.4", "network": "web", "host": "h1"},
         "proto": "tcp", "port": 80, "path": ["10.1.0.4"], "path_kind": "local",
-        "hops": [{"address": "10.1.0.4", "host": None, "kind": "container"}],
+        "hops": [{"address": "10.1.0.4", "host": None, "kind": "container"}], "audit": [],
     }  # fmt: skip
 
 

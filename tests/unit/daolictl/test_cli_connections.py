@@ -19,6 +19,7 @@ from controller.connlog.log import ConnectionLog
 from controller.daolictl.commands import app as cli_app
 from controller.datapath.connections import ConnEvent
 from controller.desired.inventory import Inventory
+from controller.desired.policy import AuditNote
 from controller.store.sqlite import SqliteStore
 from tests.unit.apiserver import serve
 from tests.unit.clirunner import CliRunner
@@ -70,7 +71,7 @@ def test_the_log_as_a_table(served: tuple[str, ConnectionLog]) -> None:
                                      "(10.1.0.6:5432)", "tcp"]
     assert lines[1].startswith("2027-01-15T08:00:00")
     assert "firewall 01234567" in lines[2] and " 40 " in lines[2]
-    assert lines[3].split()[-4:] == ["1", "30", "4096", "12.5s"]
+    assert lines[3].split()[-5:] == ["1", "30", "4096", "12.5s", "-"]  # no note
 
 
 def test_filters_and_json(served: tuple[str, ConnectionLog]) -> None:
@@ -103,3 +104,20 @@ def test_follow_prints_what_comes_after_as_json_lines(served: tuple[str, Connect
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [x["event"] for x in rows] == ["allowed", "denied", "expired", "revoked"]
+
+
+def test_audit_notes_and_what_ended_a_connection_are_shown(
+    served: tuple[str, ConnectionLog],
+) -> None:
+    url, connlog = served
+    would = AuditNote("firewall", "fedcba9876543210", "deny", "firewall rule fedcba98 #0")
+    connlog.record([ev("allowed", 8080, audit=(would,)),
+                    ev("revoked", 8080, ended_by="container db1 removed")])
+    r = run(url, "connections", "--rule", "fedcba98")
+    assert r.exit_code == 0, r.output
+    (row,) = r.stdout.splitlines()[1:]  # found by the audited rule's id
+    assert "audit: firewall fedcba98 would deny" in row and ":8080)" in row
+    r = run(url, "connections", "--event", "revoked", "--json")
+    (entry,) = json.loads(r.stdout)
+    assert entry["ended_by"] == "container db1 removed" and entry["audit"] == []
+    assert "container db1 removed" in run(url, "connections", "--event", "revoked").stdout

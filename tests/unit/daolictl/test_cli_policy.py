@@ -117,8 +117,8 @@ def test_connect_disconnect_show_clear(run, api: Api) -> None:
     shown = json.loads(ok(run("policy", "show", "w1", "a1", "--json")))
     assert (shown["a"], shown["b"], shown["action"]) == ("a1", "w1", "deny")
     out = ok(run("policy", "list"))
-    assert rows(out)[0] == ["A", "B", "ACTION", "CREATED"]
-    assert rows(out)[1][:3] == ["a1", "w1", "deny"]
+    assert rows(out)[0] == ["A", "B", "ACTION", "MODE", "CREATED"]
+    assert rows(out)[1][:4] == ["a1", "w1", "deny", "enforced"]
     assert json.loads(ok(run("policy", "list", "--container", "w2", "--json"))) == []
     assert json.loads(ok(run("connect", "w1", "w2", "--json")))["action"] == "allow"
     assert ok(run("policy", "clear", "w1", "a1")).strip() == "cleared pair policy a1 <-> w1"
@@ -151,11 +151,11 @@ def test_firewall_rules(run) -> None:
     ok(run("group", "create", "g", "api"))
     ok(run("firewall", "create", "--group", "g", "--from", "any", "--proto", "icmp"))
     table = rows(ok(run("firewall", "list")))
-    assert table[0] == ["ID", "TARGET", "#", "ACTION", "FROM", "PROTO", "PORTS"]
+    assert table[0] == ["ID", "TARGET", "#", "ACTION", "FROM", "PROTO", "PORTS", "MODE"]
     assert [r[1:] for r in table[1:]] == [
-        ["group:g", "0", "allow", "any", "icmp", "any"],
-        ["network:web", "0", "allow", "192.0.2.0/24", "any", "any"],
-        ["network:web", "1", "deny", "network:api", "tcp", "22,8000-8100"],
+        ["group:g", "0", "allow", "any", "icmp", "any", "enforced"],
+        ["network:web", "0", "allow", "192.0.2.0/24", "any", "any", "enforced"],
+        ["network:web", "1", "deny", "network:api", "tcp", "22,8000-8100", "enforced"],
     ]
     listed = json.loads(ok(run("firewall", "list", "--network", "web", "--json")))
     assert [r["position"] for r in listed["rules"]] == [0, 1]
@@ -203,7 +203,9 @@ def test_published_ports(run) -> None:
         (["--container", "w1"], "publishing a port needs both --container and --publish"),
         (["--publish", "80"], "publishing a port needs both --container and --publish"),
         (["-c", "w1", "--publish", "80", "--network", "web"],
-         "--publish does not go with --network or --group"),
+         "--publish does not go with --network, --group or --audit"),
+        (["-c", "w1", "--publish", "80", "--audit"],
+         "--publish does not go with --network, --group or --audit"),
         (["-c", "w1", "--publish", "http"], "--publish 'http': expected HOST_PORT"),
         (["-c", "w1", "--publish", "80/sctp"], "protocol: Input should be 'tcp' or 'udp'"),
         (["-c", "w1", "--publish", "0:80"], "host_port: Input should be greater than or equal"),
@@ -212,6 +214,36 @@ def test_published_ports(run) -> None:
 )
 def test_firewall_create_errors(run, args, message) -> None:
     fails(run("firewall", "create", *args), message)
+
+
+def test_a_rule_in_audit_mode_then_enforced(run) -> None:
+    rule = json.loads(ok(run("firewall", "create", "--network", "web", "--deny", "--proto",
+                             "tcp", "--port", "22", "--audit", "--json")))  # fmt: skip
+    assert rule["audit"] is True
+    assert rows(ok(run("firewall", "list")))[1][-1] == "audit"
+    assert ["mode", "audit"] in rows(ok(run("firewall", "show", rule["id"])))
+    # trace answers as the policy decides now: the audited rule does not deny
+    t = json.loads(ok(run("trace", "w1", "w2", "--port", "22/tcp", "--json")))
+    assert (t["verdict"], t["audit"]) == ("allow", [
+        {"kind": "firewall", "id": rule["id"], "would": "deny",
+         "reason": f"firewall rule {rule['id'][:8]} #0 on network web"}])
+    out = ok(run("firewall", "enforce", rule["id"]))
+    assert out.strip() == f"firewall rule {rule['id']}: enforced"
+    t = json.loads(ok(run("trace", "w1", "w2", "--port", "22/tcp", "--json")))
+    assert (t["verdict"], t["rule_id"], t["audit"]) == ("deny", rule["id"], [])
+    assert json.loads(ok(run("firewall", "audit", rule["id"], "--json")))["audit"] is True
+    fails(run("firewall", "enforce", "nope"), "firewall rule nope not found (HTTP 404)")
+
+
+def test_a_pair_policy_in_audit_mode_then_enforced(run) -> None:
+    out = ok(run("disconnect", "w1", "w2", "--audit"))
+    assert out.strip() == "w1 <-> w2: disconnected (deny), audit mode"
+    assert rows(ok(run("policy", "list")))[1][:4] == ["w1", "w2", "deny", "audit"]
+    t = json.loads(ok(run("trace", "w1", "w2", "--json")))
+    assert (t["verdict"], [a["would"] for a in t["audit"]]) == ("allow", ["deny"])
+    assert ok(run("policy", "enforce", "w2", "w1")).strip() == "w1 <-> w2: disconnected (deny)"
+    assert json.loads(ok(run("trace", "w1", "w2", "--json")))["verdict"] == "deny"
+    fails(run("policy", "enforce", "w1", "a1"), "no pair policy between w1 and a1 (HTTP 404)")
 
 
 def test_firewall_not_found(run) -> None:
