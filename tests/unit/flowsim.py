@@ -464,7 +464,7 @@ class Lab:
     def remove(self, ep: Endpoint) -> None:
         self.index.drop_endpoint(ep.id)
         for core in self.cores.values():
-            self.run(core.endpoint_removed(self.view(), ep), core)
+            self.run(core.endpoint_removed(self.view(), ep, self.now), core)
 
     def remove_host(self, host: str) -> None:
         """`DELETE /hosts/{host}?force=true`: its endpoints and the host go from the
@@ -479,8 +479,8 @@ class Lab:
             self.index.drop_host(host)
         for core in self.cores.values():
             for ep in gone:
-                self.run(core.endpoint_removed(self.view(), ep), core)
-            self.run(core.host_removed(self.view(), h), core)
+                self.run(core.endpoint_removed(self.view(), ep, self.now), core)
+            self.run(core.host_removed(self.view(), h, self.now), core)
 
     def policy_changed(self) -> None:
         for core in self.cores.values():

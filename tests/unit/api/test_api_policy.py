@@ -43,6 +43,8 @@ ADMIN_WRITES = [
     ("DELETE", "/api/v1/groups/g/members/web", None),
     ("PUT", "/api/v1/policies/w1/w2", {"action": "deny"}),
     ("DELETE", "/api/v1/policies/w1/w2", None),
+    ("PATCH", "/api/v1/policies/w1/w2", {"audit": False}),
+    ("PATCH", "/api/v1/firewalls/rules/x", {"audit": False}),
     ("POST", "/api/v1/firewalls/rules",
      {"target_kind": "network", "target": "web", "action": "deny"}),
     ("DELETE", "/api/v1/firewalls/rules/x", None),
@@ -247,6 +249,10 @@ def test_pair_policies(lab: TestClient, events: list[Change]) -> None:
         ("PUT", "/api/v1/policies/w1/w2", {"action": "drop"}, 422,
          "action: Input should be 'allow' or 'deny'"),
         ("PUT", "/api/v1/policies/w1/w2", {}, 422, "action: Field required"),
+        ("PUT", "/api/v1/policies/w1/w2", {"action": "deny", "audit": "yes"}, 422,
+         "audit: Input should be a valid boolean"),
+        ("PATCH", "/api/v1/policies/w1/w2", {"audit": False}, 404,
+         "no pair policy between w1 and w2"),
         ("GET", "/api/v1/policies/w1/w2", None, 404, "no pair policy between w1 and w2"),
         ("DELETE", "/api/v1/policies/w1/w2", None, 404, "no pair policy between w1 and w2"),
     ],
@@ -288,6 +294,53 @@ def test_firewall_rules(lab: TestClient, events: list[Change]) -> None:
     r = lab.delete(f"/api/v1/firewalls/{rule['id']}")
     assert (r.status_code, r.json()["type"]) == (200, "rule")
     assert lab.get("/api/v1/firewalls").json() == {"rules": [], "ports": []}
+
+
+def test_a_rule_in_audit_mode_is_enforced_by_one_patch(
+    lab: TestClient, events: list[Change]
+) -> None:
+    rule = lab.post("/api/v1/firewalls/rules", json={
+        "target_kind": "network", "target": "web", "action": "deny", "audit": True,
+    }).json()  # fmt: skip
+    assert rule["audit"] is True
+    assert events[-1] == RulesChanged("network", "web", ("web",))
+    del events[:]
+    r = lab.patch(f"/api/v1/firewalls/rules/{rule['id']}", json={"audit": False})
+    assert (r.status_code, r.json()) == (200, rule | {"audit": False})
+    assert events == [RulesChanged("network", "web", ("web",))]  # the core revokes on it
+    r = lab.patch(f"/api/v1/firewalls/rules/{rule['id']}", json={"audit": False})
+    assert r.json()["audit"] is False and len(events) == 1  # no change, no event
+    assert lab.get(f"/api/v1/firewalls/{rule['id']}").json()["audit"] is False
+
+
+def test_a_pair_policy_in_audit_mode_is_enforced_by_one_patch(
+    lab: TestClient, events: list[Change]
+) -> None:
+    p = lab.put("/api/v1/policies/w2/w1", json={"action": "deny", "audit": True}).json()
+    assert (p["action"], p["audit"]) == ("deny", True)
+    assert events[-1] == PairPolicyChanged("w1", "w2", None, "deny")
+    r = lab.patch("/api/v1/policies/w1/w2", json={"audit": False})
+    assert (r.status_code, r.json()) == (200, p | {"audit": False})
+    assert events[-1] == PairPolicyChanged("w1", "w2", "deny", "deny")
+    assert lab.get("/api/v1/policies/w1/w2").json()["audit"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({}, "audit: Field required"),
+        ({"audit": "no"}, "audit: Input should be a valid boolean"),
+        ({"audit": 0}, "audit: Input should be a valid boolean"),
+        ({"audit": False, "action": "allow"}, "action: Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_audit_patch_is_refused_naming_the_field(lab: TestClient, body, detail) -> None:
+    rule = lab.post("/api/v1/firewalls/rules", json={
+        "target_kind": "network", "target": "web", "action": "deny", "audit": True,
+    }).json()  # fmt: skip
+    r = lab.patch(f"/api/v1/firewalls/rules/{rule['id']}", json=body)
+    assert r.status_code == 422 and r.json()["detail"].startswith(detail), r.json()
+    assert lab.get(f"/api/v1/firewalls/{rule['id']}").json()["audit"] is True  # unchanged
 
 
 def test_published_ports(lab: TestClient) -> None:
@@ -356,6 +409,7 @@ RULE = {"target_kind": "network", "target": "web", "action": "allow"}
         ("rules", RULE | {"source": "any"}, 422, "source: Input should be a valid dictionary"),
         ("rules", RULE | {"position": 5}, 422, "position 5 is out of range 0-0"),
         ("rules", RULE | {"position": -1}, 422, "position: Input should be greater than"),
+        ("rules", RULE | {"audit": "true"}, 422, "audit: Input should be a valid boolean"),
         ("ports", {"container": "ghost", "host_port": 1, "container_port": 1}, 404,
          "container ghost not found"),
         ("ports", {"container": "w1", "host_port": 0, "container_port": 1}, 422,
@@ -381,6 +435,7 @@ def test_firewall_errors(lab: TestClient, path, body, status, detail) -> None:
     [
         ("GET", "/api/v1/firewalls/rules/x", "firewall rule x not found"),
         ("DELETE", "/api/v1/firewalls/rules/x", "firewall rule x not found"),
+        ("PATCH", "/api/v1/firewalls/rules/x", "firewall rule x not found"),
         ("GET", "/api/v1/firewalls/ports/x", "published port x not found"),
         ("DELETE", "/api/v1/firewalls/ports/x", "published port x not found"),
         ("GET", "/api/v1/firewalls/x", "firewall rule or published port x not found"),
@@ -388,7 +443,7 @@ def test_firewall_errors(lab: TestClient, path, body, status, detail) -> None:
     ],
 )
 def test_firewall_not_found(lab: TestClient, method, path, detail) -> None:
-    r = lab.request(method, path)
+    r = lab.request(method, path, json={"audit": False} if method == "PATCH" else None)
     assert (r.status_code, r.json()) == (404, {"detail": detail})
 
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 import pytest
 
 from controller.datapath.connections import ConnEvent
+from controller.datapath.core.facade import Core
+from controller.datapath.events import PortInfo
+from controller.datapath.state import CoreState
+from controller.datapath.tables import PRIO_CONNECTION
 from controller.desired.models import FirewallRule, PairPolicy, RuleSource
 from tests.unit.flowsim import Lab
 
@@ -132,3 +136,87 @@ def test_each_new_grant_of_a_stateful_pair_is_an_entry(lab: Lab) -> None:
     lab.send("h1", lab.tcp_packet(a, "10.1.0.6", 443))
     assert [(e.dport, e.rule_id) for e in events(lab, "allowed")] == [
         (80, "r-web"), (443, "r-web")]
+
+
+def restart(lab: Lab) -> None:
+    """A new controller process: a fresh core adopts the flows the switches hold."""
+    lab.core = Core(CoreState(idle_timeout=10))
+    for host in lab.switches:
+        lab.connect(host)
+
+
+def test_a_connection_adopted_after_a_restart_is_logged_at_its_expiry(lab: Lab) -> None:
+    a = lab.container("h1", "a", "web", "10.1.0.5")
+    lab.container("h2", "b", "web", "10.1.0.6")
+    pkt = lab.ip_packet(a, "10.1.0.6")
+    lab.send("h1", pkt)
+    for _ in range(3):
+        assert lab.send("h1", pkt).kind == "output"
+    lab.advance(2.0)
+    restart(lab)
+    for _ in range(2):
+        assert lab.send("h1", pkt).kind == "output"  # the adopted flow serves on
+    lab.advance(15.0)
+    (e,) = events(lab, "expired")
+    assert (str(e.src_ip), str(e.dst_ip), e.proto, e.path, e.verdict, e.observer) == (
+        "10.1.0.5", "10.1.0.6", 0, "underlay", "allow", "h1")
+    assert e.reason == "same network web (adopted from the switch's flows)"
+    assert e.src == ("a", "web", "h1", "default") and e.dst == ("b", "web", "h2", "default")
+    assert (e.packets, e.bytes) == (5, 500)  # what the switch counted, before and after
+    assert e.duration == pytest.approx(17.0)
+
+
+def test_an_adopted_stateful_connection_keeps_its_direction_and_port(lab: Lab) -> None:
+    a = lab.container("h1", "a", "web", "10.1.0.5")
+    lab.container("h2", "b", "web", "10.1.0.6")
+    lab.index.put_rule(FirewallRule(
+        id="r-web", target_kind="network", target="web", position=0, action="allow",
+        source=RuleSource(kind="any"), protocol="tcp", ports=("80",)))
+    lab.send("h1", lab.tcp_packet(a, "10.1.0.6", 80))
+    restart(lab)
+    lab.advance(15.0)
+    (e,) = events(lab, "expired")
+    assert (str(e.src_ip), e.proto, e.dport, e.rule_id) == ("10.1.0.5", 6, 80, "r-web")
+
+
+def test_removing_a_container_revokes_its_connections_with_the_reason(lab: Lab) -> None:
+    a = lab.container("h1", "a", "web", "10.1.0.5")
+    b = lab.container("h2", "b", "web", "10.1.0.6")
+    c = lab.container("h1", "c", "web", "10.1.0.7")
+    lab.send("h1", lab.ip_packet(a, "10.1.0.6"))
+    lab.send("h1", lab.ip_packet(a, "10.1.0.7"))
+    lab.advance(1.5)
+    lab.remove(b)
+    (e,) = events(lab, "revoked")
+    assert (str(e.dst_ip), e.ended_by) == ("10.1.0.6", "container b removed")
+    assert e.duration == pytest.approx(1.5)
+    lab.remove(c)
+    lab.advance(20.0)
+    assert [x.ended_by for x in events(lab, "revoked")] == [
+        "container b removed", "container c removed"]
+    assert events(lab, "expired") == []  # revoked, not expired as well
+
+
+def test_a_detached_port_revokes_its_connections_once(lab: Lab) -> None:
+    a = lab.container("h1", "a", "web", "10.1.0.5")
+    b = lab.container("h1", "b", "web", "10.1.0.6")
+    lab.send("h1", lab.ip_packet(a, "10.1.0.6"))
+    lab.advance(1.0)
+    port = PortInfo(lab.port_of(b), b.port, "fe:00:00:00:00:01")
+    lab.run(lab.core.port_removed(lab.view(), 1, port, lab.now))
+    (e,) = events(lab, "revoked")
+    assert e.ended_by == "container b detached (port p2 on host h1 removed)"
+    assert e.duration == pytest.approx(1.0)
+    lab.remove(b)
+    lab.advance(20.0)
+    assert len(events(lab, "revoked")) == 1 and events(lab, "expired") == []
+
+
+def test_removing_a_host_revokes_the_connections_through_it(lab: Lab) -> None:
+    a = lab.container("h1", "a", "web", "10.1.0.5")
+    lab.container("h2", "b", "web", "10.1.0.6")
+    lab.send("h1", lab.ip_packet(a, "10.1.0.6"))
+    lab.remove_host("h2")
+    (e,) = events(lab, "revoked")
+    assert (str(e.dst_ip), e.ended_by) == ("10.1.0.6", "host h2 removed")
+    assert lab.switches["h1"].flows(1, PRIO_CONNECTION) == []

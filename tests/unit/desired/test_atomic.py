@@ -295,6 +295,38 @@ def test_the_store_carries_its_schema_version(backend: Backend) -> None:
     assert store.get("meta", "schema") == {"version": SCHEMA_VERSION}
 
 
+def test_a_schema_1_store_loads_its_rules_and_pair_policies_as_enforced(
+    backend: Backend,
+) -> None:
+    """A store written before audit mode: its records have no `audit` field."""
+    store = backend.open()
+    Inventory(store, lambda _: None).create_network("web", "10.1.0.0/24")
+    store.put("meta", "schema", {"version": 1})
+    store.put("rule", "r1", {  # as a version-1 controller wrote it
+        "id": "r1", "target_kind": "network", "target": "web", "position": 0,
+        "action": "deny", "source": {"kind": "any", "value": None}, "protocol": "tcp",
+        "ports": ["22"], "created_at": "2026-01-01T00:00:00Z",
+    })  # fmt: skip
+    store.put("pair", "a|b", {"a": "a", "b": "b", "action": "deny",
+                              "created_at": "2026-01-01T00:00:00Z"})
+    restarted = Inventory(backend.open(), lambda _: None)
+    assert restarted.rule("r1").audit is False
+    assert restarted.pair_policy("a", "b").audit is False
+    assert store.get("meta", "schema") == {"version": SCHEMA_VERSION} == {"version": 2}
+    assert store.get("quarantine", "rule/r1") is None  # loaded, not set aside
+    assert "audit" not in (store.get("rule", "r1") or {})  # migrated as it is
+
+
+def test_an_audited_rule_survives_a_restart(backend: Backend) -> None:
+    store = backend.open()
+    inventory = Inventory(store, lambda _: None)
+    inventory.create_network("web", "10.1.0.0/24")
+    rule = inventory.add_rule("network", "web", "deny", audit=True)
+    assert Inventory(backend.open(), lambda _: None).rule(rule.id).audit is True
+    inventory.set_rule_audit(rule.id, False)
+    assert Inventory(backend.open(), lambda _: None).rule(rule.id).audit is False
+
+
 @pytest.mark.parametrize("version", [SCHEMA_VERSION + 1, "2", None, 0])
 def test_a_store_of_a_newer_or_unknown_schema_is_refused(backend: Backend, version: Any) -> None:
     store = backend.open()
