@@ -277,3 +277,15 @@ def test_a_replica_whose_store_is_closed_keeps_refusing(tmp_path: Path) -> None:
     inv._sync.watch_lost(StoreUnavailable("etcd: watch: required revision compacted"))
     with pytest.raises(StoreUnavailable, match=r"lost the store watch .*compacted"):
         inv._sync._catch_up()
+
+
+def test_enforcing_an_audited_rule_through_another_replica(pair) -> None:
+    """The other replicas' cores re-decide on the flip of `audit` (and revoke)."""
+    inv, _, store, b = pair
+    inv.create_network("web", "10.1.0.0/24")
+    rule = inv.add_rule("network", "web", "deny", audit=True)
+    _replay(store, b)
+    assert b.rule(rule.id).audit is True  # type: ignore[union-attr]
+    inv.set_rule_audit(rule.id, False)
+    assert _replay(store, b) == [RulesChanged("network", "web", ("web",))]
+    assert b.rule(rule.id).audit is False  # type: ignore[union-attr]
