@@ -140,3 +140,78 @@ def test_a_revocation_is_logged_and_the_file_has_every_entry(lab: Lab) -> None:
                   5, f"no revoked line in {lab.jsonl}")
     assert all({"time", "event", "verdict", "src", "dst"} <= set(r) for r in lines())
     assert between([r for r in lines() if r["event"] == "allowed"], "a1", "a3")
+
+
+def test_an_audited_rule_would_deny_while_traffic_flows_then_enforced(lab: Lab) -> None:
+    """Audit mode (docs/architecture.md, "Audit mode"): an audited deny of ICMP on db
+    lets d1's pings to d2 through and logs "would deny"; enforcing it revokes the
+    live connection (logged) and the pings stop; TCP, which it does not match, passes."""
+    tb, c = lab.tb, lab.c
+    rule = tb.api_json("POST", "/firewalls/rules", {
+        "target_kind": "network", "target": DB, "action": "deny", "protocol": "icmp",
+        "source": {"kind": "network", "value": DB}, "audit": True,
+    })  # fmt: skip
+    proc = tb.spawn(c["d1"], "ping", "-n", "-i", "0.1", c["d2"].ip, what="background ping",
+                    log=tb.dir / "ping-audit.log")
+    try:
+        assert tb.ping(c["d1"], c["d2"], count=3, all_replies=True), tb.state_dump()
+        (allowed,) = between(entries(tb, event="allowed", rule=rule["id"]), "d1", "d2")
+        assert (allowed["verdict"], allowed["kind"], allowed["proto"]) == (
+            "allow", "network", "icmp")
+        assert allowed["audit"] == [{"kind": "firewall", "id": rule["id"], "would": "deny",
+                                     "reason": f"firewall rule {rule['id'][:8]} #0 on network db"}]
+        enforced = tb.api_json("PATCH", f"/firewalls/rules/{rule['id']}", {"audit": False})
+        assert enforced["audit"] is False
+        (revoked,) = tb.wait_until(
+            lambda: between(entries(tb, event="revoked", container="d2"), "d1", "d2"), 5,
+            "no revoked entry for d1 -> d2")
+        assert revoked["ended_by"] == (
+            f"policy change: now denied by firewall rule {rule['id'][:8]} #0 on network db")
+        assert revoked["packets"] >= 1, revoked
+        assert not tb.ping(c["d1"], c["d2"], count=3, timeout=2), "the enforced rule let ICMP by"
+        denied = between(entries(tb, event="denied", rule=rule["id"]), "d1", "d2")
+        assert denied and denied[0]["kind"] == "firewall" and denied[0]["audit"] == [], denied
+        assert tb.tcp_ok(c["d1"], c["d2"], port=5003)  # not what the rule matches
+    finally:
+        tb.stop(proc)
+        tb.api("DELETE", f"/firewalls/rules/{rule['id']}")
+
+
+def test_a_detached_container_s_connections_are_logged_as_revoked(lab: Lab) -> None:
+    tb, c = lab.tb, lab.c
+    gone = tb.container("h2", "r1", WEB, ip="10.1.0.23")
+    assert tb.ping(c["a1"], gone, count=2, all_replies=True), tb.state_dump()
+    assert between(entries(tb, event="allowed", container="r1"), "a1", "r1")
+    res = tb.detach(gone)
+    assert res.returncode == 0, res.stderr
+    (revoked,) = tb.wait_until(
+        lambda: between(entries(tb, event="revoked", container="r1"), "a1", "r1"), 5,
+        "no revoked entry for a1 -> r1")
+    # the agent deletes the port, then the endpoint: whichever the controller hears first
+    assert revoked["ended_by"] == "container r1 removed" or revoked["ended_by"].startswith(
+        "container r1 detached (port "), revoked
+    assert revoked["packets"] >= 1 and revoked["duration"] is not None, revoked
+
+
+def test_a_connection_adopted_after_a_controller_restart_expires_with_its_counts(
+    lab: Lab,
+) -> None:
+    """Last in this module: the restart empties the (in-memory) log."""
+    tb, c = lab.tb, lab.c
+    proc = tb.spawn(c["a2"], "ping", "-n", "-i", "0.2", c["a3"].ip, what="background ping",
+                    log=tb.dir / "ping-adopted.log")
+    try:
+        tb.wait_until(lambda: between(entries(tb, event="allowed", container="a3"), "a2", "a3"),
+                      5, "no allowed entry for a2 -> a3")
+        tb.restart_controller()
+        assert tb.ping(c["a2"], c["a3"], count=2, all_replies=True), tb.state_dump()
+    finally:
+        tb.stop(proc)
+    (gone,) = tb.wait_until(
+        lambda: between(entries(tb, event="expired", container="a3"), "a2", "a3"), 20,
+        "no expiry entry for the adopted a2 -> a3", interval=0.5, detail=tb.state_dump)
+    assert gone["reason"] == "same network web (adopted from the switch's flows)", gone
+    assert (gone["path"], gone["observer"], gone["verdict"]) == ("local", "h2", "allow")
+    # what the switch counted since the flows were installed, before the restart too
+    assert gone["packets"] >= 4 and gone["bytes"] >= gone["packets"] * 84, gone
+    assert gone["duration"] >= IDLE

@@ -216,15 +216,15 @@ class Reconciler(Part):
 
     def _open_adopted(self, sw: Switch, adopted: list[FlowRecord]) -> None:
         """Give each adopted connection its opening event, once its grants are all
-        read, so that its expiry (or revocation) is logged like any other."""
-        for rec in adopted:
-            ps = self.state.pairs.get(rec.pair)
+        read, so that its expiry (or revocation) is logged like any other.  Its
+        direction: the flow from a container port, the first one set up (a setup
+        plans the opening direction first: the lowest cookie)."""
+        for pair in {rec.pair for rec in adopted}:
+            ps = self.state.pairs.get(pair)
             if ps is None or ps.opened is not None:
                 continue
-            if rec.in_port == OFPP_LOCAL and any(
-                sw.flows[k].in_port != OFPP_LOCAL for k in sw.by_pair.get(rec.pair, ())
-            ):
-                continue  # its flow from a container port tells the direction better
+            rec = min((sw.flows[k] for k in sw.by_pair.get(pair, ())),
+                      key=lambda r: (r.in_port == OFPP_LOCAL, r.flow.cookie))
             src = self.desired.endpoint_by_ip(rec.src)
             dst = self.desired.endpoint_by_ip(rec.dst)
             path = ("external" if src is None or dst is None

@@ -220,3 +220,15 @@ def test_removing_a_host_revokes_the_connections_through_it(lab: Lab) -> None:
     (e,) = events(lab, "revoked")
     assert (str(e.dst_ip), e.ended_by) == ("10.1.0.6", "host h2 removed")
     assert lab.switches["h1"].flows(1, PRIO_CONNECTION) == []
+
+
+def test_an_adopted_same_host_pair_keeps_the_direction_that_opened_it(lab: Lab) -> None:
+    b = lab.container("h1", "b", "web", "10.1.0.6")
+    a = lab.container("h1", "a", "web", "10.1.0.5")  # a lower address, a later port
+    pkt = lab.ip_packet(b, "10.1.0.5")
+    lab.send("h1", pkt)
+    lab.send("h1", lab.reply(pkt, a))
+    restart(lab)
+    lab.advance(15.0)
+    (e,) = events(lab, "expired")
+    assert (str(e.src_ip), str(e.dst_ip), e.path) == ("10.1.0.6", "10.1.0.5", "local")
