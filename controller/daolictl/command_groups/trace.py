@@ -65,6 +65,9 @@ def trace(
     service = str(answer.get("proto"))
     if answer.get("port") is not None:
         service = f"{answer.get('port')}/{service}"
+    fields = ["verdict", "reason", "rule", "from", "to", "service", "path"]
+    audit = [f"{a.get('reason')} would {a.get('would')}"
+             for a in answer.get("audit") or () if isinstance(a, dict)]
     render.record(
         {
             "verdict": answer.get("verdict"),
@@ -74,6 +77,7 @@ def trace(
             "to": _end_text(answer.get("dst")),
             "service": service,
             "path": path_text(answer),
+            "audit": "; ".join(audit),
         },
-        ["verdict", "reason", "rule", "from", "to", "service", "path"],
+        [*fields, "audit"] if audit else fields,
     )

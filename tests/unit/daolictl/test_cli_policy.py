@@ -227,6 +227,9 @@ def test_a_rule_in_audit_mode_then_enforced(run) -> None:
     assert (t["verdict"], t["audit"]) == ("allow", [
         {"kind": "firewall", "id": rule["id"], "would": "deny",
          "reason": f"firewall rule {rule['id'][:8]} #0 on network web"}])
+    shown = rows(ok(run("trace", "w1", "w2", "--port", "22/tcp")))
+    assert ["audit", "firewall", "rule", rule["id"][:8], "#0", "on", "network", "web",
+            "would", "deny"] in shown
     out = ok(run("firewall", "enforce", rule["id"]))
     assert out.strip() == f"firewall rule {rule['id']}: enforced"
     t = json.loads(ok(run("trace", "w1", "w2", "--port", "22/tcp", "--json")))
