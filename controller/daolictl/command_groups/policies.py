@@ -36,8 +36,7 @@ def connect(
     as_json: JsonOpt = False,
 ) -> None:
     """Allow traffic between two containers, whatever else the policy says."""
-    body = {"action": "allow", "audit": audit}
-    _policy_out(call(ctx, "PUT", _policy_path(a, b), body=body), as_json)
+    _put_policy(ctx, a, b, "allow", audit, as_json)
 
 
 def disconnect(
@@ -45,7 +44,13 @@ def disconnect(
     as_json: JsonOpt = False,
 ) -> None:
     """Deny traffic between two containers, whatever else the policy says."""
-    body = {"action": "deny", "audit": audit}
+    _put_policy(ctx, a, b, "deny", audit, as_json)
+
+
+def _put_policy(
+    ctx: typer.Context, a: str, b: str, action: str, audit: bool, as_json: bool
+) -> None:
+    body = {"action": action, "audit": audit}
     _policy_out(call(ctx, "PUT", _policy_path(a, b), body=body), as_json)
 
 
