@@ -175,22 +175,20 @@ def decide(
             if not pair.audit:
                 return Decision(Verdict(pair.action), pair_label(pair), "pair")
             audited.append(AuditNote("pair", f"{pair.a}|{pair.b}", pair.action, pair_label(pair)))
-    d = _decide_unpaired(index, src_ip, dst, proto, dst_port, src, audited)
+    rule, port_specific = _firewall(index, src_ip, dst, proto, dst_port, src, audited)
+    d = _by_rule_or_reach(index, rule, port_specific, dst, src)
     # Audit notes are rare: the common decision is returned as made, no copy.
     return replace(d, audit=tuple(audited)) if audited else d
 
 
-def _decide_unpaired(
+def _by_rule_or_reach(
     index: DesiredReads,
-    src_ip: ipaddress.IPv4Address,
+    rule: FirewallRule | None,
+    port_specific: bool,
     dst: Endpoint,
-    proto: int,
-    dst_port: int | None,
     src: Endpoint | None,
-    audited: list[AuditNote],
 ) -> Decision:
-    """Steps 2 to 5 of the precedence (no enforced pair policy decided)."""
-    rule, port_specific = _firewall(index, src_ip, dst, proto, dst_port, src, audited)
+    """Steps 2 to 5 of the precedence, once the firewall rules were read."""
     if rule is not None:
         return Decision(Verdict(rule.action), rule_label(rule), "firewall", rule.id, port_specific)
     if src is None:
