@@ -36,7 +36,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.api.metrics import render
+from controller.api.counterfloor import CounterFloor
+from controller.api.metrics import ControllerCollector, render
 from controller.datapath.effects import KernelRouteDelta
 from controller.datapath.events import DumpedFlow, PacketInfo, PortInfo
 from controller.datapath.messages import (
@@ -158,6 +159,7 @@ class Bench:
         self.inventory = Inventory(SqliteStore(":memory:"), self.runtime.on_change, index=index)
         self.core = self.runtime.core
         self.profile = profile
+        self.floor = CounterFloor()  # what /metrics keeps across scrapes
         self.results: dict[str, Any] = {}
         self.hosts = [self.inventory.register_host(f"h{i}", f"198.18.{i // 250}.{i % 250 + 1}")
                       for i in range(hosts)]
@@ -255,7 +257,8 @@ class Bench:
         self.runtime.handle_timed(self.core.tick)
 
     def metrics(self) -> str:
-        return render(self.runtime, Roles(), True)  # type: ignore[arg-type]
+        return render(ControllerCollector(self.runtime, Roles(), True,  # type: ignore[arg-type]
+                                          floor=self.floor)).decode()
 
     def expire(self, limit: int | None) -> int:
         """A FlowRemoved for each connection flow (the first `limit` ones), switch by

@@ -141,6 +141,8 @@ def main(
     connection_log_file: Annotated[
         Path | None, option("connection_log_file")
     ] = DEFAULTS["connection_log_file"],
+    metrics_hosts: Annotated[int, option("metrics_hosts")] = DEFAULTS["metrics_hosts"],
+    ready_wait: Annotated[float, option("ready_wait")] = DEFAULTS["ready_wait"],
     tls_ca: Annotated[Path | None, option("tls_ca")] = DEFAULTS["tls_ca"],
     tls_cert: Annotated[Path | None, option("tls_cert")] = DEFAULTS["tls_cert"],
     tls_key: Annotated[Path | None, option("tls_key")] = DEFAULTS["tls_key"],
@@ -280,6 +282,8 @@ def serve(settings: ControllerSettings) -> None:
         revocations=revocations,
         client_tls=replica_tls,
         connlog=connlog,
+        metrics_hosts=settings.metrics_hosts,
+        ready_wait=settings.ready_wait,
     )
 
     @asynccontextmanager

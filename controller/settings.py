@@ -18,6 +18,7 @@ from typing import Any, Self
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller.api.deps import DEFAULT_METRICS_HOSTS, DEFAULT_READY_WAIT
 from controller.api.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_BULK_BODY, MIB
 from controller.cliutil import read_secret
 from controller.cluster.leases import parse_openflow_target
@@ -137,6 +138,19 @@ class ControllerSettings(BaseSettings):
     connection_log_file: Path | None = Field(
         None, description="append the connection log to this file as JSON lines, for log "
         "shippers (written once a second by a thread of its own; default: none)",
+    )
+    metrics_hosts: int = Field(
+        DEFAULT_METRICS_HOSTS, ge=1, le=100_000,
+        description="hosts (by name) and switches (by dpid) with /metrics series of their "
+        "own, at most; the others count in the totals only (docs/architecture.md, "
+        "\"Metrics\")",
+    )
+    ready_wait: float = Field(
+        DEFAULT_READY_WAIT, ge=0.0, le=3600.0,
+        description="seconds after the start during which /readyz waits for every "
+        "registered switch to connect and every agent to stream; past them a missing "
+        "one is counted but no longer holds readiness back (docs/operations.md, "
+        "\"Readiness\")",
     )
     tls_ca: Path | None = Field(
         None, description="the deployment's CA certificate (PEM); with --tls-cert and "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.pki import TestCA
 
@@ -172,11 +173,9 @@ class Controller(Proc):
         text = httpx.get(self.url + "/metrics", headers=self.headers, timeout=60,
                          verify=self.verify).text
         out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                series, _, value = line.rpartition(" ")
-                name = series.partition("{")[0]
-                out[name] = out.get(name, 0.0) + float(value)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out[sample.name] = out.get(sample.name, 0.0) + sample.value
         return out
 
     async def post_all(self, path: str, bodies: list[dict[str, Any]], parallel: int) -> None:

@@ -9,6 +9,7 @@ running OpenFlow app.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
@@ -17,6 +18,7 @@ from fastapi import Depends, FastAPI
 from starlette.requests import HTTPConnection
 
 from controller.agents.hub import AgentHub
+from controller.api.counterfloor import CounterFloor
 from controller.cluster.leases import Lease
 from controller.cluster.masters import Masters
 from controller.cluster.roles import Roles
@@ -29,6 +31,11 @@ from controller.trust.tls import ClientContext
 
 if TYPE_CHECKING:
     from controller.desired.inventory import Inventory
+
+
+# docs/architecture.md, "Metrics" and "Readiness"
+DEFAULT_METRICS_HOSTS = 500
+DEFAULT_READY_WAIT = 30.0
 
 
 class RuntimeView(Protocol):
@@ -102,6 +109,16 @@ class ApiContext:
     client_tls: ClientContext | None = None
     # The connection log (controller/connlog/; None: off, GET /connections answers 404).
     connlog: ConnectionLog | None = None
+    # /metrics (controller/api/metrics.py): the hosts with series of their own, at
+    # most, and the counters' last values (they never go down across scrapes).
+    metrics_hosts: int = DEFAULT_METRICS_HOSTS
+    metrics_floor: CounterFloor = field(default_factory=CounterFloor)
+    # /readyz (controller/api/readiness.py): when this replica started (`clock`'s
+    # seconds) and how long after it a registered switch that has not connected, or
+    # an agent that does not stream, keeps the replica unready.
+    started: float = field(default_factory=time.monotonic)
+    ready_wait: float = DEFAULT_READY_WAIT
+    clock: Callable[[], float] = time.monotonic
 
     def member_apis(self) -> list[str] | None:
         """The API URLs of the other live members (None: masters are not spread)."""

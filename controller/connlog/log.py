@@ -164,6 +164,8 @@ class ConnectionLog:
         # lines for the writer (None: no writer), and how many it lost to a full queue
         self._out: deque[Entry] | None = deque() if writing else None
         self.write_dropped = 0
+        # entries recorded since the start, by (event, verdict): /metrics
+        self._recorded: dict[tuple[str, str], int] = {}
 
     def __len__(self) -> int:
         return len(self._ring)
@@ -196,9 +198,16 @@ class ConnectionLog:
 
     def _append(self, e: ConnEvent, at: float) -> Entry:
         self._seq += 1
+        key = (e.event, e.verdict)
+        self._recorded[key] = self._recorded.get(key, 0) + 1
         entry = Entry(self._seq, at, e)
         self._ring.append(entry)
         return entry
+
+    def recorded(self) -> dict[tuple[str, str], int]:
+        """Entries recorded since the start (expired ones too), by (event, verdict)."""
+        with self._lock:
+            return dict(self._recorded)
 
     def _queue(self, entry: Entry) -> None:
         out = self._out

@@ -1,5 +1,6 @@
 """GET /readyz (controller/api/readiness.py): ready only when the store answers, the
-replica has a role, its connected switches are mastered and their agents stream."""
+replica has a role, the registered switches are connected (within the wait after the
+start), its own are mastered and their agents stream."""
 
 from __future__ import annotations
 
@@ -28,7 +29,16 @@ class Hub:
         return list(self.streaming)
 
 
-def served(tmp_path: Path, roles: Roles) -> tuple[TestClient, ApiContext, Hub]:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def served(tmp_path: Path, roles: Roles, clock: Clock | None = None,
+           ) -> tuple[TestClient, ApiContext, Hub]:
     inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
     for name, dpid in (("h1", 1), ("h2", 2)):
         inventory.index.put_host(Host(name=name, address=ipaddress.IPv4Address(
@@ -36,7 +46,8 @@ def served(tmp_path: Path, roles: Roles) -> tuple[TestClient, ApiContext, Hub]:
     hub = Hub()
     runtime = DatapathRuntime(inventory.index, roles)
     ctx = ApiContext(inventory=inventory, token="t", runtime=runtime, openflow_host="0.0.0.0",
-                     openflow_port=6653, roles=roles, hub=hub)  # type: ignore[arg-type]
+                     openflow_port=6653, roles=roles, hub=hub,  # type: ignore[arg-type]
+                     clock=clock or Clock(), started=1000.0, ready_wait=30.0)
     app = create_app(ctx)
     app.include_router(readiness.router)
     return TestClient(app), ctx, hub
@@ -53,7 +64,10 @@ def test_ready_once_the_switches_are_mastered_and_the_agents_stream(tmp_path: Pa
     status, checks = answer(client)
     assert status == 503 and checks["role"] == "neither leading nor a member"
     roles.set_master(1)
-    assert answer(client)[0] == 200  # nothing connected yet: nothing to wait for
+    status, checks = answer(client)  # just started: the registered switches come back
+    assert status == 503
+    assert checks["switches"] == ("2 registered switch(es) not connected yet "
+                                  "(waiting since the start)")
     roles.switch_seen(1, True)
     roles.switch_seen(2, True)
     status, checks = answer(client)
@@ -100,3 +114,33 @@ def test_not_ready_without_the_store(tmp_path: Path) -> None:
     ctx.inventory.store.revision = unavailable  # type: ignore[method-assign]
     status, checks = answer(client)
     assert status == 503 and checks["store"] == "unreachable: StoreUnavailable"
+
+
+def test_the_wait_for_absent_switches_and_silent_agents_is_bounded(tmp_path: Path) -> None:
+    """A host that is down holds a restarted replica back for `ready_wait` seconds,
+    not for good; it stays counted.  A connected switch not yet mastered holds it
+    back at any time."""
+    roles = Roles()
+    roles.set_master(1)
+    clock = Clock()
+    client, _, hub = served(tmp_path, roles, clock)
+    roles.switch_seen(1, True)
+    roles.confirm_master(1, True)  # h2's switch never comes back
+    clock.now += 29.0
+    status, checks = answer(client)
+    assert status == 503 and checks["switches"].startswith("1 registered switch(es)")
+    assert checks["agents"] == "1 agent(s) not streaming"
+    clock.now += 2.0  # past the wait
+    r = client.get("/readyz")
+    assert r.status_code == 200
+    assert r.json()["counts"] == {
+        "switches_expected": 2, "switches_connected": 1, "switches_absent": 1,
+        "switches_to_master": 1, "switches_unconfirmed": 0, "agents_expected": 1,
+        "agents_silent": 1}
+    assert "h1" not in r.text and "h2" not in r.text  # counts only, never a host
+    roles.switch_seen(2, True)  # it comes back: to be mastered before ready again
+    status, checks = answer(client)
+    assert status == 503 and checks["switches"] == "1 connected switch(es) not yet mastered"
+    roles.confirm_master(2, True)
+    hub.streaming = ["h1", "h2"]
+    assert answer(client)[0] == 200
