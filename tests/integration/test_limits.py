@@ -34,6 +34,7 @@ from websockets.sync.client import connect as ws_connect
 
 from controller.agents.messages import CLOSE_REPLACED
 from hostnet.agent.stream import TAKEOVER_BACKOFF_MIN
+from tests.metricstext import value
 
 BIN_DIR = Path(sys.executable).parent
 MB = 1_000_000
@@ -65,14 +66,11 @@ class Controller:
         assert r.status_code < 300, r.text
         return r.json()
 
-    def metric(self, line_start: str) -> int:
-        """The value of the /metrics line starting with `line_start` (0 if none)."""
+    def metric(self, name: str, **labels: str) -> int:
+        """The /metrics sample `name` with exactly `labels` (0 if none)."""
         text = httpx.get(f"{self.url}/metrics", timeout=10,
                          headers={"Authorization": f"Bearer {self.token}"}).text
-        for line in text.splitlines():
-            if line.startswith(line_start + " "):
-                return int(float(line.rsplit(" ", 1)[1]))
-        return 0
+        return int(value(text, name, **labels) or 0)
 
 
 def free_port() -> int:
@@ -360,7 +358,7 @@ def flood(workdir: Path, rate: int, burst: int) -> Flood:
         ep = ctl.api("POST", "/api/v1/containers", {"name": "a", "network": "web",
                                                      "host": "h1"})
         switch = FloodingSwitch(ctl.of_port, int(host["dpid"]), [(5, ep["port"])])
-        dropped_line = 'daolinet_packet_ins_dropped_total{reason="switch_budget"}'
+        dropped = {"name": "daolinet_packet_ins_dropped_total", "reason": "switch_budget"}
         try:
             wait_until(lambda: switch.received.get(MULTIPART_REQUEST, 0) >= 3, 10,
                        "the controller did not ask for the switch's ports and flows")
@@ -372,16 +370,16 @@ def flood(workdir: Path, rate: int, burst: int) -> Flood:
             for i in range(FLOOD):
                 dst = f"172.{16 + i // 65536}.{i // 256 % 256}.{i % 256}"
                 switch.packet_in(5, udp_frame(ep["mac"], ep["ip"], dst, 1024 + i % 60000))
-            wait_until(lambda: ctl.metric(dropped_line) + ctl.metric(
+            wait_until(lambda: ctl.metric(**dropped) + ctl.metric(
                 "daolinet_packet_ins_total") - decided >= FLOOD, 120,
                 "the controller did not take every PacketIn")
             seconds = time.monotonic() - started
             time.sleep(0.5)  # the last decisions' FlowMods arrive
             result = Flood(seconds, ctl.metric("daolinet_packet_ins_total") - decided,
-                           ctl.metric(dropped_line), switch.received.get(FLOW_MOD, 0) - flow_mods,
+                           ctl.metric(**dropped), switch.received.get(FLOW_MOD, 0) - flow_mods,
                            ctl.cpu_seconds() - cpu)
-            host_line = 'daolinet_host_packet_ins_dropped_total{host="h1",reason="switch_budget"}'
-            assert ctl.metric(host_line) == result.dropped
+            assert ctl.metric("daolinet_host_packet_ins_dropped_total", host="h1",
+                              reason="switch_budget") == result.dropped
         finally:
             switch.close()
     print(f"\nflood of {FLOOD} PacketIns, budget {rate}/s burst {burst}: {result}")

@@ -8,7 +8,6 @@ switch is served again (issue 17: it stayed orphaned)."""
 
 from __future__ import annotations
 
-import re
 import socket
 import ssl
 import struct
@@ -21,6 +20,7 @@ import pytest
 
 from tests.integration.conftest import make_testbed
 from tests.integration.testbed import Testbed
+from tests.metricstext import label_values, value
 from tests.pki import Issued, TestCA
 
 OFP13 = 4
@@ -49,8 +49,9 @@ def metrics(tb: Testbed) -> str:
 
 def refused(tb: Testbed) -> dict[str, int]:
     text = metrics(tb)
-    return {m[0]: int(m[1]) for m in re.findall(
-        r'^daolinet_switch_connections_refused_total\{reason="(\w+)"\} (\d+)$', text, re.M)}
+    name = "daolinet_switch_connections_refused_total"
+    return {reason: int(value(text, name, reason=reason) or 0)
+            for reason in label_values(text, name, "reason")}
 
 
 def wait_refused(tb: Testbed, reason: str, before: dict[str, int]) -> None:
@@ -188,7 +189,7 @@ def test_host_a_certificate_claiming_host_b_dpid_is_refused(tb: Testbed) -> None
     wait_refused(tb, "foreign_dpid", before)
     # h2's real switch keeps its master and its traffic
     assert tb.controller_roles("h2").get(tb.openflow_target(0)) == "master"
-    assert "daolinet_switches_connected 2" in metrics(tb).splitlines()
+    assert value(metrics(tb), "daolinet_switches_connected") == 2
     assert traffic_through_both(tb)
 
 
@@ -209,7 +210,7 @@ def test_own_certificate_serves_its_own_switch_and_the_real_one_serves_again(
     finally:
         switch.close()
     assert refused(tb) == before
-    tb.wait_until(lambda: "daolinet_switches_connected 2" in metrics(tb).splitlines(),
+    tb.wait_until(lambda: value(metrics(tb), "daolinet_switches_connected") == 2,
                   5.0, "h1's switch not connected after the second connection left")
     assert tb.controller_roles("h1").get(tb.openflow_target(0)) == "master"
     assert traffic_through_both(tb)

@@ -24,6 +24,7 @@ from conftest import make_testbed
 from testbed import Container, Testbed
 
 from controller.datapath.state import CoreState
+from tests.metricstext import value
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -77,11 +78,10 @@ def rule(tb: Testbed, target: str, action: str, source: dict[str, Any], protocol
 
 def metric(tb: Testbed, name: str, host: str | None = None) -> float:
     text = httpx.get(f"{tb.api_url}/metrics", timeout=5).text
-    pattern = (rf'^daolinet_host_{name}{{host="{host}"}} (\S+)$' if host
-               else rf"^daolinet_{name} (\S+)$")
-    m = re.search(pattern, text, re.M)
-    assert m, f"{name} not in /metrics"
-    return float(m.group(1))
+    found = (value(text, f"daolinet_host_{name}", host=host) if host
+             else value(text, f"daolinet_{name}"))
+    assert found is not None, f"{name} not in /metrics"
+    return found
 
 
 def pair_flows(tb: Testbed, host: str, src: Container, dst: Container) -> list[str]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from tests.metricstext import label_values, value
 from tests.pki import TestCA
 
 from .hosts import BRIDGE, Host, base_flows_installed, controller_connected, controller_roles
@@ -315,8 +316,7 @@ class Controllers:
 
     def replica_gauge(self, i: int, name: str) -> int:
         """A gauge of replica `i`'s /metrics (0 when it does not answer)."""
-        m = re.search(rf"^{name} (\d+)$", self._metrics(i) or "", re.M)
-        return int(m.group(1)) if m else 0
+        return int(value(self._metrics(i) or "", name) or 0)
 
     def master_of(self, host: Host) -> list[int]:
         """The replicas (indexes) that are OpenFlow master of the host's bridge, as
@@ -339,8 +339,8 @@ class Controllers:
         dpids = {h["dpid"]: h["name"] for h in hosts if h["name"] in self._hosts}
         found: dict[str, list[int]] = {}
         for i in live:
-            for dpid in re.findall(r'^daolinet_switch_mastered\{dpid="(\d+)"\} 1$',
-                                   self._metrics(i) or "", re.M):
+            text = self._metrics(i) or ""
+            for dpid in label_values(text, "daolinet_switch_mastered", "dpid"):
                 if int(dpid) in dpids:
                     found.setdefault(dpids[int(dpid)], []).append(i)
         if sorted(found) != sorted(self._hosts) or any(len(v) != 1 for v in found.values()):

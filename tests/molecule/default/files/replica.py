@@ -60,8 +60,14 @@ def status(api: str = LOCAL) -> dict[str, bool | int]:
         return {"up": False, "leader": False, "mastered": 0}
 
     def gauge(name: str) -> int:
-        found = re.search(rf"^{name} (\d+)$", text, re.M)
-        return int(found.group(1)) if found else 0
+        # The Prometheus text format (prometheus_client writes "2.0"): an unlabelled
+        # sample is "NAME VALUE [TIMESTAMP]", the value a float.  This host's
+        # /usr/bin/python3 has no prometheus_client, so the line is read here.
+        found = re.search(rf"^{name}(?:{{}})? (\S+)(?: \S+)?$", text, re.M)
+        try:
+            return int(float(found.group(1))) if found else 0
+        except ValueError:  # NaN, or not a number
+            return 0
 
     return {
         "up": True,
