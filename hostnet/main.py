@@ -134,6 +134,12 @@ def agent(
     tls_ca: Annotated[Path | None, option(AgentConfig, "tls_ca", "--tls-ca")] = None,
     tls_cert: Annotated[Path | None, option(AgentConfig, "tls_cert", "--tls-cert")] = None,
     tls_key: Annotated[Path | None, option(AgentConfig, "tls_key", "--tls-key")] = None,
+    metrics_address: Annotated[
+        str, option(AgentConfig, "metrics_address", "--metrics-address")
+    ] = default(AgentConfig, "metrics_address"),
+    metrics_port: Annotated[
+        int, option(AgentConfig, "metrics_port", "--metrics-port")
+    ] = default(AgentConfig, "metrics_port"),
     log_level: Annotated[str, option(AgentConfig, "log_level", "--log-level")] = default(
         AgentConfig, "log_level"),
 ) -> None:
@@ -144,7 +150,8 @@ def agent(
         datapath_type=datapath_type.value, connect_timeout=connect_timeout,
         plugin_socket=plugin_socket, docker_host=docker_host, state_dir=state_dir,
         wireguard=wireguard, docker_forwarding=docker_forwarding,
-        tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, log_level=log_level,
+        tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, metrics_address=metrics_address,
+        metrics_port=metrics_port, log_level=log_level,
     )
     configure_logging(cfg.log_level)
     code = run_agent(cfg)

@@ -62,14 +62,16 @@ def _load_ca(context: ssl.SSLContext, ca: Path) -> None:
         raise ValueError(f"cannot load the CA certificate {ca}: {exc}") from None
 
 
-def build_server_context(files: TlsFiles) -> ssl.SSLContext:
+def build_server_context(files: TlsFiles, *, require_client: bool = False) -> ssl.SSLContext:
     """A server context: our certificate; a client certificate optional, and verified
     against the CA when given (hosts and replicas present theirs, operators may use
-    a bearer token instead).  ValueError naming the file that cannot be loaded."""
+    a bearer token instead), or required (`require_client`: a server that takes no
+    token, like the agent's metrics).  ValueError naming the file that cannot be
+    loaded."""
     context = _base(ssl.PROTOCOL_TLS_SERVER)
     _load_cert(context, files)
     _load_ca(context, files.ca)
-    context.verify_mode = ssl.CERT_OPTIONAL
+    context.verify_mode = ssl.CERT_REQUIRED if require_client else ssl.CERT_OPTIONAL
     # No TLS 1.3 session tickets: no client of ours resumes sessions, and a ticket
     # makes the socket readable before the HTTP answer, which traps the reader of
     # websockets' synchronous client in a TLS read (controller/trust/wsclient.py).
@@ -102,11 +104,12 @@ class ServerContext:
     """The API server's context; `context` is given to the server once and hands each
     new connection the newest context built from the files."""
 
-    def __init__(self, files: TlsFiles) -> None:
+    def __init__(self, files: TlsFiles, *, require_client: bool = False) -> None:
         self.files = files
+        self.require_client = require_client
         self._lock = threading.Lock()
         self._stamp = files.stamp()
-        self.context = build_server_context(files)
+        self.context = build_server_context(files, require_client=require_client)
         self.context.sni_callback = self._pick  # called at every handshake (SNI or not)
         self._current = self.context
         self.reloads = 0
@@ -117,7 +120,8 @@ class ServerContext:
             try:
                 stamp = self.files.stamp()
                 if stamp != self._stamp:
-                    self._current = build_server_context(self.files)
+                    self._current = build_server_context(
+                        self.files, require_client=self.require_client)
                     self._stamp = stamp
                     self.reloads += 1
                     log.info("TLS: loaded the renewed certificate %s", self.files.cert)

@@ -26,6 +26,8 @@ from hostnet.agent.commands import Commands
 from hostnet.agent.config import AgentConfig, AgentStartupError, read_token
 from hostnet.agent.dockerplugin import PluginService
 from hostnet.agent.localapi import create_app
+from hostnet.agent.metrics import AgentMetrics
+from hostnet.agent.metricsserver import MetricsServer
 from hostnet.agent.names import NamesTable, Resolver, Responder, host_upstreams
 from hostnet.agent.registration import Registrar
 from hostnet.agent.servers import UnixServer, bind_unix_socket, systemd_socket
@@ -66,7 +68,9 @@ class Agent:
             key_switch_delay=cfg.key_switch_delay,
         )
         self.names = NamesTable()
-        self.applier = StateApplier(self.table, NatTable(), self.tunnel, self.names)
+        self.metrics = AgentMetrics()
+        self.applier = StateApplier(self.table, NatTable(), self.tunnel, self.names,
+                                    self.metrics)
         self.responder: Responder | None = None
         self.host_ops = SystemHostOps(
             self.ovs, cfg.bridge, tx_offload_off=self.datapath_type == "netdev"
@@ -78,6 +82,7 @@ class Agent:
         self.stream: Stream | None = None
         self.plugin_service: PluginService | None = None
         self._server: UnixServer | None = None
+        self._metrics_server: MetricsServer | None = None
         self._plugin_sock: socket.socket | None = None
         self._plugin_sock_activated = False  # systemd's: it stays, and so does its file
 
@@ -180,7 +185,8 @@ class Agent:
         docker = DockerClient(self.cfg.docker_host)
         plugin = DockerPlugin(self.cfg.host, client, docker, ops, executor=self._host_exec,
                               state_dir=self.cfg.state_dir)
-        self.plugin_service = PluginService(plugin, docker, self._plugin_sock, self._stop)
+        self.plugin_service = PluginService(plugin, docker, self._plugin_sock, self._stop,
+                                            self.metrics)
         self.plugin_service.start()
         log.info("serving the Docker plugin on %s (Docker API %s)", self.cfg.plugin_socket,
                  self.cfg.docker_host)
@@ -230,11 +236,12 @@ class Agent:
                 return
             server_task = asyncio.ensure_future(self._server.serve(sockets=[sock]))
             await self._start_responder()
+            self._start_metrics()
             plugin = self._start_plugin(self.client)
             self.stream = Stream(
                 self.cfg.host, self.client, self.registrar, self.applier,
                 Commands(self.cfg.host, self.tunnel, plugin), self._stop,
-                route_exec=self._route_exec, loop=loop,
+                route_exec=self._route_exec, loop=loop, metrics=self.metrics,
             )
             stream_task = asyncio.ensure_future(self.stream.run())
             forwarding_task = asyncio.ensure_future(self._keep_docker_forwarding())
@@ -287,7 +294,29 @@ class Agent:
             except (WireGuardError, NetlinkError) as exc:
                 log.error("WireGuard interface check failed: %s", exc)
 
+    def _start_metrics(self) -> None:
+        """Serve /metrics (docs/operations.md, "Metrics").  A port that cannot be bound
+        is logged, not fatal: the routes matter more than their figures."""
+        cfg = self.cfg
+        if not cfg.metrics_port:
+            return
+        tls = (TlsFiles(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
+               if cfg.tls_ca and cfg.tls_cert and cfg.tls_key else None)
+        server = MetricsServer(self.metrics.registry, cfg.metrics_address, cfg.metrics_port,
+                               tls)
+        try:
+            port = server.start()
+        except (OSError, ValueError) as exc:
+            log.error("no /metrics: cannot serve on %s port %d (--metrics-address, "
+                      "--metrics-port): %s", cfg.metrics_address, cfg.metrics_port, exc)
+            return
+        self._metrics_server = server
+        log.info("serving /metrics on %s://%s:%d", "https" if tls else "http",
+                 cfg.metrics_address, port)
+
     async def _shutdown(self, loop: asyncio.AbstractEventLoop, sock: socket.socket | None) -> None:
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.close)
         if self.stream is not None:
             self.stream.cancel_commands()
         if self.responder is not None:

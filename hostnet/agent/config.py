@@ -18,6 +18,7 @@ from hostnet.docker.plugin import DEFAULT_PLUGIN_SOCKET
 
 DEFAULT_SOCKET = "/run/daolinet/hostnet.sock"
 DEFAULT_STATE_DIR = "/var/lib/daolinet-hostnet"
+DEFAULT_METRICS_PORT = 9478
 
 
 class AgentStartupError(Exception):
@@ -86,6 +87,15 @@ class AgentConfig(BaseSettings):
     )
     tls_cert: Path | None = Field(None, description="This host's certificate (PEM, OU=host).")
     tls_key: Path | None = Field(None, description="This host's private key (PEM).")
+    metrics_address: str = Field(
+        "127.0.0.1", description="Address of the agent's /metrics (docs/operations.md, "
+        "\"Metrics\"); an address other than a loopback one needs --tls-*: scrapers then "
+        "present a certificate of the deployment's CA."
+    )
+    metrics_port: int = Field(
+        DEFAULT_METRICS_PORT, ge=0, le=65535,
+        description="Port of the agent's /metrics (0: no metrics server)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="debug, info, warning, error; each HTTP request to the "
         "controller is logged only at debug (controller/logs.py)."
@@ -100,6 +110,27 @@ class AgentConfig(BaseSettings):
             except ValueError:
                 raise ValueError(f"--address: {address!r} is not an IPv4 address") from None
         return address
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _ip(cls, address: str) -> str:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(f"--metrics-address: {address!r} is not an IP address") from None
+        return address
+
+    @model_validator(mode="after")
+    def _metrics_off_the_host_over_tls(self) -> AgentConfig:
+        """Every channel is authenticated and encrypted (docs/security.md): past the
+        loopback interface the metrics are served over TLS with client certificates."""
+        loopback = ipaddress.ip_address(self.metrics_address).is_loopback
+        if self.metrics_port and not loopback and self.tls_ca is None:
+            raise ValueError(
+                f"--metrics-address {self.metrics_address}: not a loopback address, so the "
+                "metrics need TLS: give --tls-ca, --tls-cert and --tls-key (scrapers "
+                "present a certificate of that CA), or listen on 127.0.0.1")
+        return self
 
     @model_validator(mode="after")
     def _docker_api_on_unix_socket(self) -> AgentConfig:

@@ -10,6 +10,7 @@ import logging
 import socket
 
 from hostnet.agent.client import ControllerError
+from hostnet.agent.metrics import DOCKER_ENDPOINTS, DOCKER_NETWORKS, AgentMetrics
 from hostnet.agent.servers import UnixServer
 from hostnet.docker.common import PluginError
 from hostnet.docker.engine import DockerClient, DockerError
@@ -29,13 +30,15 @@ HELD_CHECK_EVERY = 3
 class PluginService:
     def __init__(
         self, plugin: DockerPlugin, docker: DockerClient, sock: socket.socket,
-        stop: asyncio.Event,
+        stop: asyncio.Event, metrics: AgentMetrics | None = None,
     ) -> None:
         self.plugin = plugin
         self.docker = docker
         self.sock = sock
         self.stop = stop
-        self.server = UnixServer(create_plugin_app(plugin))
+        self.metrics = metrics or AgentMetrics()
+        self.metrics.known_endpoints(plugin.handlers)
+        self.server = UnixServer(create_plugin_app(plugin, self.metrics.plugin_request))
         self._serving: asyncio.Future[None] | None = None
         self._syncing: asyncio.Future[None] | None = None
         self._checking: asyncio.Future[None] | None = None  # a one-off: ends by itself
@@ -68,8 +71,10 @@ class PluginService:
                 await self.plugin.sync_networks()
             except (DockerError, ControllerError, PluginError) as exc:
                 log.warning("Docker network sync skipped: %s", exc)
+                self.metrics.reconcile_failed(DOCKER_NETWORKS)
             except Exception:
                 log.exception("Docker network sync failed")
+                self.metrics.reconcile_failed(DOCKER_NETWORKS)
             rounds += 1
             if rounds % HELD_CHECK_EVERY == 0:
                 await self._reconcile(held_only=True)
@@ -100,5 +105,7 @@ class PluginService:
             await self.plugin.reconcile(held_only=held_only)
         except (DockerError, ControllerError, OvsError, NetlinkError) as exc:
             log.warning("Docker endpoint check skipped: %s", exc)
+            self.metrics.reconcile_failed(DOCKER_ENDPOINTS)
         except Exception:
             log.exception("Docker endpoint check failed")
+            self.metrics.reconcile_failed(DOCKER_ENDPOINTS)

@@ -39,6 +39,7 @@ from controller.agents.messages import (
 from controller.trust.wsclient import connect as ws_connect
 from hostnet.agent.client import ControllerClient, ControllerError, bearer, stream_url
 from hostnet.agent.commands import Commands
+from hostnet.agent.metrics import AgentMetrics
 from hostnet.agent.names import NamesTable
 from hostnet.agent.registration import BACKOFF_MIN, Registrar, next_backoff
 from hostnet.agent.tunnel import Tunnel
@@ -75,14 +76,16 @@ def takeover_pause(losses: int) -> float:
 
 class StateApplier:
     """Applies the numbered messages (snapshot, delta, nat, mesh, names) on the route
-    thread."""
+    thread, counting the routes held and the messages that failed (`metrics`)."""
 
     def __init__(self, table: KernelRouteTable, nat: NatTable, tunnel: Tunnel,
-                 names: NamesTable) -> None:
+                 names: NamesTable, metrics: AgentMetrics | None = None) -> None:
         self.table = table
         self.nat = nat
         self.tunnel = tunnel
         self.names = names
+        self.metrics = metrics or AgentMetrics()
+        self._held: set[str] = set()  # destinations of the routes applied
 
     def apply(self, msg: Any) -> dict[str, Any] | None:
         """Apply one stream message (route thread only); the ack/nack to send."""
@@ -98,14 +101,17 @@ class StateApplier:
         except ValidationError as exc:
             err = " ".join(str(exc).split())
             log.error("%s %d rejected: %s", kind, seq, err)
-            return Nack(seq=seq, error=f"invalid {kind}: {err}").wire()
+            nack = Nack(seq=seq, error=f"invalid {kind}: {err}")
         except (NetlinkError, NatError, WireGuardError, ValueError) as exc:
             log.error("%s %d failed: %s", kind, seq, exc)
-            return Nack(seq=seq, error=str(exc)).wire()
+            nack = Nack(seq=seq, error=str(exc))
         except Exception as exc:  # a bug: say so to the controller, keep the stream
             log.exception("%s %d failed unexpectedly", kind, seq)
-            return Nack(seq=seq, error=f"{type(exc).__name__}: {exc}").wire()
-        return Ack(seq=seq).wire()
+            nack = Nack(seq=seq, error=f"{type(exc).__name__}: {exc}")
+        else:
+            return Ack(seq=seq).wire()
+        self.metrics.reconcile_failed(kind)
+        return nack.wire()
 
     def _apply(self, msg: Any) -> None:
         wg = self.tunnel.wg
@@ -122,6 +128,9 @@ class StateApplier:
             if wg is not None:
                 wg.change_routes(msg.add, ())
             self.table.apply_delta(msg.add, msg.remove)
+            self._held.difference_update(str(r.dst) for r in msg.remove)
+            self._held.update(str(r.dst) for r in msg.add)
+            self.metrics.held(len(self._held))
             if wg is not None:
                 wg.change_routes((), msg.remove)  # after the routes are gone
             log.debug("delta %d: +%d -%d", msg.seq, len(msg.add), len(msg.remove))
@@ -129,6 +138,8 @@ class StateApplier:
             if wg is not None:
                 wg.set_routes(msg.routes)  # allowed-ips before the routes use them
             plan = self.table.apply_snapshot(msg.routes)
+            self._held = {str(r.dst) for r in msg.routes}
+            self.metrics.held(len(self._held))
             log.info(
                 "snapshot %d: %d routes (+%d, -%d routes, -%d neighbours)", msg.seq,
                 len(msg.routes), len(plan.install), len(plan.delete_routes),
@@ -150,8 +161,10 @@ class Stream:
         *,
         route_exec: Executor,
         loop: asyncio.AbstractEventLoop,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.host = host
+        self.metrics = metrics or AgentMetrics()
         self.client = client
         self.registrar = registrar
         self.applier = applier
@@ -285,6 +298,7 @@ class Stream:
             max_size=64 * 1024 * 1024,
         ) as ws:
             self._ws = ws
+            self.metrics.stream_opened()
             try:
                 if self.stop.is_set():
                     return
@@ -304,6 +318,7 @@ class Stream:
                         ws.send(json.dumps(reply))
             finally:
                 self._ws = None
+                self.metrics.stream_closed()
 
     def _dispatch_command(self, ws: ClientConnection, msg: dict[str, Any]) -> None:
         """Run a command on the event loop (route thread: never wait for it here)."""

@@ -136,29 +136,47 @@ def _answer(body: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=CONTENT_TYPE)
 
 
-def create_plugin_app(plugin: DockerPlugin) -> FastAPI:
+# How a plugin request ended (the agent counts them: hostnet/agent/metrics.py):
+# answered, refused by the plugin (an error Docker shows), not a request of the
+# protocol (unknown method, body not JSON), a bug.
+OK, REFUSED, BAD_REQUEST, FAILED = "ok", "refused", "bad_request", "failed"
+OUTCOMES = (OK, REFUSED, BAD_REQUEST, FAILED)
+UNKNOWN_METHOD = "unknown"  # the endpoint of a method the plugin does not have
+
+# Told each request's endpoint (its method, or UNKNOWN_METHOD) and outcome.
+Observer = Callable[[str, str], None]
+
+
+def create_plugin_app(plugin: DockerPlugin, observe: Observer | None = None) -> FastAPI:
     app = FastAPI(title="daolinet Docker plugin", docs_url=None, redoc_url=None,
                   openapi_url=None)
+    seen: Observer = observe or (lambda endpoint, outcome: None)
 
     @app.post("/{method}")
     async def call(method: str, request: Request) -> JSONResponse:
         handler = plugin.handlers.get(method)
         if handler is None:
+            seen(UNKNOWN_METHOD, BAD_REQUEST)
             return _answer({"Err": f"{PLUGIN_NAME}: unknown method {method}"}, 404)
         raw = await request.body()
         try:
             body = json.loads(raw) if raw.strip() else {}
         except ValueError:
+            seen(method, BAD_REQUEST)
             return _answer({"Err": f"{PLUGIN_NAME}: request body is not JSON"}, 400)
         if not isinstance(body, dict):
             body = {}
         try:
-            return _answer(await handler(body))
+            answer = _answer(await handler(body))
         except PluginError as exc:
             log.info("%s refused: %s", method, exc)
+            seen(method, REFUSED)
             return _answer({"Err": f"{PLUGIN_NAME}: {exc}"}, 500)
         except Exception as exc:  # a bug: one line to Docker, the trace to our log
             log.exception("%s failed", method)
+            seen(method, FAILED)
             return _answer({"Err": f"{PLUGIN_NAME}: {type(exc).__name__}: {exc}"}, 500)
+        seen(method, OK)
+        return answer
 
     return app

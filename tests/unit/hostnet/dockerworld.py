@@ -16,6 +16,7 @@ from controller.desired.events import Change
 from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
 from hostnet.agent.client import ControllerClient
+from hostnet.agent.metrics import AgentMetrics
 from hostnet.docker.engine import MTU_OPTION, SYNCED_LABEL
 from hostnet.docker.plugin import DockerPlugin, create_plugin_app
 from tests.unit.fakes import FakeRuntime
@@ -150,6 +151,7 @@ class World:
         self.ops = {h: FakeOps() for h in ("h1", "h2")}
         self.busy: set[tuple[str, int]] = set()  # (protocol, port) a host process holds
         self.plugins = {h: self._plugin(h) for h in ("h1", "h2")}
+        self.metrics = {h: AgentMetrics() for h in ("h1", "h2")}  # the plugin's requests
 
     def _plugin(self, host: str) -> DockerPlugin:
         client = ControllerClient("http://ctl", TOKEN, transport=httpx.ASGITransport(self.app))
@@ -158,7 +160,7 @@ class World:
 
     async def call(self, host: str, method: str, body: dict[str, Any] | None = None
                    ) -> tuple[int, dict[str, Any], str]:
-        app = create_plugin_app(self.plugins[host])
+        app = create_plugin_app(self.plugins[host], self.metrics[host].plugin_request)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
                                      base_url="http://plugin") as http:
             r = await http.post(f"/{method}", json=body or {})
