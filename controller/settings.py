@@ -142,8 +142,8 @@ class ControllerSettings(BaseSettings):
     metrics_hosts: int = Field(
         DEFAULT_METRICS_HOSTS, ge=1, le=100_000,
         description="hosts (by name) and switches (by dpid) with /metrics series of their "
-        "own, at most; the others count in the totals only (docs/architecture.md, "
-        "\"Metrics\")",
+        "own, at most; the others count in the totals only "
+        "(docs/architecture.md, \"Metrics and readiness\")",
     )
     ready_wait: float = Field(
         DEFAULT_READY_WAIT, ge=0.0, le=3600.0,
