@@ -81,6 +81,9 @@ class Roles:
     connected: frozenset[int] = frozenset()
     refusals: dict[str, int] = {}  # noqa: RUF012
 
+    def connected_now(self) -> frozenset[int]:
+        return self.connected
+
 
 class Switches:
     """Keeps each switch's flows (by cookie) as a switch would, counts the rest."""

@@ -25,17 +25,10 @@ from controller.datapath.runtime import DatapathRuntime
 from controller.desired.inventory import Inventory
 from controller.desired.models import Host
 from controller.store.sqlite import SqliteStore
+from tests.unit.api.test_readiness import Hub
 from tests.unit.apiserver import serve
 
 TEMPLATE = Path(__file__).parents[2] / "roles" / "controller" / "templates"
-
-
-class Hub:
-    def __init__(self) -> None:
-        self.streaming: list[str] = []
-
-    def connected(self) -> list[str]:
-        return list(self.streaming)
 
 
 class Replica:
