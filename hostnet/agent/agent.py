@@ -26,8 +26,8 @@ from hostnet.agent.commands import Commands
 from hostnet.agent.config import AgentConfig, AgentStartupError, read_token
 from hostnet.agent.dockerplugin import PluginService
 from hostnet.agent.localapi import create_app
-from hostnet.agent.metrics import AgentMetrics
-from hostnet.agent.metricsserver import MetricsServer
+from hostnet.agent.metrics.instruments import AgentMetrics
+from hostnet.agent.metrics.server import MetricsServer
 from hostnet.agent.names import NamesTable, Resolver, Responder, host_upstreams
 from hostnet.agent.registration import Registrar
 from hostnet.agent.servers import UnixServer, bind_unix_socket, systemd_socket

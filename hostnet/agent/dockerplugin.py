@@ -10,7 +10,7 @@ import logging
 import socket
 
 from hostnet.agent.client import ControllerError
-from hostnet.agent.metrics import DOCKER_ENDPOINTS, DOCKER_NETWORKS, AgentMetrics
+from hostnet.agent.metrics.instruments import DOCKER_ENDPOINTS, DOCKER_NETWORKS, AgentMetrics
 from hostnet.agent.servers import UnixServer
 from hostnet.docker.common import PluginError
 from hostnet.docker.engine import DockerClient, DockerError

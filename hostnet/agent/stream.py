@@ -39,7 +39,7 @@ from controller.agents.messages import (
 from controller.trust.wsclient import connect as ws_connect
 from hostnet.agent.client import ControllerClient, ControllerError, bearer, stream_url
 from hostnet.agent.commands import Commands
-from hostnet.agent.metrics import AgentMetrics
+from hostnet.agent.metrics.instruments import AgentMetrics
 from hostnet.agent.names import NamesTable
 from hostnet.agent.registration import BACKOFF_MIN, Registrar, next_backoff
 from hostnet.agent.tunnel import Tunnel

@@ -136,7 +136,7 @@ def _answer(body: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=CONTENT_TYPE)
 
 
-# How a plugin request ended (the agent counts them: hostnet/agent/metrics.py):
+# How a plugin request ended (the agent counts them: hostnet/agent/metrics/instruments.py):
 # answered, refused by the plugin (an error Docker shows), not a request of the
 # protocol (unknown method, body not JSON), a bug.
 OK, REFUSED, BAD_REQUEST, FAILED = "ok", "refused", "bad_request", "failed"

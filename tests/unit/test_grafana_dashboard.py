@@ -19,7 +19,7 @@ from controller.connlog.log import ConnectionLog
 from controller.datapath.runtime import DatapathRuntime
 from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
-from hostnet.agent.metrics import AgentMetrics
+from hostnet.agent.metrics.instruments import AgentMetrics
 from tests.unit.promql import PromQLError, metric_names
 
 DASHBOARD = Path(__file__).parents[2] / "docs" / "grafana" / "daolinet.json"

@@ -16,7 +16,7 @@ from controller.desired.events import Change
 from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
 from hostnet.agent.client import ControllerClient
-from hostnet.agent.metrics import AgentMetrics
+from hostnet.agent.metrics.instruments import AgentMetrics
 from hostnet.docker.engine import MTU_OPTION, SYNCED_LABEL
 from hostnet.docker.plugin import DockerPlugin, create_plugin_app
 from tests.unit.fakes import FakeRuntime

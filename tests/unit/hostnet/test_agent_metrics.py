@@ -1,4 +1,4 @@
-"""The agent's /metrics (hostnet/agent/metrics.py, metricsserver.py): what it counts,
+"""The agent's /metrics (hostnet/agent/metrics/): what it counts,
 its bounded labels, and where it may listen: loopback in plain HTTP; past it, or with
 the host's TLS files, only over TLS with a client certificate of the deployment's CA."""
 
@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from controller.trust.tls import TlsFiles
 from hostnet.agent.config import AgentConfig
-from hostnet.agent.metrics import MAX_ENDPOINTS, OTHER_ENDPOINT, AgentMetrics
-from hostnet.agent.metricsserver import MetricsServer
+from hostnet.agent.metrics.instruments import MAX_ENDPOINTS, OTHER_ENDPOINT, AgentMetrics
+from hostnet.agent.metrics.server import MetricsServer
 from hostnet.main import main
 from tests.metricstext import label_values, value
 from tests.pki import TestCA

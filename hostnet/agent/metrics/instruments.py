@@ -1,5 +1,5 @@
 """The agent's own metrics, in a prometheus_client registry of its own (served by
-metricsserver.py; docs/architecture.md, "Metrics").
+server.py; docs/architecture.md, "Metrics").
 
 * `daolinet_agent_routes`: routes the controller's stream made this host hold (as
   applied: a snapshot sets them, a delta adds and removes);
