@@ -227,6 +227,9 @@ def delete_link(name: str, netns: str | None = None) -> bool:
     return True
 
 
+RT_SCOPE_HOST = 254  # rtnetlink's scope of an address valid on this host only
+
+
 def ensure_local_address(address: str, link: str = "lo") -> None:
     """`address`/32 on `link` (idempotent): the name responder's address
     (docs/architecture.md, "Names across hosts").  On the loopback link: a dummy link
@@ -234,10 +237,19 @@ def ensure_local_address(address: str, link: str = "lo") -> None:
     with iproute() as ipr:
         idx = _require_index(ipr, link)
         with translate(f"read the addresses of {link}"):
-            held = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
-        if address not in held:
-            with translate(f"add {address}/32 to {link}"):
-                ipr.addr("add", index=idx, address=address, prefixlen=32)
+            held = {a.get_attr("IFA_ADDRESS"): a["scope"]
+                    for a in ipr.get_addr(index=idx, family=2)}
+        if held.get(address) == RT_SCOPE_HOST:
+            return
+        if address in held:  # added by an earlier agent with scope global
+            with translate(f"delete {address}/32 from {link}"):
+                ipr.addr("del", index=idx, address=address, prefixlen=32)
+        # Scope host: the kernel never picks it as the source of what the host sends
+        # (ICMP errors to a container through br-dl, which has no address of its own,
+        # took it, and the containers' traceroute lost its first hop); the responder
+        # still answers from it, bound to it.
+        with translate(f"add {address}/32 to {link}"):
+            ipr.addr("add", index=idx, address=address, prefixlen=32, scope=RT_SCOPE_HOST)
 
 
 def source_address_for(dst: str) -> str:
