@@ -2,7 +2,9 @@
 
 Not timed: it checks that the simulated switches and agents complete setups with
 the real controller and the baseline, and that the last line carries every figure.
-It needs no root (loopback only), so it lives with the unit tests.
+It needs no root (loopback only), but it starts the benchmark's processes and runs
+for about half a minute, so it lives with the integration tests: the unit layer
+stays at pure logic and runs in seconds.
 """
 
 from __future__ import annotations
