@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,7 @@ from tests.unit.clirunner import CliRunner
 from tests.unit.daolictl.support import ROUTES, Api, FakeRuntime, served_api
 
 TOKEN = "cli-token"
-REPO = Path(__file__).resolve().parents[3]
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -328,28 +325,6 @@ def test_bad_url(run) -> None:
     r = run("network", "list", env={"DAOLINET_URL": "ftp://x", "DAOLINET_TOKEN": TOKEN})
     assert r.exit_code == 1
     assert r.stderr.startswith("error: invalid API URL 'ftp://x'")
-
-
-def test_real_process_no_traceback(api: Api) -> None:
-    """The console entry point, in a real process: one line on stderr, exit 1."""
-    env = dict(os.environ)
-    url = f"http://127.0.0.1:{free_port()}"
-    env.update(DAOLINET_URL=url, DAOLINET_TOKEN=TOKEN)
-    code = "from controller.daolictl.commands import run; run()"
-    p = subprocess.run(
-        [sys.executable, "-c", code, "host", "list"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert p.returncode == 1
-    assert p.stderr.count("\n") == 1
-    assert p.stderr.startswith("error: cannot reach the daolinet API")
-    env.update(DAOLINET_URL=api.url)
-    p = subprocess.run(
-        [sys.executable, "-c", code, "network", "create", "ok", "10.7.0.0/24", "--json"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["subnet"] == "10.7.0.0/24"
 
 
 def test_help_lists_commands(run) -> None:

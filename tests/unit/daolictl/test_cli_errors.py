@@ -1,61 +1,15 @@
-"""Every console script: --help works; a bad flag is one line on stderr, exit 1 (in real
-processes, started together); the controller's option checks (in-process, through the
-same run_app as its console script)."""
+"""The controller's option checks, in-process, through the same run_app as its console
+script: each refusal is one line on stderr, exit 1.  The console scripts themselves, in
+real processes (--help, a bad flag), are tests/integration/test_console_scripts.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from controller import main as controller_main
 from controller.cliutil import run_app
-
-BIN = Path(sys.executable).parent
-COMMANDS = ["daolinet-controller", "daolinet-hostnet", "daolictl"]
-PROCESS_ARGS = {"help": ["--help"], "bad-flag": ["--no-such-flag"]}
-
-
-@pytest.fixture(scope="module")
-def processes() -> dict[tuple[str, str], subprocess.CompletedProcess[str]]:
-    """Every console script with every PROCESS_ARGS, started at once (each process spends
-    its time importing; side by side they take the time of the slowest)."""
-    started = {
-        (command, case): subprocess.Popen(
-            [BIN / command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for command in COMMANDS
-        for case, args in PROCESS_ARGS.items()
-    }
-    done = {}
-    try:
-        for key, proc in started.items():
-            out, err = proc.communicate(timeout=30)
-            done[key] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    finally:
-        for proc in started.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return done
-
-
-@pytest.mark.parametrize("command", COMMANDS)
-def test_help_exits_zero(processes, command: str) -> None:
-    res = processes[command, "help"]
-    assert res.returncode == 0, res.stderr
-    assert "Usage" in res.stdout
-
-
-@pytest.mark.parametrize("command", COMMANDS)
-def test_bad_flag_is_one_line_and_exit_1(processes, command: str) -> None:
-    res = processes[command, "bad-flag"]
-    assert res.returncode == 1
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr
-    assert "--no-such-flag" in lines[0] and "Traceback" not in res.stderr
 
 
 def controller(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
