@@ -168,8 +168,11 @@ class Controllers:
 
     # ------------------------------------------------------------------ processes
 
-    def start(self) -> None:
-        """Start every replica (the hosts are built)."""
+    def start(self, *, wait: bool = True) -> None:
+        """Start every replica (the hosts are built).  Without `wait` (one replica
+        only): return once its process is spawned, and `wait_started` waits for it,
+        so that the agents can start while it does (see Testbed.start)."""
+        assert wait or self.replicas == 1, "several replicas start one after the other"
         if self._layout.wireguard and self.replicas > 1:
             # Replicas of the first host's site; switches of other sites reach them
             # through WireGuard, at the first host's tunnel address.
@@ -195,8 +198,17 @@ class Controllers:
             headers={"Authorization": f"Bearer {self.token}"},
             timeout=10.0,
         )
+        if not wait:
+            self.procs[0] = self._spawn(0)
+            return
         for i in range(self.replicas):
             self.launch(i)
+
+    def wait_started(self) -> None:
+        """Wait for the replica that `start(wait=False)` spawned to serve."""
+        proc = self.procs[0]
+        assert proc is not None, "start(wait=False) first"
+        self._wait_serving(0, proc)
 
     def _bridge_store(self) -> None:
         """Bridge each 127.0.0.1 endpoint of the etcd store URLs into the replicas'
@@ -239,11 +251,18 @@ class Controllers:
 
     def launch(self, i: int) -> Proc:
         """Start replica `i`; return once it serves its API and its OpenFlow port."""
-        proc = self._processes.spawn(
+        proc = self.procs[i] = self._spawn(i)
+        self._wait_serving(i, proc)
+        return proc
+
+    def _spawn(self, i: int) -> Proc:
+        return self._processes.spawn(
             self.ns, *self._cmd(i), what="daolinet-controller",
             log=self.replica_log(i), env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
-        self.procs[i] = proc
+
+    def _wait_serving(self, i: int, proc: Proc) -> None:
+        """Until replica `i` (`proc`) serves its API and its OpenFlow port."""
 
         def ready() -> bool:
             r = httpx.get(f"{self.replica_url(i)}/healthz", timeout=2.0, verify=self.verify)
@@ -259,7 +278,6 @@ class Controllers:
             f"{self.of_ports[i]}",
             self.replica_log(i), timeout=self._ready_timeout,
         )
-        return proc
 
     def kill_replica(self, i: int, sig: int = signal.SIGKILL) -> None:
         """Stop controller replica `i` (SIGKILL: a crash)."""

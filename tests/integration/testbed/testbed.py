@@ -222,9 +222,18 @@ class Testbed:
             if self._wireguard:
                 p.wireguard.provision()
             if self.daolinet:
-                p.controllers.start()
+                # One controller: the agents start while it does, as at a boot.  Each
+                # process spends seconds importing (a testbed's start took ~30 s, two
+                # thirds of it waiting on the controller, then on the agents); an
+                # agent retries its registration until the controller answers.
+                # Replicas keep their order: each serves before the next starts, and
+                # the agents start once all do.
+                alone = p.controllers.replicas == 1
+                p.controllers.start(wait=not alone)
                 for host in self.hosts.values():
                     p.agents.start(host)
+                if alone:
+                    p.controllers.wait_started()
                 for host in self.hosts.values():
                     p.agents.wait_ready(host)
         except BaseException:
