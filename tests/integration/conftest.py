@@ -108,11 +108,13 @@ def make_docker_lab(*, firewall: bool = False) -> Iterator[DockerLab]:
     dockerds: list[Dockerd] = []
     try:
         tb.start()
-        for name in ("h1", "h2"):
+        for name in ("h1", "h2"):  # both engines start side by side
             d = Dockerd(tb, name, firewall=firewall)
             dockerds.append(d)
+            d.spawn()
+        for d in dockerds:
             try:
-                d.start()
+                d.wait_started()
             except TestbedError as exc:
                 pytest.skip(reason=f"dockerd cannot start here: {exc}")
             d.import_image()

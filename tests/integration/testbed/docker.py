@@ -96,6 +96,12 @@ class Dockerd:
         self.containers: set[str] = set()  # ids ever created (for teardown)
 
     def start(self, timeout: float = 30.0) -> None:
+        self.spawn()
+        self.wait_started(timeout)
+
+    def spawn(self) -> None:
+        """Start dockerd; `wait_started` waits until it answers (the engines of a lab
+        start side by side)."""
         self.dir.mkdir(exist_ok=True)
         self.host.plugin_socket.parent.mkdir(exist_ok=True)
         cgroups = self.dir / "cgroups"
@@ -113,6 +119,9 @@ class Dockerd:
         mark_log(self.log, "dockerd start")
         self.proc = self.tb.spawn(self.host, "sh", str(script), what=f"dockerd {self.host.name}",
                                   log=self.log)
+
+    def wait_started(self, timeout: float = 30.0) -> None:
+        assert self.proc is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while self.cli("version", timeout=5).returncode != 0:
             if not self.proc.alive() or time.monotonic() > deadline:
