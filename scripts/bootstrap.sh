@@ -9,6 +9,7 @@ APT_PACKAGES=(
   openvswitch-switch openvswitch-common iproute2 ethtool iperf3 traceroute tcpdump
   iputils-ping netcat-openbsd procps python3 python3-venv python3-pip
   docker.io busybox-static
+  docker-compose  # Compose (Debian's 1.29) for tests/integration/test_docker_names.py
   wireguard-tools wireguard-go nftables
   debootstrap
   etcd-server etcd-client

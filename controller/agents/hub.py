@@ -34,9 +34,11 @@ from controller.agents.messages import (
     SnapshotMessage,
     parse_reply,
 )
-from controller.agents.names import SourceNames, host_names
+from controller.agents.names import SourceNames
+from controller.agents.names_cache import NamesCache
 from controller.datapath.effects import KernelRouteDelta
 from controller.datapath.runtime import DatapathRuntime
+from controller.desired.events import Change
 from controller.desired.models import Host, NatRule
 from controller.trust.tls import ClientContext
 
@@ -84,6 +86,7 @@ class AgentHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
+        self.names = NamesCache()  # the connected hosts' names tables
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -116,6 +119,7 @@ class AgentHub:
         with self._lock:
             if self._sessions.get(session.host) is session:
                 del self._sessions[session.host]
+                self.names.forget(session.host)  # kept up to date for connected hosts only
         self._fail_all(session)
 
     def answer(self, session: Session, message: dict[str, Any]) -> None:
@@ -274,12 +278,17 @@ class AgentHub:
         message = MeshMessage(seq=seq, hosts=[MeshHost.of(h) for h in hosts]).wire()
         self.loop.call_soon_threadsafe(session.queue.put_nowait, message)
 
-    def names_changed(self) -> None:
-        """Every connected agent's names table, again (level-triggered: an agent gets
-        a table only when it differs from the last one it got; nothing waits for the
-        ack).  An agent that connects later gets its table after its snapshot."""
+    def names_changed(self, change: Change) -> None:
+        """The connected agents' names tables after `change` (level-triggered: an
+        agent gets a table only when it differs from the last one it got; nothing
+        waits for the ack).  An agent that connects later gets its table after its
+        snapshot.  Only what `change` may move is decided again (names_cache.py)."""
+        view = self.runtime.index.view()
+        touched = self.names.apply(view, change)
         for host in self.connected():
-            tables = host_names(self.runtime.index.view(), host)
+            if host not in touched and self.names.cached(host):
+                continue
+            tables = self.names.table(view, host)
             with self._lock:
                 session = self._sessions.get(host)
                 if session is not None and session.ready and session.names != tables:
@@ -316,7 +325,7 @@ class AgentHub:
         token, routes = snap
         nat = self.runtime.nat_snapshot(session.host)
         mesh = self.runtime.mesh_hosts()
-        names = host_names(self.runtime.index.view(), session.host)
+        names = self.names.table(self.runtime.index.view(), session.host)
         with self._lock:
             if session.ready:
                 return

@@ -57,7 +57,7 @@ class AgentLink(Protocol):
 
     def send_mesh(self, hosts: list[Host]) -> None: ...
 
-    def names_changed(self) -> None: ...
+    def names_changed(self, change: Change) -> None: ...
 
     def drop_all(self) -> None: ...
 
@@ -284,7 +284,7 @@ class DatapathRuntime:
         if isinstance(change, (EndpointAdded, EndpointRemoved, EndpointRenamed, HostRemoved,
                                *PolicyEvents)) and self.agents is not None:
             # what a container may resolve follows every endpoint and policy change
-            self.agents.names_changed()
+            self.agents.names_changed(change)
 
     def _host_removed(self, host: Host) -> None:
         """A removed host: the core forgets it, its agent's stream is closed, and

@@ -16,6 +16,7 @@ from controller.agents.hub import AgentHub, Session
 from controller.agents.messages import CLOSE_REPLACED
 from controller.cluster.roles import Roles
 from controller.datapath.runtime import DatapathRuntime
+from controller.desired.events import Change
 from controller.desired.inventory import Inventory
 from controller.store.sqlite import SqliteStore
 from tests.unit.api.support import hub_served
@@ -68,7 +69,8 @@ def test_one_stream_per_host_is_never_closed_by_the_hub(
 def test_each_agent_gets_its_own_names_table_when_it_changes(tmp_path: Path) -> None:
     """names_changed: every connected agent gets its host's table (its containers
     only), again only when it differs from the last one it got."""
-    inventory = Inventory(SqliteStore(tmp_path / "db"), lambda change: None)
+    changes: list[Change] = []
+    inventory = Inventory(SqliteStore(tmp_path / "db"), changes.append)
     for name, address in (("h1", "198.18.0.11"), ("h2", "198.18.0.12")):
         inventory.register_host(name, address)
     inventory.create_network("web", "10.1.0.0/24")
@@ -86,7 +88,7 @@ def test_each_agent_gets_its_own_names_table_when_it_changes(tmp_path: Path) -> 
         for change in (None, None, "alias"):
             if change == "alias":
                 inventory.update_endpoint("w2", aliases=["api"])
-            hub.names_changed()
+            hub.names_changed(changes[-1])
             await asyncio.sleep(0)
             rounds.append([s.queue.get_nowait() if not s.queue.empty() else {}
                            for s in sessions])
