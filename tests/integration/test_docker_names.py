@@ -6,19 +6,28 @@ responder as `--dns` as the hostnet role's daemon.json does).  A container on h2
 resolves, through the resolver Docker gives it, the name, alias and hostname of a
 container on h1 it may reach, and a reverse lookup of its address; a disconnect
 makes the name NXDOMAIN; a `docker rename` is followed; a removed container's name
-is NXDOMAIN; names answer while the controller is away.  The tests share the lab
-and run in order.
+is NXDOMAIN; names answer while the controller is away; the Compose example of the
+docs (docs/examples/compose.yaml, run as it is) comes up with one service on each
+engine, the services resolve each other by service name and alias across the hosts,
+and `down` on both removes everything.  The tests share the lab and run in order.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import DockerLab as Lab
+from testbed.docker import IMAGE, Dockerd
+from testbed.procs import run
 
 NET = ["-d", "daolinet", "--ipam-driver", "daolinet"]
 RESOLVE_TIMEOUT = 10.0  # seconds (a bound, not a figure: the machine is loaded)
+COMPOSE_EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "compose.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -26,22 +35,24 @@ def lab(docker_lab: Lab) -> Lab:
     return docker_lab
 
 
-def _lookup(lab: Lab, name: str) -> tuple[int, str]:
-    """`nslookup name` in c2 (on h2): its exit code and output."""
-    res = lab.d2.cli("exec", "c2", "nslookup", name, timeout=30)
+def _lookup(lab: Lab, name: str, engine: Dockerd | None = None, asker: str = "c2",
+            ) -> tuple[int, str]:
+    """`nslookup name` in `asker` (c2, on h2): its exit code and output."""
+    res = (engine or lab.d2).cli("exec", asker, "nslookup", name, timeout=30)
     return res.returncode, res.stdout + res.stderr
 
 
-def _resolves_to(lab: Lab, name: str, ip: str) -> str:
-    """Wait (bounded) until c2 resolves `name` to `ip`; the nslookup output."""
+def _resolves_to(lab: Lab, name: str, ip: str, engine: Dockerd | None = None,
+                 asker: str = "c2") -> str:
+    """Wait (bounded) until `asker` resolves `name` to `ip`; the nslookup output."""
     found: dict[str, str] = {}
 
     def check() -> bool:
-        code, out = _lookup(lab, name)
+        code, out = _lookup(lab, name, engine, asker)
         found["out"] = out
         return code == 0 and ip in out.split("Name:", 1)[-1]
 
-    lab.tb.wait_until(check, RESOLVE_TIMEOUT, f"{name} does not resolve to {ip} in c2",
+    lab.tb.wait_until(check, RESOLVE_TIMEOUT, f"{name} does not resolve to {ip} in {asker}",
                       detail=lambda: found.get("out", ""))
     return found["out"]
 
@@ -110,6 +121,58 @@ def test_a_stopped_container_no_longer_resolves(lab: Lab) -> None:
     tb.wait_until(lambda: tb.api("GET", "/containers/w1").status_code == 404, 20,
                   "w1's endpoint not removed")
     _nxdomain(lab, "w1", "after docker rm")
+
+
+def _compose(engine: Dockerd, *args: str) -> subprocess.CompletedProcess[str]:
+    """docker-compose (Debian's 1.29, scripts/bootstrap.sh) against `engine`, project
+    demo, with the docs' example file as it is."""
+    cli = shutil.which("docker-compose")
+    assert cli is not None, "docker-compose is missing: run scripts/bootstrap.sh"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
+    env["DOCKER_HOST"] = f"unix://{engine.sock}"
+    return run([cli, "-p", "demo", "-f", str(COMPOSE_EXAMPLE), *args], timeout=120, env=env)
+
+
+def _compose_ok(engine: Dockerd, *args: str) -> str:
+    res = _compose(engine, *args)
+    assert res.returncode == 0, f"docker-compose {' '.join(args)}: {res.stdout}{res.stderr}"
+    return res.stdout + res.stderr
+
+
+def test_compose_services_on_two_engines_resolve_each_other(lab: Lab) -> None:
+    tb, d1, d2 = lab.tb, lab.d1, lab.d2
+    for engine in (d1, d2):
+        engine.ok("tag", IMAGE, "busybox")  # the example's image: the lab's busybox
+    try:
+        _compose_ok(d1, "up", "-d", "web")
+        # h2's engine has the agent's copy first: Compose must take it as its own
+        tb.wait_until(lambda: "demo_backend" in d2.ok("network", "ls"), 10,
+                      "demo_backend did not appear in h2's engine")
+        _compose_ok(d2, "up", "-d", "client")
+        net = tb.api_json("GET", "/networks/demo_backend")
+        assert net["subnet"] == "10.94.0.0/24", net  # the file's IPAM subnet
+        web = tb.wait_until(
+            lambda: (r := tb.api("GET", "/containers/demo_web_1")).status_code == 200
+            and "api" in r.json()["aliases"] and r.json(), 10, "web's aliases not recorded")
+        assert (web["host"], sorted(web["aliases"])) == ("h1", ["api", "web"]), web
+        client = tb.wait_until(
+            lambda: (r := tb.api("GET", "/containers/demo_client_1")).status_code == 200
+            and r.json(), 10, "client not named")
+        assert client["host"] == "h2"
+        for name in ("web", "api", "demo_web_1"):  # service, alias, container name
+            _resolves_to(lab, name, web["ip"], d2, "demo_client_1")
+        _resolves_to(lab, "client", client["ip"], d1, "demo_web_1")  # and the other way
+        res = d2.cli("exec", "demo_client_1", "ping", "-c1", "-W3", "api", timeout=30)
+        assert res.returncode == 0 and web["ip"] in res.stdout, res.stdout + res.stderr
+    finally:
+        # -t 1: the example's processes ignore SIGTERM as PID 1; no need to wait 10 s
+        down2, down1 = _compose(d2, "down", "-t", "1"), _compose(d1, "down", "-t", "1")
+    assert down2.returncode == 0 and down1.returncode == 0, (down2.stderr, down1.stderr)
+    tb.wait_until(lambda: tb.api("GET", "/networks/demo_backend").status_code == 404, 20,
+                  "the network stayed at the controller after down on both hosts")
+    for engine in (d1, d2):
+        tb.wait_until(lambda e=engine: "demo_backend" not in e.ok("network", "ls"), 20,
+                      "demo_backend stayed in an engine after down")
 
 
 def test_names_answer_while_the_controller_is_away(lab: Lab) -> None:
