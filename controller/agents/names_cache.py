@@ -11,10 +11,11 @@ cache keeps each host's verdicts and decides again only the pairs a change can m
   `decide()` reads the two containers' names, networks and address and the policy,
   nothing of other containers;
 * a pair policy: the two pairs of its containers;
-* a group, rules or a network changing (`GroupChanged`, `RulesChanged`, `Network*`):
-  the pairs with either end in one of the networks the event names (the rules of a
-  network or group are read for destinations in it; a group's reach and a rule's
-  group or network source for sources in it);
+* a network's or group's rules (`RulesChanged`): the pairs into the networks they
+  are read for (rules are read for the destination only);
+* a group or a network changing (`GroupChanged`, `Network*`): the pairs with either
+  end in one of the networks the event names (a group's reach, and a rule whose
+  source is a group, are read for sources in it too);
 * anything else (a change kind this does not know): every cached host again.
 
 The cache answers exactly what `host_names()` would (the unit tests compare them after
@@ -147,9 +148,13 @@ class NamesCache:
                         | self._endpoint_changed(index, change.after.id))
             if isinstance(change, PairPolicyChanged):
                 return self._pair_changed(index, change.a, change.b)
-            networks = _networks_of(index, change)
+            if isinstance(change, RulesChanged):
+                # rules are read for the destination only: the pairs into them
+                return self._networks_changed(index, _rule_networks(index, change),
+                                              sources=False)
+            networks = _networks_of(change)
             if networks is not None:
-                return self._networks_changed(index, networks)
+                return self._networks_changed(index, networks, sources=True)
             for host in self._hosts:  # a change this cache does not know: all again
                 self._hosts[host] = self._compute(index, host)
             return set(self._hosts)
@@ -187,14 +192,17 @@ class NamesCache:
                 touched.add(src.host)
         return touched
 
-    def _networks_changed(self, index: DesiredReads, networks: frozenset[str]) -> set[str]:
+    def _networks_changed(self, index: DesiredReads, networks: frozenset[str], *,
+                          sources: bool) -> set[str]:
+        """Decide again the pairs into `networks`, and with `sources` the rows of
+        their containers."""
         everyone = index.endpoints()
         inside = [e for e in everyone if e.network in networks]
         touched: set[str] = set()
         for host, rows in self._hosts.items():
             for row in list(rows.values()):
                 touched.add(host)
-                if row.source.network in networks:
+                if sources and row.source.network in networks:
                     rows[row.source.id] = _row(index, row.source, everyone)
                 else:
                     for dst in inside:
@@ -202,18 +210,22 @@ class NamesCache:
         return touched
 
 
-def _networks_of(index: DesiredReads, change: Change) -> frozenset[str] | None:
-    """The networks whose containers' pairs `change` may move, or None (unknown)."""
+def _rule_networks(index: DesiredReads, change: RulesChanged) -> frozenset[str]:
+    """The networks whose containers the changed rules are read for: the target's
+    networks when the change was made and now."""
+    if change.target_kind == "group":
+        group = index.group(change.target)
+        now = frozenset(group.networks) if group is not None else frozenset()
+    else:
+        now = frozenset([change.target])
+    return frozenset(change.networks) | now
+
+
+def _networks_of(change: Change) -> frozenset[str] | None:
+    """The networks whose containers' pairs (either end) `change` may move, or None
+    (unknown)."""
     if isinstance(change, GroupChanged):
         return change.networks
-    if isinstance(change, RulesChanged):
-        now: frozenset[str] = frozenset()
-        if change.target_kind == "group":
-            group = index.group(change.target)
-            now = frozenset(group.networks) if group is not None else frozenset()
-        else:
-            now = frozenset([change.target])
-        return frozenset(change.networks) | now
     if isinstance(change, (NetworkAdded, NetworkRemoved)):
         return frozenset([change.network.name])
     if isinstance(change, NetworkChanged):
