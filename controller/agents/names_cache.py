@@ -38,22 +38,7 @@ from controller.agents.names import (
     may_resolve,
     names_of,
 )
-from controller.desired.events import (
-    Change,
-    EndpointAdded,
-    EndpointRemoved,
-    EndpointRenamed,
-    GroupChanged,
-    HostRegistered,
-    HostRemoved,
-    NetworkAdded,
-    NetworkChanged,
-    NetworkRemoved,
-    PairPolicyChanged,
-    PublishedPortAdded,
-    PublishedPortRemoved,
-    RulesChanged,
-)
+from controller.desired import events as ev
 from controller.desired.index import DesiredReads
 from controller.desired.models import Endpoint
 
@@ -61,7 +46,7 @@ log = logging.getLogger(__name__)
 
 # Changes that decide() does not read (published ports are the outside's way in; a
 # registered host changes no container).
-_NO_NAMES_CHANGE = (PublishedPortAdded, PublishedPortRemoved, HostRegistered)
+_NO_NAMES_CHANGE = (ev.PublishedPortAdded, ev.PublishedPortRemoved, ev.HostRegistered)
 
 
 @dataclass
@@ -132,23 +117,23 @@ class NamesCache:
         with self._lock:
             self._hosts.pop(host, None)
 
-    def apply(self, index: DesiredReads, change: Change) -> set[str]:
+    def apply(self, index: DesiredReads, change: ev.Change) -> set[str]:
         """Bring the cached tables in line with `index`, which holds `change`; the
         hosts whose table may differ now."""
         with self._lock:
             if isinstance(change, _NO_NAMES_CHANGE):
                 return set()
-            if isinstance(change, HostRemoved):
+            if isinstance(change, ev.HostRemoved):
                 self._hosts.pop(change.host.name, None)
                 return set()
-            if isinstance(change, (EndpointAdded, EndpointRemoved)):
+            if isinstance(change, (ev.EndpointAdded, ev.EndpointRemoved)):
                 return self._endpoint_changed(index, change.endpoint.id)
-            if isinstance(change, EndpointRenamed):
+            if isinstance(change, ev.EndpointRenamed):
                 return (self._endpoint_changed(index, change.before.id)
                         | self._endpoint_changed(index, change.after.id))
-            if isinstance(change, PairPolicyChanged):
+            if isinstance(change, ev.PairPolicyChanged):
                 return self._pair_changed(index, change.a, change.b)
-            if isinstance(change, RulesChanged):
+            if isinstance(change, ev.RulesChanged):
                 # rules are read for the destination only: the pairs into them
                 return self._networks_changed(index, _rule_networks(index, change),
                                               sources=False)
@@ -210,7 +195,7 @@ class NamesCache:
         return touched
 
 
-def _rule_networks(index: DesiredReads, change: RulesChanged) -> frozenset[str]:
+def _rule_networks(index: DesiredReads, change: ev.RulesChanged) -> frozenset[str]:
     """The networks whose containers the changed rules are read for: the target's
     networks when the change was made and now."""
     if change.target_kind == "group":
@@ -221,14 +206,14 @@ def _rule_networks(index: DesiredReads, change: RulesChanged) -> frozenset[str]:
     return frozenset(change.networks) | now
 
 
-def _networks_of(change: Change) -> frozenset[str] | None:
+def _networks_of(change: ev.Change) -> frozenset[str] | None:
     """The networks whose containers' pairs (either end) `change` may move, or None
     (unknown)."""
-    if isinstance(change, GroupChanged):
+    if isinstance(change, ev.GroupChanged):
         return change.networks
-    if isinstance(change, (NetworkAdded, NetworkRemoved)):
+    if isinstance(change, (ev.NetworkAdded, ev.NetworkRemoved)):
         return frozenset([change.network.name])
-    if isinstance(change, NetworkChanged):
+    if isinstance(change, ev.NetworkChanged):
         return frozenset([change.before.name, change.after.name])
     return None
 
