@@ -166,7 +166,12 @@ def test_compose_services_on_two_engines_resolve_each_other(lab: Lab) -> None:
         assert res.returncode == 0 and web["ip"] in res.stdout, res.stdout + res.stderr
     finally:
         # -t 1: the example's processes ignore SIGTERM as PID 1; no need to wait 10 s
-        down2, down1 = _compose(d2, "down", "-t", "1"), _compose(d1, "down", "-t", "1")
+        down2 = _compose(d2, "down", "-t", "1")
+        # h2's agent frees the removed client's address within its 6 s sweep; until
+        # then the network is in use, and h1's `down` would leave it at the controller
+        tb.wait_until(lambda: tb.api("GET", "/containers/demo_client_1").status_code == 404,
+                      20, "client's endpoint not freed after down on h2")
+        down1 = _compose(d1, "down", "-t", "1")
     assert down2.returncode == 0 and down1.returncode == 0, (down2.stderr, down1.stderr)
     tb.wait_until(lambda: tb.api("GET", "/networks/demo_backend").status_code == 404, 20,
                   "the network stayed at the controller after down on both hosts")
