@@ -29,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.agents.names import host_names  # noqa: E402
-from controller.agents.names_cache import NamesCache  # noqa: E402
-from controller.desired.events import Change  # noqa: E402
-from controller.desired.index import DesiredIndex  # noqa: E402
-from controller.desired.inventory import Inventory  # noqa: E402
-from controller.store.sqlite import SqliteStore  # noqa: E402
+from controller.agents.names import host_names
+from controller.agents.names_cache import NamesCache
+from controller.desired.events import Change
+from controller.desired.index import DesiredIndex
+from controller.desired.inventory import Inventory
+from controller.store.sqlite import SqliteStore
 
 
 def timed(fn: Callable[[], object]) -> float:
