@@ -91,7 +91,7 @@ def main() -> None:
         ("stop", lambda: inv.remove_endpoint("new")),
         ("pair", lambda: inv.set_pair_policy("c0", "c1", "deny")),
         ("rule", lambda: inv.add_rule("network", networks[0], "deny", "network",
-                                      networks[1], "tcp", ["22"])),
+                                      networks[1 % len(networks)], "tcp", ["22"])),
     ]
     figures: dict[str, object] = {"hosts": args.hosts, "containers": args.containers,
                                   "sample_hosts": len(sample),
