@@ -16,9 +16,11 @@ state for its version (one attribute read).  Either changed: it builds the
 picture again, at once and then for SETTLE seconds as often as its cost allows
 (every tick, or twice the time the last build took): an allowed first packet is
 logged before its flows are installed, and a route is shown once installed.
-Changes that leave no log entry (a connection torn down with its container, or
-another replica's switches when masters are spread) are caught by a rebuild at
-least every `refresh` seconds.  Nothing is sent per object, and nothing is polled
+With masters spread, the other replicas' log entries count too: `members`
+(controller/livemap/members.py) brings them every MEMBER_TICK, and they are sent
+and acted on as this replica's are.  Changes that leave no log entry (a connection
+torn down with its container) are caught by a rebuild at least every `refresh`
+seconds.  Nothing is sent per object, and nothing is polled
 by the browser.
 """
 
@@ -31,6 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from controller.connlog.log import ConnectionLog, Filters
+from controller.livemap.members import MEMBER_TICK, MemberLogs
 
 TICK = 0.25  # seconds between looks at the log and the desired state
 SETTLE = 1.5  # seconds after a change during which the picture is built again
@@ -52,7 +55,8 @@ def _same_picture(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
 class Feed:
     """The stream of one browser.  `picture`: builds the bounded view; `version`:
     the desired state's current version (compared by identity); `connlog`: this
-    replica's connection log (None: off); `replica`: its name in the entries."""
+    replica's connection log (None: off); `replica`: its name in the entries;
+    `members`: the other replicas' logs (None: this replica's only)."""
 
     def __init__(
         self,
@@ -65,6 +69,7 @@ class Feed:
         clock: Callable[[], float] = time.time,
         tick: float = TICK,
         refused: Callable[[], str | None] = lambda: None,
+        members: MemberLogs | None = None,
     ) -> None:
         self.picture = picture
         self.version = version
@@ -76,8 +81,17 @@ class Feed:
         # why the caller may no longer read (its certificate revoked since it
         # connected), asked every tick; None while it may
         self.refused = refused
+        self.members = members
 
     async def events(self) -> AsyncIterator[str]:
+        try:
+            async for chunk in self._events():
+                yield chunk
+        finally:
+            if self.members is not None:
+                await self.members.aclose()
+
+    async def _events(self) -> AsyncIterator[str]:
         cursor = self.clock()
         version = self.version()
         last, gap = await self._build()
@@ -86,6 +100,7 @@ class Feed:
         built = wrote = now
         settle_until = 0.0
         rebuild_at = now + self.refresh
+        members_at = now
         while True:
             await asyncio.sleep(self.tick)
             why = self.refused()
@@ -96,6 +111,11 @@ class Feed:
             entries, skipped = self._entries_after(cursor)
             if entries:
                 cursor = float(entries[-1]["time"])
+            if self.members is not None and now >= members_at:
+                members_at = now + MEMBER_TICK
+                theirs = await self.members.new_entries()
+                entries = sorted([*entries, *theirs], key=lambda e: float(e["time"]))
+            if entries:
                 yield sse("connections", {"entries": entries, "skipped": skipped})
                 wrote = now
             if entries or self.version() is not version:

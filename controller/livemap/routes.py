@@ -34,11 +34,14 @@ from controller.api.routes import live
 from controller.connlog.log import MAX_PAGE
 from controller.livemap.details import container_details
 from controller.livemap.feed import REFRESH, Feed, sse
+from controller.livemap.members import MemberLogs
 from controller.livemap.view import DENY_WINDOW, MAX_EXPAND, Expansion, build_view
 
 MAX_STREAMS = 16  # event streams one replica serves at once (each rebuilds its picture)
 RECENT = 20  # connections shown for a clicked container
-SPREAD_REFRESH = 2.0  # masters spread: the other replicas' changes, at least this often
+# masters spread: what the other replicas' logs do not show (a container removed
+# there), at least this often
+SPREAD_REFRESH = 2.0
 
 Name = Annotated[str, Field(min_length=1, max_length=253)]
 Names = Annotated[list[Name], Query(max_length=MAX_EXPAND)]
@@ -110,7 +113,7 @@ class LiveMap:
             feed = Feed(
                 lambda: picture(ctx, expansion), ctx.inventory.index.view, ctx.connlog,
                 _replica(ctx), refresh=SPREAD_REFRESH if ctx.member_apis() else REFRESH,
-                refused=lambda: revoked_since(ctx, request.scope))
+                refused=lambda: revoked_since(ctx, request.scope), members=_members(ctx))
             return StreamingResponse(
                 self._counted(feed.events()), media_type="text/event-stream",
                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -148,6 +151,14 @@ def _expansion(sites: list[str], hosts: list[str], auto: bool) -> Expansion:
             422, f"query parameters site and host: at most {MAX_EXPAND} together "
                  f"(got {len(sites) + len(hosts)})")
     return Expansion(frozenset(sites), frozenset(hosts), auto)
+
+
+def _members(ctx: ApiContext) -> MemberLogs:
+    """The other replicas' logs, followed with this replica's credentials (the admin
+    token; under TLS its replica certificate), as GET /connections asks them."""
+    return MemberLogs(
+        ctx.member_apis, ctx.token,
+        lambda: ctx.client_tls.refresh() if ctx.client_tls is not None else True)
 
 
 def _replica(ctx: ApiContext) -> str:
