@@ -9,8 +9,10 @@ testbed's controller with the read-only token and follows real packets.
 * a first packet's connection is drawn within 2 s of the API listing it (GET
   /routes), with its path (same host, direct), and goes within 2 s of the API
   no longer listing it when it expires;
-* a denied pair is drawn as denied; a click on its container shows why, and one
-  on its edge what `GET /trace` says of the pair.
+* a denied pair is drawn as denied; a click on its container shows why (and its
+  network, group and firewall rules), and one on its edge what `GET /trace` says of
+  the pair;
+* the read-only token reads the map and its stream, and changes nothing.
 
 A screenshot is saved in $DAOLINET_ARTIFACTS (else the test's temporary folder)
 and its path printed; README.md shows one (docs/map.png).
@@ -25,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import make_testbed
 from testbed import Container, Testbed, wait_until
@@ -71,6 +74,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         tb.create_network("web", "10.1.0.0/24")
         tb.create_network("db", "172.31.7.0/24")
         c = {n: tb.container(h, n, net, ip=ip) for n, (h, net, ip) in LAYOUT.items()}
+        # policy for d1's details (it leaves ICMP web -> db to the default deny)
+        tb.api_json("POST", "/groups", {"name": "stores", "networks": ["db"]})
+        tb.api_json("POST", "/firewalls/rules", {
+            "target_kind": "network", "target": "db", "action": "deny",
+            "source": {"kind": "network", "value": "web"}, "protocol": "tcp",
+            "ports": ["22"]})
         yield Lab(tb, c, secret.read_text().strip())
 
 
@@ -129,6 +138,24 @@ def test_the_page_shows_the_hosts_and_containers_the_api_lists(lab: Lab, page: A
     drawn = wait(lambda: (ids := set(page.execute_script(NODES_JS))) >= hosts | containers
                  and ids, "every host and container drawn")
     assert "s:default" in drawn
+
+
+def test_the_read_only_token_reads_the_map_and_changes_nothing(lab: Lab) -> None:
+    ro = {"Authorization": f"Bearer {lab.readonly}"}
+    view = lab.tb.api("GET", "/map/view", headers=ro)
+    assert view.status_code == 200 and view.json()["totals"]["containers"] == len(LAYOUT)
+    with httpx.Client(base_url=lab.tb.api_url, timeout=10, headers=ro) as http, \
+            http.stream("GET", "/api/v1/map/events") as events:
+        assert events.status_code == 200 and next(events.iter_lines()) == "event: view"
+    # the attack: with it, a new network and a removed container are refused
+    made = lab.tb.api("POST", "/networks", json={"name": "evil", "subnet": "10.9.0.0/24"},
+                      headers=ro)
+    assert made.status_code == 403, made.text
+    assert "read-only token may not change" in made.json()["detail"]
+    gone = lab.tb.api("DELETE", "/containers/a1", headers=ro)
+    assert gone.status_code == 403, gone.text
+    assert "evil" not in {n["name"] for n in lab.tb.api_json("GET", "/networks")}
+    assert "a1" in {c["name"] for c in lab.tb.api_json("GET", "/containers")}
 
 
 def _pair(a: str, b: str) -> tuple[str, str]:
@@ -206,6 +233,7 @@ def test_a_denied_pair_shows_as_denied_and_its_container_says_why(
                    and "Recent connections" in t and "denied a1" in t and t,
                    "d1's details with the denial")
     assert "container d1" in details and "db 172.31.7.0/24" in details
+    assert "stores" in details and "network db: deny from network web tcp 22" in details
     # a click on the denied edge: its reason, and what GET /trace says of the pair
     assert page.execute_script(
         CLICK_JS, '#map .edge[data-verdict="deny"][data-a="c:a1"][data-b="c:d1"]')

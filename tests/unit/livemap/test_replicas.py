@@ -137,9 +137,9 @@ def test_the_follower_is_what_brings_them_not_the_periodic_rebuild(pair: Pair) -
     assert members._client is None  # closed with its stream
 
 
-async def _first_edge(feed: Feed, pair: Pair) -> tuple[float, list[str]]:
-    """Seconds from c1 logging a first packet to the stream's picture with its edge,
-    and the events sent meanwhile."""
+async def _first_edge(feed: Feed, pair: Pair, placed: float = 1.0) -> tuple[float, list[str]]:
+    """Seconds from c1 logging a first packet (`placed` seconds after the stream
+    opened) to the stream's picture with its edge, and the events sent meanwhile."""
     events = feed.events()
     chunks: asyncio.Queue[str] = asyncio.Queue()
 
@@ -149,7 +149,7 @@ async def _first_edge(feed: Feed, pair: Pair) -> tuple[float, list[str]]:
 
     reader = asyncio.create_task(read())
     assert (await chunks.get()).startswith("event: view")
-    await asyncio.sleep(1.0)  # c1 placed (MEMBER_TICK 0.5 s)
+    await asyncio.sleep(placed)  # c1 placed (MEMBER_TICK 0.5 s)
     seen = time.monotonic()
     pair.log1.record([first_packet(pair.c1.inventory, "h2")])
     pair.runtime1._routes.append(ROUTE)
