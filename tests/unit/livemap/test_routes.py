@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import ssl
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+import controller.livemap
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.routes import live
@@ -104,6 +107,24 @@ def test_the_page_is_served_without_a_credential_and_holds_no_data(client: TestC
     assert client.get("/map/map.css").status_code == 200
     missing = client.get("/map/secrets.txt")
     assert missing.status_code == 404 and "path asset" in missing.json()["detail"]
+
+
+def test_the_page_loads_nothing_from_elsewhere_and_ships_in_the_package() -> None:
+    """No CDN at run time (issue 23): the page's files name no other origin (the SVG
+    namespace is a name, never fetched), load only /map/*, and are the package's
+    data (pyproject.toml), so the wheel the hosts install carries them."""
+    static = Path(controller.livemap.__file__).parent / "static"
+    names = sorted(p.name for p in static.iterdir())
+    assert names == ["index.html", "map.css", "map.js"]
+    for name in names:
+        text = (static / name).read_text()
+        urls = set(re.findall(r"[a-z]+://[^\s\"')]+", text))
+        assert urls <= {"http://www.w3.org/2000/svg"}, (name, urls)
+        assert "@import" not in text and "url(" not in text.replace("data:", "")
+        for ref in re.findall(r'(?:src|href)="([^"]*)"', text):
+            assert ref.startswith("/map/"), (name, ref)
+    project = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
+    assert "static/*" in project["tool"]["setuptools"]["package-data"]["controller.livemap"]
 
 
 @pytest.mark.parametrize("path", ["/api/v1/map/view", "/api/v1/map/events",

@@ -19,10 +19,11 @@ from controller.livemap.view import DENY_WINDOW, Expansion, build_view
 NOW = 1_800_000_000.0
 
 
-def desired(layout: dict[str, tuple[str, list[str]]]) -> DesiredIndex:
+def desired(layout: dict[str, tuple[str, list[str]]],
+            index: DesiredIndex | None = None) -> DesiredIndex:
     """Hosts by name -> (site, container names); container i of host j gets
-    10.(j).0.(i+2) in network n."""
-    index = DesiredIndex()
+    10.(j).0.(i+2) in network n.  Put into `index` (default a new one)."""
+    index = index if index is not None else DesiredIndex()
     with index.batch():
         for j, (host, (site, names)) in enumerate(layout.items(), start=1):
             index.put_host(Host(name=host, address=ipaddress.IPv4Address(f"198.18.{j // 250}."
