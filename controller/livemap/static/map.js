@@ -463,3 +463,9 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   if (state.token) signIn(state.token);
 });
+
+// A page left for another stays in the browser's back/forward cache with its
+// stream open, holding one of the replica's 16: close it, and follow again if the
+// page is shown from the cache.
+window.addEventListener("pagehide", () => { if (state.abort) state.abort.abort(); });
+window.addEventListener("pageshow", (ev) => { if (ev.persisted && state.token) follow(); });
