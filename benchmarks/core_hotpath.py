@@ -12,7 +12,11 @@ delta acknowledged at once.  It times, at N hosts and M containers:
 * one round of flow dumps of every switch (what the periodic dump costs the core);
 * an idle tick (the periodic work with no traffic);
 * /metrics (the counters and live connections, total and per host);
-* a FlowRemoved storm (every connection flow expiring, one notice each).
+* removing `--remove` containers that have connections (the core's part: its
+  connections torn down on every switch, its routes and guard flows);
+* a FlowRemoved storm (every connection flow expiring, one notice each), handed to
+  the core in batches of `--removal-batch` per switch (the os-ken app batches a
+  run of queued notices, at most its queue's 128; 1: one at a time, as before).
 
 Each phase prints its wall and CPU time (this process's: on a shared machine the
 CPU time is the steadier figure); `--profile PHASE` prints that phase's cProfile.
@@ -39,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from controller.api.counterfloor import CounterFloor
 from controller.api.metrics import ControllerCollector, render
 from controller.datapath.effects import KernelRouteDelta
-from controller.datapath.events import DumpedFlow, PacketInfo, PortInfo
+from controller.datapath.events import DumpedFlow, PacketInfo, PortInfo, RemovedFlow
 from controller.datapath.messages import (
     OFPP_LOCAL,
     FlowAdd,
@@ -131,6 +135,9 @@ class Agents:
 
     def send_mesh(self, hosts: list[Host]) -> None:
         pass
+
+    def names_changed(self) -> None:
+        pass  # the names tables are not this benchmark's (see docs/performance.md)
 
     def drop_all(self) -> None:
         pass
@@ -263,18 +270,33 @@ class Bench:
         return render(ControllerCollector(self.runtime, Roles(), True,  # type: ignore[arg-type]
                                           floor=self.floor)).decode()
 
-    def expire(self, limit: int | None) -> int:
+    def remove(self, count: int) -> int:
+        """Remove `count` containers, each with connections, from the index and the
+        core (what the inventory's change does; the store is not this phase's)."""
+        live = {ip for pair in self.core.state.pairs for ip in pair}
+        gone = [ep for ep in self.inventory.endpoints() if ep.ip in live][:count]
+        for ep in gone:
+            self.inventory.index.drop_endpoint(ep.id)
+            self.runtime.handle_timed(self.core.endpoint_removed, ep)
+        return len(gone)
+
+    def expire(self, limit: int | None, batch: int) -> int:
         """A FlowRemoved for each connection flow (the first `limit` ones), switch by
-        switch, as when a burst of connections idles out."""
+        switch, as when a burst of connections idles out, `batch` notices at a time."""
         n = 0
+        deltas = self.agents.deltas
         for h in self.hosts:
-            for ck in [c for c, f in self.switches.flows.get(h.dpid, {}).items()
-                       if f.idle_timeout]:
-                if limit is not None and n >= limit:
-                    return n
-                del self.switches.flows[h.dpid][ck]
-                self.runtime.handle(self.core.flow_removed, h.dpid, ck, 1)
-                n += 1
+            cookies = [c for c, f in self.switches.flows.get(h.dpid, {}).items()
+                       if f.idle_timeout]
+            if limit is not None:
+                cookies = cookies[: max(0, limit - n)]
+            for at in range(0, len(cookies), batch):
+                notices = [RemovedFlow(ck, 1) for ck in cookies[at:at + batch]]
+                for notice in notices:
+                    del self.switches.flows[h.dpid][notice.cookie]
+                self.runtime.handle(self.core.flows_removed, h.dpid, notices)
+            n += len(cookies)
+        self.results["expire_deltas"] = self.agents.deltas - deltas
         return n
 
 
@@ -285,10 +307,14 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=5000)
     ap.add_argument("--storm", type=int, default=None,
                     help="FlowRemoved notices in the storm (default: every connection flow)")
+    ap.add_argument("--remove", type=int, default=100,
+                    help="containers with connections removed before the storm")
+    ap.add_argument("--removal-batch", type=int, default=128,
+                    help="FlowRemoved notices per call of the core (1: one at a time)")
     ap.add_argument("--preload", action="store_true",
                     help="put the containers into the index at once instead of registering")
     ap.add_argument("--profile", default=None,
-                    help="register, connect, dump, tick, metrics or expire")
+                    help="register, connect, dump, tick, metrics, remove or expire")
     args = ap.parse_args()
     b = Bench(args.hosts, args.profile)
     if args.preload:
@@ -302,7 +328,8 @@ def main() -> None:
     b.phase("dump", b.dump_all)
     b.phase("tick", b.tick)
     b.phase("metrics", b.metrics)
-    expired = b.phase("expire", lambda: b.expire(args.storm))
+    b.phase("remove", lambda: b.remove(args.remove))
+    expired = b.phase("expire", lambda: b.expire(args.storm, args.removal_batch))
     b.results["registered_rss_mb"] = round(registered_rss, 1)
     b.results.update(hosts=args.hosts, containers=args.containers, pairs=args.pairs,
                      flows=flows, expired=expired, rss_mb=round(rss_mb(), 1),

@@ -1,5 +1,5 @@
 """The events the runtime parses for the pure core (from OpenFlow messages): a
-port, a PacketIn's fields, a dumped flow."""
+port, a PacketIn's fields, a dumped flow, a removed flow."""
 
 from __future__ import annotations
 
@@ -44,3 +44,13 @@ class DumpedFlow:
     out_port: int | None
     packet_count: int
     duration: float
+
+
+@dataclass(frozen=True)
+class RemovedFlow:
+    """A FlowRemoved notice: the flow's cookie and what it passed while it lived."""
+
+    cookie: int
+    packet_count: int
+    byte_count: int = 0
+    duration: float = 0.0

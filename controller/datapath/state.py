@@ -66,16 +66,32 @@ class PairFlows:
 
     def __init__(self) -> None:
         self._count: dict[Pair, int] = {}
+        # address -> its pairs with flows, in the order they got their first one
+        # (removing a container finds its connections without a scan of every flow)
+        self._by_ip: dict[IPv4, dict[Pair, None]] = {}
 
     def add(self, pair: Pair, n: int = 1) -> None:
-        self._count[pair] = self._count.get(pair, 0) + n
+        had = self._count.get(pair, 0)
+        self._count[pair] = had + n
+        if not had:
+            for ip in pair:
+                self._by_ip.setdefault(ip, {})[pair] = None
 
     def remove(self, pair: Pair, n: int = 1) -> None:
         left = self._count.get(pair, 0) - n
         if left > 0:
             self._count[pair] = left
-        else:
-            self._count.pop(pair, None)
+        elif self._count.pop(pair, None) is not None:
+            for ip in pair:
+                pairs = self._by_ip.get(ip)
+                if pairs is not None:
+                    pairs.pop(pair, None)
+                    if not pairs:
+                        del self._by_ip[ip]
+
+    def pairs_of(self, ip: IPv4) -> list[Pair]:
+        """The pairs of `ip` with flows (a copy: the caller may remove them)."""
+        return list(self._by_ip.get(ip, ()))
 
     def __contains__(self, pair: object) -> bool:
         return pair in self._count

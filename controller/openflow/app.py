@@ -33,10 +33,12 @@ from os_ken.ofproto import ofproto_v1_3
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller.cluster.roles import Roles
+from controller.datapath.events import RemovedFlow
 from controller.datapath.runtime import DatapathRuntime
 from controller.openflow.admission import REVOKED, Admission, Refused, peer_certificate
 from controller.openflow.codec import dumped_flow, parse_ipv4, port_info
 from controller.openflow.listener import TLSListener
+from controller.openflow.removals import RemovedBatches
 from controller.openflow.switches import Switches
 
 log = logging.getLogger(__name__)
@@ -142,6 +144,7 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
         self._ports: dict[int, list[Any]] = {}
         self._role_lock = threading.Lock()
         self._roles: dict[int, tuple[bool, int]] = {}  # dpid -> (master?, generation) sent
+        self._removed = RemovedBatches(self._flows_removed)
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="daolinet-tick", daemon=True)
         self._ticker.start()
@@ -153,6 +156,14 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     def close(self) -> None:
         self._stop.set()
+
+    def get_handlers(self, ev: Any, state: Any = None) -> Any:
+        """os-ken's event loop asks this before it runs an event's handlers: any
+        event but a FlowRemoved first delivers the notices held before it
+        (controller/openflow/removals.py), so that the core sees events in order."""
+        if not isinstance(ev, ofp_event.EventOFPFlowRemoved):
+            self._removed.flush()
+        return super().get_handlers(ev, state)
 
     # roles (docs/architecture.md, "Replicas") -----------------------------------------
     def _masters(self, dpid: int) -> bool:
@@ -344,13 +355,20 @@ class DaolinetApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_flow_removed(self, ev: Any) -> None:
+        """Held until no event waits behind it (or another kind comes first): a
+        burst of notices is one batch per switch, one route sync of its host."""
         msg = ev.msg
         if not self._serving(msg.datapath):
             return
-        self.runtime.handle(
-            self.runtime.core.flow_removed, msg.datapath.id, msg.cookie, msg.packet_count,
-            msg.byte_count, msg.duration_sec + msg.duration_nsec / 1e9,
+        notice = RemovedFlow(
+            msg.cookie, msg.packet_count, msg.byte_count,
+            msg.duration_sec + msg.duration_nsec / 1e9,
         )
+        if self._removed.add(msg.datapath.id, notice) or self.events.empty():
+            self._removed.flush()
+
+    def _flows_removed(self, dpid: int, notices: list[RemovedFlow]) -> None:
+        self.runtime.handle(self.runtime.core.flows_removed, dpid, notices)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def on_flow_stats(self, ev: Any) -> None:

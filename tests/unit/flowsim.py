@@ -18,7 +18,7 @@ from typing import Any
 from controller.datapath.connections import ConnEvent
 from controller.datapath.core.facade import Core
 from controller.datapath.effects import Effects, KernelRouteDelta
-from controller.datapath.events import DumpedFlow, PacketInfo, PortInfo
+from controller.datapath.events import DumpedFlow, PacketInfo, PortInfo, RemovedFlow
 from controller.datapath.messages import (
     CT,
     CT_EST,
@@ -299,6 +299,8 @@ class Lab:
             for name in sorted(set(self.owners.values()))
         }
         self.hold_exports = False
+        self.batch_removals = False  # see advance()
+        self.deltas: list[KernelRouteDelta] = []  # every delta sent to an agent, in order
         self.exports: list[tuple[Core, NeedsExport]] = []  # held
         self._import_refs: dict[int, tuple[Core, NeedsExport]] = {}
         self.switches: dict[str, FakeSwitch] = {}
@@ -364,6 +366,7 @@ class Lab:
         self.nat.update(fx.nat)
         for delta in fx.deltas:
             assert self.core_of(delta.host) is by, f"a core routed on {delta.host}"
+            self.deltas.append(delta)
             agent = self.agents[delta.host]
             if agent.auto_ack:
                 agent.apply(delta)
@@ -561,12 +564,16 @@ class Lab:
         return self.send(dst, dict(pkt, in_port=OFPP_LOCAL))
 
     def advance(self, seconds: float) -> None:
+        """Age every flow by `seconds`; the notices of the flows that went reach
+        their switch's core one at a time, or with `batch_removals` as one batch
+        per switch (the os-ken app's, controller/openflow/removals.py)."""
         self.now += seconds
         for host, sw in self.switches.items():
             core = self.core_of(host)
-            for entry in sw.expire(self.now):
-                self.run(
-                    core.flow_removed(self.view(), sw.dpid, entry.flow.cookie, entry.packets,
-                                      entry.packets * 100, self.now - entry.installed),
-                    core,
-                )
+            notices = [
+                RemovedFlow(e.flow.cookie, e.packets, e.packets * 100, self.now - e.installed)
+                for e in sw.expire(self.now)
+            ]
+            batches = [notices] if self.batch_removals and notices else [[n] for n in notices]
+            for batch in batches:
+                self.run(core.flows_removed(self.view(), sw.dpid, batch), core)

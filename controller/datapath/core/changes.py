@@ -10,7 +10,7 @@ from controller.datapath.core import connlog
 from controller.datapath.core.announce import Announcer
 from controller.datapath.core.context import CoreContext, Part
 from controller.datapath.core.decisions import decide_connection, still_allowed
-from controller.datapath.core.flows import delete_guard, delete_strict, guard
+from controller.datapath.core.flows import delete_guard, guard
 from controller.datapath.core.routing import local_route
 from controller.datapath.core.setup import Setups
 from controller.datapath.effects import Effects, KernelRouteDelta
@@ -39,14 +39,24 @@ class DesiredChanges(Part):
         fx.nat[ep.host] = self.announcer.nat_rules(ep.host)
         return fx
 
-    def _revoke(self, fx: Effects, pair: Pair, now: float | None, ended_by: str) -> None:
-        """Tear a live pair down, logging it as revoked (`ended_by` says why)."""
+    def _revoke(
+        self, fx: Effects, pair: Pair, now: float | None, ended_by: str,
+        unsynced: dict[str, None],
+    ) -> None:
+        """Tear a live pair down, logging it as revoked (`ended_by` says why); the
+        hosts whose routes must follow are added to `unsynced` (`_sync`)."""
         ps = self.state.pairs.get(pair)
         if ps is not None and ps.opened is not None:
             fx.connections.append(
                 connlog.revoked(self.state.switches.values(), pair, ps, now, ended_by)
             )
-        fx.extend(self.setups.teardown(pair))
+        fx.extend(self.setups.teardown(pair, unsynced))
+
+    def _sync(self, fx: Effects, hosts: dict[str, None]) -> None:
+        """Sync the routes of each host once, after every teardown of a change (a
+        container with N connections on one host was N syncs of it)."""
+        for host in hosts:
+            fx.extend(self.announcer.sync_routes(host))
 
     def _why_removed(self, ep: Endpoint) -> str:
         """What took a removed endpoint away, as the pinned desired state tells."""
@@ -72,17 +82,16 @@ class DesiredChanges(Part):
     def endpoint_removed(self, ep: Endpoint, now: float | None = None) -> Effects:
         """Tear down every connection of a removed (or moved) endpoint at once."""
         fx = Effects()
-        for pair in [p for p in self.state.pending if ep.ip in p]:
+        for pair in [p for p in self.state.pending if ep.ip in p]:  # setups under way
             fx.extend(self.setups.fail(pair))
         why = self._why_removed(ep)
-        for pair in [p for p in self.state.pairs if ep.ip in p]:
-            self._revoke(fx, pair, now, why)
-        for sw in self.state.switches.values():
-            gone = [k for k, r in sw.flows.items() if ep.ip in (r.src, r.dst)]
-            for key in gone:
-                fx.send(sw.dpid, delete_strict(sw.pop(key).flow))
-            if gone:
-                fx.extend(self.announcer.sync_routes(sw.host))
+        # A pair has state only while it has flows or a setup under way
+        # (CoreState.forget_if_idle), and the setups are failed: its pairs with
+        # flows are all there is to tear down (an index, not a scan of every flow).
+        unsynced: dict[str, None] = {}
+        for pair in self.state.live.pairs_of(ep.ip):
+            self._revoke(fx, pair, now, why, unsynced)
+        self._sync(fx, unsynced)
         home = self.state.switch_of(ep.host)
         port = home.port_no(ep.port) if home else None
         if home is not None and port is not None:
@@ -103,8 +112,11 @@ class DesiredChanges(Part):
         fx = Effects()
         sw = self.state.switches.get(host.dpid)
         if sw is not None:
-            for pair in {r.pair for r in sw.flows.values()}:
-                self._revoke(fx, pair, now, f"host {host.name} removed")
+            unsynced: dict[str, None] = {}
+            for pair in list(sw.by_pair):
+                self._revoke(fx, pair, now, f"host {host.name} removed", unsynced)
+            unsynced.pop(host.name, None)  # its routes go with it
+            self._sync(fx, unsynced)
             fx.extend(self.setups.fail_on_switch(sw.dpid))
             self.state.drop_switch(sw.dpid)  # its flows leave the pair counts too
             self.state.forget_idle_pairs()
@@ -142,10 +154,12 @@ class DesiredChanges(Part):
                 T_STATEFUL, match(), cookie=KIND_DENY << COOKIE_KIND_SHIFT,
                 cookie_mask=COOKIE_KIND_MASK,
             ))
+        unsynced: dict[str, None] = {}
         for pair, ps in list(self.state.pairs.items()):
             if not still_allowed(self.desired, pair, ps):
                 why = self._why_revoked(ps) if ps.opened is not None else ""
-                self._revoke(fx, pair, now, why)
+                self._revoke(fx, pair, now, why, unsynced)
+        self._sync(fx, unsynced)
         for host in self.desired.hosts():
             if host.name not in self.state.foreign:
                 fx.nat[host.name] = self.announcer.nat_rules(host.name)

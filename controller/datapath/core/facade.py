@@ -23,7 +23,7 @@ from controller.datapath.core.routing import Routing
 from controller.datapath.core.setup import Setups
 from controller.datapath.core.views import Views
 from controller.datapath.effects import Effects
-from controller.datapath.events import DumpedFlow, PacketInfo, PortInfo
+from controller.datapath.events import DumpedFlow, PacketInfo, PortInfo, RemovedFlow
 from controller.datapath.needs import Needs
 from controller.datapath.state import CoreState, Counters
 from controller.desired.index import DesiredView
@@ -79,9 +79,16 @@ class Core:
         self, desired: DesiredView, dpid: int, flow_cookie: int, packet_count: int,
         byte_count: int = 0, duration: float = 0.0,
     ) -> Effects:
+        """One FlowRemoved notice (a batch of one)."""
+        notice = RemovedFlow(flow_cookie, packet_count, byte_count, duration)
+        return self.flows_removed(desired, dpid, [notice])
+
+    def flows_removed(
+        self, desired: DesiredView, dpid: int, notices: Iterable[RemovedFlow]
+    ) -> Effects:
+        """FlowRemoved notices of one switch, in their order: one route sync for all."""
         self._ctx.pin(desired)
-        return self._switches.flow_removed(dpid, flow_cookie, packet_count, byte_count,
-                                           duration)
+        return self._switches.flows_removed(dpid, notices)
 
     def tick(self, desired: DesiredView, now: float) -> Effects:
         self._ctx.pin(desired)

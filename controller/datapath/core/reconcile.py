@@ -16,7 +16,7 @@ from controller.datapath.core.flows import delete_guard, delete_strict, guard, o
 from controller.datapath.core.routing import Routing
 from controller.datapath.core.setup import Setups
 from controller.datapath.effects import Effects
-from controller.datapath.events import DumpedFlow, PortInfo
+from controller.datapath.events import DumpedFlow, PortInfo, RemovedFlow
 from controller.datapath.messages import (
     CT_RPL,
     OFPM_ALL,
@@ -264,34 +264,38 @@ class Reconciler(Part):
             flow, now - f.duration, needs, packet_count=f.packet_count, last_active=now
         )
 
-    def flow_removed(
-        self, dpid: int, flow_cookie: int, packet_count: int, byte_count: int = 0,
-        duration: float = 0.0,
-    ) -> Effects:
-        """A flow went (idle, or deleted).  A connection's last flow going is its
+    def flows_removed(self, dpid: int, notices: Iterable[RemovedFlow]) -> Effects:
+        """Flows went (idle, or deleted).  A connection's last flow going is its
         expiry in the connection log, with what its flows passed; a drop flow's
-        packets join the denial it stands for."""
+        packets join the denial it stands for.  The routes of the switch's host are
+        synced once for the whole batch: a burst of N notices (flows idling out
+        together) was N syncs of the same host, N deltas to its agent."""
+        fx = Effects()
         sw = self.state.switches.get(dpid)
         if sw is None:
-            return Effects()
-        if cookie_kind(flow_cookie) == KIND_DENY:
-            self.state.count(sw.host, "denied_packets", packet_count)
-            denial = self.state.deny_events.pop(flow_cookie, None)
-            fx = Effects()
-            if denial is not None and packet_count > 0:
-                fx.connections.append(replace(denial, count=packet_count))
             return fx
-        key = sw.cookies.get(flow_cookie)
-        if key is None:
-            return Effects()  # stale notice of an older incarnation
-        rec = sw.pop(key)
-        ps = self.state.pairs.get(rec.pair)
-        if ps is not None:
-            connlog.account(ps, rec, packet_count, byte_count, duration)
-        self.state.forget_if_idle(rec.pair)
-        fx = self.announcer.sync_routes(sw.host)
-        if ps is not None and ps.opened is not None and rec.pair not in self.state.pairs:
-            fx.connections.append(connlog.closed(ps, "expired", ps.duration))
+        forgot = False
+        for notice in notices:
+            if cookie_kind(notice.cookie) == KIND_DENY:
+                self.state.count(sw.host, "denied_packets", notice.packet_count)
+                denial = self.state.deny_events.pop(notice.cookie, None)
+                if denial is not None and notice.packet_count > 0:
+                    fx.connections.append(replace(denial, count=notice.packet_count))
+                continue
+            key = sw.cookies.get(notice.cookie)
+            if key is None:
+                continue  # stale notice of an older incarnation
+            rec = sw.pop(key)
+            forgot = True
+            ps = self.state.pairs.get(rec.pair)
+            if ps is not None:
+                connlog.account(ps, rec, notice.packet_count, notice.byte_count,
+                                notice.duration)
+            self.state.forget_if_idle(rec.pair)
+            if ps is not None and ps.opened is not None and rec.pair not in self.state.pairs:
+                fx.connections.append(connlog.closed(ps, "expired", ps.duration))
+        if forgot:
+            fx.extend(self.announcer.sync_routes(sw.host))
         return fx
 
     # periodic -------------------------------------------------------------------------

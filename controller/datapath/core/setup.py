@@ -442,8 +442,11 @@ class Setups(Part):
                 fx.extend(self.fail(pair))
         return fx
 
-    def teardown(self, pair: Pair) -> Effects:
-        """Delete every flow of a pair on every switch (and the routes they needed)."""
+    def teardown(self, pair: Pair, unsynced: dict[str, None] | None = None) -> Effects:
+        """Delete every flow of a pair on every switch (and the routes they needed).
+
+        With `unsynced`, the hosts whose routes must follow are added to it instead
+        of synced here: a caller tearing many pairs down syncs each host once."""
         fx = Effects()
         if pair in self.state.pending:
             fx.extend(self.fail(pair))
@@ -451,7 +454,9 @@ class Setups(Part):
             gone = sw.pair_keys(pair)
             for key in gone:
                 fx.send(sw.dpid, delete_strict(sw.pop(key).flow))
-            if gone:
+            if gone and unsynced is not None:
+                unsynced[sw.host] = None
+            elif gone:
                 fx.extend(self.announcer.sync_routes(sw.host))
         self.state.pairs.pop(pair, None)
         return fx

@@ -109,7 +109,7 @@ def test_a_recorded_event_sequence_replays_to_the_same_effects_twice() -> None:
     assert set(recordings) == {"c0", "c1"}
     for rec in recordings.values():
         handlers = {c.handler for c in rec.calls}
-        assert {"packet_in", "flow_removed", "flows_dumped", "policy_changed",
+        assert {"packet_in", "flows_removed", "flows_dumped", "policy_changed",
                 "endpoint_added", "endpoint_removed", "tick"} <= handlers
         assert len({id(c.desired) for c in rec.calls}) > 1, "versions change on the way"
         effects = [fx for fx in rec.effects if isinstance(fx, Effects)]
