@@ -1,0 +1,42 @@
+"""The variables the roles define: their defaults and their argument specs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml  # type: ignore[import-untyped]
+
+from tests.unit.deploy.collections import ROOT
+
+ROLES = ROOT / "roles"
+
+
+@dataclass(frozen=True)
+class RoleVariable:
+    role: str
+    name: str
+    default: Any
+    documented: bool  # in the role's meta/argument_specs.yml
+
+
+def _load(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    data = yaml.safe_load(path.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def role_variables() -> dict[str, RoleVariable]:
+    """Every variable of roles/*/defaults and of the argument specs, by name."""
+    found: dict[str, RoleVariable] = {}
+    for role_dir in sorted(p for p in ROLES.iterdir() if (p / "tasks").is_dir()):
+        defaults = _load(role_dir / "defaults" / "main.yml")
+        specs = _load(role_dir / "meta" / "argument_specs.yml")
+        options = specs.get("argument_specs", {}).get("main", {}).get("options", {}) or {}
+        for name in sorted(set(defaults) | set(options)):
+            spec = options.get(name, {})
+            default = defaults.get(name, spec.get("default"))
+            found[name] = RoleVariable(role_dir.name, name, default, name in options)
+    return found
