@@ -5,6 +5,7 @@ A component's tag runs that component's tasks, and the read-only tasks of the ot
 that publish what it reads (tagged always), never another component's changes.  A run
 --limit leaves a host out of refuses, before any change, in the plays that need every
 host; the refusal itself is run here on this machine's localhost (it only reads).
+Here, not in the unit layer: each case runs ansible-playbook (seconds apiece); no root.
 """
 
 from __future__ import annotations
