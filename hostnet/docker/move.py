@@ -104,18 +104,21 @@ class Mover:
         if network is None:
             raise PluginError(f"container {docker_id[:12]} is on no daolinet network")
         name = str(info.get("Name", "")).lstrip("/") or docker_id[:12]
+        # Every reason at once, so that one refusal says all there is to fix.
+        cannot: list[str] = []
         if len(nets) > 1:
-            raise PluginError(
-                f"container {name} is on {len(nets)} networks ({', '.join(sorted(nets))}): "
-                f"a move takes one; disconnect it from the others first")
+            cannot.append(f"it is on {len(nets)} networks ({', '.join(sorted(nets))}): a move "
+                          f"takes one; disconnect it from the others first")
         held = [m for m in info.get("Mounts") or []
                 if str(m.get("Type")) in MOUNTS_THAT_HOLD_DATA]
         if held:
             what = ", ".join(
                 f"{m.get('Type')} {m.get('Name') or m.get('Source')} at {m.get('Destination')}"
                 for m in held)
-            raise PluginError(f"container {name} keeps data in {what}: it would not move "
-                              f"with the container; copy it and run the container yourself")
+            cannot.append(f"it keeps data in {what}: it would not move with the container; "
+                          f"copy it and run the container yourself")
+        if cannot:
+            raise PluginError(f"container {name} cannot move: {'; '.join(cannot)}")
         subs = docker_subnets(network[1])
         config = info.get("Config") or {}
         return {

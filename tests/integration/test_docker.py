@@ -317,6 +317,35 @@ def test_move_keeps_ip_and_mac(lab: Lab):
     assert lost < 8 / interval  # the peer got replies again after the move
 
 
+def test_move_refuses_what_cannot_move(lab: Lab):
+    """A container on two daolinet networks with a volume: the move is refused before
+    anything starts, naming both reasons, and the container stays as it was."""
+    tb, d1, d2 = lab.tb, lab.d1, lab.d2
+    d1.ok("network", "create", *NET, "--subnet", "10.23.0.0/24", "second")
+    tb.wait_until(lambda: _network(tb, "second"), 10, "second not at API")
+    try:
+        d1.run("keeper", "web", "-v", "keeperdata:/data")
+        d1.ok("network", "connect", "second", "keeper")
+        ep = _named(tb, "keeper")
+        out = subprocess.run(
+            [str(BIN_DIR / "daolictl"), "container", "move", "keeper", "--host", "h2"],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={"DAOLINET_URL": tb.api_url, "DAOLINET_TOKEN": tb.token},
+        )
+        assert out.returncode != 0, out.stdout
+        assert "on 2 networks (second, web)" in out.stderr, out.stderr
+        assert "keeps data in volume keeperdata at /data" in out.stderr, out.stderr
+        # nothing started on h2, nothing changed on h1 or at the controller
+        assert d2.cli("inspect", "keeper").returncode != 0
+        assert d1.inspect("keeper")["State"]["Running"]
+        assert _endpoint(tb, "keeper") == ep
+        assert tb.ping(tb.containers["p3"], ep["ip"], count=2)
+    finally:
+        d1.cli("rm", "-f", "keeper")
+        d1.cli("volume", "rm", "keeperdata")
+        d1.cli("network", "rm", "second")
+
+
 def test_no_leftovers_after_removal(lab: Lab):
     tb, d1, d2 = lab.tb, lab.d1, lab.d2
     for d in (d1, d2):

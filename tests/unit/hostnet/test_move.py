@@ -78,7 +78,8 @@ def test_a_container_keeping_data_in_mounts_is_not_moved(
     async def go() -> None:
         info = await mover(world)
         info["Mounts"] = mounts
-        with pytest.raises(PluginError, match=f"container mover keeps data in {named}"):
+        with pytest.raises(PluginError,
+                           match=f"container mover cannot move: it keeps data in {named}"):
             await world.plugins["h1"].command("docker-inspect", {"docker_id": CID})
         info["Mounts"] = [{"Type": "tmpfs", "Destination": "/run"}]  # holds no data
         spec = await world.plugins["h1"].command("docker-inspect", {"docker_id": CID})
@@ -90,9 +91,21 @@ def test_a_container_on_two_networks_is_not_moved(world: World) -> None:
     async def go() -> None:
         info = await mover(world)
         info["NetworkSettings"]["Networks"]["bridge"] = {"NetworkID": "b" * 64}
-        with pytest.raises(PluginError,
-                           match=r"container mover is on 2 networks \(bridge, web\)"):
+        with pytest.raises(PluginError, match=r"container mover cannot move: "
+                                              r"it is on 2 networks \(bridge, web\)"):
             await world.plugins["h1"].command("docker-inspect", {"docker_id": CID})
+    run(go())
+
+
+def test_one_refusal_names_every_reason(world: World) -> None:
+    async def go() -> None:
+        info = await mover(world)
+        info["NetworkSettings"]["Networks"]["bridge"] = {"NetworkID": "b" * 64}
+        info["Mounts"] = [{"Type": "volume", "Name": "pgdata", "Destination": "/var/lib/db"}]
+        with pytest.raises(PluginError) as refused:
+            await world.plugins["h1"].command("docker-inspect", {"docker_id": CID})
+        assert "on 2 networks (bridge, web)" in str(refused.value)
+        assert "keeps data in volume pgdata at /var/lib/db" in str(refused.value)
     run(go())
 
 

@@ -15,6 +15,7 @@ unanswered ones is the first answer after the reboot.  Prints one JSON object:
   lost            requests unanswered in that run
 """
 
+import itertools
 import json
 import re
 import sys
@@ -38,7 +39,7 @@ def main() -> None:
     answered = sorted({int(n) for n in re.findall(r"bytes from .*seq=(\d+)", sys.stdin.read())})
     if len(answered) < 2:
         raise SystemExit(f"too few answered pings to find the reboot: {answered}")
-    gap_start, gap_end = max(zip(answered, answered[1:]), key=lambda pair: pair[1] - pair[0])
+    gap_start, gap_end = max(itertools.pairwise(answered), key=lambda pair: pair[1] - pair[0])
     first_answer = pinger + gap_end * INTERVAL
     print(json.dumps({
         "first_answer_s": round(first_answer - host, 2),
