@@ -15,7 +15,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -29,16 +28,10 @@ import pytest
 from controller.store.base import Documents
 from controller.store.url import open_store
 from tests.etcdcluster import EtcdCluster, unique_prefix
-from tests.integration.testbed.procs import BIN_DIR
+from tests.integration.testbed.procs import BIN_DIR, free_ports
 
 KILLS = 20
 NETWORKS = 4  # names the workload creates and deletes in turn
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Controller:
@@ -51,7 +44,7 @@ class Controller:
         self.token_file.write_text(self.token + "\n")
         self.token_file.chmod(0o600)
         self.log = workdir / "controller.log"
-        self.api_port, self.of_port = free_port(), free_port()
+        self.api_port, self.of_port = free_ports(2)
         self.url = f"http://127.0.0.1:{self.api_port}"
         self.cmd = [
             str(BIN_DIR / "daolinet-controller"), "--store", store_url,

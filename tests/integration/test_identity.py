@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
-from testbed.procs import stop_process
+from testbed.procs import free_ports, stop_process
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect as ws_connect
 
@@ -35,12 +35,6 @@ from tests.pki import TestCA
 
 BIN_DIR = Path(sys.executable).parent
 CLOSE_FORBIDDEN = 4403  # controller/api/routes/stream.py
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -86,7 +80,7 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]
     for name, value in (("token", token), ("agent-token", agent_token)):
         (workdir / name).write_text(value + "\n")
         (workdir / name).chmod(0o600)
-    api, of = free_port(), free_port()
+    api, of = free_ports(2)
     log_path = workdir / "controller.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from testbed import Testbed
-from testbed.procs import stop_process, wait_until
+from testbed.procs import free_ports, stop_process, wait_until
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect as ws_connect
 
@@ -73,19 +73,13 @@ class Controller:
         return int(value(text, name, **labels) or 0)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def run_controller(workdir: Path, *args: str) -> Iterator[Controller]:
     """A `daolinet-controller` on loopback with a SQLite store in `workdir`."""
     token = secrets.token_urlsafe(24)
     (workdir / "token").write_text(token + "\n")
     (workdir / "token").chmod(0o600)
-    api, of = free_port(), free_port()
+    api, of = free_ports(2)
     log = (workdir / "controller.log").open("wb")
     proc = subprocess.Popen(
         [str(BIN_DIR / "daolinet-controller"), "--store", f"sqlite:///{workdir / 'db'}",

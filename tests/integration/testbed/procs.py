@@ -12,6 +12,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +31,17 @@ class TestbedError(RuntimeError):
     """The testbed could not be built or a helper failed; the message says why."""
 
     __test__ = False  # not a pytest test class
+
+
+def free_ports(n: int, address: str = "127.0.0.1") -> list[int]:
+    """`n` distinct TCP ports free on `address`: every socket stays bound until all
+    are, since two ports asked for one after the other may be the same one (it
+    happened: a controller's API and OpenFlow listener on one port)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind((address, 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def run(
