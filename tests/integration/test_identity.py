@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import ssl
 import subprocess
 import sys
