@@ -13,6 +13,8 @@ unanswered ones is the first answer after the reboot.  Prints one JSON object:
                   from the host's start to Docker starting the container on the
                   daolinet network / on a bridge network (the baseline: Docker alone)
   lost            requests unanswered in that run
+  last_answer_s   the last answer in the log, from the host's start
+first_answer_s and lost are null when the log holds no answer after the host's start.
 """
 
 import itertools
@@ -40,12 +42,18 @@ def main() -> None:
     if len(answered) < 2:
         raise SystemExit(f"too few answered pings to find the reboot: {answered}")
     gap_start, gap_end = max(itertools.pairwise(answered), key=lambda pair: pair[1] - pair[0])
-    first_answer = pinger + gap_end * INTERVAL
+    first_answer: float | None = round(pinger + gap_end * INTERVAL - host, 2)
+    last_answer = round(pinger + answered[-1] * INTERVAL - host, 2)
+    if first_answer is not None and first_answer < 0:
+        # No answer after the host's start in this log: busybox ping ends when it
+        # cannot send (seen once in the lab), so its log says nothing of the return.
+        first_answer = None
     print(json.dumps({
-        "first_answer_s": round(first_answer - host, 2),
+        "first_answer_s": first_answer,
+        "last_answer_s": last_answer,
         "daolinet_start_s": round(daolinet - host, 2),
         "bridge_start_s": round(bridge - host, 2),
-        "lost": gap_end - gap_start - 1,
+        "lost": gap_end - gap_start - 1 if first_answer is not None else None,
     }))
 
 
