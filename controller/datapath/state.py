@@ -10,7 +10,7 @@ import functools
 import ipaddress
 import itertools
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from controller.datapath.connections import ConnEvent
 from controller.datapath.events import PortInfo
@@ -25,11 +25,25 @@ Pair = frozenset[IPv4]
 Grant = tuple[IPv4, int | None, int | None]  # (source address, ip proto, dst port)
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def parse_ip(text: str) -> IPv4:
     """An address of a flow's match (parsed once per address: the same few thousand
     addresses make every flow, and ipaddress parses in Python)."""
     return IPv4(text)
+
+
+def discard(index: dict[K, dict[V, None]], key: K, member: V) -> None:
+    """Take `member` out of `index[key]`, and the key with its last member: the
+    indexes here keep no empty buckets."""
+    members = index.get(key)
+    if members is not None:
+        members.pop(member, None)
+        if not members:
+            del index[key]
 
 
 @dataclass
@@ -83,11 +97,7 @@ class PairFlows:
             self._count[pair] = left
         elif self._count.pop(pair, None) is not None:
             for ip in pair:
-                pairs = self._by_ip.get(ip)
-                if pairs is not None:
-                    pairs.pop(pair, None)
-                    if not pairs:
-                        del self._by_ip[ip]
+                discard(self._by_ip, ip, pair)
 
     def pairs_of(self, ip: IPv4) -> list[Pair]:
         """The pairs of `ip` with flows (a copy: the caller may remove them)."""
@@ -354,11 +364,7 @@ class CoreState:
     def unwait(self, pair: Pair, tokens: set[int]) -> None:
         """`pair`'s pending setup no longer waits for `tokens`."""
         for t in tokens:
-            pairs = self.waiting_on.get(t)
-            if pairs is not None:
-                pairs.pop(pair, None)
-                if not pairs:
-                    del self.waiting_on[t]
+            discard(self.waiting_on, t, pair)
 
     def note_deny_flow(self, flow_cookie: int, event: ConnEvent) -> None:
         """Remember which denial drop flow `flow_cookie` stands for (bounded: past
